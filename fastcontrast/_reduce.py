@@ -1,0 +1,57 @@
+"""Per-anchor loss terms and the reductions every family shares.
+
+A family Function returns, per anchor, the sum of its loss terms and how many terms there
+were (and how many were > 0). Every reduction a reference library uses is a ratio of global
+sums of those, which is also what makes the distributed wrapper exact: it all-reduces the
+same sums.
+
+    "mean"        Σ values / Σ counts      (0 when Σ counts = 0)
+    "avg_nonzero" Σ values / Σ nonzero     (pytorch-metric-learning's AvgNonZeroReducer)
+    "sum"         Σ values
+    "none"        values per anchor (summed over parts)
+
+`parts`: a loss may have K separately reduced parts (PML ContrastiveLoss reduces positive and
+negative pairs separately and adds them); values/counts/nonzero are then (B, K).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class LossTerms:
+    values: torch.Tensor   # (B,) or (B, K), differentiable
+    counts: torch.Tensor   # same shape, number of terms
+    nonzero: torch.Tensor  # same shape, number of terms > 0
+
+    def parts(self):
+        if self.values.dim() == 1:
+            return [(self.values, self.counts, self.nonzero)]
+        return [(self.values[:, k], self.counts[:, k], self.nonzero[:, k]) for k in range(self.values.shape[1])]
+
+
+def safe_ratio(total: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
+    """total / denom, or an exact 0 still attached to the graph when denom is 0."""
+    denom = denom.to(total.dtype)
+    return torch.where(denom > 0, total / denom.clamp_min(1), total * 0)
+
+
+def reduce_terms(terms: LossTerms, reduction: str, average: str = "mean",
+                 denominators: list | None = None) -> torch.Tensor:
+    """Reduce LossTerms. reduction: "mean" | "sum" | "none"; `average` says what "mean"
+    divides by: "mean" (counts) or "avg_nonzero" (nonzero). `denominators`, if given,
+    overrides the per-part denominators (the distributed wrapper passes global counts)."""
+    if reduction == "none":
+        return terms.values if terms.values.dim() == 1 else terms.values.sum(1)
+    out = None
+    for k, (v, c, nz) in enumerate(terms.parts()):
+        total = v.sum()
+        if reduction == "sum":
+            part = total
+        else:
+            d = denominators[k] if denominators is not None else (c if average == "mean" else nz).sum()
+            part = safe_ratio(total, torch.as_tensor(d, device=total.device))
+        out = part if out is None else out + part
+    return out

@@ -1,0 +1,6 @@
+"""Drop-in layers that reproduce other libraries' signatures, defaults and numbers.
+
+- fastcontrast.compat.pml: pytorch-metric-learning (losses, miners, distances)
+- fastcontrast.compat.tfa: TensorFlow Addons' triplet, contrastive and N-pairs losses
+- fastcontrast.compat.supcontrast: the SupContrast reference SupConLoss
+"""

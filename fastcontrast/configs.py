@@ -1,0 +1,91 @@
+"""The seam between a loss Function and its implementations.
+
+Each loss family has one autograd Function (fastcontrast/<family>.py). It calls one of two
+implementation modules with the same interface:
+
+    fastcontrast/_torch/<family>.py   the memory-lean PyTorch path (chunked over anchors)
+    fastcontrast/kernels/<family>.py  the Triton launchers
+
+    forward(q, r, q_labels, r_labels, cfg, **family_tensors) -> (outputs..., saved)
+    backward(grad_outputs..., q, r, q_labels, r_labels, cfg, saved, **family_tensors) -> grads
+
+q (B×D) are anchors, r (N×D) references, both already normalized if the metric says so and
+in their input dtype; labels are int64. The configs below are frozen, hashable and hold no
+tensors, so they can be passed through autograd and torch.compile as constants. Signs are
+resolved before the seam: the softmax family always sees a similarity (s = −d for distance
+kinds), the margin families always a distance (d = −s for similarity kinds, with
+`negate=True`), so an implementation never branches on loss conventions.
+
+`self_offset`: anchor i and reference i + self_offset are the same sample and that pair is
+skipped (0 when the references are the batch itself; a rank's row offset in distributed
+use); −1 disables self-exclusion.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SoftmaxConfig:
+    """Similarity-softmax family. Logits l_ij = s_ij / τ, s = q·r ("dot") or −d (distances).
+
+    variant "supcon": value_i = LSE_{j valid} l_ij − mean_{p∈P_i} l_ip  (0 when P_i is empty)
+    variant "ntxent": value_i = Σ_{p∈P_i} softplus(LSE_{n∈Neg_i} l_in − l_ip)  (0 with no negatives)
+    Outputs: values (B,) differentiable, n_pos (B,) int64 (|P_i|), not differentiable.
+    """
+
+    kind: str = "dot"  # "dot" | "sqeuclidean" | "euclidean"
+    variant: str = "supcon"
+    self_offset: int = 0
+    precision: str = "ieee"  # tl.dot input precision on GPU: "ieee" | "tf32"
+
+
+@dataclass(frozen=True)
+class PairMarginConfig:
+    """Pair-margin (contrastive) family, d = distance (or −s when negate).
+
+    pos term = relu(d − pos_margin) ** power,  neg term = relu(neg_margin − d) ** power
+    (power 1: pytorch-metric-learning; power 2 with pos_margin 0: Hadsell et al.)
+    Outputs per anchor, column 0 positives, column 1 negatives:
+      values (B, 2) differentiable sums of terms, counts (B, 2) pairs, nonzero (B, 2) terms > 0.
+    """
+
+    kind: str = "euclidean"
+    negate: bool = False
+    pos_margin: float = 0.0
+    neg_margin: float = 1.0
+    power: int = 1
+    self_offset: int = 0
+    precision: str = "ieee"
+
+
+@dataclass(frozen=True)
+class TripletConfig:
+    """Triplet family, d = distance (or −s when negate), t = d_an − d_ap, h = d_ap − d_an + margin.
+
+    mining:
+      "batch_all"     every (a, p, n)                          term relu(h) (softplus(h) if smooth)
+      "all" | "hard" | "semihard" | "easy": pytorch-metric-learning TripletMarginMiner filters
+                      on t with miner_margin (all: t ≤ mm, hard: t ≤ 0, semihard: 0 < t ≤ mm,
+                      easy: t > mm), then the same term on the kept triplets
+      "batch_hard"    per anchor: farthest positive, nearest negative (lowest index on ties)
+      "semihard_tfa"  per positive pair: nearest negative with d_an > d_ap, else the farthest
+                      negative (TF Addons / FaceNet); term relu(h)
+    swap: d_an → min(d_an, d_pn) in the term (not in the mining filter).
+    hard_fallback (batch_hard only): "drop" — anchors lacking a positive or a negative give no
+      term (PML BatchHardMiner); "tfa" — no positive → d_ap = 0, no negative → d_an = max_j d_aj,
+      every anchor gives a term (TF Addons triplet_hard_loss).
+    Outputs per anchor: values (B,) differentiable sums of terms, counts (B,) int64 number of
+      terms, nonzero (B,) int64 number of terms > 0.
+    """
+
+    kind: str = "euclidean"
+    negate: bool = False
+    mining: str = "batch_all"
+    margin: float = 0.05
+    miner_margin: float = 0.2
+    swap: bool = False
+    smooth: bool = False
+    hard_fallback: str = "drop"
+    self_offset: int = 0
+    precision: str = "ieee"

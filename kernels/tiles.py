@@ -1,0 +1,78 @@
+"""Shared @triton.jit helpers: the distance tile and the label masks.
+
+The math (same formulas as fastcontrast/metrics.py, the PyTorch path):
+
+    dot          s_ij = q_i·r_j
+    sqeuclidean  d_ij = ‖q_i‖² + ‖r_j‖² − 2 q_i·r_j, clamped at 0, snapped to 0 below
+                 snap_tol·(‖q_i‖² + ‖r_j‖²)
+    euclidean    sqrt of the above (gradient 0 at d = 0; see `euclidean_grad_scale`)
+
+Masks from label vectors, never from a B×N tensor in memory:
+
+    valid_ij = i < M and j < N and j != i + self_offset   (self_offset < 0: no self-pair)
+    pos_ij   = valid_ij and label_i == label_j
+    neg_ij   = valid_ij and label_i != label_j
+"""
+import triton
+import triton.language as tl
+
+KIND_DOT = tl.constexpr(0)
+KIND_SQEUCLIDEAN = tl.constexpr(1)
+KIND_EUCLIDEAN = tl.constexpr(2)
+KIND_CODES = {"dot": 0, "sqeuclidean": 1, "euclidean": 2}
+
+
+@triton.jit
+def dot_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+             PRECISION: tl.constexpr):
+    """q[offs_m] · r[offs_n]ᵀ accumulated in fp32 over D in BLOCK_D steps (rows past M/N read 0)."""
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    q_rows = offs_m.to(tl.int64)[:, None] * stride_q
+    r_rows = offs_n.to(tl.int64)[:, None] * stride_r
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        q = tl.load(q_ptr + q_rows + offs_d[None, :], mask=(offs_m[:, None] < M) & (offs_d[None, :] < D), other=0.0)
+        r = tl.load(r_ptr + r_rows + offs_d[None, :], mask=(offs_n[:, None] < N) & (offs_d[None, :] < D), other=0.0)
+        acc = tl.dot(q, tl.trans(r), acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r, snap_tol,
+                  KIND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                  PRECISION: tl.constexpr):
+    """A BLOCK_M×BLOCK_N fp32 tile of the metric KIND. q_sq/r_sq hold fp32 squared row norms
+    (unused for KIND_DOT)."""
+    dot = dot_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                   BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+    if KIND == 0:
+        return dot
+    q_sq = tl.load(q_sq_ptr + offs_m, mask=offs_m < M, other=0.0)
+    r_sq = tl.load(r_sq_ptr + offs_n, mask=offs_n < N, other=0.0)
+    scale = q_sq[:, None] + r_sq[None, :]
+    sq = scale - 2.0 * dot
+    sq = tl.where(sq <= snap_tol * scale, 0.0, sq)
+    if KIND == 1:
+        return sq
+    return tl.sqrt(sq)
+
+
+@triton.jit
+def euclidean_grad_scale(grad, dist):
+    """dL/d(squared distance) from dL/d(distance): g / (2d), and 0 where d = 0."""
+    return tl.where(dist > 0.0, grad / (2.0 * tl.where(dist > 0.0, dist, 1.0)), 0.0)
+
+
+@triton.jit
+def pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset):
+    """(valid, pos, neg) boolean tiles; self_offset < 0 means no self-pair exclusion."""
+    in_m = offs_m < M
+    in_n = offs_n < N
+    q_lab = tl.load(q_lab_ptr + offs_m, mask=in_m, other=-1)
+    r_lab = tl.load(r_lab_ptr + offs_n, mask=in_n, other=-2)
+    inside = in_m[:, None] & in_n[None, :]
+    not_self = (offs_n[None, :] != (offs_m[:, None] + self_offset)) | (self_offset < 0)
+    valid = inside & not_self
+    same = q_lab[:, None] == r_lab[None, :]
+    return valid, valid & same, valid & (~same)
