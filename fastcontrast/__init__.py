@@ -1,5 +1,42 @@
-"""fastcontrast: contrastive and metric-learning losses with fused Triton kernels."""
+"""fastcontrast: contrastive and metric-learning losses with fused Triton kernels.
+
+    import fastcontrast as fc
+    loss = fc.triplet_margin_loss(embeddings, labels, mining="semihard")
+
+Functional losses and their nn.Module forms are imported on first use, so `import
+fastcontrast` stays cheap and a missing optional piece never breaks the others.
+"""
+from __future__ import annotations
+
+import importlib
+
 from .backend import BACKENDS, resolve_backend  # noqa: F401
 from .metrics import METRICS  # noqa: F401
 
 __version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_EXPORTS = {
+    "contrastive_loss": "pair_margin", "ContrastiveLoss": "pair_margin",
+    "triplet_margin_loss": "triplet", "TripletMarginLoss": "triplet", "MINING_MODES": "triplet",
+    "supcon_loss": "softmax", "SupConLoss": "softmax",
+    "nt_xent_loss": "softmax", "NTXentLoss": "softmax",
+    "npair_loss": "softmax", "NPairLoss": "softmax",
+    "info_nce_loss": "softmax", "InfoNCELoss": "softmax",
+    "LossTerms": "_reduce", "reduce_terms": "_reduce",
+}
+
+__all__ = ["BACKENDS", "METRICS", "resolve_backend", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastcontrast' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,1 @@
+"""`fastcontrast bench`: timing and memory profiling against the baselines."""

@@ -1,0 +1,1 @@
+"""pytorch-metric-learning utils: `distributed` (DistributedLossWrapper, DistributedMinerWrapper)."""

@@ -1,0 +1,1 @@
+"""`fastcontrast experiment`: the two-stage MNIST / Fashion-MNIST study."""
