@@ -1,0 +1,444 @@
+"""Similarity-softmax family (SupCon, NT-Xent; N-pair, InfoNCE/CLIP and SimCLR map onto these).
+
+Anchors q (B×D, labels y), references r (N×D, labels y'), temperature τ (a 0-dim tensor).
+Similarity s_ij = q_i·r_j ("dot") or −d_ij (distance kinds), logits l_ij = s_ij / τ.
+valid_ij excludes padding and the self pair j = i + self_offset; P_i = valid same-label j,
+Neg_i = valid other-label j (masks built per tile from the label vectors, kernels/tiles.py).
+
+    supcon  v_i = LSE_{j valid} l_ij − (1/|P_i|) Σ_{p∈P_i} l_ip          (0 when P_i is empty)
+            ∂v_i/∂l_ij = softmax_ij·[valid] − [p∈P_i]/|P_i|
+    ntxent  v_i = Σ_{p∈P_i} softplus(L_i − l_ip),  L_i = LSE_{n∈Neg_i} l_in  (0 without negatives)
+            ∂v_i/∂l_ip = −σ(L_i − l_ip) for positives,
+            ∂v_i/∂l_in = S_i·exp(l_in − L_i) for negatives, S_i = Σ_p σ(L_i − l_ip)
+
+Forward, one program per block of anchor rows: stream over reference tiles, similarity tile
+computed on chip and never written, online LSE (running max + rescaled running sum).
+Stored per row (O(B)): lse = LSE_i (supcon) or L_i (ntxent), aux = 1/|P_i| (0 when none;
+supcon) or S_i (ntxent). ntxent needs L_i before its positive terms, so it makes a second
+pass over the tiles that hold a positive (cheap for SimCLR-style labels: most tiles have
+none and are skipped before any dot product).
+
+Backward (the FlashAttention pattern without V): W_ij = g_i·∂v_i/∂l_ij is recomputed per tile
+from the row statistics. With c_ij = ∂L/∂(tile entry):
+    dot          c = W/τ                     grad_q_i = Σ_j c_ij r_j,   grad_r_j = Σ_i c_ij q_i
+    sqeuclidean  c = −W/τ (s = −d)           grad_q_i = 2(Σ_j c_ij) q_i − 2 Σ_j c_ij r_j  (sym. for r)
+    euclidean    c = −W/(2dτ), 0 at d = 0    same as sqeuclidean
+    grad_τ = Σ_ij W_ij·∂l_ij/∂τ = −(1/τ) Σ_ij W_ij l_ij
+grad_q: one program per (anchor block, D chunk), streaming over reference tiles; grad_r: one
+program per (reference block, D chunk), streaming over anchor tiles. No atomics: every output
+element is written by exactly one program, and grad_τ is reduced from per-row partials by a
+torch sum, so results are deterministic.
+
+Inputs fp32/fp16/bf16, accumulation fp32; tl.dot input precision from cfg.precision
+("ieee" | "tf32"; fp16/bf16 always run at their native precision). The launchers are
+registered as torch ops "fastcontrast::softmax_fwd" / "fastcontrast::softmax_bwd" with
+torch.library.triton_op (opaque custom ops under the interpreter), so torch.compile can
+trace a training step that contains the loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.jit import JITFunction
+
+from fastcontrast import metrics
+from fastcontrast.configs import SoftmaxConfig
+
+from . import tiles
+
+VARIANT_CODES = {"supcon": 0, "ntxent": 1}
+PRECISIONS = ("ieee", "tf32")
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------------------------
+# Tile-level math shared by the three kernels
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r, snap_tol, inv_tau,
+                KIND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                PRECISION: tl.constexpr):
+    """(logits l = s/τ, metric tile t) for a BLOCK_M×BLOCK_N tile; s = t for dot, −t for distances."""
+    t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                            snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+    if KIND == 0:
+        logits = t * inv_tau
+    else:
+        logits = -t * inv_tau
+    return logits, t
+
+
+@triton.jit
+def _softplus(x):
+    # log(1 + e^x) without overflow; exact 0 at x = −inf
+    return tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _logit_grad(logits, valid, pos, neg, lse, aux, g, VARIANT: tl.constexpr):
+    """W_ij = g_i · ∂v_i/∂l_ij (see the module docstring); 0 outside the masks."""
+    if VARIANT == 0:
+        row_scale = tl.where(aux > 0.0, g, 0.0)  # anchors without positives have v_i ≡ 0
+        w = tl.exp(tl.where(valid, logits - lse[:, None], float("-inf"))) - tl.where(pos, aux[:, None], 0.0)
+    else:
+        row_scale = g
+        x = lse[:, None] - logits
+        w = aux[:, None] * tl.exp(tl.where(neg, -x, float("-inf"))) - tl.where(pos, _sigmoid(x), 0.0)
+    return w * row_scale[:, None]
+
+
+@triton.jit
+def _tile_coef(w, t, inv_tau, KIND: tl.constexpr):
+    """c = ∂L/∂(dot product) for KIND dot, ∂L/∂(squared distance) for the distance kinds."""
+    if KIND == 0:
+        c = w * inv_tau
+    elif KIND == 1:
+        c = -w * inv_tau
+    else:
+        c = tiles.euclidean_grad_scale(-w * inv_tau, t)
+    return c
+
+
+@triton.jit
+def _load_rows(ptr, offs_rows, offs_d, n_rows, D, stride):
+    mask = (offs_rows[:, None] < n_rows) & (offs_d[None, :] < D)
+    return tl.load(ptr + offs_rows.to(tl.int64)[:, None] * stride + offs_d[None, :], mask=mask, other=0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Forward: row statistics and per-anchor values
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr,
+                        values_ptr, n_pos_ptr, lse_ptr, aux_ptr,
+                        M, N, stride_q, stride_r, snap_tol, self_offset,
+                        D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    inv_tau = 1.0 / tl.load(tau_ptr)
+
+    # pass 1: online LSE over the denominator set (valid for supcon, negatives for ntxent)
+    run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    run_sum = tl.zeros((BLOCK_M,), tl.float32)
+    n_pos = tl.zeros((BLOCK_M,), tl.int32)
+    pos_logit_sum = tl.zeros((BLOCK_M,), tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                                snap_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        if VARIANT == 0:
+            in_lse = valid
+        else:
+            in_lse = neg
+        masked = tl.where(in_lse, logits, float("-inf"))
+        new_max = tl.maximum(run_max, tl.max(masked, 1))
+        shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # rows with nothing yet: no NaN
+        run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(masked - shift[:, None]), 1)
+        run_max = new_max
+        n_pos += tl.sum(pos.to(tl.int32), 1)
+        pos_logit_sum += tl.sum(tl.where(pos, logits, 0.0), 1)
+    lse = tl.where(run_sum > 0.0, run_max + tl.log(tl.where(run_sum > 0.0, run_sum, 1.0)), float("-inf"))
+
+    if VARIANT == 0:
+        has_pos = n_pos > 0
+        inv_n_pos = tl.where(has_pos, 1.0 / tl.maximum(n_pos, 1).to(tl.float32), 0.0)
+        value = tl.where(has_pos, lse - pos_logit_sum * inv_n_pos, 0.0)
+        aux = inv_n_pos
+    else:
+        # pass 2: softplus(L_i − l_ip) over positives, only on tiles that hold one
+        value = tl.zeros((BLOCK_M,), tl.float32)
+        aux = tl.zeros((BLOCK_M,), tl.float32)
+        for n0 in range(0, N, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+            if tl.sum(pos.to(tl.int32)) > 0:
+                logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
+                                        stride_r, snap_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                x = lse[:, None] - logits
+                value += tl.sum(tl.where(pos, _softplus(x), 0.0), 1)
+                aux += tl.sum(tl.where(pos, _sigmoid(x), 0.0), 1)
+
+    in_m = offs_m < M
+    tl.store(values_ptr + offs_m, value, mask=in_m)
+    tl.store(n_pos_ptr + offs_m, n_pos.to(tl.int64), mask=in_m)
+    tl.store(lse_ptr + offs_m, lse, mask=in_m)
+    tl.store(aux_ptr + offs_m, aux, mask=in_m)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward: grad_q (rows), grad_r (columns), grad_τ partials
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr,
+                          grad_ptr, lse_ptr, aux_ptr, grad_q_ptr, tau_part_ptr,
+                          M, N, stride_q, stride_r, stride_gq, snap_tol, self_offset,
+                          D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
+                          TAU_GRAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
+    pid_d = tl.program_id(1)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_do = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)  # the D chunk of grad_q this program writes
+    in_m = offs_m < M
+    inv_tau = 1.0 / tl.load(tau_ptr)
+    g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
+    lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
+    aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_DO), tl.float32)  # Σ_j c_ij r_j
+    coef_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ_j c_ij (distance kinds)
+    tau_part = tl.zeros((BLOCK_M,), tl.float32)      # Σ_j W_ij l_ij
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                                snap_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        w = _logit_grad(logits, valid, pos, neg, lse, aux, g, VARIANT)
+        if TAU_GRAD:
+            tau_part += tl.sum(w * logits, 1)
+        c = _tile_coef(w, t, inv_tau, KIND)
+        r_chunk = _load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
+        acc = tl.dot(c.to(r_chunk.dtype), r_chunk, acc, input_precision=PRECISION)
+        if KIND != 0:
+            coef_sum += tl.sum(c, 1)
+
+    if KIND == 0:
+        grad = acc
+    else:
+        q_chunk = _load_rows(q_ptr, offs_m, offs_do, M, D, stride_q).to(tl.float32)
+        grad = 2.0 * (coef_sum[:, None] * q_chunk - acc)
+    out_mask = in_m[:, None] & (offs_do[None, :] < D)
+    out_ptrs = grad_q_ptr + offs_m.to(tl.int64)[:, None] * stride_gq + offs_do[None, :]
+    tl.store(out_ptrs, grad.to(grad_q_ptr.dtype.element_ty), mask=out_mask)
+    if TAU_GRAD:
+        if pid_d == 0:
+            tl.store(tau_part_ptr + offs_m, tau_part, mask=in_m)
+
+
+@triton.jit
+def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr,
+                          grad_ptr, lse_ptr, aux_ptr, grad_r_ptr,
+                          M, N, stride_q, stride_r, stride_gr, snap_tol, self_offset,
+                          D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
+    inv_tau = 1.0 / tl.load(tau_ptr)
+
+    acc = tl.zeros((BLOCK_N, BLOCK_DO), tl.float32)  # Σ_i c_ij q_i
+    coef_sum = tl.zeros((BLOCK_N,), tl.float32)      # Σ_i c_ij (distance kinds)
+    for m0 in range(0, M, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        in_m = offs_m < M
+        g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
+        lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
+        aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
+        logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                                snap_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        w = _logit_grad(logits, valid, pos, neg, lse, aux, g, VARIANT)
+        c = _tile_coef(w, t, inv_tau, KIND)
+        q_chunk = _load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
+        acc = tl.dot(tl.trans(c.to(q_chunk.dtype)), q_chunk, acc, input_precision=PRECISION)
+        if KIND != 0:
+            coef_sum += tl.sum(c, 0)
+
+    in_n = offs_n < N
+    if KIND == 0:
+        grad = acc
+    else:
+        r_chunk = _load_rows(r_ptr, offs_n, offs_do, N, D, stride_r).to(tl.float32)
+        grad = 2.0 * (coef_sum[:, None] * r_chunk - acc)
+    out_mask = in_n[:, None] & (offs_do[None, :] < D)
+    out_ptrs = grad_r_ptr + offs_n.to(tl.int64)[:, None] * stride_gr + offs_do[None, :]
+    tl.store(out_ptrs, grad.to(grad_r_ptr.dtype.element_ty), mask=out_mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Block sizes
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Blocks:
+    """Tile sizes and launch options. block_d: the D step of the similarity tile; block_do: the D
+    chunk of a gradient one backward program writes (grid axis 1 = cdiv(D, block_do))."""
+
+    fwd_m: int
+    fwd_n: int
+    bwd_m: int
+    bwd_n: int
+    block_d: int
+    block_do: int
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+def _pow2(x: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(x)))
+
+
+def default_blocks(D: int, dtype: torch.dtype, device: torch.device) -> Blocks:
+    if device.type != "cuda":
+        # interpreter: small tiles, several per test shape so ragged edges are exercised
+        return Blocks(fwd_m=16, fwd_n=16, bwd_m=16, bwd_n=16, block_d=16, block_do=32)
+    wide = dtype == torch.float32  # 4-byte operands: smaller tiles keep shared memory in bounds
+    block_d = _pow2(D, 16, 64 if wide else 128)
+    return Blocks(fwd_m=64 if wide else 128, fwd_n=64, bwd_m=64, bwd_n=64, block_d=block_d,
+                  block_do=_pow2(D, 16, 64 if wide else 128), num_warps=4 if wide else 8, num_stages=2)
+
+
+# --------------------------------------------------------------------------------------------
+# Registered ops (tensors and scalars only: they are what torch.compile traces)
+# --------------------------------------------------------------------------------------------
+_TRACEABLE = isinstance(_softmax_fwd_kernel, JITFunction)  # False under TRITON_INTERPRET=1
+
+
+def _launchable(kernel):
+    return torch.library.wrap_triton(kernel) if _TRACEABLE else kernel
+
+
+def _squared_norms(x: torch.Tensor, kind: int) -> torch.Tensor:
+    if kind == 0:
+        return x.new_empty((1,), dtype=torch.float32)  # never read by the dot kernels
+    return torch.linalg.vector_norm(x, ord=2, dim=1, dtype=torch.float32).square()
+
+
+def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
+              temperature: torch.Tensor, kind: int, variant: int, self_offset: int, precision: str,
+              snap_tol: float, block_m: int, block_n: int, block_d: int, num_warps: int, num_stages: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    M, D = q.shape
+    N = r.shape[0]
+    values = torch.empty((M,), dtype=torch.float32, device=q.device)
+    n_pos = torch.empty((M,), dtype=torch.int64, device=q.device)
+    lse = torch.empty((M,), dtype=torch.float32, device=q.device)
+    aux = torch.empty((M,), dtype=torch.float32, device=q.device)
+    q_sq, r_sq = _squared_norms(q, kind), _squared_norms(r, kind)
+    kernel = _launchable(_softmax_fwd_kernel)
+    kernel[(triton.cdiv(M, block_m),)](
+        q, r, q_sq, r_sq, q_labels, r_labels, temperature, values, n_pos, lse, aux,
+        M, N, q.stride(0), r.stride(0), snap_tol, self_offset,
+        D=D, KIND=kind, VARIANT=variant, PRECISION=precision,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps, num_stages=num_stages)
+    return values, n_pos, lse, aux
+
+
+def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor,
+              r_labels: torch.Tensor, temperature: torch.Tensor, lse: torch.Tensor, aux: torch.Tensor,
+              kind: int, variant: int, self_offset: int, precision: str, snap_tol: float, tau_grad: bool,
+              block_m: int, block_n: int, block_d: int, block_do: int, num_warps: int, num_stages: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    M, D = q.shape
+    N = r.shape[0]
+    grad_q = torch.empty_like(q)
+    grad_r = torch.empty_like(r)
+    tau_part = torch.zeros((M if tau_grad else 0,), dtype=torch.float32, device=q.device)
+    q_sq, r_sq = _squared_norms(q, kind), _squared_norms(r, kind)
+    d_chunks = triton.cdiv(D, block_do)
+    kernel_q = _launchable(_softmax_bwd_q_kernel)
+    kernel_q[(triton.cdiv(M, block_m), d_chunks)](
+        q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux, grad_q,
+        tau_part if tau_grad else lse,
+        M, N, q.stride(0), r.stride(0), grad_q.stride(0), snap_tol, self_offset,
+        D=D, KIND=kind, VARIANT=variant, PRECISION=precision, TAU_GRAD=tau_grad,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
+        num_warps=num_warps, num_stages=num_stages)
+    kernel_r = _launchable(_softmax_bwd_r_kernel)
+    kernel_r[(triton.cdiv(N, block_n), d_chunks)](
+        q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux, grad_r,
+        M, N, q.stride(0), r.stride(0), grad_r.stride(0), snap_tol, self_offset,
+        D=D, KIND=kind, VARIANT=variant, PRECISION=precision,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
+        num_warps=num_warps, num_stages=num_stages)
+    return grad_q, grad_r, tau_part
+
+
+def _fwd_fake(q, r, q_labels, r_labels, temperature, kind, variant, self_offset, precision, snap_tol,
+              block_m, block_n, block_d, num_warps, num_stages):
+    M = q.shape[0]
+    f32 = dict(dtype=torch.float32, device=q.device)
+    return (q.new_empty((M,), **f32), q.new_empty((M,), dtype=torch.int64, device=q.device),
+            q.new_empty((M,), **f32), q.new_empty((M,), **f32))
+
+
+def _bwd_fake(grad_values, q, r, q_labels, r_labels, temperature, lse, aux, kind, variant, self_offset,
+              precision, snap_tol, tau_grad, block_m, block_n, block_d, block_do, num_warps, num_stages):
+    return (torch.empty_like(q), torch.empty_like(r),
+            q.new_empty((q.shape[0] if tau_grad else 0,), dtype=torch.float32))
+
+
+if _TRACEABLE:
+    softmax_fwd_op = torch.library.triton_op("fastcontrast::softmax_fwd", _fwd_impl, mutates_args=())
+    softmax_bwd_op = torch.library.triton_op("fastcontrast::softmax_bwd", _bwd_impl, mutates_args=())
+else:
+    # The interpreter's kernels cannot be traced: register opaque custom ops with shape-only fakes.
+    softmax_fwd_op = torch.library.custom_op("fastcontrast::softmax_fwd", _fwd_impl, mutates_args=())
+    softmax_fwd_op.register_fake(_fwd_fake)
+    softmax_bwd_op = torch.library.custom_op("fastcontrast::softmax_bwd", _bwd_impl, mutates_args=())
+    softmax_bwd_op.register_fake(_bwd_fake)
+
+
+# --------------------------------------------------------------------------------------------
+# The seam (fastcontrast/configs.py)
+# --------------------------------------------------------------------------------------------
+def _codes(cfg: SoftmaxConfig):
+    if cfg.kind not in tiles.KIND_CODES:
+        raise ValueError(f"cfg.kind must be one of {tuple(tiles.KIND_CODES)}, got {cfg.kind!r}")
+    if cfg.variant not in VARIANT_CODES:
+        raise ValueError(f"cfg.variant must be one of {tuple(VARIANT_CODES)}, got {cfg.variant!r}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"cfg.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    return tiles.KIND_CODES[cfg.kind], VARIANT_CODES[cfg.variant]
+
+
+def _prepare(q, r, q_labels, r_labels, temperature):
+    for name, x in (("q", q), ("r", r)):
+        if x.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"the Triton softmax kernels take float32/float16/bfloat16 {name}, got {x.dtype}; "
+                            "use backend='torch' for float64")
+    q, r = q.contiguous(), r.contiguous()
+    if r.dtype != q.dtype:
+        r = r.to(q.dtype)
+    q_labels = q_labels.to(torch.int64).contiguous()
+    r_labels = r_labels.to(torch.int64).contiguous()
+    tau = torch.as_tensor(temperature).detach().to(device=q.device, dtype=torch.float32).reshape(())
+    return q, r, q_labels, r_labels, tau
+
+
+def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: Blocks | None = None):
+    """-> (values (B,) float32, n_pos (B,) int64, saved = (row_lse, row_aux))."""
+    kind, variant = _codes(cfg)
+    q, r, q_labels, r_labels, tau = _prepare(q, r, q_labels, r_labels, temperature)
+    b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
+    values, n_pos, lse, aux = softmax_fwd_op(
+        q, r, q_labels, r_labels, tau, kind, variant, int(cfg.self_offset), cfg.precision,
+        metrics.snap_tolerance(q.dtype), b.fwd_m, b.fwd_n, b.block_d, b.num_warps, b.num_stages)
+    return values, n_pos, (lse, aux)
+
+
+def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, saved,
+             needs_temperature_grad: bool, blocks: Blocks | None = None):
+    """-> (grad_q like q, grad_r like r, grad_temperature (0-dim, temperature's dtype) or None)."""
+    kind, variant = _codes(cfg)
+    q_in_dtype, r_in_dtype = q.dtype, r.dtype
+    q, r, q_labels, r_labels, tau = _prepare(q, r, q_labels, r_labels, temperature)
+    lse, aux = saved
+    b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
+    grad_values = grad_values.to(device=q.device, dtype=torch.float32).contiguous()
+    grad_q, grad_r, tau_part = softmax_bwd_op(
+        grad_values, q, r, q_labels, r_labels, tau, lse, aux, kind, variant, int(cfg.self_offset),
+        cfg.precision, metrics.snap_tolerance(q.dtype), bool(needs_temperature_grad),
+        b.bwd_m, b.bwd_n, b.block_d, b.block_do, b.num_warps, b.num_stages)
+    grad_temperature = None
+    if needs_temperature_grad:
+        t = torch.as_tensor(temperature)
+        grad_temperature = (-tau_part.sum() / tau).to(t.dtype).reshape(t.shape)
+    return grad_q.to(q_in_dtype), grad_r.to(r_in_dtype), grad_temperature
