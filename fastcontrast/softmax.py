@@ -1,0 +1,506 @@
+"""Similarity-softmax losses: SupCon, NT-Xent, multi-class N-pair, InfoNCE/CLIP.
+
+All four are one computation (fastcontrast/configs.py, SoftmaxConfig): logits l_ij = s_ij/τ
+between anchors and references, masks from labels, and per anchor either
+
+    "supcon"  v_i = LSE_{j≠i} l_ij − mean_{p∈P(i)} l_ip          (cross-entropy against the
+              positives; N-pair and InfoNCE are this with one positive per anchor)
+    "ntxent"  v_i = Σ_{p∈P(i)} softplus(LSE_{n∈Neg(i)} l_in − l_ip)
+              (one term per positive pair; other positives stay out of the denominator)
+
+`SoftmaxFunction` computes it with the Triton kernels or the chunked PyTorch path
+(backend.resolve_backend), never keeping a B×N tensor between forward and backward.
+
+How each loss reduces ("mean"):
+
+    supcon_loss                  mean over anchors that have a positive
+    nt_xent_loss(form="pair")    mean over positive pairs (pytorch-metric-learning NTXentLoss)
+    nt_xent_loss(form="simclr")  mean over all anchors (the SimCLR paper; SupContrast with
+                                 base_temperature = temperature)
+    npair_loss                   mean over the selected pairs, + the L2 penalty (second part)
+    info_nce_loss                mean over queries (symmetric: average of both directions)
+
+labels=None (supcon, nt_xent): two views per sample, row i and row i + B/2 are a positive
+pair (B must be even).
+
+`indices_tuple` (pytorch-metric-learning pairs (a1, p, a2, n), triplets (a, p, n), or an
+object with `.materialize()` returning one): the loss uses exactly those pairs. That path
+is plain autograd on gathered rows: NT-Xent needs O(#pairs) memory, SupCon builds dense
+B×N masks and logits (O(B·N) memory). NT-Xent counts repeated pairs as often as they occur;
+SupCon treats the tuples as sets (as pytorch-metric-learning does).
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+
+from . import metrics
+from ._reduce import LossTerms, reduce_terms
+from ._validation import (check_choice, check_embeddings, check_labels, check_positive,
+                          check_query_ref, check_real, check_reduction)
+from .backend import BACKENDS, resolve_backend
+from ._torch.softmax import softplus
+from .configs import SoftmaxConfig
+
+__all__ = ["SoftmaxFunction", "supcon_loss", "nt_xent_loss", "npair_loss", "info_nce_loss",
+           "SupConLoss", "NTXentLoss", "NPairLoss", "InfoNCELoss"]
+
+NTXENT_FORMS = ("pair", "simclr")
+AVERAGES = ("mean", "avg_nonzero")
+
+
+def _implementation(backend: str):
+    if backend == "triton":
+        return importlib.import_module("fastcontrast.kernels.softmax")
+    return importlib.import_module("fastcontrast._torch.softmax")
+
+
+class SoftmaxFunction(torch.autograd.Function):
+    """(q, r, q_labels, r_labels, temperature, cfg, backend) -> (values (B,), n_pos (B,)).
+
+    q, r already prepared (normalized when the metric says so); temperature a 0-dim tensor;
+    backend "torch" or "triton" (already resolved). q and r may be the same tensor: autograd
+    then adds the two gradients."""
+
+    @staticmethod
+    def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend):
+        impl = _implementation(backend)
+        values, n_pos, saved = impl.forward(q, r, q_labels, r_labels, cfg, temperature)
+        ctx.impl, ctx.cfg = impl, cfg
+        ctx.save_for_backward(q, r, q_labels, r_labels, temperature, *saved)
+        ctx.mark_non_differentiable(n_pos)
+        return values, n_pos
+
+    @staticmethod
+    def backward(ctx, grad_values, _grad_n_pos):
+        q, r, q_labels, r_labels, temperature, *saved = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad_q, grad_r, grad_t = ctx.impl.backward(
+            grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, temperature, tuple(saved),
+            needs_temperature_grad=bool(needs[4]))
+        return (grad_q if needs[0] else None, grad_r if needs[1] else None, None, None,
+                grad_t if needs[4] else None, None, None)
+
+
+# ---------------------------------------------------------------------------------------
+# shared pieces
+
+
+def _check_temperature(temperature):
+    check_positive(temperature, "temperature", allow_tensor=True)
+    if isinstance(temperature, torch.Tensor) and not bool(torch.isfinite(temperature).all()):
+        raise ValueError("temperature must be finite")
+
+
+def _temperature_tensor(temperature, like: torch.Tensor) -> torch.Tensor:
+    cd = metrics.compute_dtype(like.dtype)
+    if isinstance(temperature, torch.Tensor):
+        t = temperature.reshape(())
+        if not t.is_floating_point():
+            t = t.to(cd)
+        return t.to(like.device)
+    return torch.tensor(float(temperature), dtype=cd, device=like.device)
+
+
+def _check_backend(backend):
+    if backend is not None:
+        check_choice(backend, "backend", BACKENDS)
+
+
+def _check_indices_tuple(indices_tuple, b: int, n: int):
+    """Materialize and check a PML-style tuple; returns (a1, p, a2, n) long tensors."""
+    if hasattr(indices_tuple, "materialize") and callable(indices_tuple.materialize):
+        indices_tuple = indices_tuple.materialize()
+    if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
+        raise TypeError("indices_tuple must be (anchors, positives, negatives) or "
+                        "(anchors1, positives, anchors2, negatives)")
+    parts = []
+    for k, t in enumerate(indices_tuple):
+        if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.is_floating_point() or t.dtype == torch.bool:
+            raise TypeError(f"indices_tuple[{k}] must be a 1-D integer tensor")
+        parts.append(t.long())
+    if len(parts) == 3:
+        parts = [parts[0], parts[1], parts[0], parts[2]]
+    a1, p, a2, neg = parts
+    if a1.shape != p.shape or a2.shape != neg.shape:
+        raise ValueError("indices_tuple: anchors and their positives/negatives must have equal lengths")
+    for t, bound, what in ((a1, b, "anchor"), (a2, b, "anchor"), (p, n, "reference"), (neg, n, "reference")):
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= bound):
+            raise ValueError(f"indices_tuple holds a {what} index outside [0, {bound})")
+    return a1, p, a2, neg
+
+
+def view_labels(b: int, device) -> torch.Tensor:
+    """labels=None: two views per sample, rows i and i + b/2 share label i."""
+    if b % 2:
+        raise ValueError(f"labels=None pairs row i with row i + B/2, so embeddings needs an even "
+                         f"number of rows; got {b}")
+    return torch.arange(b, device=device) % (b // 2)
+
+
+def different_label_counts(q_labels: torch.Tensor, r_labels: torch.Tensor) -> torch.Tensor:
+    """For each anchor, how many references have another label (sort + binary search)."""
+    ordered = r_labels.sort().values
+    same = torch.searchsorted(ordered, q_labels, right=True) - torch.searchsorted(ordered, q_labels)
+    return r_labels.shape[0] - same
+
+
+def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temperature, backend,
+                   precision="ieee"):
+    """Run SoftmaxFunction on prepared inputs (r may be q)."""
+    cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision)
+    resolved = resolve_backend(backend, q.device)
+    t = _temperature_tensor(temperature, q)
+    return SoftmaxFunction.apply(q, r, q_labels.long(), r_labels.long(), t, cfg, resolved)
+
+
+def _prepared(embeddings, ref_emb, metric):
+    q = metrics.prepare(embeddings, metric)
+    return q, (q if ref_emb is None else metrics.prepare(ref_emb, metric))
+
+
+def _pair_logits(x, y, kind, temperature):
+    """Row-wise logits s(x_k, y_k)/τ with plain autograd (zero-safe at d = 0)."""
+    cd = metrics.compute_dtype(x.dtype)
+    x, y = x.to(cd), y.to(cd)
+    if kind == "dot":
+        s = (x * y).sum(1)
+    else:
+        sq = ((x - y) ** 2).sum(1)
+        if kind == "euclidean":
+            pos = sq > 0
+            sq = torch.where(pos, sq, torch.ones_like(sq)).sqrt() * pos
+        s = -sq
+    return s / _temperature_tensor(temperature, x)
+
+
+def _dense_logits(q, r, kind, temperature):
+    """Dense B×N logits with plain autograd (zero-safe at d = 0); the indices_tuple path."""
+    cd = metrics.compute_dtype(q.dtype)
+    q, r = q.to(cd), r.to(cd)
+    if kind == "dot":
+        s = q @ r.T
+    else:
+        sq = (q * q).sum(1)[:, None] + (r * r).sum(1)[None, :] - 2 * q @ r.T
+        scale = (q * q).sum(1)[:, None] + (r * r).sum(1)[None, :]
+        pos = sq > metrics.snap_tolerance(cd) * scale
+        sq = torch.where(pos, sq, torch.zeros_like(sq))
+        if kind == "euclidean":
+            sq = torch.where(pos, sq, torch.ones_like(sq)).sqrt() * pos
+        s = -sq
+    return s / _temperature_tensor(temperature, q)
+
+
+# ---------------------------------------------------------------------------------------
+# Modules
+
+
+class _SoftmaxLoss(nn.Module):
+    """Shared options and the terms()/reduce() protocol of the family."""
+
+    average = "mean"
+
+    def __init__(self, *, temperature, distance, normalize, reduction, backend):
+        super().__init__()
+        _check_temperature(temperature)
+        check_reduction(reduction)
+        _check_backend(backend)
+        self.metric = metrics.resolve_metric(distance, normalize)
+        self.temperature = temperature
+        self.distance = distance
+        self.reduction = reduction
+        self.backend = backend
+
+    def reduce(self, terms: LossTerms, denominators=None) -> torch.Tensor:
+        return reduce_terms(terms, self.reduction, self.average, denominators)
+
+    def _check_tensors(self, embeddings, labels, ref_emb, ref_labels):
+        check_embeddings(embeddings, "embeddings")
+        if labels is not None:
+            check_labels(labels, embeddings.shape[0], "labels", "embeddings", embeddings.device)
+        if ref_emb is not None or ref_labels is not None:
+            if labels is None:
+                raise ValueError("labels are required when ref_emb is given")
+            check_query_ref(embeddings, labels, ref_emb, ref_labels)
+
+    def _softmax(self, embeddings, labels, ref_emb, ref_labels, self_offset, variant):
+        q, r = _prepared(embeddings, ref_emb, self.metric)
+        if ref_emb is None:
+            ref_labels = labels
+        return softmax_values(q, r, labels, ref_labels, kind=self.metric.kind, variant=variant,
+                              self_offset=self_offset, temperature=self.temperature, backend=self.backend)
+
+    def _default_labels(self, embeddings, labels, indices_tuple, ref_emb):
+        if labels is None and indices_tuple is None:
+            if ref_emb is not None:
+                raise ValueError("labels are required when ref_emb is given")
+            return view_labels(embeddings.shape[0], embeddings.device)
+        return labels
+
+    def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
+        self._check_tensors(embeddings, labels, ref_emb, ref_labels)
+        labels = self._default_labels(embeddings, labels, indices_tuple, ref_emb)
+        if indices_tuple is not None:
+            n = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
+            tuples = _check_indices_tuple(indices_tuple, embeddings.shape[0], n)
+            return self.reduce(self.tuple_terms(embeddings, tuples, ref_emb))
+        self_offset = 0 if ref_emb is None else -1
+        return self.reduce(self.terms(embeddings, labels, ref_emb, ref_labels, self_offset=self_offset))
+
+    def tuple_terms(self, embeddings, tuples, ref_emb):
+        raise ValueError(f"{type(self).__name__} does not take indices_tuple")
+
+
+def _supcon_tuple_terms(module, embeddings, tuples, ref_emb):
+    """SupCon on explicit pairs: dense B×N masks (sets) and logits."""
+    a1, p, a2, n = tuples
+    q, r = _prepared(embeddings, ref_emb, module.metric)
+    logits = _dense_logits(q, r, module.metric.kind, module.temperature)
+    pos = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+    neg = torch.zeros_like(pos)
+    pos[a1, p] = True
+    neg[a2, n] = True
+    if bool((pos & neg).any()):
+        raise ValueError("indices_tuple: a pair is listed both as positive and as negative")
+    zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
+    lse = logits.masked_fill(~(pos | neg), float("-inf")).logsumexp(1)
+    count = pos.sum(1)
+    has_pos = count > 0
+    lse = torch.where(has_pos, lse, zero)
+    values = torch.where(has_pos, lse - torch.where(pos, logits, zero).sum(1) / count.clamp_min(1), zero)
+    return LossTerms(values, has_pos.long(), (has_pos & (values.detach() > 0)).long())
+
+
+class SupConLoss(_SoftmaxLoss):
+    """Supervised contrastive loss (Khosla et al.): per anchor with positives,
+    LSE_{j≠i} s_ij/τ − mean_{p} s_ip/τ; "mean" averages over anchors that have a positive.
+    labels=None: two views per sample (rows i and i + B/2)."""
+
+    def __init__(self, temperature=0.1, *, distance="cosine", normalize=None, reduction="mean",
+                 backend=None):
+        super().__init__(temperature=temperature, distance=distance, normalize=normalize,
+                         reduction=reduction, backend=backend)
+
+    def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset=0) -> LossTerms:
+        values, n_pos = self._softmax(embeddings, labels, ref_emb, ref_labels, self_offset, "supcon")
+        has_pos = n_pos > 0
+        return LossTerms(values, has_pos.long(), (has_pos & (values.detach() > 0)).long())
+
+    def tuple_terms(self, embeddings, tuples, ref_emb):
+        return _supcon_tuple_terms(self, embeddings, tuples, ref_emb)
+
+
+class NTXentLoss(_SoftmaxLoss):
+    """NT-Xent. form="pair" (pytorch-metric-learning): one term per positive pair,
+    −log(e^{l_ap} / (e^{l_ap} + Σ_{n∈Neg(a)} e^{l_an})), mean over positive pairs.
+    form="simclr" (the SimCLR paper): per anchor −log(e^{l_ap} / Σ_{k≠a} e^{l_ak}), mean
+    over all anchors. labels=None: two views per sample (rows i and i + B/2)."""
+
+    def __init__(self, temperature=0.07, *, form="pair", distance="cosine", normalize=None,
+                 reduction="mean", backend=None):
+        check_choice(form, "form", NTXENT_FORMS)
+        super().__init__(temperature=temperature, distance=distance, normalize=normalize,
+                         reduction=reduction, backend=backend)
+        self.form = form
+
+    def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset=0) -> LossTerms:
+        if self.form == "simclr":
+            values, n_pos = self._softmax(embeddings, labels, ref_emb, ref_labels, self_offset, "supcon")
+            ones = torch.ones_like(n_pos)
+            return LossTerms(values, ones, (values.detach() > 0).long())
+        values, n_pos = self._softmax(embeddings, labels, ref_emb, ref_labels, self_offset, "ntxent")
+        refs = labels if ref_labels is None else ref_labels
+        has_neg = different_label_counts(labels, refs) > 0
+        return LossTerms(values, n_pos, n_pos * has_neg)
+
+    def tuple_terms(self, embeddings, tuples, ref_emb):
+        if self.form == "simclr":
+            raise ValueError("indices_tuple is not supported with form='simclr'")
+        a1, p, a2, n = tuples
+        q, r = _prepared(embeddings, ref_emb, self.metric)
+        kind, t = self.metric.kind, self.temperature
+        pos_logits = _pair_logits(q[a1], r[p], kind, t)
+        neg_logits = _pair_logits(q[a2], r[n], kind, t)
+        b = q.shape[0]
+        # per-anchor LSE over its negative entries, by scatter (repeated entries count)
+        row_max = torch.full((b,), float("-inf"), dtype=neg_logits.dtype, device=q.device)
+        row_max = row_max.scatter_reduce(0, a2, neg_logits.detach(), "amax")
+        has_neg = torch.isfinite(row_max)
+        row_max = torch.where(has_neg, row_max, torch.zeros_like(row_max))
+        total = torch.zeros(b, dtype=neg_logits.dtype, device=q.device).index_add(
+            0, a2, torch.exp(neg_logits - row_max[a2]))
+        lse = row_max + torch.where(has_neg, total, torch.ones_like(total)).log()
+        on = has_neg[a1]
+        values = torch.where(on, softplus(lse[a1] - pos_logits), torch.zeros_like(pos_logits))
+        ones = torch.ones_like(a1)
+        return LossTerms(values, ones, on.long())
+
+
+def npair_indices(labels: torch.Tensor, pairs=None):
+    """One positive pair per label, as pytorch-metric-learning's NPairsLoss picks it: among the
+    candidate pairs (all same-label pairs in row-major order, or `pairs` = (a, p) as given),
+    the first one whose anchor has that label. Returns (anchors, positives) ordered by label."""
+    if pairs is None:
+        # all pairs in row-major order: a label's first pair is (its lowest row, its second-lowest)
+        order = torch.sort(labels, stable=True).indices
+        ordered = labels[order]
+        second = torch.zeros_like(ordered, dtype=torch.bool)
+        second[1:] = ordered[1:] == ordered[:-1]
+        second[2:] &= ordered[2:] != ordered[:-2]
+        at = second.nonzero().squeeze(1)
+        return order[at - 1], order[at]
+    a, p = pairs
+    lab = labels[a]
+    order = torch.sort(lab, stable=True).indices
+    ordered = lab[order]
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    keep = order[first]
+    return a[keep], p[keep]
+
+
+class NPairLoss(_SoftmaxLoss):
+    """Multi-class N-pair loss (Sohn 2016): one (anchor, positive) pair per label; row i of
+    sim(anchors, positives) is a softmax cross-entropy with target i. l2_reg adds
+    0.25·l2_reg·(‖f_a‖² + ‖f_p‖²) per pair, averaged (a second LossTerms part)."""
+
+    def __init__(self, *, l2_reg=0.0, distance="dot", normalize=None, reduction="mean", backend=None):
+        super().__init__(temperature=1.0, distance=distance, normalize=normalize,
+                         reduction=reduction, backend=backend)
+        self.l2_reg = check_real(l2_reg, "l2_reg", nonnegative=True)
+
+    def _check_tensors(self, embeddings, labels, ref_emb, ref_labels):
+        if ref_emb is not None or ref_labels is not None:
+            raise ValueError("ref_emb is not supported by the N-pair loss")
+        check_embeddings(embeddings, "embeddings")
+        if labels is None:
+            raise ValueError("labels are required by the N-pair loss")
+        check_labels(labels, embeddings.shape[0], "labels", "embeddings", embeddings.device)
+
+    def _default_labels(self, embeddings, labels, indices_tuple, ref_emb):
+        return labels
+
+    def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
+        self._check_tensors(embeddings, labels, ref_emb, ref_labels)
+        pairs = None
+        if indices_tuple is not None:
+            a1, p, _, _ = _check_indices_tuple(indices_tuple, embeddings.shape[0], embeddings.shape[0])
+            pairs = (a1, p)
+        return self.reduce(self._pair_terms(embeddings, labels, pairs))
+
+    def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset=0) -> LossTerms:
+        self._check_tensors(embeddings, labels, ref_emb, ref_labels)
+        return self._pair_terms(embeddings, labels, None)
+
+    def _pair_terms(self, embeddings, labels, pairs):
+        anchors, positives = (npair_indices(labels) if pairs is None
+                              else npair_indices(labels, pairs))
+        q, _ = _prepared(embeddings, None, self.metric)
+        k = anchors.shape[0]
+        ids = torch.arange(k, device=embeddings.device)
+        values, _ = softmax_values(q[anchors], q[positives], ids, ids, kind=self.metric.kind,
+                                   variant="supcon", self_offset=-1, temperature=1.0, backend=self.backend)
+        ones = torch.ones_like(ids)
+        nonzero = (values.detach() > 0).long()
+        if self.l2_reg == 0:
+            return LossTerms(values, ones, nonzero)
+        fa = embeddings[anchors].to(values.dtype)
+        fp = embeddings[positives].to(values.dtype)
+        penalty = 0.25 * self.l2_reg * ((fa * fa).sum(1) + (fp * fp).sum(1))
+        return LossTerms(torch.stack([values, penalty], 1), torch.stack([ones, ones], 1),
+                         torch.stack([nonzero, (penalty.detach() > 0).long()], 1))
+
+
+class InfoNCELoss(_SoftmaxLoss):
+    """InfoNCE / CLIP: query i's positive is key i, every other key is a negative (keys may
+    outnumber queries: extra keys are negatives only). symmetric=True averages the
+    query→key and key→query directions (needs as many keys as queries).
+
+    forward(query, keys, labels=None, ref_labels=None): optional labels make every key with
+    the query's label a positive. terms(query, labels, keys, key_labels, self_offset): with
+    labels None, query i's positive is key i + max(self_offset, 0)."""
+
+    def __init__(self, temperature=0.07, *, symmetric=False, distance="cosine", normalize=None,
+                 reduction="mean", backend=None):
+        super().__init__(temperature=temperature, distance=distance, normalize=normalize,
+                         reduction=reduction, backend=backend)
+        if not isinstance(symmetric, bool):
+            raise TypeError(f"symmetric must be True or False, got {type(symmetric).__name__}")
+        self.symmetric = symmetric
+
+    def _check(self, query, keys, labels, ref_labels):
+        check_embeddings(query, "query")
+        check_embeddings(keys, "keys")
+        from ._validation import check_pair
+        check_pair(query, keys, "query", "keys")
+        if (labels is None) != (ref_labels is None):
+            raise ValueError("labels and ref_labels must be given together")
+        if labels is not None:
+            check_labels(labels, query.shape[0], "labels", "query", query.device)
+            check_labels(ref_labels, keys.shape[0], "ref_labels", "keys", keys.device)
+        elif keys.shape[0] < query.shape[0]:
+            raise ValueError(f"keys has {keys.shape[0]} rows but query has {query.shape[0]}: "
+                             "query i's positive is key i")
+        if self.symmetric and keys.shape[0] != query.shape[0]:
+            raise ValueError("symmetric=True needs as many keys as queries, got "
+                             f"{keys.shape[0]} keys and {query.shape[0]} queries")
+
+    def forward(self, query, keys, labels=None, ref_labels=None):
+        self._check(query, keys, labels, ref_labels)
+        return self.reduce(self.terms(query, labels, keys, ref_labels, self_offset=-1))
+
+    def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset=-1) -> LossTerms:
+        keys = embeddings if ref_emb is None else ref_emb
+        if labels is None:
+            shift = max(int(self_offset), 0)
+            labels = torch.arange(embeddings.shape[0], device=embeddings.device) + shift
+            ref_labels = torch.arange(keys.shape[0], device=keys.device)
+        q, r = _prepared(embeddings, keys, self.metric)
+        kw = dict(kind=self.metric.kind, variant="supcon", self_offset=-1,
+                  temperature=self.temperature, backend=self.backend)
+        values, n_pos = softmax_values(q, r, labels, ref_labels, **kw)
+        ones = torch.ones_like(n_pos)
+        if not self.symmetric:
+            return LossTerms(values, ones, (values.detach() > 0).long())
+        back, _ = softmax_values(r, q, ref_labels, labels, **kw)
+        both = torch.stack([0.5 * values, 0.5 * back], 1)
+        return LossTerms(both, torch.stack([ones, ones], 1), (both.detach() > 0).long())
+
+
+# ---------------------------------------------------------------------------------------
+# functional API: module.reduce(module.terms(...))
+
+
+def supcon_loss(embeddings, labels=None, *, temperature=0.1, distance="cosine", normalize=None,
+                ref_emb=None, ref_labels=None, indices_tuple=None, reduction="mean", backend=None):
+    """Supervised contrastive loss; see SupConLoss."""
+    loss = SupConLoss(temperature, distance=distance, normalize=normalize, reduction=reduction,
+                      backend=backend)
+    return loss(embeddings, labels, indices_tuple=indices_tuple, ref_emb=ref_emb, ref_labels=ref_labels)
+
+
+def nt_xent_loss(embeddings, labels=None, *, temperature=0.07, form="pair", distance="cosine",
+                 normalize=None, ref_emb=None, ref_labels=None, indices_tuple=None, reduction="mean",
+                 backend=None):
+    """NT-Xent; see NTXentLoss."""
+    loss = NTXentLoss(temperature, form=form, distance=distance, normalize=normalize,
+                      reduction=reduction, backend=backend)
+    return loss(embeddings, labels, indices_tuple=indices_tuple, ref_emb=ref_emb, ref_labels=ref_labels)
+
+
+def npair_loss(embeddings, labels, *, l2_reg=0.0, distance="dot", normalize=None, indices_tuple=None,
+               reduction="mean", backend=None):
+    """Multi-class N-pair loss; see NPairLoss."""
+    loss = NPairLoss(l2_reg=l2_reg, distance=distance, normalize=normalize, reduction=reduction,
+                     backend=backend)
+    return loss(embeddings, labels, indices_tuple=indices_tuple)
+
+
+def info_nce_loss(query, keys, *, temperature=0.07, symmetric=False, distance="cosine", normalize=None,
+                  reduction="mean", backend=None):
+    """InfoNCE / CLIP loss; see InfoNCELoss."""
+    loss = InfoNCELoss(temperature, symmetric=symmetric, distance=distance, normalize=normalize,
+                       reduction=reduction, backend=backend)
+    return loss(query, keys)
