@@ -1,0 +1,271 @@
+"""Exact global-batch losses across processes with torch.distributed.
+
+Contrastive losses get better with more negatives, so under data parallelism one wants the
+loss of the *global* batch (all ranks' rows together), not W separate local losses. This
+module gives that loss exactly and shares its work:
+
+- `all_gather_rows(x)` concatenates every rank's rows (any number per rank) in rank order.
+  It is differentiable: in backward each rank receives the gradient w.r.t. its own rows,
+  summed over every rank's use of them.
+- `GlobalBatchLoss(loss)` turns any fastcontrast loss Module into its global-batch version.
+  Rank r computes only its own anchors against all ranks' references,
+  `loss.terms(local, local_labels, global, global_labels, self_offset=offset_r)` (1/W of
+  the work; the self pair is excluded by its global index), all-reduces the per-part sums
+  of values, counts and non-zero counts, and divides its share by the global denominators.
+  Every reduction is a ratio of global sums, so the W shares add up to the global loss.
+
+Gradients and DistributedDataParallel. Call the global loss L = Σ_r L_r (L_r: rank r's
+anchors). Through `all_gather_rows`, rank r's embedding gradient is ∂L/∂x_r (its own anchors'
+terms plus every rank's terms that use its rows as references), so rank r's parameter
+gradient is g_r = ∂L/∂x_r · ∂x_r/∂θ and Σ_r g_r = ∂L/∂θ. DDP *averages* gradients over
+ranks, so the loss scales each rank's share by W (`average_grads=True`, the default); the
+averaged parameter gradient then equals, to rounding, the gradient one process gets from
+the same loss on the concatenated batch. With `average_grads=False` (you sum gradients
+yourself) no scaling is applied. The value returned is the global loss, the same on every
+rank.
+
+Collectives block until every rank joins. Give `init_process_group` a `timeout` (a
+`datetime.timedelta`) so that a rank that never arrives ends in an error rather than a
+hang. Shapes are exchanged first: ranks whose embedding dimensions or dtypes differ all
+raise the same ValueError instead of waiting on each other.
+
+Example (CPU, two processes; `tests/distributed/ddp_example.py` is this, runnable):
+
+    torchrun --nproc_per_node=2 tests/distributed/ddp_example.py
+
+    import datetime, torch, torch.distributed as dist
+    import fastcontrast as fc
+    from fastcontrast.distributed import GlobalBatchLoss
+
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(32, 16))
+    loss_fn = GlobalBatchLoss(fc.SupConLoss(temperature=0.1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x, y in loader:                    # this rank's share of the batch
+        loss = loss_fn(model(x), y)        # the loss of the whole global batch
+        opt.zero_grad(); loss.backward(); opt.step()
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ._reduce import LossTerms
+
+# dtypes that can cross the shape exchange as a small integer code
+_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64,
+           torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)
+
+
+def is_distributed() -> bool:
+    """True when torch.distributed is available and a process group is initialized."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world(group=None) -> tuple[int, int]:
+    if not is_distributed():
+        return 0, 1
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """How the global batch is split over ranks: rank r owns rows offsets[r]:offsets[r+1]."""
+
+    sizes: tuple[int, ...]
+    rank: int
+
+    @property
+    def world(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def offset(self) -> int:
+        return sum(self.sizes[: self.rank])
+
+    def rows(self, rank: int) -> slice:
+        start = sum(self.sizes[:rank])
+        return slice(start, start + self.sizes[rank])
+
+
+def exchange_layout(x: torch.Tensor, name: str = "embeddings", group=None) -> RowLayout:
+    """All-gather every rank's (rows, dim, dtype) of the 2-D tensor `x`.
+
+    Every rank sees the same table, so a mismatch raises the same ValueError on every rank
+    (nobody is left waiting in a later collective)."""
+    rank, world = rank_and_world(group)
+    if x.dim() != 2:
+        dim, rows = -1, -1
+    else:
+        rows, dim = x.shape
+    code = _DTYPES.index(x.dtype) if x.dtype in _DTYPES else -1
+    mine = torch.tensor([rows, dim, code], dtype=torch.int64, device=x.device)
+    table = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(table, mine, group=group)
+    table = [tuple(int(v) for v in t.tolist()) for t in table]
+    shapes = ", ".join(f"rank {r}: {t[0]}x{t[1]}" for r, t in enumerate(table))
+    if any(t[1] < 0 for t in table):
+        raise ValueError(f"{name} must be 2-D (batch, dim) on every rank; got {shapes}")
+    if len({t[1] for t in table}) > 1:
+        raise ValueError(f"{name} must have the same dimension on every rank; got {shapes}")
+    if len({t[2] for t in table}) > 1:
+        dtypes = ", ".join(f"rank {r}: {_DTYPES[t[2]] if t[2] >= 0 else '?'}" for r, t in enumerate(table))
+        raise ValueError(f"{name} must have the same dtype on every rank; got {dtypes}")
+    if any(t[0] < 1 for t in table):
+        raise ValueError(f"{name} needs at least one row on every rank; got {shapes}")
+    return RowLayout(tuple(t[0] for t in table), rank)
+
+
+def _gather_padded(x: torch.Tensor, layout: RowLayout, group=None) -> torch.Tensor:
+    """Concatenate every rank's rows of x (layout.sizes[r] rows on rank r), in rank order.
+    Collectives want equal shapes, so rows are padded to the largest count and trimmed."""
+    longest = max(layout.sizes)
+    x = x.contiguous()
+    if x.shape[0] < longest:
+        pad = x.new_zeros((longest - x.shape[0],) + tuple(x.shape[1:]))
+        x = torch.cat([x, pad])
+    parts = [torch.empty_like(x) for _ in range(layout.world)]
+    dist.all_gather(parts, x, group=group)
+    return torch.cat([p[:n] for p, n in zip(parts, layout.sizes)])
+
+
+class _AllGatherRows(torch.autograd.Function):
+    """Forward: every rank's rows in rank order. Backward: the sum over ranks of the
+    gradient w.r.t. the gathered tensor, restricted to this rank's rows."""
+
+    @staticmethod
+    def forward(ctx, x, layout, group):
+        ctx.layout, ctx.group = layout, group
+        with torch.no_grad():
+            return _gather_padded(x, layout, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad[ctx.layout.rows(ctx.layout.rank)], None, None
+
+
+def all_gather_rows(x: torch.Tensor, group=None, layout: RowLayout | None = None,
+                    name: str = "embeddings") -> tuple[torch.Tensor, RowLayout]:
+    """Every rank's rows of `x` (2-D, any number of rows per rank, same columns) in rank
+    order, and the RowLayout saying which rows came from which rank.
+
+    Differentiable: in backward each rank gets the gradient w.r.t. its own rows summed over
+    all ranks (an all-reduce of the gathered gradient). Every rank must therefore run
+    backward through it. Without an initialized process group it returns x itself."""
+    if not is_distributed():
+        return x, RowLayout((x.shape[0],), 0)
+    if layout is None:
+        layout = exchange_layout(x, name, group)
+    if x.requires_grad and torch.is_grad_enabled():
+        return _AllGatherRows.apply(x, layout, group), layout
+    return _gather_padded(x, layout, group), layout
+
+
+def all_gather_labels(labels: torch.Tensor, layout: RowLayout, group=None,
+                      name: str = "labels") -> torch.Tensor:
+    """Every rank's labels (1-D, layout.sizes[r] entries on rank r) in rank order; no grad."""
+    if labels.dim() != 1 or labels.shape[0] != layout.sizes[layout.rank]:
+        raise ValueError(f"{name} must be 1-D with one entry per row on this rank "
+                         f"({layout.sizes[layout.rank]}), got shape {tuple(labels.shape)}")
+    if not is_distributed():
+        return labels
+    return _gather_padded(labels.detach()[:, None], layout, group)[:, 0]
+
+
+def view_labels(rows: int, first_pair: int, device=None) -> torch.Tensor:
+    """SimCLR two-view labels for one rank: local rows i and i + rows/2 are the two views of
+    pair first_pair + i (pairs numbered globally, so views never match across ranks)."""
+    if rows % 2:
+        raise ValueError(f"labels=None means two views per sample (rows i and i + B/2), so each "
+                         f"rank's batch must have an even number of rows; got {rows}")
+    half = torch.arange(first_pair, first_pair + rows // 2, device=device)
+    return torch.cat([half, half])
+
+
+def _placed(local: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """A tensor shaped like `local` whose column sums are `total` (all in row 0)."""
+    out = torch.zeros_like(local)
+    out[0] = total.to(local.dtype)
+    return out
+
+
+class GlobalBatchLoss(torch.nn.Module):
+    """The global-batch version of a fastcontrast loss Module (see the module docstring).
+
+    loss: a Module with `terms(embeddings, labels, ref_emb, ref_labels, self_offset)` and
+      `reduce(terms, denominators=None)` (every fastcontrast loss and PML-compat loss).
+    group: the process group (None: the default group).
+    average_grads: True when gradients are averaged over ranks afterwards (DDP): each rank's
+      share is scaled by the world size so the averaged gradient is the global one.
+
+    forward(embeddings, labels=None, ref_emb=None, ref_labels=None): this rank's rows. With
+    ref_emb the anchors are compared against every rank's ref_emb (no self pairs); without,
+    against every rank's embeddings, excluding each row's own pair. labels=None: two views
+    per sample, rows i and i + B_r/2 of each rank. Returns the global loss (same on every
+    rank), or with reduction "none" this rank's per-anchor values against the global batch.
+    Without an initialized process group (or with one rank) it is the wrapped loss itself.
+    """
+
+    def __init__(self, loss: torch.nn.Module, group=None, average_grads: bool = True):
+        super().__init__()
+        for method in ("terms", "reduce"):
+            if not callable(getattr(loss, method, None)):
+                raise TypeError(f"loss must be a fastcontrast loss Module with a {method}() method; "
+                                f"{type(loss).__name__} has none")
+        if not isinstance(average_grads, bool):
+            raise TypeError(f"average_grads must be True or False, got {type(average_grads).__name__}")
+        self.loss = loss
+        self.group = group
+        self.average_grads = average_grads
+
+    def forward(self, embeddings, labels=None, ref_emb=None, ref_labels=None):
+        if not isinstance(embeddings, torch.Tensor):
+            raise TypeError(f"embeddings must be a torch.Tensor, got {type(embeddings).__name__}")
+        if (ref_emb is None) != (ref_labels is None):
+            raise ValueError("ref_emb and ref_labels must be given together")
+        rank, world = rank_and_world(self.group)
+        if world == 1:
+            return self.loss(embeddings, labels, ref_emb=ref_emb, ref_labels=ref_labels)
+
+        all_emb, layout = all_gather_rows(embeddings, self.group, name="embeddings")
+        if labels is None:
+            first_pair = sum(n // 2 for n in layout.sizes[:rank])
+            labels = view_labels(embeddings.shape[0], first_pair, embeddings.device)
+        all_labels = all_gather_labels(labels.to(embeddings.device), layout, self.group)
+        if ref_emb is None:
+            refs, ref_lab, self_offset = all_emb, all_labels, layout.offset
+        else:
+            refs, ref_layout = all_gather_rows(ref_emb, self.group, name="ref_emb")
+            ref_lab = all_gather_labels(ref_labels.to(ref_emb.device), ref_layout, self.group, "ref_labels")
+            self_offset = -1
+        terms = self.loss.terms(embeddings, labels, refs, ref_lab, self_offset=self_offset)
+        return self.reduce_global(terms, world)
+
+    def reduce_global(self, terms: LossTerms, world: int) -> torch.Tensor:
+        """This rank's LossTerms → the global loss (value), with this rank's share of the
+        gradient (scaled by `world` under average_grads)."""
+        values, counts, nonzero = terms.values, terms.counts, terms.nonzero
+        # one all-reduce: per-part sums of values (detached), counts and non-zero counts
+        sums = torch.stack([values.detach().sum(0).double(), counts.sum(0).double(),
+                            nonzero.sum(0).double()])
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=self.group)
+        g_values, g_counts, g_nonzero = sums[0], sums[1], sums[2]
+        # this rank's share: local sums over global denominators; the Module's own reduce
+        # picks which denominator (counts or non-zero) each part uses
+        share = self.loss.reduce(LossTerms(values, _placed(counts, g_counts), _placed(nonzero, g_nonzero)))
+        if share.dim() != 0:  # reduction "none": per local anchor
+            return share
+        whole = self.loss.reduce(LossTerms(
+            g_values.to(values.dtype).reshape((1,) + tuple(values.shape[1:])),
+            g_counts.to(counts.dtype).reshape((1,) + tuple(counts.shape[1:])),
+            g_nonzero.to(nonzero.dtype).reshape((1,) + tuple(nonzero.shape[1:]))))
+        scaled = share * world if self.average_grads else share
+        return scaled + (whole.to(scaled.dtype) - scaled).detach()
