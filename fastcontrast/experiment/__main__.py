@@ -1,0 +1,4 @@
+"""`python -m fastcontrast.experiment`."""
+from . import main
+
+raise SystemExit(main())

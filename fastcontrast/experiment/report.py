@@ -1,0 +1,171 @@
+"""Tables (markdown and JSON) and plots (PCA of test embeddings, accuracy vs batch size)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from .losses import TITLES
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def fmt_acc(cell: dict) -> str:
+    if not cell.get("accuracies"):
+        return "—"
+    m, s = cell["accuracy_mean"], cell["accuracy_std"]
+    return f"{100 * m:.2f} ± {100 * s:.2f}"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def summary_table(cells: list[dict], losses: list[str], batch_sizes: list[int]) -> str:
+    """Loss × batch size grid of test accuracy (%), mean ± std over seeds."""
+    by_key = {(c["loss"], c["batch_size"]): c for c in cells}
+    head = "| loss | " + " | ".join(f"batch {b}" for b in batch_sizes) + " |"
+    lines = [head, "|" + "---|" * (len(batch_sizes) + 1)]
+    for loss in losses:
+        row = [fmt_acc(by_key.get((loss, b), {})) for b in batch_sizes]
+        lines.append(f"| {TITLES[loss]} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def detail_table(cells: list[dict]) -> str:
+    lines = ["| loss | batch | lr | seeds | test accuracy % | stage 1 s | stage 2 s | peak memory |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in cells:
+        lines.append(
+            f"| {TITLES[c['loss']]} | {c['batch_size']} | {c['lr']:g} | {len(c['accuracies'])} | "
+            f"{fmt_acc(c)} | {c['stage1_s_mean']:.1f} | {c['stage2_s_mean']:.1f} | "
+            f"{fmt_bytes(c['peak_bytes_max'])} |")
+    return "\n".join(lines)
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    parts = [
+        f"# Two-stage contrastive study: {report['dataset']['name']}",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Date: {report['date']}  ",
+        f"Machine: {report['machine']['device_name']}, {report['machine']['cpu']}, "
+        f"torch {report['machine']['torch']}, fastcontrast {report['machine']['fastcontrast']}  ",
+        f"Data: {report['dataset']['train']} train / {report['dataset']['test']} test examples "
+        f"from {report['dataset']['source']}  ",
+        f"Stage 1: {s['epochs']} epochs, Adam, learning rate per batch size; stage 2: "
+        f"{s['classifier_epochs']} epochs, batch {s['classifier_batch_size']}, "
+        f"lr {s['classifier_lr']:g}; the baseline trains {s['epochs']} epochs at each batch size "
+        f"and learning rate. Loss conventions: {s['semantics']}; margin {s['margin']:g}, "
+        f"temperature {s['temperature']:g}. Seeds: {', '.join(map(str, s['seeds']))}.",
+        "",
+        "Test accuracy (%), mean ± std over seeds:",
+        "",
+        summary_table(report["results"], s["losses"], s["batch_sizes"]),
+        "",
+        "Per configuration (times are per seed, mean; peak memory is the largest over seeds: "
+        + ("peak CUDA memory allocated" if report["machine"]["device"].startswith("cuda")
+           else "peak resident-set growth of the process, sampled every 2 ms") + "):",
+        "",
+        detail_table(report["results"]),
+    ]
+    if report.get("missing"):
+        parts += ["", "Not run (the run stopped first): "
+                  + ", ".join(f"{TITLES[m['loss']]} at batch {m['batch_size']}"
+                              for m in report["missing"]) + "."]
+    return "\n".join(parts) + "\n"
+
+
+def write_tables(report: dict, out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(report, f, indent=2, default=float)
+        f.write("\n")
+    with open(os.path.join(out_dir, "table.md"), "w") as f:
+        f.write(markdown(report))
+
+
+def pca_2d(train: np.ndarray | None, test: np.ndarray) -> np.ndarray:
+    """Project test onto the first two principal axes (fitted on train if given)."""
+    fit = test if train is None else train
+    mean = fit.mean(axis=0)
+    _, _, vt = np.linalg.svd(fit - mean, full_matrices=False)
+    return (test - mean) @ vt[:2].T
+
+
+def plot_pca(embeddings: dict, labels: np.ndarray, class_names: list[str], title: str,
+             path: str) -> None:
+    """One panel per loss: test embeddings projected on their first two principal axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(embeddings)
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, name in zip(axes.flat, names):
+        xy = embeddings[name]
+        for c in range(len(class_names)):
+            sel = labels == c
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=3, alpha=0.5, color=cmap(c % 10),
+                       label=class_names[c], linewidths=0)
+        ax.set_title(TITLES[name], fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("PC1", fontsize=8)
+        ax.set_ylabel("PC2", fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    handles, legend_labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, legend_labels, loc="center right", markerscale=4, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.86, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_accuracy(cells: list[dict], losses: list[str], title: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for loss in losses:
+        pts = sorted((c["batch_size"], c["accuracy_mean"], c["accuracy_std"])
+                     for c in cells if c["loss"] == loss and c["accuracies"])
+        if not pts:
+            continue
+        b, m, s = (np.array(v, dtype=float) for v in zip(*pts))
+        style = "--" if loss == "cross-entropy" else "-"
+        ax.errorbar(b, 100 * m, yerr=100 * s, marker="o", linestyle=style, capsize=3,
+                    label=TITLES[loss])
+    ax.set_xscale("log", base=2)
+    bss = sorted({c["batch_size"] for c in cells})
+    ax.set_xticks(bss)
+    ax.set_xticklabels([str(b) for b in bss])
+    ax.set_xlabel("stage-1 batch size")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
