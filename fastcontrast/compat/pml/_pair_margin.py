@@ -1,1 +1,91 @@
-__all__ = []
+"""pytorch-metric-learning's ContrastiveLoss, computed by fastcontrast.
+
+    loss_fn = losses.ContrastiveLoss(pos_margin=0, neg_margin=1)
+    loss = loss_fn(embeddings, labels, indices_tuple=None, ref_emb=None, ref_labels=None)
+
+Same defaults as PML 2.9.0: the normalized Euclidean distance (LpDistance()), positive
+terms relu(d − pos_margin), negative terms relu(neg_margin − d) (flipped for similarities),
+each set averaged over its non-zero terms (AvgNonZeroReducer) and the two averages added.
+PML conventions kept on purpose:
+- self pairs are dropped only when the references are the batch itself or `ref_labels` is
+  the very same tensor object as `labels`;
+- triplets in `indices_tuple` become pairs (a, p) and (a, n), duplicates kept;
+- when there is at most one positive pair and at most one negative pair, the loss is an
+  exact 0 (PML's early exit), still attached to the graph;
+- the result has the embeddings' dtype.
+One known difference: PML's Euclidean distance (torch.cdist) can leave rounding noise
+(~1e-4 in float32) where two embeddings are identical, making such a positive term count
+as non-zero; fastcontrast snaps that distance to exactly 0.
+"""
+from __future__ import annotations
+
+import torch
+
+from ... import metrics
+from ..._reduce import LossTerms, reduce_terms
+from ...pair_margin import ContrastiveLoss as _FastContrastiveLoss
+from .distances import LpDistance, metric_from_distance
+
+__all__ = ["ContrastiveLoss"]
+
+_REDUCERS = {"AvgNonZeroReducer": "avg_nonzero", "MeanReducer": "mean"}
+
+
+def _average_from_reducer(reducer) -> str:
+    if reducer is None:
+        return "avg_nonzero"
+    if isinstance(reducer, str) and reducer in _REDUCERS.values():
+        return reducer
+    name = type(reducer).__name__
+    if name in _REDUCERS:
+        return _REDUCERS[name]
+    raise TypeError(f"reducer must be None, AvgNonZeroReducer() or MeanReducer(), got {name}")
+
+
+def _distance_name(metric: metrics.Metric) -> tuple[str, bool]:
+    name = {"dot": "dot", "sqeuclidean": "squared_euclidean", "euclidean": "euclidean"}[metric.kind]
+    return name, metric.normalize
+
+
+class ContrastiveLoss(torch.nn.Module):
+    """pytorch_metric_learning.losses.ContrastiveLoss(pos_margin=0, neg_margin=1, distance=None,
+    reducer=None). `distance`: a fastcontrast.compat.pml.distances object or PML's own."""
+
+    def __init__(self, pos_margin=0, neg_margin=1, distance=None, reducer=None,
+                 embedding_regularizer=None, embedding_reg_weight=1, collect_stats=None, backend=None):
+        super().__init__()
+        if embedding_regularizer is not None:
+            raise ValueError("embedding_regularizer is not supported by fastcontrast's ContrastiveLoss")
+        self.distance = LpDistance() if distance is None else distance
+        metric = metric_from_distance(self.distance, "distance")
+        name, normalize = _distance_name(metric)
+        self.pos_margin, self.neg_margin = pos_margin, neg_margin
+        self.reducer = reducer
+        self.loss = _FastContrastiveLoss(pos_margin, neg_margin, 1, name, normalize, "mean",
+                                         _average_from_reducer(reducer), backend)
+
+    def terms(self, embeddings, labels=None, ref_emb=None, ref_labels=None, self_offset: int = 0,
+              indices_tuple=None) -> LossTerms:
+        return self.loss.terms(embeddings, labels, ref_emb, ref_labels, self_offset, indices_tuple)
+
+    def reduce(self, terms: LossTerms, denominators=None) -> torch.Tensor:
+        loss = reduce_terms(terms, "mean", self.loss.average, denominators)
+        # PML returns 0 when there is at most one positive and at most one negative pair
+        counts = terms.counts.sum(0)
+        early_exit = (counts[0] <= 1) & (counts[1] <= 1)
+        return torch.where(early_exit, loss * 0, loss)
+
+    def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
+        if labels is None and indices_tuple is None:
+            raise ValueError("labels and indices_tuple cannot both be None")
+        if ref_emb is None:
+            self_offset = 0
+        else:
+            if ref_labels is None and indices_tuple is None:
+                # PML compares labels with themselves then
+                if not isinstance(ref_emb, torch.Tensor) or ref_emb.shape[0] != (0 if labels is None else labels.shape[0]):
+                    raise ValueError("ref_labels is required when ref_emb has a different number of rows")
+                ref_labels = labels
+            self_offset = 0 if (ref_labels is labels and labels is not None) else -1
+        terms = self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, indices_tuple)
+        return self.reduce(terms).to(embeddings.dtype)

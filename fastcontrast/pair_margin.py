@@ -1,0 +1,256 @@
+"""Max-margin contrastive loss (the pair-margin family).
+
+For every positive pair (same label, not the anchor itself) and negative pair (different
+label) of anchor i and reference j, with d a distance:
+
+    positive term  relu(d_ij − pos_margin) ** power
+    negative term  relu(neg_margin − d_ij) ** power
+
+With a similarity s ("dot", "cosine") every comparison flips: relu(pos_margin − s_ij) and
+relu(s_ij − neg_margin). power=1 is pytorch-metric-learning's ContrastiveLoss; power=2 with
+pos_margin=0 is the squared form of Hadsell, Chopra & LeCun (2006).
+
+Reduction: the positive and the negative terms are averaged separately and the two averages
+added. average="avg_nonzero" divides each sum by its number of terms > 0 (PML's default
+reducer), average="mean" by its number of pairs; an empty part contributes an exact 0.
+reduction="sum" adds every term, reduction="none" gives each anchor's sum of terms.
+
+The all-pairs loss runs through one autograd Function that calls either the memory-lean
+PyTorch path (fastcontrast/_torch/pair_margin.py) or the Triton kernels
+(kernels/pair_margin.py); neither ever holds the B×N distance matrix. Explicit pairs
+(`indices_tuple`) are computed directly from the selected rows, O(pairs) time and memory.
+"""
+from __future__ import annotations
+
+import importlib
+import numbers
+
+import torch
+
+from . import metrics
+from ._reduce import LossTerms, reduce_terms
+from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_real,
+                          check_reduction)
+from .backend import resolve_backend
+from .configs import PairMarginConfig
+
+AVERAGES = ("avg_nonzero", "mean")
+POWERS = (1, 2)
+
+__all__ = ["contrastive_loss", "ContrastiveLoss", "PairMarginFunction"]
+
+
+def _implementation(backend: str):
+    name = "fastcontrast.kernels.pair_margin" if backend == "triton" else "fastcontrast._torch.pair_margin"
+    return importlib.import_module(name)
+
+
+class PairMarginFunction(torch.autograd.Function):
+    """(q, r, q_labels, r_labels, cfg, backend) → per-anchor (values, counts, nonzero), each
+    (B, 2); only `values` is differentiable. q and r may be the same tensor."""
+
+    @staticmethod
+    def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str):
+        impl = _implementation(backend)
+        values, counts, nonzero, saved = impl.forward(q, r, q_labels, r_labels, cfg)
+        ctx.same = r is q
+        ctx.cfg, ctx.backend = cfg, backend
+        ctx.save_for_backward(q, r, q_labels, r_labels, *saved)
+        ctx.mark_non_differentiable(counts, nonzero)
+        return values, counts, nonzero
+
+    @staticmethod
+    def backward(ctx, grad_values, grad_counts, grad_nonzero):
+        q, r, q_labels, r_labels, *saved = ctx.saved_tensors
+        if ctx.same:
+            r = q
+        impl = _implementation(ctx.backend)
+        grad_q, grad_r = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg,
+                                       tuple(saved))
+        return grad_q, grad_r, None, None, None, None
+
+
+# ---------------------------------------------------------------------------------------
+# argument checks
+
+def _check_power(power) -> int:
+    if isinstance(power, bool) or not isinstance(power, numbers.Real):
+        raise TypeError(f"power must be 1 or 2, got {type(power).__name__}")
+    if power not in POWERS:
+        raise ValueError(f"power must be 1 or 2, got {power}")
+    return int(power)
+
+
+def _check_options(pos_margin, neg_margin, power, distance, normalize, reduction, average, backend):
+    pos_margin = check_real(pos_margin, "pos_margin")
+    neg_margin = check_real(neg_margin, "neg_margin")
+    power = _check_power(power)
+    metric = metrics.resolve_metric(distance, normalize)
+    check_reduction(reduction)
+    check_choice(average, "average", AVERAGES)
+    if backend is not None:
+        from .backend import BACKENDS
+        check_choice(backend, "backend", BACKENDS)
+    return pos_margin, neg_margin, power, metric
+
+
+def materialize_indices(indices_tuple):
+    """PML-style pairs (a1, p, a2, n) from pairs, triplets (a, p, n) → (a, p, a, n), or an
+    object with `.materialize()` (a lazy miner selection) returning either."""
+    if hasattr(indices_tuple, "materialize") and callable(indices_tuple.materialize):
+        indices_tuple = indices_tuple.materialize()
+    if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
+        raise TypeError("indices_tuple must be a tuple of 3 (anchors, positives, negatives) or 4 "
+                        "(anchors, positives, anchors, negatives) index tensors, or a miner selection")
+    for k, t in enumerate(indices_tuple):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"indices_tuple[{k}] must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 1:
+            raise ValueError(f"indices_tuple[{k}] must be 1-D, got shape {tuple(t.shape)}")
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"indices_tuple[{k}] must be an integer tensor, got {t.dtype}")
+    if len(indices_tuple) == 3:
+        a, p, n = indices_tuple
+        if not (len(a) == len(p) == len(n)):
+            raise ValueError("indices_tuple: anchors, positives and negatives must have the same length")
+        return a, p, a, n
+    a1, p, a2, n = indices_tuple
+    if len(a1) != len(p):
+        raise ValueError("indices_tuple: positive-pair anchors and positives must have the same length")
+    if len(a2) != len(n):
+        raise ValueError("indices_tuple: negative-pair anchors and negatives must have the same length")
+    return tuple(indices_tuple)
+
+
+def _check_indices(pairs, b: int, n: int, device):
+    out = []
+    for k, (t, size, what) in enumerate(zip(pairs, (b, n, b, n), ("embeddings", "references") * 2)):
+        t = t.to(device=device, dtype=torch.int64)
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= size):
+            raise ValueError(f"indices_tuple[{k}] has entries outside [0, {size}) ({what} rows)")
+        out.append(t)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------
+# explicit pairs: O(pairs)
+
+def _pair_distances(x, y, kind: str):
+    """Distance (or dot product) of row pairs x_k, y_k, with gradient 0 at a zero Euclidean
+    distance."""
+    if kind == "dot":
+        return (x * y).sum(1)
+    sq = ((x - y) ** 2).sum(1)
+    if kind == "sqeuclidean":
+        return sq
+    positive = sq > 0
+    return torch.where(positive, torch.where(positive, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
+
+
+def _explicit_pair_terms(q, r, pairs, cfg: PairMarginConfig) -> LossTerms:
+    a1, p, a2, n = pairs
+    b = q.shape[0]
+    cdt = metrics.compute_dtype(q.dtype)
+    qc, rc = q.to(cdt), r.to(cdt)
+    sign = -1.0 if cfg.negate else 1.0
+    d_pos = sign * _pair_distances(qc[a1], rc[p], cfg.kind)
+    d_neg = sign * _pair_distances(qc[a2], rc[n], cfg.kind)
+    t_pos = (d_pos - cfg.pos_margin).clamp_min(0) ** cfg.power
+    t_neg = (cfg.neg_margin - d_neg).clamp_min(0) ** cfg.power
+    values = torch.stack([qc.new_zeros(b).index_add(0, a1, t_pos), qc.new_zeros(b).index_add(0, a2, t_neg)], 1)
+    counts = torch.stack([torch.bincount(a1, minlength=b), torch.bincount(a2, minlength=b)], 1)
+    nonzero = torch.stack([torch.bincount(a1[t_pos > 0], minlength=b), torch.bincount(a2[t_neg > 0], minlength=b)], 1)
+    return LossTerms(values, counts, nonzero)
+
+
+# ---------------------------------------------------------------------------------------
+# the loss
+
+class ContrastiveLoss(torch.nn.Module):
+    """Max-margin contrastive loss as a Module; see the module docstring for the formula.
+
+    forward(embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None).
+    terms(...) gives the per-anchor LossTerms (column 0 positives, 1 negatives) and
+    reduce(terms) the loss; forward is reduce(terms(...)).
+    """
+
+    def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0, power: int = 1,
+                 distance: str = "euclidean", normalize: bool | None = None, reduction: str = "mean",
+                 average: str = "avg_nonzero", backend: str | None = None):
+        super().__init__()
+        self.pos_margin, self.neg_margin, self.power, self.metric = _check_options(
+            pos_margin, neg_margin, power, distance, normalize, reduction, average, backend)
+        self.distance, self.normalize = distance, normalize
+        self.reduction, self.average, self.backend = reduction, average, backend
+
+    def extra_repr(self):
+        return (f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, power={self.power}, "
+                f"distance={self.distance!r}, reduction={self.reduction!r}, average={self.average!r}")
+
+    def config(self, self_offset: int = 0, precision: str = "ieee") -> PairMarginConfig:
+        """The seam config: margins flipped for similarities (d = −s)."""
+        sim = self.metric.is_similarity
+        return PairMarginConfig(kind=self.metric.kind, negate=sim,
+                                pos_margin=-self.pos_margin if sim else self.pos_margin,
+                                neg_margin=-self.neg_margin if sim else self.neg_margin,
+                                power=self.power, self_offset=self_offset, precision=precision)
+
+    def terms(self, embeddings, labels=None, ref_emb=None, ref_labels=None, self_offset: int = 0,
+              indices_tuple=None) -> LossTerms:
+        """Per-anchor sums of positive and negative terms, their pair counts and non-zero counts.
+
+        Without ref_emb the references are the embeddings themselves. self_offset: anchor i is
+        reference i + self_offset and that pair is skipped (-1: no self pair)."""
+        check_embeddings(embeddings, "embeddings")
+        if isinstance(self_offset, bool) or not isinstance(self_offset, int):
+            raise TypeError(f"self_offset must be an int, got {type(self_offset).__name__}")
+        if labels is not None:
+            check_labels(labels, embeddings.shape[0], "labels", "embeddings", embeddings.device)
+        if ref_emb is not None:
+            check_embeddings(ref_emb, "ref_emb")
+            check_pair(embeddings, ref_emb, "embeddings", "ref_emb")
+            if ref_labels is not None:
+                check_labels(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb", ref_emb.device)
+        elif ref_labels is not None:
+            raise ValueError("ref_labels was given without ref_emb")
+        pairs = None
+        if indices_tuple is not None:
+            n = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
+            pairs = _check_indices(materialize_indices(indices_tuple), embeddings.shape[0], n, embeddings.device)
+        else:
+            if labels is None:
+                raise ValueError("labels are required unless indices_tuple is given")
+            if ref_emb is not None and ref_labels is None:
+                raise ValueError("ref_emb and ref_labels must be given together (or pass indices_tuple)")
+        backend = resolve_backend(self.backend, embeddings.device)
+
+        q = metrics.prepare(embeddings, self.metric)
+        r = q if ref_emb is None else metrics.prepare(ref_emb, self.metric)
+        if pairs is not None:
+            return _explicit_pair_terms(q, r, pairs, self.config())
+        q_labels = labels.to(torch.int64).contiguous()
+        r_labels = q_labels if ref_emb is None else ref_labels.to(torch.int64).contiguous()
+        values, counts, nonzero = PairMarginFunction.apply(q, r, q_labels, r_labels,
+                                                           self.config(self_offset), backend)
+        return LossTerms(values, counts, nonzero)
+
+    def reduce(self, terms: LossTerms, denominators=None) -> torch.Tensor:
+        return reduce_terms(terms, self.reduction, self.average, denominators)
+
+    def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
+        self_offset = 0 if ref_emb is None else -1
+        return self.reduce(self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, indices_tuple))
+
+
+def contrastive_loss(embeddings, labels=None, *, pos_margin=0.0, neg_margin=1.0, power=1,
+                     distance="euclidean", normalize=None, ref_emb=None, ref_labels=None,
+                     indices_tuple=None, reduction="mean", average="avg_nonzero", backend=None):
+    """Max-margin contrastive loss of a batch (see the module docstring).
+
+    embeddings (B, D) float; labels (B,) int (optional when indices_tuple is given);
+    ref_emb (N, D) / ref_labels (N,): compare the anchors against this set instead of the
+    batch (no self pairs then). indices_tuple: explicit pairs (a1, p, a2, n), triplets
+    (a, p, n) or a miner selection. Returns a scalar (per-anchor (B,) for reduction="none").
+    """
+    module = ContrastiveLoss(pos_margin, neg_margin, power, distance, normalize, reduction, average, backend)
+    return module(embeddings, labels, indices_tuple, ref_emb, ref_labels)
