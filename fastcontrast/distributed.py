@@ -227,6 +227,9 @@ class GlobalBatchLoss(torch.nn.Module):
         self.average_grads = average_grads
 
     def forward(self, embeddings, labels=None, ref_emb=None, ref_labels=None):
+        """InfoNCELoss is called as forward(query, keys, labels=None, ref_labels=None)."""
+        if self._is_info_nce():
+            return self._forward_info_nce(embeddings, labels, ref_emb, ref_labels)
         if not isinstance(embeddings, torch.Tensor):
             raise TypeError(f"embeddings must be a torch.Tensor, got {type(embeddings).__name__}")
         if (ref_emb is None) != (ref_labels is None):
@@ -246,8 +249,58 @@ class GlobalBatchLoss(torch.nn.Module):
             refs, ref_layout = all_gather_rows(ref_emb, self.group, name="ref_emb")
             ref_lab = all_gather_labels(ref_labels.to(ref_emb.device), ref_layout, self.group, "ref_labels")
             self_offset = -1
+        if not self._shares_work():
+            kw = {} if ref_emb is None else {"ref_emb": refs, "ref_labels": ref_lab}
+            return self.whole_on_every_rank(self.loss(all_emb, all_labels, **kw), world)
         terms = self.loss.terms(embeddings, labels, refs, ref_lab, self_offset=self_offset)
         return self.reduce_global(terms, world)
+
+    def _is_info_nce(self) -> bool:
+        from .softmax import InfoNCELoss
+        return isinstance(self.loss, InfoNCELoss)
+
+    def _shares_work(self) -> bool:
+        """N-pair picks one pair per label over the whole batch and its terms() takes no
+        references: every rank computes the whole (exact) loss instead."""
+        from .softmax import NPairLoss
+        return not isinstance(self.loss, NPairLoss)
+
+    def _forward_info_nce(self, query, keys, labels=None, ref_labels=None):
+        """Query i of a rank pairs with key i of the same rank (labels None), so the global
+        loss is the loss of the concatenated queries and keys when each rank has as many
+        keys as queries. Extra keys per rank are negatives for every query."""
+        if keys is None:
+            raise ValueError("InfoNCELoss needs keys: forward(query, keys)")
+        rank, world = rank_and_world(self.group)
+        if world == 1:
+            return self.loss(query, keys, labels, ref_labels)
+        if (labels is None) != (ref_labels is None):
+            raise ValueError("labels and ref_labels must be given together")
+        if labels is None and keys.shape[0] < query.shape[0]:
+            raise ValueError(f"keys has {keys.shape[0]} rows but query has {query.shape[0]} on "
+                             f"rank {rank}: query i's positive is key i of the same rank")
+        all_keys, key_layout = all_gather_rows(keys, self.group, name="keys")
+        all_key_labels = None
+        if ref_labels is not None:
+            all_key_labels = all_gather_labels(ref_labels.to(keys.device), key_layout, self.group, "ref_labels")
+        if self.loss.symmetric:  # the key→query direction needs every query: whole loss
+            all_query, q_layout = all_gather_rows(query, self.group, name="query")
+            if labels is None:
+                all_labels = None
+            else:
+                all_labels = all_gather_labels(labels.to(query.device), q_layout, self.group)
+            return self.whole_on_every_rank(self.loss(all_query, all_keys, all_labels, all_key_labels), world)
+        terms = self.loss.terms(query, labels, all_keys, all_key_labels,
+                                self_offset=key_layout.offset if labels is None else -1)
+        return self.reduce_global(terms, world)
+
+    def whole_on_every_rank(self, whole: torch.Tensor, world: int) -> torch.Tensor:
+        """The global loss computed in full on every rank from gathered rows: the gathers'
+        backward already sums the W identical gradients (W × the global gradient per rank),
+        which is what DDP's averaging wants; without averaging divide by W."""
+        if self.average_grads or whole.dim() != 0:
+            return whole
+        return whole / world + (whole - whole / world).detach()
 
     def reduce_global(self, terms: LossTerms, world: int) -> torch.Tensor:
         """This rank's LossTerms → the global loss (value), with this rank's share of the

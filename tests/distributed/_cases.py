@@ -22,6 +22,8 @@ def split(total_sizes, rank):
 
 def make_labels(kind, sizes, gen, n_classes=3):
     n = sum(sizes)
+    if kind == "none":
+        return None
     if kind == "classes":
         return torch.randint(0, n_classes, (n,), generator=gen)
     if kind == "views":  # what labels=None means per rank
@@ -53,7 +55,7 @@ def check_global(rank, world, name, sizes, make_loss, wrap, call, labels="classe
     xr = yr = None
     if ref_sizes is not None:
         xr = torch.randn(sum(ref_sizes), DIN, generator=gen, dtype=torch.float64)
-        yr = torch.randint(0, 3, (sum(ref_sizes),), generator=gen)
+        yr = None if labels == "none" else torch.randint(0, 3, (sum(ref_sizes),), generator=gen)
     torch.manual_seed(seed + 1)
     model = torch.nn.Linear(DIN, DIM).double()
     single_model = copy.deepcopy(model)
@@ -78,7 +80,8 @@ def check_global(rank, world, name, sizes, make_loss, wrap, call, labels="classe
         both = ddp(torch.cat([x[rows], xr[split(ref_sizes, rank)]]))
         local_emb, local_ref = both[: sizes[rank]], both[sizes[rank]:]
     local_yr = yr[split(ref_sizes, rank)] if yr is not None else None
-    got = call(dist_loss, local_emb, None if labels == "views" else y[rows], local_ref, local_yr)
+    local_y = None if labels in ("views", "none") else y[rows]
+    got = call(dist_loss, local_emb, local_y, local_ref, local_yr)
     got.backward()
     tag = f"[{name}, rank {rank}/{world}, sizes {sizes}]"
     torch.testing.assert_close(got.detach(), expected.detach(), rtol=RTOL, atol=ATOL, msg=f"{tag} loss value")

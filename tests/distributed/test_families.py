@@ -1,0 +1,50 @@
+"""Every fastcontrast loss family through GlobalBatchLoss on spawned gloo groups: loss value
+and DDP parameter gradients equal one process on the concatenated batch (float64)."""
+import fastcontrast as fc
+from fastcontrast.distributed import GlobalBatchLoss
+
+from ._cases import check_global
+from ._ranks import run_ranks
+
+
+def native(loss, emb, labels, ref_emb, ref_labels):
+    return loss(emb, labels, ref_emb=ref_emb, ref_labels=ref_labels)
+
+
+def info_nce(loss, query, labels, keys, key_labels):
+    return loss(query, keys, labels, key_labels)
+
+
+# name -> (loss factory, options); options: labels kind, ref (use a reference set), call
+SOFTMAX = {
+    "supcon": (lambda: fc.SupConLoss(temperature=0.3, backend="torch"), {}),
+    "supcon-views": (lambda: fc.SupConLoss(temperature=0.3, backend="torch"), {"labels": "views"}),
+    "supcon-rank0-no-positives": (lambda: fc.SupConLoss(backend="torch"), {"labels": "rank0_alone"}),
+    "supcon-ref": (lambda: fc.SupConLoss(distance="euclidean", backend="torch"), {"ref": True}),
+    "ntxent-pair": (lambda: fc.NTXentLoss(temperature=0.5, backend="torch"), {}),
+    "ntxent-pair-local-singletons": (lambda: fc.NTXentLoss(temperature=0.5, backend="torch"),
+                                     {"labels": "local_singletons"}),
+    "ntxent-simclr-views": (lambda: fc.NTXentLoss(temperature=0.5, form="simclr", backend="torch"),
+                            {"labels": "views"}),
+    "npair-l2": (lambda: fc.NPairLoss(l2_reg=0.1, backend="torch"), {}),
+    "infonce": (lambda: fc.InfoNCELoss(temperature=0.2, backend="torch"),
+                {"labels": "none", "ref": "same", "call": info_nce}),
+    "infonce-labels": (lambda: fc.InfoNCELoss(backend="torch"), {"ref": True, "call": info_nce}),
+    "infonce-symmetric": (lambda: fc.InfoNCELoss(symmetric=True, backend="torch"),
+                          {"labels": "none", "ref": "same", "call": info_nce}),
+}
+
+FAMILIES = {**SOFTMAX}
+
+
+def _worker(rank, world, sizes, ref_sizes, names):
+    for name in names:
+        make, opts = FAMILIES[name]
+        ref = opts.get("ref")
+        check_global(rank, world, name, sizes, make, GlobalBatchLoss, opts.get("call", native),
+                     labels=opts.get("labels", "classes"),
+                     ref_sizes=sizes if ref == "same" else (ref_sizes if ref else None))
+
+
+def test_softmax_family_three_ranks():
+    run_ranks(_worker, 3, (6, 10, 4), (5, 2, 7), list(SOFTMAX))
