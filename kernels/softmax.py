@@ -407,6 +407,10 @@ def _prepare(q, r, q_labels, r_labels, temperature):
     q, r = q.contiguous(), r.contiguous()
     if r.dtype != q.dtype:
         r = r.to(q.dtype)
+    if not _TRACEABLE and q.dtype == torch.bfloat16:
+        # The interpreter's tl.dot multiplies the raw bit patterns of bfloat16 operands
+        # (triton-lang/triton#11584): run the float32 kernels on the exactly upcast inputs.
+        q, r = q.float(), r.float()
     q_labels = q_labels.to(torch.int64).contiguous()
     r_labels = r_labels.to(torch.int64).contiguous()
     tau = torch.as_tensor(temperature).detach().to(device=q.device, dtype=torch.float32).reshape(())

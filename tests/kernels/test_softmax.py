@@ -1,0 +1,241 @@
+"""Similarity-softmax kernels (kernels/softmax.py) against a float64 dense computation.
+
+Without CUDA the kernels run in the Triton interpreter (tests/conftest.py), with 16-wide tiles
+and 32-wide gradient D chunks, so the shapes below span several tiles with ragged edges.
+The dense computation is SoftmaxConfig's formulas written out on a full B×N logit matrix:
+
+    supcon  v_i = LSE_{j valid} l_ij − mean_{p∈P_i} l_ip   (0 when P_i is empty)
+    ntxent  v_i = Σ_{p∈P_i} softplus(LSE_{n∈Neg_i} l_in − l_ip)
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+triton = pytest.importorskip("triton")
+
+from fastcontrast.configs import SoftmaxConfig  # noqa: E402
+from fastcontrast.kernels import softmax as kernel  # noqa: E402
+
+# relative to the largest magnitude of the expected tensor: (rtol, atol / max|expected|)
+TOL = {torch.float32: (1e-4, 1e-5), torch.float16: (2e-2, 5e-3), torch.bfloat16: (5e-2, 2e-2)}
+BIG_NEG = -1e30  # stands for −inf in float64 without NaN gradients on empty rows
+
+
+def dense(q, r, q_labels, r_labels, kind, variant, self_offset, tau):
+    """Values of SoftmaxConfig's formulas, differentiable in q, r and tau (float64)."""
+    if kind == "dot":
+        s = q @ r.T
+    else:
+        sq = ((q[:, None, :] - r[None, :, :]) ** 2).sum(-1)
+        if kind == "euclidean":  # zero-safe sqrt: value and gradient 0 at d = 0
+            sq = torch.where(sq > 0, sq.clamp_min(1e-300).sqrt(), torch.zeros_like(sq))
+        s = -sq
+    logits = s / tau
+    rows = torch.arange(q.shape[0])[:, None]
+    cols = torch.arange(r.shape[0])[None, :]
+    valid = torch.ones_like(logits, dtype=torch.bool)
+    if self_offset >= 0:
+        valid = cols != rows + self_offset
+    same = q_labels[:, None] == r_labels[None, :]
+    pos, neg = valid & same, valid & ~same
+    n_pos = pos.sum(1)
+    if variant == "supcon":
+        lse = logits.masked_fill(~valid, BIG_NEG).logsumexp(1)
+        pos_mean = (logits * pos).sum(1) / n_pos.clamp_min(1)
+        values = torch.where(n_pos > 0, lse - pos_mean, torch.zeros_like(lse))
+    else:
+        lse_neg = logits.masked_fill(~neg, BIG_NEG).logsumexp(1)
+        values = (F.softplus(lse_neg[:, None] - logits) * pos).sum(1)
+    return values, n_pos
+
+
+def make_case(B, N, D, labels, self_offset, dtype, seed=0):
+    """Inputs of moderate scale (logits of order 1..10). N None: the reference set is q itself."""
+    g = torch.Generator().manual_seed(seed)
+    q = (torch.randn(B, D, generator=g) / D ** 0.5 * 1.5).to(dtype)
+    if labels == "single":
+        ql = torch.zeros(B, dtype=torch.int64)
+    elif labels == "distinct":
+        ql = torch.arange(B)
+    elif labels == "views":  # SimCLR: rows i and i + B/2 are two views of one sample
+        ql = torch.arange(B) % (B // 2)
+    else:
+        ql = torch.randint(0, 4, (B,), generator=g)
+        ql[0] = 99  # an anchor without positives
+    if N is None:
+        if labels == "mixed":
+            q[5] = q[3]  # a duplicate pair: distance exactly 0
+        return q, q, ql, ql
+    r = (torch.randn(N, D, generator=g) / D ** 0.5 * 1.5).to(dtype)
+    rl = torch.randint(0, 4, (N,), generator=g)
+    if labels != "mixed":
+        rl = torch.cat([ql, ql])[:N] if N <= 2 * B else rl
+    else:
+        r[4] = q[2]  # an anchor–reference duplicate
+    if self_offset > 0:  # rows self_offset.. of r are the anchors themselves
+        r[self_offset:self_offset + B] = q[: N - self_offset]
+        rl[self_offset:self_offset + B] = ql[: N - self_offset]
+    return q, r, ql, rl
+
+
+def check(variant, kind, B, N, D, self_offset, labels="mixed", dtype=torch.float32, tau=0.3,
+          precision="ieee", against_torch_path=False):
+    q, r, ql, rl = make_case(B, N, D, labels, self_offset, dtype)
+    cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=self_offset, precision=precision)
+    temperature = torch.tensor(tau)
+    grad_values = torch.randn(B, generator=torch.Generator().manual_seed(7)).abs() + 0.5
+
+    values, n_pos, saved = kernel.forward(q, r, ql, rl, cfg, temperature)
+    grad_q, grad_r, grad_tau = kernel.backward(grad_values, q, r, ql, rl, cfg, temperature, saved, True)
+    assert values.dtype == torch.float32 and n_pos.dtype == torch.int64
+    assert grad_q.dtype == dtype and grad_r.dtype == dtype and grad_tau.shape == ()
+    for t in (values, grad_q, grad_r, grad_tau):
+        assert torch.isfinite(t).all()
+
+    q64 = q.double().requires_grad_()
+    r64 = r.double().clone().requires_grad_()  # a separate leaf even when r is q: grads compared apart
+    tau64 = temperature.double().requires_grad_()
+    want_values, want_n_pos = dense(q64, r64, ql, rl, kind, variant, self_offset, tau64)
+    (want_values * grad_values.double()).sum().backward()
+
+    rtol, scale = TOL[dtype]
+    for name, got, want in (("values", values, want_values), ("grad_q", grad_q, q64.grad),
+                            ("grad_r", grad_r, r64.grad), ("grad_temperature", grad_tau, tau64.grad)):
+        want = want.detach()
+        atol = scale * max(want.abs().max().item(), 1e-3)
+        torch.testing.assert_close(got.double(), want, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+    assert torch.equal(n_pos, want_n_pos)
+
+    if against_torch_path:
+        torch_path = pytest.importorskip("fastcontrast._torch.softmax")
+        t_values, t_n_pos, t_saved = torch_path.forward(q, r, ql, rl, cfg, temperature)
+        t_grads = torch_path.backward(grad_values, q, r, ql, rl, cfg, temperature, t_saved, True)
+        torch.testing.assert_close(values, t_values.float(), rtol=rtol, atol=1e-5)
+        assert torch.equal(n_pos, t_n_pos)
+        for got, want in zip((grad_q, grad_r, grad_tau), t_grads):
+            torch.testing.assert_close(got.float(), want.float(), rtol=rtol, atol=1e-5 + rtol * want.abs().max().item())
+    return values, n_pos, grad_q, grad_r
+
+
+# variant, kind, B, N (None = the batch itself), D, self_offset
+MIXED = [
+    ("supcon", "dot", 37, None, 37, 0),
+    ("supcon", "sqeuclidean", 21, 45, 20, 5),
+    ("supcon", "euclidean", 19, 33, 70, -1),
+    ("ntxent", "dot", 23, 40, 70, -1),
+    ("ntxent", "sqeuclidean", 37, None, 20, 0),
+    ("ntxent", "euclidean", 17, 50, 37, 3),
+]
+
+
+@pytest.mark.parametrize("variant,kind,B,N,D,self_offset", MIXED, ids=lambda v: str(v))
+def test_matches_dense(variant, kind, B, N, D, self_offset):
+    check(variant, kind, B, N, D, self_offset, against_torch_path=True)
+
+
+@pytest.mark.parametrize("variant,kind", [("supcon", "dot"), ("ntxent", "euclidean")])
+def test_single_class(variant, kind):
+    values, n_pos, grad_q, grad_r = check(variant, kind, 20, None, 16, 0, labels="single")
+    assert (n_pos == 19).all()
+    if variant == "ntxent":  # no negatives anywhere: every value and gradient is an exact 0
+        assert (values == 0).all() and (grad_q == 0).all() and (grad_r == 0).all()
+
+
+@pytest.mark.parametrize("variant,kind", [("supcon", "euclidean"), ("ntxent", "sqeuclidean")])
+def test_all_distinct_labels(variant, kind):
+    values, n_pos, grad_q, grad_r = check(variant, kind, 20, None, 16, 0, labels="distinct")
+    assert (n_pos == 0).all() and (values == 0).all() and (grad_q == 0).all() and (grad_r == 0).all()
+
+
+def test_simclr_views():
+    _, n_pos, _, _ = check("ntxent", "dot", 26, None, 24, 0, labels="views", tau=0.1)
+    assert (n_pos == 1).all()
+
+
+@pytest.mark.parametrize("dtype,variant,kind", [(torch.float16, "supcon", "dot"),
+                                                (torch.bfloat16, "ntxent", "euclidean")])
+def test_half_precision(dtype, variant, kind):
+    check(variant, kind, 21, 30, 40, -1, dtype=dtype)
+
+
+def test_large_logits_stay_finite():
+    # unnormalized inputs and a small temperature: logits in the hundreds
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(18, 24, generator=g) * 3
+    ql = torch.randint(0, 3, (18,), generator=g)
+    for variant in ("supcon", "ntxent"):
+        cfg = SoftmaxConfig(kind="dot", variant=variant)
+        tau = torch.tensor(0.05)
+        values, _, saved = kernel.forward(q, q, ql, ql, cfg, tau)
+        grads = kernel.backward(torch.ones(18), q, q, ql, ql, cfg, tau, saved, True)
+        want, _ = dense(q.double(), q.double(), ql, ql, "dot", variant, 0, tau.double())
+        torch.testing.assert_close(values.double(), want, rtol=1e-5, atol=1e-3)
+        assert all(torch.isfinite(t).all() for t in grads)
+
+
+def test_deterministic_and_no_temperature_grad():
+    q, r, ql, rl = make_case(21, 45, 20, "mixed", 5, torch.float32)
+    cfg = SoftmaxConfig(kind="euclidean", variant="ntxent", self_offset=5)
+    tau = torch.tensor(0.2)
+    g = torch.ones(21)
+    _, _, saved = kernel.forward(q, r, ql, rl, cfg, tau)
+    first = kernel.backward(g, q, r, ql, rl, cfg, tau, saved, False)
+    second = kernel.backward(g, q, r, ql, rl, cfg, tau, saved, True)
+    assert first[2] is None
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_registered_ops_and_bad_inputs():
+    assert hasattr(torch.ops.fastcontrast, "softmax_fwd") and hasattr(torch.ops.fastcontrast, "softmax_bwd")
+    q = torch.randn(4, 8, dtype=torch.float64)
+    labels = torch.zeros(4, dtype=torch.int64)
+    with pytest.raises(TypeError, match="float64"):
+        kernel.forward(q, q, labels, labels, SoftmaxConfig(), torch.tensor(0.1))
+    with pytest.raises(ValueError, match="variant"):
+        kernel.forward(q.float(), q.float(), labels, labels, SoftmaxConfig(variant="npair"), torch.tensor(0.1))
+
+
+class _SelfSoftmaxLoss(torch.autograd.Function):
+    """The smallest Function over the seam for the no-reference case (r is q). The shared
+    tensor is passed once: dynamo refuses an autograd.Function given one tensor twice."""
+
+    @staticmethod
+    def forward(ctx, q, labels, temperature, cfg):
+        values, _, saved = kernel.forward(q, q, labels, labels, cfg, temperature)
+        ctx.save_for_backward(q, labels, temperature, *saved)
+        ctx.cfg = cfg
+        return values
+
+    @staticmethod
+    def backward(ctx, grad_values):
+        q, labels, temperature, *saved = ctx.saved_tensors
+        grad_q, grad_r, grad_tau = kernel.backward(grad_values, q, q, labels, labels, ctx.cfg, temperature,
+                                                   tuple(saved), ctx.needs_input_grad[2])
+        return grad_q + grad_r, None, grad_tau, None
+
+
+def test_compiled_training_step_cpu():
+    # Under the interpreter the ops are opaque custom ops with fake kernels: torch.compile traces
+    # the loss (forward and the backward graph) in one graph around them; aot_eager needs no
+    # C++ compiler. The eager and compiled steps must agree.
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(20, 12, generator=g)
+    labels = torch.randint(0, 4, (20,), generator=g)
+    cfg = SoftmaxConfig(kind="dot", variant="supcon")
+
+    def loss_fn(w, log_tau):
+        z = F.normalize(x @ w, dim=1)
+        return _SelfSoftmaxLoss.apply(z, labels, log_tau.exp(), cfg).mean()
+
+    w0 = torch.randn(12, 16, generator=g)
+    results = []
+    for fn in (loss_fn, torch.compile(loss_fn, backend="aot_eager", fullgraph=True)):
+        w = w0.clone().requires_grad_()
+        log_tau = torch.tensor(-1.0, requires_grad=True)
+        loss = fn(w, log_tau)
+        loss.backward()
+        results.append((loss.detach(), w.grad, log_tau.grad))
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    assert results[0][2] != 0
