@@ -1,6 +1,7 @@
 """Every fastcontrast loss family through GlobalBatchLoss on spawned gloo groups: loss value
 and DDP parameter gradients equal one process on the concatenated batch (float64)."""
 import fastcontrast as fc
+from fastcontrast.compat.pml import losses as pml_losses
 from fastcontrast.distributed import GlobalBatchLoss
 
 from ._cases import check_global
@@ -34,7 +35,19 @@ SOFTMAX = {
                           {"labels": "none", "ref": "same", "call": info_nce}),
 }
 
-FAMILIES = {**SOFTMAX}
+PAIR_MARGIN = {
+    "contrastive-avg_nonzero": (lambda: fc.ContrastiveLoss(pos_margin=0.2, neg_margin=2.0, backend="torch"), {}),
+    "contrastive-mean-power2": (lambda: fc.ContrastiveLoss(neg_margin=2.5, power=2, average="mean",
+                                                           backend="torch"), {}),
+    "contrastive-sum-cosine": (lambda: fc.ContrastiveLoss(pos_margin=0.9, neg_margin=0.5, distance="cosine",
+                                                          reduction="sum", backend="torch"), {}),
+    "contrastive-ref": (lambda: fc.ContrastiveLoss(neg_margin=2.0, backend="torch"), {"ref": True}),
+    "contrastive-rank0-no-positives": (lambda: fc.ContrastiveLoss(neg_margin=2.0, backend="torch"),
+                                       {"labels": "rank0_alone"}),
+    "pml-contrastive": (lambda: pml_losses.ContrastiveLoss(neg_margin=1.5, backend="torch"), {}),
+}
+
+FAMILIES = {**SOFTMAX, **PAIR_MARGIN}
 
 
 def _worker(rank, world, sizes, ref_sizes, names):
@@ -48,3 +61,7 @@ def _worker(rank, world, sizes, ref_sizes, names):
 
 def test_softmax_family_three_ranks():
     run_ranks(_worker, 3, (6, 10, 4), (5, 2, 7), list(SOFTMAX))
+
+
+def test_pair_margin_family_two_ranks():
+    run_ranks(_worker, 2, (9, 4), (3, 8), list(PAIR_MARGIN))
