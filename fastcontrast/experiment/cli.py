@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from . import report
-    from .train import TrainSettings, run_one
+    from .train import TrainSettings, run_one, warm_up
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     for bs, lr in zip(args.batch_sizes, args.lrs):
         for loss in args.losses:
             fn = None if loss == BASELINE else build_loss(loss, loss_settings)
+            warm_up(fn, data, train_settings, args.device)
             runs = []
             for seed in seeds:
                 if args.time_limit is not None and time.perf_counter() - t_start > args.time_limit:

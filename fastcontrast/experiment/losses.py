@@ -73,8 +73,8 @@ def build_loss(name: str, s: LossSettings) -> LossFn:
         def pooled_mean(z, y):
             # one mean over positive and negative pairs together, as TF Addons takes it
             terms = module.terms(z, y, None, None)
-            total = sum(counts.sum() for counts in terms.counts_parts())
-            return module.reduce(terms, denominators=[total] * terms.num_parts)
+            total = terms.counts.sum()
+            return module.reduce(terms, denominators=[total] * len(terms.parts()))
 
         return pooled_mean
 

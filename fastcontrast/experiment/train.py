@@ -216,6 +216,17 @@ def run_one(loss_name: str, loss_fn: LossFn | None, data: Dataset, batch_size: i
                      test_embedding=None if emb is None else emb.float().cpu().numpy())
 
 
+def warm_up(loss_fn: LossFn | None, data: Dataset, settings: TrainSettings,
+            device: torch.device) -> None:
+    """A few untimed steps so that one-time costs (imports, allocator pools, thread start-up)
+    are not charged to the first configuration measured."""
+    from dataclasses import replace
+
+    quiet = replace(settings, max_steps=2, progress=False)
+    name = BASELINE if loss_fn is None else "warm-up"
+    run_one(name, loss_fn, data, 32, 1e-3, 0, quiet, device)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
