@@ -1,0 +1,149 @@
+"""The dense eager PyTorch code a user would write for each benchmark loss.
+
+Full B×N distance / logit matrices from one matmul, boolean label masks, and for the
+pytorch-metric-learning triplet miner filters and batch-all a B×N×N triplet tensor (that
+is what the straightforward code does). These are the "dense" baselines of the timing
+tables and the functions `torch.compile` is applied to; they compute the same numbers as
+the named loss (the unit tests of the losses check fastcontrast against the exact
+references, the benchmark records each implementation's loss value side by side).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _distances(x, y):
+    """Euclidean distances of L2-normalized rows (PML's default LpDistance), one matmul."""
+    x, y = F.normalize(x, dim=1), F.normalize(y, dim=1)
+    sq = (2 - 2 * x @ y.T).clamp_min(0)
+    return torch.where(sq > 0, sq.clamp_min(1e-30).sqrt(), torch.zeros_like(sq))
+
+
+def _masks(labels):
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return same & ~eye, ~same
+
+
+def _avg_nonzero(terms):
+    nonzero = (terms > 0).sum()
+    return terms.sum() / nonzero.clamp_min(1)
+
+
+def contrastive(emb, labels, pos_margin=0.0, neg_margin=1.0):
+    d = _distances(emb, emb).float()
+    pos, neg = _masks(labels)
+    t_pos = torch.where(pos, F.relu(d - pos_margin), 0.0)
+    t_neg = torch.where(neg, F.relu(neg_margin - d), 0.0)
+    return _avg_nonzero(t_pos) + _avg_nonzero(t_neg)
+
+
+def triplet_filtered(emb, labels, filter_="all", margin=0.05, miner_margin=0.2):
+    """TripletMarginMiner(filter_) + TripletMarginLoss, as a B×B×B tensor;
+    filter_ "batch_all" keeps every valid triplet."""
+    d = _distances(emb, emb).float()
+    pos, neg = _masks(labels)
+    d_ap, d_an = d[:, :, None], d[:, None, :]
+    valid = pos[:, :, None] & neg[:, None, :]
+    t = d_an - d_ap
+    keep = {
+        "batch_all": valid,
+        "all": valid & (t <= miner_margin),
+        "hard": valid & (t <= 0),
+        "semihard": valid & (t > 0) & (t <= miner_margin),
+        "easy": valid & (t > miner_margin),
+    }[filter_]
+    terms = torch.where(keep, F.relu(d_ap - d_an + margin), 0.0)
+    return _avg_nonzero(terms)
+
+
+def triplet_batch_hard(emb, labels, margin=0.05):
+    d = _distances(emb, emb).float()
+    pos, neg = _masks(labels)
+    hardest_pos = torch.where(pos, d, float("-inf")).max(1).values
+    hardest_neg = torch.where(neg, d, float("inf")).min(1).values
+    ok = pos.any(1) & neg.any(1)
+    terms = torch.where(ok, F.relu(hardest_pos - hardest_neg + margin), 0.0)
+    return _avg_nonzero(terms)
+
+
+def triplet_semihard_tfa(emb, labels, margin=1.0):
+    """TF Addons rule: per positive pair the nearest negative farther than the positive,
+    else the farthest negative; mean over positive pairs. B×B×B."""
+    x = emb.float()
+    sq = (x.pow(2).sum(1, keepdim=True) + x.pow(2).sum(1) - 2 * x @ x.T).clamp_min(0)
+    d = torch.where(sq > 0, sq.clamp_min(1e-30).sqrt(), torch.zeros_like(sq))
+    pos, neg = _masks(labels)
+    d_ap, d_an = d[:, :, None], d[:, None, :]
+    farther = neg[:, None, :] & (d_an > d_ap)
+    nearest_farther = torch.where(farther, d_an, float("inf")).min(2).values
+    farthest = torch.where(neg, d, float("-inf")).max(1, keepdim=True).values.expand_as(d)
+    chosen = torch.where(farther.any(2), nearest_farther, farthest)
+    terms = torch.where(pos, F.relu(d - chosen + margin), 0.0)
+    return terms.sum() / pos.sum().clamp_min(1)
+
+
+def _cosine_logits(q, r, temperature):
+    return (F.normalize(q, dim=1) @ F.normalize(r, dim=1).T).float() / temperature
+
+
+def ntxent(emb, labels, temperature=0.07):
+    """PML NTXentLoss: per positive pair softplus(LSE over the anchor's negatives − l_ap)."""
+    logits = _cosine_logits(emb, emb, temperature)
+    pos, neg = _masks(labels)
+    lse_neg = torch.logsumexp(torch.where(neg, logits, float("-inf")), dim=1, keepdim=True)
+    lse_neg = torch.where(neg.any(1, keepdim=True), lse_neg, torch.full_like(lse_neg, float("-inf")))
+    terms = F.softplus(lse_neg - logits)
+    return torch.where(pos, terms, 0.0).sum() / pos.sum().clamp_min(1)
+
+
+def supcon(emb, labels, temperature=0.1):
+    logits = _cosine_logits(emb, emb, temperature)
+    pos, _ = _masks(labels)
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    log_prob = logits - torch.logsumexp(logits.masked_fill(eye, float("-inf")), dim=1, keepdim=True)
+    n_pos = pos.sum(1)
+    per_anchor = -torch.where(pos, log_prob, 0.0).sum(1) / n_pos.clamp_min(1)
+    has = n_pos > 0
+    return per_anchor.sum() / has.sum().clamp_min(1)
+
+
+def npair(emb, labels):
+    """PML NPairsLoss: one (anchor, positive) pair per label, cross-entropy of normalized
+    dot products against the pair index."""
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    first = torch.ones_like(sorted_labels, dtype=torch.bool)
+    first[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    start = torch.nonzero(first).flatten()
+    counts = torch.diff(torch.cat([start, start.new_tensor([len(labels)])]))
+    start = start[counts >= 2]
+    anchors, positives = emb[order[start]], emb[order[start + 1]]
+    logits = (F.normalize(anchors, dim=1) @ F.normalize(positives, dim=1).T).float()
+    return F.cross_entropy(logits, torch.arange(len(start), device=emb.device))
+
+
+def info_nce(query, keys, temperature=0.07):
+    logits = _cosine_logits(query, keys, temperature)
+    return F.cross_entropy(logits, torch.arange(len(query), device=query.device))
+
+
+def step_for(loss: str):
+    """The dense function of a benchmark loss name: f(inputs dict) -> scalar."""
+    filters = {"triplet-all": "all", "triplet-hard": "hard", "triplet-semihard": "semihard",
+               "triplet-easy": "easy", "triplet-batch-all": "batch_all"}
+    if loss in filters:
+        f = filters[loss]
+        return lambda x: triplet_filtered(x["emb"], x["labels"], f)
+    table = {
+        "contrastive": lambda x: contrastive(x["emb"], x["labels"]),
+        "triplet-batch-hard": lambda x: triplet_batch_hard(x["emb"], x["labels"]),
+        "triplet-semihard-tfa": lambda x: triplet_semihard_tfa(x["emb"], x["labels"]),
+        "ntxent": lambda x: ntxent(x["emb"], x["labels"]),
+        "ntxent-simclr": lambda x: ntxent(x["emb"], x["labels"]),
+        "supcon": lambda x: supcon(x["emb"], x["labels"]),
+        "npair": lambda x: npair(x["emb"], x["labels"]),
+        "info-nce": lambda x: info_nce(x["emb"], x["keys"]),
+    }
+    return table[loss]

@@ -1,0 +1,161 @@
+"""Each configuration in a fresh subprocess: peak memory, time, and OOM as a data point.
+
+`probe(case, impl)` starts `python _child.py` with a time limit and (on CPU) an
+address-space cap (RLIMIT_AS), and returns a record:
+
+    status        "ok" | "oom" | "timeout" | "error" | "skipped"
+    peak_rss_bytes  the child's peak resident set (os.wait4's ru_maxrss: known even when the
+                    child is killed)
+    extra_bytes     CPU: peak_rss_bytes minus the peak RSS of a baseline child (same
+                    imports, the implementation run once on a tiny batch, no real work);
+                    CUDA: the child's torch.cuda.max_memory_allocated beyond the inputs
+    time_s, times_s, value, warmup_s  (from the child, when it finished)
+
+Out of memory is recognised as MemoryError / "can't allocate memory" / CUDA OOM inside
+the child, std::bad_alloc, or the child being killed by SIGKILL (the kernel's OOM killer)
+without us having killed it. A child still running at the time limit is killed (with its
+process group) and recorded as "timeout".
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .cases import Case
+from .impls import get_impl
+
+CHILD = str(Path(__file__).with_name("_child.py"))
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory",
+               "not enough memory", "bad_alloc", "unable to allocate", "memoryerror")
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (None where there is no /proc)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def default_cap_bytes(margin_bytes: int = 3 * 2**30) -> int | None:
+    """Available memory now minus a margin (3 GiB): a child never takes the machine down."""
+    avail = available_memory_bytes()
+    return None if avail is None else max(avail - margin_bytes, 2**30)
+
+
+def run_child(spec: dict, time_limit_s: float, cwd: str | None = None) -> dict:
+    """Run one child on `spec`; return its result merged with status / peak / wall time."""
+    with tempfile.TemporaryDirectory(prefix="fcbench-") as tmp:
+        spec = dict(spec, result_path=os.path.join(tmp, "result.json"))
+        spec_path = os.path.join(tmp, "spec.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        log_path = os.path.join(tmp, "log.txt")
+        started = time.perf_counter()
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, CHILD, spec_path], stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+            killed = False
+            delay = 0.01
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() - started > time_limit_s:
+                    _kill_group(proc.pid)
+                    killed = True
+                    pid, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.2)
+            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        wall = time.perf_counter() - started
+        with open(log_path, "rb") as f:
+            log_tail = f.read()[-4000:].decode("utf-8", "replace")
+        result = {}
+        if os.path.exists(spec["result_path"]):
+            with open(spec["result_path"]) as f:
+                result = json.load(f)
+    result["peak_rss_bytes"] = usage.ru_maxrss * 1024
+    result["wall_s"] = wall
+    if killed:
+        result["status"] = "timeout"
+        result["error"] = f"killed after the time limit of {time_limit_s:g} s"
+    elif "status" not in result:
+        # died without writing a result: a signal, or a crash in C++
+        code = proc.returncode
+        text = log_tail.lower()
+        if code == -signal.SIGKILL or any(m in text for m in OOM_MARKERS):
+            result["status"] = "oom"
+            result["error"] = f"child died (exit {code}) out of memory"
+        else:
+            result["status"] = "error"
+            result["error"] = f"child died (exit {code}): {log_tail[-500:]}"
+    if result.get("status") == "error" and "log" not in result:
+        result["log"] = log_tail[-1500:]
+    return result
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)   # the child leads its own session and group
+    except ProcessLookupError:
+        pass
+
+
+class Prober:
+    """Runs configurations in fresh children and subtracts a cached baseline per
+    (implementation, loss, dtype, device)."""
+
+    def __init__(self, *, warmup=1, repeats=3, time_limit_s=120.0, cap_bytes=None,
+                 threads=None, max_seconds=None, cwd=None, sys_path=()):
+        self.warmup, self.repeats = warmup, repeats
+        self.time_limit_s, self.cap_bytes = time_limit_s, cap_bytes
+        self.threads, self.max_seconds = threads, max_seconds
+        self.cwd, self.sys_path = cwd, list(sys_path)
+        self._baselines: dict[tuple, dict] = {}
+
+    def _spec(self, case: Case, impl: str, mode: str) -> dict:
+        return {
+            "case": case.to_dict(), "impl": impl, "mode": mode, "warmup": self.warmup,
+            "repeats": self.repeats, "max_seconds": self.max_seconds, "threads": self.threads,
+            "cap_bytes": self.cap_bytes if case.device == "cpu" else None,
+            "sys_path": self.sys_path,
+        }
+
+    def baseline(self, case: Case, impl: str) -> dict:
+        key = (impl, case.loss, case.dtype, case.device)
+        if key not in self._baselines:
+            self._baselines[key] = run_child(self._spec(case, impl, "baseline"),
+                                             self.time_limit_s, self.cwd)
+        return self._baselines[key]
+
+    def probe(self, case: Case, impl: str) -> dict:
+        """One record for (case, impl): see the module docstring."""
+        record = {"case": case.to_dict(), "impl": get_impl(impl).name, "impl_spec": impl}
+        why_not = get_impl(impl).why_not(case)
+        if why_not:
+            record.update(status="skipped", error=why_not)
+            return record
+        result = run_child(self._spec(case, impl, "work"), self.time_limit_s, self.cwd)
+        record.update({k: v for k, v in result.items() if k not in ("mode", "finished_at")})
+        if case.device == "cpu":
+            base = self.baseline(case, impl)
+            record["baseline_rss_bytes"] = base.get("peak_rss_bytes")
+            if base.get("status") == "ok" and result.get("peak_rss_bytes"):
+                record["extra_bytes"] = max(result["peak_rss_bytes"] - base["peak_rss_bytes"], 0)
+        else:
+            record["extra_bytes"] = result.get("peak_extra_bytes")
+        if record["status"] == "oom" and case.device == "cpu" and self.cap_bytes:
+            record["cap_bytes"] = self.cap_bytes
+        return record
