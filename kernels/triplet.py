@@ -1,0 +1,923 @@
+"""Triplet family: Triton kernels and their launchers (the seam of configs.TripletConfig).
+
+Notation (per anchor a): d = distance (d = −s when cfg.negate), positives P_a (same label,
+not the self pair), negatives N_a (other label), x = d_ap, v = d_an, m = margin,
+mm = miner_margin, h = x − v + m, term relu(h) (softplus(h) when smooth).
+Mining filters on t = v − x: all t ≤ mm, hard t ≤ mm and t ≤ 0, semihard 0 < t ≤ mm,
+easy t > mm; batch_all keeps every triplet.
+
+The anchors are processed in chunks of C rows; per chunk at most a few C×N buffers exist
+(never B×N, never B×N×N):
+
+1. `_distance_rows_kernel` writes the chunk's rows twice: neg_key = d on negatives, +inf
+   elsewhere, and pos_key = d on positives, +inf elsewhere (distance_tile + pair_masks).
+2. torch.sort of both (a segmented sort per row), float64 prefix sums of the sorted
+   negatives S[k] = Σ_{i<k} v_i.
+3. Sorted path (batch_all and filters, relu, no swap), O(B·N log N):
+   for a positive x every condition bounds v from one side, so the kept and active
+   negatives are a contiguous run [lo, U) of the sorted row, found by a fixed-length
+   binary search (`_count_below`); the run gives
+       Σ_n term = c·(x + m) − (S[U] − S[lo]),  c = U − lo,   ∂/∂x = c,
+   and ∂/∂v = −#{positives x for which v is kept and active}, the same search run on the
+   anchor's sorted positives (each condition bounds x from one side). Both directions
+   evaluate the same float expressions (v ≤ fl(x + mm), v < fl(x + m), v ≤ x) so they agree
+   on every triplet.
+4. Scan path (smooth or swap): per anchor, positives × negatives in BLOCK_P×BLOCK_N tiles,
+   O(B·P·N) (O(B·P·N·D) with swap: d_pn = d(r_p, r_n) is a distance tile of r with itself).
+   swap: v → min(v, d_pn) in the term; on an exact tie the gradient is split in half.
+   The d_pn gradients go to reference rows by `_swap_pair_grad_kernel`, which owns a block
+   of rows and loops over the chunk's anchors (deterministic, no atomics).
+5. semihard_tfa (TF Addons / FaceNet): n* = first negative of the sorted row above x
+   (a stable sort puts the lowest index first among equal values), else the farthest
+   negative (first of the largest values); no negative at all: v = 0, no gradient.
+   A positive's choice k(x) = #{v ≤ x} is monotone in x, so the positives choosing the
+   negative at sorted position k form a contiguous run of the sorted positives; backward
+   sums their slopes with float64 prefix sums (`_tfa_weights_kernel`).
+6. batch_hard: streaming masked max over positives / min over negatives per anchor over
+   distance tiles (lowest index on ties), no C×N buffer; backward touches only the
+   selected rows, gathered per target row by `_segment_grad_kernel` (deterministic).
+
+Gradients of the sorted, scan and TFA paths come out as a C×N coefficient matrix
+E = ∂L/∂(dot) (dot) or ∂L/∂(squared distance) (euclidean kinds, zero-safe 1/(2d)), mapped to
+rows by metrics.pairwise_backward (matmuls, deterministic). Nothing uses float atomics.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.jit import JITFunction
+
+from fastcontrast import metrics
+from fastcontrast.configs import TripletConfig
+
+from . import tiles
+
+MODE_CODES = {"batch_all": 0, "all": 1, "hard": 2, "semihard": 3, "easy": 4, "semihard_tfa": 5, "batch_hard": 6}
+FALLBACK_CODES = {"drop": 0, "tfa": 1}
+PRECISIONS = ("ieee", "tf32")
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# Elements of one C×N buffer: C = max(1, CHUNK_ELEMENTS // N) anchors per chunk. About 40
+# bytes live per element (keys, sorted copies, sort indices, prefix sums, coefficients):
+# 1 << 20 elements ≈ 40 MiB. Benchmarks at very large B may raise it (fewer launches).
+CHUNK_ELEMENTS = 1 << 20
+SEARCH_BLOCK = 128     # lanes of the search / coefficient kernels
+SCAN_BLOCK = 32        # BLOCK_P = BLOCK_N of the scan tiles (tl.dot needs >= 16)
+INF = float("inf")
+
+
+# --------------------------------------------------------------------------------------------
+# Small jit helpers
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _count_below(row_ptr, K, t, c, STRICT: tl.constexpr, LOG_N: tl.constexpr):
+    """#{k < K : s_k + c < t} (STRICT) or #{k < K : s_k + c ≤ t} for an ascending row s.
+    A fixed LOG_N-step binary search (LOG_N = bit length of the row length); t per lane."""
+    lo = tl.zeros_like(t).to(tl.int32)
+    hi = lo + K
+    for _ in tl.static_range(LOG_N):
+        open_ = lo < hi
+        mid = (lo + hi) // 2
+        s = tl.load(row_ptr + mid, mask=open_, other=0.0) + c
+        if STRICT:
+            go = s < t
+        else:
+            go = s <= t
+        lo = tl.where(open_ & go, mid + 1, lo)
+        hi = tl.where(open_ & (~go), mid, hi)
+    return lo
+
+
+@triton.jit
+def _term(h, SMOOTH: tl.constexpr):
+    """(term, d term / dh): relu(h) and its step, or softplus(h) and sigmoid(h), in fp32.
+    softplus = max(h, 0) + log1p(e^{−|h|}), log1p by its series below 1e-4 so tiny terms stay > 0."""
+    if SMOOTH:
+        y = tl.exp(-tl.abs(h))
+        log1p = tl.where(y < 1e-4, y * (1.0 - 0.5 * y), tl.log(1.0 + y))
+        term = tl.maximum(h, 0.0) + log1p
+        slope = tl.where(h >= 0, 1.0 / (1.0 + y), y / (1.0 + y))
+    else:
+        term = tl.maximum(h, 0.0)
+        slope = tl.where(h > 0, 1.0, 0.0)
+    return term, slope
+
+
+@triton.jit
+def _kept(x, v, mm, MODE: tl.constexpr):
+    """Mining filter on t = v − x, written as comparisons of v with fl(x + mm) and x."""
+    if MODE == 1:
+        keep = v <= x + mm
+    elif MODE == 2:
+        keep = (v <= x + mm) & (v <= x)
+    elif MODE == 3:
+        keep = (v > x) & (v <= x + mm)
+    elif MODE == 4:
+        keep = v > x + mm
+    else:
+        keep = (v == v) | (x == x)
+    return keep
+
+
+@triton.jit
+def _tile_coef(w, d, KIND: tl.constexpr, NEGATE: tl.constexpr):
+    """∂L/∂d on the signed distance d → ∂L/∂(dot) (dot) or ∂L/∂(squared distance)."""
+    if NEGATE:
+        w = -w
+        d = -d
+    if KIND == 2:
+        w = tiles.euclidean_grad_scale(w, d)
+    return w
+
+
+# --------------------------------------------------------------------------------------------
+# 1. The chunk's distance rows
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _distance_rows_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, neg_key_ptr, pos_key_ptr,
+                          row0, row_end, N, D, stride_q, stride_r, snap_tol, self_offset,
+                          KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """neg_key[i − row0, j] = d_ij if j is a negative of anchor i else +inf; pos_key likewise."""
+    offs_m = row0 + tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    d = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, row_end, N, D, stride_q, stride_r,
+                            snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+    if NEGATE:
+        d = -d
+    valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, row_end, N, self_offset)
+    out = (offs_m - row0).to(tl.int64)[:, None] * N + offs_n[None, :]
+    inside = (offs_m[:, None] < row_end) & (offs_n[None, :] < N)
+    tl.store(neg_key_ptr + out, tl.where(neg, d, INF), mask=inside)
+    tl.store(pos_key_ptr + out, tl.where(pos, d, INF), mask=inside)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Sorted path: batch_all and the miner filters with relu, no swap
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _window(x, neg_row, K, margin, mm, MODE: tl.constexpr, LOG_N: tl.constexpr):
+    """For positives x: the kept run [lo, hi) and the kept-and-active run [lo, U) of the
+    sorted negatives (v < fl(x + m) is the hinge)."""
+    zero = tl.zeros_like(x).to(tl.int32)
+    lo = zero
+    hi = zero + K
+    if MODE == 1:
+        hi = _count_below(neg_row, K, x + mm, 0.0, False, LOG_N)
+    if MODE == 2:
+        hi = tl.minimum(_count_below(neg_row, K, x + mm, 0.0, False, LOG_N),
+                        _count_below(neg_row, K, x, 0.0, False, LOG_N))
+    if MODE == 3:
+        lo = _count_below(neg_row, K, x, 0.0, False, LOG_N)
+        hi = _count_below(neg_row, K, x + mm, 0.0, False, LOG_N)
+    if MODE == 4:
+        lo = _count_below(neg_row, K, x + mm, 0.0, False, LOG_N)
+    hi = tl.maximum(hi, lo)
+    active_end = tl.maximum(tl.minimum(hi, _count_below(neg_row, K, x + margin, 0.0, True, LOG_N)), lo)
+    return lo, hi, active_end
+
+
+@triton.jit
+def _window_forward_kernel(pos_sorted_ptr, neg_sorted_ptr, prefix_ptr, n_pos_ptr, n_neg_ptr,
+                           values_ptr, counts_ptr, nonzero_ptr, N, margin, mm,
+                           MODE: tl.constexpr, LOG_N: tl.constexpr, BLOCK: tl.constexpr):
+    """One anchor per program: Σ over its positives of c·(x + m) − (S[U] − S[lo])."""
+    row = tl.program_id(0)
+    base = row.to(tl.int64) * N
+    P = tl.load(n_pos_ptr + row)
+    K = tl.load(n_neg_ptr + row)
+    value = tl.zeros((BLOCK,), dtype=tl.float64)
+    count = tl.zeros((BLOCK,), dtype=tl.int64)
+    nonzero = tl.zeros((BLOCK,), dtype=tl.int64)
+    for p0 in range(0, P, BLOCK):
+        offs = p0 + tl.arange(0, BLOCK)
+        live = offs < P
+        x = tl.load(pos_sorted_ptr + base + offs, mask=live, other=0.0)
+        lo, hi, end = _window(x, neg_sorted_ptr + base, K, margin, mm, MODE, LOG_N)
+        prefix_row = prefix_ptr + row.to(tl.int64) * (N + 1)
+        run = tl.load(prefix_row + end, mask=live, other=0.0) - tl.load(prefix_row + lo, mask=live, other=0.0)
+        c = tl.where(live, end - lo, 0)
+        value += c.to(tl.float64) * (x.to(tl.float64) + margin) - tl.where(c > 0, run, 0.0)
+        count += tl.where(live, hi - lo, 0).to(tl.int64)
+        nonzero += c.to(tl.int64)
+    tl.store(values_ptr + row, tl.sum(value, axis=0).to(tl.float32))
+    tl.store(counts_ptr + row, tl.sum(count, axis=0))
+    tl.store(nonzero_ptr + row, tl.sum(nonzero, axis=0))
+
+
+@triton.jit
+def _window_weights_kernel(pos_key_ptr, neg_key_ptr, pos_sorted_ptr, neg_sorted_ptr, n_pos_ptr, n_neg_ptr,
+                           grad_ptr, coef_ptr, N, margin, mm,
+                           MODE: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr,
+                           LOG_N: tl.constexpr, BLOCK: tl.constexpr):
+    """coef[a, j] for one block of references j of one anchor a:
+    positive j (x = d_aj): g·c(x); negative j (v = d_aj): −g·#{x : v kept and active}."""
+    row = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    base = row.to(tl.int64) * N
+    inside = offs < N
+    pk = tl.load(pos_key_ptr + base + offs, mask=inside, other=INF)
+    nk = tl.load(neg_key_ptr + base + offs, mask=inside, other=INF)
+    is_pos = pk < INF
+    is_neg = nk < INF
+    d = tl.where(is_pos, pk, tl.where(is_neg, nk, 0.0))
+    P = tl.load(n_pos_ptr + row)
+    K = tl.load(n_neg_ptr + row)
+    g = tl.load(grad_ptr + row)
+    # positives: the length of the active run of sorted negatives
+    lo, hi, end = _window(d, neg_sorted_ptr + base, K, margin, mm, MODE, LOG_N)
+    w_pos = (end - lo).to(tl.float32)
+    # negatives: positives x failing an "x large enough" condition form a prefix of length
+    # `first`, those meeting every "x small enough" condition a prefix of length `last`
+    pos_row = pos_sorted_ptr + base
+    first = _count_below(pos_row, P, d, margin, False, LOG_N)                        # fl(x + m) ≤ v
+    if MODE == 1 or MODE == 2 or MODE == 3:
+        first = tl.maximum(first, _count_below(pos_row, P, d, mm, True, LOG_N))      # fl(x + mm) < v
+    if MODE == 2:
+        first = tl.maximum(first, _count_below(pos_row, P, d, 0.0, True, LOG_N))     # x < v
+    last = tl.zeros_like(first) + P
+    if MODE == 3:
+        last = _count_below(pos_row, P, d, 0.0, True, LOG_N)                         # x < v
+    if MODE == 4:
+        last = _count_below(pos_row, P, d, mm, True, LOG_N)                          # fl(x + mm) < v
+    w_neg = -tl.maximum(last - first, 0).to(tl.float32)
+    w = g * tl.where(is_pos, w_pos, tl.where(is_neg, w_neg, 0.0))
+    tl.store(coef_ptr + base + offs, _tile_coef(w, d, KIND, NEGATE), mask=inside)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Scan path: smooth and/or swap (batch_all and the miner filters)
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _scan_tile(x, x_ok, v, v_ok, d_pn, margin, mm,
+               MODE: tl.constexpr, SMOOTH: tl.constexpr, SWAP: tl.constexpr):
+    """BLOCK_P×BLOCK_N tile of triplets (a, p, n): (kept, term, slope, share of v).
+    swap: v → min(v, d_pn); share = ∂min/∂v (1, ½ on a tie, 0)."""
+    x = tl.where(x_ok, x, 0.0)[:, None]
+    v = tl.where(v_ok, v, 0.0)[None, :]
+    kept = x_ok[:, None] & v_ok[None, :] & _kept(x, v, mm, MODE)
+    if SWAP:
+        e = tl.minimum(v, d_pn)
+        share = tl.where(v < d_pn, 1.0, tl.where(v == d_pn, 0.5, 0.0))
+    else:
+        e = v + tl.zeros_like(x)
+        share = tl.zeros_like(e) + 1.0
+    term, slope = _term(x - e + margin, SMOOTH)
+    return kept, tl.where(kept, term, 0.0), tl.where(kept, slope, 0.0), share
+
+
+@triton.jit
+def _pn_tile(r_ptr, r_sq_ptr, offs_p, offs_n, N, D, stride_r, snap_tol,
+             KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
+             BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """d(r_p, r_n), signed; rows p are arbitrary reference indices (N = masked)."""
+    d = tiles.distance_tile(r_ptr, r_ptr, r_sq_ptr, r_sq_ptr, offs_p, offs_n, N, N, D, stride_r, stride_r,
+                            snap_tol, KIND, BLOCK_P, BLOCK_N, BLOCK_D, PRECISION)
+    if NEGATE:
+        d = -d
+    return d
+
+
+@triton.jit
+def _scan_rows_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr, n_pos_ptr, grad_ptr,
+                      values_ptr, counts_ptr, nonzero_ptr, coef_ptr,
+                      N, D, stride_r, snap_tol, margin, mm,
+                      MODE: tl.constexpr, SMOOTH: tl.constexpr, SWAP: tl.constexpr, BACKWARD: tl.constexpr,
+                      KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
+                      BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One anchor per program, its positives in blocks × all references in blocks.
+    Forward: Σ term, #kept, #(term > 0). Backward: coef at each positive, g·Σ_n slope."""
+    row = tl.program_id(0)
+    base = row.to(tl.int64) * N
+    P = tl.load(n_pos_ptr + row)
+    value = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
+    count = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.int32)
+    nonzero = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.int32)
+    for p0 in range(0, P, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        x_ok = offs_p < P
+        x = tl.load(pos_sorted_ptr + base + offs_p, mask=x_ok, other=0.0)
+        p_idx = tl.load(pos_idx_ptr + base + offs_p, mask=x_ok, other=0)
+        p_idx = tl.where(x_ok, p_idx, N)
+        slope_sum = tl.zeros((BLOCK_P,), dtype=tl.float32)
+        for n0 in range(0, N, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            v = tl.load(neg_key_ptr + base + offs_n, mask=offs_n < N, other=INF)
+            d_pn = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
+            if SWAP:
+                d_pn = _pn_tile(r_ptr, r_sq_ptr, p_idx, offs_n, N, D, stride_r, snap_tol,
+                                KIND, NEGATE, PRECISION, BLOCK_P, BLOCK_N, BLOCK_D)
+            kept, term, slope, share = _scan_tile(x, x_ok, v, v < INF, d_pn, margin, mm, MODE, SMOOTH, SWAP)
+            if BACKWARD:
+                slope_sum += tl.sum(slope, axis=1)
+            else:
+                value += term
+                count += kept.to(tl.int32)
+                nonzero += (term > 0).to(tl.int32)
+        if BACKWARD:
+            g = tl.load(grad_ptr + row)
+            w = _tile_coef(g * slope_sum, x, KIND, NEGATE)
+            tl.store(coef_ptr + base + p_idx, w, mask=x_ok)
+    if not BACKWARD:
+        tl.store(values_ptr + row, tl.sum(tl.sum(value, axis=1), axis=0))
+        tl.store(counts_ptr + row, tl.sum(tl.sum(count, axis=1), axis=0).to(tl.int64))
+        tl.store(nonzero_ptr + row, tl.sum(tl.sum(nonzero, axis=1), axis=0).to(tl.int64))
+
+
+@triton.jit
+def _scan_negatives_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr, n_pos_ptr, grad_ptr,
+                           coef_ptr, N, D, stride_r, snap_tol, margin, mm,
+                           MODE: tl.constexpr, SMOOTH: tl.constexpr, SWAP: tl.constexpr,
+                           KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
+                           BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """coef at the negatives of one block of references: −g·Σ_p slope·share."""
+    row = tl.program_id(0)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    base = row.to(tl.int64) * N
+    P = tl.load(n_pos_ptr + row)
+    v = tl.load(neg_key_ptr + base + offs_n, mask=offs_n < N, other=INF)
+    v_ok = v < INF
+    acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for p0 in range(0, P, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        x_ok = offs_p < P
+        x = tl.load(pos_sorted_ptr + base + offs_p, mask=x_ok, other=0.0)
+        d_pn = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
+        if SWAP:
+            p_idx = tl.load(pos_idx_ptr + base + offs_p, mask=x_ok, other=0)
+            p_idx = tl.where(x_ok, p_idx, N)
+            d_pn = _pn_tile(r_ptr, r_sq_ptr, p_idx, offs_n, N, D, stride_r, snap_tol,
+                            KIND, NEGATE, PRECISION, BLOCK_P, BLOCK_N, BLOCK_D)
+        kept, term, slope, share = _scan_tile(x, x_ok, v, v_ok, d_pn, margin, mm, MODE, SMOOTH, SWAP)
+        acc += tl.sum(slope * share, axis=0)
+    g = tl.load(grad_ptr + row)
+    w = _tile_coef(-g * acc, tl.where(v_ok, v, 0.0), KIND, NEGATE)
+    tl.store(coef_ptr + base + offs_n, w, mask=v_ok)
+
+
+@triton.jit
+def _swap_pair_grad_kernel(r_ptr, r_sq_ptr, pos_key_ptr, neg_key_ptr, grad_ptr, out_ptr,
+                           n_rows, N, D, stride_r, stride_out, snap_tol, margin, mm,
+                           SIDE: tl.constexpr, MODE: tl.constexpr, SMOOTH: tl.constexpr,
+                           KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
+                           BLOCK_X: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_D: tl.constexpr,
+                           BLOCK_DO: tl.constexpr):
+    """∂L/∂r from the d_pn = d(r_p, r_n) part of swapped terms, for the chunk's anchors.
+    The program owns reference rows X (as p when SIDE = 0, as n when SIDE = 1) and columns
+    BLOCK_DO of the gradient; for every other block Y it sums over anchors
+        E_pn = Σ_a ∂L/∂d_pn  (= −g_a · slope · (1 − share) on kept triplets)
+    and adds E·r_Y (dot) or 2·(Σ_Y E)·r_X − 2·E·r_Y (squared kinds) to its rows."""
+    offs_x = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)
+    offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
+    acc = tl.zeros((BLOCK_X, BLOCK_DO), dtype=tl.float32)
+    coef_sum = tl.zeros((BLOCK_X,), dtype=tl.float32)
+    for y0 in range(0, N, BLOCK_Y):
+        offs_y = y0 + tl.arange(0, BLOCK_Y)
+        if SIDE == 0:
+            d_pn = _pn_tile(r_ptr, r_sq_ptr, offs_x, offs_y, N, D, stride_r, snap_tol,
+                            KIND, NEGATE, PRECISION, BLOCK_X, BLOCK_Y, BLOCK_D)
+        else:
+            d_pn = _pn_tile(r_ptr, r_sq_ptr, offs_y, offs_x, N, D, stride_r, snap_tol,
+                            KIND, NEGATE, PRECISION, BLOCK_Y, BLOCK_X, BLOCK_D)
+        e = tl.zeros(d_pn.shape, dtype=tl.float32)
+        for a in range(0, n_rows):
+            base = tl.cast(a, tl.int64) * N
+            g = tl.load(grad_ptr + a)
+            if SIDE == 0:
+                x = tl.load(pos_key_ptr + base + offs_x, mask=offs_x < N, other=INF)
+                v = tl.load(neg_key_ptr + base + offs_y, mask=offs_y < N, other=INF)
+            else:
+                x = tl.load(pos_key_ptr + base + offs_y, mask=offs_y < N, other=INF)
+                v = tl.load(neg_key_ptr + base + offs_x, mask=offs_x < N, other=INF)
+            kept, term, slope, share = _scan_tile(x, x < INF, v, v < INF, d_pn, margin, mm, MODE, SMOOTH, True)
+            e += -g * slope * (1.0 - share)
+        e = _tile_coef(e, d_pn, KIND, NEGATE)
+        if SIDE == 1:
+            e = tl.trans(e)
+        r_y = tl.load(r_ptr + offs_y.to(tl.int64)[:, None] * stride_r + offs_do[None, :],
+                      mask=(offs_y[:, None] < N) & (offs_do[None, :] < D), other=0.0).to(tl.float32)
+        acc = tl.dot(e, r_y, acc, input_precision=PRECISION)
+        coef_sum += tl.sum(e, axis=1)
+    if KIND != 0:
+        r_x = tl.load(r_ptr + offs_x.to(tl.int64)[:, None] * stride_r + offs_do[None, :],
+                      mask=(offs_x[:, None] < N) & (offs_do[None, :] < D), other=0.0).to(tl.float32)
+        acc = 2.0 * coef_sum[:, None] * r_x - 2.0 * acc
+    tl.store(out_ptr + offs_x.to(tl.int64)[:, None] * stride_out + offs_do[None, :], acc,
+             mask=(offs_x[:, None] < N) & (offs_do[None, :] < D))
+
+
+# --------------------------------------------------------------------------------------------
+# 5. semihard_tfa
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _tfa_choice(x, neg_row, K, LOG_N: tl.constexpr):
+    """Sorted position of n*(x): first v > x, else the first of the largest values."""
+    k = _count_below(neg_row, K, x, 0.0, False, LOG_N)                 # #{v ≤ x}
+    has_neg = (k * 0 + K) > 0
+    v_max = tl.load(neg_row + tl.maximum(K - 1, 0) + k * 0, mask=has_neg, other=0.0)
+    far = _count_below(neg_row, K, v_max, 0.0, True, LOG_N)           # #{v < v_max}
+    k = tl.where(k < K, k, far)
+    v = tl.load(neg_row + k, mask=has_neg, other=0.0)
+    return k, tl.where(has_neg, v, 0.0)
+
+
+@triton.jit
+def _tfa_rows_kernel(pos_sorted_ptr, neg_sorted_ptr, n_pos_ptr, n_neg_ptr, grad_ptr,
+                     values_ptr, counts_ptr, nonzero_ptr, choice_ptr, slope_ptr, N, margin,
+                     SMOOTH: tl.constexpr, BACKWARD: tl.constexpr, LOG_N: tl.constexpr, BLOCK: tl.constexpr):
+    """One anchor per program, over its sorted positives. Forward: Σ term(x − v* + m),
+    #positives, #(term > 0). Backward: per sorted positive, its choice k (−1 when the anchor
+    has no negative: no gradient) and g·slope."""
+    row = tl.program_id(0)
+    base = row.to(tl.int64) * N
+    P = tl.load(n_pos_ptr + row)
+    K = tl.load(n_neg_ptr + row)
+    value = tl.zeros((BLOCK,), dtype=tl.float32)
+    nonzero = tl.zeros((BLOCK,), dtype=tl.int32)
+    for p0 in range(0, P, BLOCK):
+        offs = p0 + tl.arange(0, BLOCK)
+        live = offs < P
+        x = tl.load(pos_sorted_ptr + base + offs, mask=live, other=0.0)
+        k, v = _tfa_choice(x, neg_sorted_ptr + base, K, LOG_N)
+        term, slope = _term(x - v + margin, SMOOTH)
+        if BACKWARD:
+            g = tl.load(grad_ptr + row)
+            tl.store(choice_ptr + base + offs, tl.where(K > 0, k, -1).to(tl.float32), mask=live)
+            tl.store(slope_ptr + base + offs, g * slope, mask=live)
+        else:
+            value += tl.where(live, term, 0.0)
+            nonzero += (live & (term > 0)).to(tl.int32)
+    if not BACKWARD:
+        tl.store(values_ptr + row, tl.sum(value, axis=0))
+        tl.store(counts_ptr + row, P.to(tl.int64))
+        tl.store(nonzero_ptr + row, tl.sum(nonzero, axis=0).to(tl.int64))
+
+
+@triton.jit
+def _tfa_weights_kernel(pos_sorted_ptr, pos_idx_ptr, neg_sorted_ptr, neg_idx_ptr, n_pos_ptr, n_neg_ptr,
+                        choice_ptr, slope_ptr, slope_prefix_ptr, coef_ptr, N,
+                        KIND: tl.constexpr, NEGATE: tl.constexpr, LOG_N: tl.constexpr, BLOCK: tl.constexpr):
+    """Sorted positions k of one anchor: the positive at k gets its g·slope; the negative at
+    k gets −Σ g·slope over the run of positives whose choice is k (choices ascend)."""
+    row = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    base = row.to(tl.int64) * N
+    P = tl.load(n_pos_ptr + row)
+    K = tl.load(n_neg_ptr + row)
+    is_pos = offs < P
+    x = tl.load(pos_sorted_ptr + base + offs, mask=is_pos, other=0.0)
+    p_idx = tl.load(pos_idx_ptr + base + offs, mask=is_pos, other=0)
+    w = tl.load(slope_ptr + base + offs, mask=is_pos, other=0.0)
+    tl.store(coef_ptr + base + p_idx, _tile_coef(w, x, KIND, NEGATE), mask=is_pos)
+    is_neg = offs < K
+    v = tl.load(neg_sorted_ptr + base + offs, mask=is_neg, other=0.0)
+    n_idx = tl.load(neg_idx_ptr + base + offs, mask=is_neg, other=0)
+    k = offs.to(tl.float32)                       # choices are stored as floats (exact below 2^24)
+    first = _count_below(choice_ptr + base, P, k, 0.0, True, LOG_N)
+    last = _count_below(choice_ptr + base, P, k, 0.0, False, LOG_N)
+    prefix_row = slope_prefix_ptr + row.to(tl.int64) * (N + 1)
+    run = tl.load(prefix_row + last, mask=is_neg, other=0.0) - tl.load(prefix_row + first, mask=is_neg, other=0.0)
+    tl.store(coef_ptr + base + n_idx, _tile_coef(-run.to(tl.float32), v, KIND, NEGATE), mask=is_neg)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. batch_hard
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _batch_hard_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
+                       p_val_ptr, p_idx_ptr, n_val_ptr, n_idx_ptr, f_val_ptr, f_idx_ptr,
+                       M, N, D, stride_q, stride_r, snap_tol, self_offset,
+                       KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Per anchor, streaming over reference tiles: max over positives, min over negatives and
+    max over the whole row (the "tfa" fallback), each with the lowest index among ties (−1: none)."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    p_val = tl.full((BLOCK_M,), -INF, tl.float32)
+    n_val = tl.full((BLOCK_M,), INF, tl.float32)
+    f_val = tl.full((BLOCK_M,), -INF, tl.float32)
+    p_idx = tl.full((BLOCK_M,), -1, tl.int32)
+    n_idx = tl.full((BLOCK_M,), -1, tl.int32)
+    f_idx = tl.full((BLOCK_M,), -1, tl.int32)
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        d = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                                snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        if NEGATE:
+            d = -d
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        inside = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        cols = offs_n[None, :] + tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        big = N + BLOCK_N
+        # a strict improvement only: an earlier block (lower index) keeps a tie
+        b_val = tl.max(tl.where(pos, d, -INF), axis=1)
+        b_idx = tl.min(tl.where(pos & (d == b_val[:, None]), cols, big), axis=1)
+        better = b_val > p_val
+        p_val = tl.where(better, b_val, p_val)
+        p_idx = tl.where(better, b_idx, p_idx)
+        b_val = tl.min(tl.where(neg, d, INF), axis=1)
+        b_idx = tl.min(tl.where(neg & (d == b_val[:, None]), cols, big), axis=1)
+        better = b_val < n_val
+        n_val = tl.where(better, b_val, n_val)
+        n_idx = tl.where(better, b_idx, n_idx)
+        b_val = tl.max(tl.where(inside, d, -INF), axis=1)
+        b_idx = tl.min(tl.where(inside & (d == b_val[:, None]), cols, big), axis=1)
+        better = b_val > f_val
+        f_val = tl.where(better, b_val, f_val)
+        f_idx = tl.where(better, b_idx, f_idx)
+    live = offs_m < M
+    tl.store(p_val_ptr + offs_m, p_val, mask=live)
+    tl.store(p_idx_ptr + offs_m, p_idx.to(tl.int64), mask=live)
+    tl.store(n_val_ptr + offs_m, n_val, mask=live)
+    tl.store(n_idx_ptr + offs_m, n_idx.to(tl.int64), mask=live)
+    tl.store(f_val_ptr + offs_m, f_val, mask=live)
+    tl.store(f_idx_ptr + offs_m, f_idx.to(tl.int64), mask=live)
+
+
+@triton.jit
+def _pair_distance_kernel(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, idx_x_ptr, idx_y_ptr, out_ptr,
+                          n_pairs, MX, MY, D, stride_x, stride_y, snap_tol,
+                          KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
+                          BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """d(x[i_k], y[j_k]) for a list of pairs: the diagonal of a gathered distance tile."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = offs < n_pairs
+    i = tl.load(idx_x_ptr + offs, mask=live, other=0)
+    j = tl.load(idx_y_ptr + offs, mask=live, other=0)
+    i = tl.where(live & (i >= 0), i, MX).to(tl.int32)
+    j = tl.where(live & (j >= 0), j, MY).to(tl.int32)
+    d = tiles.distance_tile(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, i, j, MX, MY, D, stride_x, stride_y,
+                            snap_tol, KIND, BLOCK, BLOCK, BLOCK_D, PRECISION)
+    if NEGATE:
+        d = -d
+    eye = tl.arange(0, BLOCK)[:, None] == tl.arange(0, BLOCK)[None, :]
+    tl.store(out_ptr + offs, tl.sum(tl.where(eye, d, 0.0), axis=1), mask=live)
+
+
+@triton.jit
+def _segment_grad_kernel(target_ptr, src_ptr, seg_start_ptr, src_idx_ptr, coef_ptr, out_ptr,
+                         D, stride_t, stride_s, stride_out,
+                         KIND: tl.constexpr, BLOCK_D: tl.constexpr):
+    """out[t] = Σ_e coef_e·src[s_e] (dot) or 2·(Σ_e coef_e)·target[t] − 2·Σ_e coef_e·src[s_e],
+    over the entries e of target row t (contiguous: sorted by target)."""
+    t = tl.program_id(0)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    in_d = offs_d < D
+    start = tl.load(seg_start_ptr + t)
+    end = tl.load(seg_start_ptr + t + 1)
+    acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    total = 0.0
+    for e in range(start, end):
+        c = tl.load(coef_ptr + e)
+        s = tl.load(src_idx_ptr + e)
+        acc += c * tl.load(src_ptr + s * stride_s + offs_d, mask=in_d, other=0.0).to(tl.float32)
+        total += c
+    if KIND != 0:
+        own = tl.load(target_ptr + t.to(tl.int64) * stride_t + offs_d, mask=in_d, other=0.0).to(tl.float32)
+        acc = 2.0 * total * own - 2.0 * acc
+    tl.store(out_ptr + t.to(tl.int64) * stride_out + offs_d, acc, mask=in_d)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers (tensors and scalars only: what torch.compile traces)
+# --------------------------------------------------------------------------------------------
+_TRACEABLE = isinstance(_distance_rows_kernel, JITFunction)  # False under TRITON_INTERPRET=1
+
+
+def _launch(kernel):
+    return torch.library.wrap_triton(kernel) if _TRACEABLE else kernel
+
+
+def _tile_blocks(device: torch.device):
+    """(BLOCK_M, BLOCK_N, BLOCK_D) of the distance tiles."""
+    return (64, 64, 32) if device.type == "cuda" else (32, 32, 32)
+
+
+def _squared_norms(x: torch.Tensor, kind: int) -> torch.Tensor:
+    if kind == 0:
+        return x.new_empty((1,), dtype=torch.float32)  # never read by the dot tiles
+    return torch.linalg.vector_norm(x, ord=2, dim=1, dtype=torch.float32).square()
+
+
+def _chunk_rows(B: int, N: int, chunk_elements: int) -> int:
+    return max(1, min(B, chunk_elements // max(N, 1)))
+
+
+def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision,
+                 snap_tol, prefix: bool):
+    """The chunk's keys, their row-sorted copies (stable: lowest index first among ties),
+    positive/negative counts and, if asked, the float64 prefix sums of the sorted negatives."""
+    c, N, D = row_end - row0, r.shape[0], q.shape[1]
+    neg_key = torch.empty((c, N), dtype=torch.float32, device=q.device)
+    pos_key = torch.empty((c, N), dtype=torch.float32, device=q.device)
+    bm, bn, bd = _tile_blocks(q.device)
+    _launch(_distance_rows_kernel)[(triton.cdiv(c, bm), triton.cdiv(N, bn))](
+        q, r, q_sq, r_sq, q_labels, r_labels, neg_key, pos_key, row0, row_end, N, D, q.stride(0), r.stride(0),
+        snap_tol, self_offset, KIND=kind, NEGATE=negate, PRECISION=precision,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
+    neg_sorted, neg_idx = torch.sort(neg_key, dim=1, stable=True)
+    pos_sorted, pos_idx = torch.sort(pos_key, dim=1, stable=True)
+    n_neg = torch.isfinite(neg_sorted).sum(1).to(torch.int32)
+    n_pos = torch.isfinite(pos_sorted).sum(1).to(torch.int32)
+    neg_prefix = None
+    if prefix:
+        finite = torch.where(torch.isfinite(neg_sorted), neg_sorted, 0.0).to(torch.float64)
+        neg_prefix = torch.nn.functional.pad(finite.cumsum(1), (1, 0))
+    return neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, neg_prefix
+
+
+def _coef_torch(w, d, kind: int, negate: bool):
+    """Torch twin of _tile_coef for per-anchor selections (batch_hard)."""
+    if negate:
+        w, d = -w, -d
+    if kind == 2:
+        w = torch.where(d > 0, w / (2.0 * torch.where(d > 0, d, 1.0)), 0.0)
+    return w
+
+
+def _pair_distances(x, y, x_sq, y_sq, idx_x, idx_y, kind, negate, precision, snap_tol):
+    """d(x[idx_x[k]], y[idx_y[k]]) (an index −1 gives a meaningless value)."""
+    out = torch.empty(idx_x.shape, dtype=torch.float32, device=x.device)
+    block, bd = 16, 32
+    _launch(_pair_distance_kernel)[(triton.cdiv(idx_x.numel(), block),)](
+        x, y, x_sq, y_sq, idx_x, idx_y, out, idx_x.numel(), x.shape[0], y.shape[0], x.shape[1],
+        x.stride(0), y.stride(0), snap_tol, KIND=kind, NEGATE=negate, PRECISION=precision,
+        BLOCK=block, BLOCK_D=bd)
+    return out
+
+
+def _segment_sum(target, src, tgt, src_idx, coef, kind):
+    """grad[t] = Σ over entries with target t (see _segment_grad_kernel); tgt == len(target)
+    marks an entry that goes nowhere. Deterministic: entries are sorted by target, stably."""
+    T, D = target.shape
+    order = torch.sort(tgt, stable=True).indices
+    tgt, src_idx, coef = tgt[order], src_idx[order].contiguous(), coef[order].contiguous()
+    seg_start = torch.searchsorted(tgt, torch.arange(T + 1, device=tgt.device, dtype=tgt.dtype))
+    out = torch.empty((T, D), dtype=torch.float32, device=target.device)
+    bd = 64
+    _launch(_segment_grad_kernel)[(T, triton.cdiv(D, bd))](
+        target, src, seg_start, src_idx, coef, out, D, target.stride(0), src.stride(0), out.stride(0),
+        KIND=kind, BLOCK_D=bd)
+    return out
+
+
+def _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, swap, fallback, margin,
+                    self_offset, precision, snap_tol):
+    B, D = q.shape
+    N = r.shape[0]
+    dev = q.device
+    vals = [torch.empty((B,), dtype=torch.float32, device=dev) for _ in range(3)]
+    idxs = [torch.empty((B,), dtype=torch.int64, device=dev) for _ in range(3)]
+    bm, bn, bd = _tile_blocks(dev)
+    _launch(_batch_hard_kernel)[(triton.cdiv(B, bm),)](
+        q, r, q_sq, r_sq, q_labels, r_labels, vals[0], idxs[0], vals[1], idxs[1], vals[2], idxs[2],
+        B, N, D, q.stride(0), r.stride(0), snap_tol, self_offset,
+        KIND=kind, NEGATE=negate, PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
+    (p_val, n_val, f_val), (p_idx, n_idx, f_idx) = vals, idxs
+    has_p, has_n = p_idx >= 0, n_idx >= 0
+    if fallback == 0:      # "drop": anchors lacking a positive or a negative give no term
+        valid = has_p & has_n
+        d_ap, d_an = p_val, n_val
+    else:                  # "tfa": d_ap = 0 without positives, d_an = row max without negatives
+        valid = torch.ones_like(has_p)
+        d_ap = torch.where(has_p, p_val, 0.0)
+        d_an = torch.where(has_n, n_val, f_val)
+        n_idx = torch.where(has_n, n_idx, f_idx)
+    p_idx = torch.where(valid & has_p, p_idx, -1)
+    n_idx = torch.where(valid, n_idx, -1)
+    d_pn = torch.full_like(d_ap, INF)
+    if swap:
+        both = (p_idx >= 0) & (n_idx >= 0)
+        d_pn = torch.where(both, _pair_distances(r, r, r_sq, r_sq, p_idx, n_idx, kind, negate, precision,
+                                                 snap_tol), INF)
+    h = d_ap - torch.minimum(d_an, d_pn) + margin
+    term = torch.nn.functional.softplus(h) if smooth else torch.relu(h)
+    values = torch.where(valid, term, 0.0)
+    return values, valid.to(torch.int64), (valid & (values > 0)).to(torch.int64), p_idx, n_idx, d_ap, d_an, d_pn
+
+
+def _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate, smooth, margin):
+    B, N = q.shape[0], r.shape[0]
+    h = d_ap - torch.minimum(d_an, d_pn) + margin
+    slope = torch.sigmoid(h) if smooth else (h > 0).to(torch.float32)
+    c = torch.where(n_idx >= 0, grad_values * slope, 0.0)
+    share = torch.where(d_an < d_pn, 1.0, torch.where(d_an == d_pn, 0.5, 0.0))
+    coef_ap = torch.where(p_idx >= 0, _coef_torch(c, d_ap, kind, negate), 0.0)
+    coef_an = _coef_torch(-c * share, d_an, kind, negate)
+    coef_pn = torch.where(torch.isfinite(d_pn), _coef_torch(-c * (1.0 - share), d_pn, kind, negate), 0.0)
+    p_src, n_src = p_idx.clamp_min(0), n_idx.clamp_min(0)
+    anchors = torch.arange(B, device=q.device)
+    # grad_q: two entries per anchor, already grouped by anchor
+    grad_q = _segment_sum(q, r, torch.stack([anchors, anchors], 1).reshape(-1),
+                          torch.stack([p_src, n_src], 1).reshape(-1),
+                          torch.stack([coef_ap, coef_an], 1).reshape(-1), kind)
+    # grad_r: entries (p, q_a), (n, q_a), and with swap (p, r_n), (n, r_p); target N = nowhere
+    p_tgt = torch.where(p_idx >= 0, p_idx, N)
+    n_tgt = torch.where(n_idx >= 0, n_idx, N)
+    grad_r = _segment_sum(r, q, torch.cat([p_tgt, n_tgt]), torch.cat([anchors, anchors]),
+                          torch.cat([coef_ap, coef_an]), kind)
+    pair = torch.isfinite(d_pn)
+    grad_r = grad_r + _segment_sum(r, r, torch.cat([torch.where(pair, p_tgt, N), torch.where(pair, n_tgt, N)]),
+                                   torch.cat([n_src, p_src]), torch.cat([coef_pn, coef_pn]), kind)
+    return grad_q, grad_r
+
+
+def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin, mm,
+                 self_offset, precision, snap_tol, chunk_elements):
+    B, N, D = q.shape[0], r.shape[0], q.shape[1]
+    dev = q.device
+    values = torch.empty((B,), dtype=torch.float32, device=dev)
+    counts = torch.empty((B,), dtype=torch.int64, device=dev)
+    nonzero = torch.empty((B,), dtype=torch.int64, device=dev)
+    log_n = max(1, N.bit_length())
+    sorted_path = mode <= 4 and not smooth and not swap
+    for row0 in range(0, B, _chunk_rows(B, N, chunk_elements)):
+        row_end = min(B, row0 + _chunk_rows(B, N, chunk_elements))
+        c = row_end - row0
+        neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, prefix = _sorted_rows(
+            q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, snap_tol,
+            prefix=sorted_path)
+        out = (values[row0:row_end], counts[row0:row_end], nonzero[row0:row_end])
+        if sorted_path:
+            _launch(_window_forward_kernel)[(c,)](
+                pos_sorted, neg_sorted, prefix, n_pos, n_neg, *out, N, margin, mm,
+                MODE=mode, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
+        elif mode == 5:
+            _launch(_tfa_rows_kernel)[(c,)](
+                pos_sorted, neg_sorted, n_pos, n_neg, values, *out, values, values, N, margin,
+                SMOOTH=smooth, BACKWARD=False, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
+        else:
+            _launch(_scan_rows_kernel)[(c,)](
+                r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, values, *out, values,
+                N, D, r.stride(0), snap_tol, margin, mm,
+                MODE=mode, SMOOTH=smooth, SWAP=swap, BACKWARD=False, KIND=kind, NEGATE=negate,
+                PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
+    return values, counts, nonzero
+
+
+def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin,
+                 mm, self_offset, precision, snap_tol, chunk_elements):
+    B, N, D = q.shape[0], r.shape[0], q.shape[1]
+    dev = q.device
+    q_f, r_f = q.float(), r.float()
+    grad_q = torch.empty((B, D), dtype=torch.float32, device=dev)
+    grad_r = torch.zeros((N, D), dtype=torch.float32, device=dev)
+    log_n = max(1, N.bit_length())
+    row_kind = "dot" if kind == 0 else "sqeuclidean"
+    sorted_path = mode <= 4 and not smooth and not swap
+    for row0 in range(0, B, _chunk_rows(B, N, chunk_elements)):
+        row_end = min(B, row0 + _chunk_rows(B, N, chunk_elements))
+        c = row_end - row0
+        g = grad_values[row0:row_end]
+        neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, _ = _sorted_rows(
+            q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, snap_tol,
+            prefix=False)
+        coef = torch.zeros((c, N), dtype=torch.float32, device=dev)
+        if sorted_path:
+            _launch(_window_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
+                pos_key, neg_key, pos_sorted, neg_sorted, n_pos, n_neg, g, coef, N, margin, mm,
+                MODE=mode, KIND=kind, NEGATE=negate, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
+        elif mode == 5:
+            choice = torch.empty((c, N), dtype=torch.float32, device=dev)
+            slope = torch.zeros((c, N), dtype=torch.float32, device=dev)
+            _launch(_tfa_rows_kernel)[(c,)](
+                pos_sorted, neg_sorted, n_pos, n_neg, g, g, n_pos, n_pos, choice, slope, N, margin,
+                SMOOTH=smooth, BACKWARD=True, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
+            slope_prefix = torch.nn.functional.pad(slope.to(torch.float64).cumsum(1), (1, 0))
+            _launch(_tfa_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
+                pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, choice, slope, slope_prefix, coef, N,
+                KIND=kind, NEGATE=negate, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
+        else:
+            common = dict(MODE=mode, SMOOTH=smooth, SWAP=swap, KIND=kind, NEGATE=negate, PRECISION=precision,
+                          BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
+            _launch(_scan_rows_kernel)[(c,)](
+                r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, g, n_pos, n_pos, coef,
+                N, D, r.stride(0), snap_tol, margin, mm, BACKWARD=True, **common)
+            _launch(_scan_negatives_kernel)[(c, triton.cdiv(N, SCAN_BLOCK))](
+                r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, coef,
+                N, D, r.stride(0), snap_tol, margin, mm, **common)
+            if swap:
+                block_do = 64
+                pair_grad = torch.empty((N, D), dtype=torch.float32, device=dev)
+                for side in (0, 1):
+                    _launch(_swap_pair_grad_kernel)[(triton.cdiv(N, SCAN_BLOCK), triton.cdiv(D, block_do))](
+                        r, r_sq, pos_key, neg_key, g, pair_grad, c, N, D, r.stride(0), pair_grad.stride(0),
+                        snap_tol, margin, mm, SIDE=side, MODE=mode, SMOOTH=smooth, KIND=kind, NEGATE=negate,
+                        PRECISION=precision, BLOCK_X=SCAN_BLOCK, BLOCK_Y=SCAN_BLOCK, BLOCK_D=32,
+                        BLOCK_DO=block_do)
+                    grad_r += pair_grad
+        gq, gr = metrics.pairwise_backward(coef, q_f[row0:row_end], r_f, row_kind)
+        grad_q[row0:row_end] = gq
+        grad_r += gr
+    return grad_q, grad_r
+
+
+def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
+              kind: int, negate: bool, mode: int, smooth: bool, swap: bool, fallback: int, margin: float,
+              miner_margin: float, self_offset: int, precision: str, snap_tol: float, chunk_elements: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                         torch.Tensor, torch.Tensor]:
+    q_sq, r_sq = _squared_norms(q, kind), _squared_norms(r, kind)
+    if mode == 6:
+        return _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, swap, fallback,
+                               margin, self_offset, precision, snap_tol)
+    values, counts, nonzero = _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap,
+                                           margin, miner_margin, self_offset, precision, snap_tol, chunk_elements)
+    none_i = torch.empty((0,), dtype=torch.int64, device=q.device)
+    none_f = torch.empty((0,), dtype=torch.float32, device=q.device)
+    return values, counts, nonzero, none_i, none_i.clone(), none_f, none_f.clone(), none_f.clone()
+
+
+def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor,
+              r_labels: torch.Tensor, p_idx: torch.Tensor, n_idx: torch.Tensor, d_ap: torch.Tensor,
+              d_an: torch.Tensor, d_pn: torch.Tensor, kind: int, negate: bool, mode: int, smooth: bool,
+              swap: bool, fallback: int, margin: float, miner_margin: float, self_offset: int, precision: str,
+              snap_tol: float, chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if mode == 6:
+        grad_q, grad_r = _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate,
+                                         smooth, margin)
+    else:
+        q_sq, r_sq = _squared_norms(q, kind), _squared_norms(r, kind)
+        grad_q, grad_r = _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode,
+                                      smooth, swap, margin, miner_margin, self_offset, precision, snap_tol,
+                                      chunk_elements)
+    return grad_q.to(q.dtype), grad_r.to(r.dtype)
+
+
+def _fwd_fake(q, r, q_labels, r_labels, kind, negate, mode, smooth, swap, fallback, margin, miner_margin,
+              self_offset, precision, snap_tol, chunk_elements):
+    B = q.shape[0]
+    k = B if mode == 6 else 0
+    f32, i64 = dict(dtype=torch.float32, device=q.device), dict(dtype=torch.int64, device=q.device)
+    return (q.new_empty((B,), **f32), q.new_empty((B,), **i64), q.new_empty((B,), **i64),
+            q.new_empty((k,), **i64), q.new_empty((k,), **i64),
+            q.new_empty((k,), **f32), q.new_empty((k,), **f32), q.new_empty((k,), **f32))
+
+
+def _bwd_fake(grad_values, q, r, q_labels, r_labels, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate, mode, smooth,
+              swap, fallback, margin, miner_margin, self_offset, precision, snap_tol, chunk_elements):
+    return torch.empty_like(q), torch.empty_like(r)
+
+
+if _TRACEABLE:
+    triplet_fwd_op = torch.library.triton_op("fastcontrast::triplet_fwd", _fwd_impl, mutates_args=())
+    triplet_bwd_op = torch.library.triton_op("fastcontrast::triplet_bwd", _bwd_impl, mutates_args=())
+else:
+    # The interpreter's kernels cannot be traced: opaque custom ops with shape-only fakes.
+    triplet_fwd_op = torch.library.custom_op("fastcontrast::triplet_fwd", _fwd_impl, mutates_args=())
+    triplet_fwd_op.register_fake(_fwd_fake)
+    triplet_bwd_op = torch.library.custom_op("fastcontrast::triplet_bwd", _bwd_impl, mutates_args=())
+    triplet_bwd_op.register_fake(_bwd_fake)
+
+
+# --------------------------------------------------------------------------------------------
+# The seam (fastcontrast/configs.py)
+# --------------------------------------------------------------------------------------------
+def _codes(cfg: TripletConfig):
+    if cfg.kind not in tiles.KIND_CODES:
+        raise ValueError(f"cfg.kind must be one of {tuple(tiles.KIND_CODES)}, got {cfg.kind!r}")
+    if cfg.mining not in MODE_CODES:
+        raise ValueError(f"cfg.mining must be one of {tuple(MODE_CODES)}, got {cfg.mining!r}")
+    if cfg.hard_fallback not in FALLBACK_CODES:
+        raise ValueError(f"cfg.hard_fallback must be one of {tuple(FALLBACK_CODES)}, got {cfg.hard_fallback!r}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"cfg.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    if cfg.mining == "semihard_tfa" and cfg.swap:
+        raise NotImplementedError("the Triton triplet kernels do not implement swap with mining='semihard_tfa'; "
+                                  "use backend='torch'")
+    return (tiles.KIND_CODES[cfg.kind], bool(cfg.negate), MODE_CODES[cfg.mining], bool(cfg.smooth),
+            bool(cfg.swap), FALLBACK_CODES[cfg.hard_fallback], float(cfg.margin), float(cfg.miner_margin),
+            int(cfg.self_offset), cfg.precision)
+
+
+def _prepare(q, r, q_labels, r_labels):
+    for name, x in (("q", q), ("r", r)):
+        if x.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"the Triton triplet kernels take float32/float16/bfloat16 {name}, got {x.dtype}; "
+                            "use backend='torch' for float64")
+    q, r = q.contiguous(), r.contiguous()
+    if r.dtype != q.dtype:
+        r = r.to(q.dtype)
+    return q, r, q_labels.to(torch.int64).contiguous(), r_labels.to(torch.int64).contiguous()
+
+
+def forward(q, r, q_labels, r_labels, cfg: TripletConfig):
+    """-> (values (B,) float32, counts (B,) int64, nonzero (B,) int64, saved).
+    saved = (p_idx, n_idx, d_ap, d_an, d_pn), each (B,) for batch_hard (the selected positive
+    and negative per anchor, −1 where none; d_pn = +inf without swap), empty otherwise."""
+    codes = _codes(cfg)
+    q, r, q_labels, r_labels = _prepare(q, r, q_labels, r_labels)
+    values, counts, nonzero, *saved = triplet_fwd_op(
+        q, r, q_labels, r_labels, *codes, metrics.snap_tolerance(q.dtype), CHUNK_ELEMENTS)
+    return values, counts, nonzero, tuple(saved)
+
+
+def backward(grad_values, q, r, q_labels, r_labels, cfg: TripletConfig, saved):
+    """-> (grad_q like q, grad_r like r)."""
+    codes = _codes(cfg)
+    q_dtype, r_dtype = q.dtype, r.dtype
+    q, r, q_labels, r_labels = _prepare(q, r, q_labels, r_labels)
+    grad_values = grad_values.to(device=q.device, dtype=torch.float32).contiguous()
+    grad_q, grad_r = triplet_bwd_op(grad_values, q, r, q_labels, r_labels, *saved, *codes,
+                                    metrics.snap_tolerance(q.dtype), CHUNK_ELEMENTS)
+    return grad_q.to(q_dtype), grad_r.to(r_dtype)
