@@ -38,7 +38,7 @@ from torch import nn
 
 from . import metrics
 from ._reduce import LossTerms, reduce_terms
-from ._validation import (check_choice, check_embeddings, check_labels, check_positive,
+from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_positive,
                           check_query_ref, check_real, check_reduction)
 from .backend import BACKENDS, resolve_backend
 from ._torch.softmax import softplus
@@ -152,6 +152,8 @@ def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temp
     """Run SoftmaxFunction on prepared inputs (r may be q)."""
     cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision)
     resolved = resolve_backend(backend, q.device)
+    if q.shape[0] == 0 or r.shape[0] == 0:
+        resolved = "torch"  # nothing to launch a kernel for
     t = _temperature_tensor(temperature, q)
     return SoftmaxFunction.apply(q, r, q_labels.long(), r_labels.long(), t, cfg, resolved)
 
@@ -216,14 +218,18 @@ class _SoftmaxLoss(nn.Module):
     def reduce(self, terms: LossTerms, denominators=None) -> torch.Tensor:
         return reduce_terms(terms, self.reduction, self.average, denominators)
 
-    def _check_tensors(self, embeddings, labels, ref_emb, ref_labels):
+    def _check_tensors(self, embeddings, labels, ref_emb, ref_labels, labels_needed=True):
         check_embeddings(embeddings, "embeddings")
         if labels is not None:
             check_labels(labels, embeddings.shape[0], "labels", "embeddings", embeddings.device)
         if ref_emb is not None or ref_labels is not None:
-            if labels is None:
+            if labels is None and (labels_needed or ref_labels is not None):
                 raise ValueError("labels are required when ref_emb is given")
-            check_query_ref(embeddings, labels, ref_emb, ref_labels)
+            if labels is None:  # explicit pairs: the reference labels are not used
+                check_embeddings(ref_emb, "ref_emb")
+                check_pair(embeddings, ref_emb, "embeddings", "ref_emb")
+            else:
+                check_query_ref(embeddings, labels, ref_emb, ref_labels)
 
     def _softmax(self, embeddings, labels, ref_emb, ref_labels, self_offset, variant):
         q, r = _prepared(embeddings, ref_emb, self.metric)
@@ -240,7 +246,7 @@ class _SoftmaxLoss(nn.Module):
         return labels
 
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
-        self._check_tensors(embeddings, labels, ref_emb, ref_labels)
+        self._check_tensors(embeddings, labels, ref_emb, ref_labels, labels_needed=indices_tuple is None)
         labels = self._default_labels(embeddings, labels, indices_tuple, ref_emb)
         if indices_tuple is not None:
             n = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
@@ -371,7 +377,7 @@ class NPairLoss(_SoftmaxLoss):
                          reduction=reduction, backend=backend)
         self.l2_reg = check_real(l2_reg, "l2_reg", nonnegative=True)
 
-    def _check_tensors(self, embeddings, labels, ref_emb, ref_labels):
+    def _check_tensors(self, embeddings, labels, ref_emb, ref_labels, labels_needed=True):
         if ref_emb is not None or ref_labels is not None:
             raise ValueError("ref_emb is not supported by the N-pair loss")
         check_embeddings(embeddings, "embeddings")
@@ -433,7 +439,6 @@ class InfoNCELoss(_SoftmaxLoss):
     def _check(self, query, keys, labels, ref_labels):
         check_embeddings(query, "query")
         check_embeddings(keys, "keys")
-        from ._validation import check_pair
         check_pair(query, keys, "query", "keys")
         if (labels is None) != (ref_labels is None):
             raise ValueError("labels and ref_labels must be given together")

@@ -176,6 +176,18 @@ def test_indices_tuple_all_pairs_equals_labels(gen):
                  fc.nt_xent_loss(x, y, distance="euclidean"), F64)
 
 
+def test_indices_tuple_with_ref_emb_needs_no_labels(gen):
+    x, y = data(gen, b=6)
+    r, ry = data(gen, b=9)
+    same = y[:, None] == ry[None, :]
+    a1, p = same.nonzero(as_tuple=True)
+    a2, n = (~same).nonzero(as_tuple=True)
+    got = fc.nt_xent_loss(x, indices_tuple=(a1, p, a2, n), ref_emb=r)
+    assert_close(got, fc.nt_xent_loss(x, y, ref_emb=r, ref_labels=ry), F64)
+    got = fc.supcon_loss(x, indices_tuple=(a1, p, a2, n), ref_emb=r)
+    assert_close(got, fc.supcon_loss(x, y, ref_emb=r, ref_labels=ry), F64)
+
+
 def test_indices_tuple_lazy_selection(gen):
     x, y = data(gen)
 

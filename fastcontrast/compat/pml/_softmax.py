@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 
 from ..._reduce import LossTerms, reduce_terms
+from ..._validation import check_embeddings, check_pair
 from ... import softmax as _softmax
 from .distances import CosineSimilarity, DotProductSimilarity, metric_from_distance
 
@@ -121,16 +122,15 @@ class _PMLSoftmaxLoss(torch.nn.Module):
         if ref_emb is None:
             ref_labels_eff, self_offset = labels, 0
         else:
-            if ref_labels is None:
+            if ref_labels is None and indices_tuple is None:
                 # PML compares labels with themselves then, which only lines up when N = B
                 if (labels is None or not isinstance(ref_emb, torch.Tensor)
                         or ref_emb.dim() != 2 or ref_emb.shape[0] != labels.shape[0]):
                     raise ValueError("ref_labels is required when ref_emb is given")
                 ref_labels = labels
-            if labels is not None:
+            if labels is not None and ref_labels is not None:
                 self.loss._check_tensors(embeddings, labels, ref_emb, ref_labels)
             else:
-                from ..._validation import check_embeddings, check_pair
                 check_embeddings(ref_emb, "ref_emb")
                 check_pair(embeddings, ref_emb, "embeddings", "ref_emb")
             ref_labels_eff = ref_labels

@@ -135,6 +135,8 @@ def test_indices_tuple_with_ref_emb(gen):
         pml_loss, fc_loss = make(name, temperature=0.5)
         compare(pml_loss, fc_loss, x, torch.float64, y, indices_tuple=(a1, p, a2[::2], n[::2]),
                 ref_emb=r, ref_labels=ry)
+        # explicit pairs need no labels at all
+        compare(pml_loss, fc_loss, x, torch.float32, None, indices_tuple=(a1, p, a2, n), ref_emb=r)
 
 
 @pytest.mark.parametrize("name", LOSSES)
