@@ -94,11 +94,12 @@ class RowLayout:
         return slice(start, start + self.sizes[rank])
 
 
-def exchange_layout(x: torch.Tensor, name: str = "embeddings", group=None) -> RowLayout:
+def exchange_layout(x: torch.Tensor, name: str = "embeddings", group=None,
+                    allow_empty: bool = False) -> RowLayout:
     """All-gather every rank's (rows, dim, dtype) of the 2-D tensor `x`.
 
     Every rank sees the same table, so a mismatch raises the same ValueError on every rank
-    (nobody is left waiting in a later collective)."""
+    (nobody is left waiting in a later collective). allow_empty: ranks may have 0 rows."""
     rank, world = rank_and_world(group)
     if x.dim() != 2:
         dim, rows = -1, -1
@@ -117,7 +118,7 @@ def exchange_layout(x: torch.Tensor, name: str = "embeddings", group=None) -> Ro
     if len({t[2] for t in table}) > 1:
         dtypes = ", ".join(f"rank {r}: {_DTYPES[t[2]] if t[2] >= 0 else '?'}" for r, t in enumerate(table))
         raise ValueError(f"{name} must have the same dtype on every rank; got {dtypes}")
-    if any(t[0] < 1 for t in table):
+    if not allow_empty and any(t[0] < 1 for t in table):
         raise ValueError(f"{name} needs at least one row on every rank; got {shapes}")
     return RowLayout(tuple(t[0] for t in table), rank)
 
@@ -126,6 +127,8 @@ def _gather_padded(x: torch.Tensor, layout: RowLayout, group=None) -> torch.Tens
     """Concatenate every rank's rows of x (layout.sizes[r] rows on rank r), in rank order.
     Collectives want equal shapes, so rows are padded to the largest count and trimmed."""
     longest = max(layout.sizes)
+    if longest == 0:
+        return x
     x = x.contiguous()
     if x.shape[0] < longest:
         pad = x.new_zeros((longest - x.shape[0],) + tuple(x.shape[1:]))

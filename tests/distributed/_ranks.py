@@ -10,6 +10,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 TIMEOUT = datetime.timedelta(seconds=40)
+# fork: the ranks start at once with torch, fastcontrast and PML already imported (spawn
+# re-imports them in every rank, seconds each on a 2-core machine). Each rank uses one thread.
+START_METHOD = os.environ.get("FASTCONTRAST_TEST_START_METHOD", "fork")
 
 
 def free_port() -> int:
@@ -32,4 +35,4 @@ def _entry(rank, fn, world, port, args):
 def run_ranks(fn, world: int, *args) -> None:
     """fn(rank, world, *args) on `world` processes; an exception on any rank fails the call."""
     mp.start_processes(_entry, args=(fn, world, free_port(), args), nprocs=world, join=True,
-                       start_method="spawn")
+                       start_method=START_METHOD)

@@ -1,0 +1,169 @@
+"""pytorch-metric-learning's distributed wrappers, exact for any batch sizes.
+
+    from fastcontrast.compat.pml.utils import distributed as pml_dist
+    loss_fn = pml_dist.DistributedLossWrapper(losses.ContrastiveLoss(), efficient=False)
+    miner = pml_dist.DistributedMinerWrapper(miners.TripletMarginMiner(), efficient=False)
+    loss = loss_fn(embeddings, labels, miner(embeddings, labels))   # this rank's rows
+
+Same signatures as pytorch_metric_learning.utils.distributed. Under
+DistributedDataParallel the loss and every parameter gradient equal what one process gets
+from the wrapped loss on the concatenated global batch (ranks in order), in both modes and
+with a different batch size on every rank. How:
+
+- Rows are gathered with `fastcontrast.distributed.all_gather_rows` (variable sizes, the
+  gradient goes back to the rank that owns each row).
+- No indices_tuple and a fastcontrast loss (it has terms()/reduce()): each rank computes only
+  its own anchors against the global batch and the normalizers are all-reduced
+  (`fastcontrast.distributed.GlobalBatchLoss`), in both modes.
+- With an indices_tuple, or any other loss (pytorch-metric-learning's own losses too): every
+  rank computes the whole global loss from the gathered rows.
+- Miners: efficient=False mines the whole gathered batch on every rank (indices into it, in
+  rank order); efficient=True mines only this rank's anchors against the gathered batch
+  (anchor indices local, the others global, self pairs removed). The loss wrapper must use
+  the same `efficient` as the miner wrapper: with efficient=True it all-gathers every
+  rank's tuples to rebuild the global set, so the loss is exactly the global loss — where
+  pytorch-metric-learning normalizes over local tuples only.
+
+Differences from pytorch-metric-learning: the gathered batch is in rank order (rank 0's rows
+first) on every rank, not this rank's rows first; the loss value is the global loss (not
+scaled by the world size: the world-size factor DDP needs is carried by the gradient);
+CrossBatchMemory (enqueue_mask) is not supported.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ....distributed import (GlobalBatchLoss, all_gather_labels, all_gather_rows, exchange_layout,
+                             is_distributed, rank_and_world, _gather_padded)
+
+__all__ = ["DistributedLossWrapper", "DistributedMinerWrapper"]
+
+
+def _gather_batch(emb, labels, ref_emb, ref_labels, group=None):
+    """(all_emb, all_labels, all_ref_emb, all_ref_labels, row offset of this rank)."""
+    all_emb, layout = all_gather_rows(emb, group, name="embeddings")
+    all_labels = None
+    if labels is not None:
+        all_labels = all_gather_labels(labels.to(emb.device), layout, group)
+    all_ref = all_ref_labels = None
+    if ref_emb is not None:
+        all_ref, ref_layout = all_gather_rows(ref_emb, group, name="ref_emb")
+        if ref_labels is not None:
+            all_ref_labels = all_gather_labels(ref_labels.to(ref_emb.device), ref_layout, group, "ref_labels")
+    return all_emb, all_labels, all_ref, all_ref_labels, layout.offset
+
+
+def _check_tuple(indices_tuple):
+    if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
+        raise ValueError("indices_tuple must be (anchors, positives, negatives) or "
+                         "(anchors1, positives, anchors2, negatives)")
+    return [torch.as_tensor(t).reshape(-1).long() for t in indices_tuple]
+
+
+def _gather_index_rows(rows: torch.Tensor, group=None) -> torch.Tensor:
+    """Concatenate every rank's (T_r, k) int64 rows (T_r may be 0) in rank order."""
+    layout = exchange_layout(rows, "indices_tuple", group, allow_empty=True)
+    return _gather_padded(rows, layout, group)
+
+
+def global_indices_tuple(indices_tuple, offset: int, device, group=None):
+    """Tuples with this rank's anchors (local indices) and global references → the tuples of
+    every rank with global anchor indices, in rank order (identical on every rank)."""
+    t = [x.to(device) for x in _check_tuple(indices_tuple)]
+    if len(t) == 3:
+        a, p, n = t
+        rows = _gather_index_rows(torch.stack([a + offset, p, n], 1), group)
+        return rows[:, 0], rows[:, 1], rows[:, 2]
+    a1, p, a2, n = t
+    pos = _gather_index_rows(torch.stack([a1 + offset, p], 1), group)
+    neg = _gather_index_rows(torch.stack([a2 + offset, n], 1), group)
+    return pos[:, 0], pos[:, 1], neg[:, 0], neg[:, 1]
+
+
+def _has_terms(loss) -> bool:
+    return callable(getattr(loss, "terms", None)) and callable(getattr(loss, "reduce", None))
+
+
+class DistributedLossWrapper(torch.nn.Module):
+    """pytorch_metric_learning.utils.distributed.DistributedLossWrapper(loss, efficient=False):
+    the wrapped loss over the global batch, exact under DDP for any per-rank batch sizes.
+    forward(embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None)."""
+
+    def __init__(self, loss, efficient=False):
+        super().__init__()
+        if not isinstance(loss, torch.nn.Module) or not callable(loss):
+            raise TypeError(f"loss must be a loss Module, got {type(loss).__name__}")
+        if not isinstance(efficient, bool):
+            raise TypeError(f"efficient must be True or False, got {type(efficient).__name__}")
+        self.loss = loss
+        self.efficient = efficient
+        self.global_loss = GlobalBatchLoss(loss) if _has_terms(loss) else None
+
+    def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None,
+                enqueue_mask=None):
+        if enqueue_mask is not None:
+            raise ValueError("enqueue_mask (CrossBatchMemory) is not supported by this DistributedLossWrapper")
+        if not is_distributed():
+            warnings.warn("DistributedLossWrapper is used without an initialized process group: "
+                          "returning the wrapped loss of the local batch")
+            return self.loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        _, world = rank_and_world()
+        if world == 1:
+            return self.loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        if not isinstance(embeddings, torch.Tensor):
+            raise TypeError(f"embeddings must be a torch.Tensor, got {type(embeddings).__name__}")
+        if indices_tuple is None and self.global_loss is not None and labels is not None:
+            if ref_emb is not None and ref_labels is None:
+                raise ValueError("ref_labels must be given with ref_emb")
+            return self.global_loss(embeddings, labels, ref_emb=ref_emb, ref_labels=ref_labels)
+        # the whole global loss on every rank; the gathers' backward sums the W identical
+        # gradients, i.e. W x the global gradient per rank, which DDP's averaging divides out
+        all_emb, all_labels, all_ref, all_ref_labels, offset = _gather_batch(
+            embeddings, labels, ref_emb, ref_labels)
+        if indices_tuple is not None and self.efficient:
+            indices_tuple = global_indices_tuple(indices_tuple, offset, embeddings.device)
+        return self.loss(all_emb, all_labels, indices_tuple, all_ref, all_ref_labels)
+
+
+class DistributedMinerWrapper(torch.nn.Module):
+    """pytorch_metric_learning.utils.distributed.DistributedMinerWrapper(miner, efficient=False).
+    forward(embeddings, labels, ref_emb=None, ref_labels=None) -> indices_tuple:
+    efficient=False: indices into the gathered global batch (same on every rank);
+    efficient=True: this rank's anchors (local indices) against the gathered batch."""
+
+    def __init__(self, miner, efficient=False):
+        super().__init__()
+        if not callable(miner):
+            raise TypeError(f"miner must be a miner Module, got {type(miner).__name__}")
+        if not isinstance(efficient, bool):
+            raise TypeError(f"efficient must be True or False, got {type(efficient).__name__}")
+        self.miner = miner
+        self.efficient = efficient
+
+    def forward(self, emb, labels, ref_emb=None, ref_labels=None):
+        _, world = rank_and_world()
+        if world == 1:
+            return self.miner(emb, labels, ref_emb, ref_labels)
+        with torch.no_grad():
+            all_emb, all_labels, all_ref, all_ref_labels, offset = _gather_batch(
+                emb.detach(), labels, None if ref_emb is None else ref_emb.detach(), ref_labels)
+        if not self.efficient:
+            return self.miner(all_emb, all_labels, all_ref, all_ref_labels)
+        if all_ref is None:
+            tuples = _check_tuple(self.miner(emb.detach(), labels, all_emb, all_labels))
+            return _drop_self_pairs(tuples, offset)
+        return self.miner(emb.detach(), labels, all_ref, all_ref_labels)
+
+
+def _drop_self_pairs(tuples, offset: int):
+    """Drop (anchor, positive) entries whose positive is the anchor itself (global index
+    anchor + offset): the references include this rank's own rows."""
+    if len(tuples) == 3:
+        a, p, n = tuples
+        keep = p != a + offset
+        return a[keep], p[keep], n[keep]
+    a1, p, a2, n = tuples
+    keep = p != a1 + offset
+    return a1[keep], p[keep], a2, n
