@@ -40,33 +40,51 @@ POWERS = (1, 2)
 __all__ = ["contrastive_loss", "ContrastiveLoss", "PairMarginFunction"]
 
 
+_IMPLEMENTATIONS = {"torch": "fastcontrast._torch.pair_margin", "triton": "fastcontrast.kernels.pair_margin"}
+_LOADED: dict = {}
+
+
 def _implementation(backend: str):
-    name = "fastcontrast.kernels.pair_margin" if backend == "triton" else "fastcontrast._torch.pair_margin"
-    return importlib.import_module(name)
+    """The implementation module of a resolved backend, imported on first use (kernels, and so
+    triton, only when asked for). Later look-ups are a dict read, which torch.compile traces."""
+    impl = _LOADED.get(backend)
+    if impl is None:
+        impl = _LOADED[backend] = importlib.import_module(_IMPLEMENTATIONS[backend])
+    return impl
 
 
 class PairMarginFunction(torch.autograd.Function):
     """(q, r, q_labels, r_labels, cfg, backend) → per-anchor (values, counts, nonzero), each
-    (B, 2); only `values` is differentiable. q and r may be the same tensor."""
+    (B, 2); only `values` is differentiable. r = None (and r_labels = None) means the
+    references are the anchors themselves: q's gradient is then the sum of both roles."""
 
     @staticmethod
     def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str):
         impl = _implementation(backend)
+        ctx.same = r is None
+        if ctx.same:
+            r, r_labels = q, q_labels
         values, counts, nonzero, saved = impl.forward(q, r, q_labels, r_labels, cfg)
-        ctx.same = r is q
         ctx.cfg, ctx.backend = cfg, backend
-        ctx.save_for_backward(q, r, q_labels, r_labels, *saved)
+        if ctx.same:
+            ctx.save_for_backward(q, q_labels, *saved)
+        else:
+            ctx.save_for_backward(q, r, q_labels, r_labels, *saved)
         ctx.mark_non_differentiable(counts, nonzero)
         return values, counts, nonzero
 
     @staticmethod
     def backward(ctx, grad_values, grad_counts, grad_nonzero):
-        q, r, q_labels, r_labels, *saved = ctx.saved_tensors
-        if ctx.same:
-            r = q
         impl = _implementation(ctx.backend)
+        if ctx.same:
+            q, q_labels, *saved = ctx.saved_tensors
+            r, r_labels = q, q_labels
+        else:
+            q, r, q_labels, r_labels, *saved = ctx.saved_tensors
         grad_q, grad_r = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg,
                                        tuple(saved))
+        if ctx.same:
+            return grad_q + grad_r, None, None, None, None, None
         return grad_q, grad_r, None, None, None, None
 
 
@@ -223,13 +241,17 @@ class ContrastiveLoss(torch.nn.Module):
             if ref_emb is not None and ref_labels is None:
                 raise ValueError("ref_emb and ref_labels must be given together (or pass indices_tuple)")
         backend = resolve_backend(self.backend, embeddings.device)
+        _implementation(backend)  # import before the Function runs (outside any compiled graph)
 
         q = metrics.prepare(embeddings, self.metric)
         r = q if ref_emb is None else metrics.prepare(ref_emb, self.metric)
         if pairs is not None:
             return _explicit_pair_terms(q, r, pairs, self.config())
         q_labels = labels.to(torch.int64).contiguous()
-        r_labels = q_labels if ref_emb is None else ref_labels.to(torch.int64).contiguous()
+        if ref_emb is None:
+            r, r_labels = None, None
+        else:
+            r_labels = ref_labels.to(torch.int64).contiguous()
         values, counts, nonzero = PairMarginFunction.apply(q, r, q_labels, r_labels,
                                                            self.config(self_offset), backend)
         return LossTerms(values, counts, nonzero)

@@ -1,0 +1,376 @@
+"""Pair-margin (max-margin contrastive) family: Triton kernels and their launchers.
+
+Anchors q (B×D, labels y), references r (N×D, labels y'); t_ij is the metric tile
+(kernels/tiles.py) and d_ij = t_ij, or −t_ij when the metric is a similarity (NEGATE).
+Positive pairs P (same label, not the self pair j = i + self_offset), negatives Neg
+(different label):
+
+    h⁺_ij = d_ij − pos_margin     term⁺_ij = relu(h⁺_ij) ** POWER   (ij ∈ P)
+    h⁻_ij = neg_margin − d_ij     term⁻_ij = relu(h⁻_ij) ** POWER   (ij ∈ Neg)
+
+Forward, one program per block of anchor rows, streaming over reference tiles (the tile is
+computed on chip and never written): per anchor, the sums of term⁺ and term⁻, the numbers
+of positive and negative pairs, and how many terms are > 0 (for PML's AvgNonZero).
+
+Backward: with g_i = (g⁺_i, g⁻_i) the upstream gradients of the two sums,
+    ∂L/∂d_ij = g⁺_i·slope⁺_ij − g⁻_i·slope⁻_ij,   slope = 1[h > 0] (POWER 1) or 2·relu(h) (POWER 2)
+and c_ij = ∂L/∂(tile entry) is that (negated for similarities; over 2d, 0 at d = 0, for the
+Euclidean distance, making it a coefficient of the squared distance). Then
+    dot          grad_q_i = Σ_j c_ij r_j,                    grad_r_j = Σ_i c_ij q_i
+    squared      grad_q_i = 2(Σ_j c_ij) q_i − 2 Σ_j c_ij r_j, grad_r_j = 2(Σ_i c_ij) r_j − 2 Σ_i c_ij q_i
+grad_q: one program per (anchor block, D chunk), streaming over reference tiles; grad_r: one
+program per (reference block, D chunk), streaming over anchor tiles with the same tile
+orientation. Every output element is written by one program: no atomics, deterministic.
+
+Inputs fp32/fp16/bf16, accumulation fp32; tl.dot input precision from cfg.precision
+("ieee" | "tf32"; fp16/bf16 run at their native precision). Registered as the torch ops
+"fastcontrast::pair_margin_fwd" / "fastcontrast::pair_margin_bwd" (torch.library.triton_op;
+opaque custom ops under the interpreter) so torch.compile can trace a step with the loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.jit import JITFunction
+
+from fastcontrast import metrics
+from fastcontrast.configs import PairMarginConfig
+
+from . import tiles
+
+PRECISIONS = ("ieee", "tf32")
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------------------------
+# Tile-level math
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _hinges(t, pos_margin, neg_margin, NEGATE: tl.constexpr):
+    """(h⁺, h⁻) of a metric tile."""
+    if NEGATE:
+        d = -t
+    else:
+        d = t
+    return d - pos_margin, neg_margin - d
+
+
+@triton.jit
+def _terms(h, mask, POWER: tl.constexpr):
+    """relu(h) ** POWER inside the mask, 0 elsewhere."""
+    h = tl.where(mask, tl.maximum(h, 0.0), 0.0)
+    if POWER == 2:
+        h = h * h
+    return h
+
+
+@triton.jit
+def _slopes(h, mask, POWER: tl.constexpr):
+    """d term / d h inside the mask, 0 elsewhere and where the hinge is inactive."""
+    active = mask & (h > 0.0)
+    if POWER == 2:
+        s = tl.where(active, 2.0 * h, 0.0)
+    else:
+        s = tl.where(active, 1.0, 0.0)
+    return s
+
+
+@triton.jit
+def _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin,
+               KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr):
+    """c_ij = ∂L/∂(dot product) for KIND dot, ∂L/∂(squared distance) for the distance kinds."""
+    h_pos, h_neg = _hinges(t, pos_margin, neg_margin, NEGATE)
+    c = g_pos[:, None] * _slopes(h_pos, pos, POWER) - g_neg[:, None] * _slopes(h_neg, neg, POWER)
+    if NEGATE:
+        c = -c
+    if KIND == 2:
+        c = tiles.euclidean_grad_scale(c, t)
+    return c
+
+
+@triton.jit
+def _load_rows(ptr, offs_rows, offs_d, n_rows, D, stride):
+    mask = (offs_rows[:, None] < n_rows) & (offs_d[None, :] < D)
+    return tl.load(ptr + offs_rows.to(tl.int64)[:, None] * stride + offs_d[None, :], mask=mask, other=0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Forward: per-anchor sums and counts
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
+                            values_ptr, counts_ptr, nonzero_ptr,
+                            M, N, stride_q, stride_r, snap_tol, self_offset, pos_margin, neg_margin,
+                            D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
+                            PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                            BLOCK_D: tl.constexpr):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    sum_pos = tl.zeros((BLOCK_M,), tl.float32)
+    sum_neg = tl.zeros((BLOCK_M,), tl.float32)
+    n_pos = tl.zeros((BLOCK_M,), tl.int32)
+    n_neg = tl.zeros((BLOCK_M,), tl.int32)
+    nz_pos = tl.zeros((BLOCK_M,), tl.int32)
+    nz_neg = tl.zeros((BLOCK_M,), tl.int32)
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                                snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        h_pos, h_neg = _hinges(t, pos_margin, neg_margin, NEGATE)
+        term_pos = _terms(h_pos, pos, POWER)
+        term_neg = _terms(h_neg, neg, POWER)
+        sum_pos += tl.sum(term_pos, 1)
+        sum_neg += tl.sum(term_neg, 1)
+        n_pos += tl.sum(pos.to(tl.int32), 1)
+        n_neg += tl.sum(neg.to(tl.int32), 1)
+        nz_pos += tl.sum((term_pos > 0.0).to(tl.int32), 1)
+        nz_neg += tl.sum((term_neg > 0.0).to(tl.int32), 1)
+
+    in_m = offs_m < M
+    out = offs_m.to(tl.int64) * 2
+    tl.store(values_ptr + out, sum_pos, mask=in_m)
+    tl.store(values_ptr + out + 1, sum_neg, mask=in_m)
+    tl.store(counts_ptr + out, n_pos.to(tl.int64), mask=in_m)
+    tl.store(counts_ptr + out + 1, n_neg.to(tl.int64), mask=in_m)
+    tl.store(nonzero_ptr + out, nz_pos.to(tl.int64), mask=in_m)
+    tl.store(nonzero_ptr + out + 1, nz_neg.to(tl.int64), mask=in_m)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward: grad_q (rows) and grad_r (columns)
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, grad_ptr, grad_q_ptr,
+                              M, N, stride_q, stride_r, stride_gq, snap_tol, self_offset, pos_margin, neg_margin,
+                              D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
+                              PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                              BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)  # the D chunk this program writes
+    in_m = offs_m < M
+    g_pos = tl.load(grad_ptr + offs_m.to(tl.int64) * 2, mask=in_m, other=0.0)
+    g_neg = tl.load(grad_ptr + offs_m.to(tl.int64) * 2 + 1, mask=in_m, other=0.0)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_DO), tl.float32)  # Σ_j c_ij r_j
+    coef_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ_j c_ij (distance kinds)
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                                snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        c = _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
+        r_chunk = _load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
+        acc = tl.dot(c.to(r_chunk.dtype), r_chunk, acc, input_precision=PRECISION)
+        if KIND != 0:
+            coef_sum += tl.sum(c, 1)
+
+    if KIND == 0:
+        grad = acc
+    else:
+        q_chunk = _load_rows(q_ptr, offs_m, offs_do, M, D, stride_q).to(tl.float32)
+        grad = 2.0 * (coef_sum[:, None] * q_chunk - acc)
+    out_ptrs = grad_q_ptr + offs_m.to(tl.int64)[:, None] * stride_gq + offs_do[None, :]
+    tl.store(out_ptrs, grad.to(grad_q_ptr.dtype.element_ty), mask=in_m[:, None] & (offs_do[None, :] < D))
+
+
+@triton.jit
+def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, grad_ptr, grad_r_ptr,
+                              M, N, stride_q, stride_r, stride_gr, snap_tol, self_offset, pos_margin, neg_margin,
+                              D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
+                              PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                              BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
+
+    acc = tl.zeros((BLOCK_N, BLOCK_DO), tl.float32)  # Σ_i c_ij q_i
+    coef_sum = tl.zeros((BLOCK_N,), tl.float32)      # Σ_i c_ij (distance kinds)
+    for m0 in range(0, M, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        in_m = offs_m < M
+        g_pos = tl.load(grad_ptr + offs_m.to(tl.int64) * 2, mask=in_m, other=0.0)
+        g_neg = tl.load(grad_ptr + offs_m.to(tl.int64) * 2 + 1, mask=in_m, other=0.0)
+        t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                                snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        c = _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
+        q_chunk = _load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
+        acc = tl.dot(tl.trans(c.to(q_chunk.dtype)), q_chunk, acc, input_precision=PRECISION)
+        if KIND != 0:
+            coef_sum += tl.sum(c, 0)
+
+    in_n = offs_n < N
+    if KIND == 0:
+        grad = acc
+    else:
+        r_chunk = _load_rows(r_ptr, offs_n, offs_do, N, D, stride_r).to(tl.float32)
+        grad = 2.0 * (coef_sum[:, None] * r_chunk - acc)
+    out_ptrs = grad_r_ptr + offs_n.to(tl.int64)[:, None] * stride_gr + offs_do[None, :]
+    tl.store(out_ptrs, grad.to(grad_r_ptr.dtype.element_ty), mask=in_n[:, None] & (offs_do[None, :] < D))
+
+
+# --------------------------------------------------------------------------------------------
+# Block sizes
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Blocks:
+    """Tile sizes and launch options. block_d: the D step of the distance tile; block_do: the D
+    chunk of a gradient one backward program writes (grid axis 1 = cdiv(D, block_do))."""
+
+    fwd_m: int
+    fwd_n: int
+    bwd_m: int
+    bwd_n: int
+    block_d: int
+    block_do: int
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+def _pow2(x: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(x)))
+
+
+def default_blocks(D: int, dtype: torch.dtype, device: torch.device) -> Blocks:
+    if device.type != "cuda":
+        # interpreter: small tiles, several per test shape so ragged edges are exercised
+        return Blocks(fwd_m=16, fwd_n=16, bwd_m=16, bwd_n=16, block_d=16, block_do=32)
+    wide = dtype == torch.float32  # 4-byte operands: smaller tiles keep shared memory in bounds
+    return Blocks(fwd_m=64 if wide else 128, fwd_n=64, bwd_m=64, bwd_n=64, block_d=_pow2(D, 16, 64 if wide else 128),
+                  block_do=_pow2(D, 16, 64 if wide else 128), num_warps=4 if wide else 8, num_stages=2)
+
+
+# --------------------------------------------------------------------------------------------
+# Registered ops (tensors and scalars only: what torch.compile traces)
+# --------------------------------------------------------------------------------------------
+_TRACEABLE = isinstance(_pair_margin_fwd_kernel, JITFunction)  # False under TRITON_INTERPRET=1
+
+
+def _launchable(kernel):
+    return torch.library.wrap_triton(kernel) if _TRACEABLE else kernel
+
+
+def _squared_norms(x: torch.Tensor, kind: int) -> torch.Tensor:
+    if kind == 0:
+        return x.new_empty((1,), dtype=torch.float32)  # never read for dot products
+    return torch.linalg.vector_norm(x, ord=2, dim=1, dtype=torch.float32).square()
+
+
+def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
+              kind: int, negate: bool, power: int, pos_margin: float, neg_margin: float, self_offset: int,
+              precision: str, snap_tol: float, block_m: int, block_n: int, block_d: int, num_warps: int,
+              num_stages: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    M, D = q.shape
+    N = r.shape[0]
+    values = torch.empty((M, 2), dtype=torch.float32, device=q.device)
+    counts = torch.empty((M, 2), dtype=torch.int64, device=q.device)
+    nonzero = torch.empty((M, 2), dtype=torch.int64, device=q.device)
+    q_sq, r_sq = _squared_norms(q, kind), _squared_norms(r, kind)
+    _launchable(_pair_margin_fwd_kernel)[(triton.cdiv(M, block_m),)](
+        q, r, q_sq, r_sq, q_labels, r_labels, values, counts, nonzero,
+        M, N, q.stride(0), r.stride(0), snap_tol, self_offset, pos_margin, neg_margin,
+        D=D, KIND=kind, NEGATE=negate, POWER=power, PRECISION=precision,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps, num_stages=num_stages)
+    return values, counts, nonzero
+
+
+def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor,
+              r_labels: torch.Tensor, kind: int, negate: bool, power: int, pos_margin: float,
+              neg_margin: float, self_offset: int, precision: str, snap_tol: float, block_m: int,
+              block_n: int, block_d: int, block_do: int, num_warps: int, num_stages: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    M, D = q.shape
+    N = r.shape[0]
+    grad_q = torch.empty_like(q)
+    grad_r = torch.empty_like(r)
+    q_sq, r_sq = _squared_norms(q, kind), _squared_norms(r, kind)
+    d_chunks = triton.cdiv(D, block_do)
+    common = dict(D=D, KIND=kind, NEGATE=negate, POWER=power, PRECISION=precision, BLOCK_M=block_m,
+                  BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do, num_warps=num_warps, num_stages=num_stages)
+    _launchable(_pair_margin_bwd_q_kernel)[(triton.cdiv(M, block_m), d_chunks)](
+        q, r, q_sq, r_sq, q_labels, r_labels, grad_values, grad_q,
+        M, N, q.stride(0), r.stride(0), grad_q.stride(0), snap_tol, self_offset, pos_margin, neg_margin, **common)
+    _launchable(_pair_margin_bwd_r_kernel)[(triton.cdiv(N, block_n), d_chunks)](
+        q, r, q_sq, r_sq, q_labels, r_labels, grad_values, grad_r,
+        M, N, q.stride(0), r.stride(0), grad_r.stride(0), snap_tol, self_offset, pos_margin, neg_margin, **common)
+    return grad_q, grad_r
+
+
+def _fwd_fake(q, r, q_labels, r_labels, kind, negate, power, pos_margin, neg_margin, self_offset, precision,
+              snap_tol, block_m, block_n, block_d, num_warps, num_stages):
+    M = q.shape[0]
+    return (q.new_empty((M, 2), dtype=torch.float32), q.new_empty((M, 2), dtype=torch.int64),
+            q.new_empty((M, 2), dtype=torch.int64))
+
+
+def _bwd_fake(grad_values, q, r, q_labels, r_labels, kind, negate, power, pos_margin, neg_margin, self_offset,
+              precision, snap_tol, block_m, block_n, block_d, block_do, num_warps, num_stages):
+    return torch.empty_like(q), torch.empty_like(r)
+
+
+if _TRACEABLE:
+    pair_margin_fwd_op = torch.library.triton_op("fastcontrast::pair_margin_fwd", _fwd_impl, mutates_args=())
+    pair_margin_bwd_op = torch.library.triton_op("fastcontrast::pair_margin_bwd", _bwd_impl, mutates_args=())
+else:
+    # The interpreter's kernels cannot be traced: opaque custom ops with shape-only fakes.
+    pair_margin_fwd_op = torch.library.custom_op("fastcontrast::pair_margin_fwd", _fwd_impl, mutates_args=())
+    pair_margin_fwd_op.register_fake(_fwd_fake)
+    pair_margin_bwd_op = torch.library.custom_op("fastcontrast::pair_margin_bwd", _bwd_impl, mutates_args=())
+    pair_margin_bwd_op.register_fake(_bwd_fake)
+
+
+# --------------------------------------------------------------------------------------------
+# The seam (fastcontrast/configs.py)
+# --------------------------------------------------------------------------------------------
+def _codes(cfg: PairMarginConfig) -> int:
+    if cfg.kind not in tiles.KIND_CODES:
+        raise ValueError(f"cfg.kind must be one of {tuple(tiles.KIND_CODES)}, got {cfg.kind!r}")
+    if cfg.power not in (1, 2):
+        raise ValueError(f"cfg.power must be 1 or 2, got {cfg.power!r}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"cfg.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    return tiles.KIND_CODES[cfg.kind]
+
+
+def _prepare(q, r, q_labels, r_labels):
+    for name, x in (("q", q), ("r", r)):
+        if x.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"the Triton pair-margin kernels take float32/float16/bfloat16 {name}, got {x.dtype}; "
+                            "use backend='torch' for float64")
+    q, r = q.contiguous(), r.contiguous()
+    if r.dtype != q.dtype:
+        r = r.to(q.dtype)
+    if not _TRACEABLE and q.dtype == torch.bfloat16:
+        # The interpreter's tl.dot multiplies the raw bit patterns of bfloat16 operands
+        # (triton-lang/triton#11584): run the float32 kernels on the exactly upcast inputs.
+        q, r = q.float(), r.float()
+    return q, r, q_labels.to(torch.int64).contiguous(), r_labels.to(torch.int64).contiguous()
+
+
+def _args(cfg: PairMarginConfig, kind: int, dtype: torch.dtype):
+    return (kind, bool(cfg.negate), int(cfg.power), float(cfg.pos_margin), float(cfg.neg_margin),
+            int(cfg.self_offset), cfg.precision, metrics.snap_tolerance(dtype))
+
+
+def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, blocks: Blocks | None = None):
+    """-> (values (B, 2) float32, counts (B, 2) int64, nonzero (B, 2) int64, saved = ())."""
+    kind = _codes(cfg)
+    q, r, q_labels, r_labels = _prepare(q, r, q_labels, r_labels)
+    b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
+    values, counts, nonzero = pair_margin_fwd_op(q, r, q_labels, r_labels, *_args(cfg, kind, q.dtype),
+                                                 b.fwd_m, b.fwd_n, b.block_d, b.num_warps, b.num_stages)
+    return values, counts, nonzero, ()
+
+
+def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved, blocks: Blocks | None = None):
+    """-> (grad_q like q, grad_r like r)."""
+    kind = _codes(cfg)
+    q_dtype, r_dtype = q.dtype, r.dtype
+    q, r, q_labels, r_labels = _prepare(q, r, q_labels, r_labels)
+    b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
+    grad_values = grad_values.to(device=q.device, dtype=torch.float32).contiguous()
+    grad_q, grad_r = pair_margin_bwd_op(grad_values, q, r, q_labels, r_labels, *_args(cfg, kind, q.dtype),
+                                        b.bwd_m, b.bwd_n, b.block_d, b.block_do, b.num_warps, b.num_stages)
+    return grad_q.to(q_dtype), grad_r.to(r_dtype)
