@@ -265,8 +265,9 @@ class GlobalBatchLoss(torch.nn.Module):
     def _shares_work(self) -> bool:
         """N-pair picks one pair per label over the whole batch and its terms() takes no
         references: every rank computes the whole (exact) loss instead."""
+        from .compat.pml.losses import NPairsLoss
         from .softmax import NPairLoss
-        return not isinstance(self.loss, NPairLoss)
+        return not isinstance(self.loss, (NPairLoss, NPairsLoss))
 
     def _forward_info_nce(self, query, keys, labels=None, ref_labels=None):
         """Query i of a rank pairs with key i of the same rank (labels None), so the global

@@ -24,6 +24,8 @@ def make_labels(kind, sizes, gen, n_classes=3):
     n = sum(sizes)
     if kind == "none":
         return None
+    if kind == "one_class":
+        return torch.zeros(n, dtype=torch.int64)
     if kind == "classes":
         return torch.randint(0, n_classes, (n,), generator=gen)
     if kind == "views":  # what labels=None means per rank

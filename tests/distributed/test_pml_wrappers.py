@@ -40,6 +40,13 @@ def wrapper(efficient):
 CASES = {
     "fc-contrastive": (lambda: pml_losses.ContrastiveLoss(neg_margin=1.5, backend="torch"), {}),
     "fc-contrastive-ref": (lambda: pml_losses.ContrastiveLoss(neg_margin=1.5, backend="torch"), {"ref": True}),
+    "fc-ntxent": (lambda: pml_losses.NTXentLoss(temperature=0.3, backend="torch"), {}),
+    "fc-supcon": (lambda: pml_losses.SupConLoss(temperature=0.2, backend="torch"), {}),
+    "fc-supcon-one-class": (lambda: pml_losses.SupConLoss(backend="torch"), {"labels": "one_class"}),
+    "fc-npairs": (lambda: pml_losses.NPairsLoss(backend="torch"), {}),
+    "multisimilarity-miner+fc-ntxent": (lambda: MinedLoss(
+        pml_miners_ref.MultiSimilarityMiner(epsilon=0.3),
+        pml_losses.NTXentLoss(temperature=0.3, backend="torch")), {}),
     "pml-contrastive": (lambda: pml_losses_ref.ContrastiveLoss(neg_margin=1.5), {}),
     "pml-triplet": (lambda: pml_losses_ref.TripletMarginLoss(margin=0.3), {}),
     "semihard-miner+fc-contrastive": (lambda: MinedLoss(

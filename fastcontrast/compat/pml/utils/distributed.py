@@ -117,6 +117,8 @@ class DistributedLossWrapper(torch.nn.Module):
         if indices_tuple is None and self.global_loss is not None and labels is not None:
             if ref_emb is not None and ref_labels is None:
                 raise ValueError("ref_labels must be given with ref_emb")
+            if self._exits_early(embeddings, labels, ref_emb, ref_labels):
+                return (embeddings * 0).sum()
             return self.global_loss(embeddings, labels, ref_emb=ref_emb, ref_labels=ref_labels)
         # the whole global loss on every rank; the gathers' backward sums the W identical
         # gradients, i.e. W x the global gradient per rank, which DDP's averaging divides out
@@ -125,6 +127,24 @@ class DistributedLossWrapper(torch.nn.Module):
         if indices_tuple is not None and self.efficient:
             indices_tuple = global_indices_tuple(indices_tuple, offset, embeddings.device)
         return self.loss(all_emb, all_labels, indices_tuple, all_ref, all_ref_labels)
+
+
+    def _exits_early(self, embeddings, labels, ref_emb, ref_labels) -> bool:
+        """PML's NT-Xent and SupCon return 0 when the whole batch has at most one positive and
+        at most one negative pair (SupCon: no positive or no negative pair); decided here on
+        the global labels, identically on every rank."""
+        from .. import _softmax
+        if not isinstance(self.loss, _softmax._PMLSoftmaxLoss):
+            return False
+        layout = exchange_layout(embeddings, "embeddings")
+        all_labels = all_gather_labels(labels.to(embeddings.device), layout)
+        if ref_emb is None:
+            n_pos, n_neg = _softmax._pair_totals(all_labels, all_labels, 0)
+        else:
+            ref_layout = exchange_layout(ref_emb, "ref_emb")
+            all_ref_labels = all_gather_labels(ref_labels.to(ref_emb.device), ref_layout, name="ref_labels")
+            n_pos, n_neg = _softmax._pair_totals(all_labels, all_ref_labels, -1)
+        return (n_pos <= 1 and n_neg <= 1) or self.loss.zero_without(n_pos, n_neg)
 
 
 class DistributedMinerWrapper(torch.nn.Module):
