@@ -53,7 +53,7 @@ def main(spec_path: str) -> int:
 
         if spec.get("threads"):
             torch.set_num_threads(int(spec["threads"]))
-        from fastcontrast.bench.cases import Case, tiny
+        from fastcontrast.bench.cases import Case, make_inputs, tiny
         from fastcontrast.bench.impls import get_impl
         from fastcontrast.bench.measure import measure_in_process
 
@@ -62,10 +62,16 @@ def main(spec_path: str) -> int:
         for module in impl.imports:
             importlib.import_module(module)
         if spec["mode"] == "baseline":
-            # same imports, same implementation built and run once on a tiny batch (so that
-            # lazily imported modules and thread pools exist), no work at the real size
-            case = tiny(case)
-            out = measure_in_process(case, impl, warmup=0, repeats=1)
+            # the idle process: same imports (the loss family's modules included), the
+            # implementation built, inputs of a tiny batch made; no step runs
+            for module in (f"fastcontrast.{case.family}", f"fastcontrast._torch.{case.family}"):
+                try:
+                    importlib.import_module(module)
+                except ImportError:
+                    pass
+            impl.build(case)
+            make_inputs(tiny(case))
+            out = {}
         else:
             out = measure_in_process(case, impl, spec.get("warmup", 1), spec.get("repeats", 3),
                                      spec.get("max_seconds"))

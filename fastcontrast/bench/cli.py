@@ -23,7 +23,7 @@ from .cases import DTYPES, LOSSES, SUITES, Case, Entry, suite
 from .impls import IMPLS, get_impl
 from .probe import Prober, available_memory_bytes, default_cap_bytes
 
-DEFAULT_LOSSES = "triplet-semihard,contrastive,ntxent-simclr"
+DEFAULT_LOSSES = "triplet-semihard,ntxent-simclr"
 DEFAULT_BATCHES = "128,256,512"
 DEFAULT_IMPLS = "fastcontrast-triton,fastcontrast-torch,dense-eager,dense-compile,pml"
 
@@ -195,8 +195,8 @@ def run(args, argv: list[str]) -> int:
             bar.set_description(f"{case.loss} B={case.B} {get_impl(name).name}")
         prev = failed_at.get(key)
         if prev is not None and prev["case"]["B"] < case.B:
-            record = {"case": case.to_dict(), "impl": get_impl(name).name, "impl_spec": name,
-                      "status": "skipped",
+            record = {"case": case.to_dict(), "impl": get_impl(name).name,
+                      "role": get_impl(name).role, "impl_spec": name, "status": "skipped",
                       "error": f"not run: {prev['status']} at B={prev['case']['B']}"}
         else:
             record = prober.probe(case, name)

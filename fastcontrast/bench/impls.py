@@ -171,14 +171,17 @@ def get_impl(name: str) -> Impl:
         raise ValueError(f"unknown implementation {name!r}; known: {', '.join(IMPLS)} "
                          "(or 'module:NAME' / 'file.py:NAME' naming an Impl)")
     where, attr = name.rsplit(":", 1)
-    if where.endswith(".py"):
-        spec = importlib.util.spec_from_file_location(f"_bench_impl_{abs(hash(where))}", where)
-        if spec is None or spec.loader is None:
-            raise ValueError(f"cannot load implementation file {where!r}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(where)
+    try:
+        if where.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(f"_bench_impl_{abs(hash(where))}", where)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"no loader for {where!r}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except (ImportError, OSError) as exc:
+        raise ValueError(f"cannot load implementation {name!r}: {exc}") from None
     impl = getattr(module, attr, None)
     if not isinstance(impl, Impl):
         raise ValueError(f"{name!r} does not name a fastcontrast.bench.impls.Impl")

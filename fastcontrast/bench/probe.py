@@ -6,8 +6,9 @@ address-space cap (RLIMIT_AS), and returns a record:
     status        "ok" | "oom" | "timeout" | "error" | "skipped"
     peak_rss_bytes  the child's peak resident set (os.wait4's ru_maxrss: known even when the
                     child is killed)
-    extra_bytes     CPU: peak_rss_bytes minus the peak RSS of a baseline child (same
-                    imports, the implementation run once on a tiny batch, no real work);
+    extra_bytes     CPU: peak_rss_bytes minus the peak RSS of an idle baseline child (same
+                    imports, the implementation built, tiny inputs, no step run): it
+                    includes the inputs and their gradients (2·B·D elements);
                     CUDA: the child's torch.cuda.max_memory_allocated beyond the inputs
     time_s, times_s, value, warmup_s  (from the child, when it finished)
 
@@ -142,8 +143,9 @@ class Prober:
 
     def probe(self, case: Case, impl: str) -> dict:
         """One record for (case, impl): see the module docstring."""
-        record = {"case": case.to_dict(), "impl": get_impl(impl).name, "impl_spec": impl}
-        why_not = get_impl(impl).why_not(case)
+        found = get_impl(impl)
+        record = {"case": case.to_dict(), "impl": found.name, "role": found.role, "impl_spec": impl}
+        why_not = found.why_not(case)
         if why_not:
             record.update(status="skipped", error=why_not)
             return record

@@ -196,19 +196,23 @@ def _group(doc: dict) -> dict:
     return groups
 
 
-def _role(name: str) -> str:
-    impl = IMPLS.get(name)
-    return impl.role if impl else (SUBJECT if name.startswith("fastcontrast") else BASELINE)
+def _roles(doc: dict) -> dict:
+    roles = {}
+    for r in doc["records"]:
+        impl = IMPLS.get(r["impl"])
+        roles[r["impl"]] = r.get("role") or (impl.role if impl else BASELINE)
+    return roles
 
 
 def comparison_rows(doc: dict, include_skipped: bool = False) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison table: one row per (case, implementation); for the
     fastcontrast rows the speed-up and the memory ratio against every baseline of the case."""
     groups = _group(doc)
+    roles = _roles(doc)
     baselines = []
     for recs in groups.values():
         for name, r in recs.items():
-            if _role(name) == BASELINE and name not in baselines and r.get("status") != "skipped":
+            if roles[name] == BASELINE and name not in baselines and r.get("status") != "skipped":
                 baselines.append(name)
     header = ["case", "implementation", "time", "peak extra mem", "status"]
     for b in baselines:
@@ -221,12 +225,12 @@ def comparison_rows(doc: dict, include_skipped: bool = False) -> tuple[list[str]
             ok = r.get("status") == "ok"
             t = r.get("time_s") if ok else None
             row = [case_name, name, fmt_time(t), fmt_bytes(r.get("extra_bytes")), status_text(r)]
-            if name == "matmul" or (_role(name) == YARDSTICK):
+            if name == "matmul" or (roles[name] == YARDSTICK):
                 tf = tflops(r)
                 row[4] = (row[4] + " " if row[4] else "") + (f"{tf:.1f} TFLOP/s" if tf else "")
             for b in baselines:
                 base = recs.get(b)
-                if _role(name) != SUBJECT or base is None or not ok:
+                if roles[name] != SUBJECT or base is None or not ok:
                     row += ["", ""]
                     continue
                 row += list(_ratios(r, base))
@@ -302,10 +306,12 @@ def plot(doc: dict, out_dir: str | Path, prefix: str) -> list[str]:
         if len(sizes) < 2:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        positive = [False, False]
         for name, recs in sorted(by_impl.items()):
             recs = sorted(recs, key=lambda r: r["case"]["B"])
             for ax, field in zip(axes, ("time_s", "extra_bytes")):
                 ok = [r for r in recs if r.get("status") == "ok" and r.get(field)]
+                positive[field == "extra_bytes"] |= bool(ok)
                 scale = 1 if field == "time_s" else 2**20
                 line, = ax.plot([r["case"]["B"] for r in ok], [r[field] / scale for r in ok],
                                 marker="o", label=name)
@@ -321,10 +327,12 @@ def plot(doc: dict, out_dir: str | Path, prefix: str) -> list[str]:
                     ax.annotate("OOM" if r["status"] == "oom" else "timeout",
                                 (r["case"]["B"], y / scale), textcoords="offset points",
                                 xytext=(4, 6), fontsize=8, color=line.get_color())
-        for ax, label in zip(axes, ("forward+backward time (s)", "peak extra memory (MiB)")):
+        for ax, label, has_data in zip(axes, ("forward+backward time (s)", "peak extra memory (MiB)"),
+                                       positive):
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted(sizes), [str(b) for b in sorted(sizes)])
-            ax.set_yscale("log")
+            if has_data:
+                ax.set_yscale("log")
             ax.set_xlabel("batch size B")
             ax.set_ylabel(label)
             ax.grid(True, which="both", alpha=0.3)
