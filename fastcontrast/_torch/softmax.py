@@ -22,8 +22,8 @@ import torch
 from ..configs import SoftmaxConfig
 from ..metrics import chunks, compute_dtype, pairwise, pairwise_backward
 
-# Elements per chunk×N tile; tests lower it to force many small chunks.
-CHUNK_BUDGET = 1 << 22
+# Elements per chunk×N tile (4 MiB in fp32); tests lower it to force many small chunks.
+CHUNK_BUDGET = 1 << 20
 
 
 class _Refs:
@@ -92,10 +92,11 @@ def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature):
             values[rows] = torch.where(has_pos, row_lse - pos_sum / count.clamp_min(1), zero)
         else:
             row_lse, has_neg = _masked_lse(logits, valid & ~same)
-            gap = row_lse[:, None] - logits
-            on = pos & has_neg[:, None]
-            values[rows] = torch.where(on, softplus(gap), zero).sum(1)
-            weight[rows] = torch.where(on, torch.sigmoid(gap), zero).sum(1)
+            # positive pairs only (a sparse subset of the tile)
+            at_row, at_col = (pos & has_neg[:, None]).nonzero(as_tuple=True)
+            gap = row_lse[at_row] - logits[at_row, at_col]
+            values[rows] = torch.zeros_like(row_lse).index_add_(0, at_row, softplus(gap))
+            weight[rows] = torch.zeros_like(row_lse).index_add_(0, at_row, torch.sigmoid(gap))
         lse[rows] = row_lse
     saved = (lse, n_pos, weight) if cfg.variant == "ntxent" else (lse, n_pos)
     return values, n_pos, saved
@@ -125,9 +126,9 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
         else:
             neg = valid & ~same
             has_neg = neg.any(1, keepdim=True)
-            prob = torch.where(neg, torch.exp(logits - row_lse), zero)
-            pull = torch.where(pos & has_neg, torch.sigmoid(row_lse - logits), zero)
-            d_logits = saved[2][rows, None] * prob - pull
+            d_logits = saved[2][rows, None] * torch.where(neg, torch.exp(logits - row_lse), zero)
+            at_row, at_col = (pos & has_neg).nonzero(as_tuple=True)
+            d_logits[at_row, at_col] -= torch.sigmoid(row_lse[at_row, 0] - logits[at_row, at_col])
         d_logits = d_logits * g[rows, None]
         if needs_temperature_grad:
             grad_tau = grad_tau - (d_logits * logits).sum() / tau
