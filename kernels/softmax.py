@@ -345,8 +345,7 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_lab
     d_chunks = triton.cdiv(D, block_do)
     kernel_q = _launchable(_softmax_bwd_q_kernel)
     kernel_q[(triton.cdiv(M, block_m), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux, grad_q,
-        tau_part if tau_grad else lse,
+        q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux, grad_q, tau_part,
         M, N, q.stride(0), r.stride(0), grad_q.stride(0), snap_tol, self_offset,
         D=D, KIND=kind, VARIANT=variant, PRECISION=precision, TAU_GRAD=tau_grad,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
