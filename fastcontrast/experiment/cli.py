@@ -22,7 +22,7 @@ DEFAULT_LRS = {32: 1e-3, 256: 1e-2, 2048: 0.2}
 # minute on a 2-core CPU. MNIST / Fashion-MNIST: the original settings (20 epochs per
 # stage), which take hours on a CPU; see --epochs / --seeds / --train-size to shorten.
 DATASET_DEFAULTS = {
-    "digits": {"batch_sizes": [32, 256], "epochs": 10, "classifier_epochs": 10, "seeds": 3},
+    "digits": {"batch_sizes": [32, 256], "epochs": 5, "classifier_epochs": 5, "seeds": 3},
     "fashion-mnist": {"batch_sizes": [32, 256, 2048], "epochs": 20, "classifier_epochs": 20, "seeds": 3},
     "mnist": {"batch_sizes": [32, 256, 2048], "epochs": 20, "classifier_epochs": 20, "seeds": 3},
 }
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds; start no new run after this, and list what was not run")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=positive(int), default=None,
-                   help="stage-1 and baseline epochs (default: digits 10, MNIST / Fashion-MNIST 20)")
+                   help="stage-1 and baseline epochs (default: digits 5, MNIST / Fashion-MNIST 20)")
     g.add_argument("--classifier-epochs", type=positive(int), default=None,
                    help="stage-2 epochs (default: as --epochs)")
     g.add_argument("--classifier-batch-size", type=positive(int), default=32)
@@ -222,6 +222,29 @@ def machine_info(device) -> dict:
     return info
 
 
+def cell_summary(loss: str, bs: int, lr: float, runs: list, n_seeds: int) -> dict:
+    """Mean ± std over the seeds run for one (loss, batch size)."""
+    from .report import mean_std
+
+    accs = [r.accuracy for _, r in runs]
+    m, s = mean_std(accs)
+    cell = {
+        "loss": loss, "title": TITLES[loss], "batch_size": bs, "lr": lr,
+        "seeds": [sd for sd, _ in runs], "accuracies": accs,
+        "accuracy_mean": m, "accuracy_std": s,
+        "stage1_s": [r.stage1_s for _, r in runs], "stage2_s": [r.stage2_s for _, r in runs],
+        "stage1_s_mean": float(np.mean([r.stage1_s for _, r in runs])),
+        "stage2_s_mean": float(np.mean([r.stage2_s for _, r in runs])),
+        "peak_bytes": [r.peak_bytes for _, r in runs],
+        "peak_bytes_max": max(r.peak_bytes for _, r in runs),
+        "final_loss": [r.final_loss for _, r in runs],
+        "steps": [r.steps for _, r in runs],
+    }
+    if len(runs) < n_seeds:
+        cell["incomplete"] = f"{len(runs)} of {n_seeds} seeds before --time-limit"
+    return cell
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -269,58 +292,61 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(args.losses)} losses × batch sizes {args.batch_sizes} × {len(seeds)} seeds "
           f"on {rep['machine']['device_name']} → {out}", file=sys.stderr)
 
+    # Seeds outermost: if --time-limit stops the sweep, every configuration reached has
+    # its first seeds rather than some configurations all seeds and others none.
     t_start = time.perf_counter()
+    configs = [(bs, lr, loss) for bs, lr in zip(args.batch_sizes, args.lrs) for loss in args.losses]
+    runs = {(bs, loss): [] for bs, _, loss in configs}
+    loss_fns = {loss: None if loss == BASELINE else build_loss(loss, loss_settings)
+                for loss in args.losses}
+    warmed = set()
     pca = {}  # batch size -> {loss: 2-D test embedding of the first seed}
-    for bs, lr in zip(args.batch_sizes, args.lrs):
-        for loss in args.losses:
-            fn = None if loss == BASELINE else build_loss(loss, loss_settings)
-            warm_up(fn, data, train_settings, args.device)
-            runs = []
-            for seed in seeds:
-                if args.time_limit is not None and time.perf_counter() - t_start > args.time_limit:
-                    break
-                label = f"{loss} b{bs} s{seed}"
-                res = run_one(loss, fn, data, bs, lr, seed, train_settings, args.device,
-                              keep_embedding=(seed == seeds[0] and not args.no_plots), label=label)
-                runs.append((seed, res))
-                if res.test_embedding is not None:
-                    pca.setdefault(bs, {})[loss] = report.pca_2d(None, res.test_embedding)
-            if not runs:
-                rep["missing"].append({"loss": loss, "batch_size": bs})
-                continue
-            accs = [r.accuracy for _, r in runs]
-            m, s = report.mean_std(accs)
-            cell = {
-                "loss": loss, "title": TITLES[loss], "batch_size": bs, "lr": lr,
-                "seeds": [sd for sd, _ in runs], "accuracies": accs,
-                "accuracy_mean": m, "accuracy_std": s,
-                "stage1_s": [r.stage1_s for _, r in runs], "stage2_s": [r.stage2_s for _, r in runs],
-                "stage1_s_mean": float(np.mean([r.stage1_s for _, r in runs])),
-                "stage2_s_mean": float(np.mean([r.stage2_s for _, r in runs])),
-                "peak_bytes": [r.peak_bytes for _, r in runs],
-                "peak_bytes_max": max(r.peak_bytes for _, r in runs),
-                "final_loss": [r.final_loss for _, r in runs],
-                "steps": [r.steps for _, r in runs],
-            }
-            if len(runs) < len(seeds):
-                cell["incomplete"] = f"{len(runs)} of {len(seeds)} seeds before --time-limit"
-            rep["results"].append(cell)
-            rep["wall_s"] = time.perf_counter() - t_start
-            report.write_tables(rep, out)
-            print(f"  {TITLES[loss]:<30} batch {bs:>5}: {report.fmt_acc(cell)} % "
-                  f"({len(runs)} seeds, {cell['stage1_s_mean'] + cell['stage2_s_mean']:.1f} s/seed, "
-                  f"peak {report.fmt_bytes(cell['peak_bytes_max'])})", file=sys.stderr)
 
-    rep["wall_s"] = time.perf_counter() - t_start
-    report.write_tables(rep, out)
-    if not args.no_plots and rep["results"]:
-        title = f"{args.dataset}: test accuracy after {args.epochs} epochs ({len(seeds)} seeds)"
+    def refresh():
+        rep["results"] = [cell_summary(loss, bs, lr, runs[(bs, loss)], len(seeds))
+                          for bs, lr, loss in configs if runs[(bs, loss)]]
+        rep["missing"] = [{"loss": loss, "batch_size": bs}
+                          for bs, _, loss in configs if not runs[(bs, loss)]]
+        rep["wall_s"] = time.perf_counter() - t_start
+        report.write_tables(rep, out)
+
+    def plots():
+        if args.no_plots or not rep["results"]:
+            return
+        title = (f"{args.dataset}: test accuracy, {args.epochs} epoch(s) per stage, "
+                 f"mean ± std over seeds")
         report.plot_accuracy(rep["results"], args.losses, title,
                              os.path.join(out, "accuracy_vs_batch_size.png"))
         for bs, embs in pca.items():
             report.plot_pca(embs, data.y_test, data.class_names(),
-                            f"{args.dataset}: PCA of test embeddings, batch size {bs}",
+                            f"{args.dataset}: PCA of test embeddings (seed {seeds[0]}), "
+                            f"stage-1 batch size {bs}",
                             os.path.join(out, f"pca_batch{bs}.png"))
+    total, done, stopped = len(seeds) * len(configs), 0, False
+    for seed in seeds:
+        for bs, lr, loss in configs:
+            if args.time_limit is not None and time.perf_counter() - t_start > args.time_limit:
+                stopped = True
+                break
+            if loss not in warmed:
+                warm_up(loss_fns[loss], data, train_settings, args.device)
+                warmed.add(loss)
+            done += 1
+            label = f"[{done}/{total}] {loss} b{bs} s{seed}"
+            res = run_one(loss, loss_fns[loss], data, bs, lr, seed, train_settings, args.device,
+                          keep_embedding=(seed == seeds[0] and not args.no_plots), label=label)
+            runs[(bs, loss)].append((seed, res))
+            if res.test_embedding is not None:
+                pca.setdefault(bs, {})[loss] = report.pca_2d(None, res.test_embedding)
+                res.test_embedding = None
+            refresh()
+            print(f"  {label:<32} {100 * res.accuracy:6.2f} %  ({res.stage1_s + res.stage2_s:.1f} s, "
+                  f"peak {report.fmt_bytes(res.peak_bytes)})", file=sys.stderr)
+        plots()  # after every pass over the configurations, so a stopped sweep still has them
+        if stopped:
+            break
+
+    refresh()
     print(report.markdown(rep))
     print(f"wrote {out}/table.md, results.json" + ("" if args.no_plots else " and plots")
           + f" in {rep['wall_s']:.0f} s", file=sys.stderr)

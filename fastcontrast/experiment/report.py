@@ -83,6 +83,11 @@ def markdown(report: dict) -> str:
         "",
         detail_table(report["results"]),
     ]
+    short = [c for c in report["results"] if c.get("incomplete")]
+    if short:
+        parts += ["", "Fewer seeds than asked (the run stopped first): "
+                  + ", ".join(f"{TITLES[c['loss']]} at batch {c['batch_size']} "
+                              f"({len(c['accuracies'])} seeds)" for c in short) + "."]
     if report.get("missing"):
         parts += ["", "Not run (the run stopped first): "
                   + ", ".join(f"{TITLES[m['loss']]} at batch {m['batch_size']}"
