@@ -172,7 +172,7 @@ def _powers(lo: int, hi: int) -> list[int]:
 
 FC_TORCH = "fastcontrast-torch"
 FC_TRITON = "fastcontrast-triton"
-GPU_DENSE = (FC_TRITON, FC_TORCH, "reference", "reference-compile")
+GPU_DENSE = (FC_TRITON, FC_TORCH, "dense-eager", "dense-compile")
 
 
 def _cpu_headline() -> list[Entry]:
@@ -190,9 +190,9 @@ def _gpu() -> list[Entry]:
     E, C = Entry, Case
     out = [
         # issue 4: semi-hard at B=2048, PML miner semantics and TF Addons semantics
-        E(C("triplet-semihard", 2048, device="cuda"), (FC_TRITON, FC_TORCH, "pml", "reference"),
+        E(C("triplet-semihard", 2048, device="cuda"), (FC_TRITON, FC_TORCH, "pml", "dense-eager"),
           note="target: >= 100x faster than PML, peak extra <= 64 MiB"),
-        E(C("triplet-semihard-tfa", 2048, device="cuda"), (FC_TRITON, FC_TORCH, "reference"),
+        E(C("triplet-semihard-tfa", 2048, device="cuda"), (FC_TRITON, FC_TORCH, "dense-eager"),
           note="target: peak extra <= 64 MiB"),
         # issue 3: softmax family at B = 16384 (two views of 8192), D = 128, bf16
         E(C("ntxent-simclr", 16384, dtype="bfloat16", device="cuda"), GPU_DENSE + ("matmul",),
@@ -242,3 +242,43 @@ def tiny(case: Case) -> Case:
     """The smoke-test size of a case: same loss, dtype and device, tiny B, N, D."""
     N = None if case.N is None else 24
     return replace(case, B=24, N=N, D=16, classes=min(case.classes, 4))
+
+
+# ---------------------------------------------------------------- pytest-benchmark ----
+
+CPU_IMPLS = ("fastcontrast-torch", "dense-eager", "dense-compile", "pml")
+CPU_FULL_B = {"triplet": 512, "pair_margin": 2048, "softmax": 2048}  # dense triplets are B³
+
+
+def pytest_entries(family: str, full: bool) -> list[tuple[Case, str]]:
+    """(case, implementation) pairs of the pytest-benchmark file of a family: every loss on
+    the CPU, then the GPU suite's cases (skipped without CUDA). Tiny sizes unless `full`."""
+    out = []
+    for loss, spec in LOSSES.items():
+        if spec.family != family:
+            continue
+        case = Case(loss, CPU_FULL_B[family])
+        case = case if full else tiny(case)
+        out += [(case, impl) for impl in CPU_IMPLS]
+    for entry in suite("gpu"):
+        if entry.case.family != family:
+            continue
+        case = entry.case if full else tiny(entry.case)
+        out += [(case, impl) for impl in (entry.impls or (FC_TRITON, FC_TORCH))]
+    seen, unique = set(), []
+    for case, impl in out:
+        if (case, impl) not in seen:
+            seen.add((case, impl))
+            unique.append((case, impl))
+    return unique
+
+
+def full_size() -> bool:
+    """FASTCONTRAST_BENCH_SIZE=full asks the pytest-benchmark suites for the real sizes."""
+    import os
+    return os.environ.get("FASTCONTRAST_BENCH_SIZE", "tiny").strip().lower() == "full"
+
+
+def case_id(value) -> str:
+    """pytest id of a Case or an implementation name."""
+    return value if isinstance(value, str) else value.name

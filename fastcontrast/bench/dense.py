@@ -13,6 +13,11 @@ import torch
 import torch.nn.functional as F
 
 
+def _acc(t):
+    """Half-precision matrices are reduced in float32 (what careful user code does)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _distances(x, y):
     """Euclidean distances of L2-normalized rows (PML's default LpDistance), one matmul."""
     x, y = F.normalize(x, dim=1), F.normalize(y, dim=1)
@@ -32,7 +37,7 @@ def _avg_nonzero(terms):
 
 
 def contrastive(emb, labels, pos_margin=0.0, neg_margin=1.0):
-    d = _distances(emb, emb).float()
+    d = _acc(_distances(emb, emb))
     pos, neg = _masks(labels)
     t_pos = torch.where(pos, F.relu(d - pos_margin), 0.0)
     t_neg = torch.where(neg, F.relu(neg_margin - d), 0.0)
@@ -42,7 +47,7 @@ def contrastive(emb, labels, pos_margin=0.0, neg_margin=1.0):
 def triplet_filtered(emb, labels, filter_="all", margin=0.05, miner_margin=0.2):
     """TripletMarginMiner(filter_) + TripletMarginLoss, as a B×B×B tensor;
     filter_ "batch_all" keeps every valid triplet."""
-    d = _distances(emb, emb).float()
+    d = _acc(_distances(emb, emb))
     pos, neg = _masks(labels)
     d_ap, d_an = d[:, :, None], d[:, None, :]
     valid = pos[:, :, None] & neg[:, None, :]
@@ -59,7 +64,7 @@ def triplet_filtered(emb, labels, filter_="all", margin=0.05, miner_margin=0.2):
 
 
 def triplet_batch_hard(emb, labels, margin=0.05):
-    d = _distances(emb, emb).float()
+    d = _acc(_distances(emb, emb))
     pos, neg = _masks(labels)
     hardest_pos = torch.where(pos, d, float("-inf")).max(1).values
     hardest_neg = torch.where(neg, d, float("inf")).min(1).values
@@ -71,7 +76,7 @@ def triplet_batch_hard(emb, labels, margin=0.05):
 def triplet_semihard_tfa(emb, labels, margin=1.0):
     """TF Addons rule: per positive pair the nearest negative farther than the positive,
     else the farthest negative; mean over positive pairs. B×B×B."""
-    x = emb.float()
+    x = _acc(emb)
     sq = (x.pow(2).sum(1, keepdim=True) + x.pow(2).sum(1) - 2 * x @ x.T).clamp_min(0)
     d = torch.where(sq > 0, sq.clamp_min(1e-30).sqrt(), torch.zeros_like(sq))
     pos, neg = _masks(labels)
@@ -85,7 +90,7 @@ def triplet_semihard_tfa(emb, labels, margin=1.0):
 
 
 def _cosine_logits(q, r, temperature):
-    return (F.normalize(q, dim=1) @ F.normalize(r, dim=1).T).float() / temperature
+    return _acc(F.normalize(q, dim=1) @ F.normalize(r, dim=1).T) / temperature
 
 
 def ntxent(emb, labels, temperature=0.07):
@@ -120,7 +125,7 @@ def npair(emb, labels):
     counts = torch.diff(torch.cat([start, start.new_tensor([len(labels)])]))
     start = start[counts >= 2]
     anchors, positives = emb[order[start]], emb[order[start + 1]]
-    logits = (F.normalize(anchors, dim=1) @ F.normalize(positives, dim=1).T).float()
+    logits = _acc(F.normalize(anchors, dim=1) @ F.normalize(positives, dim=1).T)
     return F.cross_entropy(logits, torch.arange(len(start), device=emb.device))
 
 

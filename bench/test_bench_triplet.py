@@ -1,0 +1,9 @@
+"""pytest-benchmark: the triplet family, every implementation side by side (see conftest.py)."""
+import pytest
+
+from fastcontrast.bench.cases import case_id, full_size, pytest_entries
+
+
+@pytest.mark.parametrize("case, impl", pytest_entries("triplet", full_size()), ids=case_id)
+def test_triplet(bench_case, case, impl):
+    bench_case(case, impl)
