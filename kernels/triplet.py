@@ -596,7 +596,8 @@ def _tile_blocks(device: torch.device):
 def _squared_norms(x: torch.Tensor, kind: int) -> torch.Tensor:
     if kind == 0:
         return x.new_empty((1,), dtype=torch.float32)  # never read by the dot tiles
-    return torch.linalg.vector_norm(x, ord=2, dim=1, dtype=torch.float32).square()
+    x = x.float()
+    return (x * x).sum(1)  # as metrics.pairwise: exact for small integers (a norm then a square is not)
 
 
 def _chunk_rows(B: int, N: int, chunk_elements: int) -> int:
@@ -898,6 +899,10 @@ def _prepare(q, r, q_labels, r_labels):
     q, r = q.contiguous(), r.contiguous()
     if r.dtype != q.dtype:
         r = r.to(q.dtype)
+    if not _TRACEABLE and q.dtype == torch.bfloat16:
+        # The interpreter's tl.dot multiplies the raw bit patterns of bfloat16 operands
+        # (triton-lang/triton#11584): run the float32 kernels on the exactly upcast inputs.
+        q, r = q.float(), r.float()
     return q, r, q_labels.to(torch.int64).contiguous(), r_labels.to(torch.int64).contiguous()
 
 

@@ -1,0 +1,323 @@
+"""Triplet kernels (kernels/triplet.py) under the interpreter, against a float64 dense
+B×N×N statement of configs.TripletConfig written here, and against the PyTorch path and the
+package's dense reference when those are importable.
+
+Each case runs forward + backward once and checks values, counts, nonzero, both gradients
+and (batch_hard) the selected indices. Shapes are small and odd: the interpreter costs about
+0.3 ms per Triton op per program.
+"""
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+triton = pytest.importorskip("triton")
+
+from fastcontrast.configs import TripletConfig  # noqa: E402
+from fastcontrast.kernels import triplet as kt  # noqa: E402
+from tests.conftest import assert_close  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ------------------------------------------------------------------------------------------
+# float64 dense statement of TripletConfig
+# ------------------------------------------------------------------------------------------
+def dense_distance(x, y, kind):
+    if kind == "dot":
+        return x @ y.T
+    sq = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    if kind == "sqeuclidean":
+        return sq
+    nz = sq > 0
+    return torch.where(nz, torch.where(nz, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
+
+
+def dense_triplet(q, r, ql, rl, cfg):
+    """-> (values, counts, nonzero, p_idx, n_idx); indices only for batch_hard."""
+    d = dense_distance(q, r, cfg.kind)
+    d_rr = dense_distance(r, r, cfg.kind) if cfg.swap else None
+    if cfg.negate:
+        d = -d
+        d_rr = None if d_rr is None else -d_rr
+    B, N = d.shape
+    same = ql[:, None] == rl[None, :]
+    not_self = torch.ones_like(same)
+    if cfg.self_offset >= 0:
+        not_self = torch.arange(N)[None, :] != (torch.arange(B) + cfg.self_offset)[:, None]
+    pos, neg = same & not_self, ~same
+    m, mm = cfg.margin, cfg.miner_margin
+    zero = torch.zeros((), dtype=d.dtype)
+    term = F.softplus if cfg.smooth else F.relu
+    if cfg.mining == "batch_hard":
+        has_p, has_n = pos.any(1), neg.any(1)
+        p_idx = torch.where(pos, d, -torch.inf).argmax(1)            # first maximum: lowest index
+        n_idx = torch.where(neg, d, torch.inf).argmin(1)
+        if cfg.hard_fallback == "tfa":
+            valid = torch.ones_like(has_p)
+            n_idx = torch.where(has_n, n_idx, d.argmax(1))
+        else:
+            valid = has_p & has_n
+        d_ap = torch.where(has_p, d.gather(1, p_idx[:, None])[:, 0], zero)
+        d_an = d.gather(1, n_idx[:, None])[:, 0]
+        if cfg.swap:
+            d_an = torch.where(has_p, torch.minimum(d_an, d_rr[p_idx, n_idx]), d_an)
+        t = torch.where(valid, term(d_ap - d_an + m), zero)
+        return (t, valid.long(), (valid & (t > 0)).long(),
+                torch.where(valid & has_p, p_idx, -1), torch.where(valid, n_idx, -1))
+    x, z = d[:, :, None], d[:, None, :]
+    if cfg.mining == "semihard_tfa":
+        above = neg[:, None, :] & (z > x)
+        nearest = torch.where(above, z, torch.inf).min(2).values
+        farthest = torch.where(neg, d, -torch.inf).max(1).values[:, None]
+        d_an = torch.where(above.any(2), nearest, farthest)
+        d_an = torch.where(neg.any(1)[:, None], d_an, zero)
+        t = torch.where(pos, term(d - d_an + m), zero)
+        return t.sum(1), pos.sum(1), (pos & (t > 0)).sum(1), None, None
+    gap = z - x
+    kept = {"batch_all": torch.ones_like(gap, dtype=torch.bool), "all": gap <= mm,
+            "hard": (gap <= mm) & (gap <= 0), "semihard": (gap > 0) & (gap <= mm), "easy": gap > mm}[cfg.mining]
+    kept = kept & pos[:, :, None] & neg[:, None, :]
+    e = torch.minimum(z, d_rr[None]) if cfg.swap else z
+    t = torch.where(kept, term(x - e + m), zero)
+    return t.sum((1, 2)), kept.sum((1, 2)), (kept & (t > 0)).sum((1, 2)), None, None
+
+
+# ------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------
+def make_data(B, D, N=None, classes=3, style="randn", self_offset=0, seed=0):
+    """(q, r, q_labels, r_labels, same): same=True means r is q (self pairs at offset 0).
+    style "dup": duplicate rows (zero distances, within and across labels);
+    "int": small integer entries (many exactly tied distances)."""
+    g = torch.Generator().manual_seed(seed)
+    if style == "int":
+        draw = lambda n: torch.randint(-2, 3, (n, D), generator=g).float()  # noqa: E731
+    else:
+        draw = lambda n: torch.randn(n, D, generator=g)  # noqa: E731
+    if N is None:
+        q = draw(B)
+        ql = torch.randint(0, classes, (B,), generator=g)
+        if style == "dup":
+            q[5] = q[2]
+            ql[5] = ql[2]
+            q[7] = q[1]
+            ql[7] = (ql[1] + 1) % max(classes, 2)
+        return q, q, ql, ql, True
+    r = draw(N)
+    rl = torch.randint(0, classes, (N,), generator=g)
+    if self_offset >= 0:  # the queries are rows self_offset.. of the references
+        q, ql = r[self_offset:self_offset + B].clone(), rl[self_offset:self_offset + B].clone()
+    else:
+        q, ql = draw(B), torch.randint(0, classes, (B,), generator=g)
+    if style == "dup":
+        q[1] = r[4]
+    return q, r, ql, rl, False
+
+
+def run_kernels(q, r, ql, rl, cfg, same, grad, dtype=torch.float32):
+    qk = q.to(DEVICE, dtype)
+    rk = qk if same else r.to(DEVICE, dtype)
+    qlk, rlk = ql.to(DEVICE), (ql if same else rl).to(DEVICE)
+    values, counts, nonzero, saved = kt.forward(qk, rk, qlk, rlk, cfg)
+    gq, gr = kt.backward(grad.to(DEVICE), qk, rk, qlk, rlk, cfg, saved)
+    assert gq.dtype == dtype and gr.dtype == dtype
+    assert values.dtype == torch.float32 and counts.dtype == torch.int64 and nonzero.dtype == torch.int64
+    return values, counts, nonzero, saved, gq, gr
+
+
+def run_dense(q, r, ql, rl, cfg, same, grad):
+    qd = q.double().requires_grad_()
+    rd = qd if same else r.double().requires_grad_()
+    out = dense_triplet(qd, rd, ql, ql if same else rl, cfg)
+    (out[0] * grad.double()).sum().backward()
+    return out, qd.grad, (None if same else rd.grad)
+
+
+def check(q, r, ql, rl, cfg, same, dtype=torch.float32, seed=0):
+    grad = torch.rand(q.shape[0], generator=torch.Generator().manual_seed(seed + 7)) + 0.5
+    if dtype != torch.float32:  # the reference sees exactly the rounded inputs
+        q, r = q.to(dtype).double(), r.to(dtype).double()
+    values, counts, nonzero, saved, gq, gr = run_kernels(q, r, ql, rl, cfg, same, grad, dtype)
+    (v_ref, c_ref, nz_ref, p_ref, n_ref), gq_ref, gr_ref = run_dense(q, r, ql, rl, cfg, same, grad)
+    tol = torch.float32 if dtype == torch.float32 else dtype
+    assert torch.equal(counts.cpu(), c_ref), (counts, c_ref)
+    assert torch.equal(nonzero.cpu(), nz_ref), (nonzero, nz_ref)
+    assert_close(values, v_ref, tol, msg="values")
+    if same:
+        assert_close(gq.float() + gr.float(), gq_ref, tol, msg="grad")
+    else:
+        assert_close(gq, gq_ref, tol, msg="grad_q")
+        assert_close(gr, gr_ref, tol, msg="grad_r")
+    if cfg.mining == "batch_hard":
+        assert torch.equal(saved[0].cpu(), p_ref) and torch.equal(saved[1].cpu(), n_ref)
+    return values, gq, gr
+
+
+# ------------------------------------------------------------------------------------------
+# the matrix: every mining mode × a couple of kinds, swap, smooth, ties, duplicates, N ≠ B
+# ------------------------------------------------------------------------------------------
+CASES = [
+    # id, config fields, make_data arguments
+    ("batch_all-euclid-dup", dict(mining="batch_all", margin=0.4), dict(B=16, D=7, style="dup")),
+    ("batch_all-dot-negate-ref", dict(mining="batch_all", kind="dot", negate=True, margin=0.3, self_offset=-1),
+     dict(B=9, D=5, N=14, self_offset=-1)),
+    ("all-sqeuclid-offset", dict(mining="all", kind="sqeuclidean", margin=1.0, miner_margin=1.5, self_offset=3),
+     dict(B=10, D=9, N=17, self_offset=3)),
+    ("hard-euclid-int-ties", dict(mining="hard", margin=0.5, miner_margin=0.2), dict(B=15, D=3, style="int")),
+    ("hard-dot-negate", dict(mining="hard", kind="dot", negate=True, margin=0.5, miner_margin=1.0),
+     dict(B=13, D=11)),
+    ("semihard-euclid-dup", dict(mining="semihard", margin=0.4, miner_margin=0.8), dict(B=16, D=7, style="dup")),
+    ("semihard-sqeuclid-int-ties", dict(mining="semihard", kind="sqeuclidean", margin=1.0, miner_margin=2.0),
+     dict(B=14, D=3, style="int")),
+    ("easy-euclid-ref", dict(mining="easy", margin=0.6, miner_margin=0.3, self_offset=-1),
+     dict(B=8, D=6, N=13, self_offset=-1)),
+    ("easy-dot-negate", dict(mining="easy", kind="dot", negate=True, margin=0.5, miner_margin=0.5),
+     dict(B=12, D=5)),
+    ("tfa-euclid-int-ties", dict(mining="semihard_tfa", margin=0.7), dict(B=15, D=3, style="int")),
+    ("tfa-dot-negate-offset", dict(mining="semihard_tfa", kind="dot", negate=True, margin=0.5, self_offset=2),
+     dict(B=9, D=7, N=13, self_offset=2)),
+    ("tfa-sqeuclid-smooth", dict(mining="semihard_tfa", kind="sqeuclidean", smooth=True, margin=1.0),
+     dict(B=13, D=5, style="dup")),
+    ("batch_hard-drop-euclid-int-ties", dict(mining="batch_hard", margin=0.5), dict(B=17, D=3, style="int")),
+    ("batch_hard-tfa-sqeuclid-ref", dict(mining="batch_hard", kind="sqeuclidean", hard_fallback="tfa", margin=1.0,
+                                         self_offset=-1), dict(B=11, D=5, N=7, classes=4, self_offset=-1)),
+    ("batch_hard-swap-smooth-dot", dict(mining="batch_hard", kind="dot", negate=True, swap=True, smooth=True),
+     dict(B=14, D=9)),
+    ("batch_hard-tfa-swap-euclid-dup", dict(mining="batch_hard", hard_fallback="tfa", swap=True, margin=0.3),
+     dict(B=12, D=5, classes=4, style="dup")),
+    ("smooth-batch_all-sqeuclid", dict(mining="batch_all", kind="sqeuclidean", smooth=True, margin=0.5),
+     dict(B=12, D=5)),
+    ("smooth-semihard-euclid-ref", dict(mining="semihard", smooth=True, margin=0.3, miner_margin=0.6,
+                                        self_offset=-1), dict(B=8, D=7, N=11, self_offset=-1)),
+    ("swap-batch_all-euclid-dup", dict(mining="batch_all", swap=True, margin=0.4), dict(B=12, D=5, style="dup")),
+    ("swap-smooth-all-dot-offset", dict(mining="all", kind="dot", negate=True, swap=True, smooth=True, margin=0.2,
+                                        miner_margin=0.5, self_offset=1), dict(B=7, D=6, N=10, self_offset=1)),
+    ("swap-hard-sqeuclid-int-ties", dict(mining="hard", kind="sqeuclidean", swap=True, margin=2.0,
+                                         miner_margin=1.0), dict(B=10, D=3, style="int")),
+]
+
+
+@pytest.mark.parametrize("fields,data", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_matches_dense(fields, data):
+    cfg = TripletConfig(**fields)
+    q, r, ql, rl, same = make_data(**data)
+    check(q, r, ql, rl, cfg, same)
+
+
+@pytest.mark.parametrize("mining", ["batch_all", "semihard_tfa", "batch_hard"])
+def test_single_class_and_all_distinct(mining):
+    """One label (no negatives) and all labels distinct (no positives): anchors without
+    positives or negatives, in one batch each."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(9, 5, generator=g)
+    for labels in (torch.zeros(9, dtype=torch.long), torch.arange(9)):
+        for fallback in (("drop", "tfa") if mining == "batch_hard" else ("drop",)):
+            cfg = TripletConfig(mining=mining, margin=0.5, hard_fallback=fallback)
+            check(q, q, labels, labels, cfg, True)
+
+
+def test_multiple_chunks_and_wide_rows(monkeypatch):
+    """Chunks of 3 anchors (ragged last chunk), D = 100 (several BLOCK_D steps)."""
+    monkeypatch.setattr(kt, "CHUNK_ELEMENTS", 3 * 19)
+    q, r, ql, rl, same = make_data(B=19, D=100, classes=4)
+    for mining in ("semihard", "semihard_tfa"):
+        check(q, r, ql, rl, TripletConfig(mining=mining, margin=2.0, miner_margin=3.0), same)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs(dtype):
+    q, r, ql, rl, same = make_data(B=12, D=9, style="dup")
+    check(q, r, ql, rl, TripletConfig(mining="batch_all", margin=0.5), same, dtype=dtype)
+
+
+def test_deterministic_and_precision_keyword():
+    q, r, ql, rl, same = make_data(B=13, D=5)
+    cfg = TripletConfig(mining="semihard_tfa", margin=0.5, precision="tf32")
+    grad = torch.ones(13)
+    first = run_kernels(q, r, ql, rl, cfg, same, grad)
+    second = run_kernels(q, r, ql, rl, cfg, same, grad)
+    for a, b in zip(first[:3] + first[4:], second[:3] + second[4:]):
+        assert torch.equal(a, b)
+
+
+def test_bad_configs_are_refused():
+    q = torch.randn(4, 3)
+    labels = torch.tensor([0, 0, 1, 1])
+    with pytest.raises(TypeError, match="float64"):
+        kt.forward(q.double(), q.double(), labels, labels, TripletConfig())
+    with pytest.raises(ValueError, match="mining"):
+        kt.forward(q, q, labels, labels, TripletConfig(mining="hardest"))
+    with pytest.raises(NotImplementedError, match="swap"):
+        kt.forward(q, q, labels, labels, TripletConfig(mining="semihard_tfa", swap=True))
+
+
+# ------------------------------------------------------------------------------------------
+# the other implementations of the same seam, when present
+# ------------------------------------------------------------------------------------------
+SEAM_CASES = [
+    dict(mining="semihard", margin=0.4, miner_margin=0.8),
+    dict(mining="semihard_tfa", kind="sqeuclidean", margin=1.0),
+    dict(mining="batch_hard", kind="dot", negate=True, swap=True, hard_fallback="tfa"),
+    dict(mining="all", swap=True, smooth=True, margin=0.3, miner_margin=0.5),
+]
+
+
+@pytest.mark.parametrize("fields", SEAM_CASES, ids=[f"{c['mining']}" for c in SEAM_CASES])
+def test_matches_torch_path_and_reference(fields):
+    torch_path = pytest.importorskip("fastcontrast._torch.triplet")
+    reference = pytest.importorskip("fastcontrast.reference.triplet")
+    cfg = TripletConfig(**fields)
+    q, r, ql, rl, same = make_data(B=14, D=6, style="dup", seed=5)
+    grad = torch.rand(14, generator=torch.Generator().manual_seed(1)) + 0.5
+    values, counts, nonzero, saved, gq, gr = run_kernels(q, r, ql, rl, cfg, same, grad)
+    t_values, t_counts, t_nonzero, t_saved = torch_path.forward(q, r, ql, rl, cfg)
+    t_gq, t_gr = torch_path.backward(grad, q, r, ql, rl, cfg, t_saved)
+    assert torch.equal(counts.cpu(), t_counts) and torch.equal(nonzero.cpu(), t_nonzero)
+    assert_close(values, t_values, torch.float32)
+    assert_close(gq.float() + gr.float(), t_gq + t_gr, torch.float32)
+    ref = reference.triplet_terms(q.double(), r.double(), ql, rl, cfg)
+    assert_close(values, ref[0], torch.float32)
+    assert torch.equal(counts.cpu(), ref[1].to(torch.int64))
+
+
+# ------------------------------------------------------------------------------------------
+# torch.compile of a training step (opaque custom ops under the interpreter)
+# ------------------------------------------------------------------------------------------
+class _Loss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, labels, cfg):
+        values, counts, nonzero, saved = kt.forward(x, x, labels, labels, cfg)
+        ctx.save_for_backward(x, labels, *saved)
+        ctx.cfg = cfg
+        return values.sum() / nonzero.sum().clamp_min(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, labels, *saved = ctx.saved_tensors
+        nonzero = kt.forward(x, x, labels, labels, ctx.cfg)[2]
+        g = (grad / nonzero.sum().clamp_min(1)).expand(x.shape[0]).contiguous()
+        gq, gr = kt.backward(g, x, x, labels, labels, ctx.cfg, tuple(saved))
+        return gq + gr, None, None
+
+
+def test_torch_compile_training_step():
+    """The registered ops trace under torch.compile (aot_eager on CPU: the interpreter's
+    kernels are opaque ops; inductor on CUDA is in test_triplet_gpu.py)."""
+    cfg = TripletConfig(mining="semihard", margin=0.5)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 4)
+    x, labels = torch.randn(10, 6), torch.randint(0, 3, (10,))
+
+    def step():
+        model.zero_grad()
+        loss = _Loss.apply(model(x), labels, cfg)
+        loss.backward()
+        return loss.detach(), model.weight.grad.clone()
+
+    eager = step()
+    compiled = torch.compile(step, backend="aot_eager")()
+    assert torch.equal(eager[0], compiled[0])
+    torch.testing.assert_close(eager[1], compiled[1])
+    assert eager[1].abs().sum() > 0
