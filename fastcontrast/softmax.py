@@ -48,7 +48,6 @@ __all__ = ["SoftmaxFunction", "supcon_loss", "nt_xent_loss", "npair_loss", "info
            "SupConLoss", "NTXentLoss", "NPairLoss", "InfoNCELoss"]
 
 NTXENT_FORMS = ("pair", "simclr")
-AVERAGES = ("mean", "avg_nonzero")
 
 
 def _implementation(backend: str):
@@ -185,9 +184,9 @@ def _dense_logits(q, r, kind, temperature):
     if kind == "dot":
         s = q @ r.T
     else:
-        sq = (q * q).sum(1)[:, None] + (r * r).sum(1)[None, :] - 2 * q @ r.T
         scale = (q * q).sum(1)[:, None] + (r * r).sum(1)[None, :]
-        pos = sq > metrics.snap_tolerance(cd) * scale
+        sq = scale - 2 * q @ r.T
+        pos = sq > metrics.snap_tolerance(cd) * scale  # below: rounding noise, exactly 0
         sq = torch.where(pos, sq, torch.zeros_like(sq))
         if kind == "euclidean":
             sq = torch.where(pos, sq, torch.ones_like(sq)).sqrt() * pos

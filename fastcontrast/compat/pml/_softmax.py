@@ -79,6 +79,7 @@ class _PMLSoftmaxLoss(torch.nn.Module):
     """Argument handling shared by NTXentLoss and SupConLoss."""
 
     default_reducer = "mean"
+    count_every_element = False  # MeanReducer divides by every element, not only counted ones
 
     def __init__(self, temperature, distance, reducer, embedding_regularizer, backend):
         super().__init__()
@@ -107,8 +108,6 @@ class _PMLSoftmaxLoss(torch.nn.Module):
         if self.reduction == "mean" and self.count_every_element:
             terms = LossTerms(terms.values, torch.ones_like(terms.counts), terms.nonzero)
         return terms
-
-    count_every_element = False
 
     def reduce(self, terms: LossTerms, denominators=None) -> torch.Tensor:
         if self.reduction == "sum":
