@@ -25,13 +25,13 @@ CHUNK_ELEMS = 1 << 22
 
 
 def _masks(q_labels, r_labels, rows: slice, n: int, self_offset: int):
+    """(positive, negative) masks of a chunk; the self pair j = i + self_offset is neither."""
     same = q_labels[rows, None] == r_labels[None, :]
     if self_offset < 0:
-        not_self = torch.ones_like(same)
-    else:
-        anchor = torch.arange(rows.start, rows.stop, device=same.device)
-        not_self = torch.arange(n, device=same.device)[None, :] != (anchor[:, None] + self_offset)
-    return same & not_self, ~same
+        return same, ~same
+    anchor = torch.arange(rows.start, rows.stop, device=same.device)
+    not_self = torch.arange(n, device=same.device)[None, :] != (anchor[:, None] + self_offset)
+    return same & not_self, ~same & not_self
 
 
 def _hinges(tile, cfg: PairMarginConfig):

@@ -38,11 +38,11 @@ def matrix(q, r, distance: str, normalize: bool | None = None):
 
 def pair_masks(labels, ref_labels, exclude_self: bool):
     same = labels[:, None] == ref_labels[None, :]
-    pos = same.clone()
+    not_self = torch.ones_like(same)
     if exclude_self:
-        n = min(pos.shape)
-        pos[torch.arange(n), torch.arange(n)] = False
-    return pos, ~same
+        n = min(same.shape)
+        not_self[torch.arange(n), torch.arange(n)] = False
+    return same & not_self, ~same & not_self
 
 
 def pair_terms(mat, pos, neg, pos_margin, neg_margin, power, similarity: bool):

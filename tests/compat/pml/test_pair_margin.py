@@ -32,11 +32,12 @@ def _pair(case):
 
 
 def _compare(ours, theirs, dtype, x, *args, ref=None, **kwargs):
-    xa = x.to(dtype).requires_grad_()
-    xb = x.to(dtype).requires_grad_()
+    xa = x.detach().to(dtype).clone().requires_grad_()
+    xb = x.detach().to(dtype).clone().requires_grad_()
     inputs_a, inputs_b = [xa], [xb]
     if ref is not None:
-        ra, rb = ref.to(dtype).requires_grad_(), ref.to(dtype).requires_grad_()
+        ra = ref.detach().to(dtype).clone().requires_grad_()
+        rb = ref.detach().to(dtype).clone().requires_grad_()
         kwargs_a, kwargs_b = dict(kwargs, ref_emb=ra), dict(kwargs, ref_emb=rb)
         inputs_a.append(ra)
         inputs_b.append(rb)
