@@ -1,0 +1,464 @@
+"""Triplet family, the memory-lean PyTorch path.
+
+d = distance (d = −s when cfg.negate), per anchor a: positives P_a (same label, not the self
+pair), negatives N_a (other label). Term of a triplet (a, p, n):
+h = d_ap − d_an + margin, term relu(h) (softplus(h) when smooth); see configs.TripletConfig.
+
+Every path walks the anchors in chunks; a chunk×N distance tile (`metrics.pairwise`) is the
+largest thing alive, and backward recomputes the tile from q and r.
+
+batch_all and the miner filters ("all", "hard", "semihard", "easy") — sorting, O(B·N log N):
+    Sort each anchor's negative distances s_1 ≤ … ≤ s_k. For a positive with x = d_ap, every
+    condition on a negative (filter on t = d_an − x with the miner margin mm, and the hinge
+    d_an < x + margin) bounds d_an from one side, so the kept negatives form a contiguous
+    run [lo, hi) of the sorted row, found by binary search (torch.searchsorted), and
+        Σ_{n kept, active} (x + m − d_an) = c·(x + m) − (S[hi] − S[lo]),  c = hi − lo,
+    with S the prefix sums of the row (accumulated in float64). Gradients:
+        ∂v/∂d_ap = c(a, p)      ∂v/∂d_an = −#{p : n kept and active for (a, p)}
+    and the latter is the same search the other way round, on the anchor's sorted positive
+    distances (each condition bounds x from one side). Comparisons are written as the same
+    float expressions in both directions (d_an ≤ fl(x + mm), d_an < fl(x + m), d_an > x), so
+    forward and backward agree on every triplet.
+smooth (softplus is not linear, prefix sums do not apply): positives of each anchor
+    compacted (chunk × P_max), negatives streamed in column blocks; O(B·P·N) time,
+    O(chunk·P_max·block) memory.
+swap (d_an → min(d_an, d_pn) in the term, d_pn = d(r_p, r_n)): (anchor, positive) pairs
+    streamed in blocks, each block computing its rows of d(r_p, ·); O(B·P·N·D) time.
+    On an exact tie d_an = d_pn the gradient is split in half (as torch.minimum does).
+batch_hard: masked max over positives / min over negatives, lowest index on ties; backward
+    touches the selected rows only (O(B·D)).
+semihard_tfa: for each positive pair, the first negative of the sorted row strictly above
+    d_ap (searchsorted), else the farthest negative (lowest index among equal values), or
+    d_an = 0 when the anchor has no negative at all (TF Addons' row minimum, 0 on its
+    zero diagonal).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..configs import TripletConfig
+from ..metrics import chunks, compute_dtype, pairwise, pairwise_backward, snap_tolerance
+
+# Elements per chunk×N tile (and per streamed block); tests lower it to force tiny chunks.
+CHUNK_BUDGET = 1 << 21
+
+FILTERS = ("batch_all", "all", "hard", "semihard", "easy")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+class _Refs:
+    """The reference set in the compute dtype, with its squared norms, cast once."""
+
+    def __init__(self, r: torch.Tensor, kind: str):
+        self.cd = compute_dtype(r.dtype)
+        self.r = r.to(self.cd)
+        self.sq = None if kind == "dot" else (self.r * self.r).sum(1)
+
+
+def _tile(q, refs: _Refs, rows: slice, cfg: TripletConfig):
+    """(q chunk, raw tile from metrics.pairwise, signed distance tile d)."""
+    qc = q[rows].to(refs.cd)
+    q_sq = None if cfg.kind == "dot" else (qc * qc).sum(1)
+    raw = pairwise(qc, refs.r, cfg.kind, q_sq, refs.sq)
+    return qc, raw, (-raw if cfg.negate else raw)
+
+
+def _masks(q_labels, r_labels, rows: slice, self_offset: int):
+    """(pos, neg) boolean chunk×N masks: same label without the self pair, other label."""
+    same = q_labels[rows, None] == r_labels[None, :]
+    neg = ~same
+    if self_offset >= 0:
+        self_col = torch.arange(rows.start, rows.stop, device=same.device) + self_offset
+        inside = self_col < r_labels.shape[0]
+        local = torch.arange(rows.stop - rows.start, device=same.device)
+        same[local[inside], self_col[inside]] = False
+    return same, neg
+
+
+def _tile_backward(grad_d, qc, refs: _Refs, raw, cfg: TripletConfig):
+    """dL/d(signed tile) → (dL/dq chunk, dL/dr)."""
+    g = -grad_d if cfg.negate else grad_d
+    return pairwise_backward(g, qc, refs.r, cfg.kind, tile=raw if cfg.kind == "euclidean" else None)
+
+
+def _rowdist(x, y, kind: str, negate: bool):
+    """d(x_k, y_k) for paired rows, by the same formula as metrics.pairwise."""
+    dot = (x * y).sum(1)
+    if kind == "dot":
+        return -dot if negate else dot
+    scale = (x * x).sum(1) + (y * y).sum(1)
+    sq = scale - 2.0 * dot
+    sq = torch.where(sq <= snap_tolerance(x.dtype) * scale, torch.zeros_like(sq), sq)
+    d = sq if kind == "sqeuclidean" else sq.sqrt()
+    return -d if negate else d
+
+
+def _rowdist_backward(g, x, y, d, kind: str, negate: bool):
+    """Gradients (dL/dx, dL/dy) of d(x_k, y_k) given dL/dd (signed, as _rowdist returns)."""
+    if negate:
+        g = -g
+    if kind == "dot":
+        return g[:, None] * y, g[:, None] * x
+    if kind == "euclidean":
+        dd = -d if negate else d
+        g = torch.where(dd > 0, g / (2.0 * dd).clamp_min(torch.finfo(dd.dtype).tiny), torch.zeros_like(g))
+    diff = 2.0 * g[:, None] * (x - y)
+    return diff, -diff
+
+
+def _term(h, smooth: bool):
+    return F.softplus(h) if smooth else F.relu(h)
+
+
+def _term_grad(h, smooth: bool):
+    return torch.sigmoid(h) if smooth else (h > 0).to(h.dtype)
+
+
+def _kept(x, z, cfg: TripletConfig):
+    """Boolean: triplet with d_ap = x, d_an = z passes the mining filter (broadcasting).
+    Written with the same float expressions as the sorted path's searches."""
+    mining, mm = cfg.mining, cfg.miner_margin
+    if mining == "batch_all":
+        return torch.ones(torch.broadcast_shapes(x.shape, z.shape), dtype=torch.bool, device=x.device)
+    if mining == "all":
+        return z <= x + mm
+    if mining == "hard":
+        return z <= torch.minimum(x + mm, x)
+    if mining == "semihard":
+        return (z > x) & (z <= x + mm)
+    if mining == "easy":
+        return z > x + mm
+    raise ValueError(f"unknown triplet mining {mining!r}")
+
+
+# ----------------------------------------------------------------------------- sorted path
+
+def _padded_sort(d, mask, stable=False):
+    """Row-wise ascending sort of d where mask, +inf elsewhere: (values, order, row counts).
+    `stable` keeps equal values in increasing column order."""
+    vals, order = torch.sort(d.masked_fill(~mask, float("inf")), dim=1, stable=stable)
+    return vals, order, mask.sum(1)
+
+
+def _compact(d, mask):
+    """The masked columns of each row moved to the front, in increasing column order:
+    (column index, valid, d) of shape chunk×K, K = the largest row count."""
+    c = mask.shape[0]
+    counts = mask.sum(1)
+    k = int(counts.max()) if c else 0
+    rows, cols = mask.nonzero(as_tuple=True)           # row-major: rows ascending, then columns
+    starts = counts.cumsum(0) - counts
+    slot = torch.arange(rows.shape[0], device=d.device) - starts[rows]
+    index = torch.zeros(c, k, dtype=torch.long, device=d.device)
+    index[rows, slot] = cols
+    valid = torch.arange(k, device=d.device)[None, :] < counts[:, None]
+    return index, valid, d.gather(1, index)
+
+
+def _neg_ranges(s, n_neg, x, cfg: TripletConfig):
+    """For each query x (a positive distance), the run [lo, hi) of kept negatives in the
+    sorted row s and the end `ahi` of its active (h > 0) part."""
+    mining, mm = cfg.mining, cfg.miner_margin
+    end = n_neg[:, None].expand_as(x)
+    zero = torch.zeros_like(end)
+    if mining == "batch_all":
+        lo, hi = zero, end
+    elif mining == "all":                      # d_an <= x + mm
+        lo, hi = zero, torch.searchsorted(s, x + mm, right=True)
+    elif mining == "hard":                     # d_an <= x + mm and d_an <= x
+        lo = zero
+        hi = torch.searchsorted(s, torch.minimum(x + mm, x), right=True)
+    elif mining == "semihard":                 # x < d_an <= x + mm
+        lo, hi = torch.searchsorted(s, x, right=True), torch.searchsorted(s, x + mm, right=True)
+    elif mining == "easy":                     # d_an > x + mm
+        lo, hi = torch.searchsorted(s, x + mm, right=True), end
+    else:
+        raise ValueError(f"unknown triplet mining {mining!r}")
+    hi = torch.maximum(hi, lo)
+    ahi = torch.minimum(hi, torch.searchsorted(s, x + cfg.margin, right=False))   # d_an < x + m
+    return lo, hi, torch.maximum(ahi, lo)
+
+
+def _prefix_at(cumsum, k):
+    """Σ of the first k entries of each row, given the row-wise cumulative sums."""
+    taken = cumsum.gather(1, (k - 1).clamp_min(0))
+    return torch.where(k > 0, taken, torch.zeros_like(taken))
+
+
+def _sorted_chunk(d, pos, neg, cfg: TripletConfig, g=None):
+    """Batch-all / filters by sorting. Forward (g None): per-anchor (values, counts,
+    nonzero). Backward: dL/d(signed tile) given dL/dvalues g (chunk,)."""
+    s, order, n_neg = _padded_sort(d, neg)
+    p_col, p_ok, x = _compact(d, pos)
+    lo, hi, ahi = _neg_ranges(s, n_neg, x, cfg)
+    zero = torch.zeros_like(lo)
+    active = torch.where(p_ok, ahi - lo, zero)
+    if g is None:
+        kept = torch.where(p_ok, hi - lo, zero)
+        # prefix sums of the sorted row in float64; runs end at most at the row's count, so the
+        # +inf padding is never reached. S[k] = Σ_{i<k} s_i = cumsum[k − 1].
+        prefix = s.double().cumsum(1)
+        run_sum = _prefix_at(prefix, ahi) - _prefix_at(prefix, lo)
+        pair_values = active.double() * (x + cfg.margin).double() - run_sum
+        pair_values = torch.where(p_ok, pair_values, torch.zeros_like(pair_values))
+        return pair_values.sum(1).to(d.dtype), kept.sum(1), active.sum(1)
+    # ∂v/∂d_an: how many positives' active runs cover each sorted negative (a difference
+    # array over the runs, then a prefix sum), mapped back to columns through the sort order
+    c, n = d.shape
+    ones = p_ok.to(d.dtype)
+    cover = torch.zeros(c, n + 1, dtype=d.dtype, device=d.device)
+    cover.scatter_add_(1, lo, ones).scatter_add_(1, torch.where(p_ok, ahi, lo), -ones)
+    grad = torch.zeros_like(d)
+    grad.scatter_add_(1, order, -cover.cumsum(1)[:, :n])
+    grad.scatter_add_(1, p_col, active.to(d.dtype))
+    return grad * g[:, None]
+
+
+# ----------------------------------------------------------------------------- smooth path
+
+def _streamed_chunk(d, pos, neg, cfg: TripletConfig, g=None):
+    """Batch-all / filters by streaming negatives in column blocks (any term, used for smooth).
+    Forward (g None): (values, counts, nonzero). Backward: dL/d(signed tile)."""
+    c, n = d.shape
+    pidx, pvalid, x = _compact(d, pos)
+    p_max = x.shape[1]
+    values = torch.zeros(c, dtype=d.dtype, device=d.device)
+    counts = torch.zeros(c, dtype=torch.int64, device=d.device)
+    nonzero = torch.zeros_like(counts)
+    grad = torch.zeros_like(d) if g is not None else None
+    grad_x = torch.zeros_like(x) if g is not None else None
+    if p_max == 0:
+        return (values, counts, nonzero) if g is None else grad
+    block = max(1, CHUNK_BUDGET // max(c * p_max, 1))
+    for j0 in range(0, n, block):
+        z = d[:, j0:j0 + block]
+        keep = pvalid[:, :, None] & neg[:, None, j0:j0 + block] & _kept(x[:, :, None], z[:, None, :], cfg)
+        h = x[:, :, None] - z[:, None, :] + cfg.margin
+        if g is None:
+            term = torch.where(keep, _term(h, cfg.smooth), torch.zeros_like(h))
+            values += term.sum((1, 2))
+            counts += keep.sum((1, 2))
+            nonzero += (term > 0).sum((1, 2))
+        else:
+            w = torch.where(keep, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[:, None, None]
+            grad_x += w.sum(2)
+            grad[:, j0:j0 + block] -= w.sum(1)
+    if g is None:
+        return values, counts, nonzero
+    grad.scatter_add_(1, pidx, torch.where(pvalid, grad_x, torch.zeros_like(grad_x)))
+    return grad
+
+
+# ----------------------------------------------------------------------------- swap path
+
+def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, rows: slice, g=None, grad_r=None):
+    """Batch-all / filters with swap: (anchor, positive) pairs in blocks, each block with its
+    rows d(r_p, ·). Forward: (values, counts, nonzero). Backward: dL/d(signed tile), and the
+    d_pn gradients are added into grad_r."""
+    c, n = d.shape
+    a_loc, p_col = pos.nonzero(as_tuple=True)
+    values = torch.zeros(c, dtype=d.dtype, device=d.device)
+    counts = torch.zeros(c, dtype=torch.int64, device=d.device)
+    nonzero = torch.zeros_like(counts)
+    grad = torch.zeros_like(d) if g is not None else None
+    block = max(1, CHUNK_BUDGET // max(n, 1))
+    for k0 in range(0, a_loc.shape[0], block):
+        al, pc = a_loc[k0:k0 + block], p_col[k0:k0 + block]
+        z = d[al]
+        x = d[al, pc]
+        rp = refs.r[pc]
+        raw_pn = pairwise(rp, refs.r, cfg.kind, None if refs.sq is None else refs.sq[pc], refs.sq)
+        d_pn = -raw_pn if cfg.negate else raw_pn
+        keep = neg[al] & _kept(x[:, None], z, cfg)
+        e = torch.minimum(z, d_pn)
+        h = x[:, None] - e + cfg.margin
+        if g is None:
+            term = torch.where(keep, _term(h, cfg.smooth), torch.zeros_like(h))
+            values.index_add_(0, al, term.sum(1))
+            counts.index_add_(0, al, keep.sum(1))
+            nonzero.index_add_(0, al, (term > 0).sum(1))
+            continue
+        w = torch.where(keep, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[al, None]
+        share_an = torch.where(z < d_pn, 1.0, torch.where(z == d_pn, 0.5, 0.0)).to(d.dtype)
+        grad.index_put_((al, pc), w.sum(1), accumulate=True)
+        grad.index_add_(0, al, -w * share_an)
+        g_pn = -w * (1.0 - share_an)
+        if cfg.negate:
+            g_pn = -g_pn
+        gx, gy = pairwise_backward(g_pn, rp, refs.r, cfg.kind, tile=raw_pn if cfg.kind == "euclidean" else None)
+        grad_r.index_add_(0, pc, gx)
+        grad_r += gy
+    return (values, counts, nonzero) if g is None else grad
+
+
+# ----------------------------------------------------------------------------- selections
+
+def _batch_hard_select(d, pos, neg, cfg: TripletConfig):
+    """Per anchor: (d_ap, p index, has_p grad, d_an, n index, has_n grad, valid)."""
+    inf = torch.full_like(d, float("inf"))
+    p_idx = torch.where(pos, d, -inf).argmax(1)
+    n_idx = torch.where(neg, d, inf).argmin(1)
+    has_p, has_n = pos.any(1), neg.any(1)
+    d_ap = d.gather(1, p_idx[:, None])[:, 0]
+    d_an = d.gather(1, n_idx[:, None])[:, 0]
+    if cfg.hard_fallback == "drop":
+        valid = has_p & has_n
+    elif cfg.hard_fallback == "tfa":
+        valid = torch.ones_like(has_p)
+        d_ap = torch.where(has_p, d_ap, torch.zeros_like(d_ap))
+        far = d.argmax(1)
+        n_idx = torch.where(has_n, n_idx, far)
+        d_an = d.gather(1, n_idx[:, None])[:, 0]
+        has_n = torch.ones_like(has_n)
+    else:
+        raise ValueError(f"unknown hard_fallback {cfg.hard_fallback!r}")
+    return d_ap, p_idx, has_p, d_an, n_idx, has_n, valid
+
+
+def _semihard_tfa_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=None):
+    """semihard_tfa on one chunk, positives compacted (chunk × P_max). For each positive
+    x = d_ap: the first sorted negative strictly above x, else the farthest negative (the
+    first of its ties), else d_an = 0 (no negative at all; no gradient).
+    Forward: (values, counts, nonzero). Backward: dL/d(signed tile); swap's d_pn gradients
+    are added into grad_r."""
+    s, order, n_neg = _padded_sort(d, neg, stable=True)
+    p_col, p_ok, x = _compact(d, pos)
+    n = d.shape[1]
+    above = torch.searchsorted(s, x, right=True)
+    last = (n_neg - 1).clamp_min(0)[:, None]
+    far = torch.searchsorted(s, s.gather(1, last), right=False)
+    k = torch.where(above < n_neg[:, None], above, far).clamp_max(n - 1)
+    has_n = p_ok & (n_neg > 0)[:, None]
+    n_col = order.gather(1, k)
+    z = torch.where(has_n, s.gather(1, k), torch.zeros_like(x))
+    e, share_an = z, has_n.to(d.dtype)
+    if cfg.swap:
+        a_loc, slot = has_n.nonzero(as_tuple=True)
+        rp, rn = refs.r[p_col[a_loc, slot]], refs.r[n_col[a_loc, slot]]
+        d_pn = _rowdist(rp, rn, cfg.kind, cfg.negate)
+        za = z[a_loc, slot]
+        pair_share = torch.where(za < d_pn, 1.0, torch.where(za == d_pn, 0.5, 0.0)).to(d.dtype)
+        e = e.index_put((a_loc, slot), torch.minimum(za, d_pn))
+        share_an = share_an.index_put((a_loc, slot), pair_share)
+    h = x - e + cfg.margin
+    if g is None:
+        term = torch.where(p_ok, _term(h, cfg.smooth), torch.zeros_like(h))
+        return term.sum(1), p_ok.sum(1), (term > 0).sum(1)
+    w = torch.where(p_ok, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[:, None]
+    grad = torch.zeros_like(d)
+    grad.scatter_add_(1, p_col, w)
+    grad.scatter_add_(1, n_col, -w * share_an)
+    if cfg.swap and a_loc.numel():
+        g_pn = -w[a_loc, slot] * (1.0 - pair_share)
+        gp, gn = _rowdist_backward(g_pn, rp, rn, d_pn, cfg.kind, cfg.negate)
+        grad_r.index_add_(0, p_col[a_loc, slot], gp)
+        grad_r.index_add_(0, n_col[a_loc, slot], gn)
+    return grad
+
+
+# ----------------------------------------------------------------------------- the seam
+
+def _check(cfg: TripletConfig):
+    if cfg.mining not in FILTERS + ("batch_hard", "semihard_tfa"):
+        raise ValueError(f"unknown triplet mining {cfg.mining!r}")
+
+
+def forward(q, r, q_labels, r_labels, cfg: TripletConfig):
+    _check(cfg)
+    b, n = q.shape[0], r.shape[0]
+    refs = _Refs(r, cfg.kind)
+    values = torch.zeros(b, dtype=refs.cd, device=q.device)
+    counts = torch.zeros(b, dtype=torch.int64, device=q.device)
+    nonzero = torch.zeros_like(counts)
+    saved = ()
+    if cfg.mining == "batch_hard":
+        sel = [torch.empty(b, dtype=dt, device=q.device) for dt in (refs.cd, torch.int64, refs.cd, torch.int64)]
+        flags = torch.zeros(b, 3, dtype=torch.bool, device=q.device)
+    for rows in chunks(b, n, CHUNK_BUDGET):
+        qc, raw, d = _tile(q, refs, rows, cfg)
+        pos, neg = _masks(q_labels, r_labels, rows, cfg.self_offset)
+        if cfg.mining == "batch_hard":
+            d_ap, p_idx, has_p, d_an, n_idx, has_n, valid = _batch_hard_select(d, pos, neg, cfg)
+            e = d_an
+            if cfg.swap:  # (an anchor without a positive under the "tfa" fallback has no d_pn)
+                d_pn = _rowdist(refs.r[p_idx], refs.r[n_idx], cfg.kind, cfg.negate)
+                e = torch.where(has_p, torch.minimum(d_an, d_pn), d_an)
+            term = torch.where(valid, _term(d_ap - e + cfg.margin, cfg.smooth), torch.zeros_like(d_ap))
+            values[rows], counts[rows], nonzero[rows] = term, valid.long(), (term > 0).long()
+            sel[0][rows], sel[1][rows], sel[2][rows], sel[3][rows] = d_ap, p_idx, d_an, n_idx
+            flags[rows] = torch.stack([has_p, has_n, valid], 1)
+        elif cfg.mining == "semihard_tfa":
+            values[rows], counts[rows], nonzero[rows] = _semihard_tfa_chunk(d, pos, neg, refs, cfg)
+        elif cfg.swap:
+            values[rows], counts[rows], nonzero[rows] = _swap_chunk(d, pos, neg, refs, cfg, rows)
+        elif cfg.smooth:
+            values[rows], counts[rows], nonzero[rows] = _streamed_chunk(d, pos, neg, cfg)
+        else:
+            values[rows], counts[rows], nonzero[rows] = _sorted_chunk(d, pos, neg, cfg)
+    if cfg.mining == "batch_hard":
+        saved = (*sel, flags)
+    return values, counts, nonzero, saved
+
+
+def backward(grad_values, q, r, q_labels, r_labels, cfg: TripletConfig, saved):
+    _check(cfg)
+    b, n = q.shape[0], r.shape[0]
+    refs = _Refs(r, cfg.kind)
+    g_all = grad_values.to(refs.cd)
+    grad_q = torch.zeros(q.shape, dtype=refs.cd, device=q.device)
+    grad_r = torch.zeros(refs.r.shape, dtype=refs.cd, device=q.device)
+    if cfg.mining == "batch_hard":
+        _batch_hard_backward(g_all, q, refs, cfg, saved, grad_q, grad_r)
+        return grad_q.to(q.dtype), grad_r.to(r.dtype)
+    for rows in chunks(b, n, CHUNK_BUDGET):
+        g = g_all[rows]
+        if not bool((g != 0).any()):
+            continue
+        qc, raw, d = _tile(q, refs, rows, cfg)
+        pos, neg = _masks(q_labels, r_labels, rows, cfg.self_offset)
+        if cfg.mining == "semihard_tfa":
+            grad = _semihard_tfa_chunk(d, pos, neg, refs, cfg, g=g, grad_r=grad_r)
+        elif cfg.swap:
+            grad = _swap_chunk(d, pos, neg, refs, cfg, rows, g=g, grad_r=grad_r)
+        elif cfg.smooth:
+            grad = _streamed_chunk(d, pos, neg, cfg, g=g)
+        else:
+            grad = _sorted_chunk(d, pos, neg, cfg, g=g)
+        gq, gr = _tile_backward(grad, qc, refs, raw, cfg)
+        grad_q[rows] += gq
+        grad_r += gr
+    return grad_q.to(q.dtype), grad_r.to(r.dtype)
+
+
+def _batch_hard_backward(g_all, q, refs: _Refs, cfg: TripletConfig, saved, grad_q, grad_r):
+    d_ap, p_idx, d_an, n_idx, flags = saved
+    has_p, has_n, valid = flags.unbind(1)
+    if cfg.swap:
+        d_pn = _rowdist(refs.r[p_idx], refs.r[n_idx], cfg.kind, cfg.negate)
+        share_an = torch.where(d_an < d_pn, 1.0, torch.where(d_an == d_pn, 0.5, 0.0)).to(d_ap.dtype)
+        share_an = torch.where(has_p, share_an, torch.ones_like(share_an))
+        e = torch.where(has_p, torch.minimum(d_an, d_pn), d_an)
+    else:
+        share_an, e = torch.ones_like(d_ap), d_an
+    w = torch.where(valid, _term_grad(d_ap - e + cfg.margin, cfg.smooth), torch.zeros_like(d_ap)) * g_all
+    qa = q.to(refs.cd)
+    rows = torch.arange(q.shape[0], device=q.device)
+    for weight, other, dist, on in ((w, p_idx, d_ap, has_p), (-w * share_an, n_idx, d_an, has_n)):
+        weight = torch.where(on, weight, torch.zeros_like(weight))
+        keep = weight != 0
+        if not bool(keep.any()):
+            continue
+        a_rows, o_rows = rows[keep], other[keep]
+        gq, gr = _rowdist_backward(weight[keep], qa[a_rows], refs.r[o_rows], dist[keep], cfg.kind, cfg.negate)
+        grad_q.index_add_(0, a_rows, gq)
+        grad_r.index_add_(0, o_rows, gr)
+    if cfg.swap:
+        weight = torch.where(valid, -w * (1.0 - share_an), torch.zeros_like(w))
+        keep = weight != 0
+        if bool(keep.any()):
+            gp, gn = _rowdist_backward(weight[keep], refs.r[p_idx[keep]], refs.r[n_idx[keep]], d_pn[keep],
+                                       cfg.kind, cfg.negate)
+            grad_r.index_add_(0, p_idx[keep], gp)
+            grad_r.index_add_(0, n_idx[keep], gn)
