@@ -285,9 +285,10 @@ def test_bad_input_names_the_argument(call, exc, word, gen):
 def test_triton_backend_matches_torch(variant_call, gen):
     """The Function dispatches to the kernels (interpreter on CPU) with the same results."""
     pytest.importorskip("fastcontrast.kernels.softmax")
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the interpreter (conftest)
     x, y = data(gen, b=9, d=5)
-    x = x.float()
-    t = torch.tensor(0.3, requires_grad=True)
+    x, y = x.float().to(device), y.to(device)
+    t = torch.tensor(0.3, requires_grad=True, device=device)
     fn = fc.supcon_loss if variant_call == "supcon" else fc.nt_xent_loss
     out = {}
     for backend in ("torch", "triton"):
