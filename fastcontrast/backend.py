@@ -51,9 +51,10 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
     check_choice(backend, "backend", BACKENDS)
     if backend == "torch":
         return "torch"
-    triton_ok = triton_import_error() is None
     if backend == "auto":
-        return "triton" if (device.type == "cuda" and triton_ok) else "torch"
+        # checked in this order so that CPU work never pays for importing triton
+        return "triton" if (device.type == "cuda" and triton_import_error() is None) else "torch"
+    triton_ok = triton_import_error() is None
     # explicit "triton"
     if not triton_ok:
         raise RuntimeError(f"backend='triton' was asked for but triton does not import ({triton_import_error()})")
