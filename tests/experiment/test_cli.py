@@ -1,0 +1,88 @@
+"""`fastcontrast experiment` end to end at tiny settings, and its option checking."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastcontrast.experiment import main
+from fastcontrast.experiment.losses import LOSS_NAMES
+from .test_data import make_release
+
+TINY = ["--max-steps", "4", "--seeds", "1", "--quiet", "--train-size", "300", "--test-size", "100"]
+
+
+def test_smoke_every_loss_writes_table_json_and_plots(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--losses", "all", "--batch-sizes", "32,256", *TINY, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| loss | batch 32 | batch 256 |" in printed
+    rep = json.loads((out / "results.json").read_text())
+    cells = {(c["loss"], c["batch_size"]): c for c in rep["results"]}
+    assert set(cells) == {(loss, b) for loss in LOSS_NAMES for b in (32, 256)}
+    for c in cells.values():
+        assert 0.0 <= c["accuracy_mean"] <= 1.0 and c["steps"] == [4]
+        assert c["stage1_s_mean"] > 0 and c["peak_bytes_max"] >= 0
+        assert np.isfinite(c["final_loss"][0]), c["loss"]
+    assert cells[("supcon", 256)]["lr"] == 0.01 and cells[("npair", 32)]["lr"] == 0.001
+    assert rep["command"].startswith("fastcontrast experiment --losses all")
+    assert rep["machine"]["torch"] and rep["dataset"]["train"] == 300
+    table = (out / "table.md").read_text()
+    assert "Triplet, semi-hard mining" in table and "± " in table
+    for png in ("accuracy_vs_batch_size.png", "pca_batch32.png", "pca_batch256.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_console_entry_runs_from_idx_files(tmp_path):
+    """`python -m fastcontrast.experiment` on a synthetic Fashion-MNIST folder, baseline only."""
+    make_release(str(tmp_path / "fm"), n_train=40, n_test=20)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastcontrast.experiment", "--dataset", "fashion-mnist",
+         "--data-dir", str(tmp_path / "fm"), "--losses", "cross-entropy,supcon", "--batch-sizes",
+         "32", "--max-steps", "2", "--seeds", "2", "--quiet", "--no-plots", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads((out / "results.json").read_text())
+    assert [c["seeds"] for c in rep["results"]] == [[0, 1], [0, 1]]
+    assert not list(out.glob("*.png"))
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
+    assert main(["--dataset", "mnist", "--data-dir", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks train-images-idx3-ubyte" in err and "--data-dir" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--losses", "triplet-soft"], "unknown loss 'triplet-soft'"),
+    (["--batch-sizes", "32,x"], "expected comma-separated integers"),
+    (["--batch-sizes", "1"], "every batch size must be >= 2"),
+    (["--batch-sizes", "64"], "no default learning rate for batch size 64"),
+    (["--batch-sizes", "32,256", "--lrs", "0.001"], "1 learning rates for 2 batch sizes"),
+    (["--lrs", "0.001,-1"], "learning rates must be > 0"),
+    (["--seeds", "0"], "must be > 0"),
+    (["--temperature", "abc"], "expected a float"),
+    (["--dataset", "cifar"], "invalid choice: 'cifar'"),
+    (["--data-dir", "/tmp"], "digits dataset is bundled"),
+    (["--device", "tpu"], "--device"),
+    (["--semantics", "keras"], "invalid choice: 'keras'"),
+])
+def test_bad_options_are_refused_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_time_limit_lists_what_was_not_run(tmp_path):
+    out = tmp_path / "r"
+    assert main(["--losses", "cross-entropy,supcon", "--batch-sizes", "32", *TINY,
+                 "--time-limit", "1e-9", "--no-plots", "--out", str(out)]) == 0
+    rep = json.loads((out / "results.json").read_text())
+    assert rep["results"] == []
+    assert rep["missing"] == [{"loss": "cross-entropy", "batch_size": 32},
+                              {"loss": "supcon", "batch_size": 32}]
+    assert "Not run" in (out / "table.md").read_text()
