@@ -209,14 +209,14 @@ def _gpu() -> list[Entry]:
         E(C("triplet-batch-all", 65536, device="cuda"), (FC_TRITON,), note="target: < 1 s"),
         E(C("triplet-semihard-tfa", 65536, device="cuda"), (FC_TRITON,)),
         # issue 3: B = N = 262144 (the dense fp32 logit matrix alone would be 256 GiB)
-        E(C("info-nce", 262144, dtype="bfloat16", device="cuda"), (FC_TRITON, "matmul"),
+        E(C("info-nce", 262144, dtype="bfloat16", device="cuda"), (FC_TRITON,),
           note="report time and peak memory"),
         E(C("ntxent-simclr", 262144, dtype="bfloat16", device="cuda"), (FC_TRITON,)),
     ]
     # the rest of the families on the GPU, fp32, for the README table
     for loss in ("triplet-all", "triplet-hard", "triplet-easy", "triplet-batch-all",
                  "ntxent", "npair"):
-        out.append(E(C(loss, 4096, device="cuda"), GPU_DENSE + ("pml",)))
+        out.append(E(C(loss, 4096, device="cuda"), (FC_TRITON, FC_TORCH, "dense-eager", "pml")))
     return out
 
 

@@ -15,6 +15,7 @@ import argparse
 import datetime as _dt
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -114,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "memory minus 3 GiB; 'none' = no cap")
     p.add_argument("--threads", type=_positive(int), default=None,
                    help="torch threads in each process (default: torch's choice / OMP_NUM_THREADS)")
+    p.add_argument("--isolation", choices=("auto", "process", "inprocess"), default="auto",
+                   help="process: every configuration in a fresh process (peak RSS, memory cap, "
+                        "time limit); inprocess: all in this process (CUDA peak memory from the "
+                        "allocator, far less start-up time; no time limit); auto = process on "
+                        "CPU, inprocess on CUDA")
     p.add_argument("--out", default="fastcontrast-bench", help="output folder")
     p.add_argument("--name", default=None, help="file name prefix (default <device>-<date>)")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
@@ -156,6 +162,43 @@ def _progress(total: int, quiet: bool):
     return tqdm(total=total, unit="run", dynamic_ncols=True, file=sys.stderr)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _sweep(jobs, prober, doc, json_path, bar, quiet):
+    """Probe every (entry, implementation); after an implementation ran out of memory or
+    time at some B, larger B of the same loss are recorded as skipped, not run."""
+    failed_at: dict[tuple, dict] = {}   # (loss, dtype, device, D, impl) -> first failing record
+    for entry, name in jobs:
+        case = entry.case
+        impl = get_impl(name)
+        key = (case.loss, case.dtype, case.device, case.D, name)
+        if bar is not None:
+            bar.set_description(f"{case.loss} B={case.B} {impl.name}")
+        prev = failed_at.get(key)
+        if prev is not None and prev["case"]["B"] < case.B:
+            record = {"case": case.to_dict(), "impl": impl.name, "role": impl.role,
+                      "impl_spec": name, "status": "skipped",
+                      "error": f"not run: {prev['status']} at B={prev['case']['B']}"}
+        else:
+            record = prober.probe(case, name)
+        if entry.note:
+            record["note"] = entry.note
+        if record["status"] in ("oom", "timeout"):
+            failed_at.setdefault(key, record)
+        doc["records"].append(record)
+        report.write_json(doc, json_path)       # after every record: a cut-short run keeps its data
+        if bar is not None:
+            bar.update(1)
+        elif not quiet:
+            extra = record.get("extra_bytes")
+            print(f"{case.name} {record['impl']}: {record['status']} "
+                  f"{report.fmt_time(record.get('time_s'))} {report.fmt_bytes(extra)}"
+                  + (f" ({record['error'][:200]})" if record.get("error") else ""),
+                  file=sys.stderr, flush=True)
+
+
 def run(args, argv: list[str]) -> int:
     if args.device == "cuda":
         import torch
@@ -182,37 +225,30 @@ def run(args, argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out / f"{prefix}.json", out / f"{prefix}.csv"
 
+    isolation = args.isolation
+    if isolation == "auto":
+        isolation = "process" if devices == {"cpu"} else "inprocess"
+    if isolation == "inprocess" and "cpu" in devices:
+        print("note: --isolation inprocess: CPU memory figures are not measured in-process",
+              file=sys.stderr)
+    settings["isolation"] = isolation
     prober = Prober(warmup=args.warmup, repeats=args.repeats, time_limit_s=args.time_limit,
                     cap_bytes=cap, threads=args.threads, max_seconds=args.max_seconds,
-                    cwd=os.getcwd(), sys_path=[os.getcwd()])
+                    cwd=os.getcwd(), sys_path=[os.getcwd()], isolation=isolation)
     jobs = [(e, name) for e in entries for name in (e.impls or tuple(IMPLS))]
     bar = _progress(len(jobs), args.quiet)
-    failed_at: dict[tuple, dict] = {}   # (loss, dtype, device, D, impl) -> first failing record
-    for entry, name in jobs:
-        case = entry.case
-        key = (case.loss, case.dtype, case.device, case.D, name)
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _sweep(jobs, prober, doc, json_path, bar, args.quiet)
+    except KeyboardInterrupt:
+        doc["interrupted"] = True
+        report.write_json(doc, json_path)
+        print(f"\ninterrupted after {len(doc['records'])} of {len(jobs)} configurations",
+              file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         if bar is not None:
-            bar.set_description(f"{case.loss} B={case.B} {get_impl(name).name}")
-        prev = failed_at.get(key)
-        if prev is not None and prev["case"]["B"] < case.B:
-            record = {"case": case.to_dict(), "impl": get_impl(name).name,
-                      "role": get_impl(name).role, "impl_spec": name, "status": "skipped",
-                      "error": f"not run: {prev['status']} at B={prev['case']['B']}"}
-        else:
-            record = prober.probe(case, name)
-        if entry.note:
-            record["note"] = entry.note
-        if record["status"] in ("oom", "timeout"):
-            failed_at.setdefault(key, record)
-        doc["records"].append(record)
-        report.write_json(doc, json_path)       # after every record: a cut-short run keeps its data
-        if bar is not None:
-            bar.update(1)
-        elif not args.quiet:
-            print(f"{case.name} {record['impl']}: {record['status']} "
-                  f"{report.fmt_time(record.get('time_s'))}", file=sys.stderr)
-    if bar is not None:
-        bar.close()
+            bar.close()
     report.write_csv(doc, csv_path)
     header, rows = report.comparison_rows(doc)
     print(f"\nfastcontrast bench on {report.device_label(doc)}; forward+backward, median of "

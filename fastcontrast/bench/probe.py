@@ -114,12 +114,45 @@ def _kill_group(pid: int) -> None:
         pass
 
 
+def run_in_process(case: Case, impl: str, warmup: int, repeats: int, max_seconds) -> dict:
+    """The CUDA alternative to a child: time and peak memory in this process, OOM caught
+    (and the caching allocator emptied afterwards). No time limit can be enforced here."""
+    import gc
+
+    import torch
+
+    from .measure import measure_in_process
+
+    result = {}
+    try:
+        result.update(measure_in_process(case, get_impl(impl), warmup, repeats, max_seconds),
+                      status="ok")
+        if case.device == "cuda":
+            result["device_name"] = torch.cuda.get_device_name()
+    except Exception as exc:  # noqa: BLE001 - a failure is a data point
+        text = f"{type(exc).__name__}: {exc}"
+        oom = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(
+            m in text.lower() for m in OOM_MARKERS)
+        result.update(status="oom" if oom else "error", error=text[:2000])
+    finally:
+        gc.collect()
+        if case.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+    return result
+
+
 class Prober:
     """Runs configurations in fresh children and subtracts a cached baseline per
-    (implementation, loss, dtype, device)."""
+    (implementation, loss, dtype, device). With isolation="inprocess" (meant for CUDA, where
+    peak memory is the allocator's own figure) configurations run in this process instead:
+    much less start-up time per configuration, no enforced time limit."""
 
     def __init__(self, *, warmup=1, repeats=3, time_limit_s=120.0, cap_bytes=None,
-                 threads=None, max_seconds=None, cwd=None, sys_path=()):
+                 threads=None, max_seconds=None, cwd=None, sys_path=(), isolation="process"):
+        if isolation not in ("process", "inprocess"):
+            raise ValueError(f"isolation must be 'process' or 'inprocess', got {isolation!r}")
+        self.isolation = isolation
         self.warmup, self.repeats = warmup, repeats
         self.time_limit_s, self.cap_bytes = time_limit_s, cap_bytes
         self.threads, self.max_seconds = threads, max_seconds
@@ -148,6 +181,11 @@ class Prober:
         why_not = found.why_not(case)
         if why_not:
             record.update(status="skipped", error=why_not)
+            return record
+        if self.isolation == "inprocess":
+            record.update(run_in_process(case, impl, self.warmup, self.repeats, self.max_seconds),
+                          isolation="inprocess")
+            record["extra_bytes"] = record.get("peak_extra_bytes")
             return record
         result = run_child(self._spec(case, impl, "work"), self.time_limit_s, self.cwd)
         record.update({k: v for k, v in result.items() if k not in ("mode", "finished_at")})

@@ -81,3 +81,23 @@ SLEEPS = Impl("sleeps", SUBJECT, _sleep(600))
 NUMPY_OOM = Impl("numpy-oom", SUBJECT, _numpy_oom)
 TORCH_OOM = Impl("torch-oom", SUBJECT, _torch_oom)
 KILLED = Impl("killed", SUBJECT, _killed)
+
+
+def _interrupts(case):
+    def step(inputs):
+        if case.B > 32:
+            raise KeyboardInterrupt   # what SIGTERM (e.g. `timeout`) turns into in the CLI
+        return inputs["emb"].sum()
+    return step
+
+
+INTERRUPTS = Impl("interrupts", BASELINE, _interrupts)
+
+
+def _raises_oom(case):
+    def step(inputs):
+        raise MemoryError("simulated: cannot allocate")   # safe in the test process itself
+    return step
+
+
+RAISES_OOM = Impl("raises-oom", SUBJECT, _raises_oom)

@@ -80,7 +80,7 @@ def test_timer_runs_warmup_untimed_then_the_repeats_and_quotes_the_median():
     out = time_steps(step, inputs, "cpu", warmup=2, repeats=5)
     assert len(calls) == 7 and len(out["times_s"]) == 5
     assert out["time_s"] == sorted(out["times_s"])[2]
-    assert out["value"] == pytest.approx(float((inputs["emb"] ** 2).sum()))
+    assert out["value"] == pytest.approx(float((inputs["emb"].detach() ** 2).sum()))
     assert inputs["emb"].grad is not None
 
 
@@ -94,8 +94,7 @@ def test_timer_stops_repeating_after_max_seconds_but_times_one_step():
 
 def test_get_impl_loads_an_impl_from_a_module_path_and_refuses_other_things():
     assert get_impl("pml") is IMPLS["pml"]
-    assert isinstance(get_impl("fastcontrast.bench.impls:IMPLS".replace("IMPLS", "_DUMMY")
-                               if False else "tests.bench.standins:FAST"), Impl)
+    assert isinstance(get_impl("tests.bench.standins:FAST"), Impl)
     with pytest.raises(ValueError, match="does not name"):
         get_impl("fastcontrast.bench.cases:LOSSES")
     with pytest.raises(ValueError, match="unknown implementation"):

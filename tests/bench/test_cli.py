@@ -107,3 +107,18 @@ def test_defaults_are_the_quick_cpu_sweep():
     args = build_parser().parse_args([])
     assert args.losses == ["triplet-semihard", "ntxent-simclr"]
     assert args.batch_sizes == [128, 256, 512] and args.dim == 128 and args.dtype == "float32"
+
+
+def test_inprocess_isolation_and_an_interrupted_run_keep_their_records(tmp_path, capsys):
+    impls = f"{STANDINS}:FAST,{STANDINS}:INTERRUPTS,{STANDINS}:RAISES_OOM"
+    argv = ["--losses", "supcon", "--batch-sizes", "16,64", "--dim", "4", "--impls", impls,
+            "--isolation", "inprocess", "--repeats", "1", "--out", str(tmp_path), "--name", "g",
+            "--no-plots"]
+    assert main(argv) == 0
+    doc = json.loads((tmp_path / "g.json").read_text())
+    assert doc["interrupted"] is True and doc["settings"]["isolation"] == "inprocess"
+    got = [(r["impl"], r["case"]["B"], r["status"]) for r in doc["records"]]
+    assert got == [("fast-standin", 16, "ok"), ("interrupts", 16, "ok"), ("raises-oom", 16, "oom"),
+                   ("fast-standin", 64, "ok")]
+    assert len(list(csv.DictReader(open(tmp_path / "g.csv")))) == 4
+    assert "interrupted after 4 of 6" in capsys.readouterr().err
