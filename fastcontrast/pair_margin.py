@@ -31,7 +31,7 @@ from . import metrics
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_real,
                           check_reduction)
-from .backend import resolve_backend
+from .backend import BACKENDS, default_backend, resolve_backend
 from .configs import PairMarginConfig
 
 AVERAGES = ("avg_nonzero", "mean")
@@ -107,7 +107,6 @@ def _check_options(pos_margin, neg_margin, power, distance, normalize, reduction
     check_reduction(reduction)
     check_choice(average, "average", AVERAGES)
     if backend is not None:
-        from .backend import BACKENDS
         check_choice(backend, "backend", BACKENDS)
     return pos_margin, neg_margin, power, metric
 
@@ -240,7 +239,10 @@ class ContrastiveLoss(torch.nn.Module):
                 raise ValueError("labels are required unless indices_tuple is given")
             if ref_emb is not None and ref_labels is None:
                 raise ValueError("ref_emb and ref_labels must be given together (or pass indices_tuple)")
-        backend = resolve_backend(self.backend, embeddings.device)
+        requested = self.backend if self.backend is not None else default_backend()
+        backend = resolve_backend(requested, embeddings.device)
+        if backend == "triton" and requested == "auto" and embeddings.dtype == torch.float64:
+            backend = "torch"  # the kernels accumulate in fp32; float64 stays float64 on this path
         _implementation(backend)  # import before the Function runs (outside any compiled graph)
 
         q = metrics.prepare(embeddings, self.metric)

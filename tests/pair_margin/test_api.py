@@ -196,3 +196,16 @@ def test_compile_training_step_torch_backend(gen):
     assert_close(compiled, eager)
     for a, b in zip(comp_grads, eager_grads):
         assert_close(a, b)
+
+
+def test_backend_choice(gen, monkeypatch):
+    x, y = _data(gen)
+    monkeypatch.setenv("FASTCONTRAST_BACKEND", "torch")
+    a = fc.contrastive_loss(x, y, pos_margin=3.0, neg_margin=4.0)
+    monkeypatch.setenv("FASTCONTRAST_BACKEND", "nonsense")
+    with pytest.raises(ValueError, match="FASTCONTRAST_BACKEND"):
+        fc.contrastive_loss(x, y)
+    monkeypatch.delenv("FASTCONTRAST_BACKEND")
+    # float64 on "auto" always stays on the PyTorch path (the kernels accumulate in fp32)
+    b = fc.contrastive_loss(x, y, pos_margin=3.0, neg_margin=4.0, backend="auto")
+    assert torch.equal(a, b)
