@@ -31,6 +31,8 @@ compat miners, which is fused into the loss's own pass.
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
 from torch import nn
 
@@ -48,35 +50,51 @@ MINER_FILTERS = ("all", "hard", "semihard", "easy")
 __all__ = ["MINING_MODES", "TripletFunction", "triplet_margin_loss", "TripletMarginLoss", "MinedTriplets"]
 
 
+_IMPLEMENTATIONS = {"torch": "fastcontrast._torch.triplet", "triton": "fastcontrast.kernels.triplet"}
+_LOADED: dict = {}
+
+
 def _implementation(backend: str):
-    if backend == "triton":
-        from .kernels import triplet as impl
-    else:
-        from ._torch import triplet as impl
+    """The implementation module of a resolved backend, imported on first use (the kernels,
+    and so triton, only when asked for); later look-ups are a dict read."""
+    impl = _LOADED.get(backend)
+    if impl is None:
+        impl = _LOADED[backend] = importlib.import_module(_IMPLEMENTATIONS[backend])
     return impl
 
 
 class TripletFunction(torch.autograd.Function):
-    """(q, r, q_labels, r_labels, cfg, backend) → per-anchor (values, counts, nonzero).
-
-    q and r may be the same tensor (no reference set); autograd then adds both gradients."""
+    """(q, r, q_labels, r_labels, cfg, backend) → per-anchor (values, counts, nonzero); only
+    `values` is differentiable. r = None (and r_labels = None) means the references are the
+    anchors themselves: q's gradient is then the sum of both roles."""
 
     @staticmethod
     def forward(ctx, q, r, q_labels, r_labels, cfg: TripletConfig, backend: str):
         impl = _implementation(backend)
+        ctx.same = r is None
+        if ctx.same:
+            r, r_labels = q, q_labels
         values, counts, nonzero, saved = impl.forward(q, r, q_labels, r_labels, cfg)
-        ctx.save_for_backward(q, r, q_labels, r_labels, *saved)
         ctx.cfg, ctx.backend = cfg, backend
+        if ctx.same:
+            ctx.save_for_backward(q, q_labels, *saved)
+        else:
+            ctx.save_for_backward(q, r, q_labels, r_labels, *saved)
         ctx.mark_non_differentiable(counts, nonzero)
         return values, counts, nonzero
 
     @staticmethod
     def backward(ctx, grad_values, _grad_counts, _grad_nonzero):
-        q, r, q_labels, r_labels, *saved = ctx.saved_tensors
         impl = _implementation(ctx.backend)
+        if ctx.same:
+            q, q_labels, *saved = ctx.saved_tensors
+            r, r_labels = q, q_labels
+        else:
+            q, r, q_labels, r_labels, *saved = ctx.saved_tensors
         grad_q, grad_r = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, tuple(saved))
-        return (grad_q if ctx.needs_input_grad[0] else None,
-                grad_r if ctx.needs_input_grad[1] else None, None, None, None, None)
+        if ctx.same:
+            return grad_q + grad_r, None, None, None, None, None
+        return grad_q, grad_r, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- explicit triplets
@@ -276,9 +294,9 @@ class TripletMarginLoss(nn.Module):
             raise ValueError(f"self_offset must be an int >= -1, got {self_offset!r}")
         cfg = _config if _config is not None else self.config(self_offset)
         q = prepare(embeddings, self.metric)
-        r = q if ref_emb is None else prepare(ref_emb, self.metric)
+        r = None if ref_emb is None else prepare(ref_emb, self.metric)
         q_labels = labels.long()
-        r_labels = q_labels if ref_labels is None else ref_labels.long()
+        r_labels = None if ref_labels is None else ref_labels.long()
         backend = resolve_backend(self.backend, embeddings.device)
         values, counts, nonzero = TripletFunction.apply(q, r, q_labels, r_labels, cfg, backend)
         return LossTerms(values, counts, nonzero)

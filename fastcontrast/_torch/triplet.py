@@ -66,7 +66,7 @@ def _tile(q, refs: _Refs, rows: slice, cfg: TripletConfig):
 
 
 def _masks(q_labels, r_labels, rows: slice, self_offset: int):
-    """(pos, neg) boolean chunk×N masks: same label without the self pair, other label."""
+    """(pos, neg) boolean chunk×N masks: same label, other label; the self pair is neither."""
     same = q_labels[rows, None] == r_labels[None, :]
     neg = ~same
     if self_offset >= 0:
@@ -74,6 +74,7 @@ def _masks(q_labels, r_labels, rows: slice, self_offset: int):
         inside = self_col < r_labels.shape[0]
         local = torch.arange(rows.stop - rows.start, device=same.device)
         same[local[inside], self_col[inside]] = False
+        neg[local[inside], self_col[inside]] = False
     return same, neg
 
 

@@ -27,12 +27,13 @@ def distance_matrix(x: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor
 
 
 def masks(q_labels, r_labels, self_offset: int):
+    """(pos, neg): same label / other label; the self pair (i, i + self_offset) is neither."""
     same = q_labels[:, None] == r_labels[None, :]
+    valid = torch.ones_like(same)
     if self_offset >= 0:
         b, n = same.shape
-        cols = torch.arange(b) + self_offset
-        same = same & (torch.arange(n)[None, :] != cols[:, None])
-    return same, q_labels[:, None] != r_labels[None, :]
+        valid = torch.arange(n)[None, :] != (torch.arange(b) + self_offset)[:, None]
+    return same & valid, ~same & valid
 
 
 def _term(h, smooth):
