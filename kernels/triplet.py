@@ -58,10 +58,12 @@ FALLBACK_CODES = {"drop": 0, "tfa": 1}
 PRECISIONS = ("ieee", "tf32")
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-# Elements of one C×N buffer: C = max(1, CHUNK_ELEMENTS // N) anchors per chunk. About 40
-# bytes live per element (keys, sorted copies, sort indices, prefix sums, coefficients):
-# 1 << 20 elements ≈ 40 MiB. Benchmarks at very large B may raise it (fewer launches).
-CHUNK_ELEMENTS = 1 << 20
+# Elements of one C×N buffer: C = max(1, CHUNK_ELEMENTS // N) anchors per chunk. About 70
+# bytes are live per element at the peak (two keys, two sorted copies with int64 sort
+# indices, float64 prefix sums, sort scratch): 1 << 19 elements ≈ 37 MiB, so semi-hard at
+# B = 2048 stays under 64 MiB. At very large B (65536) raise it (e.g. 1 << 24: 256 anchors
+# per chunk, ≈ 1.2 GiB) to cut the number of launches.
+CHUNK_ELEMENTS = 1 << 19
 SEARCH_BLOCK = 128     # lanes of the search / coefficient kernels
 SCAN_BLOCK = 32        # BLOCK_P = BLOCK_N of the scan tiles (tl.dot needs >= 16)
 INF = float("inf")
