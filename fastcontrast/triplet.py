@@ -38,7 +38,7 @@ from torch import nn
 
 from ._reduce import LossTerms, reduce_terms
 from ._validation import check_choice, check_embeddings, check_labels, check_query_ref, check_real, check_reduction
-from .backend import BACKENDS, resolve_backend
+from .backend import BACKENDS, default_backend, resolve_backend
 from .configs import TripletConfig
 from .metrics import Metric, chunks, compute_dtype, pairwise, prepare, resolve_metric
 
@@ -297,7 +297,11 @@ class TripletMarginLoss(nn.Module):
         r = None if ref_emb is None else prepare(ref_emb, self.metric)
         q_labels = labels.long()
         r_labels = None if ref_labels is None else ref_labels.long()
-        backend = resolve_backend(self.backend, embeddings.device)
+        requested = self.backend if self.backend is not None else default_backend()
+        backend = resolve_backend(requested, embeddings.device)
+        if backend == "triton" and requested == "auto" and embeddings.dtype == torch.float64:
+            backend = "torch"  # the kernels accumulate in fp32; float64 stays float64 on this path
+        _implementation(backend)  # import before the Function runs (outside any compiled graph)
         values, counts, nonzero = TripletFunction.apply(q, r, q_labels, r_labels, cfg, backend)
         return LossTerms(values, counts, nonzero)
 

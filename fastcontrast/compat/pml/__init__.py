@@ -3,4 +3,4 @@
 
     from fastcontrast.compat.pml import losses, miners, distances
 """
-from . import distances, losses  # noqa: F401
+from . import distances, losses, miners  # noqa: F401
