@@ -36,3 +36,17 @@ def run_ranks(fn, world: int, *args) -> None:
     """fn(rank, world, *args) on `world` processes; an exception on any rank fails the call."""
     mp.start_processes(_entry, args=(fn, world, free_port(), args), nprocs=world, join=True,
                        start_method=START_METHOD)
+
+
+def _env_entry(rank, fn, world, port, args):
+    """As torchrun starts a rank: the process group comes from the environment (env://)."""
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "OMP_NUM_THREADS": "1"})
+    torch.set_num_threads(1)
+    fn(rank, world, *args)
+
+
+def run_ranks_env(fn, world: int, *args) -> None:
+    """fn(rank, world, *args) on `world` processes that initialize the group themselves."""
+    mp.start_processes(_env_entry, args=(fn, world, free_port(), args), nprocs=world, join=True,
+                       start_method=START_METHOD)
