@@ -4,7 +4,9 @@
 (a, p, n) at once, a boolean `kept` cube, the term, per-anchor sums. The TF Addons
 functions restate triplet_semihard_loss / triplet_hard_loss on a dense matrix the way
 SEMANTICS.md describes them (row minimum / maximum fallbacks included), independently of
-the config semantics, so the compat layer is checked against TF Addons' own rules.
+the config semantics, so the compat layer is checked against TF Addons' own rules. Between
+exactly equal distances the lowest index is selected (fastcontrast's tie rule); TF's min/max
+gradients would split between such ties instead, the values are the same.
 """
 from __future__ import annotations
 
@@ -147,11 +149,11 @@ def tfa_triplet_semihard_loss(labels, emb, margin=1.0, metric="L2"):
             pairs += 1
             above = negs[d[a, negs] > d[a, p]]
             if len(above):
-                d_an = d[a, above].min()
+                d_an = d[a, above[d[a, above].argmin()]]
             elif len(negs):
-                d_an = d[a, negs].max()
+                d_an = d[a, negs[d[a, negs].argmax()]]
             else:
-                d_an = d[a].min()
+                d_an = d[a, d[a].argmin()]
             total = total + F.relu(margin + d[a, p] - d_an)
     return total / pairs if pairs else total
 
@@ -163,8 +165,9 @@ def tfa_triplet_hard_loss(labels, emb, margin=1.0, soft=False, metric="L2"):
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool)
     pos, neg = same & ~eye, ~same
-    row_min, row_max = d.min(1).values, d.max(1).values
-    hard_p = torch.where(pos.any(1), torch.where(pos, d, torch.full_like(d, -torch.inf)).max(1).values, row_min)
-    hard_n = torch.where(neg.any(1), torch.where(neg, d, torch.full_like(d, torch.inf)).min(1).values, row_max)
+    rows = torch.arange(len(labels))
+    row_min, row_max = d[rows, d.argmin(1)], d[rows, d.argmax(1)]
+    hard_p = torch.where(pos.any(1), d[rows, torch.where(pos, d, torch.full_like(d, -torch.inf)).argmax(1)], row_min)
+    hard_n = torch.where(neg.any(1), d[rows, torch.where(neg, d, torch.full_like(d, torch.inf)).argmin(1)], row_max)
     loss = torch.log1p(torch.exp(hard_p - hard_n)) if soft else F.relu(hard_p - hard_n + margin)
     return loss.mean()
