@@ -32,7 +32,9 @@ The anchors are processed in chunks of C rows; per chunk at most a few C×N buff
    negative (first of the largest values); no negative at all: v = 0, no gradient.
    A positive's choice k(x) = #{v ≤ x} is monotone in x, so the positives choosing the
    negative at sorted position k form a contiguous run of the sorted positives; backward
-   sums their slopes with float64 prefix sums (`_tfa_weights_kernel`).
+   sums their slopes with float64 prefix sums (`_tfa_weights_kernel`). swap: d(r_p, r_n*)
+   per positive pair (diagonal of a gathered distance tile), its gradient gathered per
+   reference row by `_segment_grad_kernel`.
 6. batch_hard: streaming masked max over positives / min over negatives per anchor over
    distance tiles (lowest index on ties), no C×N buffer; backward touches only the
    selected rows, gathered per target row by `_segment_grad_kernel` (deterministic).
@@ -425,12 +427,32 @@ def _tfa_choice(x, neg_row, K, LOG_N: tl.constexpr):
 
 
 @triton.jit
-def _tfa_rows_kernel(pos_sorted_ptr, neg_sorted_ptr, n_pos_ptr, n_neg_ptr, grad_ptr,
-                     values_ptr, counts_ptr, nonzero_ptr, choice_ptr, slope_ptr, N, margin,
-                     SMOOTH: tl.constexpr, BACKWARD: tl.constexpr, LOG_N: tl.constexpr, BLOCK: tl.constexpr):
+def _pair_diagonal(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, i, j, MX, MY, D, stride_x, stride_y, snap_tol,
+                   KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
+                   BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """d(x[i_k], y[j_k]) per lane: the diagonal of the gathered distance tile (an index of
+    MX / MY is a masked lane)."""
+    d = tiles.distance_tile(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, i, j, MX, MY, D, stride_x, stride_y,
+                            snap_tol, KIND, BLOCK, BLOCK, BLOCK_D, PRECISION)
+    if NEGATE:
+        d = -d
+    eye = tl.arange(0, BLOCK)[:, None] == tl.arange(0, BLOCK)[None, :]
+    return tl.sum(tl.where(eye, d, 0.0), axis=1)
+
+
+@triton.jit
+def _tfa_rows_kernel(r_ptr, r_sq_ptr, pos_sorted_ptr, pos_idx_ptr, neg_sorted_ptr, neg_idx_ptr, n_pos_ptr,
+                     n_neg_ptr, grad_ptr, values_ptr, counts_ptr, nonzero_ptr,
+                     choice_ptr, slope_ptr, an_slope_ptr, pn_coef_ptr, pn_n_ptr,
+                     N, D, stride_r, snap_tol, margin,
+                     SMOOTH: tl.constexpr, SWAP: tl.constexpr, BACKWARD: tl.constexpr,
+                     KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
+                     LOG_N: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
     """One anchor per program, over its sorted positives. Forward: Σ term(x − v* + m),
-    #positives, #(term > 0). Backward: per sorted positive, its choice k (−1 when the anchor
-    has no negative: no gradient) and g·slope."""
+    #positives, #(term > 0). swap: v* → min(v*, d(r_p, r_n*)) (share of v*: 1, ½ on a tie, 0).
+    Backward, per sorted positive: its choice k (−1 when the anchor has no negative: no
+    gradient), g·slope (to x), g·slope·share (to v*) and, with swap, the d_pn coefficient
+    and n* (for `_segment_sum`)."""
     row = tl.program_id(0)
     base = row.to(tl.int64) * N
     P = tl.load(n_pos_ptr + row)
@@ -442,11 +464,26 @@ def _tfa_rows_kernel(pos_sorted_ptr, neg_sorted_ptr, n_pos_ptr, n_neg_ptr, grad_
         live = offs < P
         x = tl.load(pos_sorted_ptr + base + offs, mask=live, other=0.0)
         k, v = _tfa_choice(x, neg_sorted_ptr + base, K, LOG_N)
-        term, slope = _term(x - v + margin, SMOOTH)
+        has_neg = live & ((k * 0 + K) > 0)
+        e = v
+        share = tl.zeros_like(v) + 1.0
+        if SWAP:
+            p_idx = tl.where(has_neg, tl.load(pos_idx_ptr + base + offs, mask=live, other=0), N)
+            n_idx = tl.where(has_neg, tl.load(neg_idx_ptr + base + k, mask=has_neg, other=0), N)
+            d_pn = _pair_diagonal(r_ptr, r_ptr, r_sq_ptr, r_sq_ptr, p_idx, n_idx, N, N, D, stride_r, stride_r,
+                                  snap_tol, KIND, NEGATE, PRECISION, BLOCK, BLOCK_D)
+            e = tl.where(has_neg, tl.minimum(v, d_pn), v)
+            share = tl.where(has_neg, tl.where(v < d_pn, 1.0, tl.where(v == d_pn, 0.5, 0.0)), 1.0)
+        term, slope = _term(x - e + margin, SMOOTH)
         if BACKWARD:
             g = tl.load(grad_ptr + row)
             tl.store(choice_ptr + base + offs, tl.where(K > 0, k, -1).to(tl.float32), mask=live)
             tl.store(slope_ptr + base + offs, g * slope, mask=live)
+            tl.store(an_slope_ptr + base + offs, tl.where(has_neg, g * slope * share, 0.0), mask=live)
+            if SWAP:
+                w_pn = _tile_coef(-g * slope * (1.0 - share), d_pn, KIND, NEGATE)
+                tl.store(pn_coef_ptr + base + offs, tl.where(has_neg, w_pn, 0.0), mask=live)
+                tl.store(pn_n_ptr + base + offs, n_idx, mask=live)
         else:
             value += tl.where(live, term, 0.0)
             nonzero += (live & (term > 0)).to(tl.int32)
@@ -461,7 +498,8 @@ def _tfa_weights_kernel(pos_sorted_ptr, pos_idx_ptr, neg_sorted_ptr, neg_idx_ptr
                         choice_ptr, slope_ptr, slope_prefix_ptr, coef_ptr, N,
                         KIND: tl.constexpr, NEGATE: tl.constexpr, LOG_N: tl.constexpr, BLOCK: tl.constexpr):
     """Sorted positions k of one anchor: the positive at k gets its g·slope; the negative at
-    k gets −Σ g·slope over the run of positives whose choice is k (choices ascend)."""
+    k gets −Σ g·slope·share over the run of positives whose choice is k (choices ascend;
+    slope_prefix holds the prefix sums of g·slope·share)."""
     row = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     base = row.to(tl.int64) * N
@@ -541,19 +579,16 @@ def _pair_distance_kernel(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, idx_x_ptr, idx_y_ptr
                           n_pairs, MX, MY, D, stride_x, stride_y, snap_tol,
                           KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                           BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
-    """d(x[i_k], y[j_k]) for a list of pairs: the diagonal of a gathered distance tile."""
+    """d(x[i_k], y[j_k]) for a list of pairs (an index −1 gives a meaningless value)."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = offs < n_pairs
     i = tl.load(idx_x_ptr + offs, mask=live, other=0)
     j = tl.load(idx_y_ptr + offs, mask=live, other=0)
-    i = tl.where(live & (i >= 0), i, MX).to(tl.int32)
-    j = tl.where(live & (j >= 0), j, MY).to(tl.int32)
-    d = tiles.distance_tile(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, i, j, MX, MY, D, stride_x, stride_y,
-                            snap_tol, KIND, BLOCK, BLOCK, BLOCK_D, PRECISION)
-    if NEGATE:
-        d = -d
-    eye = tl.arange(0, BLOCK)[:, None] == tl.arange(0, BLOCK)[None, :]
-    tl.store(out_ptr + offs, tl.sum(tl.where(eye, d, 0.0), axis=1), mask=live)
+    i = tl.where(live & (i >= 0), i, MX)
+    j = tl.where(live & (j >= 0), j, MY)
+    d = _pair_diagonal(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, i, j, MX, MY, D, stride_x, stride_y, snap_tol,
+                       KIND, NEGATE, PRECISION, BLOCK, BLOCK_D)
+    tl.store(out_ptr + offs, d, mask=live)
 
 
 @triton.jit
@@ -747,8 +782,10 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
                 MODE=mode, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
         elif mode == 5:
             _launch(_tfa_rows_kernel)[(c,)](
-                pos_sorted, neg_sorted, n_pos, n_neg, values, *out, values, values, N, margin,
-                SMOOTH=smooth, BACKWARD=False, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
+                r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, values, *out,
+                values, values, values, values, counts, N, D, r.stride(0), snap_tol, margin,
+                SMOOTH=smooth, SWAP=swap, BACKWARD=False, KIND=kind, NEGATE=negate, PRECISION=precision,
+                LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32)
         else:
             _launch(_scan_rows_kernel)[(c,)](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, values, *out, values,
@@ -783,13 +820,26 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
         elif mode == 5:
             choice = torch.empty((c, N), dtype=torch.float32, device=dev)
             slope = torch.zeros((c, N), dtype=torch.float32, device=dev)
+            an_slope = torch.zeros((c, N), dtype=torch.float32, device=dev)
+            pn_coef = torch.zeros((c, N) if swap else (1,), dtype=torch.float32, device=dev)
+            pn_n = torch.full((c, N) if swap else (1,), N, dtype=torch.int64, device=dev)
             _launch(_tfa_rows_kernel)[(c,)](
-                pos_sorted, neg_sorted, n_pos, n_neg, g, g, n_pos, n_pos, choice, slope, N, margin,
-                SMOOTH=smooth, BACKWARD=True, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
-            slope_prefix = torch.nn.functional.pad(slope.to(torch.float64).cumsum(1), (1, 0))
+                r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, g, g, n_pos, n_pos,
+                choice, slope, an_slope, pn_coef, pn_n, N, D, r.stride(0), snap_tol, margin,
+                SMOOTH=smooth, SWAP=swap, BACKWARD=True, KIND=kind, NEGATE=negate, PRECISION=precision,
+                LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32)
+            slope_prefix = torch.nn.functional.pad(an_slope.to(torch.float64).cumsum(1), (1, 0))
             _launch(_tfa_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
                 pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, choice, slope, slope_prefix, coef, N,
                 KIND=kind, NEGATE=negate, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
+            if swap:  # d_pn = d(r_p, r_n*) terms: entries (p, r_n*) and (n*, r_p), target N = none
+                live = pn_n < N
+                p_tgt = torch.where(live, pos_idx, N).reshape(-1)
+                n_tgt = pn_n.reshape(-1)
+                w = pn_coef.reshape(-1)
+                grad_r += _segment_sum(r, r, torch.cat([p_tgt, n_tgt]),
+                                       torch.cat([n_tgt.clamp_max(N - 1), p_tgt.clamp_max(N - 1)]),
+                                       torch.cat([w, w]), kind)
         else:
             common = dict(MODE=mode, SMOOTH=smooth, SWAP=swap, KIND=kind, NEGATE=negate, PRECISION=precision,
                           BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
@@ -885,9 +935,6 @@ def _codes(cfg: TripletConfig):
         raise ValueError(f"cfg.hard_fallback must be one of {tuple(FALLBACK_CODES)}, got {cfg.hard_fallback!r}")
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"cfg.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
-    if cfg.mining == "semihard_tfa" and cfg.swap:
-        raise NotImplementedError("the Triton triplet kernels do not implement swap with mining='semihard_tfa'; "
-                                  "use backend='torch'")
     return (tiles.KIND_CODES[cfg.kind], bool(cfg.negate), MODE_CODES[cfg.mining], bool(cfg.smooth),
             bool(cfg.swap), FALLBACK_CODES[cfg.hard_fallback], float(cfg.margin), float(cfg.miner_margin),
             int(cfg.self_offset), cfg.precision)

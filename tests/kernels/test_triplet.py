@@ -72,9 +72,12 @@ def dense_triplet(q, r, ql, rl, cfg):
     x, z = d[:, :, None], d[:, None, :]
     if cfg.mining == "semihard_tfa":
         above = neg[:, None, :] & (z > x)
-        nearest = torch.where(above, z, torch.inf).min(2).values
-        farthest = torch.where(neg, d, -torch.inf).max(1).values[:, None]
-        d_an = torch.where(above.any(2), nearest, farthest)
+        nearest = torch.where(above, z, torch.inf).argmin(2)                # lowest index on ties
+        farthest = torch.where(neg, d, -torch.inf).argmax(1)[:, None].expand(B, N)
+        n_idx = torch.where(above.any(2), nearest, farthest)
+        d_an = d.gather(1, n_idx)
+        if cfg.swap:
+            d_an = torch.minimum(d_an, d_rr[torch.arange(N)[None, :].expand(B, N), n_idx])
         d_an = torch.where(neg.any(1)[:, None], d_an, zero)
         t = torch.where(pos, term(d - d_an + m), zero)
         return t.sum(1), pos.sum(1), (pos & (t > 0)).sum(1), None, None
@@ -148,7 +151,7 @@ def check(q, r, ql, rl, cfg, same, dtype=torch.float32, seed=0, tol=None):
     rtol, atol = tol or TOL[dtype]
     assert torch.equal(counts.cpu(), c_ref), (counts, c_ref)
     assert torch.equal(nonzero.cpu(), nz_ref), (nonzero, nz_ref)
-    assert_close(values, v_ref, rtol=rtol, atol=atol * max(1.0, float(v_ref.abs().max())), msg="values")
+    assert_close(values, v_ref, rtol=rtol, atol=atol * max(1.0, float(v_ref.detach().abs().max())), msg="values")
     grads = [(gq.float() + gr.float(), gq_ref)] if same else [(gq, gq_ref), (gr, gr_ref)]
     for got, want in grads:
         assert_close(got, want, rtol=rtol, atol=atol * max(1.0, float(want.abs().max())), msg="gradient")
@@ -182,6 +185,10 @@ CASES = [
      dict(B=9, D=7, N=13, self_offset=2)),
     ("tfa-sqeuclid-smooth", dict(mining="semihard_tfa", kind="sqeuclidean", smooth=True, margin=1.0),
      dict(B=13, D=5, style="dup")),
+    ("tfa-swap-euclid-dup-ref", dict(mining="semihard_tfa", swap=True, margin=0.6, self_offset=-1),
+     dict(B=9, D=5, N=12, style="dup", self_offset=-1)),
+    ("tfa-swap-smooth-sqeuclid-int-ties", dict(mining="semihard_tfa", kind="sqeuclidean", swap=True, smooth=True,
+                                               margin=2.0), dict(B=12, D=3, style="int")),
     ("batch_hard-drop-euclid-int-ties", dict(mining="batch_hard", margin=0.5), dict(B=17, D=3, style="int")),
     ("batch_hard-tfa-sqeuclid-ref", dict(mining="batch_hard", kind="sqeuclidean", hard_fallback="tfa", margin=1.0,
                                          self_offset=-1), dict(B=11, D=5, N=7, classes=4, self_offset=-1)),
@@ -251,8 +258,8 @@ def test_bad_configs_are_refused():
         kt.forward(q.double(), q.double(), labels, labels, TripletConfig())
     with pytest.raises(ValueError, match="mining"):
         kt.forward(q, q, labels, labels, TripletConfig(mining="hardest"))
-    with pytest.raises(NotImplementedError, match="swap"):
-        kt.forward(q, q, labels, labels, TripletConfig(mining="semihard_tfa", swap=True))
+    with pytest.raises(ValueError, match="hard_fallback"):
+        kt.forward(q, q, labels, labels, TripletConfig(mining="batch_hard", hard_fallback="zero"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -261,12 +268,13 @@ def test_bad_configs_are_refused():
 SEAM_CASES = [
     dict(mining="semihard", margin=0.4, miner_margin=0.8),
     dict(mining="semihard_tfa", kind="sqeuclidean", margin=1.0),
+    dict(mining="semihard_tfa", swap=True, margin=0.5),
     dict(mining="batch_hard", kind="dot", negate=True, swap=True, hard_fallback="tfa"),
     dict(mining="all", swap=True, smooth=True, margin=0.3, miner_margin=0.5),
 ]
 
 
-@pytest.mark.parametrize("fields", SEAM_CASES, ids=[f"{c['mining']}" for c in SEAM_CASES])
+@pytest.mark.parametrize("fields", SEAM_CASES, ids=[f"{c['mining']}{'-swap' if c.get('swap') else ''}" for c in SEAM_CASES])
 def test_matches_torch_path_and_reference(fields):
     torch_path = pytest.importorskip("fastcontrast._torch.triplet")
     reference = pytest.importorskip("fastcontrast.reference.triplet")
