@@ -24,32 +24,34 @@ from ..configs import PairMarginConfig
 CHUNK_ELEMS = 1 << 22
 
 
-def _masks(q_labels, r_labels, rows: slice, n: int, self_offset: int):
-    """(positive, negative) masks of a chunk; the self pair j = i + self_offset is neither."""
-    same = q_labels[rows, None] == r_labels[None, :]
-    if self_offset < 0:
-        return same, ~same
-    anchor = torch.arange(rows.start, rows.stop, device=same.device)
-    not_self = torch.arange(n, device=same.device)[None, :] != (anchor[:, None] + self_offset)
-    return same & not_self, ~same & not_self
+def pair_counts(q_labels, r_labels, self_offset: int):
+    """(B, 2) numbers of positive and negative pairs per anchor, from label histograms
+    (no B×N pass): the self pair j = i + self_offset, where it exists, is neither."""
+    b, n = q_labels.shape[0], r_labels.shape[0]
+    uniq, inverse = torch.unique(torch.cat([q_labels, r_labels]), return_inverse=True)
+    hist = torch.bincount(inverse[b:], minlength=uniq.shape[0])
+    same = hist[inverse[:b]]
+    other = n - same
+    if self_offset >= 0:
+        j = torch.arange(b, device=q_labels.device) + self_offset
+        exists = j < n
+        self_same = exists & (r_labels[j.clamp_max(n - 1)] == q_labels)
+        same = same - self_same.to(same.dtype)
+        other = other - (exists & ~self_same).to(other.dtype)
+    return torch.stack([same, other], 1)
 
 
-def _hinges(tile, cfg: PairMarginConfig):
-    """(pos hinge, neg hinge) before relu, as functions of the signed distance."""
-    d = -tile if cfg.negate else tile
-    return d - cfg.pos_margin, cfg.neg_margin - d
-
-
-def _term(h, power: int):
-    h = h.clamp_min(0)
-    return h if power == 1 else h * h
-
-
-def _term_slope(h, power: int):
-    """d term / d h, 0 where the hinge is inactive."""
-    if power == 1:
-        return (h > 0).to(h.dtype)
-    return 2.0 * h.clamp_min(0)
+def _signed_hinges(tile, same, rows: slice, cfg: PairMarginConfig):
+    """h_ij = d_ij − pos_margin for positives, neg_margin − d_ij for negatives, and −1 (an
+    inactive hinge) at the self pair; d = −tile when cfg.negate."""
+    d = tile.neg() if cfg.negate else tile
+    h = torch.where(same, d - cfg.pos_margin, cfg.neg_margin - d)
+    if cfg.self_offset >= 0:
+        anchor = torch.arange(rows.start, rows.stop, device=tile.device)
+        j = anchor + cfg.self_offset
+        keep = j < tile.shape[1]
+        h[(anchor - rows.start)[keep], j[keep]] = -1.0
+    return h
 
 
 def _prepare(q, r):
@@ -63,35 +65,38 @@ def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig):
     qc, rc, q_sq, r_sq = _prepare(q, r)
     b, n = q.shape[0], r.shape[0]
     values = torch.zeros(b, 2, dtype=qc.dtype, device=q.device)
-    counts = torch.zeros(b, 2, dtype=torch.int64, device=q.device)
     nonzero = torch.zeros(b, 2, dtype=torch.int64, device=q.device)
     for rows in metrics.chunks(b, n, CHUNK_ELEMS):
         tile = metrics.pairwise(qc[rows], rc, cfg.kind, q_sq[rows], r_sq)
-        pos, neg = _masks(q_labels, r_labels, rows, n, cfg.self_offset)
-        h_pos, h_neg = _hinges(tile, cfg)
-        for col, mask, h in ((0, pos, h_pos), (1, neg, h_neg)):
-            term = torch.where(mask, _term(h, cfg.power), torch.zeros((), dtype=h.dtype, device=h.device))
-            values[rows, col] = term.sum(1)
-            counts[rows, col] = mask.sum(1)
-            nonzero[rows, col] = (term > 0).sum(1)
-    return values, counts, nonzero, ()
+        same = q_labels[rows, None] == r_labels[None, :]
+        term = _signed_hinges(tile, same, rows, cfg).clamp_min_(0)
+        if cfg.power == 2:
+            term.mul_(term)
+        pos_sum = torch.where(same, term, 0.0).sum(1)
+        values[rows, 0] = pos_sum
+        values[rows, 1] = term.sum(1) - pos_sum
+        active = term > 0
+        nz_pos = (active & same).sum(1)
+        nonzero[rows, 0] = nz_pos
+        nonzero[rows, 1] = active.sum(1) - nz_pos
+    return values, pair_counts(q_labels, r_labels, cfg.self_offset), nonzero, ()
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved):
     qc, rc, q_sq, r_sq = _prepare(q, r)
     b, n = q.shape[0], r.shape[0]
     g = grad_values.to(qc.dtype)
+    sign = -1.0 if cfg.negate else 1.0  # d(signed distance)/d(tile)
+    # d term/d d = +slope for positives (h = d − m), −slope for negatives (h = m − d)
+    g_pos, g_neg = sign * g[:, 0:1], -sign * g[:, 1:2]
     grad_q = torch.zeros_like(qc)
     grad_r = torch.zeros_like(rc)
-    sign = -1.0 if cfg.negate else 1.0  # d(signed distance)/d(tile)
     for rows in metrics.chunks(b, n, CHUNK_ELEMS):
         tile = metrics.pairwise(qc[rows], rc, cfg.kind, q_sq[rows], r_sq)
-        pos, neg = _masks(q_labels, r_labels, rows, n, cfg.self_offset)
-        h_pos, h_neg = _hinges(tile, cfg)
-        zero = torch.zeros((), dtype=tile.dtype, device=tile.device)
-        # d term/d d: +slope for positives (h = d − m), −slope for negatives (h = m − d)
-        grad_tile = (torch.where(pos, _term_slope(h_pos, cfg.power), zero) * g[rows, 0:1]
-                     - torch.where(neg, _term_slope(h_neg, cfg.power), zero) * g[rows, 1:2]) * sign
+        same = q_labels[rows, None] == r_labels[None, :]
+        h = _signed_hinges(tile, same, rows, cfg)
+        slope = (h > 0).to(h.dtype) if cfg.power == 1 else h.clamp_min_(0).mul_(2.0)
+        grad_tile = slope.mul_(torch.where(same, g_pos[rows], g_neg[rows]))
         gq, gr = metrics.pairwise_backward(grad_tile, qc[rows], rc, cfg.kind, tile)
         grad_q[rows] = gq
         grad_r += gr

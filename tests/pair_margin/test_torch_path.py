@@ -137,3 +137,17 @@ def test_low_precision_inputs(dtype, gen):
     assert got.dtype == torch.float32 and xs.grad.dtype == dtype
     tol = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}[dtype]
     assert abs(got.item() - want.item()) <= tol * max(1.0, abs(want.item()))
+
+
+@pytest.mark.parametrize("self_offset", [-1, 0, 3, 40])
+def test_pair_counts_from_histograms(self_offset, gen):
+    q_labels = torch.randint(-2, 4, (11,), generator=gen)
+    r_labels = torch.randint(-2, 4, (14,), generator=gen)
+    same = q_labels[:, None] == r_labels[None, :]
+    not_self = torch.ones_like(same)
+    if self_offset >= 0:
+        for i in range(11):
+            if i + self_offset < 14:
+                not_self[i, i + self_offset] = False
+    want = torch.stack([(same & not_self).sum(1), (~same & not_self).sum(1)], 1)
+    assert torch.equal(torch_path.pair_counts(q_labels, r_labels, self_offset), want)
