@@ -69,6 +69,7 @@ CHUNK_ELEMENTS = 1 << 19
 SEARCH_BLOCK = 128     # lanes of the search / coefficient kernels
 SCAN_BLOCK = 32        # BLOCK_P = BLOCK_N of the scan tiles (tl.dot needs >= 16)
 INF = float("inf")
+JIT_INF = tl.constexpr(float("inf"))  # kernels may read module globals only as constexpr
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,8 +154,8 @@ def _distance_rows_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, row_end, N, self_offset)
     out = (offs_m - row0).to(tl.int64)[:, None] * N + offs_n[None, :]
     inside = (offs_m[:, None] < row_end) & (offs_n[None, :] < N)
-    tl.store(neg_key_ptr + out, tl.where(neg, d, INF), mask=inside)
-    tl.store(pos_key_ptr + out, tl.where(pos, d, INF), mask=inside)
+    tl.store(neg_key_ptr + out, tl.where(neg, d, JIT_INF), mask=inside)
+    tl.store(pos_key_ptr + out, tl.where(pos, d, JIT_INF), mask=inside)
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,10 +222,10 @@ def _window_weights_kernel(pos_key_ptr, neg_key_ptr, pos_sorted_ptr, neg_sorted_
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     base = row.to(tl.int64) * N
     inside = offs < N
-    pk = tl.load(pos_key_ptr + base + offs, mask=inside, other=INF)
-    nk = tl.load(neg_key_ptr + base + offs, mask=inside, other=INF)
-    is_pos = pk < INF
-    is_neg = nk < INF
+    pk = tl.load(pos_key_ptr + base + offs, mask=inside, other=JIT_INF)
+    nk = tl.load(neg_key_ptr + base + offs, mask=inside, other=JIT_INF)
+    is_pos = pk < JIT_INF
+    is_neg = nk < JIT_INF
     d = tl.where(is_pos, pk, tl.where(is_neg, nk, 0.0))
     P = tl.load(n_pos_ptr + row)
     K = tl.load(n_neg_ptr + row)
@@ -307,12 +308,12 @@ def _scan_rows_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr,
         slope_sum = tl.zeros((BLOCK_P,), dtype=tl.float32)
         for n0 in range(0, N, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
-            v = tl.load(neg_key_ptr + base + offs_n, mask=offs_n < N, other=INF)
+            v = tl.load(neg_key_ptr + base + offs_n, mask=offs_n < N, other=JIT_INF)
             d_pn = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
             if SWAP:
                 d_pn = _pn_tile(r_ptr, r_sq_ptr, p_idx, offs_n, N, D, stride_r, snap_tol,
                                 KIND, NEGATE, PRECISION, BLOCK_P, BLOCK_N, BLOCK_D)
-            kept, term, slope, share = _scan_tile(x, x_ok, v, v < INF, d_pn, margin, mm, MODE, SMOOTH, SWAP)
+            kept, term, slope, share = _scan_tile(x, x_ok, v, v < JIT_INF, d_pn, margin, mm, MODE, SMOOTH, SWAP)
             if BACKWARD:
                 slope_sum += tl.sum(slope, axis=1)
             else:
@@ -340,8 +341,8 @@ def _scan_negatives_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     base = row.to(tl.int64) * N
     P = tl.load(n_pos_ptr + row)
-    v = tl.load(neg_key_ptr + base + offs_n, mask=offs_n < N, other=INF)
-    v_ok = v < INF
+    v = tl.load(neg_key_ptr + base + offs_n, mask=offs_n < N, other=JIT_INF)
+    v_ok = v < JIT_INF
     acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
     for p0 in range(0, P, BLOCK_P):
         offs_p = p0 + tl.arange(0, BLOCK_P)
@@ -389,12 +390,12 @@ def _swap_pair_grad_kernel(r_ptr, r_sq_ptr, pos_key_ptr, neg_key_ptr, grad_ptr, 
             base = tl.cast(a, tl.int64) * N
             g = tl.load(grad_ptr + a)
             if SIDE == 0:
-                x = tl.load(pos_key_ptr + base + offs_x, mask=offs_x < N, other=INF)
-                v = tl.load(neg_key_ptr + base + offs_y, mask=offs_y < N, other=INF)
+                x = tl.load(pos_key_ptr + base + offs_x, mask=offs_x < N, other=JIT_INF)
+                v = tl.load(neg_key_ptr + base + offs_y, mask=offs_y < N, other=JIT_INF)
             else:
-                x = tl.load(pos_key_ptr + base + offs_y, mask=offs_y < N, other=INF)
-                v = tl.load(neg_key_ptr + base + offs_x, mask=offs_x < N, other=INF)
-            kept, term, slope, share = _scan_tile(x, x < INF, v, v < INF, d_pn, margin, mm, MODE, SMOOTH, True)
+                x = tl.load(pos_key_ptr + base + offs_y, mask=offs_y < N, other=JIT_INF)
+                v = tl.load(neg_key_ptr + base + offs_x, mask=offs_x < N, other=JIT_INF)
+            kept, term, slope, share = _scan_tile(x, x < JIT_INF, v, v < JIT_INF, d_pn, margin, mm, MODE, SMOOTH, True)
             e += -g * slope * (1.0 - share)
         e = _tile_coef(e, d_pn, KIND, NEGATE)
         if SIDE == 1:
@@ -533,9 +534,9 @@ def _batch_hard_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
     """Per anchor, streaming over reference tiles: max over positives, min over negatives and
     max over the whole row (the "tfa" fallback), each with the lowest index among ties (−1: none)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    p_val = tl.full((BLOCK_M,), -INF, tl.float32)
-    n_val = tl.full((BLOCK_M,), INF, tl.float32)
-    f_val = tl.full((BLOCK_M,), -INF, tl.float32)
+    p_val = tl.full((BLOCK_M,), -JIT_INF, tl.float32)
+    n_val = tl.full((BLOCK_M,), JIT_INF, tl.float32)
+    f_val = tl.full((BLOCK_M,), -JIT_INF, tl.float32)
     p_idx = tl.full((BLOCK_M,), -1, tl.int32)
     n_idx = tl.full((BLOCK_M,), -1, tl.int32)
     f_idx = tl.full((BLOCK_M,), -1, tl.int32)
@@ -550,17 +551,17 @@ def _batch_hard_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
         cols = offs_n[None, :] + tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
         big = N + BLOCK_N
         # a strict improvement only: an earlier block (lower index) keeps a tie
-        b_val = tl.max(tl.where(pos, d, -INF), axis=1)
+        b_val = tl.max(tl.where(pos, d, -JIT_INF), axis=1)
         b_idx = tl.min(tl.where(pos & (d == b_val[:, None]), cols, big), axis=1)
         better = b_val > p_val
         p_val = tl.where(better, b_val, p_val)
         p_idx = tl.where(better, b_idx, p_idx)
-        b_val = tl.min(tl.where(neg, d, INF), axis=1)
+        b_val = tl.min(tl.where(neg, d, JIT_INF), axis=1)
         b_idx = tl.min(tl.where(neg & (d == b_val[:, None]), cols, big), axis=1)
         better = b_val < n_val
         n_val = tl.where(better, b_val, n_val)
         n_idx = tl.where(better, b_idx, n_idx)
-        b_val = tl.max(tl.where(inside, d, -INF), axis=1)
+        b_val = tl.max(tl.where(inside, d, -JIT_INF), axis=1)
         b_idx = tl.min(tl.where(inside & (d == b_val[:, None]), cols, big), axis=1)
         better = b_val > f_val
         f_val = tl.where(better, b_val, f_val)
@@ -603,7 +604,7 @@ def _segment_grad_kernel(target_ptr, src_ptr, seg_start_ptr, src_idx_ptr, coef_p
     start = tl.load(seg_start_ptr + t)
     end = tl.load(seg_start_ptr + t + 1)
     acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    total = 0.0
+    total = tl.zeros((BLOCK_D,), dtype=tl.float32)  # Σ coef, broadcast over the lanes
     for e in range(start, end):
         c = tl.load(coef_ptr + e)
         s = tl.load(src_idx_ptr + e)
@@ -762,7 +763,7 @@ def _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, neg
 
 def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin, mm,
                  self_offset, precision, snap_tol, chunk_elements):
-    B, N, D = q.shape[0], r.shape[0], q.shape[1]
+    B, N, D = int(q.shape[0]), int(r.shape[0]), int(q.shape[1])
     dev = q.device
     values = torch.empty((B,), dtype=torch.float32, device=dev)
     counts = torch.empty((B,), dtype=torch.int64, device=dev)
@@ -797,7 +798,7 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
 
 def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin,
                  mm, self_offset, precision, snap_tol, chunk_elements):
-    B, N, D = q.shape[0], r.shape[0], q.shape[1]
+    B, N, D = int(q.shape[0]), int(r.shape[0]), int(q.shape[1])
     dev = q.device
     q_f, r_f = q.float(), r.float()
     grad_q = torch.empty((B, D), dtype=torch.float32, device=dev)
