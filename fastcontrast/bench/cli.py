@@ -25,7 +25,7 @@ from .impls import IMPLS, get_impl
 from .probe import Prober, available_memory_bytes, default_cap_bytes
 
 DEFAULT_LOSSES = "triplet-semihard,ntxent-simclr"
-DEFAULT_BATCHES = "128,256,512"
+DEFAULT_BATCHES = "64,128,256"
 DEFAULT_IMPLS = "fastcontrast-triton,fastcontrast-torch,dense-eager,dense-compile,pml"
 
 
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "run on a case are skipped)")
     p.add_argument("--repeats", type=_positive(int), default=3, help="timed steps (median quoted)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps")
-    p.add_argument("--max-seconds", type=_positive(float), default=20.0,
+    p.add_argument("--max-seconds", type=_positive(float), default=10.0,
                    help="stop timing a configuration after this many seconds (at least one step)")
     p.add_argument("--time-limit", type=_positive(float), default=180.0,
                    help="seconds before a configuration's process is killed (recorded as timeout)")

@@ -79,7 +79,8 @@ def time_steps(step, inputs: dict, device: str, warmup: int = 1, repeats: int = 
             break
     if cuda:
         out["peak_extra_bytes"] = int(torch.cuda.max_memory_allocated() - base)
-    out.update(times_s=times, time_s=statistics.median(times), value=value, warmup_s=warmup_s)
+    out.update(times_s=times, time_s=statistics.median(times), time_min_s=min(times), value=value,
+               warmup_s=warmup_s)
     return out
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from .impls import BASELINE, IMPLS, SUBJECT, YARDSTICK
 
 SCHEMA = "fastcontrast-bench/1"
-CSV_FIELDS = ["loss", "B", "N", "D", "dtype", "classes", "device", "impl", "status", "time_s",
+CSV_FIELDS = ["loss", "B", "N", "D", "dtype", "classes", "device", "impl", "status", "time_s", "time_min_s",
               "extra_bytes", "peak_rss_bytes", "baseline_rss_bytes", "cap_bytes", "value",
               "tflops", "error"]
 
@@ -140,7 +140,7 @@ def write_csv(doc: dict, path: str | Path) -> None:
         for r in doc["records"]:
             c = r["case"]
             row = {k: c.get(k) for k in ("loss", "B", "N", "D", "dtype", "classes", "device")}
-            row.update({k: r.get(k) for k in ("impl", "status", "time_s", "extra_bytes",
+            row.update({k: r.get(k) for k in ("impl", "status", "time_s", "time_min_s", "extra_bytes",
                                                "peak_rss_bytes", "baseline_rss_bytes",
                                                "cap_bytes", "value", "error")})
             row["tflops"] = tflops(r)
@@ -251,6 +251,51 @@ def _ratios(r: dict, base: dict) -> tuple[str, str]:
     return fmt_ratio(speed), fmt_ratio(mem)
 
 
+def _cell(r: dict | None, field: str) -> str:
+    if r is None:
+        return ""
+    if r.get("status") == "ok":
+        return fmt_time(r.get("time_s")) if field == "time" else fmt_bytes(r.get("extra_bytes"))
+    if r.get("status") == "skipped":
+        return "n/a"
+    return status_text(r)
+
+
+def wide_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per case: time and memory of every implementation, then the speed-up and
+    memory ratio of each fastcontrast implementation against each baseline (README form)."""
+    groups = _group(doc)
+    roles = _roles(doc)
+    impls, subjects, baselines = [], [], []
+    for recs in groups.values():
+        for name, r in recs.items():
+            if r.get("status") == "skipped" or name in impls:
+                continue
+            impls.append(name)
+            (subjects if roles[name] == SUBJECT else baselines if roles[name] == BASELINE else []).append(name)
+    header = ["loss", "B", "D", "dtype"]
+    for name in impls:
+        header += [f"{name} time", f"{name} memory"]
+    pairs = [(s_, b) for s_ in subjects for b in baselines]
+    for s_, b in pairs:
+        prefix = "" if len(subjects) == 1 else f"{s_} "
+        header += [f"{prefix}speed-up vs {b}", f"{prefix}memory ÷ vs {b}"]
+    rows = []
+    for recs in groups.values():
+        c = next(iter(recs.values()))["case"]
+        row = [c["loss"], str(c["B"]), str(c["D"]), c["dtype"]]
+        for name in impls:
+            row += [_cell(recs.get(name), "time"), _cell(recs.get(name), "memory")]
+        for s_, b in pairs:
+            r, base = recs.get(s_), recs.get(b)
+            if r is None or base is None or r.get("status") != "ok":
+                row += ["", ""]
+            else:
+                row += list(_ratios(r, base))
+        rows.append(row)
+    return header, rows
+
+
 def text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
@@ -266,7 +311,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def markdown_report(doc: dict, source: str | None = None) -> str:
-    header, rows = comparison_rows(doc)
+    header, rows = wide_rows(doc)
     lines = [f"Measured on **{device_label(doc)}**, {doc['date'][:10]}, torch "
              f"{doc['versions'].get('torch')}, forward+backward, median of "
              f"{doc['settings'].get('repeats')} after {doc['settings'].get('warmup')} warm-up; "
@@ -277,6 +322,8 @@ def markdown_report(doc: dict, source: str | None = None) -> str:
     cap = doc["settings"].get("cap_bytes")
     if cap:
         lines[0] += f" Each process ran under an address-space cap of {fmt_bytes(cap)}."
+    if doc.get("interrupted"):
+        lines[0] += " The run was cut short; cases not listed were not measured."
     lines += ["", markdown_table(header, rows), ""]
     lines.append(f"Command: `{doc['command']}`" + (f" — data: `{source}`" if source else ""))
     return "\n".join(lines)

@@ -1,4 +1,6 @@
 """Cases, suites and the in-process timer (no subprocess, no real loss needed)."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -6,6 +8,8 @@ from fastcontrast.bench.cases import (LOSSES, SUITES, Case, make_inputs, pytest_
                                       tiny)
 from fastcontrast.bench.impls import IMPLS, Impl, SUBJECT, get_impl
 from fastcontrast.bench.measure import time_steps
+
+STANDINS = str(Path(__file__).with_name("standins.py"))
 
 
 def test_every_suite_builds_and_names_known_implementations():
@@ -94,9 +98,9 @@ def test_timer_stops_repeating_after_max_seconds_but_times_one_step():
 
 def test_get_impl_loads_an_impl_from_a_module_path_and_refuses_other_things():
     assert get_impl("pml") is IMPLS["pml"]
-    assert isinstance(get_impl("tests.bench.standins:FAST"), Impl)
+    assert isinstance(get_impl(f"{STANDINS}:FAST"), Impl)
     with pytest.raises(ValueError, match="does not name"):
         get_impl("fastcontrast.bench.cases:LOSSES")
     with pytest.raises(ValueError, match="unknown implementation"):
         get_impl("numpy")
-    assert get_impl("tests.bench.standins:FAST").role == SUBJECT
+    assert get_impl(f"{STANDINS}:FAST").role == SUBJECT

@@ -106,7 +106,7 @@ def test_sizes_parse_with_units():
 def test_defaults_are_the_quick_cpu_sweep():
     args = build_parser().parse_args([])
     assert args.losses == ["triplet-semihard", "ntxent-simclr"]
-    assert args.batch_sizes == [128, 256, 512] and args.dim == 128 and args.dtype == "float32"
+    assert args.batch_sizes == [64, 128, 256] and args.dim == 128 and args.dtype == "float32"
 
 
 def test_inprocess_isolation_and_an_interrupted_run_keep_their_records(tmp_path, capsys):
