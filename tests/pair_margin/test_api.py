@@ -209,3 +209,19 @@ def test_backend_choice(gen, monkeypatch):
     # float64 on "auto" always stays on the PyTorch path (the kernels accumulate in fp32)
     b = fc.contrastive_loss(x, y, pos_margin=3.0, neg_margin=4.0, backend="auto")
     assert torch.equal(a, b)
+
+
+def test_hadsell_form_is_tfa_over_all_pairs(gen):
+    """power=2, pos_margin=0: the per-pair terms are TF Addons' contrastive_loss of the pair
+    distances; averaging over all pairs is Σ values / Σ counts of the terms."""
+    from fastcontrast.compat import tfa
+
+    x, y = _data(gen, b=10)
+    loss = fc.ContrastiveLoss(pos_margin=0.0, neg_margin=3.5, power=2)
+    t = loss.terms(x, y)
+    off = ~torch.eye(10, dtype=torch.bool)
+    d = torch.cdist(x, x)[off]
+    similar = (y[:, None] == y[None, :])[off].long()
+    tfa_mean = tfa.contrastive_loss(similar, d, margin=3.5).mean()
+    assert_close(t.values.sum() / t.counts.sum(), tfa_mean)
+    assert_close(fc.contrastive_loss(x, y, neg_margin=3.5, power=2, average="mean"), ref.hadsell(x, y, 3.5))
