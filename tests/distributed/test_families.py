@@ -47,7 +47,22 @@ PAIR_MARGIN = {
     "pml-contrastive": (lambda: pml_losses.ContrastiveLoss(neg_margin=1.5, backend="torch"), {}),
 }
 
-FAMILIES = {**SOFTMAX, **PAIR_MARGIN}
+TRIPLET = {
+    **{f"triplet-{m}": (lambda m=m: fc.TripletMarginLoss(margin=0.4, mining=m, miner_margin=0.6, backend="torch"), {})
+       for m in fc.MINING_MODES},
+    "triplet-batch_hard-tfa-fallback-rank0-alone": (
+        lambda: fc.TripletMarginLoss(margin=0.4, mining="batch_hard", hard_fallback="tfa", backend="torch"),
+        {"labels": "rank0_alone"}),
+    "triplet-semihard-swap-mean": (lambda: fc.TripletMarginLoss(margin=0.4, mining="semihard", swap=True,
+                                                                 average="mean", backend="torch"), {}),
+    "triplet-all-smooth-cosine-sum": (lambda: fc.TripletMarginLoss(margin=0.2, smooth=True, distance="cosine",
+                                                                   reduction="sum", backend="torch"), {}),
+    "triplet-semihard_tfa-ref": (lambda: fc.TripletMarginLoss(margin=0.4, mining="semihard_tfa", backend="torch"),
+                                 {"ref": True}),
+    "pml-triplet": (lambda: pml_losses.TripletMarginLoss(margin=0.3, backend="torch"), {}),
+}
+
+FAMILIES = {**SOFTMAX, **PAIR_MARGIN, **TRIPLET}
 
 
 def _worker(rank, world, sizes, ref_sizes, names):
@@ -65,3 +80,7 @@ def test_softmax_family_three_ranks():
 
 def test_pair_margin_family_two_ranks():
     run_ranks(_worker, 2, (9, 4), (3, 8), list(PAIR_MARGIN))
+
+
+def test_triplet_family_every_mining_mode_three_ranks():
+    run_ranks(_worker, 3, (7, 3, 8), (4, 6, 1), list(TRIPLET))

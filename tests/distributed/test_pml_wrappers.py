@@ -6,6 +6,7 @@ from pytorch_metric_learning import losses as pml_losses_ref
 from pytorch_metric_learning import miners as pml_miners_ref
 
 from fastcontrast.compat.pml import losses as pml_losses
+from fastcontrast.compat.pml import miners as pml_miners
 from fastcontrast.compat.pml.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
 
 from ._cases import check_global
@@ -47,6 +48,18 @@ CASES = {
     "multisimilarity-miner+fc-ntxent": (lambda: MinedLoss(
         pml_miners_ref.MultiSimilarityMiner(epsilon=0.3),
         pml_losses.NTXentLoss(temperature=0.3, backend="torch")), {}),
+    "fc-triplet": (lambda: pml_losses.TripletMarginLoss(margin=0.3, backend="torch"), {}),
+    "fc-semihard-miner+fc-triplet (lazy, fused)": (lambda: MinedLoss(
+        pml_miners.TripletMarginMiner(margin=0.5, type_of_triplets="semihard"),
+        pml_losses.TripletMarginLoss(margin=0.3, backend="torch")), {}),
+    "fc-batchhard-miner+fc-triplet (lazy, fused)": (lambda: MinedLoss(
+        pml_miners.BatchHardMiner(), pml_losses.TripletMarginLoss(margin=0.3, backend="torch")), {}),
+    "fc-easy-miner+fc-contrastive (lazy, materialized)": (lambda: MinedLoss(
+        pml_miners.TripletMarginMiner(margin=0.3, type_of_triplets="easy"),
+        pml_losses.ContrastiveLoss(neg_margin=1.5, backend="torch")), {}),
+    "pml-hard-miner+fc-triplet": (lambda: MinedLoss(
+        pml_miners_ref.TripletMarginMiner(margin=0.4, type_of_triplets="hard"),
+        pml_losses.TripletMarginLoss(margin=0.4, backend="torch")), {}),
     "pml-contrastive": (lambda: pml_losses_ref.ContrastiveLoss(neg_margin=1.5), {}),
     "pml-triplet": (lambda: pml_losses_ref.TripletMarginLoss(margin=0.3), {}),
     "semihard-miner+fc-contrastive": (lambda: MinedLoss(

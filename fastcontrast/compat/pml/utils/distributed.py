@@ -15,8 +15,11 @@ with a different batch size on every rank. How:
 - No indices_tuple and a fastcontrast loss (it has terms()/reduce()): each rank computes only
   its own anchors against the global batch and the normalizers are all-reduced
   (`fastcontrast.distributed.GlobalBatchLoss`), in both modes.
-- With an indices_tuple, or any other loss (pytorch-metric-learning's own losses too): every
-  rank computes the whole global loss from the gathered rows.
+- A lazy selection from fastcontrast.compat.pml.miners (TripletMarginMiner, BatchHardMiner)
+  is a mining rule, not a list: with a fastcontrast triplet loss each rank applies it to its
+  own anchors against the global batch inside the loss's pass (work shared, both modes).
+- With an explicit indices_tuple, or any other loss (pytorch-metric-learning's own losses
+  too): every rank computes the whole global loss from the gathered rows.
 - Miners: efficient=False mines the whole gathered batch on every rank (indices into it, in
   rank order); efficient=True mines only this rank's anchors against the gathered batch
   (anchor indices local, the others global, self pairs removed). The loss wrapper must use
@@ -37,6 +40,8 @@ import torch
 
 from ....distributed import (GlobalBatchLoss, all_gather_labels, all_gather_rows, exchange_layout,
                              is_distributed, rank_and_world, _gather_padded)
+from ....triplet import MinedTriplets
+from ....triplet import TripletMarginLoss as _NativeTripletLoss
 
 __all__ = ["DistributedLossWrapper", "DistributedMinerWrapper"]
 
@@ -56,6 +61,8 @@ def _gather_batch(emb, labels, ref_emb, ref_labels, group=None):
 
 
 def _check_tuple(indices_tuple):
+    if isinstance(indices_tuple, MinedTriplets):
+        indices_tuple = indices_tuple.materialize()
     if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
         raise ValueError("indices_tuple must be (anchors, positives, negatives) or "
                          "(anchors1, positives, anchors2, negatives)")
@@ -80,6 +87,23 @@ def global_indices_tuple(indices_tuple, offset: int, device, group=None):
     pos = _gather_index_rows(torch.stack([a1 + offset, p], 1), group)
     neg = _gather_index_rows(torch.stack([a2 + offset, n], 1), group)
     return pos[:, 0], pos[:, 1], neg[:, 0], neg[:, 1]
+
+
+def _native_triplet(loss):
+    """The fastcontrast TripletMarginLoss computing `loss` (itself or inside the PML compat
+    TripletMarginLoss), or None."""
+    if isinstance(loss, _NativeTripletLoss):
+        return loss
+    inner = getattr(loss, "loss", None)
+    if type(loss).__name__ == "TripletMarginLoss" and isinstance(inner, _NativeTripletLoss):
+        return inner
+    return None
+
+
+def _rebased(sel: MinedTriplets, embeddings, labels, ref_emb, ref_labels, self_offset) -> MinedTriplets:
+    """The same mining rule applied to other tensors (these anchors against these references)."""
+    return MinedTriplets(sel.mining, sel.miner_margin, sel.metric, embeddings, labels, ref_emb, ref_labels,
+                         self_offset=self_offset, hard_fallback=sel.hard_fallback)
 
 
 def _has_terms(loss) -> bool:
@@ -120,6 +144,10 @@ class DistributedLossWrapper(torch.nn.Module):
             if self._exits_early(embeddings, labels, ref_emb, ref_labels):
                 return (embeddings * 0).sum()
             return self.global_loss(embeddings, labels, ref_emb=ref_emb, ref_labels=ref_labels)
+        if isinstance(indices_tuple, MinedTriplets):
+            if _native_triplet(self.loss) is not None:
+                return self._forward_mined(embeddings, labels, indices_tuple, ref_emb, ref_labels, world)
+            indices_tuple = tuple(indices_tuple.materialize())
         # the whole global loss on every rank; the gathers' backward sums the W identical
         # gradients, i.e. W x the global gradient per rank, which DDP's averaging divides out
         all_emb, all_labels, all_ref, all_ref_labels, offset = _gather_batch(
@@ -128,6 +156,27 @@ class DistributedLossWrapper(torch.nn.Module):
             indices_tuple = global_indices_tuple(indices_tuple, offset, embeddings.device)
         return self.loss(all_emb, all_labels, indices_tuple, all_ref, all_ref_labels)
 
+
+    def _forward_mined(self, embeddings, labels, sel: MinedTriplets, ref_emb, ref_labels, world):
+        """A lazy selection of fastcontrast's miners is a rule, not a list: in either mode this
+        rank applies it to its own anchors against the global batch, fused into the triplet
+        loss's pass, and the normalizers are all-reduced (work shared, exact)."""
+        if labels is None:
+            raise ValueError("labels are required with a mined selection in distributed use")
+        all_emb, layout = all_gather_rows(embeddings, name="embeddings")
+        all_labels = all_gather_labels(labels.to(embeddings.device), layout)
+        if ref_emb is None:
+            refs, ref_lab, self_offset = all_emb, all_labels, layout.offset
+        else:
+            if ref_labels is None:
+                raise ValueError("ref_labels must be given with ref_emb")
+            refs, ref_layout = all_gather_rows(ref_emb, name="ref_emb")
+            ref_lab = all_gather_labels(ref_labels.to(ref_emb.device), ref_layout, name="ref_labels")
+            self_offset = -1
+        local = _rebased(sel, embeddings, labels, refs, ref_lab, self_offset)
+        # fastcontrast's triplet Module fuses a selection made on exactly these tensors
+        terms = _native_triplet(self.loss)._forward_terms(embeddings, labels, local, refs, ref_lab, self_offset)
+        return self.global_loss.reduce_global(terms, world)
 
     def _exits_early(self, embeddings, labels, ref_emb, ref_labels) -> bool:
         """PML's NT-Xent and SupCon return 0 when the whole batch has at most one positive and
@@ -172,8 +221,10 @@ class DistributedMinerWrapper(torch.nn.Module):
         if not self.efficient:
             return self.miner(all_emb, all_labels, all_ref, all_ref_labels)
         if all_ref is None:
-            tuples = _check_tuple(self.miner(emb.detach(), labels, all_emb, all_labels))
-            return _drop_self_pairs(tuples, offset)
+            mined = self.miner(emb.detach(), labels, all_emb, all_labels)
+            if isinstance(mined, MinedTriplets):  # a lazy rule: exclude the self pair by index
+                return _rebased(mined, mined.embeddings, mined.labels, mined.ref_emb, mined.ref_labels, offset)
+            return _drop_self_pairs(_check_tuple(mined), offset)
         return self.miner(emb.detach(), labels, all_ref, all_ref_labels)
 
 
