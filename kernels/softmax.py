@@ -29,6 +29,10 @@ program per (reference block, D chunk), streaming over anchor tiles. No atomics:
 element is written by exactly one program, and grad_τ is reduced from per-row partials by a
 torch sum, so results are deterministic.
 
+forward_symmetric / backward_symmetric (InfoNCE/CLIP both ways): v_i over rows and v'_j over
+columns of the same logit matrix and masks; the backward adds both directions' W on each
+tile, so one pass of the two backward kernels gives every gradient.
+
 Inputs fp32/fp16/bf16, accumulation fp32; tl.dot input precision from cfg.precision
 ("ieee" | "tf32"; fp16/bf16 always run at their native precision). The launchers are
 registered as torch ops "fastcontrast::softmax_fwd" / "fastcontrast::softmax_bwd" with
@@ -84,15 +88,17 @@ def _sigmoid(x):
 
 @triton.jit
 def _logit_grad(logits, valid, pos, neg, lse, aux, g, VARIANT: tl.constexpr):
-    """W_ij = g_i · ∂v_i/∂l_ij (see the module docstring); 0 outside the masks."""
+    """W_ij = g_i · ∂v_i/∂l_ij (see the module docstring); 0 outside the masks. The anchor
+    statistics lse, aux, g come as a column (BLOCK_M, 1) — or as a row (1, BLOCK_N) for the
+    reverse direction of a symmetric loss, whose anchors are the references."""
     if VARIANT == 0:
-        row_scale = tl.where(aux > 0.0, g, 0.0)  # anchors without positives have v_i ≡ 0
-        w = tl.exp(tl.where(valid, logits - lse[:, None], float("-inf"))) - tl.where(pos, aux[:, None], 0.0)
+        scale = tl.where(aux > 0.0, g, 0.0)  # anchors without positives have v_i ≡ 0
+        w = tl.exp(tl.where(valid, logits - lse, float("-inf"))) - tl.where(pos, aux, 0.0)
     else:
-        row_scale = g
-        x = lse[:, None] - logits
-        w = aux[:, None] * tl.exp(tl.where(neg, -x, float("-inf"))) - tl.where(pos, _sigmoid(x), 0.0)
-    return w * row_scale[:, None]
+        scale = g
+        x = lse - logits
+        w = aux * tl.exp(tl.where(neg, -x, float("-inf"))) - tl.where(pos, _sigmoid(x), 0.0)
+    return w * scale
 
 
 @triton.jit
@@ -179,11 +185,12 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr,
-                          grad_ptr, lse_ptr, aux_ptr, grad_q_ptr, tau_part_ptr,
+                          grad_ptr, lse_ptr, aux_ptr, rev_grad_ptr, rev_lse_ptr, rev_aux_ptr,
+                          grad_q_ptr, tau_part_ptr,
                           M, N, stride_q, stride_r, stride_gq, snap_tol, self_offset,
                           D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
-                          TAU_GRAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
+                          SYMMETRIC: tl.constexpr, TAU_GRAD: tl.constexpr, BLOCK_M: tl.constexpr,
+                          BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
     pid_d = tl.program_id(1)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_do = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)  # the D chunk of grad_q this program writes
@@ -201,7 +208,13 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 snap_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-        w = _logit_grad(logits, valid, pos, neg, lse, aux, g, VARIANT)
+        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], VARIANT)
+        if SYMMETRIC:  # + the reverse direction: the references as anchors, column statistics
+            in_n = offs_n < N
+            rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
+            rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
+            rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
+            w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], VARIANT)
         if TAU_GRAD:
             tau_part += tl.sum(w * logits, 1)
         c = _tile_coef(w, t, inv_tau, KIND)
@@ -225,14 +238,19 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
 
 @triton.jit
 def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr,
-                          grad_ptr, lse_ptr, aux_ptr, grad_r_ptr,
+                          grad_ptr, lse_ptr, aux_ptr, rev_grad_ptr, rev_lse_ptr, rev_aux_ptr, grad_r_ptr,
                           M, N, stride_q, stride_r, stride_gr, snap_tol, self_offset,
                           D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          SYMMETRIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
     inv_tau = 1.0 / tl.load(tau_ptr)
+    if SYMMETRIC:
+        in_n = offs_n < N
+        rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
+        rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
+        rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
 
     acc = tl.zeros((BLOCK_N, BLOCK_DO), tl.float32)  # Σ_i c_ij q_i
     coef_sum = tl.zeros((BLOCK_N,), tl.float32)      # Σ_i c_ij (distance kinds)
@@ -245,7 +263,9 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 snap_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-        w = _logit_grad(logits, valid, pos, neg, lse, aux, g, VARIANT)
+        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], VARIANT)
+        if SYMMETRIC:
+            w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], VARIANT)
         c = _tile_coef(w, t, inv_tau, KIND)
         q_chunk = _load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
         acc = tl.dot(tl.trans(c.to(q_chunk.dtype)), q_chunk, acc, input_precision=PRECISION)
@@ -289,10 +309,13 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device) -> Blocks:
     if device.type != "cuda":
         # interpreter: small tiles, several per test shape so ragged edges are exercised
         return Blocks(fwd_m=16, fwd_n=16, bwd_m=16, bwd_n=16, block_d=16, block_do=32)
-    wide = dtype == torch.float32  # 4-byte operands: smaller tiles keep shared memory in bounds
-    block_d = _pow2(D, 16, 64 if wide else 128)
-    return Blocks(fwd_m=64 if wide else 128, fwd_n=64, bwd_m=64, bwd_n=64, block_d=block_d,
-                  block_do=_pow2(D, 16, 64 if wide else 128), num_warps=4 if wide else 8, num_stages=2)
+    # Not tuned on hardware yet. 4-byte operands: smaller tiles keep shared memory in bounds.
+    # block_do: each backward program recomputes the similarity tile over all of D for its D
+    # chunk, so the chunk is as wide as the fp32 accumulator (bwd_m × block_do) allows.
+    wide = dtype == torch.float32
+    return Blocks(fwd_m=64 if wide else 128, fwd_n=64, bwd_m=64, bwd_n=64,
+                  block_d=_pow2(D, 16, 64 if wide else 128), block_do=_pow2(D, 16, 128 if wide else 256),
+                  num_warps=4 if wide else 8, num_stages=2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,11 +354,14 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     return values, n_pos, lse, aux
 
 
-def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor,
-              r_labels: torch.Tensor, temperature: torch.Tensor, lse: torch.Tensor, aux: torch.Tensor,
-              kind: int, variant: int, self_offset: int, precision: str, snap_tol: float, tau_grad: bool,
+def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor,
+              q_labels: torch.Tensor, r_labels: torch.Tensor, temperature: torch.Tensor, lse: torch.Tensor,
+              aux: torch.Tensor, rev_lse: torch.Tensor, rev_aux: torch.Tensor, kind: int, variant: int,
+              self_offset: int, precision: str, snap_tol: float, symmetric: bool, tau_grad: bool,
               block_m: int, block_n: int, block_d: int, block_do: int, num_warps: int, num_stages: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """rev_*: the reverse direction's (references as anchors) gradient and row statistics, read
+    only when `symmetric`; otherwise any float32 tensors (never dereferenced)."""
     M, D = q.shape
     N = r.shape[0]
     grad_q = torch.empty_like(q)
@@ -345,16 +371,18 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_lab
     d_chunks = triton.cdiv(D, block_do)
     kernel_q = _launchable(_softmax_bwd_q_kernel)
     kernel_q[(triton.cdiv(M, block_m), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux, grad_q, tau_part,
+        q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux,
+        rev_grad_values, rev_lse, rev_aux, grad_q, tau_part,
         M, N, q.stride(0), r.stride(0), grad_q.stride(0), snap_tol, self_offset,
-        D=D, KIND=kind, VARIANT=variant, PRECISION=precision, TAU_GRAD=tau_grad,
+        D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric, TAU_GRAD=tau_grad,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
         num_warps=num_warps, num_stages=num_stages)
     kernel_r = _launchable(_softmax_bwd_r_kernel)
     kernel_r[(triton.cdiv(N, block_n), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux, grad_r,
+        q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux,
+        rev_grad_values, rev_lse, rev_aux, grad_r,
         M, N, q.stride(0), r.stride(0), grad_r.stride(0), snap_tol, self_offset,
-        D=D, KIND=kind, VARIANT=variant, PRECISION=precision,
+        D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
         num_warps=num_warps, num_stages=num_stages)
     return grad_q, grad_r, tau_part
@@ -368,8 +396,9 @@ def _fwd_fake(q, r, q_labels, r_labels, temperature, kind, variant, self_offset,
             q.new_empty((M,), **f32), q.new_empty((M,), **f32))
 
 
-def _bwd_fake(grad_values, q, r, q_labels, r_labels, temperature, lse, aux, kind, variant, self_offset,
-              precision, snap_tol, tau_grad, block_m, block_n, block_d, block_do, num_warps, num_stages):
+def _bwd_fake(grad_values, rev_grad_values, q, r, q_labels, r_labels, temperature, lse, aux, rev_lse, rev_aux,
+              kind, variant, self_offset, precision, snap_tol, symmetric, tau_grad,
+              block_m, block_n, block_d, block_do, num_warps, num_stages):
     return (torch.empty_like(q), torch.empty_like(r),
             q.new_empty((q.shape[0] if tau_grad else 0,), dtype=torch.float32))
 
@@ -427,21 +456,59 @@ def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: B
     return values, n_pos, (lse, aux)
 
 
-def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, saved,
-             needs_temperature_grad: bool, blocks: Blocks | None = None):
-    """-> (grad_q like q, grad_r like r, grad_temperature (0-dim, temperature's dtype) or None)."""
+def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, temperature, lse, aux, rev_lse,
+              rev_aux, symmetric, needs_temperature_grad, blocks):
     kind, variant = _codes(cfg)
     q_in_dtype, r_in_dtype = q.dtype, r.dtype
     q, r, q_labels, r_labels, tau = _prepare(q, r, q_labels, r_labels, temperature)
-    lse, aux = saved
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
     grad_values = grad_values.to(device=q.device, dtype=torch.float32).contiguous()
+    rev_grad_values = rev_grad_values.to(device=q.device, dtype=torch.float32).contiguous()
     grad_q, grad_r, tau_part = softmax_bwd_op(
-        grad_values, q, r, q_labels, r_labels, tau, lse, aux, kind, variant, int(cfg.self_offset),
-        cfg.precision, metrics.snap_tolerance(q.dtype), bool(needs_temperature_grad),
-        b.bwd_m, b.bwd_n, b.block_d, b.block_do, b.num_warps, b.num_stages)
+        grad_values, rev_grad_values, q, r, q_labels, r_labels, tau, lse, aux, rev_lse, rev_aux, kind, variant,
+        int(cfg.self_offset), cfg.precision, metrics.snap_tolerance(q.dtype), symmetric,
+        bool(needs_temperature_grad), b.bwd_m, b.bwd_n, b.block_d, b.block_do, b.num_warps, b.num_stages)
     grad_temperature = None
     if needs_temperature_grad:
         t = torch.as_tensor(temperature)
         grad_temperature = (-tau_part.sum() / tau).to(t.dtype).reshape(t.shape)
     return grad_q.to(q_in_dtype), grad_r.to(r_in_dtype), grad_temperature
+
+
+def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, saved,
+             needs_temperature_grad: bool, blocks: Blocks | None = None):
+    """-> (grad_q like q, grad_r like r, grad_temperature (0-dim, temperature's dtype) or None)."""
+    lse, aux = saved
+    return _backward(grad_values, grad_values, q, r, q_labels, r_labels, cfg, temperature, lse, aux, lse, aux,
+                     False, needs_temperature_grad, blocks)
+
+
+# --------------------------------------------------------------------------------------------
+# Both directions (InfoNCE/CLIP symmetric): anchors q against references r, and anchors r
+# against references q, over the same logit matrix and the same pair masks. The forward runs
+# the row kernel once per direction (the reverse one with the roles swapped); the backward adds
+# both directions' W_ij on each tile, so grad_q, grad_r and grad_τ take ONE pass of the two
+# backward kernels instead of two.
+# --------------------------------------------------------------------------------------------
+def _reverse_config(cfg: SoftmaxConfig) -> SoftmaxConfig:
+    if cfg.self_offset > 0:
+        raise ValueError("the symmetric kernels take self_offset 0 or -1 (the reverse direction of "
+                         f"self_offset={cfg.self_offset} is a negative offset, which the masks cannot express)")
+    return cfg
+
+
+def forward_symmetric(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: Blocks | None = None):
+    """-> (values_q (B,), n_pos_q (B,), values_r (N,), n_pos_r (N,), saved)."""
+    rev_cfg = _reverse_config(cfg)
+    values_q, n_pos_q, (lse_q, aux_q) = forward(q, r, q_labels, r_labels, cfg, temperature, blocks)
+    values_r, n_pos_r, (lse_r, aux_r) = forward(r, q, r_labels, q_labels, rev_cfg, temperature, blocks)
+    return values_q, n_pos_q, values_r, n_pos_r, (lse_q, aux_q, lse_r, aux_r)
+
+
+def backward_symmetric(grad_values_q, grad_values_r, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature,
+                       saved, needs_temperature_grad: bool, blocks: Blocks | None = None):
+    """-> (grad_q, grad_r, grad_temperature or None) of Σ_i g_i v_i + Σ_j g'_j v'_j."""
+    _reverse_config(cfg)
+    lse_q, aux_q, lse_r, aux_r = saved
+    return _backward(grad_values_q, grad_values_r, q, r, q_labels, r_labels, cfg, temperature, lse_q, aux_q,
+                     lse_r, aux_r, True, needs_temperature_grad, blocks)

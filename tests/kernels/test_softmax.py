@@ -208,6 +208,39 @@ def test_registered_ops_and_bad_inputs():
         kernel.forward(q.float(), q.float(), labels, labels, SoftmaxConfig(variant="npair"), torch.tensor(0.1))
 
 
+@pytest.mark.parametrize("variant,kind,B,N,labels,self_offset", [
+    ("supcon", "dot", 20, 20, "pairs", -1),        # InfoNCE/CLIP: labels = pair index
+    ("ntxent", "euclidean", 19, 27, "mixed", -1),
+    ("supcon", "sqeuclidean", 21, None, "mixed", 0),
+], ids=lambda v: str(v))
+def test_symmetric_matches_dense(variant, kind, B, N, labels, self_offset):
+    # both directions, Σ_i g_i v_i(q→r) + Σ_j g'_j v_j(r→q), in one backward pass
+    if labels == "pairs":
+        g = torch.Generator().manual_seed(4)
+        q, r = torch.randn(B, 24, generator=g) * 0.3, torch.randn(N, 24, generator=g) * 0.3
+        ql = rl = torch.arange(B)
+    else:
+        q, r, ql, rl = make_case(B, N, 24, labels, self_offset, torch.float32)
+    cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=self_offset)
+    tau = torch.tensor(0.25)
+    g_q = torch.rand(B, generator=torch.Generator().manual_seed(1)) + 0.5
+    g_r = torch.rand(r.shape[0], generator=torch.Generator().manual_seed(2)) + 0.5
+    v_q, n_q, v_r, n_r, saved = kernel.forward_symmetric(q, r, ql, rl, cfg, tau)
+    grad_q, grad_r, grad_tau = kernel.backward_symmetric(g_q, g_r, q, r, ql, rl, cfg, tau, saved, True)
+
+    q64, r64 = q.double().requires_grad_(), r.double().clone().requires_grad_()
+    tau64 = tau.double().requires_grad_()
+    want_q, want_n_q = dense(q64, r64, ql, rl, kind, variant, self_offset, tau64)
+    want_r, want_n_r = dense(r64, q64, rl, ql, kind, variant, self_offset, tau64)
+    ((want_q * g_q.double()).sum() + (want_r * g_r.double()).sum()).backward()
+    for got, want in ((v_q, want_q), (v_r, want_r), (grad_q, q64.grad), (grad_r, r64.grad), (grad_tau, tau64.grad)):
+        want = want.detach()
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5 * max(want.abs().max().item(), 1e-3))
+    assert torch.equal(n_q, want_n_q) and torch.equal(n_r, want_n_r)
+    with pytest.raises(ValueError, match="self_offset"):
+        kernel.forward_symmetric(q, r, ql, rl, SoftmaxConfig(kind=kind, variant=variant, self_offset=2), tau)
+
+
 class _SelfSoftmaxLoss(torch.autograd.Function):
     """The smallest Function over the seam for the no-reference case (r is q). The shared
     tensor is passed once: dynamo refuses an autograd.Function given one tensor twice."""

@@ -50,6 +50,32 @@ def test_label_edge_cases_on_gpu(labels, variant, kind):
     check(variant, kind, 200, None, 64, 0, labels=labels, device="cuda")
 
 
+@pytest.mark.parametrize("variant,kind,pairs", [("supcon", "dot", True), ("ntxent", "euclidean", False)])
+def test_symmetric_on_gpu(variant, kind, pairs):
+    # one backward pass for both directions == the one-direction entry points run both ways
+    B, N = 200, 200 if pairs else 270
+    g = torch.Generator().manual_seed(4)
+    q = (torch.randn(B, 96, generator=g) * 0.3).cuda()
+    r = (torch.randn(N, 96, generator=g) * 0.3).cuda()
+    ql = torch.arange(B) if pairs else torch.randint(0, 6, (B,), generator=g)
+    rl = torch.arange(N) if pairs else torch.randint(0, 6, (N,), generator=g)
+    ql, rl = ql.cuda(), rl.cuda()
+    g_q, g_r = (torch.rand(B, generator=g) + 0.5).cuda(), (torch.rand(N, generator=g) + 0.5).cuda()
+    cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=-1)
+    tau = torch.tensor(0.25, device="cuda")
+
+    v_q, _, v_r, _, saved = kernel.forward_symmetric(q, r, ql, rl, cfg, tau)
+    grads = kernel.backward_symmetric(g_q, g_r, q, r, ql, rl, cfg, tau, saved, True)
+    want_q, _, s_q = kernel.forward(q, r, ql, rl, cfg, tau)
+    want_r, _, s_r = kernel.forward(r, q, rl, ql, cfg, tau)
+    a = kernel.backward(g_q, q, r, ql, rl, cfg, tau, s_q, True)
+    b = kernel.backward(g_r, r, q, rl, ql, cfg, tau, s_r, True)
+    torch.testing.assert_close(v_q, want_q)
+    torch.testing.assert_close(v_r, want_r)
+    for got, want in zip(grads, (a[0] + b[1], a[1] + b[0], a[2] + b[2])):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+
+
 def test_deterministic_on_gpu():
     g = torch.Generator().manual_seed(0)
     q = torch.randn(1000, 128, generator=g).cuda().bfloat16()
