@@ -1,6 +1,10 @@
 """fastcontrast.distributed on spawned gloo groups, with stand-in losses (the machinery alone)."""
+import datetime
+import time
+
 import pytest
 import torch
+import torch.distributed as dist
 
 from fastcontrast.distributed import GlobalBatchLoss, all_gather_rows, exchange_layout
 
@@ -55,6 +59,14 @@ def _mismatch_worker(rank, world):
     # the group is still usable afterwards
     emb = torch.randn(3 + rank, 5, dtype=torch.float64, requires_grad=True)
     GlobalBatchLoss(PairStandIn())(emb, torch.arange(3 + rank) % 2).backward()
+    # a rank that never joins: the others get the process group's timeout error, not a hang
+    short = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=2))
+    if rank == 0:
+        start = time.monotonic()
+        with pytest.raises(RuntimeError):
+            GlobalBatchLoss(PairStandIn(), group=short)(emb, torch.arange(3) % 2)
+        assert time.monotonic() - start < 30
+    dist.barrier()
 
 
 def test_gather_rows_and_gradient_three_ranks():
@@ -69,7 +81,7 @@ def test_two_ranks_all_cases():
     run_ranks(_standin_worker, 2, (10, 4), (3, 6))
 
 
-def test_mismatched_dims_raise_on_every_rank():
+def test_mismatched_ranks_and_an_absent_rank_raise_instead_of_hanging():
     run_ranks(_mismatch_worker, 2)
 
 
