@@ -11,6 +11,8 @@ import torch
 
 from ...metrics import Metric, normalize_rows, pairwise
 
+__all__ = ["BaseDistance", "LpDistance", "DotProductSimilarity", "CosineSimilarity", "metric_from_distance"]
+
 
 class BaseDistance:
     is_inverted = False  # True for similarities: larger = closer
