@@ -19,6 +19,13 @@ from fastcontrast.kernels import softmax as kernel  # noqa: E402
 # relative to the largest magnitude of the expected tensor: (rtol, atol / max|expected|)
 TOL = {torch.float32: (1e-4, 1e-5), torch.float16: (2e-2, 5e-3), torch.bfloat16: (5e-2, 2e-2)}
 BIG_NEG = -1e30  # stands for −inf in float64 without NaN gradients on empty rows
+# Where the kernels run: the interpreter takes CPU tensors; with CUDA present (and so no
+# interpreter, see tests/conftest.py) the compiled kernels need CUDA tensors.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def on_device(*tensors):
+    return [t.to(DEVICE) for t in tensors]
 
 
 def dense(q, r, q_labels, r_labels, kind, variant, self_offset, tau):
@@ -79,7 +86,7 @@ def make_case(B, N, D, labels, self_offset, dtype, seed=0):
 
 
 def check(variant, kind, B, N, D, self_offset, labels="mixed", dtype=torch.float32, tau=0.3,
-          precision="ieee", against_torch_path=False, device="cpu", tol=None):
+          precision="ieee", against_torch_path=False, device=DEVICE, tol=None):
     """Run forward and backward on `device`, compare with the float64 dense computation on CPU;
     tol = (rtol, atol as a fraction of max|expected|), by default TOL[dtype]."""
     q, r, ql, rl = make_case(B, N, D, labels, self_offset, dtype)
@@ -176,21 +183,20 @@ def test_large_logits_stay_finite():
     g = torch.Generator().manual_seed(3)
     q = torch.randn(18, 24, generator=g) * 3
     ql = torch.randint(0, 3, (18,), generator=g)
+    dq, dql, tau, ones = on_device(q, ql, torch.tensor(0.05), torch.ones(18))
     for variant in ("supcon", "ntxent"):
         cfg = SoftmaxConfig(kind="dot", variant=variant)
-        tau = torch.tensor(0.05)
-        values, _, saved = kernel.forward(q, q, ql, ql, cfg, tau)
-        grads = kernel.backward(torch.ones(18), q, q, ql, ql, cfg, tau, saved, True)
-        want, _ = dense(q.double(), q.double(), ql, ql, "dot", variant, 0, tau.double())
-        torch.testing.assert_close(values.double(), want, rtol=1e-5, atol=1e-3)
+        values, _, saved = kernel.forward(dq, dq, dql, dql, cfg, tau)
+        grads = kernel.backward(ones, dq, dq, dql, dql, cfg, tau, saved, True)
+        want, _ = dense(q.double(), q.double(), ql, ql, "dot", variant, 0, torch.tensor(0.05).double())
+        torch.testing.assert_close(values.cpu().double(), want, rtol=1e-5, atol=1e-3)
         assert all(torch.isfinite(t).all() for t in grads)
 
 
 def test_deterministic_and_no_temperature_grad():
-    q, r, ql, rl = make_case(21, 45, 20, "mixed", 5, torch.float32)
+    q, r, ql, rl = on_device(*make_case(21, 45, 20, "mixed", 5, torch.float32))
     cfg = SoftmaxConfig(kind="euclidean", variant="ntxent", self_offset=5)
-    tau = torch.tensor(0.2)
-    g = torch.ones(21)
+    tau, g = on_device(torch.tensor(0.2), torch.ones(21))
     _, _, saved = kernel.forward(q, r, ql, rl, cfg, tau)
     first = kernel.backward(g, q, r, ql, rl, cfg, tau, saved, False)
     second = kernel.backward(g, q, r, ql, rl, cfg, tau, saved, True)
@@ -200,8 +206,7 @@ def test_deterministic_and_no_temperature_grad():
 
 def test_registered_ops_and_bad_inputs():
     assert hasattr(torch.ops.fastcontrast, "softmax_fwd") and hasattr(torch.ops.fastcontrast, "softmax_bwd")
-    q = torch.randn(4, 8, dtype=torch.float64)
-    labels = torch.zeros(4, dtype=torch.int64)
+    q, labels = on_device(torch.randn(4, 8, dtype=torch.float64), torch.zeros(4, dtype=torch.int64))
     with pytest.raises(TypeError, match="float64"):
         kernel.forward(q, q, labels, labels, SoftmaxConfig(), torch.tensor(0.1))
     with pytest.raises(ValueError, match="variant"):
@@ -225,8 +230,11 @@ def test_symmetric_matches_dense(variant, kind, B, N, labels, self_offset):
     tau = torch.tensor(0.25)
     g_q = torch.rand(B, generator=torch.Generator().manual_seed(1)) + 0.5
     g_r = torch.rand(r.shape[0], generator=torch.Generator().manual_seed(2)) + 0.5
-    v_q, n_q, v_r, n_r, saved = kernel.forward_symmetric(q, r, ql, rl, cfg, tau)
-    grad_q, grad_r, grad_tau = kernel.backward_symmetric(g_q, g_r, q, r, ql, rl, cfg, tau, saved, True)
+    dq, dr, dql, drl, dtau, dg_q, dg_r = on_device(q, r, ql, rl, tau, g_q, g_r)
+    v_q, n_q, v_r, n_r, saved = kernel.forward_symmetric(dq, dr, dql, drl, cfg, dtau)
+    grads = kernel.backward_symmetric(dg_q, dg_r, dq, dr, dql, drl, cfg, dtau, saved, True)
+    v_q, n_q, v_r, n_r = (t.cpu() for t in (v_q, n_q, v_r, n_r))
+    grad_q, grad_r, grad_tau = (t.cpu() for t in grads)
 
     q64, r64 = q.double().requires_grad_(), r.double().clone().requires_grad_()
     tau64 = tau.double().requires_grad_()
@@ -238,7 +246,19 @@ def test_symmetric_matches_dense(variant, kind, B, N, labels, self_offset):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5 * max(want.abs().max().item(), 1e-3))
     assert torch.equal(n_q, want_n_q) and torch.equal(n_r, want_n_r)
     with pytest.raises(ValueError, match="self_offset"):
-        kernel.forward_symmetric(q, r, ql, rl, SoftmaxConfig(kind=kind, variant=variant, self_offset=2), tau)
+        kernel.forward_symmetric(dq, dr, dql, drl, SoftmaxConfig(kind=kind, variant=variant, self_offset=2), dtau)
+
+
+def test_ops_pass_opcheck():
+    # schema, fake (meta) kernels and autograd/functionalization registration of both ops
+    q, labels, tau, ones = on_device(torch.randn(20, 16), torch.randint(0, 3, (20,)), torch.tensor(0.3),
+                                     torch.ones(20))
+    fwd_args = (q, q, labels, labels, tau, 0, 0, 0, "ieee", 1e-6, 16, 16, 16, 4, 2)
+    torch.library.opcheck(torch.ops.fastcontrast.softmax_fwd.default, fwd_args)
+    _, _, lse, aux = torch.ops.fastcontrast.softmax_fwd(*fwd_args)
+    bwd_args = (ones, ones, q, q, labels, labels, tau, lse, aux, lse, aux, 0, 0, 0, "ieee", 1e-6,
+                False, True, 16, 16, 16, 32, 4, 2)
+    torch.library.opcheck(torch.ops.fastcontrast.softmax_bwd.default, bwd_args)
 
 
 class _SelfSoftmaxLoss(torch.autograd.Function):
@@ -260,25 +280,24 @@ class _SelfSoftmaxLoss(torch.autograd.Function):
         return grad_q + grad_r, None, grad_tau, None
 
 
-def test_compiled_training_step_cpu():
+def test_compiled_loss_aot_eager():
     # Under the interpreter the ops are opaque custom ops with fake kernels: torch.compile traces
     # the loss (forward and the backward graph) in one graph around them; aot_eager needs no
-    # C++ compiler. The eager and compiled steps must agree.
+    # C++ compiler. The eager and compiled steps must agree. (On CUDA: the triton_op path.)
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(5)
-    x = torch.randn(20, 12, generator=g)
-    labels = torch.randint(0, 4, (20,), generator=g)
+    x, labels = on_device(torch.randn(20, 12, generator=g), torch.randint(0, 4, (20,), generator=g))
     cfg = SoftmaxConfig(kind="dot", variant="supcon")
 
     def loss_fn(w, log_tau):
         z = F.normalize(x @ w, dim=1)
         return _SelfSoftmaxLoss.apply(z, labels, log_tau.exp(), cfg).mean()
 
-    w0 = torch.randn(12, 16, generator=g)
+    w0 = torch.randn(12, 16, generator=g).to(DEVICE)
     results = []
     for fn in (loss_fn, torch.compile(loss_fn, backend="aot_eager", fullgraph=True)):
         w = w0.clone().requires_grad_()
-        log_tau = torch.tensor(-1.0, requires_grad=True)
+        log_tau = torch.tensor(-1.0, device=DEVICE, requires_grad=True)
         loss = fn(w, log_tau)
         loss.backward()
         results.append((loss.detach(), w.grad, log_tau.grad))
