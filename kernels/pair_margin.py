@@ -20,7 +20,8 @@ Euclidean distance, making it a coefficient of the squared distance). Then
     squared      grad_q_i = 2(Σ_j c_ij) q_i − 2 Σ_j c_ij r_j, grad_r_j = 2(Σ_i c_ij) r_j − 2 Σ_i c_ij q_i
 grad_q: one program per (anchor block, D chunk), streaming over reference tiles; grad_r: one
 program per (reference block, D chunk), streaming over anchor tiles with the same tile
-orientation. Every output element is written by one program: no atomics, deterministic.
+orientation. A tile whose hinges are all inactive (c = 0) skips its gradient product. Every
+output element is written by one program: no atomics, deterministic.
 
 Inputs fp32/fp16/bf16, accumulation fp32; tl.dot input precision from cfg.precision
 ("ieee" | "tf32"; fp16/bf16 run at their native precision). Registered as the torch ops
@@ -162,10 +163,11 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
                                 snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         c = _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
-        r_chunk = _load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
-        acc = tl.dot(c.to(r_chunk.dtype), r_chunk, acc, input_precision=PRECISION)
-        if KIND != 0:
-            coef_sum += tl.sum(c, 1)
+        if tl.sum((c != 0.0).to(tl.int32)) > 0:  # tiles with every hinge inactive add nothing
+            r_chunk = _load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
+            acc = tl.dot(c.to(r_chunk.dtype), r_chunk, acc, input_precision=PRECISION)
+            if KIND != 0:
+                coef_sum += tl.sum(c, 1)
 
     if KIND == 0:
         grad = acc
@@ -196,10 +198,11 @@ def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
                                 snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         c = _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
-        q_chunk = _load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
-        acc = tl.dot(tl.trans(c.to(q_chunk.dtype)), q_chunk, acc, input_precision=PRECISION)
-        if KIND != 0:
-            coef_sum += tl.sum(c, 0)
+        if tl.sum((c != 0.0).to(tl.int32)) > 0:
+            q_chunk = _load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
+            acc = tl.dot(tl.trans(c.to(q_chunk.dtype)), q_chunk, acc, input_precision=PRECISION)
+            if KIND != 0:
+                coef_sum += tl.sum(c, 0)
 
     in_n = offs_n < N
     if KIND == 0:

@@ -103,6 +103,18 @@ def test_label_edge_cases(labels):
     assert int(got[1][:, empty].sum()) == 0 and float(got[0][:, empty].abs().sum()) == 0.0
 
 
+def test_mostly_inactive_hinges():
+    """Tight margins: most tiles have no active hinge and skip their gradient product."""
+    x, y, r, rl = _data(9, b=40, n=35, d=9)
+    got = _run("triton", x, y, r, rl, "euclidean", 1, margins=(6.0, 2.5))
+    want = _run("torch", x, y, r, rl, "euclidean", 1, margins=(6.0, 2.5))
+    _assert_same(got, want)
+    assert 0 < int(got[2].sum()) < 0.1 * int(got[1].sum())
+    nothing = _run("triton", x, y, r, rl, "euclidean", 2, margins=(100.0, -1.0))
+    assert int(nothing[2].sum()) == 0
+    assert all(float(t.abs().max()) == 0.0 for t in (nothing[0],) + nothing[3:])
+
+
 @pytest.mark.parametrize("dtype, distance", [(torch.float16, "euclidean"), (torch.bfloat16, "dot")])
 def test_half_precision_inputs(dtype, distance):
     x, y, r, rl = _data(4, b=20, n=17, d=24)
