@@ -12,7 +12,8 @@ from torch.nn.parallel import DistributedDataParallel
 from fastcontrast.distributed import view_labels
 
 DIN, DIM = 7, 5
-RTOL, ATOL = 1e-9, 1e-11
+# (rtol, atol) by dtype
+TOL = {torch.float64: (1e-9, 1e-11), torch.float32: (2e-4, 2e-5)}
 
 
 def split(total_sizes, rank):
@@ -48,18 +49,18 @@ def make_labels(kind, sizes, gen, n_classes=3):
 
 
 def check_global(rank, world, name, sizes, make_loss, wrap, call, labels="classes",
-                 ref_sizes=None, seed=0):
+                 ref_sizes=None, seed=0, dtype=torch.float64):
     """call(loss, emb, labels, ref_emb, ref_labels) -> loss. labels='views' passes None to
     the distributed loss and the equivalent explicit labels to the single-process one."""
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(sum(sizes), DIN, generator=gen, dtype=torch.float64)
+    x = torch.randn(sum(sizes), DIN, generator=gen, dtype=dtype)
     y = make_labels(labels, sizes, gen)
     xr = yr = None
     if ref_sizes is not None:
-        xr = torch.randn(sum(ref_sizes), DIN, generator=gen, dtype=torch.float64)
+        xr = torch.randn(sum(ref_sizes), DIN, generator=gen, dtype=dtype)
         yr = None if labels == "none" else torch.randint(0, 3, (sum(ref_sizes),), generator=gen)
     torch.manual_seed(seed + 1)
-    model = torch.nn.Linear(DIN, DIM).double()
+    model = torch.nn.Linear(DIN, DIM).to(dtype)
     single_model = copy.deepcopy(model)
 
     # one process, whole batch
@@ -86,13 +87,14 @@ def check_global(rank, world, name, sizes, make_loss, wrap, call, labels="classe
     got = call(dist_loss, local_emb, local_y, local_ref, local_yr)
     got.backward()
     tag = f"[{name}, rank {rank}/{world}, sizes {sizes}]"
-    torch.testing.assert_close(got.detach(), expected.detach(), rtol=RTOL, atol=ATOL, msg=f"{tag} loss value")
+    rtol, atol = TOL[dtype]
+    torch.testing.assert_close(got.detach(), expected.detach(), rtol=rtol, atol=atol, msg=f"{tag} loss value")
     for p, g in zip(model.parameters(), expected_grads):
-        torch.testing.assert_close(p.grad, g, rtol=RTOL, atol=ATOL, msg=f"{tag} parameter gradient")
+        torch.testing.assert_close(p.grad, g, rtol=rtol, atol=atol, msg=f"{tag} parameter gradient")
     loss_grads = [p.grad for p in loss.parameters() if p.grad is not None]
     for g, e in zip(loss_grads, expected_loss_grads):  # not under DDP: average by hand
         g = g.clone()
         dist.all_reduce(g)
-        torch.testing.assert_close(g / world, e, rtol=RTOL, atol=ATOL, msg=f"{tag} loss parameter gradient")
+        torch.testing.assert_close(g / world, e, rtol=rtol, atol=atol, msg=f"{tag} loss parameter gradient")
     assert len(loss_grads) == len(expected_loss_grads), tag
     return float(got.detach())

@@ -1,6 +1,10 @@
 """Every fastcontrast loss family through GlobalBatchLoss on spawned gloo groups: loss value
 and DDP parameter gradients equal one process on the concatenated batch (float64)."""
+import pytest
+import torch
+
 import fastcontrast as fc
+from fastcontrast.backend import interpreter_enabled, triton_import_error
 from fastcontrast.compat.pml import losses as pml_losses
 from fastcontrast.distributed import GlobalBatchLoss
 
@@ -65,13 +69,22 @@ TRIPLET = {
 FAMILIES = {**SOFTMAX, **PAIR_MARGIN, **TRIPLET}
 
 
-def _worker(rank, world, sizes, ref_sizes, names):
+# the Triton kernels (in the interpreter on CPU) with a global reference set and self offsets
+TRITON = {
+    "triton-supcon": (lambda: fc.SupConLoss(temperature=0.3, backend="triton"), {}),
+    "triton-contrastive": (lambda: fc.ContrastiveLoss(neg_margin=2.0, backend="triton"), {}),
+}
+
+FAMILIES.update(TRITON)
+
+
+def _worker(rank, world, sizes, ref_sizes, names, dtype=torch.float64):
     for name in names:
         make, opts = FAMILIES[name]
         ref = opts.get("ref")
         check_global(rank, world, name, sizes, make, GlobalBatchLoss, opts.get("call", native),
                      labels=opts.get("labels", "classes"),
-                     ref_sizes=sizes if ref == "same" else (ref_sizes if ref else None))
+                     ref_sizes=sizes if ref == "same" else (ref_sizes if ref else None), dtype=dtype)
 
 
 def test_softmax_family_three_ranks():
@@ -84,3 +97,9 @@ def test_pair_margin_family_two_ranks():
 
 def test_triplet_family_every_mining_mode_three_ranks():
     run_ranks(_worker, 3, (7, 3, 8), (4, 6, 1), list(TRIPLET))
+
+
+@pytest.mark.skipif(not interpreter_enabled() or triton_import_error() is not None,
+                    reason="Triton kernels on CPU tensors need TRITON_INTERPRET=1")
+def test_triton_kernels_float32_two_ranks():
+    run_ranks(_worker, 2, (8, 5), (3, 3), list(TRITON), torch.float32)
