@@ -69,12 +69,16 @@ class TripletFunction(torch.autograd.Function):
     anchors themselves: q's gradient is then the sum of both roles."""
 
     @staticmethod
-    def forward(ctx, q, r, q_labels, r_labels, cfg: TripletConfig, backend: str):
+    def forward(ctx, q, r, q_labels, r_labels, cfg: TripletConfig, backend: str, grad_expected: bool = False):
         impl = _implementation(backend)
         ctx.same = r is None
         if ctx.same:
             r, r_labels = q, q_labels
-        values, counts, nonzero, saved = impl.forward(q, r, q_labels, r_labels, cfg)
+        if backend == "torch" and grad_expected and any(ctx.needs_input_grad[:2]):
+            # the PyTorch path computes the unit gradients in the same pass (see its forward)
+            values, counts, nonzero, saved = impl.forward(q, r, q_labels, r_labels, cfg, unit_grad=True)
+        else:
+            values, counts, nonzero, saved = impl.forward(q, r, q_labels, r_labels, cfg)
         ctx.cfg, ctx.backend = cfg, backend
         if ctx.same:
             ctx.save_for_backward(q, q_labels, *saved)
@@ -93,8 +97,8 @@ class TripletFunction(torch.autograd.Function):
             q, r, q_labels, r_labels, *saved = ctx.saved_tensors
         grad_q, grad_r = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, tuple(saved))
         if ctx.same:
-            return grad_q + grad_r, None, None, None, None, None
-        return grad_q, grad_r, None, None, None, None
+            return grad_q + grad_r, None, None, None, None, None, None
+        return grad_q, grad_r, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- explicit triplets
@@ -302,7 +306,8 @@ class TripletMarginLoss(nn.Module):
         if backend == "triton" and requested == "auto" and embeddings.dtype == torch.float64:
             backend = "torch"  # the kernels accumulate in fp32; float64 stays float64 on this path
         _implementation(backend)  # import before the Function runs (outside any compiled graph)
-        values, counts, nonzero = TripletFunction.apply(q, r, q_labels, r_labels, cfg, backend)
+        values, counts, nonzero = TripletFunction.apply(q, r, q_labels, r_labels, cfg, backend,
+                                                        torch.is_grad_enabled())
         return LossTerms(values, counts, nonzero)
 
     def reduce(self, terms: LossTerms, denominators=None):

@@ -139,7 +139,7 @@ def _kept(x, z, cfg: TripletConfig):
 def _padded_sort(d, mask, stable=False):
     """Row-wise ascending sort of d where mask, +inf elsewhere: (values, order, row counts).
     `stable` keeps equal values in increasing column order."""
-    vals, order = torch.sort(d.masked_fill(~mask, float("inf")), dim=1, stable=stable)
+    vals, order = torch.sort(torch.where(mask, d, float("inf")), dim=1, stable=stable)
     return vals, order, mask.sum(1)
 
 
@@ -188,15 +188,16 @@ def _prefix_at(cumsum, k):
     return torch.where(k > 0, taken, torch.zeros_like(taken))
 
 
-def _sorted_chunk(d, pos, neg, cfg: TripletConfig, g=None):
-    """Batch-all / filters by sorting. Forward (g None): per-anchor (values, counts,
-    nonzero). Backward: dL/d(signed tile) given dL/dvalues g (chunk,)."""
+def _sorted_chunk(d, pos, neg, cfg: TripletConfig, g=None, want_values=True):
+    """Batch-all / filters by sorting, on one chunk. Returns (per-anchor (values, counts,
+    nonzero) or None, dL/d(signed tile) given dL/dvalues g (chunk,), or None)."""
     s, order, n_neg = _padded_sort(d, neg)
     p_col, p_ok, x = _compact(d, pos)
     lo, hi, ahi = _neg_ranges(s, n_neg, x, cfg)
     zero = torch.zeros_like(lo)
     active = torch.where(p_ok, ahi - lo, zero)
-    if g is None:
+    out = grad = None
+    if want_values:
         kept = torch.where(p_ok, hi - lo, zero)
         # prefix sums of the sorted row in float64; runs end at most at the row's count, so the
         # +inf padding is never reached. S[k] = Σ_{i<k} s_i = cumsum[k − 1].
@@ -204,17 +205,19 @@ def _sorted_chunk(d, pos, neg, cfg: TripletConfig, g=None):
         run_sum = _prefix_at(prefix, ahi) - _prefix_at(prefix, lo)
         pair_values = active.double() * (x + cfg.margin).double() - run_sum
         pair_values = torch.where(p_ok, pair_values, torch.zeros_like(pair_values))
-        return pair_values.sum(1).to(d.dtype), kept.sum(1), active.sum(1)
-    # ∂v/∂d_an: how many positives' active runs cover each sorted negative (a difference
-    # array over the runs, then a prefix sum), mapped back to columns through the sort order
-    c, n = d.shape
-    ones = p_ok.to(d.dtype)
-    cover = torch.zeros(c, n + 1, dtype=d.dtype, device=d.device)
-    cover.scatter_add_(1, lo, ones).scatter_add_(1, torch.where(p_ok, ahi, lo), -ones)
-    grad = torch.zeros_like(d)
-    grad.scatter_add_(1, order, -cover.cumsum(1)[:, :n])
-    grad.scatter_add_(1, p_col, active.to(d.dtype))
-    return grad * g[:, None]
+        out = (pair_values.sum(1).to(d.dtype), kept.sum(1), active.sum(1))
+    if g is not None:
+        # ∂v/∂d_an: how many positives' active runs cover each sorted negative (a difference
+        # array over the runs, then a prefix sum), mapped back to columns through the sort order
+        c, n = d.shape
+        ones = p_ok.to(d.dtype)
+        cover = torch.zeros(c, n + 1, dtype=d.dtype, device=d.device)
+        cover.scatter_add_(1, lo, ones).scatter_add_(1, torch.where(p_ok, ahi, lo), -ones)
+        grad = torch.zeros_like(d)
+        grad.scatter_add_(1, order, -cover.cumsum(1)[:, :n])
+        grad.scatter_add_(1, p_col, active.to(d.dtype))
+        grad *= g[:, None]
+    return out, grad
 
 
 # ----------------------------------------------------------------------------- smooth path
@@ -254,7 +257,7 @@ def _streamed_chunk(d, pos, neg, cfg: TripletConfig, g=None):
 
 # ----------------------------------------------------------------------------- swap path
 
-def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, rows: slice, g=None, grad_r=None):
+def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=None):
     """Batch-all / filters with swap: (anchor, positive) pairs in blocks, each block with its
     rows d(r_p, ·). Forward: (values, counts, nonzero). Backward: dL/d(signed tile), and the
     d_pn gradients are added into grad_r."""
@@ -366,17 +369,42 @@ def _check(cfg: TripletConfig):
         raise ValueError(f"unknown triplet mining {cfg.mining!r}")
 
 
-def forward(q, r, q_labels, r_labels, cfg: TripletConfig):
+def _chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=None, want_values=True):
+    """One chunk of every mode but batch_hard: (values, counts, nonzero) or None, and the
+    gradient tile for dL/dvalues = g, or None (swap paths add their d_pn part into grad_r)."""
+    if cfg.mining == "semihard_tfa":
+        def run(gg):
+            return _semihard_tfa_chunk(d, pos, neg, refs, cfg, g=gg, grad_r=grad_r)
+    elif cfg.swap:
+        def run(gg):
+            return _swap_chunk(d, pos, neg, refs, cfg, g=gg, grad_r=grad_r)
+    elif cfg.smooth:
+        def run(gg):
+            return _streamed_chunk(d, pos, neg, cfg, g=gg)
+    else:
+        return _sorted_chunk(d, pos, neg, cfg, g=g, want_values=want_values)
+    return (run(None) if want_values else None), (run(g) if g is not None else None)
+
+
+def forward(q, r, q_labels, r_labels, cfg: TripletConfig, unit_grad: bool = False):
+    """The seam's forward. With unit_grad=True (the PyTorch path only; the Function asks for it
+    when a gradient will be needed) it also computes dL/dq and dL/dr for dL/dvalues = 1 in the
+    same pass and keeps them in `saved` (O((B + N)·D)); backward then only scales them when its
+    incoming gradient is the same for every anchor (the "mean" and "sum" reductions), instead
+    of recomputing every chunk."""
     _check(cfg)
     b, n = q.shape[0], r.shape[0]
     refs = _Refs(r, cfg.kind)
     values = torch.zeros(b, dtype=refs.cd, device=q.device)
     counts = torch.zeros(b, dtype=torch.int64, device=q.device)
     nonzero = torch.zeros_like(counts)
-    saved = ()
     if cfg.mining == "batch_hard":
         sel = [torch.empty(b, dtype=dt, device=q.device) for dt in (refs.cd, torch.int64, refs.cd, torch.int64)]
         flags = torch.zeros(b, 3, dtype=torch.bool, device=q.device)
+        unit_grad = False  # its backward touches B rows only
+    if unit_grad:
+        unit_q = torch.zeros(q.shape, dtype=refs.cd, device=q.device)
+        unit_r = torch.zeros(refs.r.shape, dtype=refs.cd, device=q.device)
     for rows in chunks(b, n, CHUNK_BUDGET):
         qc, raw, d = _tile(q, refs, rows, cfg)
         pos, neg = _masks(q_labels, r_labels, rows, cfg.self_offset)
@@ -390,17 +418,17 @@ def forward(q, r, q_labels, r_labels, cfg: TripletConfig):
             values[rows], counts[rows], nonzero[rows] = term, valid.long(), (term > 0).long()
             sel[0][rows], sel[1][rows], sel[2][rows], sel[3][rows] = d_ap, p_idx, d_an, n_idx
             flags[rows] = torch.stack([has_p, has_n, valid], 1)
-        elif cfg.mining == "semihard_tfa":
-            values[rows], counts[rows], nonzero[rows] = _semihard_tfa_chunk(d, pos, neg, refs, cfg)
-        elif cfg.swap:
-            values[rows], counts[rows], nonzero[rows] = _swap_chunk(d, pos, neg, refs, cfg, rows)
-        elif cfg.smooth:
-            values[rows], counts[rows], nonzero[rows] = _streamed_chunk(d, pos, neg, cfg)
-        else:
-            values[rows], counts[rows], nonzero[rows] = _sorted_chunk(d, pos, neg, cfg)
+            continue
+        ones = torch.ones(d.shape[0], dtype=d.dtype, device=d.device) if unit_grad else None
+        out, grad = _chunk(d, pos, neg, refs, cfg, g=ones, grad_r=unit_r if unit_grad else None)
+        values[rows], counts[rows], nonzero[rows] = out
+        if grad is not None:
+            gq, gr = _tile_backward(grad, qc, refs, raw, cfg)
+            unit_q[rows] += gq
+            unit_r += gr
     if cfg.mining == "batch_hard":
-        saved = (*sel, flags)
-    return values, counts, nonzero, saved
+        return values, counts, nonzero, (*sel, flags)
+    return values, counts, nonzero, ((unit_q, unit_r) if unit_grad else ())
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: TripletConfig, saved):
@@ -408,6 +436,9 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: TripletConfig, saved):
     b, n = q.shape[0], r.shape[0]
     refs = _Refs(r, cfg.kind)
     g_all = grad_values.to(refs.cd)
+    if cfg.mining != "batch_hard" and len(saved) == 2 and bool((g_all == g_all[0]).all()):
+        unit_q, unit_r = saved
+        return (g_all[0] * unit_q).to(q.dtype), (g_all[0] * unit_r).to(r.dtype)
     grad_q = torch.zeros(q.shape, dtype=refs.cd, device=q.device)
     grad_r = torch.zeros(refs.r.shape, dtype=refs.cd, device=q.device)
     if cfg.mining == "batch_hard":
@@ -419,14 +450,7 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: TripletConfig, saved):
             continue
         qc, raw, d = _tile(q, refs, rows, cfg)
         pos, neg = _masks(q_labels, r_labels, rows, cfg.self_offset)
-        if cfg.mining == "semihard_tfa":
-            grad = _semihard_tfa_chunk(d, pos, neg, refs, cfg, g=g, grad_r=grad_r)
-        elif cfg.swap:
-            grad = _swap_chunk(d, pos, neg, refs, cfg, rows, g=g, grad_r=grad_r)
-        elif cfg.smooth:
-            grad = _streamed_chunk(d, pos, neg, cfg, g=g)
-        else:
-            grad = _sorted_chunk(d, pos, neg, cfg, g=g)
+        _, grad = _chunk(d, pos, neg, refs, cfg, g=g, grad_r=grad_r, want_values=False)
         gq, gr = _tile_backward(grad, qc, refs, raw, cfg)
         grad_q[rows] += gq
         grad_r += gr

@@ -173,3 +173,22 @@ def test_gradcheck(mining, distance, gen):
     ry = torch.randint(0, 3, (10,), generator=gen)
     f = lambda e, re: fc.triplet_margin_loss(e, y, ref_emb=re, ref_labels=ry, **kw)  # noqa: E731
     assert torch.autograd.gradcheck(f, (x.clone().requires_grad_(), r.clone().requires_grad_()), eps=1e-7, atol=1e-5)
+
+
+@pytest.mark.parametrize("mining", MODES)
+def test_unit_gradients_in_forward(mining, gen):
+    """forward(unit_grad=True) keeps dL/dq, dL/dr for dL/dvalues = 1; backward scales them for
+    a uniform incoming gradient and recomputes for any other."""
+    q = torch.randn(11, 4, generator=gen, dtype=torch.float64)
+    r = torch.randn(15, 4, generator=gen, dtype=torch.float64)
+    ql, rl = torch.randint(0, 3, (11,), generator=gen), torch.randint(0, 3, (15,), generator=gen)
+    for kw in (dict(), dict(smooth=True), dict(swap=True)):
+        cfg = cfg_for(mining, "euclidean", False, self_offset=-1, **kw)
+        v, c, nz, saved = impl.forward(q, r, ql, rl, cfg, unit_grad=True)
+        _, _, _, plain = impl.forward(q, r, ql, rl, cfg)
+        assert_close(v, impl.forward(q, r, ql, rl, cfg)[0])
+        for g in (torch.full((11,), 0.37, dtype=torch.float64), torch.rand(11, generator=gen, dtype=torch.float64)):
+            fast = impl.backward(g, q, r, ql, rl, cfg, saved)
+            slow = impl.backward(g, q, r, ql, rl, cfg, plain)
+            assert_close(fast[0], slow[0])
+            assert_close(fast[1], slow[1])
