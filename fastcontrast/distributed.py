@@ -213,7 +213,8 @@ class GlobalBatchLoss(torch.nn.Module):
     ref_emb the anchors are compared against every rank's ref_emb (no self pairs); without,
     against every rank's embeddings, excluding each row's own pair. labels=None: two views
     per sample, rows i and i + B_r/2 of each rank. Returns the global loss (same on every
-    rank), or with reduction "none" this rank's per-anchor values against the global batch.
+    rank), or with reduction "none" this rank's per-anchor values against the global batch
+    (not scaled: reduce them yourself, times the world size under DDP).
     Without an initialized process group (or with one rank) it is the wrapped loss itself.
     """
 

@@ -45,6 +45,14 @@ def _gather_worker(rank, world):
     assert torch.equal(g.detach(), expect)
     (g * (rank + 1)).sum().backward()  # every rank weighs all rows by rank + 1
     assert torch.equal(x.grad, torch.full_like(x, world * (world + 1) / 2))
+    # reduction "none": this rank's anchors against the global batch
+    gen = torch.Generator().manual_seed(3)
+    sizes = [2 + 3 * r for r in range(world)]
+    emb = torch.randn(sum(sizes), 4, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 2, (sum(sizes),), generator=gen)
+    rows = slice(sum(sizes[:rank]), sum(sizes[: rank + 1]))
+    got = GlobalBatchLoss(PairStandIn(reduction="none"))(emb[rows], y[rows])
+    torch.testing.assert_close(got, PairStandIn(reduction="none")(emb, y)[rows], rtol=1e-12, atol=0)
 
 
 def _mismatch_worker(rank, world):
