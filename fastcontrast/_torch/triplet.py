@@ -11,14 +11,16 @@ batch_all and the miner filters ("all", "hard", "semihard", "easy") — sorting,
     Sort each anchor's negative distances s_1 ≤ … ≤ s_k. For a positive with x = d_ap, every
     condition on a negative (filter on t = d_an − x with the miner margin mm, and the hinge
     d_an < x + margin) bounds d_an from one side, so the kept negatives form a contiguous
-    run [lo, hi) of the sorted row, found by binary search (torch.searchsorted), and
-        Σ_{n kept, active} (x + m − d_an) = c·(x + m) − (S[hi] − S[lo]),  c = hi − lo,
+    run [lo, hi) of the sorted row and the active ones its prefix [lo, U), found by binary
+    search (torch.searchsorted; the positives of each anchor are compacted first, so there
+    are chunk×P_max queries, not chunk×N), and
+        Σ_{n kept, active} (x + m − d_an) = c·(x + m) − (S[U] − S[lo]),  c = U − lo,
     with S the prefix sums of the row (accumulated in float64). Gradients:
-        ∂v/∂d_ap = c(a, p)      ∂v/∂d_an = −#{p : n kept and active for (a, p)}
-    and the latter is the same search the other way round, on the anchor's sorted positive
-    distances (each condition bounds x from one side). Comparisons are written as the same
-    float expressions in both directions (d_an ≤ fl(x + mm), d_an < fl(x + m), d_an > x), so
-    forward and backward agree on every triplet.
+        ∂v/∂d_ap = c(a, p)      ∂v/∂d_an = −#{p : n in the run [lo, U) of (a, p)}
+    the latter from a difference array over the runs (+1 at lo, −1 at U, prefix sum),
+    mapped back to columns through the sort order, so both directions use the very same
+    runs. When the Function expects a gradient, forward also computes the gradients for
+    dL/dvalues = 1 (`unit_grad`) and backward only rescales them (mean/sum reductions).
 smooth (softplus is not linear, prefix sums do not apply): positives of each anchor
     compacted (chunk × P_max), negatives streamed in column blocks; O(B·P·N) time,
     O(chunk·P_max·block) memory.

@@ -82,6 +82,8 @@ def test_reference_set(mining, gen):
     rl2[4:11] = ql
     check(q, r2, ql, rl2, cfg_for(mining, "euclidean", False, self_offset=4, swap=True), gen)
     check(q, r2, ql, rl2, cfg_for(mining, "dot", True, self_offset=4), gen)
+    rl2[5] = ql[1] + 1  # the self pair is never a negative, even when its labels disagree
+    check(q, r2, ql, rl2, cfg_for(mining, "sqeuclidean", False, self_offset=4), gen)
 
 
 @pytest.mark.parametrize("mining", MODES)
