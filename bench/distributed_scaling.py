@@ -7,7 +7,9 @@ against one process computing the same loss on the whole global batch.
 Every process uses one thread, so W ranks use W cores and the single process one core:
 the ratio per-rank / single measures the work sharing (ideal 1/W) plus the cost of the
 gathers and all-reduces. Per repetition the ranks start together (barrier) and the slowest
-rank's time counts; the median over repetitions is reported.
+rank's time counts; the median over repetitions is reported. "compute" is the same share
+timed without communication (terms against references already at hand), which separates
+the work sharing from the collectives.
 """
 from __future__ import annotations
 
@@ -66,19 +68,30 @@ def _rank_main(rank, world, port, loss_name, batch, dim, classes, reps, warmup, 
     sizes = shares(batch, world)
     start = sum(sizes[:rank])
     x, y = x[start:start + sizes[rank]], y[start:start + sizes[rank]]
-    loss_fn = GlobalBatchLoss(LOSSES[loss_name]())
-    times = []
+    loss = LOSSES[loss_name]()
+    loss_fn = GlobalBatchLoss(loss)
+    all_x, all_y = make_batch(batch, dim, classes)
+    times, compute = [], []
     for i in range(warmup + reps):
+        # the wrapped loss: gathers, this rank's share, all-reduces, backward
         emb = x.clone().requires_grad_(True)
         dist.barrier()
         t0 = time.perf_counter()
         loss_fn(emb, y).backward()
         elapsed = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+        # the same share without any communication (references already at hand)
+        emb, refs = x.clone().requires_grad_(True), all_x.clone().requires_grad_(True)
+        dist.barrier()
+        t0 = time.perf_counter()
+        loss.reduce(loss.terms(emb, y, refs, all_y, self_offset=start)).backward()
+        alone = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
+        dist.all_reduce(alone, op=dist.ReduceOp.MAX)
         if i >= warmup:
             times.append(float(elapsed))
+            compute.append(float(alone))
     if rank == 0:
-        queue.put(times)
+        queue.put((times, compute))
     dist.destroy_process_group()
 
 
@@ -100,33 +113,37 @@ def main(argv=None):
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--classes", type=int, default=64)
     p.add_argument("--losses", default="supcon,contrastive,triplet-semihard")
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=7)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--out", default=None, help="results JSON (default: print only)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    load_start = os.getloadavg()
 
     from fastcontrast.bench.report import machine_info, versions
     records = []
     for name in args.losses.split(","):
         x, y = make_batch(args.batch, args.dim, args.classes)
         single = time_single(name, x, y, args.reps, args.warmup)
-        per_rank = time_world(name, args.world, args.batch, args.dim, args.classes, args.reps, args.warmup)
+        per_rank, compute = time_world(name, args.world, args.batch, args.dim, args.classes, args.reps,
+                                       args.warmup)
         rec = {"loss": name, "batch": args.batch, "dim": args.dim, "classes": args.classes,
                "world": args.world, "rank_sizes": shares(args.batch, args.world),
                "single_s": statistics.median(single), "per_rank_s": statistics.median(per_rank),
-               "single_all_s": single, "per_rank_all_s": per_rank}
+               "per_rank_compute_s": statistics.median(compute),
+               "single_all_s": single, "per_rank_all_s": per_rank, "per_rank_compute_all_s": compute}
         rec["ratio"] = rec["per_rank_s"] / rec["single_s"]
+        rec["compute_ratio"] = rec["per_rank_compute_s"] / rec["single_s"]
         records.append(rec)
         print(f"{name:20s} B={args.batch} single {rec['single_s'] * 1e3:9.1f} ms   "
               f"per rank (W={args.world}) {rec['per_rank_s'] * 1e3:9.1f} ms   ratio {rec['ratio']:.3f} "
-              f"(ideal {1 / args.world:.3f})", flush=True)
+              f"(ideal {1 / args.world:.3f}; without communication {rec['compute_ratio']:.3f})", flush=True)
     doc = {"schema": "fastcontrast-distributed-scaling/1",
            "command": "OMP_NUM_THREADS=1 python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": machine_info(), "versions": versions(),
            "settings": {"backend": "gloo", "device": "cpu", "threads_per_process": 1,
-                        "load_average_at_end": os.getloadavg()},
+                        "load_average_at_start": load_start, "load_average_at_end": os.getloadavg()},
            "records": records}
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
