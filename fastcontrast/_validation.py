@@ -24,8 +24,14 @@ def check_embeddings(x: torch.Tensor, name: str = "embeddings") -> None:
         raise ValueError(f"{name} has zero columns: the embedding dimension must be >= 1")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
+    # skipped while torch.compile traces (a data-dependent branch would split the graph)
+    if not _compiling() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf")
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def check_labels(labels: torch.Tensor, n: int, name: str = "labels",

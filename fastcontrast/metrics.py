@@ -85,21 +85,18 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
     Inputs must already be in the compute dtype. x_sq / y_sq (row squared norms) may be
     passed in to avoid recomputing them for every tile.
     """
-    dot = x @ y.T
     if kind == "dot":
-        return dot
+        return x @ y.T
+    if kind not in ("sqeuclidean", "euclidean"):
+        raise ValueError(f"unknown kernel kind {kind!r}")
     if x_sq is None:
         x_sq = (x * x).sum(1)
     if y_sq is None:
         y_sq = (y * y).sum(1)
     scale = x_sq[:, None] + y_sq[None, :]
-    sq = scale - 2.0 * dot
-    sq = torch.where(sq <= snap_tolerance(x.dtype) * scale, torch.zeros((), dtype=sq.dtype, device=sq.device), sq)
-    if kind == "sqeuclidean":
-        return sq
-    if kind == "euclidean":
-        return sq.sqrt()
-    raise ValueError(f"unknown kernel kind {kind!r}")
+    sq = torch.addmm(scale, x, y.T, alpha=-2.0)  # one fused pass: ‖x‖² + ‖y‖² − 2x·y
+    sq = sq.masked_fill_(sq <= scale.mul_(snap_tolerance(x.dtype)), 0.0)
+    return sq if kind == "sqeuclidean" else sq.sqrt_()
 
 
 def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind: str,
