@@ -227,12 +227,19 @@ def test_single_class_and_all_distinct(mining):
             check(q, q, labels, labels, cfg, True)
 
 
-def test_multiple_chunks_and_wide_rows(monkeypatch):
-    """Chunks of 3 anchors (ragged last chunk), D = 100 (several BLOCK_D steps)."""
-    monkeypatch.setattr(kt, "CHUNK_ELEMENTS", 3 * 19)
-    q, r, ql, rl, same = make_data(B=19, D=100, classes=4)
-    for mining in ("semihard", "semihard_tfa"):
-        check(q, r, ql, rl, TripletConfig(mining=mining, margin=2.0, miner_margin=3.0), same)
+def test_multiple_chunks_and_tiles(monkeypatch):
+    """Chunks of 3 anchors (ragged last chunk), N = 80 (several distance tiles and
+    scan blocks, a ragged last one), D = 70 (several BLOCK_D steps)."""
+    monkeypatch.setattr(kt, "CHUNK_ELEMENTS", 3 * 80)
+    # integer data and squared distances: every distance and comparison is exact in fp32, so
+    # thousands of triplets cannot flip across a filter boundary by rounding
+    q, r, ql, rl, same = make_data(B=10, D=70, N=80, classes=2, style="wide-int", self_offset=-1)
+    for mining in ("semihard", "semihard_tfa", "batch_hard"):
+        cfg = TripletConfig(mining=mining, kind="sqeuclidean", margin=150.0, miner_margin=200.0, self_offset=-1)
+        check(q, r, ql, rl, cfg, same)
+    q, r, ql, rl, same = make_data(B=4, D=20, N=40, classes=2, style="wide-int", self_offset=-1)
+    check(q, r, ql, rl, TripletConfig(mining="all", kind="sqeuclidean", swap=True, smooth=True, margin=10.0,
+                                      miner_margin=40.0, self_offset=-1), same)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
