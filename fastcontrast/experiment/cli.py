@@ -237,6 +237,7 @@ def cell_summary(loss: str, bs: int, lr: float, runs: list, n_seeds: int) -> dic
         "stage2_s_mean": float(np.mean([r.stage2_s for _, r in runs])),
         "peak_bytes": [r.peak_bytes for _, r in runs],
         "peak_bytes_max": max(r.peak_bytes for _, r in runs),
+        "stage2_peak_bytes_max": max(r.stage2_peak_bytes for _, r in runs),
         "final_loss": [r.final_loss for _, r in runs],
         "steps": [r.steps for _, r in runs],
     }

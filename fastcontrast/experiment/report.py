@@ -46,13 +46,14 @@ def summary_table(cells: list[dict], losses: list[str], batch_sizes: list[int]) 
 
 
 def detail_table(cells: list[dict]) -> str:
-    lines = ["| loss | batch | lr | seeds | test accuracy % | stage 1 s | stage 2 s | peak memory |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| loss | batch | lr | seeds | test accuracy % | stage 1 s | stage 2 s "
+             "| stage-1 peak memory | stage-2 peak memory |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cells:
         lines.append(
             f"| {TITLES[c['loss']]} | {c['batch_size']} | {c['lr']:g} | {len(c['accuracies'])} | "
             f"{fmt_acc(c)} | {c['stage1_s_mean']:.1f} | {c['stage2_s_mean']:.1f} | "
-            f"{fmt_bytes(c['peak_bytes_max'])} |")
+            f"{fmt_bytes(c['peak_bytes_max'])} | {fmt_bytes(c.get('stage2_peak_bytes_max'))} |")
     return "\n".join(lines)
 
 
@@ -77,9 +78,11 @@ def markdown(report: dict) -> str:
         "",
         summary_table(report["results"], s["losses"], s["batch_sizes"]),
         "",
-        "Per configuration (times are per seed, mean; peak memory is the largest over seeds: "
+        "Per configuration (times are per seed, mean; peak memory is the largest over seeds, "
+        "per stage: "
         + ("peak CUDA memory allocated" if report["machine"]["device"].startswith("cuda")
-           else "peak resident-set growth of the process, sampled every 2 ms") + "):",
+           else "peak resident-set growth of the process during the stage, sampled every 2 ms")
+        + "; stage 1 is the training with the loss, or the baseline's training):",
         "",
         detail_table(report["results"]),
     ]
