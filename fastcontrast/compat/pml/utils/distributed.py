@@ -92,11 +92,11 @@ def global_indices_tuple(indices_tuple, offset: int, device, group=None):
 def _native_triplet(loss):
     """The fastcontrast TripletMarginLoss computing `loss` (itself or inside the PML compat
     TripletMarginLoss), or None."""
+    from .._triplet import TripletMarginLoss as _CompatTripletLoss
     if isinstance(loss, _NativeTripletLoss):
         return loss
-    inner = getattr(loss, "loss", None)
-    if type(loss).__name__ == "TripletMarginLoss" and isinstance(inner, _NativeTripletLoss):
-        return inner
+    if isinstance(loss, _CompatTripletLoss):
+        return loss.loss
     return None
 
 
@@ -155,7 +155,6 @@ class DistributedLossWrapper(torch.nn.Module):
         if indices_tuple is not None and self.efficient:
             indices_tuple = global_indices_tuple(indices_tuple, offset, embeddings.device)
         return self.loss(all_emb, all_labels, indices_tuple, all_ref, all_ref_labels)
-
 
     def _forward_mined(self, embeddings, labels, sel: MinedTriplets, ref_emb, ref_labels, world):
         """A lazy selection of fastcontrast's miners is a rule, not a list: in either mode this
