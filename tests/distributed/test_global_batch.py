@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+import fastcontrast as fc
 from fastcontrast.distributed import GlobalBatchLoss, all_gather_rows, exchange_layout
 
 from ._cases import check_global
@@ -53,6 +54,17 @@ def _gather_worker(rank, world):
     rows = slice(sum(sizes[:rank]), sum(sizes[: rank + 1]))
     got = GlobalBatchLoss(PairStandIn(reduction="none"))(emb[rows], y[rows])
     torch.testing.assert_close(got, PairStandIn(reduction="none")(emb, y)[rows], rtol=1e-12, atol=0)
+    # average_grads=False: each rank's embedding gradient is exactly its rows of the global
+    # gradient (work shared, and the whole-loss-on-every-rank path used for N-pair)
+    for make in (PairStandIn, lambda: fc.NPairLoss(l2_reg=0.2, backend="torch")):
+        full = emb.clone().requires_grad_(True)
+        expected = make()(full, y)
+        expected.backward()
+        local = emb[rows].clone().requires_grad_(True)
+        got = GlobalBatchLoss(make(), average_grads=False)(local, y[rows])
+        got.backward()
+        torch.testing.assert_close(got.detach(), expected.detach(), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(local.grad, full.grad[rows], rtol=1e-10, atol=1e-12)
 
 
 def _mismatch_worker(rank, world):
