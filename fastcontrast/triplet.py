@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ._reduce import LossTerms, reduce_terms
-from ._validation import check_choice, check_embeddings, check_labels, check_query_ref, check_real, check_reduction
+from ._validation import check_choice, check_embeddings, check_pair, check_query_ref, check_real, check_reduction
 from .backend import BACKENDS, default_backend, resolve_backend
 from .configs import TripletConfig
 from .metrics import Metric, chunks, compute_dtype, pairwise, prepare, resolve_metric
@@ -318,6 +318,7 @@ class TripletMarginLoss(nn.Module):
         check_embeddings(embeddings, "embeddings")
         if ref_emb is not None:
             check_embeddings(ref_emb, "ref_emb")
+            check_pair(embeddings, ref_emb, "embeddings", "ref_emb")
         n = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
         triplets = explicit_triplets(indices_tuple, embeddings.shape[0], n, embeddings.device)
         q = prepare(embeddings, self.metric)
