@@ -19,6 +19,19 @@ OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory
                "not enough memory", "bad_alloc", "unable to allocate")
 
 
+def _vmhwm_bytes():
+    """Peak RSS of this process image (VmHWM). Unlike ru_maxrss it starts afresh at exec, so
+    it does not inherit the parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _write(path, result):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -81,7 +94,7 @@ def main(spec_path: str) -> int:
     except BaseException as exc:  # noqa: B902 - everything is a data point here
         result.update(status=_status_of(exc), error=f"{type(exc).__name__}: {exc}"[:2000],
                       traceback=traceback.format_exc()[-3000:])
-    result["child_maxrss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["vmhwm_bytes"] = _vmhwm_bytes()
     result["finished_at"] = time.time()
     _write(spec["result_path"], result)
     return 0

@@ -249,6 +249,11 @@ def run(args, argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, previous_handler)
         if bar is not None:
             bar.close()
+    try:
+        doc["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    report.write_json(doc, json_path)
     report.write_csv(doc, csv_path)
     header, rows = report.comparison_rows(doc)
     print(f"\nfastcontrast bench on {report.device_label(doc)}; forward+backward, median of "

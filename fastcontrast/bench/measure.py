@@ -5,7 +5,8 @@ computed and `.backward()` runs. Warm-up steps run first and are not timed (they
 torch.compile's compilation and Triton's autotuning). Then `repeats` steps are timed one by
 one; the median is the figure quoted.
 
-- CPU: time.perf_counter around each step.
+- CPU: time.perf_counter around each step (and time.process_time: CPU seconds of all
+  threads, which a busy shared machine inflates less than the wall time).
 - CUDA: a pair of CUDA events around each step, read after a synchronize (the time the GPU
   spent, without Python-side launch jitter; warm-up excluded). Peak memory:
   torch.cuda.max_memory_allocated() over the timed steps minus the bytes allocated before
@@ -59,7 +60,7 @@ def time_steps(step, inputs: dict, device: str, warmup: int = 1, repeats: int = 
     if cuda:
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu_times = [], []
     started = time.perf_counter()
     for i in range(max(repeats, 1)):
         if cuda:
@@ -70,15 +71,19 @@ def time_steps(step, inputs: dict, device: str, warmup: int = 1, repeats: int = 
             end.synchronize()
             times.append(start.elapsed_time(end) / 1e3)
         else:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             loss = run_step(step, inputs)
             times.append(time.perf_counter() - t)
+            cpu_times.append(time.process_time() - c)
         if value is None and i == 0:
             value = _loss_value(loss)
         if max_seconds is not None and time.perf_counter() - started > max_seconds:
             break
     if cuda:
         out["peak_extra_bytes"] = int(torch.cuda.max_memory_allocated() - base)
+    if cpu_times:
+        # CPU seconds of all threads per step: with a busy machine the wall time grows, this not
+        out["cpu_time_s"] = statistics.median(cpu_times)
     out.update(times_s=times, time_s=statistics.median(times), time_min_s=min(times), value=value,
                warmup_s=warmup_s)
     return out

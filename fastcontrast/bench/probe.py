@@ -4,8 +4,10 @@
 address-space cap (RLIMIT_AS), and returns a record:
 
     status        "ok" | "oom" | "timeout" | "error" | "skipped"
-    peak_rss_bytes  the child's peak resident set (os.wait4's ru_maxrss: known even when the
-                    child is killed)
+    peak_rss_bytes  the child's peak resident set: VmHWM reported by the child, or, when it was
+                    killed, the last VmHWM sampled from /proc/<pid>/status while waiting
+                    (ru_maxrss is recorded too but not used: it includes the parent's image
+                    from before exec)
     extra_bytes     CPU: peak_rss_bytes minus the peak RSS of an idle baseline child (same
                     imports, the implementation built, tiny inputs, no step run): it
                     includes the inputs and their gradients (2·B·D elements);
@@ -68,7 +70,9 @@ def run_child(spec: dict, time_limit_s: float, cwd: str | None = None) -> dict:
                                     stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
             killed = False
             delay = 0.01
+            sampled_hwm = 0
             while True:
+                sampled_hwm = max(sampled_hwm, _vmhwm_of(proc.pid))
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     break
@@ -87,7 +91,10 @@ def run_child(spec: dict, time_limit_s: float, cwd: str | None = None) -> dict:
         if os.path.exists(spec["result_path"]):
             with open(spec["result_path"]) as f:
                 result = json.load(f)
-    result["peak_rss_bytes"] = usage.ru_maxrss * 1024
+    # VmHWM, not ru_maxrss: a child's ru_maxrss includes the parent's image from before exec
+    result["peak_rss_bytes"] = result.get("vmhwm_bytes") or sampled_hwm or None
+    result["peak_rss_source"] = "child VmHWM" if result.get("vmhwm_bytes") else "sampled VmHWM"
+    result["ru_maxrss_bytes"] = usage.ru_maxrss * 1024
     result["wall_s"] = wall
     if killed:
         result["status"] = "timeout"
@@ -105,6 +112,18 @@ def run_child(spec: dict, time_limit_s: float, cwd: str | None = None) -> dict:
     if result.get("status") == "error" and "log" not in result:
         result["log"] = log_tail[-1500:]
     return result
+
+
+def _vmhwm_of(pid: int) -> int:
+    """VmHWM of a running process in bytes (0 once it has exited or without /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _kill_group(pid: int) -> None:

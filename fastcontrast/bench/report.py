@@ -25,7 +25,8 @@ from pathlib import Path
 from .impls import BASELINE, IMPLS, SUBJECT, YARDSTICK
 
 SCHEMA = "fastcontrast-bench/1"
-CSV_FIELDS = ["loss", "B", "N", "D", "dtype", "classes", "device", "impl", "status", "time_s", "time_min_s",
+CSV_FIELDS = ["loss", "B", "N", "D", "dtype", "classes", "device", "impl", "status", "time_s",
+              "time_min_s", "cpu_time_s",
               "extra_bytes", "peak_rss_bytes", "baseline_rss_bytes", "cap_bytes", "value",
               "tflops", "error"]
 
@@ -62,7 +63,12 @@ def machine_info() -> dict:
             mem = int(f.readline().split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
     return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "memory_bytes": mem,
+            "load_average_at_start": load,
             "gpu": gpu_name(), "platform": platform.platform(), "python": platform.python_version()}
 
 
@@ -140,7 +146,8 @@ def write_csv(doc: dict, path: str | Path) -> None:
         for r in doc["records"]:
             c = r["case"]
             row = {k: c.get(k) for k in ("loss", "B", "N", "D", "dtype", "classes", "device")}
-            row.update({k: r.get(k) for k in ("impl", "status", "time_s", "time_min_s", "extra_bytes",
+            row.update({k: r.get(k) for k in ("impl", "status", "time_s", "time_min_s", "cpu_time_s",
+                                               "extra_bytes",
                                                "peak_rss_bytes", "baseline_rss_bytes",
                                                "cap_bytes", "value", "error")})
             row["tflops"] = tflops(r)
