@@ -643,9 +643,10 @@ def _chunk_rows(B: int, N: int, chunk_elements: int) -> int:
 
 
 def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision,
-                 snap_tol, prefix: bool):
+                 snap_tol, prefix: bool, sort_negatives: bool = True):
     """The chunk's keys, their row-sorted copies (stable: lowest index first among ties),
-    positive/negative counts and, if asked, the float64 prefix sums of the sorted negatives."""
+    positive/negative counts and, if asked, the float64 prefix sums of the sorted negatives.
+    The scan path reads the negatives unsorted (sort_negatives=False: one sort fewer)."""
     c, N, D = row_end - row0, r.shape[0], q.shape[1]
     neg_key = torch.empty((c, N), dtype=torch.float32, device=q.device)
     pos_key = torch.empty((c, N), dtype=torch.float32, device=q.device)
@@ -654,7 +655,10 @@ def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, nega
         q, r, q_sq, r_sq, q_labels, r_labels, neg_key, pos_key, row0, row_end, N, D, q.stride(0), r.stride(0),
         snap_tol, self_offset, KIND=kind, NEGATE=negate, PRECISION=precision,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
-    neg_sorted, neg_idx = torch.sort(neg_key, dim=1, stable=True)
+    if sort_negatives:
+        neg_sorted, neg_idx = torch.sort(neg_key, dim=1, stable=True)
+    else:
+        neg_sorted, neg_idx = neg_key, None
     pos_sorted, pos_idx = torch.sort(pos_key, dim=1, stable=True)
     n_neg = torch.isfinite(neg_sorted).sum(1).to(torch.int32)
     n_pos = torch.isfinite(pos_sorted).sum(1).to(torch.int32)
@@ -775,7 +779,7 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
         c = row_end - row0
         neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, prefix = _sorted_rows(
             q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, snap_tol,
-            prefix=sorted_path)
+            prefix=sorted_path, sort_negatives=sorted_path or mode == 5)
         out = (values[row0:row_end], counts[row0:row_end], nonzero[row0:row_end])
         if sorted_path:
             _launch(_window_forward_kernel)[(c,)](
@@ -812,7 +816,7 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
         g = grad_values[row0:row_end]
         neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, _ = _sorted_rows(
             q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, snap_tol,
-            prefix=False)
+            prefix=False, sort_negatives=sorted_path or mode == 5)
         coef = torch.zeros((c, N), dtype=torch.float32, device=dev)
         if sorted_path:
             _launch(_window_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
