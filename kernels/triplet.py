@@ -160,6 +160,7 @@ def _distance_rows_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
 
 # --------------------------------------------------------------------------------------------
 # 3. Sorted path: batch_all and the miner filters with relu, no swap
+#    (step 2, the row sorts and prefix sums, is torch in `_sorted_rows` below)
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def _window(x, neg_row, K, margin, mm, MODE: tl.constexpr, LOG_N: tl.constexpr):
