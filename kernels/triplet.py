@@ -11,8 +11,9 @@ The anchors are processed in chunks of C rows; per chunk at most a few C×N buff
 
 1. `_distance_rows_kernel` writes the chunk's rows twice: neg_key = d on negatives, +inf
    elsewhere, and pos_key = d on positives, +inf elsewhere (distance_tile + pair_masks).
-2. torch.sort of both (a segmented sort per row), float64 prefix sums of the sorted
-   negatives S[k] = Σ_{i<k} v_i.
+2. torch.sort of the rows each step needs (a segmented sort per row; forward of the sorted
+   path: negatives only, backward and semihard_tfa: both; scan path: positives only) and
+   float64 prefix sums of the sorted negatives S[k] = Σ_{i<k} v_i.
 3. Sorted path (batch_all and filters, relu, no swap), O(B·N log N):
    for a positive x every condition bounds v from one side, so the kept and active
    negatives are a contiguous run [lo, U) of the sorted row, found by a fixed-length
@@ -185,23 +186,25 @@ def _window(x, neg_row, K, margin, mm, MODE: tl.constexpr, LOG_N: tl.constexpr):
 
 
 @triton.jit
-def _window_forward_kernel(pos_sorted_ptr, neg_sorted_ptr, prefix_ptr, n_pos_ptr, n_neg_ptr,
+def _window_forward_kernel(pos_key_ptr, neg_sorted_ptr, prefix_ptr, n_neg_ptr,
                            values_ptr, counts_ptr, nonzero_ptr, N, margin, mm,
                            MODE: tl.constexpr, LOG_N: tl.constexpr, BLOCK: tl.constexpr):
-    """One anchor per program: Σ over its positives of c·(x + m) − (S[U] − S[lo])."""
+    """One anchor per program: Σ over its positives of c·(x + m) − (S[U] − S[lo]).
+    The positives are read unsorted (pos_key, +inf elsewhere): the forward pass needs one
+    row sort only, of the negatives."""
     row = tl.program_id(0)
     base = row.to(tl.int64) * N
-    P = tl.load(n_pos_ptr + row)
     K = tl.load(n_neg_ptr + row)
     value = tl.zeros((BLOCK,), dtype=tl.float64)
     count = tl.zeros((BLOCK,), dtype=tl.int64)
     nonzero = tl.zeros((BLOCK,), dtype=tl.int64)
-    for p0 in range(0, P, BLOCK):
-        offs = p0 + tl.arange(0, BLOCK)
-        live = offs < P
-        x = tl.load(pos_sorted_ptr + base + offs, mask=live, other=0.0)
+    prefix_row = prefix_ptr + row.to(tl.int64) * (N + 1)
+    for j0 in range(0, N, BLOCK):
+        offs = j0 + tl.arange(0, BLOCK)
+        x = tl.load(pos_key_ptr + base + offs, mask=offs < N, other=JIT_INF)
+        live = x < JIT_INF
+        x = tl.where(live, x, 0.0)
         lo, hi, end = _window(x, neg_sorted_ptr + base, K, margin, mm, MODE, LOG_N)
-        prefix_row = prefix_ptr + row.to(tl.int64) * (N + 1)
         run = tl.load(prefix_row + end, mask=live, other=0.0) - tl.load(prefix_row + lo, mask=live, other=0.0)
         c = tl.where(live, end - lo, 0)
         value += c.to(tl.float64) * (x.to(tl.float64) + margin) - tl.where(c > 0, run, 0.0)
@@ -644,10 +647,11 @@ def _chunk_rows(B: int, N: int, chunk_elements: int) -> int:
 
 
 def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision,
-                 snap_tol, prefix: bool, sort_negatives: bool = True):
+                 snap_tol, prefix: bool, sort_negatives: bool = True, sort_positives: bool = True):
     """The chunk's keys, their row-sorted copies (stable: lowest index first among ties),
     positive/negative counts and, if asked, the float64 prefix sums of the sorted negatives.
-    The scan path reads the negatives unsorted (sort_negatives=False: one sort fewer)."""
+    A sort that is not asked for returns the unsorted keys (and no indices): the scan path
+    reads the negatives unsorted, the sorted path's forward the positives."""
     c, N, D = row_end - row0, r.shape[0], q.shape[1]
     neg_key = torch.empty((c, N), dtype=torch.float32, device=q.device)
     pos_key = torch.empty((c, N), dtype=torch.float32, device=q.device)
@@ -660,7 +664,10 @@ def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, nega
         neg_sorted, neg_idx = torch.sort(neg_key, dim=1, stable=True)
     else:
         neg_sorted, neg_idx = neg_key, None
-    pos_sorted, pos_idx = torch.sort(pos_key, dim=1, stable=True)
+    if sort_positives:
+        pos_sorted, pos_idx = torch.sort(pos_key, dim=1, stable=True)
+    else:
+        pos_sorted, pos_idx = pos_key, None
     n_neg = torch.isfinite(neg_sorted).sum(1).to(torch.int32)
     n_pos = torch.isfinite(pos_sorted).sum(1).to(torch.int32)
     neg_prefix = None
@@ -780,11 +787,11 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
         c = row_end - row0
         neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, prefix = _sorted_rows(
             q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, snap_tol,
-            prefix=sorted_path, sort_negatives=sorted_path or mode == 5)
+            prefix=sorted_path, sort_negatives=sorted_path or mode == 5, sort_positives=not sorted_path)
         out = (values[row0:row_end], counts[row0:row_end], nonzero[row0:row_end])
         if sorted_path:
             _launch(_window_forward_kernel)[(c,)](
-                pos_sorted, neg_sorted, prefix, n_pos, n_neg, *out, N, margin, mm,
+                pos_key, neg_sorted, prefix, n_neg, *out, N, margin, mm,
                 MODE=mode, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
         elif mode == 5:
             _launch(_tfa_rows_kernel)[(c,)](
