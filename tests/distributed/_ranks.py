@@ -12,7 +12,9 @@ import torch.multiprocessing as mp
 TIMEOUT = datetime.timedelta(seconds=40)
 # fork: the ranks start at once with torch, fastcontrast and PML already imported (spawn
 # re-imports them in every rank, seconds each on a 2-core machine). Each rank uses one thread.
-START_METHOD = os.environ.get("FASTCONTRAST_TEST_START_METHOD", "fork")
+# Where CUDA exists the parent may have initialized it, which a forked child cannot use: spawn.
+START_METHOD = os.environ.get("FASTCONTRAST_TEST_START_METHOD",
+                              "spawn" if torch.cuda.is_available() else "fork")
 
 
 def free_port() -> int:
