@@ -153,8 +153,8 @@ def plan(args) -> list[Entry]:
 
 
 def _progress(total: int, quiet: bool):
-    if quiet:
-        return None
+    if quiet or not sys.stderr.isatty():
+        return None     # a log file gets one line per configuration instead
     try:
         from tqdm import tqdm
     except ImportError:
@@ -200,11 +200,12 @@ def _sweep(jobs, prober, doc, json_path, bar, quiet):
 
 
 def run(args, argv: list[str]) -> int:
-    if args.device == "cuda":
+    entries = plan(args)
+    if any(e.case.device == "cuda" for e in entries):
         import torch
         if not torch.cuda.is_available():
-            raise SystemExit("fastcontrast bench: error: --device cuda but CUDA is not available")
-    entries = plan(args)
+            build_parser().error(f"{'--suite ' + args.suite if args.suite else '--device cuda'} "
+                                 "needs a CUDA device and none is available")
     cap = args.memory_cap
     if cap == -1:
         cap = default_cap_bytes()

@@ -155,10 +155,17 @@ def run_in_process(case: Case, impl: str, warmup: int, repeats: int, max_seconds
         result.update(status="oom" if oom else "error", error=text[:2000])
     finally:
         gc.collect()
-        if case.device == "cuda":
+        if case.device == "cuda" and torch.cuda.is_available():
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
     return result
+
+
+def _device_missing(case: Case) -> str | None:
+    if case.device != "cuda":
+        return None
+    import torch
+    return None if torch.cuda.is_available() else "needs CUDA"
 
 
 class Prober:
@@ -197,7 +204,7 @@ class Prober:
         """One record for (case, impl): see the module docstring."""
         found = get_impl(impl)
         record = {"case": case.to_dict(), "impl": found.name, "role": found.role, "impl_spec": impl}
-        why_not = found.why_not(case)
+        why_not = found.why_not(case) or _device_missing(case)
         if why_not:
             record.update(status="skipped", error=why_not)
             return record

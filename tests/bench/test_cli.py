@@ -122,3 +122,12 @@ def test_inprocess_isolation_and_an_interrupted_run_keep_their_records(tmp_path,
                    ("fast-standin", 64, "ok")]
     assert len(list(csv.DictReader(open(tmp_path / "g.csv")))) == 4
     assert "interrupted after 4 of 6" in capsys.readouterr().err
+
+
+def test_a_gpu_suite_without_cuda_is_a_clear_error(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(SystemExit) as exc:
+        main(["--suite", "gpu"])
+    assert exc.value.code == 2 and "--suite gpu needs a CUDA device" in capsys.readouterr().err
