@@ -399,7 +399,8 @@ for kernel, pointers, constexprs in KERNELS:
             sig[name] = "constexpr"
         else:
             sig[name] = pointers.get(name, "fp32" if name in FLOATS else "i32")
-    triton.compile(ASTSource(kernel, sig, constexprs=constexprs), target=GPUTarget("cuda", 90, 32))
+    keyed = {(kernel.arg_names.index(name),): value for name, value in constexprs.items()}
+    triton.compile(ASTSource(kernel, sig, constexprs=keyed), target=GPUTarget("cuda", 90, 32))
 print("compiled", len(KERNELS))
 """
 
