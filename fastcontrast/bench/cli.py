@@ -258,8 +258,8 @@ def run(args, argv: list[str]) -> int:
     report.write_csv(doc, csv_path)
     header, rows = report.comparison_rows(doc)
     print(f"\nfastcontrast bench on {report.device_label(doc)}; forward+backward, median of "
-          f"{args.repeats}; memory = peak beyond the inputs"
-          + (f"; CPU processes capped at {report.fmt_bytes(cap)}" if cap else ""))
+          f"{args.repeats}; {report.memory_definition(doc)}"
+          + (f"; CPU processes capped at {report.fmt_bytes(cap)}" if cap and "cpu" in devices else ""))
     print(report.text_table(header, rows))
     skipped = [r for r in doc["records"] if r["status"] == "skipped"]
     if skipped:

@@ -317,15 +317,20 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def memory_definition(doc: dict) -> str:
+    if doc["settings"].get("isolation") == "inprocess" or any(
+            r["case"]["device"] == "cuda" for r in doc["records"]):
+        return "memory = peak torch.cuda.max_memory_allocated beyond the inputs"
+    return ("memory = peak RSS of a fresh process per configuration minus that of an idle "
+            "process with the same imports (the inputs are included)")
+
+
 def markdown_report(doc: dict, source: str | None = None) -> str:
     header, rows = wide_rows(doc)
     lines = [f"Measured on **{device_label(doc)}**, {doc['date'][:10]}, torch "
              f"{doc['versions'].get('torch')}, forward+backward, median of "
              f"{doc['settings'].get('repeats')} after {doc['settings'].get('warmup')} warm-up; "
-             "memory = peak beyond the inputs"
-             + (" (CPU: peak RSS of a fresh process minus an idle one)" if "cuda" not in
-                {r['case']['device'] for r in doc['records']} else " (torch.cuda.max_memory_allocated)")
-             + "."]
+             f"{memory_definition(doc)}."]
     cap = doc["settings"].get("cap_bytes")
     if cap:
         lines[0] += f" Each process ran under an address-space cap of {fmt_bytes(cap)}."
