@@ -151,7 +151,8 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(masked - shift[:, None]), 1)
         run_max = new_max
         n_pos += tl.sum(pos.to(tl.int32), 1)
-        pos_logit_sum += tl.sum(tl.where(pos, logits, 0.0), 1)
+        if VARIANT == 0:
+            pos_logit_sum += tl.sum(tl.where(pos, logits, 0.0), 1)
     lse = tl.where(run_sum > 0.0, run_max + tl.log(tl.where(run_sum > 0.0, run_sum, 1.0)), float("-inf"))
 
     if VARIANT == 0:
@@ -288,16 +289,17 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Blocks:
-    """Tile sizes and launch options. block_d: the D step of the similarity tile; block_do: the D
+    """Tile sizes and launch options. *_d: the D step of the similarity tile; block_do: the D
     chunk of a gradient one backward program writes (grid axis 1 = cdiv(D, block_do))."""
 
     fwd_m: int
     fwd_n: int
+    fwd_d: int
     bwd_m: int
     bwd_n: int
-    block_d: int
+    bwd_d: int
     block_do: int
-    num_warps: int = 4
+    num_warps: int = 8
     num_stages: int = 2
 
 
@@ -305,17 +307,21 @@ def _pow2(x: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(x)))
 
 
-def default_blocks(D: int, dtype: torch.dtype, device: torch.device) -> Blocks:
+def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: str = "supcon") -> Blocks:
     if device.type != "cuda":
         # interpreter: small tiles, several per test shape so ragged edges are exercised
-        return Blocks(fwd_m=16, fwd_n=16, bwd_m=16, bwd_n=16, block_d=16, block_do=32)
-    # Not tuned on hardware yet. 4-byte operands: smaller tiles keep shared memory in bounds.
-    # block_do: each backward program recomputes the similarity tile over all of D for its D
-    # chunk, so the chunk is as wide as the fp32 accumulator (bwd_m × block_do) allows.
-    wide = dtype == torch.float32
-    return Blocks(fwd_m=64 if wide else 128, fwd_n=64, bwd_m=64, bwd_n=64,
-                  block_d=_pow2(D, 16, 64 if wide else 128), block_do=_pow2(D, 16, 128 if wide else 256),
-                  num_warps=4 if wide else 8, num_stages=2)
+        return Blocks(fwd_m=16, fwd_n=16, fwd_d=16, bwd_m=16, bwd_n=16, bwd_d=16, block_do=32, num_warps=4)
+    # Not timed on hardware yet. Chosen so that the sm_90 builds (triton 3.9, compiled without a
+    # GPU) do not spill registers at D = 128 and D = 1024 for 16-bit inputs; float32 spills a few
+    # bytes. Each backward program recomputes the similarity tile over all of D for its D chunk,
+    # so block_do is as wide as the accumulator (bwd_m × block_do, fp32) allows without spills.
+    block_do = _pow2(D, 16, 128)
+    if dtype == torch.float32:
+        return Blocks(fwd_m=64, fwd_n=64, fwd_d=32, bwd_m=64, bwd_n=64, bwd_d=32, block_do=block_do)
+    if D <= 128:  # ntxent's two-pass forward needs the smaller anchor block to stay spill-free
+        return Blocks(fwd_m=128 if variant == "supcon" else 64, fwd_n=64, fwd_d=_pow2(D, 16, 128), bwd_m=64, bwd_n=64, bwd_d=_pow2(D, 16, 64),
+                      block_do=block_do)
+    return Blocks(fwd_m=64, fwd_n=64, fwd_d=64, bwd_m=64, bwd_n=64, bwd_d=64, block_do=block_do)
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,10 +455,10 @@ def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: B
     """-> (values (B,) float32, n_pos (B,) int64, saved = (row_lse, row_aux))."""
     kind, variant = _codes(cfg)
     q, r, q_labels, r_labels, tau = _prepare(q, r, q_labels, r_labels, temperature)
-    b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
+    b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.variant)
     values, n_pos, lse, aux = softmax_fwd_op(
         q, r, q_labels, r_labels, tau, kind, variant, int(cfg.self_offset), cfg.precision,
-        metrics.snap_tolerance(q.dtype), b.fwd_m, b.fwd_n, b.block_d, b.num_warps, b.num_stages)
+        metrics.snap_tolerance(q.dtype), b.fwd_m, b.fwd_n, b.fwd_d, b.num_warps, b.num_stages)
     return values, n_pos, (lse, aux)
 
 
@@ -461,13 +467,13 @@ def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, tempe
     kind, variant = _codes(cfg)
     q_in_dtype, r_in_dtype = q.dtype, r.dtype
     q, r, q_labels, r_labels, tau = _prepare(q, r, q_labels, r_labels, temperature)
-    b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
+    b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.variant)
     grad_values = grad_values.to(device=q.device, dtype=torch.float32).contiguous()
     rev_grad_values = rev_grad_values.to(device=q.device, dtype=torch.float32).contiguous()
     grad_q, grad_r, tau_part = softmax_bwd_op(
         grad_values, rev_grad_values, q, r, q_labels, r_labels, tau, lse, aux, rev_lse, rev_aux, kind, variant,
         int(cfg.self_offset), cfg.precision, metrics.snap_tolerance(q.dtype), symmetric,
-        bool(needs_temperature_grad), b.bwd_m, b.bwd_n, b.block_d, b.block_do, b.num_warps, b.num_stages)
+        bool(needs_temperature_grad), b.bwd_m, b.bwd_n, b.bwd_d, b.block_do, b.num_warps, b.num_stages)
     grad_temperature = None
     if needs_temperature_grad:
         t = torch.as_tensor(temperature)
