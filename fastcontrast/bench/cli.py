@@ -216,7 +216,8 @@ def run(args, argv: list[str]) -> int:
     impls_asked = None if args.suite else list(args.impls)
     settings = {"warmup": args.warmup, "repeats": args.repeats, "max_seconds": args.max_seconds,
                 "time_limit_s": args.time_limit, "cap_bytes": cap, "threads": args.threads,
-                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "suite": args.suite,
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "niceness": os.nice(0),
+                "suite": args.suite,
                 "impls": impls_asked}
     doc = report.new_document(["fastcontrast", "bench", *argv], settings)
     devices = {e.case.device for e in entries}

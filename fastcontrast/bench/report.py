@@ -92,7 +92,6 @@ def new_document(argv: list[str], settings: dict, command: str | None = None) ->
         "schema": SCHEMA,
         "command": command or " ".join(shlex.quote(a) for a in argv),
         "argv": list(argv),
-        "cwd_relative": True,
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "machine": machine_info(),
         "versions": versions(),
