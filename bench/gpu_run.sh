@@ -22,8 +22,13 @@ export PYTHONUNBUFFERED=1
 
 # `import fastcontrast.kernels` needs the package installed (kernels/ is mapped to it)
 if ! "$PY" -c "import fastcontrast.kernels" 2>/dev/null; then
-    "$PY" -m pip install -q --no-deps --no-build-isolation -e . \
-        || echo "warning: could not install fastcontrast; kernels may not import" >&2
+    "$PY" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null || true
+fi
+if ! "$PY" -c "import fastcontrast.kernels" 2>/dev/null; then
+    # no install possible (offline, old setuptools): map the package by hand in this copy
+    [ -e fastcontrast/kernels ] || ln -s ../kernels fastcontrast/kernels
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    "$PY" -c "import fastcontrast.kernels" || { echo "fastcontrast does not import" >&2; exit 1; }
 fi
 "$PY" - <<'PYEOF'
 import importlib, torch
