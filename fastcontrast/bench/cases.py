@@ -22,7 +22,6 @@ pytest-benchmark files under bench/.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 
 FAMILIES = ("pair_margin", "triplet", "softmax")
@@ -164,10 +163,6 @@ class Entry:
     impls: tuple[str, ...] | None = None
     note: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
-
-
-def _powers(lo: int, hi: int) -> list[int]:
-    return [2 ** k for k in range(int(math.log2(lo)), int(math.log2(hi)) + 1)]
 
 
 FC_TORCH = "fastcontrast-torch"

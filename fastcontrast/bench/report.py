@@ -18,7 +18,6 @@ import os
 import platform
 import shlex
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
