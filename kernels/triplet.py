@@ -642,6 +642,12 @@ def _squared_norms(x: torch.Tensor, kind: int) -> torch.Tensor:
     return (x * x).sum(1)  # as metrics.pairwise: exact for small integers (a norm then a square is not)
 
 
+def _unused(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A fresh placeholder for a pointer argument a kernel variant never touches (never the
+    same tensor twice in one launch: torch.compile treats aliased arguments as mutations)."""
+    return torch.empty((1,), dtype=dtype, device=device)
+
+
 def _chunk_rows(B: int, N: int, chunk_elements: int) -> int:
     return max(1, min(B, chunk_elements // max(N, 1)))
 
@@ -777,9 +783,7 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
                  self_offset, precision, snap_tol, chunk_elements):
     B, N, D = int(q.shape[0]), int(r.shape[0]), int(q.shape[1])
     dev = q.device
-    values = torch.empty((B,), dtype=torch.float32, device=dev)
-    counts = torch.empty((B,), dtype=torch.int64, device=dev)
-    nonzero = torch.empty((B,), dtype=torch.int64, device=dev)
+    parts = []
     log_n = max(1, N.bit_length())
     sorted_path = mode <= 4 and not smooth and not swap
     for row0 in range(0, B, _chunk_rows(B, N, chunk_elements)):
@@ -788,24 +792,27 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
         neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, prefix = _sorted_rows(
             q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, snap_tol,
             prefix=sorted_path, sort_negatives=sorted_path or mode == 5, sort_positives=not sorted_path)
-        out = (values[row0:row_end], counts[row0:row_end], nonzero[row0:row_end])
+        out = (torch.empty((c,), dtype=torch.float32, device=dev), torch.empty((c,), dtype=torch.int64, device=dev),
+               torch.empty((c,), dtype=torch.int64, device=dev))
+        parts.append(out)
         if sorted_path:
             _launch(_window_forward_kernel)[(c,)](
                 pos_key, neg_sorted, prefix, n_neg, *out, N, margin, mm,
                 MODE=mode, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
         elif mode == 5:
             _launch(_tfa_rows_kernel)[(c,)](
-                r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, values, *out,
-                values, values, values, values, counts, N, D, r.stride(0), snap_tol, margin,
+                r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, _unused(dev), *out,
+                _unused(dev), _unused(dev), _unused(dev), _unused(dev), _unused(dev, torch.int64),
+                N, D, r.stride(0), snap_tol, margin,
                 SMOOTH=smooth, SWAP=swap, BACKWARD=False, KIND=kind, NEGATE=negate, PRECISION=precision,
                 LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32)
         else:
             _launch(_scan_rows_kernel)[(c,)](
-                r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, values, *out, values,
+                r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, _unused(dev), *out, _unused(dev),
                 N, D, r.stride(0), snap_tol, margin, mm,
                 MODE=mode, SMOOTH=smooth, SWAP=swap, BACKWARD=False, KIND=kind, NEGATE=negate,
                 PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
-    return values, counts, nonzero
+    return tuple(torch.cat(column) for column in zip(*parts))
 
 
 def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin,
@@ -821,7 +828,7 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
     for row0 in range(0, B, _chunk_rows(B, N, chunk_elements)):
         row_end = min(B, row0 + _chunk_rows(B, N, chunk_elements))
         c = row_end - row0
-        g = grad_values[row0:row_end]
+        g = grad_values[row0:row_end].contiguous()
         neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, _ = _sorted_rows(
             q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, snap_tol,
             prefix=False, sort_negatives=sorted_path or mode == 5)
@@ -837,8 +844,8 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
             pn_coef = torch.zeros((c, N) if swap else (1,), dtype=torch.float32, device=dev)
             pn_n = torch.full((c, N) if swap else (1,), N, dtype=torch.int64, device=dev)
             _launch(_tfa_rows_kernel)[(c,)](
-                r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, g, g, n_pos, n_pos,
-                choice, slope, an_slope, pn_coef, pn_n, N, D, r.stride(0), snap_tol, margin,
+                r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, g, _unused(dev),
+                _unused(dev, torch.int64), _unused(dev, torch.int64), choice, slope, an_slope, pn_coef, pn_n, N, D, r.stride(0), snap_tol, margin,
                 SMOOTH=smooth, SWAP=swap, BACKWARD=True, KIND=kind, NEGATE=negate, PRECISION=precision,
                 LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32)
             slope_prefix = torch.nn.functional.pad(an_slope.to(torch.float64).cumsum(1), (1, 0))
@@ -857,7 +864,8 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
             common = dict(MODE=mode, SMOOTH=smooth, SWAP=swap, KIND=kind, NEGATE=negate, PRECISION=precision,
                           BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
             _launch(_scan_rows_kernel)[(c,)](
-                r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, g, n_pos, n_pos, coef,
+                r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, _unused(dev), _unused(dev, torch.int64),
+                _unused(dev, torch.int64), coef,
                 N, D, r.stride(0), snap_tol, margin, mm, BACKWARD=True, **common)
             _launch(_scan_negatives_kernel)[(c, triton.cdiv(N, SCAN_BLOCK))](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, coef,
@@ -878,12 +886,14 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
     return grad_q, grad_r
 
 
-def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
+def _fwd_impl(q: torch.Tensor, r: torch.Tensor | None, q_labels: torch.Tensor, r_labels: torch.Tensor | None,
               kind: int, negate: bool, mode: int, smooth: bool, swap: bool, fallback: int, margin: float,
               miner_margin: float, self_offset: int, precision: str, snap_tol: float, chunk_elements: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                          torch.Tensor, torch.Tensor]:
-    q_sq, r_sq = _squared_norms(q, kind), _squared_norms(r, kind)
+    r, r_labels = (q if r is None else r), (q_labels if r_labels is None else r_labels)
+    q_sq = _squared_norms(q, kind)
+    r_sq = q_sq if r is q else _squared_norms(r, kind)
     if mode == 6:
         return _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, swap, fallback,
                                margin, self_offset, precision, snap_tol)
@@ -894,16 +904,18 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     return values, counts, nonzero, none_i, none_i.clone(), none_f, none_f.clone(), none_f.clone()
 
 
-def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor,
-              r_labels: torch.Tensor, p_idx: torch.Tensor, n_idx: torch.Tensor, d_ap: torch.Tensor,
+def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor | None, q_labels: torch.Tensor,
+              r_labels: torch.Tensor | None, p_idx: torch.Tensor, n_idx: torch.Tensor, d_ap: torch.Tensor,
               d_an: torch.Tensor, d_pn: torch.Tensor, kind: int, negate: bool, mode: int, smooth: bool,
               swap: bool, fallback: int, margin: float, miner_margin: float, self_offset: int, precision: str,
               snap_tol: float, chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
+    r, r_labels = (q if r is None else r), (q_labels if r_labels is None else r_labels)
     if mode == 6:
         grad_q, grad_r = _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate,
                                          smooth, margin)
     else:
-        q_sq, r_sq = _squared_norms(q, kind), _squared_norms(r, kind)
+        q_sq = _squared_norms(q, kind)
+        r_sq = q_sq if r is q else _squared_norms(r, kind)
         grad_q, grad_r = _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode,
                                       smooth, swap, margin, miner_margin, self_offset, precision, snap_tol,
                                       chunk_elements)
@@ -922,7 +934,7 @@ def _fwd_fake(q, r, q_labels, r_labels, kind, negate, mode, smooth, swap, fallba
 
 def _bwd_fake(grad_values, q, r, q_labels, r_labels, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate, mode, smooth,
               swap, fallback, margin, miner_margin, self_offset, precision, snap_tol, chunk_elements):
-    return torch.empty_like(q), torch.empty_like(r)
+    return torch.empty_like(q), torch.empty_like(q if r is None else r)
 
 
 if _TRACEABLE:
@@ -973,9 +985,11 @@ def forward(q, r, q_labels, r_labels, cfg: TripletConfig):
     saved = (p_idx, n_idx, d_ap, d_an, d_pn), each (B,) for batch_hard (the selected positive
     and negative per anchor, −1 where none; d_pn = +inf without swap), empty otherwise."""
     codes = _codes(cfg)
+    same, same_labels = r is q, r_labels is q_labels
     q, r, q_labels, r_labels = _prepare(q, r, q_labels, r_labels)
     values, counts, nonzero, *saved = triplet_fwd_op(
-        q, r, q_labels, r_labels, *codes, metrics.snap_tolerance(q.dtype), CHUNK_ELEMENTS)
+        q, None if same else r, q_labels, None if same_labels else r_labels, *codes,
+        metrics.snap_tolerance(q.dtype), CHUNK_ELEMENTS)
     return values, counts, nonzero, tuple(saved)
 
 
@@ -983,8 +997,10 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: TripletConfig, saved):
     """-> (grad_q like q, grad_r like r)."""
     codes = _codes(cfg)
     q_dtype, r_dtype = q.dtype, r.dtype
+    same, same_labels = r is q, r_labels is q_labels
     q, r, q_labels, r_labels = _prepare(q, r, q_labels, r_labels)
     grad_values = grad_values.to(device=q.device, dtype=torch.float32).contiguous()
-    grad_q, grad_r = triplet_bwd_op(grad_values, q, r, q_labels, r_labels, *saved, *codes,
+    grad_q, grad_r = triplet_bwd_op(grad_values, q, None if same else r, q_labels,
+                                    None if same_labels else r_labels, *saved, *codes,
                                     metrics.snap_tolerance(q.dtype), CHUNK_ELEMENTS)
     return grad_q.to(q_dtype), grad_r.to(r_dtype)
