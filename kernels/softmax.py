@@ -34,7 +34,8 @@ columns of the same logit matrix and masks; the backward adds both directions' W
 tile, so one pass of the two backward kernels gives every gradient.
 
 Inputs fp32/fp16/bf16, accumulation fp32; tl.dot input precision from cfg.precision
-("ieee" | "tf32"; fp16/bf16 always run at their native precision). The launchers are
+("ieee" | "tf32"; fp16/bf16 always run at their native precision, and the backward rounds c
+to the input dtype for its second tl.dot, as FlashAttention does with P). The launchers are
 registered as torch ops "fastcontrast::softmax_fwd" / "fastcontrast::softmax_bwd" with
 torch.library.triton_op (opaque custom ops under the interpreter), so torch.compile can
 trace a training step that contains the loss.
