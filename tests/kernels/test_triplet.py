@@ -299,6 +299,28 @@ def test_matches_torch_path_and_reference(fields):
     assert torch.equal(counts.cpu(), ref[1].to(torch.int64))
 
 
+@pytest.mark.parametrize("kwargs", [dict(mining="semihard", distance="cosine"),
+                                    dict(mining="semihard_tfa", margin=1.0, swap=True),
+                                    dict(mining="batch_hard", hard_fallback="tfa", distance="squared_euclidean")],
+                         ids=["semihard-cosine", "tfa-swap", "batch_hard-tfa"])
+def test_public_loss_same_on_both_backends(kwargs):
+    """fc.triplet_margin_loss through the autograd Function: backend="triton" (these kernels)
+    gives the same loss and gradients as backend="torch", with and without a reference set."""
+    api = pytest.importorskip("fastcontrast.triplet")
+    q, r, ql, rl, _ = make_data(B=12, D=5, N=9, self_offset=-1, seed=2)
+    for ref in (None, r):
+        results = []
+        for backend in ("torch", "triton"):
+            x = q.clone().requires_grad_()
+            loss = api.triplet_margin_loss(x, ql, ref_emb=ref, ref_labels=None if ref is None else rl,
+                                           backend=backend, **kwargs)
+            loss.backward()
+            results.append((loss.detach(), x.grad))
+        assert float(results[0][0]) > 0 and float(results[0][1].abs().sum()) > 0
+        assert_close(results[1][0], results[0][0], torch.float32)
+        assert_close(results[1][1], results[0][1], torch.float32)
+
+
 # ------------------------------------------------------------------------------------------
 # torch.compile of a training step (opaque custom ops under the interpreter)
 # ------------------------------------------------------------------------------------------
