@@ -35,8 +35,11 @@ def test_tile_matches_torch_path(kind, self_offset):
     r[3] = q[5]  # a duplicate across the two sets: distance exactly 0
     ql = torch.randint(0, 4, (M,), generator=g)
     rl = ql.clone() if self_offset == 0 else torch.randint(0, 4, (N,), generator=g)
-    out = torch.empty(M, N)
-    code = torch.empty(M, N, dtype=torch.int32)
+    # CPU tensors run in the interpreter (tests/conftest.py sets it without CUDA); with a GPU, on it
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    q, r, ql, rl = q.to(dev), r.to(dev), ql.to(dev), rl.to(dev)
+    out = torch.empty(M, N, device=dev)
+    code = torch.empty(M, N, dtype=torch.int32, device=dev)
     q_sq, r_sq = (q * q).sum(1), (r * r).sum(1)
     _probe[(triton.cdiv(M, 16), triton.cdiv(N, 16))](
         q, r, q_sq, r_sq, ql, rl, out, code, M, N, D, q.stride(0), r.stride(0),
@@ -46,7 +49,7 @@ def test_tile_matches_torch_path(kind, self_offset):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-4)
     if kind != "dot":
         assert out[5, 3] == 0
-    not_self = torch.ones(M, N, dtype=torch.bool)
+    not_self = torch.ones(M, N, dtype=torch.bool, device=dev)
     if self_offset == 0:
         not_self.fill_diagonal_(False)
     same = ql[:, None] == rl[None, :]
