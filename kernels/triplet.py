@@ -65,8 +65,11 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # bytes are live per element at the peak (two keys, two sorted copies with int64 sort
 # indices, float64 prefix sums, sort scratch): 1 << 19 elements ≈ 37 MiB, so semi-hard at
 # B = 2048 stays under 64 MiB. At very large B (65536) raise it (e.g. 1 << 24: 256 anchors
-# per chunk, ≈ 1.2 GiB) to cut the number of launches.
+# per chunk, ≈ 1.2 GiB) to cut the number of launches. A chunk has at least MIN_CHUNK_ROWS
+# anchors (64 × N = 65536: 4M elements, ≈ 290 MiB) so huge batches are not cut into
+# thousands of tiny launches.
 CHUNK_ELEMENTS = 1 << 19
+MIN_CHUNK_ROWS = 64
 SEARCH_BLOCK = 128     # lanes of the search / coefficient kernels
 SCAN_BLOCK = 32        # BLOCK_P = BLOCK_N of the scan tiles (tl.dot needs >= 16)
 INF = float("inf")
@@ -649,7 +652,7 @@ def _unused(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.T
 
 
 def _chunk_rows(B: int, N: int, chunk_elements: int) -> int:
-    return max(1, min(B, chunk_elements // max(N, 1)))
+    return max(1, min(B, max(chunk_elements // max(N, 1), MIN_CHUNK_ROWS)))
 
 
 def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision,

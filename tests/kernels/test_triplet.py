@@ -231,6 +231,7 @@ def test_multiple_chunks_and_tiles(monkeypatch):
     """Chunks of 3 anchors (ragged last chunk), N = 80 (several distance tiles and
     scan blocks, a ragged last one), D = 70 (several BLOCK_D steps)."""
     monkeypatch.setattr(kt, "CHUNK_ELEMENTS", 3 * 80)
+    monkeypatch.setattr(kt, "MIN_CHUNK_ROWS", 1)
     # integer data and squared distances: every distance and comparison is exact in fp32, so
     # thousands of triplets cannot flip across a filter boundary by rounding
     q, r, ql, rl, same = make_data(B=10, D=70, N=80, classes=2, style="wide-int", self_offset=-1)

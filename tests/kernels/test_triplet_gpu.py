@@ -47,7 +47,8 @@ WIDE = [
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("mining,kind,B,N,D,self_offset", WIDE, ids=lambda v: str(v))
 def test_wide_shapes_on_gpu(mining, kind, B, N, D, self_offset, dtype, monkeypatch):
-    monkeypatch.setattr(kt, "CHUNK_ELEMENTS", 64 * (N or B))  # chunks of 64 anchors
+    monkeypatch.setattr(kt, "CHUNK_ELEMENTS", 48 * (N or B))  # chunks of 48 anchors
+    monkeypatch.setattr(kt, "MIN_CHUNK_ROWS", 1)
     q, r, ql, rl, same = make_data(B=B, D=D, N=N, classes=7, style="wide-int", self_offset=self_offset)
     negate = kind == "dot"
     cfg = TripletConfig(mining=mining, kind=kind, negate=negate, margin=40.0, miner_margin=60.0,
@@ -104,7 +105,7 @@ def test_semihard_memory_stays_within_chunks():
         gq, gr = kt.backward(grad, q, q, labels, labels, cfg, saved)
         torch.cuda.synchronize()
         extra = torch.cuda.max_memory_allocated() - base
-        chunk = max(1, kt.CHUNK_ELEMENTS // B)
+        chunk = kt._chunk_rows(B, B, kt.CHUNK_ELEMENTS)
         bound = 8 * B * D * 4 + 96 * chunk * B   # row copies + grads, and ≈ 96 bytes per C×N element
         assert extra <= bound, (mining, extra, bound)
         assert extra < B * B * 4, (mining, extra)
