@@ -46,6 +46,8 @@ rows by metrics.pairwise_backward (matmuls, deterministic). Nothing uses float a
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
@@ -889,7 +891,7 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
     return grad_q, grad_r
 
 
-def _fwd_impl(q: torch.Tensor, r: torch.Tensor | None, q_labels: torch.Tensor, r_labels: torch.Tensor | None,
+def _fwd_impl(q: torch.Tensor, r: Optional[torch.Tensor], q_labels: torch.Tensor, r_labels: Optional[torch.Tensor],
               kind: int, negate: bool, mode: int, smooth: bool, swap: bool, fallback: int, margin: float,
               miner_margin: float, self_offset: int, precision: str, snap_tol: float, chunk_elements: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
@@ -907,8 +909,8 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor | None, q_labels: torch.Tensor, r
     return values, counts, nonzero, none_i, none_i.clone(), none_f, none_f.clone(), none_f.clone()
 
 
-def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor | None, q_labels: torch.Tensor,
-              r_labels: torch.Tensor | None, p_idx: torch.Tensor, n_idx: torch.Tensor, d_ap: torch.Tensor,
+def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: Optional[torch.Tensor], q_labels: torch.Tensor,
+              r_labels: Optional[torch.Tensor], p_idx: torch.Tensor, n_idx: torch.Tensor, d_ap: torch.Tensor,
               d_an: torch.Tensor, d_pn: torch.Tensor, kind: int, negate: bool, mode: int, smooth: bool,
               swap: bool, fallback: int, margin: float, miner_margin: float, self_offset: int, precision: str,
               snap_tol: float, chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
