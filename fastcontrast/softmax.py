@@ -31,8 +31,6 @@ SupCon treats the tuples as sets (as pytorch-metric-learning does).
 """
 from __future__ import annotations
 
-import importlib
-
 import torch
 from torch import nn
 
@@ -41,6 +39,7 @@ from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_positive,
                           check_query_ref, check_real, check_reduction)
 from .backend import BACKENDS, resolve_backend
+from ._torch import softmax as _torch_softmax
 from ._torch.softmax import softplus
 from .configs import SoftmaxConfig
 
@@ -51,34 +50,49 @@ NTXENT_FORMS = ("pair", "simclr")
 
 
 def _implementation(backend: str):
+    """The implementation module of a resolved backend. The kernels (and so triton) are
+    imported on first use; an import statement, unlike importlib, is something torch.compile
+    traces, so the first call may happen inside a compiled region."""
     if backend == "triton":
-        return importlib.import_module("fastcontrast.kernels.softmax")
-    return importlib.import_module("fastcontrast._torch.softmax")
+        from .kernels import softmax as kernels_softmax
+        return kernels_softmax
+    return _torch_softmax
 
 
 class SoftmaxFunction(torch.autograd.Function):
     """(q, r, q_labels, r_labels, temperature, cfg, backend) -> (values (B,), n_pos (B,)).
 
     q, r already prepared (normalized when the metric says so); temperature a 0-dim tensor;
-    backend "torch" or "triton" (already resolved). q and r may be the same tensor: autograd
-    then adds the two gradients."""
+    backend "torch" or "triton" (already resolved). r = None means the references are the
+    anchors themselves (both implementations then get r = q, and q's gradient is the sum of
+    both roles); r_labels = None means the reference labels are q_labels. Never pass one
+    tensor twice: torch.compile breaks the graph on an autograd.Function given a duplicate
+    tensor input."""
 
     @staticmethod
     def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend):
         impl = _implementation(backend)
+        ctx.same, ctx.same_labels = r is None, r_labels is None
+        r = q if ctx.same else r
+        r_labels = q_labels if ctx.same_labels else r_labels
         values, n_pos, saved = impl.forward(q, r, q_labels, r_labels, cfg, temperature)
-        ctx.impl, ctx.cfg = impl, cfg
-        ctx.save_for_backward(q, r, q_labels, r_labels, temperature, *saved)
+        ctx.cfg, ctx.backend = cfg, backend
+        ctx.save_for_backward(q, None if ctx.same else r, q_labels, None if ctx.same_labels else r_labels,
+                              temperature, *saved)
         ctx.mark_non_differentiable(n_pos)
         return values, n_pos
 
     @staticmethod
     def backward(ctx, grad_values, _grad_n_pos):
         q, r, q_labels, r_labels, temperature, *saved = ctx.saved_tensors
+        r = q if ctx.same else r
+        r_labels = q_labels if ctx.same_labels else r_labels
         needs = ctx.needs_input_grad
-        grad_q, grad_r, grad_t = ctx.impl.backward(
+        grad_q, grad_r, grad_t = _implementation(ctx.backend).backward(
             grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, temperature, tuple(saved),
             needs_temperature_grad=bool(needs[4]))
+        if ctx.same:
+            grad_q, grad_r = grad_q + grad_r, None
         return (grad_q if needs[0] else None, grad_r if needs[1] else None, None, None,
                 grad_t if needs[4] else None, None, None)
 
@@ -148,13 +162,16 @@ def different_label_counts(q_labels: torch.Tensor, r_labels: torch.Tensor) -> to
 
 def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temperature, backend,
                    precision="ieee"):
-    """Run SoftmaxFunction on prepared inputs (r may be q)."""
+    """Run SoftmaxFunction on prepared inputs. r may be q and r_labels may be q_labels (the
+    batch is its own reference set): the Function then gets None for them."""
     cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision)
     resolved = resolve_backend(backend, q.device)
     if q.shape[0] == 0 or r.shape[0] == 0:
         resolved = "torch"  # nothing to launch a kernel for
     t = _temperature_tensor(temperature, q)
-    return SoftmaxFunction.apply(q, r, q_labels.long(), r_labels.long(), t, cfg, resolved)
+    same, same_labels = r is q, r_labels is q_labels
+    return SoftmaxFunction.apply(q, None if same else r, q_labels.long(),
+                                 None if same_labels else r_labels.long(), t, cfg, resolved)
 
 
 def _prepared(embeddings, ref_emb, metric):

@@ -61,6 +61,13 @@ def softplus(x):
     return x.clamp_min(0) + torch.log1p(torch.exp(-x.abs()))
 
 
+def _positive_gaps(logits, row_lse, pos):
+    """L_i − l_ip on the positive pairs, −inf elsewhere (softplus and σ of −inf are exactly 0).
+    Dense masks rather than a gather of the positive entries: no data-dependent shapes, so
+    torch.compile traces the whole step."""
+    return torch.where(pos, row_lse[:, None] - logits, torch.full_like(logits, float("-inf")))
+
+
 def _masked_lse(logits, mask):
     """Row-wise LSE over `mask`; rows with an empty mask give 0 (and `any` = False)."""
     lse = logits.masked_fill(~mask, float("-inf")).logsumexp(1)
@@ -92,11 +99,11 @@ def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature):
             values[rows] = torch.where(has_pos, row_lse - pos_sum / count.clamp_min(1), zero)
         else:
             row_lse, has_neg = _masked_lse(logits, valid & ~same)
-            # positive pairs only (a sparse subset of the tile)
-            at_row, at_col = (pos & has_neg[:, None]).nonzero(as_tuple=True)
-            gap = row_lse[at_row] - logits[at_row, at_col]
-            values[rows] = torch.zeros_like(row_lse).index_add_(0, at_row, softplus(gap))
-            weight[rows] = torch.zeros_like(row_lse).index_add_(0, at_row, torch.sigmoid(gap))
+            gap = _positive_gaps(logits, row_lse, pos & has_neg[:, None])
+            # softplus(x) = relu(x) + log1p(e) and σ(x) = 1/(1+e) or e/(1+e), e = exp(−|x|)
+            e = torch.exp(-gap.abs())
+            values[rows] = (gap.clamp_min(0) + torch.log1p(e)).sum(1)
+            weight[rows] = (torch.where(gap >= 0, 1, e) / (1 + e)).sum(1)
         lse[rows] = row_lse
     saved = (lse, n_pos, weight) if cfg.variant == "ntxent" else (lse, n_pos)
     return values, n_pos, saved
@@ -127,8 +134,7 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
             neg = valid & ~same
             has_neg = neg.any(1, keepdim=True)
             d_logits = saved[2][rows, None] * torch.where(neg, torch.exp(logits - row_lse), zero)
-            at_row, at_col = (pos & has_neg).nonzero(as_tuple=True)
-            d_logits[at_row, at_col] -= torch.sigmoid(row_lse[at_row, 0] - logits[at_row, at_col])
+            d_logits = d_logits - torch.sigmoid(_positive_gaps(logits, row_lse[:, 0], pos & has_neg))
         d_logits = d_logits * g[rows, None]
         if needs_temperature_grad:
             grad_tau = grad_tau - (d_logits * logits).sum() / tau

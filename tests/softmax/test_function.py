@@ -1,0 +1,66 @@
+"""SoftmaxFunction: the no-reference case, torch.compile, backend choice by dtype, and the
+symmetric (both directions) path."""
+import pytest
+import torch
+
+import fastcontrast as fc
+from fastcontrast.configs import SoftmaxConfig
+from fastcontrast.softmax import SoftmaxFunction
+from tests.conftest import assert_close, triton_available
+
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(
+    not triton_available(), reason="triton does not import"))]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the kernels in the interpreter
+
+
+def data(gen, b=10, d=7, classes=3, dtype=torch.float32):
+    x = torch.randn(b, d, generator=gen, dtype=torch.float64).to(dtype)
+    return x, torch.randint(0, classes, (b,), generator=gen)
+
+
+# ------------------------------------------------------------------ the batch as its own reference
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_reference_is_the_batch_itself(backend, gen):
+    """r = None / r_labels = None stands for r = q / r_labels = q_labels; q's gradient is the
+    sum of both roles."""
+    x, y = data(gen)
+    x, y = x.to(DEVICE), y.to(DEVICE)
+    t = torch.tensor(0.3, device=DEVICE)
+    for variant in ("supcon", "ntxent"):
+        cfg = SoftmaxConfig(kind="dot", variant=variant)
+        a = x.clone().requires_grad_()
+        values, n_pos = SoftmaxFunction.apply(a, None, y, None, t, cfg, backend)
+        values.sum().backward()
+        b = x.clone().requires_grad_()
+        b_ref = b.clone()  # same numbers, a separate tensor: the Function sees two inputs
+        want, want_n = SoftmaxFunction.apply(b, b_ref, y, y.clone(), t, cfg, backend)
+        want.sum().backward()
+        assert_close(values, want, torch.float32)
+        assert torch.equal(n_pos, want_n)
+        assert_close(a.grad, b.grad, torch.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiled_training_step_has_no_graph_break(backend, gen):
+    """fullgraph=True fails on any graph break (a duplicate tensor input to the Function, an
+    untraceable import, data-dependent shapes). aot_eager needs no C compiler."""
+    torch._dynamo.reset()
+    model = torch.nn.Linear(7, 6).to(DEVICE)
+    x, y = data(gen, b=10)
+    x, y = x.to(DEVICE), y.to(DEVICE)
+
+    def step(inp):
+        z = model(inp)
+        return (fc.supcon_loss(z, y, temperature=0.2, backend=backend)
+                + fc.nt_xent_loss(z, y, temperature=0.3, backend=backend)
+                + fc.nt_xent_loss(z, None, form="simclr", backend=backend))
+
+    results = []
+    for fn in (step, torch.compile(step, backend="aot_eager", fullgraph=True)):
+        loss = fn(x)
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        results.append((loss.detach(), *grads))
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
