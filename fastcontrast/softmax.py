@@ -38,7 +38,7 @@ from . import metrics
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_positive,
                           check_query_ref, check_real, check_reduction)
-from .backend import BACKENDS, resolve_backend
+from .backend import BACKENDS, default_backend, resolve_backend
 from ._torch import softmax as _torch_softmax
 from ._torch.softmax import softplus
 from .configs import SoftmaxConfig
@@ -160,12 +160,27 @@ def different_label_counts(q_labels: torch.Tensor, r_labels: torch.Tensor) -> to
     return r_labels.shape[0] - same
 
 
+def resolve(backend, embeddings: torch.Tensor) -> str:
+    """The backend ("torch" | "triton") that computes a loss of `embeddings`. The kernels take
+    float32/float16/bfloat16: float64 on "auto" goes to the PyTorch path (where it stays
+    float64), and an explicit backend="triton" with float64 is a TypeError, raised here,
+    before any computation."""
+    requested = backend if backend is not None else default_backend()
+    resolved = resolve_backend(requested, embeddings.device)
+    if resolved == "triton" and embeddings.dtype == torch.float64:
+        if requested == "auto":
+            return "torch"
+        raise TypeError(f"backend='triton' takes float32, float16 or bfloat16 embeddings, got {embeddings.dtype}; "
+                        "use backend='torch' (or 'auto') for float64")
+    return resolved
+
+
 def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temperature, backend,
                    precision="ieee"):
     """Run SoftmaxFunction on prepared inputs. r may be q and r_labels may be q_labels (the
     batch is its own reference set): the Function then gets None for them."""
     cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision)
-    resolved = resolve_backend(backend, q.device)
+    resolved = resolve(backend, q)
     if q.shape[0] == 0 or r.shape[0] == 0:
         resolved = "torch"  # nothing to launch a kernel for
     t = _temperature_tensor(temperature, q)
@@ -248,11 +263,12 @@ class _SoftmaxLoss(nn.Module):
                 check_query_ref(embeddings, labels, ref_emb, ref_labels)
 
     def _softmax(self, embeddings, labels, ref_emb, ref_labels, self_offset, variant):
+        backend = resolve(self.backend, embeddings)
         q, r = _prepared(embeddings, ref_emb, self.metric)
         if ref_emb is None:
             ref_labels = labels
         return softmax_values(q, r, labels, ref_labels, kind=self.metric.kind, variant=variant,
-                              self_offset=self_offset, temperature=self.temperature, backend=self.backend)
+                              self_offset=self_offset, temperature=self.temperature, backend=backend)
 
     def _default_labels(self, embeddings, labels, indices_tuple, ref_emb):
         if labels is None and indices_tuple is None:
@@ -419,11 +435,12 @@ class NPairLoss(_SoftmaxLoss):
     def _pair_terms(self, embeddings, labels, pairs):
         anchors, positives = (npair_indices(labels) if pairs is None
                               else npair_indices(labels, pairs))
+        backend = resolve(self.backend, embeddings)
         q, _ = _prepared(embeddings, None, self.metric)
         k = anchors.shape[0]
         ids = torch.arange(k, device=embeddings.device)
         values, _ = softmax_values(q[anchors], q[positives], ids, ids, kind=self.metric.kind,
-                                   variant="supcon", self_offset=-1, temperature=1.0, backend=self.backend)
+                                   variant="supcon", self_offset=-1, temperature=1.0, backend=backend)
         ones = torch.ones_like(ids)
         nonzero = (values.detach() > 0).long()
         if self.l2_reg == 0:
@@ -478,9 +495,10 @@ class InfoNCELoss(_SoftmaxLoss):
             shift = max(int(self_offset), 0)
             labels = torch.arange(embeddings.shape[0], device=embeddings.device) + shift
             ref_labels = torch.arange(keys.shape[0], device=keys.device)
-        q, r = _prepared(embeddings, keys, self.metric)
+        backend = resolve(self.backend, embeddings)
+        q, r = _prepared(embeddings, ref_emb, self.metric)  # r is q without ref_emb
         kw = dict(kind=self.metric.kind, variant="supcon", self_offset=-1,
-                  temperature=self.temperature, backend=self.backend)
+                  temperature=self.temperature, backend=backend)
         values, n_pos = softmax_values(q, r, labels, ref_labels, **kw)
         ones = torch.ones_like(n_pos)
         if not self.symmetric:

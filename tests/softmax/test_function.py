@@ -64,3 +64,42 @@ def test_compiled_training_step_has_no_graph_break(backend, gen):
         results.append((loss.detach(), *grads))
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- backend by dtype
+
+
+CALLS = {
+    "supcon": lambda x, y, **kw: fc.supcon_loss(x, y, **kw),
+    "nt_xent": lambda x, y, **kw: fc.nt_xent_loss(x, y, **kw),
+    "npair": lambda x, y, **kw: fc.npair_loss(x, y, **kw),
+    "info_nce": lambda x, y, **kw: fc.info_nce_loss(x[:5], x[5:], symmetric=True, **kw),
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_float64_on_auto_takes_the_pytorch_path(call, gen, monkeypatch):
+    """Where "auto" means the kernels (CUDA; simulated here), float64 still goes to the
+    PyTorch path, which keeps it float64 (the kernels refuse it)."""
+    import fastcontrast.softmax as softmax_module
+    x, y = data(gen, dtype=torch.float64)
+    want = CALLS[call](x, y, backend="torch")
+    monkeypatch.setattr(softmax_module, "resolve_backend",
+                        lambda backend, device: "torch" if backend == "torch" else "triton")
+    got = CALLS[call](x, y, backend="auto")
+    assert got.dtype == torch.float64
+    assert torch.equal(got, want)
+
+
+@pytest.mark.skipif(not triton_available(), reason="triton does not import")
+@pytest.mark.parametrize("call", CALLS)
+def test_float64_on_triton_is_a_type_error_before_any_computation(call, gen, monkeypatch):
+    from fastcontrast import metrics
+    x, y = data(gen, dtype=torch.float64)
+
+    def no_computation(*args, **kwargs):
+        raise AssertionError("computation started before the dtype check")
+
+    monkeypatch.setattr(metrics, "prepare", no_computation)
+    with pytest.raises(TypeError, match="float64"):
+        CALLS[call](x.to(DEVICE), y.to(DEVICE), backend="triton")
