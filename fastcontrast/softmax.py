@@ -60,41 +60,54 @@ def _implementation(backend: str):
 
 
 class SoftmaxFunction(torch.autograd.Function):
-    """(q, r, q_labels, r_labels, temperature, cfg, backend) -> (values (B,), n_pos (B,)).
+    """(q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False)
+    -> (values (B,), n_pos (B,)), or with symmetric=True (values (B,), n_pos (B,),
+    values_r (N,), n_pos_r (N,)): also the reverse direction, anchors r against references q.
 
     q, r already prepared (normalized when the metric says so); temperature a 0-dim tensor;
     backend "torch" or "triton" (already resolved). r = None means the references are the
     anchors themselves (both implementations then get r = q, and q's gradient is the sum of
     both roles); r_labels = None means the reference labels are q_labels. Never pass one
     tensor twice: torch.compile breaks the graph on an autograd.Function given a duplicate
-    tensor input."""
+    tensor input. symmetric=True needs an implementation with forward_symmetric /
+    backward_symmetric (the kernels: one backward pass gives both directions' gradients)."""
 
     @staticmethod
-    def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend):
+    def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False):
         impl = _implementation(backend)
         ctx.same, ctx.same_labels = r is None, r_labels is None
         r = q if ctx.same else r
         r_labels = q_labels if ctx.same_labels else r_labels
-        values, n_pos, saved = impl.forward(q, r, q_labels, r_labels, cfg, temperature)
-        ctx.cfg, ctx.backend = cfg, backend
+        if symmetric:
+            outputs = impl.forward_symmetric(q, r, q_labels, r_labels, cfg, temperature)
+        else:
+            outputs = impl.forward(q, r, q_labels, r_labels, cfg, temperature)
+        *outputs, saved = outputs
+        ctx.cfg, ctx.backend, ctx.symmetric = cfg, backend, symmetric
         ctx.save_for_backward(q, None if ctx.same else r, q_labels, None if ctx.same_labels else r_labels,
                               temperature, *saved)
-        ctx.mark_non_differentiable(n_pos)
-        return values, n_pos
+        ctx.mark_non_differentiable(*outputs[1::2])  # the n_pos counts
+        return tuple(outputs)
 
     @staticmethod
-    def backward(ctx, grad_values, _grad_n_pos):
+    def backward(ctx, grad_values, _grad_n_pos, *reverse_grads):
         q, r, q_labels, r_labels, temperature, *saved = ctx.saved_tensors
         r = q if ctx.same else r
         r_labels = q_labels if ctx.same_labels else r_labels
         needs = ctx.needs_input_grad
-        grad_q, grad_r, grad_t = _implementation(ctx.backend).backward(
-            grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, temperature, tuple(saved),
-            needs_temperature_grad=bool(needs[4]))
+        impl = _implementation(ctx.backend)
+        if ctx.symmetric:
+            grad_q, grad_r, grad_t = impl.backward_symmetric(
+                grad_values.contiguous(), reverse_grads[0].contiguous(), q, r, q_labels, r_labels, ctx.cfg,
+                temperature, tuple(saved), needs_temperature_grad=bool(needs[4]))
+        else:
+            grad_q, grad_r, grad_t = impl.backward(
+                grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, temperature, tuple(saved),
+                needs_temperature_grad=bool(needs[4]))
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
         return (grad_q if needs[0] else None, grad_r if needs[1] else None, None, None,
-                grad_t if needs[4] else None, None, None)
+                grad_t if needs[4] else None, None, None, None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,9 +189,10 @@ def resolve(backend, embeddings: torch.Tensor) -> str:
 
 
 def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temperature, backend,
-                   precision="ieee"):
+                   precision="ieee", symmetric=False):
     """Run SoftmaxFunction on prepared inputs. r may be q and r_labels may be q_labels (the
-    batch is its own reference set): the Function then gets None for them."""
+    batch is its own reference set): the Function then gets None for them. symmetric=True
+    (Triton backend only): (values, n_pos, values_r, n_pos_r), both directions at once."""
     cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision)
     resolved = resolve(backend, q)
     if q.shape[0] == 0 or r.shape[0] == 0:
@@ -186,7 +200,7 @@ def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temp
     t = _temperature_tensor(temperature, q)
     same, same_labels = r is q, r_labels is q_labels
     return SoftmaxFunction.apply(q, None if same else r, q_labels.long(),
-                                 None if same_labels else r_labels.long(), t, cfg, resolved)
+                                 None if same_labels else r_labels.long(), t, cfg, resolved, symmetric)
 
 
 def _prepared(embeddings, ref_emb, metric):
@@ -499,11 +513,16 @@ class InfoNCELoss(_SoftmaxLoss):
         q, r = _prepared(embeddings, ref_emb, self.metric)  # r is q without ref_emb
         kw = dict(kind=self.metric.kind, variant="supcon", self_offset=-1,
                   temperature=self.temperature, backend=backend)
-        values, n_pos = softmax_values(q, r, labels, ref_labels, **kw)
-        ones = torch.ones_like(n_pos)
         if not self.symmetric:
-            return LossTerms(values, ones, (values.detach() > 0).long())
-        back, _ = softmax_values(r, q, ref_labels, labels, **kw)
+            values, n_pos = softmax_values(q, r, labels, ref_labels, **kw)
+            return LossTerms(values, torch.ones_like(n_pos), (values.detach() > 0).long())
+        if backend == "triton" and q.shape[0] > 0:
+            # both directions at once: one pass of the backward kernels for every gradient
+            values, n_pos, back, _ = softmax_values(q, r, labels, ref_labels, symmetric=True, **kw)
+        else:
+            values, n_pos = softmax_values(q, r, labels, ref_labels, **kw)
+            back, _ = softmax_values(r, q, ref_labels, labels, **kw)
+        ones = torch.ones_like(n_pos)
         both = torch.stack([0.5 * values, 0.5 * back], 1)
         return LossTerms(both, torch.stack([ones, ones], 1), (both.detach() > 0).long())
 

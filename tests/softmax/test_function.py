@@ -55,7 +55,8 @@ def test_compiled_training_step_has_no_graph_break(backend, gen):
         z = model(inp)
         return (fc.supcon_loss(z, y, temperature=0.2, backend=backend)
                 + fc.nt_xent_loss(z, y, temperature=0.3, backend=backend)
-                + fc.nt_xent_loss(z, None, form="simclr", backend=backend))
+                + fc.nt_xent_loss(z, None, form="simclr", backend=backend)
+                + fc.info_nce_loss(z[:5], z[5:], symmetric=True, backend=backend))
 
     results = []
     for fn in (step, torch.compile(step, backend="aot_eager", fullgraph=True)):
@@ -103,3 +104,66 @@ def test_float64_on_triton_is_a_type_error_before_any_computation(call, gen, mon
     monkeypatch.setattr(metrics, "prepare", no_computation)
     with pytest.raises(TypeError, match="float64"):
         CALLS[call](x.to(DEVICE), y.to(DEVICE), backend="triton")
+
+
+# ---------------------------------------------------------------------- symmetric InfoNCE / CLIP
+
+
+def symmetric_step(query, keys, t, backend, distance, labels):
+    q = query.clone().requires_grad_()
+    k = keys.clone().requires_grad_()
+    t = t.clone().requires_grad_()
+    loss = fc.InfoNCELoss(t, symmetric=True, distance=distance, backend=backend)
+    value = loss(q, k) if labels is None else loss(q, k, labels, labels.flip(0))
+    value.backward()
+    return value.detach(), q.grad, k.grad, t.grad
+
+
+@pytest.mark.skipif(not triton_available(), reason="triton does not import")
+@pytest.mark.parametrize("distance, with_labels", [("cosine", False), ("squared_euclidean", True),
+                                                    ("dot", False)])
+def test_symmetric_triton_matches_torch(distance, with_labels, gen):
+    query = (0.5 * torch.randn(7, 5, generator=gen)).to(DEVICE)
+    keys = (0.5 * torch.randn(7, 5, generator=gen)).to(DEVICE)
+    labels = torch.tensor([0, 1, 0, 2, 1, 3, 0], device=DEVICE) if with_labels else None
+    t = torch.tensor(0.4, device=DEVICE)
+    want = symmetric_step(query, keys, t, "torch", distance, labels)
+    got = symmetric_step(query, keys, t, "triton", distance, labels)
+    for a, b in zip(got, want):
+        assert_close(a, b, torch.float32)
+
+
+@pytest.mark.skipif(not triton_available(), reason="triton does not import")
+def test_symmetric_triton_takes_one_backward_pass(gen, monkeypatch):
+    """On the Triton backend both directions come from forward_symmetric and ONE
+    backward_symmetric call (the plain per-direction launchers are not used)."""
+    from fastcontrast.kernels import softmax as kernels_softmax
+    calls = []
+    for name in ("forward", "backward", "forward_symmetric", "backward_symmetric"):
+        def spy(*args, _name=name, _fn=getattr(kernels_softmax, name), **kwargs):
+            calls.append(_name)
+            return _fn(*args, **kwargs)
+        monkeypatch.setattr(kernels_softmax, name, spy)
+    query, keys = torch.randn(6, 4, generator=gen).to(DEVICE), torch.randn(6, 4, generator=gen).to(DEVICE)
+    query.requires_grad_()
+    fc.info_nce_loss(query, keys, symmetric=True, backend="triton").backward()
+    # forward_symmetric runs the kernel module's own forward once per direction
+    assert calls.count("forward_symmetric") == 1 and calls.count("backward_symmetric") == 1
+    assert "backward" not in calls
+
+
+@pytest.mark.skipif(not triton_available(), reason="triton does not import")
+def test_symmetric_terms_of_the_batch_against_itself(gen):
+    """terms() without ref_emb: the batch is its own key set (r = q in the Function)."""
+    x = torch.randn(6, 4, generator=gen).to(DEVICE)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2], device=DEVICE)
+    out = {}
+    for backend in ("torch", "triton"):
+        xb = x.clone().requires_grad_()
+        loss = fc.InfoNCELoss(0.3, symmetric=True, backend=backend)
+        terms = loss.terms(xb, labels, None, labels.roll(1))
+        value = loss.reduce(terms)
+        value.backward()
+        out[backend] = (terms.values.detach(), value.detach(), xb.grad)
+    for a, b in zip(out["triton"], out["torch"]):
+        assert_close(a, b, torch.float32)
