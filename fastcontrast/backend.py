@@ -44,13 +44,22 @@ def default_backend() -> str:
     return value
 
 
-def resolve_backend(backend: str | None, device: torch.device) -> str:
-    """Return "triton" or "torch" for tensors on `device`; raise if "triton" cannot run there."""
+def resolve_backend(backend: str | None, device: torch.device, dtype: torch.dtype | None = None) -> str:
+    """Return "triton" or "torch" for tensors on `device`; raise if "triton" cannot run there.
+
+    With `dtype`: the kernels take float32/float16/bfloat16, so float64 on "auto" goes to the
+    PyTorch path (where it stays float64) and an explicit "triton" with float64 is a TypeError.
+    """
     if backend is None:
         backend = default_backend()
     check_choice(backend, "backend", BACKENDS)
     if backend == "torch":
         return "torch"
+    if dtype == torch.float64:
+        if backend == "auto":
+            return "torch"
+        raise TypeError("backend='triton' takes float32, float16 or bfloat16 embeddings, got torch.float64; "
+                        "use backend='torch' (or 'auto') for float64")
     if backend == "auto":
         # checked in this order so that CPU work never pays for importing triton
         return "triton" if (device.type == "cuda" and triton_import_error() is None) else "torch"

@@ -22,7 +22,6 @@ PyTorch path (fastcontrast/_torch/pair_margin.py) or the Triton kernels
 """
 from __future__ import annotations
 
-import importlib
 import numbers
 
 import torch
@@ -31,7 +30,7 @@ from . import metrics
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_real,
                           check_reduction)
-from .backend import BACKENDS, default_backend, resolve_backend
+from .backend import BACKENDS, resolve_backend
 from .configs import PairMarginConfig
 
 AVERAGES = ("avg_nonzero", "mean")
@@ -40,17 +39,17 @@ POWERS = (1, 2)
 __all__ = ["contrastive_loss", "ContrastiveLoss", "PairMarginFunction"]
 
 
-_IMPLEMENTATIONS = {"torch": "fastcontrast._torch.pair_margin", "triton": "fastcontrast.kernels.pair_margin"}
-_LOADED: dict = {}
 
 
 def _implementation(backend: str):
-    """The implementation module of a resolved backend, imported on first use (kernels, and so
-    triton, only when asked for). Later look-ups are a dict read, which torch.compile traces."""
-    impl = _LOADED.get(backend)
-    if impl is None:
-        impl = _LOADED[backend] = importlib.import_module(_IMPLEMENTATIONS[backend])
-    return impl
+    """The implementation module of a resolved backend. The kernels (and so triton) are
+    imported on first use; an import statement, unlike importlib, is something torch.compile
+    traces, so the first call may happen inside a compiled region."""
+    if backend == "triton":
+        from .kernels import pair_margin as kernels_pair_margin
+        return kernels_pair_margin
+    from ._torch import pair_margin as torch_pair_margin
+    return torch_pair_margin
 
 
 class PairMarginFunction(torch.autograd.Function):
@@ -239,11 +238,7 @@ class ContrastiveLoss(torch.nn.Module):
                 raise ValueError("labels are required unless indices_tuple is given")
             if ref_emb is not None and ref_labels is None:
                 raise ValueError("ref_emb and ref_labels must be given together (or pass indices_tuple)")
-        requested = self.backend if self.backend is not None else default_backend()
-        backend = resolve_backend(requested, embeddings.device)
-        if backend == "triton" and requested == "auto" and embeddings.dtype == torch.float64:
-            backend = "torch"  # the kernels accumulate in fp32; float64 stays float64 on this path
-        _implementation(backend)  # import before the Function runs (outside any compiled graph)
+        backend = resolve_backend(self.backend, embeddings.device, embeddings.dtype)
 
         q = metrics.prepare(embeddings, self.metric)
         r = q if ref_emb is None else metrics.prepare(ref_emb, self.metric)

@@ -38,7 +38,7 @@ from . import metrics
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_positive,
                           check_query_ref, check_real, check_reduction)
-from .backend import BACKENDS, default_backend, resolve_backend
+from .backend import BACKENDS, resolve_backend
 from ._torch import softmax as _torch_softmax
 from ._torch.softmax import softplus
 from .configs import SoftmaxConfig
@@ -174,18 +174,9 @@ def different_label_counts(q_labels: torch.Tensor, r_labels: torch.Tensor) -> to
 
 
 def resolve(backend, embeddings: torch.Tensor) -> str:
-    """The backend ("torch" | "triton") that computes a loss of `embeddings`. The kernels take
-    float32/float16/bfloat16: float64 on "auto" goes to the PyTorch path (where it stays
-    float64), and an explicit backend="triton" with float64 is a TypeError, raised here,
-    before any computation."""
-    requested = backend if backend is not None else default_backend()
-    resolved = resolve_backend(requested, embeddings.device)
-    if resolved == "triton" and embeddings.dtype == torch.float64:
-        if requested == "auto":
-            return "torch"
-        raise TypeError(f"backend='triton' takes float32, float16 or bfloat16 embeddings, got {embeddings.dtype}; "
-                        "use backend='torch' (or 'auto') for float64")
-    return resolved
+    """The backend ("torch" | "triton") that computes a loss of `embeddings` (float64 never
+    reaches the kernels: backend.resolve_backend), decided before any computation."""
+    return resolve_backend(backend, embeddings.device, embeddings.dtype)
 
 
 def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temperature, backend,

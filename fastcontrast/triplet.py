@@ -31,14 +31,13 @@ compat miners, which is fused into the loss's own pass.
 """
 from __future__ import annotations
 
-import importlib
 
 import torch
 from torch import nn
 
 from ._reduce import LossTerms, reduce_terms
 from ._validation import check_choice, check_embeddings, check_pair, check_query_ref, check_real, check_reduction
-from .backend import BACKENDS, default_backend, resolve_backend
+from .backend import BACKENDS, resolve_backend
 from .configs import TripletConfig
 from .metrics import Metric, chunks, compute_dtype, pairwise, prepare, resolve_metric
 
@@ -50,17 +49,17 @@ MINER_FILTERS = ("all", "hard", "semihard", "easy")
 __all__ = ["MINING_MODES", "TripletFunction", "triplet_margin_loss", "TripletMarginLoss", "MinedTriplets"]
 
 
-_IMPLEMENTATIONS = {"torch": "fastcontrast._torch.triplet", "triton": "fastcontrast.kernels.triplet"}
-_LOADED: dict = {}
 
 
 def _implementation(backend: str):
-    """The implementation module of a resolved backend, imported on first use (the kernels,
-    and so triton, only when asked for); later look-ups are a dict read."""
-    impl = _LOADED.get(backend)
-    if impl is None:
-        impl = _LOADED[backend] = importlib.import_module(_IMPLEMENTATIONS[backend])
-    return impl
+    """The implementation module of a resolved backend. The kernels (and so triton) are
+    imported on first use; an import statement, unlike importlib, is something torch.compile
+    traces, so the first call may happen inside a compiled region."""
+    if backend == "triton":
+        from .kernels import triplet as kernels_triplet
+        return kernels_triplet
+    from ._torch import triplet as torch_triplet
+    return torch_triplet
 
 
 class TripletFunction(torch.autograd.Function):
@@ -297,15 +296,11 @@ class TripletMarginLoss(nn.Module):
         if isinstance(self_offset, bool) or not isinstance(self_offset, int) or self_offset < -1:
             raise ValueError(f"self_offset must be an int >= -1, got {self_offset!r}")
         cfg = _config if _config is not None else self.config(self_offset)
+        backend = resolve_backend(self.backend, embeddings.device, embeddings.dtype)
         q = prepare(embeddings, self.metric)
         r = None if ref_emb is None else prepare(ref_emb, self.metric)
         q_labels = labels.long()
         r_labels = None if ref_labels is None else ref_labels.long()
-        requested = self.backend if self.backend is not None else default_backend()
-        backend = resolve_backend(requested, embeddings.device)
-        if backend == "triton" and requested == "auto" and embeddings.dtype == torch.float64:
-            backend = "torch"  # the kernels accumulate in fp32; float64 stays float64 on this path
-        _implementation(backend)  # import before the Function runs (outside any compiled graph)
         values, counts, nonzero = TripletFunction.apply(q, r, q_labels, r_labels, cfg, backend,
                                                         torch.is_grad_enabled())
         return LossTerms(values, counts, nonzero)
