@@ -39,8 +39,6 @@ POWERS = (1, 2)
 __all__ = ["contrastive_loss", "ContrastiveLoss", "PairMarginFunction"]
 
 
-
-
 def _implementation(backend: str):
     """The implementation module of a resolved backend. The kernels (and so triton) are
     imported on first use; an import statement, unlike importlib, is something torch.compile

@@ -49,8 +49,6 @@ MINER_FILTERS = ("all", "hard", "semihard", "easy")
 __all__ = ["MINING_MODES", "TripletFunction", "triplet_margin_loss", "TripletMarginLoss", "MinedTriplets"]
 
 
-
-
 def _implementation(backend: str):
     """The implementation module of a resolved backend. The kernels (and so triton) are
     imported on first use; an import statement, unlike importlib, is something torch.compile
