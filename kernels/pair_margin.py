@@ -35,15 +35,11 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.jit import JITFunction
 
 from fastcontrast import metrics
 from fastcontrast.configs import PairMarginConfig
 
-from . import tiles
-
-PRECISIONS = ("ieee", "tf32")
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from . import _host, tiles
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,12 +86,6 @@ def _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin,
     if KIND == 2:
         c = tiles.euclidean_grad_scale(c, t)
     return c
-
-
-@triton.jit
-def _load_rows(ptr, offs_rows, offs_d, n_rows, D, stride):
-    mask = (offs_rows[:, None] < n_rows) & (offs_d[None, :] < D)
-    return tl.load(ptr + offs_rows.to(tl.int64)[:, None] * stride + offs_d[None, :], mask=mask, other=0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,18 +154,12 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         c = _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
         if tl.sum((c != 0.0).to(tl.int32)) > 0:  # tiles with every hinge inactive add nothing
-            r_chunk = _load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
+            r_chunk = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
             acc = tl.dot(c.to(r_chunk.dtype), r_chunk, acc, input_precision=PRECISION)
             if KIND != 0:
                 coef_sum += tl.sum(c, 1)
 
-    if KIND == 0:
-        grad = acc
-    else:
-        q_chunk = _load_rows(q_ptr, offs_m, offs_do, M, D, stride_q).to(tl.float32)
-        grad = 2.0 * (coef_sum[:, None] * q_chunk - acc)
-    out_ptrs = grad_q_ptr + offs_m.to(tl.int64)[:, None] * stride_gq + offs_do[None, :]
-    tl.store(out_ptrs, grad.to(grad_q_ptr.dtype.element_ty), mask=in_m[:, None] & (offs_do[None, :] < D))
+    tiles.store_row_grad(grad_q_ptr, q_ptr, acc, coef_sum, offs_m, offs_do, M, D, stride_q, stride_gq, KIND)
 
 
 @triton.jit
@@ -199,19 +183,12 @@ def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         c = _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
         if tl.sum((c != 0.0).to(tl.int32)) > 0:
-            q_chunk = _load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
+            q_chunk = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
             acc = tl.dot(tl.trans(c.to(q_chunk.dtype)), q_chunk, acc, input_precision=PRECISION)
             if KIND != 0:
                 coef_sum += tl.sum(c, 0)
 
-    in_n = offs_n < N
-    if KIND == 0:
-        grad = acc
-    else:
-        r_chunk = _load_rows(r_ptr, offs_n, offs_do, N, D, stride_r).to(tl.float32)
-        grad = 2.0 * (coef_sum[:, None] * r_chunk - acc)
-    out_ptrs = grad_r_ptr + offs_n.to(tl.int64)[:, None] * stride_gr + offs_do[None, :]
-    tl.store(out_ptrs, grad.to(grad_r_ptr.dtype.element_ty), mask=in_n[:, None] & (offs_do[None, :] < D))
+    tiles.store_row_grad(grad_r_ptr, r_ptr, acc, coef_sum, offs_n, offs_do, N, D, stride_r, stride_gr, KIND)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,34 +209,19 @@ class Blocks:
     num_stages: int = 2
 
 
-def _pow2(x: int, lo: int, hi: int) -> int:
-    return max(lo, min(hi, triton.next_power_of_2(x)))
-
-
 def default_blocks(D: int, dtype: torch.dtype, device: torch.device) -> Blocks:
     if device.type != "cuda":
         # interpreter: small tiles, several per test shape so ragged edges are exercised
         return Blocks(fwd_m=16, fwd_n=16, bwd_m=16, bwd_n=16, block_d=16, block_do=32)
     wide = dtype == torch.float32  # 4-byte operands: smaller tiles keep shared memory in bounds
-    return Blocks(fwd_m=64 if wide else 128, fwd_n=64, bwd_m=64, bwd_n=64, block_d=_pow2(D, 16, 64 if wide else 128),
-                  block_do=_pow2(D, 16, 64 if wide else 128), num_warps=4 if wide else 8, num_stages=2)
+    step = _host.pow2(D, 16, 64 if wide else 128)
+    return Blocks(fwd_m=64 if wide else 128, fwd_n=64, bwd_m=64, bwd_n=64, block_d=step, block_do=step,
+                  num_warps=4 if wide else 8, num_stages=2)
 
 
 # --------------------------------------------------------------------------------------------
-# Registered ops (tensors and scalars only: what torch.compile traces)
+# Registered ops "fastcontrast::pair_margin_fwd" / "_bwd" (kernels/_host.py)
 # --------------------------------------------------------------------------------------------
-_TRACEABLE = isinstance(_pair_margin_fwd_kernel, JITFunction)  # False under TRITON_INTERPRET=1
-
-
-def _launchable(kernel):
-    return torch.library.wrap_triton(kernel) if _TRACEABLE else kernel
-
-
-def _squared_norms(x: torch.Tensor, kind: int) -> torch.Tensor:
-    if kind == 0:
-        return x.new_empty((1,), dtype=torch.float32)  # never read for dot products
-    return torch.linalg.vector_norm(x, ord=2, dim=1, dtype=torch.float32).square()
-
 
 def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
               kind: int, negate: bool, power: int, pos_margin: float, neg_margin: float, self_offset: int,
@@ -270,8 +232,8 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     values = torch.empty((M, 2), dtype=torch.float32, device=q.device)
     counts = torch.empty((M, 2), dtype=torch.int64, device=q.device)
     nonzero = torch.empty((M, 2), dtype=torch.int64, device=q.device)
-    q_sq, r_sq = _squared_norms(q, kind), _squared_norms(r, kind)
-    _launchable(_pair_margin_fwd_kernel)[(triton.cdiv(M, block_m),)](
+    q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
+    _host.launchable(_pair_margin_fwd_kernel)[(triton.cdiv(M, block_m),)](
         q, r, q_sq, r_sq, q_labels, r_labels, values, counts, nonzero,
         M, N, q.stride(0), r.stride(0), snap_tol, self_offset, pos_margin, neg_margin,
         D=D, KIND=kind, NEGATE=negate, POWER=power, PRECISION=precision,
@@ -288,14 +250,14 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_lab
     N = r.shape[0]
     grad_q = torch.empty_like(q)
     grad_r = torch.empty_like(r)
-    q_sq, r_sq = _squared_norms(q, kind), _squared_norms(r, kind)
+    q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     d_chunks = triton.cdiv(D, block_do)
     common = dict(D=D, KIND=kind, NEGATE=negate, POWER=power, PRECISION=precision, BLOCK_M=block_m,
                   BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do, num_warps=num_warps, num_stages=num_stages)
-    _launchable(_pair_margin_bwd_q_kernel)[(triton.cdiv(M, block_m), d_chunks)](
+    _host.launchable(_pair_margin_bwd_q_kernel)[(triton.cdiv(M, block_m), d_chunks)](
         q, r, q_sq, r_sq, q_labels, r_labels, grad_values, grad_q,
         M, N, q.stride(0), r.stride(0), grad_q.stride(0), snap_tol, self_offset, pos_margin, neg_margin, **common)
-    _launchable(_pair_margin_bwd_r_kernel)[(triton.cdiv(N, block_n), d_chunks)](
+    _host.launchable(_pair_margin_bwd_r_kernel)[(triton.cdiv(N, block_n), d_chunks)](
         q, r, q_sq, r_sq, q_labels, r_labels, grad_values, grad_r,
         M, N, q.stride(0), r.stride(0), grad_r.stride(0), snap_tol, self_offset, pos_margin, neg_margin, **common)
     return grad_q, grad_r
@@ -313,43 +275,17 @@ def _bwd_fake(grad_values, q, r, q_labels, r_labels, kind, negate, power, pos_ma
     return torch.empty_like(q), torch.empty_like(r)
 
 
-if _TRACEABLE:
-    pair_margin_fwd_op = torch.library.triton_op("fastcontrast::pair_margin_fwd", _fwd_impl, mutates_args=())
-    pair_margin_bwd_op = torch.library.triton_op("fastcontrast::pair_margin_bwd", _bwd_impl, mutates_args=())
-else:
-    # The interpreter's kernels cannot be traced: opaque custom ops with shape-only fakes.
-    pair_margin_fwd_op = torch.library.custom_op("fastcontrast::pair_margin_fwd", _fwd_impl, mutates_args=())
-    pair_margin_fwd_op.register_fake(_fwd_fake)
-    pair_margin_bwd_op = torch.library.custom_op("fastcontrast::pair_margin_bwd", _bwd_impl, mutates_args=())
-    pair_margin_bwd_op.register_fake(_bwd_fake)
+pair_margin_fwd_op, pair_margin_bwd_op = _host.register_ops("pair_margin", _fwd_impl, _bwd_impl, _fwd_fake, _bwd_fake)
 
 
 # --------------------------------------------------------------------------------------------
 # The seam (fastcontrast/configs.py)
 # --------------------------------------------------------------------------------------------
 def _codes(cfg: PairMarginConfig) -> int:
-    if cfg.kind not in tiles.KIND_CODES:
-        raise ValueError(f"cfg.kind must be one of {tuple(tiles.KIND_CODES)}, got {cfg.kind!r}")
+    kind = _host.metric_code(cfg)
     if cfg.power not in (1, 2):
         raise ValueError(f"cfg.power must be 1 or 2, got {cfg.power!r}")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"cfg.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
-    return tiles.KIND_CODES[cfg.kind]
-
-
-def _prepare(q, r, q_labels, r_labels):
-    for name, x in (("q", q), ("r", r)):
-        if x.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"the Triton pair-margin kernels take float32/float16/bfloat16 {name}, got {x.dtype}; "
-                            "use backend='torch' for float64")
-    q, r = q.contiguous(), r.contiguous()
-    if r.dtype != q.dtype:
-        r = r.to(q.dtype)
-    if not _TRACEABLE and q.dtype == torch.bfloat16:
-        # The interpreter's tl.dot multiplies the raw bit patterns of bfloat16 operands
-        # (triton-lang/triton#11584): run the float32 kernels on the exactly upcast inputs.
-        q, r = q.float(), r.float()
-    return q, r, q_labels.to(torch.int64).contiguous(), r_labels.to(torch.int64).contiguous()
+    return kind
 
 
 def _args(cfg: PairMarginConfig, kind: int, dtype: torch.dtype):
@@ -360,7 +296,7 @@ def _args(cfg: PairMarginConfig, kind: int, dtype: torch.dtype):
 def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, blocks: Blocks | None = None):
     """-> (values (B, 2) float32, counts (B, 2) int64, nonzero (B, 2) int64, saved = ())."""
     kind = _codes(cfg)
-    q, r, q_labels, r_labels = _prepare(q, r, q_labels, r_labels)
+    q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "pair-margin")
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
     values, counts, nonzero = pair_margin_fwd_op(q, r, q_labels, r_labels, *_args(cfg, kind, q.dtype),
                                                  b.fwd_m, b.fwd_n, b.block_d, b.num_warps, b.num_stages)
@@ -371,9 +307,9 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved
     """-> (grad_q like q, grad_r like r)."""
     kind = _codes(cfg)
     q_dtype, r_dtype = q.dtype, r.dtype
-    q, r, q_labels, r_labels = _prepare(q, r, q_labels, r_labels)
+    q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "pair-margin")
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
-    grad_values = grad_values.to(device=q.device, dtype=torch.float32).contiguous()
+    grad_values = _host.upstream_grad(grad_values, q.device)
     grad_q, grad_r = pair_margin_bwd_op(grad_values, q, r, q_labels, r_labels, *_args(cfg, kind, q.dtype),
                                         b.bwd_m, b.bwd_n, b.block_d, b.block_do, b.num_warps, b.num_stages)
     return grad_q.to(q_dtype), grad_r.to(r_dtype)

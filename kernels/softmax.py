@@ -47,16 +47,13 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.jit import JITFunction
 
 from fastcontrast import metrics
 from fastcontrast.configs import SoftmaxConfig
 
-from . import tiles
+from . import _host, tiles
 
 VARIANT_CODES = {"supcon": 0, "ntxent": 1}
-PRECISIONS = ("ieee", "tf32")
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,12 +109,6 @@ def _tile_coef(w, t, inv_tau, KIND: tl.constexpr):
     else:
         c = tiles.euclidean_grad_scale(-w * inv_tau, t)
     return c
-
-
-@triton.jit
-def _load_rows(ptr, offs_rows, offs_d, n_rows, D, stride):
-    mask = (offs_rows[:, None] < n_rows) & (offs_d[None, :] < D)
-    return tl.load(ptr + offs_rows.to(tl.int64)[:, None] * stride + offs_d[None, :], mask=mask, other=0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,19 +211,12 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         if TAU_GRAD:
             tau_part += tl.sum(w * logits, 1)
         c = _tile_coef(w, t, inv_tau, KIND)
-        r_chunk = _load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
+        r_chunk = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
         acc = tl.dot(c.to(r_chunk.dtype), r_chunk, acc, input_precision=PRECISION)
         if KIND != 0:
             coef_sum += tl.sum(c, 1)
 
-    if KIND == 0:
-        grad = acc
-    else:
-        q_chunk = _load_rows(q_ptr, offs_m, offs_do, M, D, stride_q).to(tl.float32)
-        grad = 2.0 * (coef_sum[:, None] * q_chunk - acc)
-    out_mask = in_m[:, None] & (offs_do[None, :] < D)
-    out_ptrs = grad_q_ptr + offs_m.to(tl.int64)[:, None] * stride_gq + offs_do[None, :]
-    tl.store(out_ptrs, grad.to(grad_q_ptr.dtype.element_ty), mask=out_mask)
+    tiles.store_row_grad(grad_q_ptr, q_ptr, acc, coef_sum, offs_m, offs_do, M, D, stride_q, stride_gq, KIND)
     if TAU_GRAD:
         if pid_d == 0:
             tl.store(tau_part_ptr + offs_m, tau_part, mask=in_m)
@@ -269,20 +253,12 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         if SYMMETRIC:
             w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], VARIANT)
         c = _tile_coef(w, t, inv_tau, KIND)
-        q_chunk = _load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
+        q_chunk = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
         acc = tl.dot(tl.trans(c.to(q_chunk.dtype)), q_chunk, acc, input_precision=PRECISION)
         if KIND != 0:
             coef_sum += tl.sum(c, 0)
 
-    in_n = offs_n < N
-    if KIND == 0:
-        grad = acc
-    else:
-        r_chunk = _load_rows(r_ptr, offs_n, offs_do, N, D, stride_r).to(tl.float32)
-        grad = 2.0 * (coef_sum[:, None] * r_chunk - acc)
-    out_mask = in_n[:, None] & (offs_do[None, :] < D)
-    out_ptrs = grad_r_ptr + offs_n.to(tl.int64)[:, None] * stride_gr + offs_do[None, :]
-    tl.store(out_ptrs, grad.to(grad_r_ptr.dtype.element_ty), mask=out_mask)
+    tiles.store_row_grad(grad_r_ptr, r_ptr, acc, coef_sum, offs_n, offs_do, N, D, stride_r, stride_gr, KIND)
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,10 +280,6 @@ class Blocks:
     num_stages: int = 2
 
 
-def _pow2(x: int, lo: int, hi: int) -> int:
-    return max(lo, min(hi, triton.next_power_of_2(x)))
-
-
 def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: str = "supcon") -> Blocks:
     if device.type != "cuda":
         # interpreter: small tiles, several per test shape so ragged edges are exercised
@@ -316,30 +288,18 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: st
     # GPU) do not spill registers at D = 128 and D = 1024 for 16-bit inputs; float32 spills a few
     # bytes. Each backward program recomputes the similarity tile over all of D for its D chunk,
     # so block_do is as wide as the accumulator (bwd_m × block_do, fp32) allows without spills.
-    block_do = _pow2(D, 16, 128)
+    block_do = _host.pow2(D, 16, 128)
     if dtype == torch.float32:
         return Blocks(fwd_m=64, fwd_n=64, fwd_d=32, bwd_m=64, bwd_n=64, bwd_d=32, block_do=block_do)
     if D <= 128:  # ntxent's two-pass forward needs the smaller anchor block to stay spill-free
-        return Blocks(fwd_m=128 if variant == "supcon" else 64, fwd_n=64, fwd_d=_pow2(D, 16, 128), bwd_m=64, bwd_n=64, bwd_d=_pow2(D, 16, 64),
+        return Blocks(fwd_m=128 if variant == "supcon" else 64, fwd_n=64, fwd_d=_host.pow2(D, 16, 128), bwd_m=64, bwd_n=64, bwd_d=_host.pow2(D, 16, 64),
                       block_do=block_do)
     return Blocks(fwd_m=64, fwd_n=64, fwd_d=64, bwd_m=64, bwd_n=64, bwd_d=64, block_do=block_do)
 
 
 # --------------------------------------------------------------------------------------------
-# Registered ops (tensors and scalars only: they are what torch.compile traces)
+# Registered ops "fastcontrast::softmax_fwd" / "_bwd" (kernels/_host.py)
 # --------------------------------------------------------------------------------------------
-_TRACEABLE = isinstance(_softmax_fwd_kernel, JITFunction)  # False under TRITON_INTERPRET=1
-
-
-def _launchable(kernel):
-    return torch.library.wrap_triton(kernel) if _TRACEABLE else kernel
-
-
-def _squared_norms(x: torch.Tensor, kind: int) -> torch.Tensor:
-    if kind == 0:
-        return x.new_empty((1,), dtype=torch.float32)  # never read by the dot kernels
-    return torch.linalg.vector_norm(x, ord=2, dim=1, dtype=torch.float32).square()
-
 
 def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
               temperature: torch.Tensor, kind: int, variant: int, self_offset: int, precision: str,
@@ -351,8 +311,8 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     n_pos = torch.empty((M,), dtype=torch.int64, device=q.device)
     lse = torch.empty((M,), dtype=torch.float32, device=q.device)
     aux = torch.empty((M,), dtype=torch.float32, device=q.device)
-    q_sq, r_sq = _squared_norms(q, kind), _squared_norms(r, kind)
-    kernel = _launchable(_softmax_fwd_kernel)
+    q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
+    kernel = _host.launchable(_softmax_fwd_kernel)
     kernel[(triton.cdiv(M, block_m),)](
         q, r, q_sq, r_sq, q_labels, r_labels, temperature, values, n_pos, lse, aux,
         M, N, q.stride(0), r.stride(0), snap_tol, self_offset,
@@ -374,9 +334,9 @@ def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch
     grad_q = torch.empty_like(q)
     grad_r = torch.empty_like(r)
     tau_part = torch.zeros((M if tau_grad else 0,), dtype=torch.float32, device=q.device)
-    q_sq, r_sq = _squared_norms(q, kind), _squared_norms(r, kind)
+    q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     d_chunks = triton.cdiv(D, block_do)
-    kernel_q = _launchable(_softmax_bwd_q_kernel)
+    kernel_q = _host.launchable(_softmax_bwd_q_kernel)
     kernel_q[(triton.cdiv(M, block_m), d_chunks)](
         q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux,
         rev_grad_values, rev_lse, rev_aux, grad_q, tau_part,
@@ -384,7 +344,7 @@ def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch
         D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric, TAU_GRAD=tau_grad,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
         num_warps=num_warps, num_stages=num_stages)
-    kernel_r = _launchable(_softmax_bwd_r_kernel)
+    kernel_r = _host.launchable(_softmax_bwd_r_kernel)
     kernel_r[(triton.cdiv(N, block_n), d_chunks)](
         q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux,
         rev_grad_values, rev_lse, rev_aux, grad_r,
@@ -410,44 +370,18 @@ def _bwd_fake(grad_values, rev_grad_values, q, r, q_labels, r_labels, temperatur
             q.new_empty((q.shape[0] if tau_grad else 0,), dtype=torch.float32))
 
 
-if _TRACEABLE:
-    softmax_fwd_op = torch.library.triton_op("fastcontrast::softmax_fwd", _fwd_impl, mutates_args=())
-    softmax_bwd_op = torch.library.triton_op("fastcontrast::softmax_bwd", _bwd_impl, mutates_args=())
-else:
-    # The interpreter's kernels cannot be traced: register opaque custom ops with shape-only fakes.
-    softmax_fwd_op = torch.library.custom_op("fastcontrast::softmax_fwd", _fwd_impl, mutates_args=())
-    softmax_fwd_op.register_fake(_fwd_fake)
-    softmax_bwd_op = torch.library.custom_op("fastcontrast::softmax_bwd", _bwd_impl, mutates_args=())
-    softmax_bwd_op.register_fake(_bwd_fake)
+softmax_fwd_op, softmax_bwd_op = _host.register_ops("softmax", _fwd_impl, _bwd_impl, _fwd_fake, _bwd_fake)
 
 
 # --------------------------------------------------------------------------------------------
 # The seam (fastcontrast/configs.py)
 # --------------------------------------------------------------------------------------------
 def _codes(cfg: SoftmaxConfig):
-    if cfg.kind not in tiles.KIND_CODES:
-        raise ValueError(f"cfg.kind must be one of {tuple(tiles.KIND_CODES)}, got {cfg.kind!r}")
-    if cfg.variant not in VARIANT_CODES:
-        raise ValueError(f"cfg.variant must be one of {tuple(VARIANT_CODES)}, got {cfg.variant!r}")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"cfg.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
-    return tiles.KIND_CODES[cfg.kind], VARIANT_CODES[cfg.variant]
+    return _host.metric_code(cfg), _host.code(cfg, "variant", VARIANT_CODES)
 
 
 def _prepare(q, r, q_labels, r_labels, temperature):
-    for name, x in (("q", q), ("r", r)):
-        if x.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"the Triton softmax kernels take float32/float16/bfloat16 {name}, got {x.dtype}; "
-                            "use backend='torch' for float64")
-    q, r = q.contiguous(), r.contiguous()
-    if r.dtype != q.dtype:
-        r = r.to(q.dtype)
-    if not _TRACEABLE and q.dtype == torch.bfloat16:
-        # The interpreter's tl.dot multiplies the raw bit patterns of bfloat16 operands
-        # (triton-lang/triton#11584): run the float32 kernels on the exactly upcast inputs.
-        q, r = q.float(), r.float()
-    q_labels = q_labels.to(torch.int64).contiguous()
-    r_labels = r_labels.to(torch.int64).contiguous()
+    q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "softmax")
     tau = torch.as_tensor(temperature).detach().to(device=q.device, dtype=torch.float32).reshape(())
     return q, r, q_labels, r_labels, tau
 
@@ -469,8 +403,8 @@ def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, tempe
     q_in_dtype, r_in_dtype = q.dtype, r.dtype
     q, r, q_labels, r_labels, tau = _prepare(q, r, q_labels, r_labels, temperature)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.variant)
-    grad_values = grad_values.to(device=q.device, dtype=torch.float32).contiguous()
-    rev_grad_values = rev_grad_values.to(device=q.device, dtype=torch.float32).contiguous()
+    grad_values = _host.upstream_grad(grad_values, q.device)
+    rev_grad_values = _host.upstream_grad(rev_grad_values, q.device)
     grad_q, grad_r, tau_part = softmax_bwd_op(
         grad_values, rev_grad_values, q, r, q_labels, r_labels, tau, lse, aux, rev_lse, rev_aux, kind, variant,
         int(cfg.self_offset), cfg.precision, metrics.snap_tolerance(q.dtype), symmetric,

@@ -12,6 +12,11 @@ Masks from label vectors, never from a B×N tensor in memory:
     valid_ij = i < M and j < N and j != i + self_offset   (self_offset < 0: no self-pair)
     pos_ij   = valid_ij and label_i == label_j
     neg_ij   = valid_ij and label_i != label_j
+
+Gradient rows (`store_row_grad`): with c_ij = ∂L/∂(tile entry) accumulated against the other
+side's rows, acc_i = Σ_j c_ij y_j and coef_sum_i = Σ_j c_ij,
+    dot          grad x_i = acc_i
+    squared      grad x_i = 2·coef_sum_i·x_i − 2·acc_i   (euclidean: c already over 2d)
 """
 import triton
 import triton.language as tl
@@ -76,3 +81,25 @@ def pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset):
     valid = inside & not_self
     same = q_lab[:, None] == r_lab[None, :]
     return valid, valid & same, valid & (~same)
+
+
+@triton.jit
+def load_rows(ptr, offs_rows, offs_d, n_rows, D, stride):
+    """Rows offs_rows, columns offs_d of a row-major n_rows×D matrix (0 outside it)."""
+    mask = (offs_rows[:, None] < n_rows) & (offs_d[None, :] < D)
+    return tl.load(ptr + offs_rows.to(tl.int64)[:, None] * stride + offs_d[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def store_row_grad(out_ptr, x_ptr, acc, coef_sum, offs_rows, offs_d, n_rows, D, stride_x, stride_out,
+                   KIND: tl.constexpr):
+    """Writes the gradient of rows x (see the module docstring) in out's dtype; coef_sum is
+    read only for the distance kinds."""
+    if KIND == 0:
+        grad = acc
+    else:
+        x = load_rows(x_ptr, offs_rows, offs_d, n_rows, D, stride_x).to(tl.float32)
+        grad = 2.0 * (coef_sum[:, None] * x - acc)
+    mask = (offs_rows[:, None] < n_rows) & (offs_d[None, :] < D)
+    out_ptrs = out_ptr + offs_rows.to(tl.int64)[:, None] * stride_out + offs_d[None, :]
+    tl.store(out_ptrs, grad.to(out_ptr.dtype.element_ty), mask=mask)

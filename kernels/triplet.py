@@ -51,17 +51,14 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.jit import JITFunction
 
 from fastcontrast import metrics
 from fastcontrast.configs import TripletConfig
 
-from . import tiles
+from . import _host, tiles
 
 MODE_CODES = {"batch_all": 0, "all": 1, "hard": 2, "semihard": 3, "easy": 4, "semihard_tfa": 5, "batch_hard": 6}
 FALLBACK_CODES = {"drop": 0, "tfa": 1}
-PRECISIONS = ("ieee", "tf32")
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Elements of one C×N buffer: C = max(1, CHUNK_ELEMENTS // N) anchors per chunk. About 70
 # bytes are live per element at the peak (two keys, two sorted copies with int64 sort
@@ -409,16 +406,10 @@ def _swap_pair_grad_kernel(r_ptr, r_sq_ptr, pos_key_ptr, neg_key_ptr, grad_ptr, 
         e = _tile_coef(e, d_pn, KIND, NEGATE)
         if SIDE == 1:
             e = tl.trans(e)
-        r_y = tl.load(r_ptr + offs_y.to(tl.int64)[:, None] * stride_r + offs_do[None, :],
-                      mask=(offs_y[:, None] < N) & (offs_do[None, :] < D), other=0.0).to(tl.float32)
+        r_y = tiles.load_rows(r_ptr, offs_y, offs_do, N, D, stride_r).to(tl.float32)
         acc = tl.dot(e, r_y, acc, input_precision=PRECISION)
         coef_sum += tl.sum(e, axis=1)
-    if KIND != 0:
-        r_x = tl.load(r_ptr + offs_x.to(tl.int64)[:, None] * stride_r + offs_do[None, :],
-                      mask=(offs_x[:, None] < N) & (offs_do[None, :] < D), other=0.0).to(tl.float32)
-        acc = 2.0 * coef_sum[:, None] * r_x - 2.0 * acc
-    tl.store(out_ptr + offs_x.to(tl.int64)[:, None] * stride_out + offs_do[None, :], acc,
-             mask=(offs_x[:, None] < N) & (offs_do[None, :] < D))
+    tiles.store_row_grad(out_ptr, r_ptr, acc, coef_sum, offs_x, offs_do, N, D, stride_r, stride_out, KIND)
 
 
 # --------------------------------------------------------------------------------------------
@@ -628,13 +619,6 @@ def _segment_grad_kernel(target_ptr, src_ptr, seg_start_ptr, src_idx_ptr, coef_p
 # --------------------------------------------------------------------------------------------
 # Launchers (tensors and scalars only: what torch.compile traces)
 # --------------------------------------------------------------------------------------------
-_TRACEABLE = isinstance(_distance_rows_kernel, JITFunction)  # False under TRITON_INTERPRET=1
-
-
-def _launch(kernel):
-    return torch.library.wrap_triton(kernel) if _TRACEABLE else kernel
-
-
 def _tile_blocks(device: torch.device):
     """(BLOCK_M, BLOCK_N, BLOCK_D) of the distance tiles."""
     return (64, 64, 32) if device.type == "cuda" else (32, 32, 32)
@@ -667,7 +651,7 @@ def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, nega
     neg_key = torch.empty((c, N), dtype=torch.float32, device=q.device)
     pos_key = torch.empty((c, N), dtype=torch.float32, device=q.device)
     bm, bn, bd = _tile_blocks(q.device)
-    _launch(_distance_rows_kernel)[(triton.cdiv(c, bm), triton.cdiv(N, bn))](
+    _host.launchable(_distance_rows_kernel)[(triton.cdiv(c, bm), triton.cdiv(N, bn))](
         q, r, q_sq, r_sq, q_labels, r_labels, neg_key, pos_key, row0, row_end, N, D, q.stride(0), r.stride(0),
         snap_tol, self_offset, KIND=kind, NEGATE=negate, PRECISION=precision,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
@@ -701,7 +685,7 @@ def _pair_distances(x, y, x_sq, y_sq, idx_x, idx_y, kind, negate, precision, sna
     """d(x[idx_x[k]], y[idx_y[k]]) (an index −1 gives a meaningless value)."""
     out = torch.empty(idx_x.shape, dtype=torch.float32, device=x.device)
     block, bd = 16, 32
-    _launch(_pair_distance_kernel)[(triton.cdiv(idx_x.numel(), block),)](
+    _host.launchable(_pair_distance_kernel)[(triton.cdiv(idx_x.numel(), block),)](
         x, y, x_sq, y_sq, idx_x, idx_y, out, idx_x.numel(), x.shape[0], y.shape[0], x.shape[1],
         x.stride(0), y.stride(0), snap_tol, KIND=kind, NEGATE=negate, PRECISION=precision,
         BLOCK=block, BLOCK_D=bd)
@@ -717,7 +701,7 @@ def _segment_sum(target, src, tgt, src_idx, coef, kind):
     seg_start = torch.searchsorted(tgt, torch.arange(T + 1, device=tgt.device, dtype=tgt.dtype))
     out = torch.empty((T, D), dtype=torch.float32, device=target.device)
     bd = 64
-    _launch(_segment_grad_kernel)[(T, triton.cdiv(D, bd))](
+    _host.launchable(_segment_grad_kernel)[(T, triton.cdiv(D, bd))](
         target, src, seg_start, src_idx, coef, out, D, target.stride(0), src.stride(0), out.stride(0),
         KIND=kind, BLOCK_D=bd)
     return out
@@ -731,7 +715,7 @@ def _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, 
     vals = [torch.empty((B,), dtype=torch.float32, device=dev) for _ in range(3)]
     idxs = [torch.empty((B,), dtype=torch.int64, device=dev) for _ in range(3)]
     bm, bn, bd = _tile_blocks(dev)
-    _launch(_batch_hard_kernel)[(triton.cdiv(B, bm),)](
+    _host.launchable(_batch_hard_kernel)[(triton.cdiv(B, bm),)](
         q, r, q_sq, r_sq, q_labels, r_labels, vals[0], idxs[0], vals[1], idxs[1], vals[2], idxs[2],
         B, N, D, q.stride(0), r.stride(0), snap_tol, self_offset,
         KIND=kind, NEGATE=negate, PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
@@ -801,18 +785,18 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
                torch.empty((c,), dtype=torch.int64, device=dev))
         parts.append(out)
         if sorted_path:
-            _launch(_window_forward_kernel)[(c,)](
+            _host.launchable(_window_forward_kernel)[(c,)](
                 pos_key, neg_sorted, prefix, n_neg, *out, N, margin, mm,
                 MODE=mode, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
         elif mode == 5:
-            _launch(_tfa_rows_kernel)[(c,)](
+            _host.launchable(_tfa_rows_kernel)[(c,)](
                 r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, _unused(dev), *out,
                 _unused(dev), _unused(dev), _unused(dev), _unused(dev), _unused(dev, torch.int64),
                 N, D, r.stride(0), snap_tol, margin,
                 SMOOTH=smooth, SWAP=swap, BACKWARD=False, KIND=kind, NEGATE=negate, PRECISION=precision,
                 LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32)
         else:
-            _launch(_scan_rows_kernel)[(c,)](
+            _host.launchable(_scan_rows_kernel)[(c,)](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, _unused(dev), *out, _unused(dev),
                 N, D, r.stride(0), snap_tol, margin, mm,
                 MODE=mode, SMOOTH=smooth, SWAP=swap, BACKWARD=False, KIND=kind, NEGATE=negate,
@@ -839,7 +823,7 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
             prefix=False, sort_negatives=sorted_path or mode == 5)
         coef = torch.zeros((c, N), dtype=torch.float32, device=dev)
         if sorted_path:
-            _launch(_window_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
+            _host.launchable(_window_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
                 pos_key, neg_key, pos_sorted, neg_sorted, n_pos, n_neg, g, coef, N, margin, mm,
                 MODE=mode, KIND=kind, NEGATE=negate, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
         elif mode == 5:
@@ -848,13 +832,13 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
             an_slope = torch.zeros((c, N), dtype=torch.float32, device=dev)
             pn_coef = torch.zeros((c, N) if swap else (1,), dtype=torch.float32, device=dev)
             pn_n = torch.full((c, N) if swap else (1,), N, dtype=torch.int64, device=dev)
-            _launch(_tfa_rows_kernel)[(c,)](
+            _host.launchable(_tfa_rows_kernel)[(c,)](
                 r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, g, _unused(dev),
                 _unused(dev, torch.int64), _unused(dev, torch.int64), choice, slope, an_slope, pn_coef, pn_n, N, D, r.stride(0), snap_tol, margin,
                 SMOOTH=smooth, SWAP=swap, BACKWARD=True, KIND=kind, NEGATE=negate, PRECISION=precision,
                 LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32)
             slope_prefix = torch.nn.functional.pad(an_slope.to(torch.float64).cumsum(1), (1, 0))
-            _launch(_tfa_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
+            _host.launchable(_tfa_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
                 pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, choice, slope, slope_prefix, coef, N,
                 KIND=kind, NEGATE=negate, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
             if swap:  # d_pn = d(r_p, r_n*) terms: entries (p, r_n*) and (n*, r_p), target N = none
@@ -868,18 +852,18 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
         else:
             common = dict(MODE=mode, SMOOTH=smooth, SWAP=swap, KIND=kind, NEGATE=negate, PRECISION=precision,
                           BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
-            _launch(_scan_rows_kernel)[(c,)](
+            _host.launchable(_scan_rows_kernel)[(c,)](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, _unused(dev), _unused(dev, torch.int64),
                 _unused(dev, torch.int64), coef,
                 N, D, r.stride(0), snap_tol, margin, mm, BACKWARD=True, **common)
-            _launch(_scan_negatives_kernel)[(c, triton.cdiv(N, SCAN_BLOCK))](
+            _host.launchable(_scan_negatives_kernel)[(c, triton.cdiv(N, SCAN_BLOCK))](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, coef,
                 N, D, r.stride(0), snap_tol, margin, mm, **common)
             if swap:
                 block_do = 64
                 pair_grad = torch.empty((N, D), dtype=torch.float32, device=dev)
                 for side in (0, 1):
-                    _launch(_swap_pair_grad_kernel)[(triton.cdiv(N, SCAN_BLOCK), triton.cdiv(D, block_do))](
+                    _host.launchable(_swap_pair_grad_kernel)[(triton.cdiv(N, SCAN_BLOCK), triton.cdiv(D, block_do))](
                         r, r_sq, pos_key, neg_key, g, pair_grad, c, N, D, r.stride(0), pair_grad.stride(0),
                         snap_tol, margin, mm, SIDE=side, MODE=mode, SMOOTH=smooth, KIND=kind, NEGATE=negate,
                         PRECISION=precision, BLOCK_X=SCAN_BLOCK, BLOCK_Y=SCAN_BLOCK, BLOCK_D=32,
@@ -942,47 +926,18 @@ def _bwd_fake(grad_values, q, r, q_labels, r_labels, p_idx, n_idx, d_ap, d_an, d
     return torch.empty_like(q), torch.empty_like(q if r is None else r)
 
 
-if _TRACEABLE:
-    triplet_fwd_op = torch.library.triton_op("fastcontrast::triplet_fwd", _fwd_impl, mutates_args=())
-    triplet_bwd_op = torch.library.triton_op("fastcontrast::triplet_bwd", _bwd_impl, mutates_args=())
-else:
-    # The interpreter's kernels cannot be traced: opaque custom ops with shape-only fakes.
-    triplet_fwd_op = torch.library.custom_op("fastcontrast::triplet_fwd", _fwd_impl, mutates_args=())
-    triplet_fwd_op.register_fake(_fwd_fake)
-    triplet_bwd_op = torch.library.custom_op("fastcontrast::triplet_bwd", _bwd_impl, mutates_args=())
-    triplet_bwd_op.register_fake(_bwd_fake)
+triplet_fwd_op, triplet_bwd_op = _host.register_ops("triplet", _fwd_impl, _bwd_impl, _fwd_fake, _bwd_fake)
 
 
 # --------------------------------------------------------------------------------------------
 # The seam (fastcontrast/configs.py)
 # --------------------------------------------------------------------------------------------
 def _codes(cfg: TripletConfig):
-    if cfg.kind not in tiles.KIND_CODES:
-        raise ValueError(f"cfg.kind must be one of {tuple(tiles.KIND_CODES)}, got {cfg.kind!r}")
-    if cfg.mining not in MODE_CODES:
-        raise ValueError(f"cfg.mining must be one of {tuple(MODE_CODES)}, got {cfg.mining!r}")
-    if cfg.hard_fallback not in FALLBACK_CODES:
-        raise ValueError(f"cfg.hard_fallback must be one of {tuple(FALLBACK_CODES)}, got {cfg.hard_fallback!r}")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"cfg.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
-    return (tiles.KIND_CODES[cfg.kind], bool(cfg.negate), MODE_CODES[cfg.mining], bool(cfg.smooth),
-            bool(cfg.swap), FALLBACK_CODES[cfg.hard_fallback], float(cfg.margin), float(cfg.miner_margin),
-            int(cfg.self_offset), cfg.precision)
-
-
-def _prepare(q, r, q_labels, r_labels):
-    for name, x in (("q", q), ("r", r)):
-        if x.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"the Triton triplet kernels take float32/float16/bfloat16 {name}, got {x.dtype}; "
-                            "use backend='torch' for float64")
-    q, r = q.contiguous(), r.contiguous()
-    if r.dtype != q.dtype:
-        r = r.to(q.dtype)
-    if not _TRACEABLE and q.dtype == torch.bfloat16:
-        # The interpreter's tl.dot multiplies the raw bit patterns of bfloat16 operands
-        # (triton-lang/triton#11584): run the float32 kernels on the exactly upcast inputs.
-        q, r = q.float(), r.float()
-    return q, r, q_labels.to(torch.int64).contiguous(), r_labels.to(torch.int64).contiguous()
+    kind = _host.metric_code(cfg)
+    mode = _host.code(cfg, "mining", MODE_CODES)
+    fallback = _host.code(cfg, "hard_fallback", FALLBACK_CODES)
+    return (kind, bool(cfg.negate), mode, bool(cfg.smooth), bool(cfg.swap), fallback, float(cfg.margin),
+            float(cfg.miner_margin), int(cfg.self_offset), cfg.precision)
 
 
 def forward(q, r, q_labels, r_labels, cfg: TripletConfig):
@@ -991,7 +946,7 @@ def forward(q, r, q_labels, r_labels, cfg: TripletConfig):
     and negative per anchor, −1 where none; d_pn = +inf without swap), empty otherwise."""
     codes = _codes(cfg)
     same, same_labels = r is q, r_labels is q_labels
-    q, r, q_labels, r_labels = _prepare(q, r, q_labels, r_labels)
+    q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "triplet")
     values, counts, nonzero, *saved = triplet_fwd_op(
         q, None if same else r, q_labels, None if same_labels else r_labels, *codes,
         metrics.snap_tolerance(q.dtype), CHUNK_ELEMENTS)
@@ -1003,8 +958,8 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: TripletConfig, saved):
     codes = _codes(cfg)
     q_dtype, r_dtype = q.dtype, r.dtype
     same, same_labels = r is q, r_labels is q_labels
-    q, r, q_labels, r_labels = _prepare(q, r, q_labels, r_labels)
-    grad_values = grad_values.to(device=q.device, dtype=torch.float32).contiguous()
+    q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "triplet")
+    grad_values = _host.upstream_grad(grad_values, q.device)
     grad_q, grad_r = triplet_bwd_op(grad_values, q, None if same else r, q_labels,
                                     None if same_labels else r_labels, *saved, *codes,
                                     metrics.snap_tolerance(q.dtype), CHUNK_ELEMENTS)

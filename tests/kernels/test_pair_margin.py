@@ -12,12 +12,13 @@ triton = pytest.importorskip("triton")
 import fastcontrast as fc  # noqa: E402
 from fastcontrast._torch import pair_margin as torch_path  # noqa: E402
 from fastcontrast.configs import PairMarginConfig  # noqa: E402
+from fastcontrast.kernels import _host  # noqa: E402
 from fastcontrast.kernels import pair_margin as kernel  # noqa: E402
 from fastcontrast.pair_margin import PairMarginFunction  # noqa: E402
 from fastcontrast.reference import pair_margin as ref  # noqa: E402
 from tests.conftest import assert_close  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or kernel._TRACEABLE is False),
+pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or _host.TRACEABLE is False),
                                 reason="needs CUDA or TRITON_INTERPRET=1")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

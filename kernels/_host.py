@@ -1,0 +1,88 @@
+"""Host-side pieces every kernel family shares: checks of the config codes, input preparation,
+squared row norms, and the registration of a family's launchers as torch ops.
+
+The ops take tensors and scalars only (what torch.compile traces). On a GPU they are
+torch.library.triton_op, whose kernels torch.compile sees through; under TRITON_INTERPRET=1
+the kernels are interpreter objects that cannot be traced, so the ops are opaque custom ops
+with shape-only fake implementations.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+from triton.runtime.jit import JITFunction
+
+from . import tiles
+
+PRECISIONS = ("ieee", "tf32")
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+TRACEABLE = isinstance(tiles.dot_tile, JITFunction)  # False under TRITON_INTERPRET=1
+
+
+def launchable(kernel):
+    """The kernel as a registered op launches it: wrapped for tracing when it can be traced."""
+    return torch.library.wrap_triton(kernel) if TRACEABLE else kernel
+
+
+def register_ops(name: str, fwd_impl, bwd_impl, fwd_fake, bwd_fake):
+    """-> (op "fastcontrast::<name>_fwd", op "fastcontrast::<name>_bwd")."""
+    fwd_name, bwd_name = f"fastcontrast::{name}_fwd", f"fastcontrast::{name}_bwd"
+    if TRACEABLE:
+        return (torch.library.triton_op(fwd_name, fwd_impl, mutates_args=()),
+                torch.library.triton_op(bwd_name, bwd_impl, mutates_args=()))
+    fwd_op = torch.library.custom_op(fwd_name, fwd_impl, mutates_args=())
+    fwd_op.register_fake(fwd_fake)
+    bwd_op = torch.library.custom_op(bwd_name, bwd_impl, mutates_args=())
+    bwd_op.register_fake(bwd_fake)
+    return fwd_op, bwd_op
+
+
+def code(cfg, field: str, codes: dict) -> int:
+    """codes[cfg.<field>], or a ValueError naming the field and its choices."""
+    value = getattr(cfg, field)
+    if value not in codes:
+        raise ValueError(f"cfg.{field} must be one of {tuple(codes)}, got {value!r}")
+    return codes[value]
+
+
+def metric_code(cfg) -> int:
+    """The tiles.KIND_CODES code of cfg.kind, after checking cfg.kind and cfg.precision."""
+    kind = code(cfg, "kind", tiles.KIND_CODES)
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"cfg.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    return kind
+
+
+def prepare(q, r, q_labels, r_labels, family: str):
+    """Contiguous inputs in q's dtype and int64 labels, or a TypeError for a dtype the
+    kernels do not take."""
+    for name, x in (("q", q), ("r", r)):
+        if x.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"the Triton {family} kernels take float32/float16/bfloat16 {name}, got {x.dtype}; "
+                            "use backend='torch' for float64")
+    q, r = q.contiguous(), r.contiguous()
+    if r.dtype != q.dtype:
+        r = r.to(q.dtype)
+    if not TRACEABLE and q.dtype == torch.bfloat16:
+        # The interpreter's tl.dot multiplies the raw bit patterns of bfloat16 operands
+        # (triton-lang/triton#11584): run the float32 kernels on the exactly upcast inputs.
+        q, r = q.float(), r.float()
+    return q, r, q_labels.to(torch.int64).contiguous(), r_labels.to(torch.int64).contiguous()
+
+
+def squared_norms(x: torch.Tensor, kind: int) -> torch.Tensor:
+    """fp32 ‖x_i‖² per row for the distance kinds; a placeholder the dot tiles never read."""
+    if kind == tiles.KIND_CODES["dot"]:
+        return x.new_empty((1,), dtype=torch.float32)
+    return torch.linalg.vector_norm(x, ord=2, dim=1, dtype=torch.float32).square()
+
+
+def upstream_grad(grad_values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The gradient of the per-anchor values as the backward kernels read it."""
+    return grad_values.to(device=device, dtype=torch.float32).contiguous()
+
+
+def pow2(x: int, lo: int, hi: int) -> int:
+    """The power of two at or above x, clamped to [lo, hi] (block sizes)."""
+    return max(lo, min(hi, triton.next_power_of_2(x)))
