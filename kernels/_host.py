@@ -72,10 +72,13 @@ def prepare(q, r, q_labels, r_labels, family: str):
 
 
 def squared_norms(x: torch.Tensor, kind: int) -> torch.Tensor:
-    """fp32 ‖x_i‖² per row for the distance kinds; a placeholder the dot tiles never read."""
+    """fp32 ‖x_i‖² per row for the distance kinds; a placeholder the dot tiles never read.
+    Σ x² as metrics.pairwise (the PyTorch path) computes it: exact for small integers, which
+    a norm then a square is not."""
     if kind == tiles.KIND_CODES["dot"]:
         return x.new_empty((1,), dtype=torch.float32)
-    return torch.linalg.vector_norm(x, ord=2, dim=1, dtype=torch.float32).square()
+    x = x.float()
+    return (x * x).sum(1)
 
 
 def upstream_grad(grad_values: torch.Tensor, device: torch.device) -> torch.Tensor:

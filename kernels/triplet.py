@@ -624,13 +624,6 @@ def _tile_blocks(device: torch.device):
     return (64, 64, 32) if device.type == "cuda" else (32, 32, 32)
 
 
-def _squared_norms(x: torch.Tensor, kind: int) -> torch.Tensor:
-    if kind == 0:
-        return x.new_empty((1,), dtype=torch.float32)  # never read by the dot tiles
-    x = x.float()
-    return (x * x).sum(1)  # as metrics.pairwise: exact for small integers (a norm then a square is not)
-
-
 def _unused(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A fresh placeholder for a pointer argument a kernel variant never touches (never the
     same tensor twice in one launch: torch.compile treats aliased arguments as mutations)."""
@@ -881,8 +874,8 @@ def _fwd_impl(q: torch.Tensor, r: Optional[torch.Tensor], q_labels: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                          torch.Tensor, torch.Tensor]:
     r, r_labels = (q if r is None else r), (q_labels if r_labels is None else r_labels)
-    q_sq = _squared_norms(q, kind)
-    r_sq = q_sq if r is q else _squared_norms(r, kind)
+    q_sq = _host.squared_norms(q, kind)
+    r_sq = q_sq if r is q else _host.squared_norms(r, kind)
     if mode == 6:
         return _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, swap, fallback,
                                margin, self_offset, precision, snap_tol)
@@ -903,8 +896,8 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: Optional[torch.Tens
         grad_q, grad_r = _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate,
                                          smooth, margin)
     else:
-        q_sq = _squared_norms(q, kind)
-        r_sq = q_sq if r is q else _squared_norms(r, kind)
+        q_sq = _host.squared_norms(q, kind)
+        r_sq = q_sq if r is q else _host.squared_norms(r, kind)
         grad_q, grad_r = _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode,
                                       smooth, swap, margin, miner_margin, self_offset, precision, snap_tol,
                                       chunk_elements)
