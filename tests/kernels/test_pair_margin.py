@@ -17,6 +17,7 @@ from fastcontrast.kernels import pair_margin as kernel  # noqa: E402
 from fastcontrast.pair_margin import PairMarginFunction  # noqa: E402
 from fastcontrast.reference import pair_margin as ref  # noqa: E402
 from tests.conftest import assert_close  # noqa: E402
+from tests.kernels import sm90  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or _host.TRACEABLE is False),
                                 reason="needs CUDA or TRITON_INTERPRET=1")
@@ -189,53 +190,27 @@ def test_ops_pass_opcheck():
 
 
 SM90_BUILD = r"""
-import sys
 import torch
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 from fastcontrast.kernels import pair_margin as k
+from tests.kernels.sm90 import build_all
 
 builds = []
 for dtype, ty in ((torch.bfloat16, "*bf16"), (torch.float32, "*fp32")):
     b = k.default_blocks(128, dtype, torch.device("cuda"))
     ptrs = {"q_ptr": ty, "r_ptr": ty, "grad_q_ptr": ty, "grad_r_ptr": ty, "q_lab_ptr": "*i64",
             "r_lab_ptr": "*i64", "counts_ptr": "*i64", "nonzero_ptr": "*i64"}
+    options = dict(num_warps=b.num_warps, num_stages=b.num_stages)
     common = dict(D=128, KIND=2, NEGATE=False, POWER=2, PRECISION="ieee", BLOCK_D=b.block_d)
     bwd = dict(common, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_DO=b.block_do)
-    builds += [(k._pair_margin_bwd_r_kernel, ptrs, b, bwd)]  # the transposed tl.dot
+    builds += [(k._pair_margin_bwd_r_kernel, ptrs, bwd, options)]  # the transposed tl.dot
     if dtype == torch.bfloat16:
-        builds += [(k._pair_margin_fwd_kernel, ptrs, b, dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n)),
-                   (k._pair_margin_bwd_q_kernel, ptrs, b, bwd)]
-FLOATS = {"snap_tol", "pos_margin", "neg_margin"}
-for fn, ptrs, b, constexprs in builds:
-    sig = {a: "constexpr" if a in constexprs else ptrs.get(a, "*fp32") if a.endswith("_ptr")
-           else "fp32" if a in FLOATS else "i32" for a in fn.arg_names}
-    keyed = {(fn.arg_names.index(name),): value for name, value in constexprs.items()}
-    try:
-        triton.compile(ASTSource(fn, sig, keyed), target=GPUTarget("cuda", 90, 32),
-                       options=dict(num_warps=b.num_warps, num_stages=b.num_stages))
-    except triton.compiler.errors.CompilationError:
-        raise
-    except Exception as exc:  # no ptxas or no CUDA backend in this triton build
-        print("toolchain unavailable:", type(exc).__name__, exc)
-        sys.exit(3)
-print("compiled", len(builds))
+        builds += [(k._pair_margin_fwd_kernel, ptrs, dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n), options),
+                   (k._pair_margin_bwd_q_kernel, ptrs, bwd, options)]
+build_all(builds, floats=("snap_tol", "pos_margin", "neg_margin"))
 """
 
 
 def test_kernels_build_for_sm90_without_a_gpu():
     """The three kernels with the GPU tile sizes (bfloat16 inputs; float32 too for the grad_r
-    kernel) through Triton's CUDA pipeline for an H100 target: GPU-only rules the interpreter
-    skips (tl.dot shapes and operand types, constexpr use) are checked on CPU. A separate
-    process: here the kernels are interpreter objects."""
-    import os
-    import subprocess
-    import sys
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, "-c", SM90_BUILD], env=env, capture_output=True, text=True, timeout=300)
-    if proc.returncode == 3:
-        pytest.skip(proc.stdout.strip())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "compiled 4" in proc.stdout
+    kernel) through Triton's CUDA pipeline for an H100 target (tests/kernels/sm90.py)."""
+    assert "compiled 4" in sm90.run_script(SM90_BUILD)

@@ -16,6 +16,7 @@ triton = pytest.importorskip("triton")
 from fastcontrast.configs import TripletConfig  # noqa: E402
 from fastcontrast.kernels import triplet as kt  # noqa: E402
 from tests.conftest import TOL, assert_close  # noqa: E402
+from tests.kernels import sm90  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -366,10 +367,8 @@ def test_torch_compile_training_step():
 # compiled for a GPU target without a GPU: what the interpreter does not check
 # ------------------------------------------------------------------------------------------
 _SM90_COMPILE = r"""
-import torch, triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 from fastcontrast.kernels import triplet as kt
+from tests.kernels.sm90 import build_all
 
 F32, F16, I64, I32, F64 = "*fp32", "*fp16", "*i64", "*i32", "*fp64"
 TILE = dict(q_ptr=F16, r_ptr=F16, q_sq_ptr=F32, r_sq_ptr=F32, q_lab_ptr=I64, r_lab_ptr=I64)
@@ -413,17 +412,8 @@ KERNELS = [  # (kernel, pointer arguments, constexprs); other arguments are i32 
     (kt._segment_grad_kernel, dict(target_ptr=F16, src_ptr=F16, seg_start_ptr=I64, src_idx_ptr=I64,
                                    coef_ptr=F32, out_ptr=F32), dict(KIND=1, BLOCK_D=64)),
 ]
-FLOATS = {"snap_tol", "margin", "mm"}
-for kernel, pointers, constexprs in KERNELS:
-    sig = {}
-    for name in kernel.arg_names:
-        if name in constexprs:
-            sig[name] = "constexpr"
-        else:
-            sig[name] = pointers.get(name, "fp32" if name in FLOATS else "i32")
-    keyed = {(kernel.arg_names.index(name),): value for name, value in constexprs.items()}
-    triton.compile(ASTSource(kernel, sig, constexprs=keyed), target=GPUTarget("cuda", 90, 32))
-print("compiled", len(KERNELS))
+build_all([(kernel, pointers, constexprs, None) for kernel, pointers, constexprs in KERNELS],
+          floats=("snap_tol", "margin", "mm"))
 """
 
 
@@ -431,14 +421,4 @@ def test_kernels_compile_for_sm90():
     """Every kernel goes through Triton's full CUDA pipeline (TTIR → PTX → cubin with the
     bundled ptxas) for an H100 target: GPU-only rules (constexpr globals, loop-carried
     types, tl.dot shapes) are checked without a GPU. One variant per kernel (the fullest)."""
-    import os
-    import subprocess
-    import sys
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    done = subprocess.run([sys.executable, "-c", _SM90_COMPILE], env=env, capture_output=True, text=True,
-                          timeout=300)
-    if done.returncode != 0 and ("ptxas" in done.stderr and "not found" in done.stderr.lower()):
-        pytest.skip("no ptxas in this triton installation")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "compiled 11" in done.stdout
+    assert "compiled 11" in sm90.run_script(_SM90_COMPILE)
