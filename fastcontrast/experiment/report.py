@@ -10,17 +10,20 @@ import numpy as np
 from .losses import TITLES
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation; the deviation is None for a single value."""
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
-        return float("nan"), float("nan")
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+        raise ValueError("mean_std of no values")
+    return float(a.mean()), (float(a.std(ddof=1)) if a.size > 1 else None)
 
 
 def fmt_acc(cell: dict) -> str:
     if not cell.get("accuracies"):
         return "—"
     m, s = cell["accuracy_mean"], cell["accuracy_std"]
+    if s is None:
+        return f"{100 * m:.2f} (1 seed)"
     return f"{100 * m:.2f} ± {100 * s:.2f}"
 
 
@@ -157,7 +160,7 @@ def plot_accuracy(cells: list[dict], losses: list[str], title: str, path: str) -
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for loss in losses:
-        pts = sorted((c["batch_size"], c["accuracy_mean"], c["accuracy_std"])
+        pts = sorted((c["batch_size"], c["accuracy_mean"], c["accuracy_std"] or 0.0)
                      for c in cells if c["loss"] == loss and c["accuracies"])
         if not pts:
             continue

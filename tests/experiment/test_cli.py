@@ -86,3 +86,13 @@ def test_time_limit_lists_what_was_not_run(tmp_path):
     assert rep["missing"] == [{"loss": "cross-entropy", "batch_size": 32},
                               {"loss": "supcon", "batch_size": 32}]
     assert "Not run" in (out / "table.md").read_text()
+
+
+def test_single_seed_cells_show_no_deviation():
+    from fastcontrast.experiment.report import fmt_acc, mean_std
+
+    assert mean_std([0.5]) == (0.5, None)
+    m, s = mean_std([0.5, 0.7])
+    assert m == pytest.approx(0.6) and s == pytest.approx(0.1414213562)
+    assert fmt_acc({"accuracies": [0.5], "accuracy_mean": 0.5, "accuracy_std": None}) == "50.00 (1 seed)"
+    assert fmt_acc({"accuracies": [0.5, 0.7], "accuracy_mean": m, "accuracy_std": s}) == "60.00 ± 14.14"
