@@ -46,7 +46,7 @@ GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1 \
 PREFIX="${GPU:-gpu}-$(date -u +%Y%m%d-%H%M)"
 
 # 1. GPU tests (addopts cleared: --benchmark-disable needs pytest-benchmark)
-timeout -k 10 "${GPU_TESTS_TIMEOUT:-200}" "$PY" -m pytest tests/kernels -k gpu -q -p no:cacheprovider \
+timeout -k 10 "${GPU_TESTS_TIMEOUT:-170}" "$PY" -m pytest tests/kernels -k gpu -q -p no:cacheprovider \
     -o addopts="" -rfEs --junitxml="$OUT_DIR/$PREFIX-gpu-tests.xml" \
     > "$OUT_DIR/$PREFIX-gpu-tests.txt" 2>&1
 echo "GPU tests: exit $? ($OUT_DIR/$PREFIX-gpu-tests.txt)"
@@ -54,7 +54,7 @@ tail -n 15 "$OUT_DIR/$PREFIX-gpu-tests.txt"
 
 # 2. GPU benchmark suite, in-process (CUDA peak memory from the allocator); the JSON is
 #    rewritten after every configuration, so a run cut short keeps what it measured
-timeout -k 20 "${GPU_BENCH_TIMEOUT:-330}" "$PY" -m fastcontrast.bench --suite gpu --out "$OUT_DIR" \
+timeout -k 20 "${GPU_BENCH_TIMEOUT:-350}" "$PY" -m fastcontrast.bench --suite gpu --out "$OUT_DIR" \
     --name "$PREFIX-bench" --warmup 2 --repeats 10 --max-seconds 8
 echo "bench: exit $?"
 ls -la "$OUT_DIR" | grep "$PREFIX" || true

@@ -26,7 +26,9 @@ def _is_bench_results(path):
 
 
 def main(argv):
-    files = argv or sorted(str(p) for p in RESULTS.glob("*.json") if _is_bench_results(p))
+    # headline runs first, then by name
+    files = argv or sorted((str(p) for p in RESULTS.glob("*.json") if _is_bench_results(p)),
+                           key=lambda f: ("headline" not in Path(f).name, f))
     if not files:
         print(f"no results files in {RESULTS}", file=sys.stderr)
         return 1
