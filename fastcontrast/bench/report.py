@@ -285,6 +285,11 @@ def wide_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
     for s_, b in pairs:
         prefix = "" if len(subjects) == 1 else f"{s_} "
         header += [f"{prefix}speed-up vs {b}", f"{prefix}memory ÷ vs {b}"]
+    # throughput of the softmax family against one matmul of the same shape (8·B·N·D FLOP
+    # per forward+backward vs 2·B·N·D for the matmul)
+    yardstick = "matmul" if "matmul" in impls else None
+    if yardstick:
+        header += [f"{s_} % of matmul FLOP/s" for s_ in subjects]
     rows = []
     for recs in groups.values():
         c = next(iter(recs.values()))["case"]
@@ -297,6 +302,11 @@ def wide_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
                 row += ["", ""]
             else:
                 row += list(_ratios(r, base))
+        if yardstick:
+            mm = tflops(recs[yardstick]) if yardstick in recs else None
+            for s_ in subjects:
+                tf = tflops(recs[s_]) if s_ in recs else None
+                row.append(f"{100 * tf / mm:.0f}% ({tf:.2g} vs {mm:.2g} TFLOP/s)" if tf and mm else "")
         rows.append(row)
     return header, rows
 
