@@ -9,7 +9,9 @@ the ratio per-rank / single measures the work sharing (ideal 1/W) plus the cost 
 gathers and all-reduces. Per repetition the ranks start together (barrier) and the slowest
 rank's time counts; the median over repetitions is reported. "compute" is the same share
 timed without communication (terms against references already at hand), which separates
-the work sharing from the collectives.
+the work sharing from the collectives. "share alone" times rank 0's share in the parent
+process while nothing else runs: the work sharing without communication or the ranks
+contending for the machine's cores and memory.
 """
 from __future__ import annotations
 
@@ -54,6 +56,21 @@ def time_single(loss_name, x, y, reps, warmup):
         emb = x.clone().requires_grad_(True)
         t0 = time.perf_counter()
         loss_fn(emb, y).backward()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_share_alone(loss_name, x, y, world, reps, warmup):
+    """Rank 0's share (its anchors against the whole batch) in this one process, with no
+    other rank running: the work sharing without communication or contention."""
+    loss = LOSSES[loss_name]()
+    rows = shares(x.shape[0], world)[0]
+    times = []
+    for i in range(warmup + reps):
+        emb, refs = x[:rows].clone().requires_grad_(True), x.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        loss.reduce(loss.terms(emb, y[:rows], refs, y, self_offset=0)).backward()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times
@@ -125,19 +142,23 @@ def main(argv=None):
     for name in args.losses.split(","):
         x, y = make_batch(args.batch, args.dim, args.classes)
         single = time_single(name, x, y, args.reps, args.warmup)
+        alone = time_share_alone(name, x, y, args.world, args.reps, args.warmup)
         per_rank, compute = time_world(name, args.world, args.batch, args.dim, args.classes, args.reps,
                                        args.warmup)
         rec = {"loss": name, "batch": args.batch, "dim": args.dim, "classes": args.classes,
                "world": args.world, "rank_sizes": shares(args.batch, args.world),
                "single_s": statistics.median(single), "per_rank_s": statistics.median(per_rank),
                "per_rank_compute_s": statistics.median(compute),
+               "share_alone_s": statistics.median(alone), "share_alone_all_s": alone,
                "single_all_s": single, "per_rank_all_s": per_rank, "per_rank_compute_all_s": compute}
         rec["ratio"] = rec["per_rank_s"] / rec["single_s"]
         rec["compute_ratio"] = rec["per_rank_compute_s"] / rec["single_s"]
+        rec["share_alone_ratio"] = rec["share_alone_s"] / rec["single_s"]
         records.append(rec)
         print(f"{name:20s} B={args.batch} single {rec['single_s'] * 1e3:9.1f} ms   "
               f"per rank (W={args.world}) {rec['per_rank_s'] * 1e3:9.1f} ms   ratio {rec['ratio']:.3f} "
-              f"(ideal {1 / args.world:.3f}; without communication {rec['compute_ratio']:.3f})", flush=True)
+              f"(ideal {1 / args.world:.3f}; without communication {rec['compute_ratio']:.3f}; "
+              f"share alone {rec['share_alone_ratio']:.3f})", flush=True)
     doc = {"schema": "fastcontrast-distributed-scaling/1",
            "command": "OMP_NUM_THREADS=1 python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
