@@ -24,6 +24,7 @@ _EXPORTS = {
     "npair_loss": "softmax", "NPairLoss": "softmax",
     "info_nce_loss": "softmax", "InfoNCELoss": "softmax",
     "LossTerms": "_reduce", "reduce_terms": "_reduce",
+    "GlobalBatchLoss": "distributed",
 }
 
 __all__ = ["BACKENDS", "METRICS", "resolve_backend", *_EXPORTS]
