@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from .data import DATASETS, DEFAULT_DIRS, DatasetError, load_dataset
-from .losses import BASELINE, CONTRASTIVE_LOSSES, LOSS_NAMES, SEMANTICS, TITLES, LossSettings, build_loss
+from .losses import BASELINE, LOSS_NAMES, SEMANTICS, TITLES, LossSettings, build_loss
 
 # Learning rate of stage 1 (and of the baseline) for each batch size, as in the original
 # study: batch 32 → 0.001, 256 → 0.01, 2048 → 0.2 (Adam).

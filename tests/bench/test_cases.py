@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastcontrast.bench.cases import (LOSSES, SUITES, Case, make_inputs, pytest_entries, suite,
+from fastcontrast.bench.cases import (SUITES, Case, make_inputs, pytest_entries, suite,
                                       tiny)
 from fastcontrast.bench.impls import IMPLS, Impl, SUBJECT, get_impl
 from fastcontrast.bench.measure import time_steps
