@@ -9,138 +9,182 @@ pos_ij = valid_ij ∧ (y_i = y'_j), neg_ij = valid_ij ∧ (y_i ≠ y'_j).
     ntxent  v_i = Σ_{p∈P_i} softplus(L_i − l_ip),  L_i = LSE_{n∈Neg_i} l_in   (0 when Neg_i = ∅)
             ∂v_i/∂l_ip = −σ(L_i − l_ip),  ∂v_i/∂l_in = W_i · softmax_neg(l_i)_n,
             W_i = Σ_p σ(L_i − l_ip)
-    ∂l_ij/∂τ = −l_ij / τ
+    ∂L/∂τ = −(1/τ) Σ_ij G_ij l_ij  with G_ij = ∂L/∂l_ij
 
-Forward walks the anchors in chunks (a chunk×N tile at a time, `metrics.chunks`) and keeps
-only O(B) row statistics: the LSE, |P_i| and, for ntxent, W_i. Backward recomputes each
-chunk's tile from q and r, so nothing of size B×N outlives one chunk.
+Forward walks the anchors in chunks (a chunk×N tile at a time, `metrics.chunks`). When the
+whole problem is one chunk (B·N ≤ CHUNK_BUDGET) forward also computes that tile's gradient
+∂v_i/∂s_ij and keeps it for backward, which is then two matmuls; otherwise forward keeps
+nothing of size B×N and backward recomputes each chunk's tile from q and r. Either way at
+most one chunk×N tile outlives a chunk.
+
+The gradient tile is kept as (row factor) × T: T_ij = ∂v_i/∂s_ij up to a per-row factor
+that backward folds into the matmul operands (scaling rows of q or of the product, O(B·D))
+instead of a pass over the tile. For "dot" the τ-gradient needs no pass either:
+Σ_j G_ij l_ij = q_i · (∂L/∂q_i) since s is linear in q_i.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..configs import SoftmaxConfig
 from ..metrics import chunks, compute_dtype, pairwise, pairwise_backward
 
-# Elements per chunk×N tile (4 MiB in fp32); tests lower it to force many small chunks.
+# Elements per chunk×N tile (4 MiB in fp32); tests lower it to force many small chunks. A
+# problem of at most this many pairs is one chunk, and its gradient tile is kept for backward.
 CHUNK_BUDGET = 1 << 20
 
-
-class _Refs:
-    """The reference set in the compute dtype, with its squared norms, cast once."""
-
-    def __init__(self, r: torch.Tensor, kind: str):
-        self.cd = compute_dtype(r.dtype)
-        self.r = r.to(self.cd)
-        self.sq = None if kind == "dot" else (self.r * self.r).sum(1)
-
-
-def _tile(q, refs: _Refs, rows: slice, kind: str, tau: torch.Tensor):
-    """Logits of one anchor chunk, plus what backward needs to map them back to q and r."""
-    qc = q[rows].to(refs.cd)
-    q_sq = None if kind == "dot" else (qc * qc).sum(1)
-    raw = pairwise(qc, refs.r, kind, q_sq, refs.sq)
-    logits = (raw if kind == "dot" else -raw) / tau
-    return qc, raw, logits
-
-
-def _masks(q_labels, r_labels, rows: slice, self_offset: int):
-    """(valid, same) boolean chunk×N masks built from the label vectors."""
-    same = q_labels[rows, None] == r_labels[None, :]
-    n = r_labels.shape[0]
-    if self_offset < 0:
-        valid = torch.ones_like(same)
-    else:
-        self_col = torch.arange(rows.start, rows.stop, device=same.device) + self_offset
-        valid = torch.arange(n, device=same.device)[None, :] != self_col[:, None]
-    return valid, same
+# softplus(x) = log1p(eˣ) up to here, x beyond: the dropped log1p(e⁻ˣ) < 5e-18·x, below
+# float64 resolution (torch's default switch at 20 drops 2e-9, visible in float64).
+SOFTPLUS_SWITCH = 40.0
 
 
 def softplus(x):
-    """log(1 + eˣ) to full precision (torch's softplus switches to x above 20)."""
-    return x.clamp_min(0) + torch.log1p(torch.exp(-x.abs()))
+    """log(1 + eˣ) to full precision, differentiable (σ(x) as its derivative)."""
+    return F.softplus(x, beta=1.0, threshold=SOFTPLUS_SWITCH)
 
 
-def _positive_gaps(logits, row_lse, pos):
-    """L_i − l_ip on the positive pairs, −inf elsewhere (softplus and σ of −inf are exactly 0).
-    Dense masks rather than a gather of the positive entries: no data-dependent shapes, so
-    torch.compile traces the whole step."""
-    return torch.where(pos, row_lse[:, None] - logits, torch.full_like(logits, float("-inf")))
+def _logits(q, r, r_sq, rows: slice, kind: str, tau):
+    """One anchor chunk: its rows of q, the pairwise tile (None for "dot", where it is not
+    needed) and the logits."""
+    qc = q[rows]
+    if kind == "dot":
+        return qc, None, (qc / tau) @ r.T
+    raw = pairwise(qc, r, kind, None, r_sq)
+    return qc, raw, raw / -tau
 
 
-def _masked_lse(logits, mask):
-    """Row-wise LSE over `mask`; rows with an empty mask give 0 (and `any` = False)."""
-    lse = logits.masked_fill(~mask, float("-inf")).logsumexp(1)
-    any_ = mask.any(1)
-    return torch.where(any_, lse, torch.zeros_like(lse)), any_
+def _exclude_self(tile, rows: slice, self_offset: int, value):
+    """Set the self pairs (column i + self_offset of anchor row i) of a chunk tile to `value`."""
+    if self_offset >= 0:
+        tile.diagonal(rows.start + self_offset).fill_(value)
+
+
+def _supcon_chunk(logits, same, rows, self_offset, want_grad: bool):
+    """values, |P_i|, and with want_grad (T, row factor): ∂v_i/∂l_ij = factor_i · T_ij.
+    `same` is the label equality tile; it is turned into the positive mask in place."""
+    _exclude_self(logits, rows, self_offset, float("-inf"))
+    _exclude_self(same, rows, self_offset, False)
+    pos = same
+    row_max = logits.amax(1, keepdim=True).clamp_min_(torch.finfo(logits.dtype).min)
+    e = (logits - row_max).exp_()
+    total = e.sum(1, keepdim=True)  # ≥ 1 on a row with any valid pair (its max gives e⁰)
+    _exclude_self(logits, rows, self_offset, 0.0)  # finite again (pos and e are 0 there)
+    lse = (row_max + total.log()).squeeze(1)
+    count = pos.sum(1)
+    pos_f = pos.to(logits.dtype)
+    pos_sum = (pos_f * logits).sum(1)
+    has_pos = count > 0
+    inv_count = 1 / count.clamp_min(1).to(logits.dtype)
+    values = torch.where(has_pos, lse - pos_sum * inv_count, 0.0)
+    if not want_grad:
+        return values, count, None, None
+    # softmax − pos/|P| = (e − pos·total/|P|) / total
+    tile = e.addcmul_(pos_f, (total.squeeze(1) * -inv_count)[:, None])
+    factor = torch.where(has_pos, 1 / total.squeeze(1).clamp_min(1), 0.0)
+    return values, count, tile, factor
+
+
+def _ntxent_chunk(logits, same, rows, self_offset, want_grad: bool):
+    """values, |P_i|, and with want_grad (T, None): ∂v_i/∂l_ij = T_ij. `same` is the label
+    equality tile (self pairs included); it is turned into the positive mask in place."""
+    neg_logits = logits.masked_fill(same, float("-inf"))
+    _exclude_self(neg_logits, rows, self_offset, float("-inf"))
+    _exclude_self(same, rows, self_offset, False)
+    pos = same
+    row_max = neg_logits.amax(1, keepdim=True).clamp_min_(torch.finfo(logits.dtype).min)
+    e = neg_logits.sub_(row_max).exp_()
+    total = e.sum(1, keepdim=True)  # 0 exactly when the anchor has no negative
+    neg_lse = row_max + total.log()  # −inf then, and every gap below is −inf
+    # L_i − l_ip on the positive pairs, −inf elsewhere (softplus and σ of −inf are exactly 0).
+    # Dense masks rather than a gather: no data-dependent shapes for torch.compile.
+    gap = torch.where(pos, neg_lse - logits, float("-inf"))
+    values = softplus(gap).sum(1)
+    count = pos.sum(1)
+    if not want_grad:
+        return values, count, None, None
+    sig = torch.sigmoid(gap)
+    weight = sig.sum(1, keepdim=True)
+    tile = e.mul_(weight / total.clamp_min(1)).sub_(sig)
+    return values, count, tile, None
+
+
+def _chunk(q, r, r_sq, q_labels, r_labels, rows, cfg, tau, want_grad: bool):
+    """values and |P_i| of one anchor chunk; with want_grad also its gradient tile as
+    (T, row factor or None, Σ_j ∂v_i/∂l_ij · l_ij (None for "dot")), T in the pairwise
+    tile's units (∂v/∂s for "dot", ∂v/∂d² for the distance kinds) up to the row factor × 1/τ
+    (× −1 for the distance kinds)."""
+    qc, raw, logits = _logits(q, r, r_sq, rows, cfg.kind, tau)
+    same = q_labels[rows, None] == r_labels[None, :]
+    split = _supcon_chunk if cfg.variant == "supcon" else _ntxent_chunk
+    values, count, tile, factor = split(logits, same, rows, cfg.self_offset, want_grad)
+    if not want_grad:
+        return values, count, None
+    logit_dot = None
+    if cfg.kind != "dot":  # the τ-gradient's row sums; then from ∂/∂d to ∂/∂d²
+        logit_dot = (tile * logits).sum(1)
+        if cfg.kind == "euclidean":
+            tile = torch.where(raw > 0, tile / (2 * raw).clamp_min(torch.finfo(raw.dtype).tiny), 0.0)
+    return values, count, (tile, factor, logit_dot)
 
 
 def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature):
     if cfg.variant not in ("supcon", "ntxent"):
         raise ValueError(f"unknown softmax variant {cfg.variant!r}")
-    b = q.shape[0]
-    refs = _Refs(r, cfg.kind)
-    tau = temperature.detach().to(refs.cd)
-    values = torch.zeros(b, dtype=refs.cd, device=q.device)
-    n_pos = torch.zeros(b, dtype=torch.int64, device=q.device)
-    lse = torch.zeros(b, dtype=refs.cd, device=q.device)
-    weight = torch.zeros(b, dtype=refs.cd, device=q.device)  # ntxent's W_i
-    zero = torch.zeros((), dtype=refs.cd, device=q.device)
-    for rows in chunks(b, r.shape[0], CHUNK_BUDGET):
-        _, _, logits = _tile(q, refs, rows, cfg.kind, tau)
-        valid, same = _masks(q_labels, r_labels, rows, cfg.self_offset)
-        pos = valid & same
-        count = pos.sum(1)
-        n_pos[rows] = count
-        if cfg.variant == "supcon":
-            row_lse, _ = _masked_lse(logits, valid)
-            pos_sum = torch.where(pos, logits, zero).sum(1)
-            has_pos = count > 0
-            values[rows] = torch.where(has_pos, row_lse - pos_sum / count.clamp_min(1), zero)
-        else:
-            row_lse, has_neg = _masked_lse(logits, valid & ~same)
-            gap = _positive_gaps(logits, row_lse, pos & has_neg[:, None])
-            # softplus(x) = relu(x) + log1p(e) and σ(x) = 1/(1+e) or e/(1+e), e = exp(−|x|)
-            e = torch.exp(-gap.abs())
-            values[rows] = (gap.clamp_min(0) + torch.log1p(e)).sum(1)
-            weight[rows] = (torch.where(gap >= 0, 1, e) / (1 + e)).sum(1)
-        lse[rows] = row_lse
-    saved = (lse, n_pos, weight) if cfg.variant == "ntxent" else (lse, n_pos)
-    return values, n_pos, saved
+    b, n = q.shape[0], r.shape[0]
+    cd = compute_dtype(r.dtype)
+    q, r = q.to(cd), r.to(cd)
+    tau = temperature.detach().to(cd)
+    if n == 0:
+        return (torch.zeros(b, dtype=cd, device=q.device),
+                torch.zeros(b, dtype=torch.int64, device=q.device), ())
+    r_sq = None if cfg.kind == "dot" else (r * r).sum(1)
+    if b * n <= CHUNK_BUDGET:  # one chunk: keep its gradient tile
+        values, n_pos, grad = _chunk(q, r, r_sq, q_labels, r_labels, slice(0, b), cfg, tau, True)
+        return values, n_pos, tuple(t for t in grad if t is not None)
+    values = torch.empty(b, dtype=cd, device=q.device)
+    n_pos = torch.empty(b, dtype=torch.int64, device=q.device)
+    for rows in chunks(b, n, CHUNK_BUDGET):
+        values[rows], n_pos[rows], _ = _chunk(q, r, r_sq, q_labels, r_labels, rows, cfg, tau, False)
+    return values, n_pos, ()
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, saved,
              needs_temperature_grad: bool):
-    lse, n_pos = saved[0], saved[1]
-    b = q.shape[0]
-    refs = _Refs(r, cfg.kind)
-    tau = temperature.detach().to(refs.cd)
-    g = grad_values.to(refs.cd)
-    zero = torch.zeros((), dtype=refs.cd, device=q.device)
-    grad_q = torch.zeros(q.shape, dtype=refs.cd, device=q.device)
-    grad_r = torch.zeros(r.shape, dtype=refs.cd, device=q.device)
-    grad_tau = torch.zeros((), dtype=refs.cd, device=q.device)
-    for rows in chunks(b, r.shape[0], CHUNK_BUDGET):
-        qc, raw, logits = _tile(q, refs, rows, cfg.kind, tau)
-        valid, same = _masks(q_labels, r_labels, rows, cfg.self_offset)
-        pos = valid & same
-        row_lse = lse[rows, None]
-        if cfg.variant == "supcon":
-            count = n_pos[rows]
-            prob = torch.where(valid, torch.exp(logits - row_lse), zero)
-            d_logits = prob - pos.to(refs.cd) / count.clamp_min(1)[:, None]
-            d_logits = torch.where((count > 0)[:, None], d_logits, zero)
+    b, n = q.shape[0], r.shape[0]
+    cd = compute_dtype(r.dtype)
+    qd, rd = q.to(cd), r.to(cd)
+    tau = temperature.detach().to(cd)
+    # dL/ds_ij = g_i / τ · ∂v_i/∂l_ij, and s = −d for the distance kinds
+    row_grad = grad_values.to(cd) / (tau if cfg.kind == "dot" else -tau)
+    if saved:  # the one chunk's tile, kept by forward
+        tile = saved[0]
+        factor = saved[1] if cfg.variant == "supcon" else None
+        logit_dot = saved[-1] if cfg.kind != "dot" else None
+        tiles = [(slice(0, b), (tile, factor, logit_dot))]
+    else:
+        r_sq = None if cfg.kind == "dot" else (rd * rd).sum(1)
+        tiles = ((rows, _chunk(qd, rd, r_sq, q_labels, r_labels, rows, cfg, tau, True)[2])
+                 for rows in chunks(b, n, CHUNK_BUDGET))
+    grad_q = torch.zeros(qd.shape, dtype=cd, device=q.device) if not saved else None
+    grad_r = torch.zeros(rd.shape, dtype=cd, device=q.device)
+    grad_tau = torch.zeros((), dtype=cd, device=q.device)
+    for rows, (tile, factor, logit_dot) in tiles:
+        qc = qd[rows]
+        scale = row_grad[rows] if factor is None else row_grad[rows] * factor
+        if cfg.kind == "dot":
+            gq = (tile @ rd).mul_(scale[:, None])
+            gr = tile.T @ (qc * scale[:, None])
+            if needs_temperature_grad:  # Σ_j G_ij l_ij = q_i · ∂L/∂q_i
+                grad_tau = grad_tau - (gq * qc).sum() / tau
         else:
-            neg = valid & ~same
-            has_neg = neg.any(1, keepdim=True)
-            d_logits = saved[2][rows, None] * torch.where(neg, torch.exp(logits - row_lse), zero)
-            d_logits = d_logits - torch.sigmoid(_positive_gaps(logits, row_lse[:, 0], pos & has_neg))
-        d_logits = d_logits * g[rows, None]
-        if needs_temperature_grad:
-            grad_tau = grad_tau - (d_logits * logits).sum() / tau
-        d_raw = d_logits / tau if cfg.kind == "dot" else -d_logits / tau
-        gq, gr = pairwise_backward(d_raw, qc, refs.r, cfg.kind, raw if cfg.kind == "euclidean" else None)
-        grad_q[rows] = gq
+            gq, gr = pairwise_backward(tile * scale[:, None], qc, rd, "sqeuclidean")
+            if needs_temperature_grad:  # G_ij = −τ · scale_i · T_ij in logit units
+                grad_tau = grad_tau + (scale * logit_dot).sum()
         grad_r += gr
+        if grad_q is None:
+            grad_q = gq
+        else:
+            grad_q[rows] = gq
     grad_temperature = grad_tau.to(temperature.dtype) if needs_temperature_grad else None
     return grad_q.to(q.dtype), grad_r.to(r.dtype), grad_temperature
