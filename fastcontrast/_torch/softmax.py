@@ -60,53 +60,57 @@ def _exclude_self(tile, rows: slice, self_offset: int, value):
         tile.diagonal(rows.start + self_offset).fill_(value)
 
 
-def _supcon_chunk(logits, same, rows, self_offset, want_grad: bool):
+def _supcon_chunk(logits, pos, rows, self_offset, want_grad: bool):
     """values, |P_i|, and with want_grad (T, row factor): ∂v_i/∂l_ij = factor_i · T_ij.
-    `same` is the label equality tile; it is turned into the positive mask in place."""
-    _exclude_self(logits, rows, self_offset, float("-inf"))
-    _exclude_self(same, rows, self_offset, False)
-    pos = same
-    row_max = logits.amax(1, keepdim=True).clamp_min_(torch.finfo(logits.dtype).min)
-    e = (logits - row_max).exp_()
-    total = e.sum(1, keepdim=True)  # ≥ 1 on a row with any valid pair (its max gives e⁰)
-    _exclude_self(logits, rows, self_offset, 0.0)  # finite again (pos and e are 0 there)
-    lse = (row_max + total.log()).squeeze(1)
+    `pos` is the 0/1 label-equality tile; it is used up here (its buffer is reused)."""
+    lowest = torch.finfo(logits.dtype).min  # exp(lowest − max) is exactly 0
+    _exclude_self(logits, rows, self_offset, lowest)
+    _exclude_self(pos, rows, self_offset, 0.0)
     count = pos.sum(1)
-    pos_f = pos.to(logits.dtype)
-    pos_sum = (pos_f * logits).sum(1)
     has_pos = count > 0
-    inv_count = 1 / count.clamp_min(1).to(logits.dtype)
+    inv_count = 1 / count.clamp_min(1)
+    row_max = logits.amax(1)
+    prob = torch.softmax(logits, 1)
+    lse = row_max - prob.amax(1).log()  # the row's max has probability e⁰ / Σ_j e^(l_ij − max)
+    tile = prob.addcmul_(pos, -inv_count[:, None]) if want_grad else None  # softmax − pos/|P|
+    _exclude_self(logits, rows, self_offset, 0.0)
+    pos_sum = pos.mul_(logits).sum(1)
     values = torch.where(has_pos, lse - pos_sum * inv_count, 0.0)
-    if not want_grad:
-        return values, count, None, None
-    # softmax − pos/|P| = (e − pos·total/|P|) / total
-    tile = e.addcmul_(pos_f, (total.squeeze(1) * -inv_count)[:, None])
-    factor = torch.where(has_pos, 1 / total.squeeze(1).clamp_min(1), 0.0)
-    return values, count, tile, factor
+    factor = has_pos.to(logits.dtype) if want_grad else None
+    return values, count.long(), tile, factor
 
 
 def _ntxent_chunk(logits, same, rows, self_offset, want_grad: bool):
-    """values, |P_i|, and with want_grad (T, None): ∂v_i/∂l_ij = T_ij. `same` is the label
-    equality tile (self pairs included); it is turned into the positive mask in place."""
-    neg_logits = logits.masked_fill(same, float("-inf"))
-    _exclude_self(neg_logits, rows, self_offset, float("-inf"))
-    _exclude_self(same, rows, self_offset, False)
+    """values, |P_i|, and with want_grad (T, None): ∂v_i/∂l_ij = T_ij. `same` is the 0/1
+    label-equality tile; it is used up here (its buffer is reused)."""
+    lowest = torch.finfo(logits.dtype).min  # exp(lowest − max) is exactly 0
+    # the negatives' logits: positives and the self pair pushed down to `lowest`
+    e = torch.add(logits, same, alpha=lowest)
+    _exclude_self(e, rows, self_offset, lowest)
+    _exclude_self(same, rows, self_offset, 0.0)
     pos = same
-    row_max = neg_logits.amax(1, keepdim=True).clamp_min_(torch.finfo(logits.dtype).min)
-    e = neg_logits.sub_(row_max).exp_()
-    total = e.sum(1, keepdim=True)  # 0 exactly when the anchor has no negative
-    neg_lse = row_max + total.log()  # −inf then, and every gap below is −inf
-    # L_i − l_ip on the positive pairs, −inf elsewhere (softplus and σ of −inf are exactly 0).
-    # Dense masks rather than a gather: no data-dependent shapes for torch.compile.
-    gap = torch.where(pos, neg_lse - logits, float("-inf"))
-    values = softplus(gap).sum(1)
     count = pos.sum(1)
+    row_max = e.amax(1)
+    has_neg = row_max > lowest  # else every entry was pushed down
+    total = e.sub_(row_max[:, None]).exp_().sum(1)
+    neg_lse = torch.where(has_neg, row_max + total.log(), float("-inf"))
+    # L_i − l_ip on the positive pairs, `lowest` elsewhere (−inf on rows without negatives):
+    # softplus and σ are exactly 0 there. Dense masks rather than a gather: no data-dependent
+    # shapes for torch.compile. Written over `pos`, which is not needed any more.
+    gap = pos.sub_(1).mul_(-lowest).sub_(logits).add_(neg_lse[:, None])
+    values = softplus(gap).sum(1)
     if not want_grad:
-        return values, count, None, None
-    sig = torch.sigmoid(gap)
-    weight = sig.sum(1, keepdim=True)
-    tile = e.mul_(weight / total.clamp_min(1)).sub_(sig)
-    return values, count, tile, None
+        return values, count.long(), None, None
+    sig = gap.sigmoid_()
+    # W_i · softmax_neg − σ, with softmax_neg = e / total (total ≥ 1 on rows with negatives)
+    tile = e.mul_((sig.sum(1) / total.clamp_min(1))[:, None]).sub_(sig)
+    return values, count.long(), tile, None
+
+
+def _same_labels(q_labels, r_labels, dtype):
+    """The 0/1 label-equality tile in `dtype` (a float tile is cheaper to use than a boolean
+    one; bool → uint8 → float is the fast conversion)."""
+    return (q_labels[:, None] == r_labels[None, :]).view(torch.uint8).to(dtype)
 
 
 def _chunk(q, r, r_sq, q_labels, r_labels, rows, cfg, tau, want_grad: bool):
@@ -115,7 +119,7 @@ def _chunk(q, r, r_sq, q_labels, r_labels, rows, cfg, tau, want_grad: bool):
     tile's units (∂v/∂s for "dot", ∂v/∂d² for the distance kinds) up to the row factor × 1/τ
     (× −1 for the distance kinds)."""
     qc, raw, logits = _logits(q, r, r_sq, rows, cfg.kind, tau)
-    same = q_labels[rows, None] == r_labels[None, :]
+    same = _same_labels(q_labels[rows], r_labels, logits.dtype)
     split = _supcon_chunk if cfg.variant == "supcon" else _ntxent_chunk
     values, count, tile, factor = split(logits, same, rows, cfg.self_offset, want_grad)
     if not want_grad:
