@@ -38,6 +38,9 @@ class SoftmaxConfig:
     variant: str = "supcon"
     self_offset: int = 0
     precision: str = "ieee"  # tl.dot input precision on GPU: "ieee" | "tf32"
+    # ≥ 0: a promise that the labels make reference i + positive_offset the only positive of
+    # query i (InfoNCE, N-pair); an implementation may use it instead of comparing labels.
+    positive_offset: int = -1
 
 
 @dataclass(frozen=True)
