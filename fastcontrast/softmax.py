@@ -180,11 +180,14 @@ def resolve(backend, embeddings: torch.Tensor) -> str:
 
 
 def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temperature, backend,
-                   precision="ieee", symmetric=False):
+                   precision="ieee", symmetric=False, positive_offset=-1):
     """Run SoftmaxFunction on prepared inputs. r may be q and r_labels may be q_labels (the
     batch is its own reference set): the Function then gets None for them. symmetric=True
-    (Triton backend only): (values, n_pos, values_r, n_pos_r), both directions at once."""
-    cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision)
+    (Triton backend only): (values, n_pos, values_r, n_pos_r), both directions at once.
+    positive_offset ≥ 0: the labels make reference i + positive_offset the only positive of
+    query i (SoftmaxConfig.positive_offset)."""
+    cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision,
+                        positive_offset=int(positive_offset))
     resolved = resolve(backend, q)
     if q.shape[0] == 0 or r.shape[0] == 0:
         resolved = "torch"  # nothing to launch a kernel for
@@ -445,7 +448,8 @@ class NPairLoss(_SoftmaxLoss):
         k = anchors.shape[0]
         ids = torch.arange(k, device=embeddings.device)
         values, _ = softmax_values(q[anchors], q[positives], ids, ids, kind=self.metric.kind,
-                                   variant="supcon", self_offset=-1, temperature=1.0, backend=backend)
+                                   variant="supcon", self_offset=-1, temperature=1.0, backend=backend,
+                                   positive_offset=0)
         ones = torch.ones_like(ids)
         nonzero = (values.detach() > 0).long()
         if self.l2_reg == 0:
@@ -496,6 +500,7 @@ class InfoNCELoss(_SoftmaxLoss):
 
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset=-1) -> LossTerms:
         keys = embeddings if ref_emb is None else ref_emb
+        shift = -1  # query i's positive is key i + shift (labels None), or by labels (-1)
         if labels is None:
             shift = max(int(self_offset), 0)
             labels = torch.arange(embeddings.shape[0], device=embeddings.device) + shift
@@ -505,14 +510,15 @@ class InfoNCELoss(_SoftmaxLoss):
         kw = dict(kind=self.metric.kind, variant="supcon", self_offset=-1,
                   temperature=self.temperature, backend=backend)
         if not self.symmetric:
-            values, n_pos = softmax_values(q, r, labels, ref_labels, **kw)
+            values, n_pos = softmax_values(q, r, labels, ref_labels, positive_offset=shift, **kw)
             return LossTerms(values, torch.ones_like(n_pos), (values.detach() > 0).long())
         if backend == "triton" and q.shape[0] > 0:
             # both directions at once: one pass of the backward kernels for every gradient
             values, n_pos, back, _ = softmax_values(q, r, labels, ref_labels, symmetric=True, **kw)
         else:
-            values, n_pos = softmax_values(q, r, labels, ref_labels, **kw)
-            back, _ = softmax_values(r, q, ref_labels, labels, **kw)
+            values, n_pos = softmax_values(q, r, labels, ref_labels, positive_offset=shift, **kw)
+            # key j's positive is query j − shift: positional only without a shift
+            back, _ = softmax_values(r, q, ref_labels, labels, positive_offset=0 if shift == 0 else -1, **kw)
         ones = torch.ones_like(n_pos)
         both = torch.stack([0.5 * values, 0.5 * back], 1)
         return LossTerms(both, torch.stack([ones, ones], 1), (both.detach() > 0).long())

@@ -107,6 +107,25 @@ def _ntxent_chunk(logits, same, rows, self_offset, want_grad: bool):
     return values, count.long(), tile, None
 
 
+def _paired_chunk(logits, rows, positive_offset, want_grad: bool):
+    """SupCon when query i's only positive is column i + positive_offset and no pair is
+    excluded (InfoNCE, N-pair): v_i = LSE_j l_ij − l_i,i+offset, no label tile at all."""
+    c, n = logits.shape
+    diagonal = rows.start + positive_offset
+    paired = max(0, min(c, n - diagonal))  # the chunk's first rows have their positive in range
+    row_max = logits.amax(1)
+    prob = torch.softmax(logits, 1)
+    lse = row_max - prob.amax(1).log()  # the row's max has probability e⁰ / Σ_j e^(l_ij − max)
+    values = torch.zeros_like(lse)
+    values[:paired] = lse[:paired] - logits.diagonal(diagonal)
+    count = torch.zeros(c, dtype=torch.int64, device=logits.device)
+    count[:paired] = 1
+    if not want_grad:
+        return values, count, None, None
+    prob.diagonal(diagonal).sub_(1)  # softmax − the one-hot positive
+    return values, count, prob, count.to(logits.dtype)
+
+
 def _same_labels(q_labels, r_labels, dtype):
     """The 0/1 label-equality tile in `dtype` (a float tile is cheaper to use than a boolean
     one; bool → uint8 → float is the fast conversion)."""
@@ -119,9 +138,12 @@ def _chunk(q, r, r_sq, q_labels, r_labels, rows, cfg, tau, want_grad: bool):
     tile's units (∂v/∂s for "dot", ∂v/∂d² for the distance kinds) up to the row factor × 1/τ
     (× −1 for the distance kinds)."""
     qc, raw, logits = _logits(q, r, r_sq, rows, cfg.kind, tau)
-    same = _same_labels(q_labels[rows], r_labels, logits.dtype)
-    split = _supcon_chunk if cfg.variant == "supcon" else _ntxent_chunk
-    values, count, tile, factor = split(logits, same, rows, cfg.self_offset, want_grad)
+    if cfg.variant == "supcon" and cfg.positive_offset >= 0 and cfg.self_offset < 0:
+        values, count, tile, factor = _paired_chunk(logits, rows, cfg.positive_offset, want_grad)
+    else:
+        same = _same_labels(q_labels[rows], r_labels, logits.dtype)
+        split = _supcon_chunk if cfg.variant == "supcon" else _ntxent_chunk
+        values, count, tile, factor = split(logits, same, rows, cfg.self_offset, want_grad)
     if not want_grad:
         return values, count, None
     logit_dot = None

@@ -164,3 +164,34 @@ def test_half_precision_accumulates_in_float32(gen):
     assert_close(values, want, torch.float16)
     values.sum().backward()
     assert xh.grad.dtype == torch.float16 and torch.isfinite(xh.grad).all()
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_positive_offset_matches_the_labels(distance, gen, monkeypatch):
+    """positive_offset (query i's only positive is reference i + offset: InfoNCE, N-pair)
+    gives what the equivalent labels give: values, counts and every gradient, in one chunk
+    and in many. With offset 4, queries 5 and 6 have no positive among the 9 references."""
+    m = metrics.resolve_metric(distance)
+    x = torch.randn(7, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(9, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, generator=gen, dtype=torch.float64)
+
+    def once(labels, positive_offset):
+        values, n_pos = softmax_values(metrics.prepare(x, m), metrics.prepare(y, m), labels,
+                                       torch.arange(9), kind=m.kind, variant="supcon", self_offset=-1,
+                                       temperature=t, backend="torch", positive_offset=positive_offset)
+        return (values, n_pos, *torch.autograd.grad((values * w).sum(), (x, y, t)))
+
+    for offset in (0, 4):
+        labels = torch.arange(7) + offset
+        want = once(labels, -1)
+        assert torch.equal(want[1], (labels < 9).long())
+        with monkeypatch.context() as patch:
+            for budget in (None, 9 * 2):  # whole, then 2 rows per chunk
+                if budget:
+                    patch.setattr(torch_softmax, "CHUNK_BUDGET", budget)
+                got = once(labels, offset)
+                assert torch.equal(got[1], want[1])
+                for a, b in zip(got[:1] + got[2:], want[:1] + want[2:]):
+                    assert_close(a, b, torch.float64)
