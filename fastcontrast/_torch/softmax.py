@@ -109,15 +109,17 @@ def _ntxent_chunk(logits, same, rows, self_offset, want_grad: bool):
 
 def _paired_chunk(logits, rows, positive_offset, want_grad: bool):
     """SupCon when query i's only positive is column i + positive_offset and no pair is
-    excluded (InfoNCE, N-pair): v_i = LSE_j l_ij − l_i,i+offset, no label tile at all."""
+    excluded (InfoNCE, N-pair): v_i = LSE_j l_ij − l_i,i+offset, no label tile at all.
+    `logits` is used up (overwritten with the gradient tile)."""
     c, n = logits.shape
     diagonal = rows.start + positive_offset
     paired = max(0, min(c, n - diagonal))  # the chunk's first rows have their positive in range
     row_max = logits.amax(1)
-    prob = torch.softmax(logits, 1)
+    pos_logit = logits.diagonal(diagonal).clone()
+    prob = torch.softmax(logits, 1, out=logits)  # row-wise, so in place is safe: no new tile
     lse = row_max - prob.amax(1).log()  # the row's max has probability e⁰ / Σ_j e^(l_ij − max)
     values = torch.zeros_like(lse)
-    values[:paired] = lse[:paired] - logits.diagonal(diagonal)
+    values[:paired] = lse[:paired] - pos_logit
     count = torch.zeros(c, dtype=torch.int64, device=logits.device)
     count[:paired] = 1
     if not want_grad:
@@ -148,7 +150,7 @@ def _chunk(q, r, r_sq, q_labels, r_labels, rows, cfg, tau, want_grad: bool):
         return values, count, None
     logit_dot = None
     if cfg.kind != "dot":  # the τ-gradient's row sums; then from ∂/∂d to ∂/∂d²
-        logit_dot = (tile * logits).sum(1)
+        logit_dot = (tile * raw).sum(1) / -tau  # l = −d/τ (`logits` may be used up)
         if cfg.kind == "euclidean":
             tile = torch.where(raw > 0, tile / (2 * raw).clamp_min(torch.finfo(raw.dtype).tiny), 0.0)
     return values, count, (tile, factor, logit_dot)
