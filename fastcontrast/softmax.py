@@ -444,10 +444,12 @@ class NPairLoss(_SoftmaxLoss):
         anchors, positives = (npair_indices(labels) if pairs is None
                               else npair_indices(labels, pairs))
         backend = resolve(self.backend, embeddings)
-        q, _ = _prepared(embeddings, None, self.metric)
+        # the selected rows only (normalization is row-wise): a few pairs out of a large batch
+        qa = metrics.prepare(embeddings[anchors], self.metric)
+        qp = metrics.prepare(embeddings[positives], self.metric)
         k = anchors.shape[0]
         ids = torch.arange(k, device=embeddings.device)
-        values, _ = softmax_values(q[anchors], q[positives], ids, ids, kind=self.metric.kind,
+        values, _ = softmax_values(qa, qp, ids, ids, kind=self.metric.kind,
                                    variant="supcon", self_offset=-1, temperature=1.0, backend=backend,
                                    positive_offset=0)
         ones = torch.ones_like(ids)
