@@ -24,9 +24,12 @@ def check_embeddings(x: torch.Tensor, name: str = "embeddings") -> None:
         raise ValueError(f"{name} has zero columns: the embedding dimension must be >= 1")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    # skipped while torch.compile traces (a data-dependent branch would split the graph)
-    if not _compiling() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
+    # skipped while torch.compile traces (a data-dependent branch would split the graph).
+    # min and max propagate NaN and expose ±Inf: one reduction, no B×D boolean tensor.
+    if not _compiling():
+        bounds = torch.stack(torch.aminmax(x.detach()))
+        if not bool(torch.isfinite(bounds).all()):
+            raise ValueError(f"{name} contains NaN or Inf")
 
 
 def _compiling() -> bool:

@@ -39,3 +39,15 @@ def test_numbers():
         v.check_real(-1.0, "margin", nonnegative=True)
     with pytest.raises(ValueError, match="reduction"):
         v.check_reduction("avg")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_every_non_finite_entry_is_found(dtype, bad):
+    from fastcontrast._validation import check_embeddings
+    for row, col in [(0, 0), (500, 17), (999, 32)]:
+        x = torch.randn(1000, 33).to(dtype)
+        x[row, col] = bad
+        with pytest.raises(ValueError, match="emb contains NaN or Inf"):
+            check_embeddings(x, "emb")
+    check_embeddings(torch.full((3, 2), torch.finfo(dtype).max, dtype=dtype), "emb")  # finite extremes pass
