@@ -19,6 +19,11 @@ kinds), the margin families always a distance (d = −s for similarity kinds, wi
 `self_offset`: anchor i and reference i + self_offset are the same sample and that pair is
 skipped (0 when the references are the batch itself; a rank's row offset in distributed
 use); −1 disables self-exclusion.
+
+`saved` is what backward needs beyond the inputs, kept small: O(B) row statistics (the
+kernels recompute every tile in backward), or for the PyTorch path at most one chunk×N
+tile — when the whole problem fits in one chunk it keeps that chunk's gradient tile rather
+than recompute it, which stays within the same O(chunk·N) memory bound.
 """
 from __future__ import annotations
 
