@@ -27,6 +27,7 @@ import numbers
 import torch
 
 from . import metrics
+from ._function import save_inputs, saved_inputs, with_references
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_real,
                           check_reduction)
@@ -58,30 +59,19 @@ class PairMarginFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str):
         impl = _implementation(backend)
-        ctx.same = r is None
-        if ctx.same:
-            r, r_labels = q, q_labels
-        values, counts, nonzero, saved = impl.forward(q, r, q_labels, r_labels, cfg)
+        values, counts, nonzero, saved = impl.forward(*with_references(q, r, q_labels, r_labels), cfg)
         ctx.cfg, ctx.backend = cfg, backend
-        if ctx.same:
-            ctx.save_for_backward(q, q_labels, *saved)
-        else:
-            ctx.save_for_backward(q, r, q_labels, r_labels, *saved)
+        save_inputs(ctx, q, r, q_labels, r_labels, *saved)
         ctx.mark_non_differentiable(counts, nonzero)
         return values, counts, nonzero
 
     @staticmethod
-    def backward(ctx, grad_values, grad_counts, grad_nonzero):
-        impl = _implementation(ctx.backend)
+    def backward(ctx, grad_values, _grad_counts, _grad_nonzero):
+        q, r, q_labels, r_labels, saved = saved_inputs(ctx)
+        grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels, r_labels,
+                                                               ctx.cfg, saved)
         if ctx.same:
-            q, q_labels, *saved = ctx.saved_tensors
-            r, r_labels = q, q_labels
-        else:
-            q, r, q_labels, r_labels, *saved = ctx.saved_tensors
-        grad_q, grad_r = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg,
-                                       tuple(saved))
-        if ctx.same:
-            return grad_q + grad_r, None, None, None, None, None
+            grad_q, grad_r = grad_q + grad_r, None
         return grad_q, grad_r, None, None, None, None
 
 

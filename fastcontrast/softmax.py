@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from . import metrics
+from ._function import save_inputs, saved_inputs, with_references
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_positive,
                           check_query_ref, check_real, check_reduction)
@@ -75,25 +76,16 @@ class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False):
         impl = _implementation(backend)
-        ctx.same, ctx.same_labels = r is None, r_labels is None
-        r = q if ctx.same else r
-        r_labels = q_labels if ctx.same_labels else r_labels
-        if symmetric:
-            outputs = impl.forward_symmetric(q, r, q_labels, r_labels, cfg, temperature)
-        else:
-            outputs = impl.forward(q, r, q_labels, r_labels, cfg, temperature)
-        *outputs, saved = outputs
+        forward = impl.forward_symmetric if symmetric else impl.forward
+        *outputs, saved = forward(*with_references(q, r, q_labels, r_labels), cfg, temperature)
         ctx.cfg, ctx.backend, ctx.symmetric = cfg, backend, symmetric
-        ctx.save_for_backward(q, None if ctx.same else r, q_labels, None if ctx.same_labels else r_labels,
-                              temperature, *saved)
+        save_inputs(ctx, q, r, q_labels, r_labels, temperature, *saved)
         ctx.mark_non_differentiable(*outputs[1::2])  # the n_pos counts
         return tuple(outputs)
 
     @staticmethod
     def backward(ctx, grad_values, _grad_n_pos, *reverse_grads):
-        q, r, q_labels, r_labels, temperature, *saved = ctx.saved_tensors
-        r = q if ctx.same else r
-        r_labels = q_labels if ctx.same_labels else r_labels
+        q, r, q_labels, r_labels, (temperature, *saved) = saved_inputs(ctx)
         needs = ctx.needs_input_grad
         impl = _implementation(ctx.backend)
         if ctx.symmetric:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._function import save_inputs, saved_inputs, with_references
 from ._reduce import LossTerms, reduce_terms
 from ._validation import check_choice, check_embeddings, check_pair, check_query_ref, check_real, check_reduction
 from .backend import BACKENDS, resolve_backend
@@ -68,33 +69,24 @@ class TripletFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, r, q_labels, r_labels, cfg: TripletConfig, backend: str, grad_expected: bool = False):
         impl = _implementation(backend)
-        ctx.same = r is None
-        if ctx.same:
-            r, r_labels = q, q_labels
+        inputs = (*with_references(q, r, q_labels, r_labels), cfg)
         if backend == "torch" and grad_expected and any(ctx.needs_input_grad[:2]):
             # the PyTorch path computes the unit gradients in the same pass (see its forward)
-            values, counts, nonzero, saved = impl.forward(q, r, q_labels, r_labels, cfg, unit_grad=True)
+            values, counts, nonzero, saved = impl.forward(*inputs, unit_grad=True)
         else:
-            values, counts, nonzero, saved = impl.forward(q, r, q_labels, r_labels, cfg)
+            values, counts, nonzero, saved = impl.forward(*inputs)
         ctx.cfg, ctx.backend = cfg, backend
-        if ctx.same:
-            ctx.save_for_backward(q, q_labels, *saved)
-        else:
-            ctx.save_for_backward(q, r, q_labels, r_labels, *saved)
+        save_inputs(ctx, q, r, q_labels, r_labels, *saved)
         ctx.mark_non_differentiable(counts, nonzero)
         return values, counts, nonzero
 
     @staticmethod
     def backward(ctx, grad_values, _grad_counts, _grad_nonzero):
-        impl = _implementation(ctx.backend)
+        q, r, q_labels, r_labels, saved = saved_inputs(ctx)
+        grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels, r_labels,
+                                                               ctx.cfg, saved)
         if ctx.same:
-            q, q_labels, *saved = ctx.saved_tensors
-            r, r_labels = q, q_labels
-        else:
-            q, r, q_labels, r_labels, *saved = ctx.saved_tensors
-        grad_q, grad_r = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, tuple(saved))
-        if ctx.same:
-            return grad_q + grad_r, None, None, None, None, None, None
+            grad_q, grad_r = grad_q + grad_r, None
         return grad_q, grad_r, None, None, None, None, None
 
 
