@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..._validation import check_choice, check_real
+from ._inputs import check_targets_and_scores
 
 __all__ = ["contrastive_loss", "ContrastiveLoss"]
 
@@ -23,20 +24,9 @@ REDUCTIONS = ("sum_over_batch_size", "sum", "none")
 
 
 def contrastive_loss(y_true, y_pred, margin=1.0):
-    if not isinstance(y_pred, torch.Tensor):
-        raise TypeError(f"y_pred must be a torch.Tensor of distances, got {type(y_pred).__name__}")
-    if not y_pred.is_floating_point():
-        raise TypeError(f"y_pred must be a floating-point tensor, got {y_pred.dtype}")
-    if not isinstance(y_true, torch.Tensor):
-        raise TypeError(f"y_true must be a torch.Tensor, got {type(y_true).__name__}")
-    if y_true.is_complex():
-        raise TypeError(f"y_true must be real, got {y_true.dtype}")
+    check_targets_and_scores(y_true, y_pred, "a torch.Tensor of distances")
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true has shape {tuple(y_true.shape)} but y_pred has {tuple(y_pred.shape)}")
-    if y_true.device != y_pred.device:
-        raise ValueError(f"y_true is on {y_true.device} but y_pred is on {y_pred.device}")
-    if not bool(torch.isfinite(y_pred).all()):
-        raise ValueError("y_pred contains NaN or Inf")
     margin = check_real(margin, "margin")
     compute = torch.float64 if y_pred.dtype == torch.float64 else torch.float32
     d = y_pred.to(compute)

@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import torch
 
+from ._inputs import check_targets_and_scores
+
 __all__ = ["npairs_loss", "NpairsLoss"]
 
 
 def _check(y_true, y_pred):
-    if not isinstance(y_pred, torch.Tensor):
-        raise TypeError(f"y_pred must be a torch.Tensor, got {type(y_pred).__name__}")
-    if not y_pred.is_floating_point():
-        raise TypeError(f"y_pred must be a floating-point tensor, got {y_pred.dtype}")
-    if not isinstance(y_true, torch.Tensor):
-        raise TypeError(f"y_true must be a torch.Tensor, got {type(y_true).__name__}")
-    if y_true.is_complex():
-        raise TypeError(f"y_true must be real, got {y_true.dtype}")
+    check_targets_and_scores(y_true, y_pred)
     if y_true.dim() == 2 and y_true.shape[1] == 1:
         y_true = y_true[:, 0]
     if y_true.dim() != 1:
@@ -38,10 +33,6 @@ def _check(y_true, y_pred):
         raise ValueError("y_true is empty: the batch needs at least one row")
     if y_pred.shape != (b, b):
         raise ValueError(f"y_pred must have shape [batch, batch] = [{b}, {b}], got {tuple(y_pred.shape)}")
-    if y_true.device != y_pred.device:
-        raise ValueError(f"y_true is on {y_true.device} but y_pred is on {y_pred.device}")
-    if not bool(torch.isfinite(y_pred).all()):
-        raise ValueError("y_pred contains NaN or Inf")
     return y_true
 
 
