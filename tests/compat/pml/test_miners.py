@@ -9,16 +9,11 @@ from pytorch_metric_learning import losses as pml_losses  # noqa: E402
 
 from fastcontrast.compat.pml import distances, losses, miners  # noqa: E402
 from fastcontrast.triplet import MinedTriplets  # noqa: E402
+from tests.compat.pml._distances import distance_pair  # noqa: E402
 from tests.conftest import assert_close  # noqa: E402
 
 DISTANCES = [(None, {}), ("CosineSimilarity", {}), ("DotProductSimilarity", {"normalize_embeddings": False}),
              ("LpDistance", {"power": 2}), ("LpDistance", {"normalize_embeddings": False})]
-
-
-def dist_pair(dist, kw):
-    if dist is None:
-        return {}, {}
-    return {"distance": getattr(pml_distances, dist)(**kw)}, {"distance": getattr(distances, dist)(**kw)}
 
 
 def as_set(triplets):
@@ -68,7 +63,7 @@ def test_triplet_margin_miner(kind, miner_margin, dtype, gen):
 @pytest.mark.parametrize("kind", ["semihard", "hard"])
 def test_miner_distances(dist, dist_kw, kind, gen):
     x, y = batch(gen)
-    pml_kw, fc_kw = dist_pair(dist, dist_kw)
+    pml_kw, fc_kw = distance_pair(dist, dist_kw)
     margin = 0.3 if dist is None or dist_kw.get("normalize_embeddings", True) else 2.0
     pml = (pml_miners.TripletMarginMiner(margin=margin, type_of_triplets=kind, **pml_kw),
            pml_losses.TripletMarginLoss(margin=margin / 2, **pml_kw))
@@ -82,7 +77,7 @@ def test_miner_distances(dist, dist_kw, kind, gen):
 def test_batch_hard_miner(dist, dist_kw, dtype, gen):
     x, y = batch(gen)
     y[0] = 7  # an anchor without positives
-    pml_kw, fc_kw = dist_pair(dist, dist_kw)
+    pml_kw, fc_kw = distance_pair(dist, dist_kw)
     for loss_kw in (dict(margin=0.2), dict(margin=0.2, swap=True), dict(smooth_loss=True)):
         pml = (pml_miners.BatchHardMiner(**pml_kw), pml_losses.TripletMarginLoss(**loss_kw, **pml_kw))
         fc = (miners.BatchHardMiner(**fc_kw), losses.TripletMarginLoss(**loss_kw, **fc_kw))

@@ -9,20 +9,10 @@ from pytorch_metric_learning import miners as pml_miners  # noqa: E402
 from pytorch_metric_learning import reducers as pml_reducers  # noqa: E402
 
 from fastcontrast.compat.pml import distances, losses  # noqa: E402
+from tests.compat.pml._distances import DISTANCES  # noqa: E402
 from tests.conftest import assert_close  # noqa: E402
 
 LOSSES = ("NTXentLoss", "SupConLoss", "NPairsLoss")
-# (class name, constructor keywords): every distance PML offers that fastcontrast supports
-DISTANCES = [
-    (None, {}),
-    ("CosineSimilarity", {}),
-    ("DotProductSimilarity", {}),
-    ("DotProductSimilarity", {"normalize_embeddings": False}),
-    ("LpDistance", {}),
-    ("LpDistance", {"power": 2}),
-    ("LpDistance", {"normalize_embeddings": False}),
-    ("LpDistance", {"normalize_embeddings": False, "power": 2}),
-]
 
 
 def make(name, dist=None, dist_kw=None, own_distance=True, **kw):
