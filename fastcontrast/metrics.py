@@ -14,9 +14,18 @@ so a loss Function only ever sees the three *kernel kinds* "dot", "sqeuclidean",
 formulas (kernels/tiles.py), so both backends agree to rounding.
 
 Squared distances use the matmul form ‖x‖² + ‖y‖² − 2x·y, clamped at 0. Its cancellation
-error is about eps·(‖x‖² + ‖y‖²); values below SNAP·eps·(‖x‖² + ‖y‖²) are snapped to exactly
-0, so duplicate rows have distance 0 and — for "euclidean", whose derivative 1/(2d) is
-unbounded — gradient 0, never a huge number made of rounding noise or a NaN.
+error is a few eps·(‖x‖² + ‖y‖²), so wherever the result lies inside RECOMPUTE·eps·(‖x‖² +
+‖y‖²) — near-duplicate rows, whose small distances the expansion cannot resolve — the entry
+is recomputed from the row difference Σ(x − y)², and its gradient is taken from the
+difference too (`pairwise_backward`). Identical rows get exactly 0 (and, for "euclidean",
+gradient 0, never NaN); every other pair keeps about 1e-3 relative accuracy in float32.
+
+`Frame`: the distance kinds are translation invariant, so a loss computes them between
+x' = (x − c)/s, y' = (y − c)/s with c the (detached) mean of the reference rows and s a
+power of two near the largest |x − c|. Centering makes a clustered batch (early training)
+no harder than a spread-out one; the power-of-two scale is exact and keeps squares of
+huge (‖x‖ ≳ 1e19) or tiny (≲ 1e-19) rows inside the float range. Tiles and gradients come
+back in the true units.
 """
 from __future__ import annotations
 
@@ -24,14 +33,19 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from ._validation import check_choice
 
 METRICS = ("dot", "cosine", "squared_euclidean", "euclidean")
 KERNEL_KINDS = ("dot", "sqeuclidean", "euclidean")
 NORMALIZE_EPS = 1e-12
-SNAP = 4.0  # squared distances below SNAP·eps(dtype)·(‖x‖²+‖y‖²) are rounding noise: 0
+# Squared distances within RECOMPUTE·eps·(‖x‖² + ‖y‖²) are recomputed from the row difference
+# (the expansion's error is a few eps·(‖x‖² + ‖y‖²): outside the band it is < 1e-3 relative).
+RECOMPUTE = 4096.0
+# tf32 products round to 11 bits: the band is wider in eps and accepts ~10% error outside it.
+RECOMPUTE_TF32 = 16.0
+TF32_EPS = 2.0 ** -11
+NEAR_BLOCK = 1 << 18  # elements of one block of near pairs recomputed at a time (pairs × D)
 
 
 @dataclass(frozen=True)
@@ -60,64 +74,261 @@ def resolve_metric(distance: str, normalize: bool | None = None) -> Metric:
     return Metric(kind, bool(normalize), distance == "dot")
 
 
-def normalize_rows(x: torch.Tensor) -> torch.Tensor:
-    """x / max(‖x‖₂, 1e-12) row-wise (the same as torch.nn.functional.normalize)."""
-    return F.normalize(x, p=2.0, dim=1, eps=NORMALIZE_EPS)
-
-
-def prepare(x: torch.Tensor, metric: Metric) -> torch.Tensor:
-    return normalize_rows(x) if metric.normalize else x
-
-
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp64 stays fp64; everything else (fp32, fp16, bf16) accumulates in fp32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def snap_tolerance(dtype: torch.dtype) -> float:
-    return SNAP * torch.finfo(compute_dtype(dtype)).eps
+def normalize_rows(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """x / max(‖x‖₂, 1e-12) row-wise (torch.nn.functional.normalize's formula), computed in the
+    compute dtype whatever x's dtype, and returned in `dtype` (default: x's). Each row is first
+    divided by its largest |entry| (detached: the result does not depend on it), so a float16
+    zero row gives 0 rather than 0/0 and rows whose norm overflows are still normalized."""
+    cd = compute_dtype(x.dtype)
+    xf = x.to(cd)
+    peak = xf.detach().abs().amax(1, keepdim=True).clamp_min(torch.finfo(cd).tiny)
+    y = xf / peak
+    out = y / torch.maximum(torch.linalg.vector_norm(y, dim=1, keepdim=True), NORMALIZE_EPS / peak)
+    return out.to(x.dtype if dtype is None else dtype)
+
+
+def prepare(x: torch.Tensor, metric: Metric, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The rows a loss Function receives: normalized (in the compute dtype) when the metric
+    says so, returned in `dtype` (default: x's)."""
+    if metric.normalize:
+        return normalize_rows(x, dtype)
+    return x if dtype is None else x.to(dtype)
+
+
+def near_tolerance(dtype: torch.dtype, precision: str = "ieee") -> float:
+    """The band (relative to ‖x‖² + ‖y‖²) inside which a squared distance is recomputed from
+    the row difference."""
+    if precision == "tf32" and compute_dtype(dtype) == torch.float32:
+        return RECOMPUTE_TF32 * TF32_EPS
+    return RECOMPUTE * torch.finfo(compute_dtype(dtype)).eps
+
+
+def _near_pairs(sq: torch.Tensor, scale: torch.Tensor, tol: float):
+    """Index pairs (i, j) of the entries of a squared-distance tile inside the band."""
+    return (sq <= scale.mul_(tol)).nonzero(as_tuple=True)
+
+
+def _difference_sq(x, y, i, j):
+    """Σ_d (x_i − y_j)² for index pairs, in blocks of NEAR_BLOCK elements."""
+    out = x.new_empty(i.shape[0])
+    step = max(1, NEAR_BLOCK // max(x.shape[1], 1))
+    for k in range(0, i.shape[0], step):
+        diff = x[i[k:k + step]] - y[j[k:k + step]]
+        out[k:k + step] = (diff * diff).sum(1)
+    return out
 
 
 def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
-             x_sq: torch.Tensor | None = None, y_sq: torch.Tensor | None = None) -> torch.Tensor:
-    """Tile of `kind` between rows of x (m×D) and y (n×D): an m×n tensor.
+             x_sq: torch.Tensor | None = None, y_sq: torch.Tensor | None = None,
+             return_near: bool = False):
+    """Tile of `kind` between rows of x (m×D) and y (n×D): an m×n tensor (and, with
+    return_near, the index pairs that were recomputed from the row difference, to hand to
+    pairwise_backward).
 
     Inputs must already be in the compute dtype. x_sq / y_sq (row squared norms) may be
     passed in to avoid recomputing them for every tile.
     """
+    near = None
+    if kind == "dot":
+        out = x @ y.T
+    elif kind in ("sqeuclidean", "euclidean"):
+        if x_sq is None:
+            x_sq = (x * x).sum(1)
+        if y_sq is None:
+            y_sq = (y * y).sum(1)
+        scale = x_sq[:, None] + y_sq[None, :]
+        out = torch.addmm(scale, x, y.T, alpha=-2.0).clamp_min_(0.0)  # ‖x‖² + ‖y‖² − 2x·y
+        near = _near_pairs(out, scale, near_tolerance(x.dtype))
+        if near[0].numel():
+            out[near] = _difference_sq(x, y, *near)
+        if kind == "euclidean":
+            out = out.sqrt_()
+    else:
+        raise ValueError(f"unknown kernel kind {kind!r}")
+    return (out, near) if return_near else out
+
+
+def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind: str,
+                      tile: torch.Tensor | None = None, near=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Given dL/dtile (m×n) for tile = pairwise(x, y, kind), return (dL/dx, dL/dy).
+
+    `tile` (the forward tile) and `near` (its recomputed pairs, from pairwise(...,
+    return_near=True)) are recomputed when not given. The near pairs' gradients come from the
+    row difference, 2·g·(x_i − y_j), not from the expansion, whose two large terms would
+    cancel. At d = 0 the Euclidean gradient is 0.
+    """
+    if kind == "dot":
+        return grad @ y, grad.T @ x
+    if kind not in ("sqeuclidean", "euclidean"):
+        raise ValueError(f"unknown kernel kind {kind!r}")
+    if near is None or (kind == "euclidean" and tile is None):
+        tile, near = pairwise(x, y, kind, return_near=True)
+    if kind == "euclidean":
+        zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
+        grad = torch.where(tile > 0, grad / (2.0 * tile).clamp_min(torch.finfo(tile.dtype).tiny), zero)
+    i, j = near
+    g_near = None
+    if i.numel():
+        g_near = grad[i, j]
+        grad = grad.index_put((i, j), torch.zeros_like(g_near))
+    # d = ‖x‖² + ‖y‖² − 2x·y  ⇒  ∂/∂x_i = 2(Σ_j g_ij) x_i − 2 Σ_j g_ij y_j
+    gx = 2.0 * (grad.sum(1, keepdim=True) * x - grad @ y)
+    gy = 2.0 * (grad.sum(0)[:, None] * y - grad.T @ x)
+    if g_near is not None:
+        step = max(1, NEAR_BLOCK // max(x.shape[1], 1))
+        for k in range(0, i.shape[0], step):
+            ii, jj = i[k:k + step], j[k:k + step]
+            part = (2.0 * g_near[k:k + step])[:, None] * (x[ii] - y[jj])
+            gx.index_add_(0, ii, part)
+            gy.index_add_(0, jj, -part)
+    return gx, gy
+
+
+def power_of_two_near(value: torch.Tensor) -> torch.Tensor:
+    """2^e with value / 2^e in [0.5, 1) (1 for value 0), as a 0-dim tensor: scaling by it is exact."""
+    _, exponent = torch.frexp(value)
+    return torch.ldexp(torch.ones_like(value), exponent)
+
+
+CENTER_BITS = 10  # the center is rounded to multiples of 2^-CENTER_BITS of the largest |entry|
+
+
+def _round_center(r: torch.Tensor) -> torch.Tensor:
+    """The mean of the rows, rounded to a coarse power-of-two grid: subtracting it is then
+    exact for data on a coarser grid (small integers stay integers' worth of exact), and it is
+    still close enough to the mean to take the clustered batch's offset away."""
+    grid = power_of_two_near(r.abs().amax()) * 2.0 ** -CENTER_BITS
+    return torch.round(r.mean(0) / grid) * grid
+
+
+class Frame:
+    """Anchors q and references r in the coordinates a loss computes its distances in
+    (see the module docstring): for the distance kinds x' = (x − c)/s, c the (rounded)
+    mean of r, s a power of two with max |x'| in [0.5, 1); for "dot" only the cast to the compute
+    dtype. `q`, `r` (r is q when the references are the anchors), `q_sq`, `r_sq` are in
+    those coordinates; tiles and gradients come back in the true units."""
+
+    def __init__(self, q: torch.Tensor, r: torch.Tensor, kind: str):
+        cd = compute_dtype(q.dtype)
+        same = r is q
+        q = q.detach().to(cd)
+        r = q if same else r.detach().to(cd)
+        self.kind = kind
+        self.s = torch.ones((), dtype=cd, device=q.device)
+        self.q_sq = self.r_sq = None
+        if kind != "dot":
+            center = _round_center(r)
+            q = q - center
+            r = q if same else r - center
+            peak = q.abs().amax() if same else torch.maximum(q.abs().amax(), r.abs().amax())
+            self.s = power_of_two_near(peak)
+            q = q / self.s
+            r = q if same else r / self.s
+            self.q_sq = (q * q).sum(1)
+            self.r_sq = self.q_sq if same else (r * r).sum(1)
+        self.q, self.r = q, r
+        # true tile = unit · frame tile;  ∂L/∂x = factor · pairwise_backward(∂L/∂tile, x', y')
+        self.unit = {"dot": 1.0, "euclidean": self.s, "sqeuclidean": self.s * self.s}[kind]
+        self.factor = self.s if kind == "sqeuclidean" else 1.0
+
+    def tile(self, x: torch.Tensor, x_sq: torch.Tensor | None = None):
+        """(true tile between frame rows x and all references, its near pairs)."""
+        t, near = pairwise(x, self.r, self.kind, x_sq, self.r_sq, return_near=True)
+        return t * self.unit, near
+
+    def rows(self, rows: slice):
+        """(frame anchor rows, their squared norms) of an anchor chunk."""
+        return self.q[rows], (None if self.q_sq is None else self.q_sq[rows])
+
+    def tile_backward(self, grad, x, tile, near):
+        """(∂L/∂x, ∂L/∂r) in true units, given ∂L/∂tile for tile, near = self.tile(x)."""
+        gx, gr = pairwise_backward(grad, x, self.r, self.kind, tile / self.unit, near)
+        return gx * self.factor, gr * self.factor
+
+    def sq_backward(self, grad_sq, x, near):
+        """(∂L/∂x, ∂L/∂r) in true units, given ∂L/∂(true squared distance) for the tile of
+        frame rows x, whose near pairs are `near` (None: recomputed)."""
+        gx, gr = pairwise_backward(grad_sq, x, self.r, "sqeuclidean", None, near)
+        return gx * self.s, gr * self.s
+
+    def row_distances(self, x, y):
+        """True distances of paired frame rows x_k, y_k, from their difference."""
+        if self.kind == "dot":
+            return (x * y).sum(1)
+        diff = x - y
+        sq = (diff * diff).sum(1)
+        return sq * self.unit if self.kind == "sqeuclidean" else sq.sqrt() * self.s
+
+    def row_distances_backward(self, g, x, y, dist):
+        """(∂L/∂x, ∂L/∂y) in true units of dist = row_distances(x, y), given ∂L/∂dist."""
+        if self.kind == "dot":
+            return g[:, None] * y, g[:, None] * x
+        if self.kind == "euclidean":  # ∂d/∂x = (x' − y')/d'
+            d = dist / self.s
+            g = torch.where(d > 0, g / d.clamp_min(torch.finfo(d.dtype).tiny), torch.zeros_like(g))
+            diff = g[:, None] * (x - y)
+        else:  # ∂(s²‖x' − y'‖²)/∂x = 2s(x' − y')
+            diff = (2.0 * self.s) * g[:, None] * (x - y)
+        return diff, -diff
+
+
+def _row_scale(diff: torch.Tensor) -> torch.Tensor:
+    """Per-row power of two near max |diff| (detached), so that squares cannot overflow."""
+    return power_of_two_near(diff.detach().abs().amax(1, keepdim=True))
+
+
+def row_distances(x: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """d(x_k, y_k) of paired rows with plain autograd, in the compute dtype: the dot product,
+    or the distance from the row difference (exact for near rows, no overflow for huge ones;
+    Euclidean gradient 0 at d = 0)."""
+    cd = compute_dtype(x.dtype)
+    x, y = x.to(cd), y.to(cd)
+    if kind == "dot":
+        return (x * y).sum(1)
+    if kind not in ("sqeuclidean", "euclidean"):
+        raise ValueError(f"unknown kernel kind {kind!r}")
+    diff = x - y
+    s = _row_scale(diff)
+    scaled = diff / s
+    sq = (scaled * scaled).sum(1)
+    s = s[:, 0]
+    if kind == "sqeuclidean":
+        return sq * (s * s)
+    positive = sq > 0
+    root = torch.where(positive, sq, torch.ones_like(sq)).sqrt()
+    return torch.where(positive, root * s, torch.zeros_like(sq))
+
+
+def pairwise_differentiable(x: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """A dense tile of `kind` with plain autograd (explicit-tuple paths, references): the same
+    numbers as Frame + pairwise, in the compute dtype."""
+    cd = compute_dtype(x.dtype)
+    x, y = x.to(cd), y.to(cd)
     if kind == "dot":
         return x @ y.T
     if kind not in ("sqeuclidean", "euclidean"):
         raise ValueError(f"unknown kernel kind {kind!r}")
-    if x_sq is None:
-        x_sq = (x * x).sum(1)
-    if y_sq is None:
-        y_sq = (y * y).sum(1)
+    center = y.detach().mean(0)
+    xc, yc = x - center, y - center
+    s = power_of_two_near(torch.maximum(xc.detach().abs().amax(), yc.detach().abs().amax()))
+    xc, yc = xc / s, yc / s
+    x_sq, y_sq = (xc * xc).sum(1), (yc * yc).sum(1)
     scale = x_sq[:, None] + y_sq[None, :]
-    sq = torch.addmm(scale, x, y.T, alpha=-2.0)  # one fused pass: ‖x‖² + ‖y‖² − 2x·y
-    sq = sq.masked_fill_(sq <= scale.mul_(snap_tolerance(x.dtype)), 0.0)
-    return sq if kind == "sqeuclidean" else sq.sqrt_()
-
-
-def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind: str,
-                      tile: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Given dL/dtile (m×n) for tile = pairwise(x, y, kind), return (dL/dx, dL/dy).
-
-    For "euclidean" pass the forward tile (the distances) when at hand; it is recomputed
-    otherwise. At d = 0 the gradient is 0.
-    """
-    if kind == "dot":
-        return grad @ y, grad.T @ x
-    if kind == "euclidean":
-        if tile is None:
-            tile = pairwise(x, y, "euclidean")
-        grad = torch.where(tile > 0, grad / (2.0 * tile).clamp_min(torch.finfo(tile.dtype).tiny), torch.zeros((), dtype=grad.dtype, device=grad.device))
-    elif kind != "sqeuclidean":
-        raise ValueError(f"unknown kernel kind {kind!r}")
-    # d = ‖x‖² + ‖y‖² − 2x·y  ⇒  ∂/∂x_i = 2(Σ_j g_ij) x_i − 2 Σ_j g_ij y_j
-    gx = 2.0 * (grad.sum(1, keepdim=True) * x - grad @ y)
-    gy = 2.0 * (grad.sum(0)[:, None] * y - grad.T @ x)
-    return gx, gy
+    sq = (scale - 2.0 * xc @ yc.T).clamp_min(0.0)
+    i, j = _near_pairs(sq.detach(), scale.detach().clone(), near_tolerance(cd))
+    if i.numel():
+        diff = xc[i] - yc[j]
+        sq = sq.index_put((i, j), (diff * diff).sum(1))
+    if kind == "sqeuclidean":
+        return sq * (s * s)
+    positive = sq > 0
+    root = torch.where(positive, sq, torch.ones_like(sq)).sqrt()
+    return torch.where(positive, root * s, torch.zeros_like(sq))
 
 
 def chunk_rows(m: int, n: int, budget_elems: int = 1 << 22) -> int:

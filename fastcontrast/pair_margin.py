@@ -139,26 +139,14 @@ def _check_indices(pairs, b: int, n: int, device):
 # ---------------------------------------------------------------------------------------
 # explicit pairs: O(pairs)
 
-def _pair_distances(x, y, kind: str):
-    """Distance (or dot product) of row pairs x_k, y_k, with gradient 0 at a zero Euclidean
-    distance."""
-    if kind == "dot":
-        return (x * y).sum(1)
-    sq = ((x - y) ** 2).sum(1)
-    if kind == "sqeuclidean":
-        return sq
-    positive = sq > 0
-    return torch.where(positive, torch.where(positive, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
-
-
 def _explicit_pair_terms(q, r, pairs, cfg: PairMarginConfig) -> LossTerms:
     a1, p, a2, n = pairs
     b = q.shape[0]
     cdt = metrics.compute_dtype(q.dtype)
     qc, rc = q.to(cdt), r.to(cdt)
     sign = -1.0 if cfg.negate else 1.0
-    d_pos = sign * _pair_distances(qc[a1], rc[p], cfg.kind)
-    d_neg = sign * _pair_distances(qc[a2], rc[n], cfg.kind)
+    d_pos = sign * metrics.row_distances(qc[a1], rc[p], cfg.kind)
+    d_neg = sign * metrics.row_distances(qc[a2], rc[n], cfg.kind)
     t_pos = (d_pos - cfg.pos_margin).clamp_min(0) ** cfg.power
     t_neg = (cfg.neg_margin - d_neg).clamp_min(0) ** cfg.power
     values = torch.stack([qc.new_zeros(b).index_add(0, a1, t_pos), qc.new_zeros(b).index_add(0, a2, t_neg)], 1)

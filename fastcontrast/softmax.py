@@ -195,35 +195,15 @@ def _prepared(embeddings, ref_emb, metric):
 
 
 def _pair_logits(x, y, kind, temperature):
-    """Row-wise logits s(x_k, y_k)/τ with plain autograd (zero-safe at d = 0)."""
-    cd = metrics.compute_dtype(x.dtype)
-    x, y = x.to(cd), y.to(cd)
-    if kind == "dot":
-        s = (x * y).sum(1)
-    else:
-        sq = ((x - y) ** 2).sum(1)
-        if kind == "euclidean":
-            pos = sq > 0
-            sq = torch.where(pos, sq, torch.ones_like(sq)).sqrt() * pos
-        s = -sq
-    return s / _temperature_tensor(temperature, x)
+    """Row-wise logits s(x_k, y_k)/τ with plain autograd (metrics.row_distances)."""
+    d = metrics.row_distances(x, y, kind)
+    return (d if kind == "dot" else -d) / _temperature_tensor(temperature, d)
 
 
 def _dense_logits(q, r, kind, temperature):
-    """Dense B×N logits with plain autograd (zero-safe at d = 0); the indices_tuple path."""
-    cd = metrics.compute_dtype(q.dtype)
-    q, r = q.to(cd), r.to(cd)
-    if kind == "dot":
-        s = q @ r.T
-    else:
-        scale = (q * q).sum(1)[:, None] + (r * r).sum(1)[None, :]
-        sq = scale - 2 * q @ r.T
-        pos = sq > metrics.snap_tolerance(cd) * scale  # below: rounding noise, exactly 0
-        sq = torch.where(pos, sq, torch.zeros_like(sq))
-        if kind == "euclidean":
-            sq = torch.where(pos, sq, torch.ones_like(sq)).sqrt() * pos
-        s = -sq
-    return s / _temperature_tensor(temperature, q)
+    """Dense B×N logits with plain autograd; the indices_tuple path."""
+    d = metrics.pairwise_differentiable(q, r, kind)
+    return (d if kind == "dot" else -d) / _temperature_tensor(temperature, d)
 
 
 # ---------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from ._reduce import LossTerms, reduce_terms
 from ._validation import check_choice, check_embeddings, check_pair, check_query_ref, check_real, check_reduction
 from .backend import BACKENDS, resolve_backend
 from .configs import TripletConfig
-from .metrics import Metric, chunks, compute_dtype, pairwise, prepare, resolve_metric
+from .metrics import Metric, chunks, compute_dtype, pairwise, prepare, resolve_metric, row_distances
 
 MINING_MODES = ("batch_all", "all", "hard", "semihard", "easy", "batch_hard", "semihard_tfa")
 HARD_FALLBACKS = ("drop", "tfa")
@@ -92,17 +92,6 @@ class TripletFunction(torch.autograd.Function):
 
 # ----------------------------------------------------------------------------- explicit triplets
 
-def _pair_distance(x, y, kind: str):
-    """d(x_k, y_k) from differences, differentiable, zero-safe square root."""
-    if kind == "dot":
-        return (x * y).sum(1)
-    sq = ((x - y) ** 2).sum(1)
-    if kind == "sqeuclidean":
-        return sq
-    positive = sq > 0
-    return torch.where(positive, torch.where(positive, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
-
-
 def _check_index(t, name: str, size: int, device):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"indices_tuple: {name} must be a torch.Tensor of indices, got {type(t).__name__}")
@@ -139,12 +128,12 @@ def explicit_triplets(indices_tuple, b: int, n: int, device):
 
 def _explicit_terms(q, r, triplets, metric: Metric, margin, swap, smooth) -> LossTerms:
     a, p, n = triplets
-    d_ap = _pair_distance(q[a], r[p], metric.kind)
-    d_an = _pair_distance(q[a], r[n], metric.kind)
+    d_ap = row_distances(q[a], r[p], metric.kind)
+    d_an = row_distances(q[a], r[n], metric.kind)
     if metric.is_similarity:
         d_ap, d_an = -d_ap, -d_an
     if swap:
-        d_pn = _pair_distance(r[p], r[n], metric.kind)
+        d_pn = row_distances(r[p], r[n], metric.kind)
         d_an = torch.minimum(d_an, -d_pn if metric.is_similarity else d_pn)
     h = d_ap - d_an + margin
     term = torch.nn.functional.softplus(h) if smooth else torch.relu(h)

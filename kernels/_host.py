@@ -12,6 +12,8 @@ import torch
 import triton
 from triton.runtime.jit import JITFunction
 
+from fastcontrast import metrics
+
 from . import tiles
 
 PRECISIONS = ("ieee", "tf32")
@@ -69,6 +71,37 @@ def prepare(q, r, q_labels, r_labels, family: str):
         # (triton-lang/triton#11584): run the float32 kernels on the exactly upcast inputs.
         q, r = q.float(), r.float()
     return q, r, q_labels.to(torch.int64).contiguous(), r_labels.to(torch.int64).contiguous()
+
+
+def frame(q, r, kind: int, scale: bool = True):
+    """Kernel inputs in the coordinates of metrics.Frame (translation and power-of-two scale
+    leave distances unchanged up to the unit): -> (q', r', s, unit), r' is q' when r is q.
+    float32 inputs are centered and scaled (metrics.Frame); bfloat16 ones only scaled (exact in
+    bfloat16; centering there would round); float16 ones, whose squares cannot overflow float32,
+    not at all, nor is anything for KIND_DOT. s and unit are 0-dim float32 tensors (no host
+    sync): a true tile is unit × the kernel's tile, ∂L/∂x = ∂L/∂x' / s. scale=False keeps the
+    units (centering only), for kernels that compare distances with margins inside."""
+    one = torch.ones((), dtype=torch.float32, device=q.device)
+    if kind == tiles.KIND_CODES["dot"] or q.dtype == torch.float16:
+        return q, r, one, one
+    if q.dtype == torch.float32:
+        f = metrics.Frame(q, r, metrics.KERNEL_KINDS[kind])
+        qf, rf, s = f.q, f.r, f.s.float()
+        if not scale:
+            qf = qf * s
+            rf = qf if f.r is f.q else rf * s
+            s = one
+    elif not scale:
+        return q, r, one, one
+    else:  # bfloat16: power-of-two scale only
+        peak = q.detach().abs().amax().float()
+        if r is not q:
+            peak = torch.maximum(peak, r.detach().abs().amax().float())
+        s = metrics.power_of_two_near(peak)
+        qf = q / s.to(q.dtype)
+        rf = qf if r is q else r / s.to(r.dtype)
+    unit = s if kind == tiles.KIND_CODES["euclidean"] else s * s
+    return qf, rf, s, unit
 
 
 def squared_norms(x: torch.Tensor, kind: int) -> torch.Tensor:

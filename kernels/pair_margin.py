@@ -92,13 +92,14 @@ def _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin,
 # Forward: per-anchor sums and counts
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
+def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr,
                             values_ptr, counts_ptr, nonzero_ptr,
-                            M, N, stride_q, stride_r, snap_tol, self_offset, pos_margin, neg_margin,
+                            M, N, stride_q, stride_r, near_tol, self_offset, pos_margin, neg_margin,
                             D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
                             PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                             BLOCK_D: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    unit = tl.load(unit_ptr)  # true distance = unit × the frame's (see _host.frame)
     sum_pos = tl.zeros((BLOCK_M,), tl.float32)
     sum_neg = tl.zeros((BLOCK_M,), tl.float32)
     n_pos = tl.zeros((BLOCK_M,), tl.int32)
@@ -108,7 +109,7 @@ def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                                near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION) * unit
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         h_pos, h_neg = _hinges(t, pos_margin, neg_margin, NEGATE)
         term_pos = _terms(h_pos, pos, POWER)
@@ -134,13 +135,14 @@ def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
 # Backward: grad_q (rows) and grad_r (columns)
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, grad_ptr, grad_q_ptr,
-                              M, N, stride_q, stride_r, stride_gq, snap_tol, self_offset, pos_margin, neg_margin,
+def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, grad_ptr, grad_q_ptr,
+                              M, N, stride_q, stride_r, stride_gq, near_tol, self_offset, pos_margin, neg_margin,
                               D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
                               PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                               BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)  # the D chunk this program writes
+    unit = tl.load(unit_ptr)
     in_m = offs_m < M
     g_pos = tl.load(grad_ptr + offs_m.to(tl.int64) * 2, mask=in_m, other=0.0)
     g_neg = tl.load(grad_ptr + offs_m.to(tl.int64) * 2 + 1, mask=in_m, other=0.0)
@@ -150,7 +152,7 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                                near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION) * unit
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         c = _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
         if tl.sum((c != 0.0).to(tl.int32)) > 0:  # tiles with every hinge inactive add nothing
@@ -163,13 +165,14 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
 
 
 @triton.jit
-def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, grad_ptr, grad_r_ptr,
-                              M, N, stride_q, stride_r, stride_gr, snap_tol, self_offset, pos_margin, neg_margin,
+def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, grad_ptr, grad_r_ptr,
+                              M, N, stride_q, stride_r, stride_gr, near_tol, self_offset, pos_margin, neg_margin,
                               D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
                               PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                               BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
+    unit = tl.load(unit_ptr)
 
     acc = tl.zeros((BLOCK_N, BLOCK_DO), tl.float32)  # Σ_i c_ij q_i
     coef_sum = tl.zeros((BLOCK_N,), tl.float32)      # Σ_i c_ij (distance kinds)
@@ -179,7 +182,7 @@ def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
         g_pos = tl.load(grad_ptr + offs_m.to(tl.int64) * 2, mask=in_m, other=0.0)
         g_neg = tl.load(grad_ptr + offs_m.to(tl.int64) * 2 + 1, mask=in_m, other=0.0)
         t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                                near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION) * unit
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         c = _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
         if tl.sum((c != 0.0).to(tl.int32)) > 0:
@@ -224,8 +227,8 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device) -> Blocks:
 # --------------------------------------------------------------------------------------------
 
 def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
-              kind: int, negate: bool, power: int, pos_margin: float, neg_margin: float, self_offset: int,
-              precision: str, snap_tol: float, block_m: int, block_n: int, block_d: int, num_warps: int,
+              unit: torch.Tensor, kind: int, negate: bool, power: int, pos_margin: float, neg_margin: float, self_offset: int,
+              precision: str, near_tol: float, block_m: int, block_n: int, block_d: int, num_warps: int,
               num_stages: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     M, D = q.shape
     N = r.shape[0]
@@ -234,16 +237,16 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     nonzero = torch.empty((M, 2), dtype=torch.int64, device=q.device)
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     _host.launchable(_pair_margin_fwd_kernel)[(triton.cdiv(M, block_m),)](
-        q, r, q_sq, r_sq, q_labels, r_labels, values, counts, nonzero,
-        M, N, q.stride(0), r.stride(0), snap_tol, self_offset, pos_margin, neg_margin,
+        q, r, q_sq, r_sq, q_labels, r_labels, unit, values, counts, nonzero,
+        M, N, q.stride(0), r.stride(0), near_tol, self_offset, pos_margin, neg_margin,
         D=D, KIND=kind, NEGATE=negate, POWER=power, PRECISION=precision,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps, num_stages=num_stages)
     return values, counts, nonzero
 
 
 def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor,
-              r_labels: torch.Tensor, kind: int, negate: bool, power: int, pos_margin: float,
-              neg_margin: float, self_offset: int, precision: str, snap_tol: float, block_m: int,
+              r_labels: torch.Tensor, unit: torch.Tensor, kind: int, negate: bool, power: int, pos_margin: float,
+              neg_margin: float, self_offset: int, precision: str, near_tol: float, block_m: int,
               block_n: int, block_d: int, block_do: int, num_warps: int, num_stages: int
               ) -> tuple[torch.Tensor, torch.Tensor]:
     M, D = q.shape
@@ -255,23 +258,23 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_lab
     common = dict(D=D, KIND=kind, NEGATE=negate, POWER=power, PRECISION=precision, BLOCK_M=block_m,
                   BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do, num_warps=num_warps, num_stages=num_stages)
     _host.launchable(_pair_margin_bwd_q_kernel)[(triton.cdiv(M, block_m), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, grad_values, grad_q,
-        M, N, q.stride(0), r.stride(0), grad_q.stride(0), snap_tol, self_offset, pos_margin, neg_margin, **common)
+        q, r, q_sq, r_sq, q_labels, r_labels, unit, grad_values, grad_q,
+        M, N, q.stride(0), r.stride(0), grad_q.stride(0), near_tol, self_offset, pos_margin, neg_margin, **common)
     _host.launchable(_pair_margin_bwd_r_kernel)[(triton.cdiv(N, block_n), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, grad_values, grad_r,
-        M, N, q.stride(0), r.stride(0), grad_r.stride(0), snap_tol, self_offset, pos_margin, neg_margin, **common)
+        q, r, q_sq, r_sq, q_labels, r_labels, unit, grad_values, grad_r,
+        M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset, pos_margin, neg_margin, **common)
     return grad_q, grad_r
 
 
-def _fwd_fake(q, r, q_labels, r_labels, kind, negate, power, pos_margin, neg_margin, self_offset, precision,
-              snap_tol, block_m, block_n, block_d, num_warps, num_stages):
+def _fwd_fake(q, r, q_labels, r_labels, unit, kind, negate, power, pos_margin, neg_margin, self_offset, precision,
+              near_tol, block_m, block_n, block_d, num_warps, num_stages):
     M = q.shape[0]
     return (q.new_empty((M, 2), dtype=torch.float32), q.new_empty((M, 2), dtype=torch.int64),
             q.new_empty((M, 2), dtype=torch.int64))
 
 
-def _bwd_fake(grad_values, q, r, q_labels, r_labels, kind, negate, power, pos_margin, neg_margin, self_offset,
-              precision, snap_tol, block_m, block_n, block_d, block_do, num_warps, num_stages):
+def _bwd_fake(grad_values, q, r, q_labels, r_labels, unit, kind, negate, power, pos_margin, neg_margin, self_offset,
+              precision, near_tol, block_m, block_n, block_d, block_do, num_warps, num_stages):
     return torch.empty_like(q), torch.empty_like(r)
 
 
@@ -290,15 +293,16 @@ def _codes(cfg: PairMarginConfig) -> int:
 
 def _args(cfg: PairMarginConfig, kind: int, dtype: torch.dtype):
     return (kind, bool(cfg.negate), int(cfg.power), float(cfg.pos_margin), float(cfg.neg_margin),
-            int(cfg.self_offset), cfg.precision, metrics.snap_tolerance(dtype))
+            int(cfg.self_offset), cfg.precision, metrics.near_tolerance(dtype, cfg.precision))
 
 
 def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, blocks: Blocks | None = None):
     """-> (values (B, 2) float32, counts (B, 2) int64, nonzero (B, 2) int64, saved = ())."""
     kind = _codes(cfg)
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "pair-margin")
+    q, r, _, unit = _host.frame(q, r, kind)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
-    values, counts, nonzero = pair_margin_fwd_op(q, r, q_labels, r_labels, *_args(cfg, kind, q.dtype),
+    values, counts, nonzero = pair_margin_fwd_op(q, r, q_labels, r_labels, unit, *_args(cfg, kind, q.dtype),
                                                  b.fwd_m, b.fwd_n, b.block_d, b.num_warps, b.num_stages)
     return values, counts, nonzero, ()
 
@@ -308,8 +312,10 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved
     kind = _codes(cfg)
     q_dtype, r_dtype = q.dtype, r.dtype
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "pair-margin")
+    q, r, s, unit = _host.frame(q, r, kind)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
     grad_values = _host.upstream_grad(grad_values, q.device)
-    grad_q, grad_r = pair_margin_bwd_op(grad_values, q, r, q_labels, r_labels, *_args(cfg, kind, q.dtype),
+    grad_q, grad_r = pair_margin_bwd_op(grad_values, q, r, q_labels, r_labels, unit, *_args(cfg, kind, q.dtype),
                                         b.bwd_m, b.bwd_n, b.block_d, b.block_do, b.num_warps, b.num_stages)
-    return grad_q.to(q_dtype), grad_r.to(r_dtype)
+    # the kernels' coefficients are in true units against frame rows: ∂L/∂x = s · their rows
+    return (grad_q.float() * s).to(q_dtype), (grad_r.float() * s).to(r_dtype)

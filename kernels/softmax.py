@@ -60,12 +60,12 @@ VARIANT_CODES = {"supcon": 0, "ntxent": 1}
 # Tile-level math shared by the three kernels
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r, snap_tol, inv_tau,
+def _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r, near_tol, inv_tau,
                 KIND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 PRECISION: tl.constexpr):
     """(logits l = s/τ, metric tile t) for a BLOCK_M×BLOCK_N tile; s = t for dot, −t for distances."""
     t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                            snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                            near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
     if KIND == 0:
         logits = t * inv_tau
     else:
@@ -74,9 +74,15 @@ def _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, strid
 
 
 @triton.jit
+def _log1p(x):
+    # log(1 + x) for x ≥ 0, accurate for small x (a series below 1e-4, where 1 + x would round)
+    return tl.where(x < 1e-4, x * (1.0 - 0.5 * x), tl.log(1.0 + x))
+
+
+@triton.jit
 def _softplus(x):
     # log(1 + e^x) without overflow; exact 0 at x = −inf
-    return tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+    return tl.maximum(x, 0.0) + _log1p(tl.exp(-tl.abs(x)))
 
 
 @triton.jit
@@ -117,21 +123,23 @@ def _tile_coef(w, t, inv_tau, KIND: tl.constexpr):
 @triton.jit
 def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr,
                         values_ptr, n_pos_ptr, lse_ptr, aux_ptr,
-                        M, N, stride_q, stride_r, snap_tol, self_offset,
+                        M, N, stride_q, stride_r, near_tol, self_offset,
                         D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     inv_tau = 1.0 / tl.load(tau_ptr)
 
-    # pass 1: online LSE over the denominator set (valid for supcon, negatives for ntxent)
+    # pass 1: online LSE over the denominator set (valid for supcon, negatives for ntxent);
+    # supcon keeps the positives' and the negatives' shares of the sum apart (see below)
     run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    run_sum = tl.zeros((BLOCK_M,), tl.float32)
+    run_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over negatives (supcon) / the set
+    run_pos = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over positives (supcon)
     n_pos = tl.zeros((BLOCK_M,), tl.int32)
     pos_logit_sum = tl.zeros((BLOCK_M,), tl.float32)
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                snap_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                                near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         if VARIANT == 0:
             in_lse = valid
@@ -140,17 +148,28 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         masked = tl.where(in_lse, logits, float("-inf"))
         new_max = tl.maximum(run_max, tl.max(masked, 1))
         shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # rows with nothing yet: no NaN
-        run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(masked - shift[:, None]), 1)
+        rescale = tl.exp(run_max - shift)
+        e = tl.exp(masked - shift[:, None])
+        if VARIANT == 0:
+            run_sum = run_sum * rescale + tl.sum(tl.where(neg, e, 0.0), 1)
+            run_pos = run_pos * rescale + tl.sum(tl.where(pos, e, 0.0), 1)
+            pos_logit_sum += tl.sum(tl.where(pos, logits, 0.0), 1)
+        else:
+            run_sum = run_sum * rescale + tl.sum(e, 1)
         run_max = new_max
         n_pos += tl.sum(pos.to(tl.int32), 1)
-        if VARIANT == 0:
-            pos_logit_sum += tl.sum(tl.where(pos, logits, 0.0), 1)
-    lse = tl.where(run_sum > 0.0, run_max + tl.log(tl.where(run_sum > 0.0, run_sum, 1.0)), float("-inf"))
+    total = run_sum + run_pos
+    lse = tl.where(total > 0.0, run_max + tl.log(tl.where(total > 0.0, total, 1.0)), float("-inf"))
 
     if VARIANT == 0:
         has_pos = n_pos > 0
         inv_n_pos = tl.where(has_pos, 1.0 / tl.maximum(n_pos, 1).to(tl.float32), 0.0)
-        value = tl.where(has_pos, lse - pos_logit_sum * inv_n_pos, 0.0)
+        # v = (LSE_P − mean_P l) + log1p(S_Neg / S_P): a small loss (the positives far above the
+        # negatives) keeps its digits; when the positives' share underflows the loss is large
+        # and the plain LSE_all − mean_P l is exact enough
+        share = tl.where(run_pos > 1e-30, run_pos, 1.0)
+        split = (run_max + tl.log(share) - pos_logit_sum * inv_n_pos) + _log1p(run_sum / share)
+        value = tl.where(has_pos, tl.where(run_pos > 1e-30, split, lse - pos_logit_sum * inv_n_pos), 0.0)
         aux = inv_n_pos
     else:
         # pass 2: softplus(L_i − l_ip) over positives, only on tiles that hold one
@@ -161,7 +180,7 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
             valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
             if tl.sum(pos.to(tl.int32)) > 0:
                 logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
-                                        stride_r, snap_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                                        stride_r, near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
                 x = lse[:, None] - logits
                 value += tl.sum(tl.where(pos, _softplus(x), 0.0), 1)
                 aux += tl.sum(tl.where(pos, _sigmoid(x), 0.0), 1)
@@ -180,7 +199,7 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
 def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr,
                           grad_ptr, lse_ptr, aux_ptr, rev_grad_ptr, rev_lse_ptr, rev_aux_ptr,
                           grad_q_ptr, tau_part_ptr,
-                          M, N, stride_q, stride_r, stride_gq, snap_tol, self_offset,
+                          M, N, stride_q, stride_r, stride_gq, near_tol, self_offset,
                           D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
                           SYMMETRIC: tl.constexpr, TAU_GRAD: tl.constexpr, BLOCK_M: tl.constexpr,
                           BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
@@ -199,7 +218,7 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                snap_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                                near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], VARIANT)
         if SYMMETRIC:  # + the reverse direction: the references as anchors, column statistics
@@ -225,7 +244,7 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
 @triton.jit
 def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr,
                           grad_ptr, lse_ptr, aux_ptr, rev_grad_ptr, rev_lse_ptr, rev_aux_ptr, grad_r_ptr,
-                          M, N, stride_q, stride_r, stride_gr, snap_tol, self_offset,
+                          M, N, stride_q, stride_r, stride_gr, near_tol, self_offset,
                           D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
                           SYMMETRIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
@@ -247,7 +266,7 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
         aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                snap_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                                near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], VARIANT)
         if SYMMETRIC:
@@ -303,7 +322,7 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: st
 
 def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
               temperature: torch.Tensor, kind: int, variant: int, self_offset: int, precision: str,
-              snap_tol: float, block_m: int, block_n: int, block_d: int, num_warps: int, num_stages: int
+              near_tol: float, block_m: int, block_n: int, block_d: int, num_warps: int, num_stages: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     M, D = q.shape
     N = r.shape[0]
@@ -315,7 +334,7 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     kernel = _host.launchable(_softmax_fwd_kernel)
     kernel[(triton.cdiv(M, block_m),)](
         q, r, q_sq, r_sq, q_labels, r_labels, temperature, values, n_pos, lse, aux,
-        M, N, q.stride(0), r.stride(0), snap_tol, self_offset,
+        M, N, q.stride(0), r.stride(0), near_tol, self_offset,
         D=D, KIND=kind, VARIANT=variant, PRECISION=precision,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps, num_stages=num_stages)
     return values, n_pos, lse, aux
@@ -324,7 +343,7 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
 def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor,
               q_labels: torch.Tensor, r_labels: torch.Tensor, temperature: torch.Tensor, lse: torch.Tensor,
               aux: torch.Tensor, rev_lse: torch.Tensor, rev_aux: torch.Tensor, kind: int, variant: int,
-              self_offset: int, precision: str, snap_tol: float, symmetric: bool, tau_grad: bool,
+              self_offset: int, precision: str, near_tol: float, symmetric: bool, tau_grad: bool,
               block_m: int, block_n: int, block_d: int, block_do: int, num_warps: int, num_stages: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """rev_*: the reverse direction's (references as anchors) gradient and row statistics, read
@@ -340,7 +359,7 @@ def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch
     kernel_q[(triton.cdiv(M, block_m), d_chunks)](
         q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux,
         rev_grad_values, rev_lse, rev_aux, grad_q, tau_part,
-        M, N, q.stride(0), r.stride(0), grad_q.stride(0), snap_tol, self_offset,
+        M, N, q.stride(0), r.stride(0), grad_q.stride(0), near_tol, self_offset,
         D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric, TAU_GRAD=tau_grad,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
         num_warps=num_warps, num_stages=num_stages)
@@ -348,14 +367,14 @@ def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch
     kernel_r[(triton.cdiv(N, block_n), d_chunks)](
         q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux,
         rev_grad_values, rev_lse, rev_aux, grad_r,
-        M, N, q.stride(0), r.stride(0), grad_r.stride(0), snap_tol, self_offset,
+        M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset,
         D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
         num_warps=num_warps, num_stages=num_stages)
     return grad_q, grad_r, tau_part
 
 
-def _fwd_fake(q, r, q_labels, r_labels, temperature, kind, variant, self_offset, precision, snap_tol,
+def _fwd_fake(q, r, q_labels, r_labels, temperature, kind, variant, self_offset, precision, near_tol,
               block_m, block_n, block_d, num_warps, num_stages):
     M = q.shape[0]
     f32 = dict(dtype=torch.float32, device=q.device)
@@ -364,7 +383,7 @@ def _fwd_fake(q, r, q_labels, r_labels, temperature, kind, variant, self_offset,
 
 
 def _bwd_fake(grad_values, rev_grad_values, q, r, q_labels, r_labels, temperature, lse, aux, rev_lse, rev_aux,
-              kind, variant, self_offset, precision, snap_tol, symmetric, tau_grad,
+              kind, variant, self_offset, precision, near_tol, symmetric, tau_grad,
               block_m, block_n, block_d, block_do, num_warps, num_stages):
     return (torch.empty_like(q), torch.empty_like(r),
             q.new_empty((q.shape[0] if tau_grad else 0,), dtype=torch.float32))
@@ -380,20 +399,23 @@ def _codes(cfg: SoftmaxConfig):
     return _host.metric_code(cfg), _host.code(cfg, "variant", VARIANT_CODES)
 
 
-def _prepare(q, r, q_labels, r_labels, temperature):
+def _prepare(q, r, q_labels, r_labels, temperature, kind):
+    """Kernel inputs in their frame (_host.frame) and the temperature in frame units: the
+    kernels' logits −t'/τ' with τ' = τ/unit are the true −d/τ. -> (..., τ', s)."""
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "softmax")
+    q, r, s, unit = _host.frame(q, r, kind)
     tau = torch.as_tensor(temperature).detach().to(device=q.device, dtype=torch.float32).reshape(())
-    return q, r, q_labels, r_labels, tau
+    return q, r, q_labels, r_labels, tau / unit, s
 
 
 def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: Blocks | None = None):
     """-> (values (B,) float32, n_pos (B,) int64, saved = (row_lse, row_aux))."""
     kind, variant = _codes(cfg)
-    q, r, q_labels, r_labels, tau = _prepare(q, r, q_labels, r_labels, temperature)
+    q, r, q_labels, r_labels, tau, _ = _prepare(q, r, q_labels, r_labels, temperature, kind)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.variant)
     values, n_pos, lse, aux = softmax_fwd_op(
         q, r, q_labels, r_labels, tau, kind, variant, int(cfg.self_offset), cfg.precision,
-        metrics.snap_tolerance(q.dtype), b.fwd_m, b.fwd_n, b.fwd_d, b.num_warps, b.num_stages)
+        metrics.near_tolerance(q.dtype, cfg.precision), b.fwd_m, b.fwd_n, b.fwd_d, b.num_warps, b.num_stages)
     return values, n_pos, (lse, aux)
 
 
@@ -401,19 +423,20 @@ def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, tempe
               rev_aux, symmetric, needs_temperature_grad, blocks):
     kind, variant = _codes(cfg)
     q_in_dtype, r_in_dtype = q.dtype, r.dtype
-    q, r, q_labels, r_labels, tau = _prepare(q, r, q_labels, r_labels, temperature)
+    true_tau = torch.as_tensor(temperature).detach().to(device=q.device, dtype=torch.float32).reshape(())
+    q, r, q_labels, r_labels, tau, s = _prepare(q, r, q_labels, r_labels, temperature, kind)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.variant)
     grad_values = _host.upstream_grad(grad_values, q.device)
     rev_grad_values = _host.upstream_grad(rev_grad_values, q.device)
     grad_q, grad_r, tau_part = softmax_bwd_op(
         grad_values, rev_grad_values, q, r, q_labels, r_labels, tau, lse, aux, rev_lse, rev_aux, kind, variant,
-        int(cfg.self_offset), cfg.precision, metrics.snap_tolerance(q.dtype), symmetric,
+        int(cfg.self_offset), cfg.precision, metrics.near_tolerance(q.dtype, cfg.precision), symmetric,
         bool(needs_temperature_grad), b.bwd_m, b.bwd_n, b.bwd_d, b.block_do, b.num_warps, b.num_stages)
     grad_temperature = None
     if needs_temperature_grad:
         t = torch.as_tensor(temperature)
-        grad_temperature = (-tau_part.sum() / tau).to(t.dtype).reshape(t.shape)
-    return grad_q.to(q_in_dtype), grad_r.to(r_in_dtype), grad_temperature
+        grad_temperature = (-tau_part.sum() / true_tau).to(t.dtype).reshape(t.shape)
+    return (grad_q.float() / s).to(q_in_dtype), (grad_r.float() / s).to(r_in_dtype), grad_temperature
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, saved,

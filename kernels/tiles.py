@@ -3,8 +3,9 @@
 The math (same formulas as fastcontrast/metrics.py, the PyTorch path):
 
     dot          s_ij = q_i·r_j
-    sqeuclidean  d_ij = ‖q_i‖² + ‖r_j‖² − 2 q_i·r_j, clamped at 0, snapped to 0 below
-                 snap_tol·(‖q_i‖² + ‖r_j‖²)
+    sqeuclidean  d_ij = ‖q_i‖² + ‖r_j‖² − 2 q_i·r_j, clamped at 0; entries inside the band
+                 near_tol·(‖q_i‖² + ‖r_j‖²) (near-duplicate rows, where the expansion
+                 cancels) are recomputed as Σ_d (q_id − r_jd)², only on tiles that have one
     euclidean    sqrt of the above (gradient 0 at d = 0; see `euclidean_grad_scale`)
 
 Masks from label vectors, never from a B×N tensor in memory:
@@ -43,8 +44,29 @@ def dot_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
     return acc
 
 
+DIFF_D = tl.constexpr(2)  # columns per step of the row-difference recompute (BM×BN×DIFF_D live)
+
+
 @triton.jit
-def distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r, snap_tol,
+def difference_sq_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Σ_d (q_id − r_jd)² in fp32 for a BLOCK_M×BLOCK_N tile (exact for identical rows)."""
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    q_rows = offs_m.to(tl.int64)[:, None] * stride_q
+    r_rows = offs_n.to(tl.int64)[:, None] * stride_r
+    for d0 in range(0, D, DIFF_D):
+        offs_d = d0 + tl.arange(0, DIFF_D)
+        q = tl.load(q_ptr + q_rows + offs_d[None, :], mask=(offs_m[:, None] < M) & (offs_d[None, :] < D),
+                    other=0.0).to(tl.float32)
+        r = tl.load(r_ptr + r_rows + offs_d[None, :], mask=(offs_n[:, None] < N) & (offs_d[None, :] < D),
+                    other=0.0).to(tl.float32)
+        diff = q[:, None, :] - r[None, :, :]
+        acc += tl.sum(diff * diff, axis=2)
+    return acc
+
+
+@triton.jit
+def distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r, near_tol,
                   KIND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                   PRECISION: tl.constexpr):
     """A BLOCK_M×BLOCK_N fp32 tile of the metric KIND. q_sq/r_sq hold fp32 squared row norms
@@ -56,8 +78,11 @@ def distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, str
     q_sq = tl.load(q_sq_ptr + offs_m, mask=offs_m < M, other=0.0)
     r_sq = tl.load(r_sq_ptr + offs_n, mask=offs_n < N, other=0.0)
     scale = q_sq[:, None] + r_sq[None, :]
-    sq = scale - 2.0 * dot
-    sq = tl.where(sq <= snap_tol * scale, 0.0, sq)
+    sq = tl.maximum(scale - 2.0 * dot, 0.0)
+    near = (sq <= near_tol * scale) & (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    if tl.sum(near.to(tl.int32)) > 0:
+        exact = difference_sq_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r, BLOCK_M, BLOCK_N)
+        sq = tl.where(near, exact, sq)
     if KIND == 1:
         return sq
     return tl.sqrt(sq)

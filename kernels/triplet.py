@@ -144,14 +144,14 @@ def _tile_coef(w, d, KIND: tl.constexpr, NEGATE: tl.constexpr):
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def _distance_rows_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, neg_key_ptr, pos_key_ptr,
-                          row0, row_end, N, D, stride_q, stride_r, snap_tol, self_offset,
+                          row0, row_end, N, D, stride_q, stride_r, near_tol, self_offset,
                           KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """neg_key[i − row0, j] = d_ij if j is a negative of anchor i else +inf; pos_key likewise."""
     offs_m = row0 + tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     d = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, row_end, N, D, stride_q, stride_r,
-                            snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                            near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
     if NEGATE:
         d = -d
     valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, row_end, N, self_offset)
@@ -279,12 +279,12 @@ def _scan_tile(x, x_ok, v, v_ok, d_pn, margin, mm,
 
 
 @triton.jit
-def _pn_tile(r_ptr, r_sq_ptr, offs_p, offs_n, N, D, stride_r, snap_tol,
+def _pn_tile(r_ptr, r_sq_ptr, offs_p, offs_n, N, D, stride_r, near_tol,
              KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
              BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """d(r_p, r_n), signed; rows p are arbitrary reference indices (N = masked)."""
     d = tiles.distance_tile(r_ptr, r_ptr, r_sq_ptr, r_sq_ptr, offs_p, offs_n, N, N, D, stride_r, stride_r,
-                            snap_tol, KIND, BLOCK_P, BLOCK_N, BLOCK_D, PRECISION)
+                            near_tol, KIND, BLOCK_P, BLOCK_N, BLOCK_D, PRECISION)
     if NEGATE:
         d = -d
     return d
@@ -293,7 +293,7 @@ def _pn_tile(r_ptr, r_sq_ptr, offs_p, offs_n, N, D, stride_r, snap_tol,
 @triton.jit
 def _scan_rows_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr, n_pos_ptr, grad_ptr,
                       values_ptr, counts_ptr, nonzero_ptr, coef_ptr,
-                      N, D, stride_r, snap_tol, margin, mm,
+                      N, D, stride_r, near_tol, margin, mm,
                       MODE: tl.constexpr, SMOOTH: tl.constexpr, SWAP: tl.constexpr, BACKWARD: tl.constexpr,
                       KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                       BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -317,7 +317,7 @@ def _scan_rows_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr,
             v = tl.load(neg_key_ptr + base + offs_n, mask=offs_n < N, other=JIT_INF)
             d_pn = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
             if SWAP:
-                d_pn = _pn_tile(r_ptr, r_sq_ptr, p_idx, offs_n, N, D, stride_r, snap_tol,
+                d_pn = _pn_tile(r_ptr, r_sq_ptr, p_idx, offs_n, N, D, stride_r, near_tol,
                                 KIND, NEGATE, PRECISION, BLOCK_P, BLOCK_N, BLOCK_D)
             kept, term, slope, share = _scan_tile(x, x_ok, v, v < JIT_INF, d_pn, margin, mm, MODE, SMOOTH, SWAP)
             if BACKWARD:
@@ -338,7 +338,7 @@ def _scan_rows_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr,
 
 @triton.jit
 def _scan_negatives_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr, n_pos_ptr, grad_ptr,
-                           coef_ptr, N, D, stride_r, snap_tol, margin, mm,
+                           coef_ptr, N, D, stride_r, near_tol, margin, mm,
                            MODE: tl.constexpr, SMOOTH: tl.constexpr, SWAP: tl.constexpr,
                            KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                            BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -358,7 +358,7 @@ def _scan_negatives_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx
         if SWAP:
             p_idx = tl.load(pos_idx_ptr + base + offs_p, mask=x_ok, other=0)
             p_idx = tl.where(x_ok, p_idx, N)
-            d_pn = _pn_tile(r_ptr, r_sq_ptr, p_idx, offs_n, N, D, stride_r, snap_tol,
+            d_pn = _pn_tile(r_ptr, r_sq_ptr, p_idx, offs_n, N, D, stride_r, near_tol,
                             KIND, NEGATE, PRECISION, BLOCK_P, BLOCK_N, BLOCK_D)
         kept, term, slope, share = _scan_tile(x, x_ok, v, v_ok, d_pn, margin, mm, MODE, SMOOTH, SWAP)
         acc += tl.sum(slope * share, axis=0)
@@ -369,7 +369,7 @@ def _scan_negatives_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx
 
 @triton.jit
 def _swap_pair_grad_kernel(r_ptr, r_sq_ptr, pos_key_ptr, neg_key_ptr, grad_ptr, out_ptr,
-                           n_rows, N, D, stride_r, stride_out, snap_tol, margin, mm,
+                           n_rows, N, D, stride_r, stride_out, near_tol, margin, mm,
                            SIDE: tl.constexpr, MODE: tl.constexpr, SMOOTH: tl.constexpr,
                            KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                            BLOCK_X: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -386,10 +386,10 @@ def _swap_pair_grad_kernel(r_ptr, r_sq_ptr, pos_key_ptr, neg_key_ptr, grad_ptr, 
     for y0 in range(0, N, BLOCK_Y):
         offs_y = y0 + tl.arange(0, BLOCK_Y)
         if SIDE == 0:
-            d_pn = _pn_tile(r_ptr, r_sq_ptr, offs_x, offs_y, N, D, stride_r, snap_tol,
+            d_pn = _pn_tile(r_ptr, r_sq_ptr, offs_x, offs_y, N, D, stride_r, near_tol,
                             KIND, NEGATE, PRECISION, BLOCK_X, BLOCK_Y, BLOCK_D)
         else:
-            d_pn = _pn_tile(r_ptr, r_sq_ptr, offs_y, offs_x, N, D, stride_r, snap_tol,
+            d_pn = _pn_tile(r_ptr, r_sq_ptr, offs_y, offs_x, N, D, stride_r, near_tol,
                             KIND, NEGATE, PRECISION, BLOCK_Y, BLOCK_X, BLOCK_D)
         e = tl.zeros(d_pn.shape, dtype=tl.float32)
         for a in range(0, n_rows):
@@ -428,13 +428,13 @@ def _tfa_choice(x, neg_row, K, LOG_N: tl.constexpr):
 
 
 @triton.jit
-def _pair_diagonal(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, i, j, MX, MY, D, stride_x, stride_y, snap_tol,
+def _pair_diagonal(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, i, j, MX, MY, D, stride_x, stride_y, near_tol,
                    KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                    BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
     """d(x[i_k], y[j_k]) per lane: the diagonal of the gathered distance tile (an index of
     MX / MY is a masked lane)."""
     d = tiles.distance_tile(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, i, j, MX, MY, D, stride_x, stride_y,
-                            snap_tol, KIND, BLOCK, BLOCK, BLOCK_D, PRECISION)
+                            near_tol, KIND, BLOCK, BLOCK, BLOCK_D, PRECISION)
     if NEGATE:
         d = -d
     eye = tl.arange(0, BLOCK)[:, None] == tl.arange(0, BLOCK)[None, :]
@@ -445,7 +445,7 @@ def _pair_diagonal(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, i, j, MX, MY, D, stride_x, 
 def _tfa_rows_kernel(r_ptr, r_sq_ptr, pos_sorted_ptr, pos_idx_ptr, neg_sorted_ptr, neg_idx_ptr, n_pos_ptr,
                      n_neg_ptr, grad_ptr, values_ptr, counts_ptr, nonzero_ptr,
                      choice_ptr, slope_ptr, an_slope_ptr, pn_coef_ptr, pn_n_ptr,
-                     N, D, stride_r, snap_tol, margin,
+                     N, D, stride_r, near_tol, margin,
                      SMOOTH: tl.constexpr, SWAP: tl.constexpr, BACKWARD: tl.constexpr,
                      KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                      LOG_N: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -472,7 +472,7 @@ def _tfa_rows_kernel(r_ptr, r_sq_ptr, pos_sorted_ptr, pos_idx_ptr, neg_sorted_pt
             p_idx = tl.where(has_neg, tl.load(pos_idx_ptr + base + offs, mask=live, other=0), N)
             n_idx = tl.where(has_neg, tl.load(neg_idx_ptr + base + k, mask=has_neg, other=0), N)
             d_pn = _pair_diagonal(r_ptr, r_ptr, r_sq_ptr, r_sq_ptr, p_idx, n_idx, N, N, D, stride_r, stride_r,
-                                  snap_tol, KIND, NEGATE, PRECISION, BLOCK, BLOCK_D)
+                                  near_tol, KIND, NEGATE, PRECISION, BLOCK, BLOCK_D)
             e = tl.where(has_neg, tl.minimum(v, d_pn), v)
             share = tl.where(has_neg, tl.where(v < d_pn, 1.0, tl.where(v == d_pn, 0.5, 0.0)), 1.0)
         term, slope = _term(x - e + margin, SMOOTH)
@@ -528,7 +528,7 @@ def _tfa_weights_kernel(pos_sorted_ptr, pos_idx_ptr, neg_sorted_ptr, neg_idx_ptr
 @triton.jit
 def _batch_hard_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
                        p_val_ptr, p_idx_ptr, n_val_ptr, n_idx_ptr, f_val_ptr, f_idx_ptr,
-                       M, N, D, stride_q, stride_r, snap_tol, self_offset,
+                       M, N, D, stride_q, stride_r, near_tol, self_offset,
                        KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """Per anchor, streaming over reference tiles: max over positives, min over negatives and
@@ -543,7 +543,7 @@ def _batch_hard_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         d = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                                near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         if NEGATE:
             d = -d
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
@@ -577,7 +577,7 @@ def _batch_hard_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
 
 @triton.jit
 def _pair_distance_kernel(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, idx_x_ptr, idx_y_ptr, out_ptr,
-                          n_pairs, MX, MY, D, stride_x, stride_y, snap_tol,
+                          n_pairs, MX, MY, D, stride_x, stride_y, near_tol,
                           KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                           BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
     """d(x[i_k], y[j_k]) for a list of pairs (an index −1 gives a meaningless value)."""
@@ -587,7 +587,7 @@ def _pair_distance_kernel(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, idx_x_ptr, idx_y_ptr
     j = tl.load(idx_y_ptr + offs, mask=live, other=0)
     i = tl.where(live & (i >= 0), i, MX)
     j = tl.where(live & (j >= 0), j, MY)
-    d = _pair_diagonal(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, i, j, MX, MY, D, stride_x, stride_y, snap_tol,
+    d = _pair_diagonal(x_ptr, y_ptr, x_sq_ptr, y_sq_ptr, i, j, MX, MY, D, stride_x, stride_y, near_tol,
                        KIND, NEGATE, PRECISION, BLOCK, BLOCK_D)
     tl.store(out_ptr + offs, d, mask=live)
 
@@ -635,7 +635,7 @@ def _chunk_rows(B: int, N: int, chunk_elements: int) -> int:
 
 
 def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision,
-                 snap_tol, prefix: bool, sort_negatives: bool = True, sort_positives: bool = True):
+                 near_tol, prefix: bool, sort_negatives: bool = True, sort_positives: bool = True):
     """The chunk's keys, their row-sorted copies (stable: lowest index first among ties),
     positive/negative counts and, if asked, the float64 prefix sums of the sorted negatives.
     A sort that is not asked for returns the unsorted keys (and no indices): the scan path
@@ -646,7 +646,7 @@ def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, nega
     bm, bn, bd = _tile_blocks(q.device)
     _host.launchable(_distance_rows_kernel)[(triton.cdiv(c, bm), triton.cdiv(N, bn))](
         q, r, q_sq, r_sq, q_labels, r_labels, neg_key, pos_key, row0, row_end, N, D, q.stride(0), r.stride(0),
-        snap_tol, self_offset, KIND=kind, NEGATE=negate, PRECISION=precision,
+        near_tol, self_offset, KIND=kind, NEGATE=negate, PRECISION=precision,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
     if sort_negatives:
         neg_sorted, neg_idx = torch.sort(neg_key, dim=1, stable=True)
@@ -674,13 +674,13 @@ def _coef_torch(w, d, kind: int, negate: bool):
     return w
 
 
-def _pair_distances(x, y, x_sq, y_sq, idx_x, idx_y, kind, negate, precision, snap_tol):
+def _pair_distances(x, y, x_sq, y_sq, idx_x, idx_y, kind, negate, precision, near_tol):
     """d(x[idx_x[k]], y[idx_y[k]]) (an index −1 gives a meaningless value)."""
     out = torch.empty(idx_x.shape, dtype=torch.float32, device=x.device)
     block, bd = 16, 32
     _host.launchable(_pair_distance_kernel)[(triton.cdiv(idx_x.numel(), block),)](
         x, y, x_sq, y_sq, idx_x, idx_y, out, idx_x.numel(), x.shape[0], y.shape[0], x.shape[1],
-        x.stride(0), y.stride(0), snap_tol, KIND=kind, NEGATE=negate, PRECISION=precision,
+        x.stride(0), y.stride(0), near_tol, KIND=kind, NEGATE=negate, PRECISION=precision,
         BLOCK=block, BLOCK_D=bd)
     return out
 
@@ -701,7 +701,7 @@ def _segment_sum(target, src, tgt, src_idx, coef, kind):
 
 
 def _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, swap, fallback, margin,
-                    self_offset, precision, snap_tol):
+                    self_offset, precision, near_tol):
     B, D = q.shape
     N = r.shape[0]
     dev = q.device
@@ -710,7 +710,7 @@ def _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, 
     bm, bn, bd = _tile_blocks(dev)
     _host.launchable(_batch_hard_kernel)[(triton.cdiv(B, bm),)](
         q, r, q_sq, r_sq, q_labels, r_labels, vals[0], idxs[0], vals[1], idxs[1], vals[2], idxs[2],
-        B, N, D, q.stride(0), r.stride(0), snap_tol, self_offset,
+        B, N, D, q.stride(0), r.stride(0), near_tol, self_offset,
         KIND=kind, NEGATE=negate, PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
     (p_val, n_val, f_val), (p_idx, n_idx, f_idx) = vals, idxs
     has_p, has_n = p_idx >= 0, n_idx >= 0
@@ -728,7 +728,7 @@ def _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, 
     if swap:
         both = (p_idx >= 0) & (n_idx >= 0)
         d_pn = torch.where(both, _pair_distances(r, r, r_sq, r_sq, p_idx, n_idx, kind, negate, precision,
-                                                 snap_tol), INF)
+                                                 near_tol), INF)
     h = d_ap - torch.minimum(d_an, d_pn) + margin
     term = torch.nn.functional.softplus(h) if smooth else torch.relu(h)
     values = torch.where(valid, term, 0.0)
@@ -762,7 +762,7 @@ def _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, neg
 
 
 def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin, mm,
-                 self_offset, precision, snap_tol, chunk_elements):
+                 self_offset, precision, near_tol, chunk_elements):
     B, N, D = int(q.shape[0]), int(r.shape[0]), int(q.shape[1])
     dev = q.device
     parts = []
@@ -772,7 +772,7 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
         row_end = min(B, row0 + _chunk_rows(B, N, chunk_elements))
         c = row_end - row0
         neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, prefix = _sorted_rows(
-            q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, snap_tol,
+            q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, near_tol,
             prefix=sorted_path, sort_negatives=sorted_path or mode == 5, sort_positives=not sorted_path)
         out = (torch.empty((c,), dtype=torch.float32, device=dev), torch.empty((c,), dtype=torch.int64, device=dev),
                torch.empty((c,), dtype=torch.int64, device=dev))
@@ -785,20 +785,20 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
             _host.launchable(_tfa_rows_kernel)[(c,)](
                 r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, _unused(dev), *out,
                 _unused(dev), _unused(dev), _unused(dev), _unused(dev), _unused(dev, torch.int64),
-                N, D, r.stride(0), snap_tol, margin,
+                N, D, r.stride(0), near_tol, margin,
                 SMOOTH=smooth, SWAP=swap, BACKWARD=False, KIND=kind, NEGATE=negate, PRECISION=precision,
                 LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32)
         else:
             _host.launchable(_scan_rows_kernel)[(c,)](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, _unused(dev), *out, _unused(dev),
-                N, D, r.stride(0), snap_tol, margin, mm,
+                N, D, r.stride(0), near_tol, margin, mm,
                 MODE=mode, SMOOTH=smooth, SWAP=swap, BACKWARD=False, KIND=kind, NEGATE=negate,
                 PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
     return tuple(torch.cat(column) for column in zip(*parts))
 
 
 def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin,
-                 mm, self_offset, precision, snap_tol, chunk_elements):
+                 mm, self_offset, precision, near_tol, chunk_elements):
     B, N, D = int(q.shape[0]), int(r.shape[0]), int(q.shape[1])
     dev = q.device
     q_f, r_f = q.float(), r.float()
@@ -812,7 +812,7 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
         c = row_end - row0
         g = grad_values[row0:row_end].contiguous()
         neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, _ = _sorted_rows(
-            q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, snap_tol,
+            q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, near_tol,
             prefix=False, sort_negatives=sorted_path or mode == 5)
         coef = torch.zeros((c, N), dtype=torch.float32, device=dev)
         if sorted_path:
@@ -827,7 +827,7 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
             pn_n = torch.full((c, N) if swap else (1,), N, dtype=torch.int64, device=dev)
             _host.launchable(_tfa_rows_kernel)[(c,)](
                 r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, g, _unused(dev),
-                _unused(dev, torch.int64), _unused(dev, torch.int64), choice, slope, an_slope, pn_coef, pn_n, N, D, r.stride(0), snap_tol, margin,
+                _unused(dev, torch.int64), _unused(dev, torch.int64), choice, slope, an_slope, pn_coef, pn_n, N, D, r.stride(0), near_tol, margin,
                 SMOOTH=smooth, SWAP=swap, BACKWARD=True, KIND=kind, NEGATE=negate, PRECISION=precision,
                 LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32)
             slope_prefix = torch.nn.functional.pad(an_slope.to(torch.float64).cumsum(1), (1, 0))
@@ -848,17 +848,17 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
             _host.launchable(_scan_rows_kernel)[(c,)](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, _unused(dev), _unused(dev, torch.int64),
                 _unused(dev, torch.int64), coef,
-                N, D, r.stride(0), snap_tol, margin, mm, BACKWARD=True, **common)
+                N, D, r.stride(0), near_tol, margin, mm, BACKWARD=True, **common)
             _host.launchable(_scan_negatives_kernel)[(c, triton.cdiv(N, SCAN_BLOCK))](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, coef,
-                N, D, r.stride(0), snap_tol, margin, mm, **common)
+                N, D, r.stride(0), near_tol, margin, mm, **common)
             if swap:
                 block_do = 64
                 pair_grad = torch.empty((N, D), dtype=torch.float32, device=dev)
                 for side in (0, 1):
                     _host.launchable(_swap_pair_grad_kernel)[(triton.cdiv(N, SCAN_BLOCK), triton.cdiv(D, block_do))](
                         r, r_sq, pos_key, neg_key, g, pair_grad, c, N, D, r.stride(0), pair_grad.stride(0),
-                        snap_tol, margin, mm, SIDE=side, MODE=mode, SMOOTH=smooth, KIND=kind, NEGATE=negate,
+                        near_tol, margin, mm, SIDE=side, MODE=mode, SMOOTH=smooth, KIND=kind, NEGATE=negate,
                         PRECISION=precision, BLOCK_X=SCAN_BLOCK, BLOCK_Y=SCAN_BLOCK, BLOCK_D=32,
                         BLOCK_DO=block_do)
                     grad_r += pair_grad
@@ -870,7 +870,7 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
 
 def _fwd_impl(q: torch.Tensor, r: Optional[torch.Tensor], q_labels: torch.Tensor, r_labels: Optional[torch.Tensor],
               kind: int, negate: bool, mode: int, smooth: bool, swap: bool, fallback: int, margin: float,
-              miner_margin: float, self_offset: int, precision: str, snap_tol: float, chunk_elements: int
+              miner_margin: float, self_offset: int, precision: str, near_tol: float, chunk_elements: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                          torch.Tensor, torch.Tensor]:
     r, r_labels = (q if r is None else r), (q_labels if r_labels is None else r_labels)
@@ -878,9 +878,9 @@ def _fwd_impl(q: torch.Tensor, r: Optional[torch.Tensor], q_labels: torch.Tensor
     r_sq = q_sq if r is q else _host.squared_norms(r, kind)
     if mode == 6:
         return _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, swap, fallback,
-                               margin, self_offset, precision, snap_tol)
+                               margin, self_offset, precision, near_tol)
     values, counts, nonzero = _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap,
-                                           margin, miner_margin, self_offset, precision, snap_tol, chunk_elements)
+                                           margin, miner_margin, self_offset, precision, near_tol, chunk_elements)
     none_i = torch.empty((0,), dtype=torch.int64, device=q.device)
     none_f = torch.empty((0,), dtype=torch.float32, device=q.device)
     return values, counts, nonzero, none_i, none_i.clone(), none_f, none_f.clone(), none_f.clone()
@@ -890,7 +890,7 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: Optional[torch.Tens
               r_labels: Optional[torch.Tensor], p_idx: torch.Tensor, n_idx: torch.Tensor, d_ap: torch.Tensor,
               d_an: torch.Tensor, d_pn: torch.Tensor, kind: int, negate: bool, mode: int, smooth: bool,
               swap: bool, fallback: int, margin: float, miner_margin: float, self_offset: int, precision: str,
-              snap_tol: float, chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
+              near_tol: float, chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
     r, r_labels = (q if r is None else r), (q_labels if r_labels is None else r_labels)
     if mode == 6:
         grad_q, grad_r = _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate,
@@ -899,13 +899,13 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: Optional[torch.Tens
         q_sq = _host.squared_norms(q, kind)
         r_sq = q_sq if r is q else _host.squared_norms(r, kind)
         grad_q, grad_r = _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode,
-                                      smooth, swap, margin, miner_margin, self_offset, precision, snap_tol,
+                                      smooth, swap, margin, miner_margin, self_offset, precision, near_tol,
                                       chunk_elements)
     return grad_q.to(q.dtype), grad_r.to(r.dtype)
 
 
 def _fwd_fake(q, r, q_labels, r_labels, kind, negate, mode, smooth, swap, fallback, margin, miner_margin,
-              self_offset, precision, snap_tol, chunk_elements):
+              self_offset, precision, near_tol, chunk_elements):
     B = q.shape[0]
     k = B if mode == 6 else 0
     f32, i64 = dict(dtype=torch.float32, device=q.device), dict(dtype=torch.int64, device=q.device)
@@ -915,7 +915,7 @@ def _fwd_fake(q, r, q_labels, r_labels, kind, negate, mode, smooth, swap, fallba
 
 
 def _bwd_fake(grad_values, q, r, q_labels, r_labels, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate, mode, smooth,
-              swap, fallback, margin, miner_margin, self_offset, precision, snap_tol, chunk_elements):
+              swap, fallback, margin, miner_margin, self_offset, precision, near_tol, chunk_elements):
     return torch.empty_like(q), torch.empty_like(q if r is None else r)
 
 
@@ -940,9 +940,10 @@ def forward(q, r, q_labels, r_labels, cfg: TripletConfig):
     codes = _codes(cfg)
     same, same_labels = r is q, r_labels is q_labels
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "triplet")
+    q, r, _, _ = _host.frame(q, r, codes[0], scale=False)  # centered: distances unchanged
     values, counts, nonzero, *saved = triplet_fwd_op(
         q, None if same else r, q_labels, None if same_labels else r_labels, *codes,
-        metrics.snap_tolerance(q.dtype), CHUNK_ELEMENTS)
+        metrics.near_tolerance(q.dtype, cfg.precision), CHUNK_ELEMENTS)
     return values, counts, nonzero, tuple(saved)
 
 
@@ -952,8 +953,9 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: TripletConfig, saved):
     q_dtype, r_dtype = q.dtype, r.dtype
     same, same_labels = r is q, r_labels is q_labels
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "triplet")
+    q, r, _, _ = _host.frame(q, r, codes[0], scale=False)
     grad_values = _host.upstream_grad(grad_values, q.device)
     grad_q, grad_r = triplet_bwd_op(grad_values, q, None if same else r, q_labels,
                                     None if same_labels else r_labels, *saved, *codes,
-                                    metrics.snap_tolerance(q.dtype), CHUNK_ELEMENTS)
+                                    metrics.near_tolerance(q.dtype, cfg.precision), CHUNK_ELEMENTS)
     return grad_q.to(q_dtype), grad_r.to(r_dtype)

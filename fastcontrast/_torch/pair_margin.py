@@ -9,9 +9,10 @@ Per anchor, column 0 sums the positive terms and column 1 the negative ones; cou
 nonzero say how many pairs and how many terms > 0 went into each sum.
 
 The distance matrix is never held whole: anchors are processed in chunks of rows so a live
-tile is chunk×N. Backward recomputes each chunk's tile and turns the per-anchor upstream
-gradients (B, 2) into dL/dd_ij = g_i0·∂pos_ij + g_i1·∂neg_ij, then metrics.pairwise_backward
-maps it to the rows (gradient 0 at a zero Euclidean distance).
+tile is chunk×N (distances computed in a metrics.Frame: centered, exactly scaled, near pairs
+recomputed from the row difference). Backward recomputes each chunk's tile and turns the
+per-anchor upstream gradients (B, 2) into dL/dd_ij = g_i0·∂pos_ij + g_i1·∂neg_ij, which the
+frame maps to the rows (gradient 0 at a zero Euclidean distance).
 """
 from __future__ import annotations
 
@@ -54,20 +55,13 @@ def _signed_hinges(tile, same, rows: slice, cfg: PairMarginConfig):
     return h
 
 
-def _prepare(q, r):
-    cdt = metrics.compute_dtype(q.dtype)
-    qc = q.to(cdt)
-    rc = qc if r is q else r.to(cdt)
-    return qc, rc, (qc * qc).sum(1), (rc * rc).sum(1)
-
-
 def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig):
-    qc, rc, q_sq, r_sq = _prepare(q, r)
+    frame = metrics.Frame(q, r, cfg.kind)
     b, n = q.shape[0], r.shape[0]
-    values = torch.zeros(b, 2, dtype=qc.dtype, device=q.device)
+    values = torch.zeros(b, 2, dtype=frame.q.dtype, device=q.device)
     nonzero = torch.zeros(b, 2, dtype=torch.int64, device=q.device)
     for rows in metrics.chunks(b, n, CHUNK_ELEMS):
-        tile = metrics.pairwise(qc[rows], rc, cfg.kind, q_sq[rows], r_sq)
+        tile, _ = frame.tile(*frame.rows(rows))
         same = q_labels[rows, None] == r_labels[None, :]
         term = _signed_hinges(tile, same, rows, cfg).clamp_min_(0)
         if cfg.power == 2:
@@ -83,21 +77,22 @@ def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig):
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved):
-    qc, rc, q_sq, r_sq = _prepare(q, r)
+    frame = metrics.Frame(q, r, cfg.kind)
     b, n = q.shape[0], r.shape[0]
-    g = grad_values.to(qc.dtype)
+    g = grad_values.to(frame.q.dtype)
     sign = -1.0 if cfg.negate else 1.0  # d(signed distance)/d(tile)
     # d term/d d = +slope for positives (h = d − m), −slope for negatives (h = m − d)
     g_pos, g_neg = sign * g[:, 0:1], -sign * g[:, 1:2]
-    grad_q = torch.zeros_like(qc)
-    grad_r = torch.zeros_like(rc)
+    grad_q = torch.zeros_like(frame.q)
+    grad_r = torch.zeros_like(frame.r)
     for rows in metrics.chunks(b, n, CHUNK_ELEMS):
-        tile = metrics.pairwise(qc[rows], rc, cfg.kind, q_sq[rows], r_sq)
+        x, x_sq = frame.rows(rows)
+        tile, near = frame.tile(x, x_sq)
         same = q_labels[rows, None] == r_labels[None, :]
         h = _signed_hinges(tile, same, rows, cfg)
         slope = (h > 0).to(h.dtype) if cfg.power == 1 else h.clamp_min_(0).mul_(2.0)
         grad_tile = slope.mul_(torch.where(same, g_pos[rows], g_neg[rows]))
-        gq, gr = metrics.pairwise_backward(grad_tile, qc[rows], rc, cfg.kind, tile)
+        gq, gr = frame.tile_backward(grad_tile, x, tile, near)
         grad_q[rows] = gq
         grad_r += gr
     return grad_q.to(q.dtype), grad_r.to(r.dtype)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..configs import SoftmaxConfig
-from ..metrics import chunks, compute_dtype, pairwise, pairwise_backward
+from ..metrics import Frame, chunks, compute_dtype
 
 # Elements per chunk×N tile (4 MiB in fp32); tests lower it to force many small chunks. A
 # problem of at most this many pairs is one chunk, and its gradient tile is kept for backward.
@@ -44,14 +44,14 @@ def softplus(x):
     return F.softplus(x, beta=1.0, threshold=SOFTPLUS_SWITCH)
 
 
-def _logits(q, r, r_sq, rows: slice, kind: str, tau):
-    """One anchor chunk: its rows of q, the pairwise tile (None for "dot", where it is not
-    needed) and the logits."""
-    qc = q[rows]
+def _logits(frame, rows: slice, kind: str, tau):
+    """One anchor chunk: its frame rows of q, the true pairwise tile and its near pairs (None
+    for "dot", where they are not needed) and the logits."""
+    qc, q_sq = frame.rows(rows)
     if kind == "dot":
-        return qc, None, (qc / tau) @ r.T
-    raw = pairwise(qc, r, kind, None, r_sq)
-    return qc, raw, raw / -tau
+        return qc, None, None, (qc / tau) @ frame.r.T
+    raw, near = frame.tile(qc, q_sq)
+    return qc, raw, near, raw / -tau
 
 
 def _exclude_self(tile, rows: slice, self_offset: int, value):
@@ -62,22 +62,28 @@ def _exclude_self(tile, rows: slice, self_offset: int, value):
 
 def _supcon_chunk(logits, pos, rows, self_offset, want_grad: bool):
     """values, |P_i|, and with want_grad (T, row factor): ∂v_i/∂l_ij = factor_i · T_ij.
-    `pos` is the 0/1 label-equality tile; it is used up here (its buffer is reused)."""
+    `pos` is the 0/1 label-equality tile; it is used up here (its buffer is reused).
+
+    v_i = (LSE_P − mean_P l) + softplus(LSE_Neg − LSE_P): the log-sum-exps over the positives
+    and over the negatives are kept apart, so a small loss (one positive far above every
+    negative) keeps its digits instead of being 1 + tiny inside a log."""
     lowest = torch.finfo(logits.dtype).min  # exp(lowest − max) is exactly 0
     _exclude_self(logits, rows, self_offset, lowest)
     _exclude_self(pos, rows, self_offset, 0.0)
     count = pos.sum(1)
     has_pos = count > 0
     inv_count = 1 / count.clamp_min(1)
-    row_max = logits.amax(1)
-    prob = torch.softmax(logits, 1)
-    lse = row_max - prob.amax(1).log()  # the row's max has probability e⁰ / Σ_j e^(l_ij − max)
-    tile = prob.addcmul_(pos, -inv_count[:, None]) if want_grad else None  # softmax − pos/|P|
-    _exclude_self(logits, rows, self_offset, 0.0)
-    pos_sum = pos.mul_(logits).sum(1)
-    values = torch.where(has_pos, lse - pos_sum * inv_count, 0.0)
-    factor = has_pos.to(logits.dtype) if want_grad else None
-    return values, count.long(), tile, factor
+    is_pos = pos > 0
+    lse_pos = torch.logsumexp(torch.where(is_pos, logits, lowest), 1)
+    lse_neg = torch.logsumexp(torch.where(is_pos, lowest, logits), 1)  # the self pair is at `lowest`
+    gap = softplus(lse_neg - lse_pos)
+    pos_mean = pos.mul(logits).sum(1) * inv_count
+    values = torch.where(has_pos, (lse_pos - pos_mean) + gap, 0.0)
+    if not want_grad:
+        return values, count.long(), None, None
+    lse_all = torch.where(has_pos, lse_pos + gap, lse_neg)
+    tile = logits.sub_(lse_all[:, None]).exp_().addcmul_(pos, -inv_count[:, None])  # softmax − pos/|P|
+    return values, count.long(), tile, has_pos.to(logits.dtype)
 
 
 def _ntxent_chunk(logits, same, rows, self_offset, want_grad: bool):
@@ -109,22 +115,27 @@ def _ntxent_chunk(logits, same, rows, self_offset, want_grad: bool):
 
 def _paired_chunk(logits, rows, positive_offset, want_grad: bool):
     """SupCon when query i's only positive is column i + positive_offset and no pair is
-    excluded (InfoNCE, N-pair): v_i = LSE_j l_ij − l_i,i+offset, no label tile at all.
+    excluded (InfoNCE, N-pair): v_i = softplus(LSE_{j≠p} l_ij − l_ip), no label tile at all.
     `logits` is used up (overwritten with the gradient tile)."""
     c, n = logits.shape
+    lowest = torch.finfo(logits.dtype).min
     diagonal = rows.start + positive_offset
     paired = max(0, min(c, n - diagonal))  # the chunk's first rows have their positive in range
-    row_max = logits.amax(1)
-    pos_logit = logits.diagonal(diagonal).clone()
-    prob = torch.softmax(logits, 1, out=logits)  # row-wise, so in place is safe: no new tile
-    lse = row_max - prob.amax(1).log()  # the row's max has probability e⁰ / Σ_j e^(l_ij − max)
-    values = torch.zeros_like(lse)
-    values[:paired] = lse[:paired] - pos_logit
+    diag = logits.diagonal(diagonal)
+    pos_logit = diag.clone()
+    diag.fill_(lowest)
+    lse_neg = torch.logsumexp(logits, 1)
+    gap = lse_neg[:paired] - pos_logit
+    values = torch.zeros_like(lse_neg)
+    values[:paired] = softplus(gap)
     count = torch.zeros(c, dtype=torch.int64, device=logits.device)
     count[:paired] = 1
     if not want_grad:
         return values, count, None, None
-    prob.diagonal(diagonal).sub_(1)  # softmax − the one-hot positive
+    lse_all = lse_neg.clone()
+    lse_all[:paired] = pos_logit + values[:paired]
+    prob = logits.sub_(lse_all[:, None]).exp_()  # the negatives' softmax (the positive is at 0)
+    prob.diagonal(diagonal).copy_(-torch.sigmoid(gap))  # softmax_p − 1, without cancellation
     return values, count, prob, count.to(logits.dtype)
 
 
@@ -134,12 +145,12 @@ def _same_labels(q_labels, r_labels, dtype):
     return (q_labels[:, None] == r_labels[None, :]).view(torch.uint8).to(dtype)
 
 
-def _chunk(q, r, r_sq, q_labels, r_labels, rows, cfg, tau, want_grad: bool):
-    """values and |P_i| of one anchor chunk; with want_grad also its gradient tile as
-    (T, row factor or None, Σ_j ∂v_i/∂l_ij · l_ij (None for "dot")), T in the pairwise
-    tile's units (∂v/∂s for "dot", ∂v/∂d² for the distance kinds) up to the row factor × 1/τ
-    (× −1 for the distance kinds)."""
-    qc, raw, logits = _logits(q, r, r_sq, rows, cfg.kind, tau)
+def _chunk(frame, q_labels, r_labels, rows, cfg, tau, want_grad: bool):
+    """values and |P_i| of one anchor chunk; with want_grad also its gradient pieces
+    (T, row factor or None, Σ_j ∂v_i/∂l_ij · l_ij (None for "dot"), near pairs (None for
+    "dot")), T in ∂v/∂s units for "dot" and ∂v/∂(true d²) units for the distance kinds, up to
+    the row factor × 1/τ (× −1 for the distance kinds)."""
+    qc, raw, near, logits = _logits(frame, rows, cfg.kind, tau)
     if cfg.variant == "supcon" and cfg.positive_offset >= 0 and cfg.self_offset < 0:
         values, count, tile, factor = _paired_chunk(logits, rows, cfg.positive_offset, want_grad)
     else:
@@ -153,7 +164,22 @@ def _chunk(q, r, r_sq, q_labels, r_labels, rows, cfg, tau, want_grad: bool):
         logit_dot = (tile * raw).sum(1) / -tau  # l = −d/τ (`logits` may be used up)
         if cfg.kind == "euclidean":
             tile = torch.where(raw > 0, tile / (2 * raw).clamp_min(torch.finfo(raw.dtype).tiny), 0.0)
-    return values, count, (tile, factor, logit_dot)
+    return values, count, (tile, factor, logit_dot, near)
+
+
+def _pack(grad, cd, device):
+    """The one chunk's gradient pieces as tensors for save_for_backward (empty = None)."""
+    tile, factor, logit_dot, near = grad
+    none = torch.empty(0, dtype=cd, device=device)
+    no_index = torch.empty(0, dtype=torch.int64, device=device)
+    near = near if near is not None else (no_index, no_index)
+    return (tile, none if factor is None else factor, none if logit_dot is None else logit_dot, *near)
+
+
+def _unpack(saved, cfg):
+    tile, factor, logit_dot, near_i, near_j = saved
+    return (tile, factor if factor.numel() else None, logit_dot if logit_dot.numel() else None,
+            None if cfg.kind == "dot" else (near_i, near_j))
 
 
 def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature):
@@ -161,19 +187,18 @@ def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature):
         raise ValueError(f"unknown softmax variant {cfg.variant!r}")
     b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
-    q, r = q.to(cd), r.to(cd)
     tau = temperature.detach().to(cd)
     if n == 0:
         return (torch.zeros(b, dtype=cd, device=q.device),
                 torch.zeros(b, dtype=torch.int64, device=q.device), ())
-    r_sq = None if cfg.kind == "dot" else (r * r).sum(1)
+    frame = Frame(q, r, cfg.kind)
     if b * n <= CHUNK_BUDGET:  # one chunk: keep its gradient tile
-        values, n_pos, grad = _chunk(q, r, r_sq, q_labels, r_labels, slice(0, b), cfg, tau, True)
-        return values, n_pos, tuple(t for t in grad if t is not None)
+        values, n_pos, grad = _chunk(frame, q_labels, r_labels, slice(0, b), cfg, tau, True)
+        return values, n_pos, _pack(grad, cd, q.device)
     values = torch.empty(b, dtype=cd, device=q.device)
     n_pos = torch.empty(b, dtype=torch.int64, device=q.device)
     for rows in chunks(b, n, CHUNK_BUDGET):
-        values[rows], n_pos[rows], _ = _chunk(q, r, r_sq, q_labels, r_labels, rows, cfg, tau, False)
+        values[rows], n_pos[rows], _ = _chunk(frame, q_labels, r_labels, rows, cfg, tau, False)
     return values, n_pos, ()
 
 
@@ -181,32 +206,28 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
              needs_temperature_grad: bool):
     b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
-    qd, rd = q.to(cd), r.to(cd)
     tau = temperature.detach().to(cd)
+    frame = Frame(q, r, cfg.kind)
     # dL/ds_ij = g_i / τ · ∂v_i/∂l_ij, and s = −d for the distance kinds
     row_grad = grad_values.to(cd) / (tau if cfg.kind == "dot" else -tau)
     if saved:  # the one chunk's tile, kept by forward
-        tile = saved[0]
-        factor = saved[1] if cfg.variant == "supcon" else None
-        logit_dot = saved[-1] if cfg.kind != "dot" else None
-        tiles = [(slice(0, b), (tile, factor, logit_dot))]
+        tiles = [(slice(0, b), _unpack(saved, cfg))]
     else:
-        r_sq = None if cfg.kind == "dot" else (rd * rd).sum(1)
-        tiles = ((rows, _chunk(qd, rd, r_sq, q_labels, r_labels, rows, cfg, tau, True)[2])
+        tiles = ((rows, _chunk(frame, q_labels, r_labels, rows, cfg, tau, True)[2])
                  for rows in chunks(b, n, CHUNK_BUDGET))
-    grad_q = torch.zeros(qd.shape, dtype=cd, device=q.device) if not saved else None
-    grad_r = torch.zeros(rd.shape, dtype=cd, device=q.device)
+    grad_q = torch.zeros(frame.q.shape, dtype=cd, device=q.device) if not saved else None
+    grad_r = torch.zeros(frame.r.shape, dtype=cd, device=q.device)
     grad_tau = torch.zeros((), dtype=cd, device=q.device)
-    for rows, (tile, factor, logit_dot) in tiles:
-        qc = qd[rows]
+    for rows, (tile, factor, logit_dot, near) in tiles:
+        qc = frame.q[rows]
         scale = row_grad[rows] if factor is None else row_grad[rows] * factor
         if cfg.kind == "dot":
-            gq = (tile @ rd).mul_(scale[:, None])
+            gq = (tile @ frame.r).mul_(scale[:, None])
             gr = tile.T @ (qc * scale[:, None])
             if needs_temperature_grad:  # Σ_j G_ij l_ij = q_i · ∂L/∂q_i
                 grad_tau = grad_tau - (gq * qc).sum() / tau
         else:
-            gq, gr = pairwise_backward(tile * scale[:, None], qc, rd, "sqeuclidean")
+            gq, gr = frame.sq_backward(tile * scale[:, None], qc, near)
             if needs_temperature_grad:  # G_ij = −τ · scale_i · T_ij in logit units
                 grad_tau = grad_tau + (scale * logit_dot).sum()
         grad_r += gr

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ..configs import TripletConfig
-from ..metrics import chunks, compute_dtype, pairwise, pairwise_backward, snap_tolerance
+from ..metrics import Frame, chunks
 
 # Elements per chunk×N tile (and per streamed block); tests lower it to force tiny chunks.
 CHUNK_BUDGET = 1 << 21
@@ -51,20 +51,21 @@ FILTERS = ("batch_all", "all", "hard", "semihard", "easy")
 # ----------------------------------------------------------------------------- helpers
 
 class _Refs:
-    """The reference set in the compute dtype, with its squared norms, cast once."""
+    """The anchors and references in their metrics.Frame (compute dtype, centered and exactly
+    scaled for the distance kinds), made once per call."""
 
-    def __init__(self, r: torch.Tensor, kind: str):
-        self.cd = compute_dtype(r.dtype)
-        self.r = r.to(self.cd)
-        self.sq = None if kind == "dot" else (self.r * self.r).sum(1)
+    def __init__(self, q: torch.Tensor, r: torch.Tensor, kind: str):
+        self.frame = Frame(q, r, kind)
+        self.cd = self.frame.q.dtype
+        self.r = self.frame.r
+        self.sq = self.frame.r_sq
 
 
 def _tile(q, refs: _Refs, rows: slice, cfg: TripletConfig):
-    """(q chunk, raw tile from metrics.pairwise, signed distance tile d)."""
-    qc = q[rows].to(refs.cd)
-    q_sq = None if cfg.kind == "dot" else (qc * qc).sum(1)
-    raw = pairwise(qc, refs.r, cfg.kind, q_sq, refs.sq)
-    return qc, raw, (-raw if cfg.negate else raw)
+    """(q chunk in the frame, true raw tile, its near pairs, signed distance tile d)."""
+    qc, q_sq = refs.frame.rows(rows)
+    raw, near = refs.frame.tile(qc, q_sq)
+    return qc, (raw, near), (-raw if cfg.negate else raw)
 
 
 def _masks(q_labels, r_labels, rows: slice, self_offset: int):
@@ -81,34 +82,22 @@ def _masks(q_labels, r_labels, rows: slice, self_offset: int):
 
 
 def _tile_backward(grad_d, qc, refs: _Refs, raw, cfg: TripletConfig):
-    """dL/d(signed tile) → (dL/dq chunk, dL/dr)."""
+    """dL/d(signed tile) → (dL/dq chunk, dL/dr); raw = (true tile, near pairs) from _tile."""
     g = -grad_d if cfg.negate else grad_d
-    return pairwise_backward(g, qc, refs.r, cfg.kind, tile=raw if cfg.kind == "euclidean" else None)
+    return refs.frame.tile_backward(g, qc, *raw)
 
 
-def _rowdist(x, y, kind: str, negate: bool):
-    """d(x_k, y_k) for paired rows, by the same formula as metrics.pairwise."""
-    dot = (x * y).sum(1)
-    if kind == "dot":
-        return -dot if negate else dot
-    scale = (x * x).sum(1) + (y * y).sum(1)
-    sq = scale - 2.0 * dot
-    sq = torch.where(sq <= snap_tolerance(x.dtype) * scale, torch.zeros_like(sq), sq)
-    d = sq if kind == "sqeuclidean" else sq.sqrt()
+def _rowdist(x, y, refs: _Refs, negate: bool):
+    """Signed d(x_k, y_k) for paired frame rows, from their difference."""
+    d = refs.frame.row_distances(x, y)
     return -d if negate else d
 
 
-def _rowdist_backward(g, x, y, d, kind: str, negate: bool):
+def _rowdist_backward(g, x, y, d, refs: _Refs, negate: bool):
     """Gradients (dL/dx, dL/dy) of d(x_k, y_k) given dL/dd (signed, as _rowdist returns)."""
     if negate:
-        g = -g
-    if kind == "dot":
-        return g[:, None] * y, g[:, None] * x
-    if kind == "euclidean":
-        dd = -d if negate else d
-        g = torch.where(dd > 0, g / (2.0 * dd).clamp_min(torch.finfo(dd.dtype).tiny), torch.zeros_like(g))
-    diff = 2.0 * g[:, None] * (x - y)
-    return diff, -diff
+        g, d = -g, -d
+    return refs.frame.row_distances_backward(g, x, y, d)
 
 
 def _term(h, smooth: bool):
@@ -275,7 +264,7 @@ def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=Non
         z = d[al]
         x = d[al, pc]
         rp = refs.r[pc]
-        raw_pn = pairwise(rp, refs.r, cfg.kind, None if refs.sq is None else refs.sq[pc], refs.sq)
+        raw_pn, near_pn = refs.frame.tile(rp, None if refs.sq is None else refs.sq[pc])
         d_pn = -raw_pn if cfg.negate else raw_pn
         keep = neg[al] & _kept(x[:, None], z, cfg)
         e = torch.minimum(z, d_pn)
@@ -293,7 +282,7 @@ def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=Non
         g_pn = -w * (1.0 - share_an)
         if cfg.negate:
             g_pn = -g_pn
-        gx, gy = pairwise_backward(g_pn, rp, refs.r, cfg.kind, tile=raw_pn if cfg.kind == "euclidean" else None)
+        gx, gy = refs.frame.tile_backward(g_pn, rp, raw_pn, near_pn)
         grad_r.index_add_(0, pc, gx)
         grad_r += gy
     return (values, counts, nonzero) if g is None else grad
@@ -343,7 +332,7 @@ def _semihard_tfa_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, gr
     if cfg.swap:
         a_loc, slot = has_n.nonzero(as_tuple=True)
         rp, rn = refs.r[p_col[a_loc, slot]], refs.r[n_col[a_loc, slot]]
-        d_pn = _rowdist(rp, rn, cfg.kind, cfg.negate)
+        d_pn = _rowdist(rp, rn, refs, cfg.negate)
         za = z[a_loc, slot]
         pair_share = torch.where(za < d_pn, 1.0, torch.where(za == d_pn, 0.5, 0.0)).to(d.dtype)
         e = e.index_put((a_loc, slot), torch.minimum(za, d_pn))
@@ -358,7 +347,7 @@ def _semihard_tfa_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, gr
     grad.scatter_add_(1, n_col, -w * share_an)
     if cfg.swap and a_loc.numel():
         g_pn = -w[a_loc, slot] * (1.0 - pair_share)
-        gp, gn = _rowdist_backward(g_pn, rp, rn, d_pn, cfg.kind, cfg.negate)
+        gp, gn = _rowdist_backward(g_pn, rp, rn, d_pn, refs, cfg.negate)
         grad_r.index_add_(0, p_col[a_loc, slot], gp)
         grad_r.index_add_(0, n_col[a_loc, slot], gn)
     return grad
@@ -396,7 +385,7 @@ def forward(q, r, q_labels, r_labels, cfg: TripletConfig, unit_grad: bool = Fals
     of recomputing every chunk."""
     _check(cfg)
     b, n = q.shape[0], r.shape[0]
-    refs = _Refs(r, cfg.kind)
+    refs = _Refs(q, r, cfg.kind)
     values = torch.zeros(b, dtype=refs.cd, device=q.device)
     counts = torch.zeros(b, dtype=torch.int64, device=q.device)
     nonzero = torch.zeros_like(counts)
@@ -414,7 +403,7 @@ def forward(q, r, q_labels, r_labels, cfg: TripletConfig, unit_grad: bool = Fals
             d_ap, p_idx, has_p, d_an, n_idx, has_n, valid = _batch_hard_select(d, pos, neg, cfg)
             e = d_an
             if cfg.swap:  # (an anchor without a positive under the "tfa" fallback has no d_pn)
-                d_pn = _rowdist(refs.r[p_idx], refs.r[n_idx], cfg.kind, cfg.negate)
+                d_pn = _rowdist(refs.r[p_idx], refs.r[n_idx], refs, cfg.negate)
                 e = torch.where(has_p, torch.minimum(d_an, d_pn), d_an)
             term = torch.where(valid, _term(d_ap - e + cfg.margin, cfg.smooth), torch.zeros_like(d_ap))
             values[rows], counts[rows], nonzero[rows] = term, valid.long(), (term > 0).long()
@@ -436,7 +425,7 @@ def forward(q, r, q_labels, r_labels, cfg: TripletConfig, unit_grad: bool = Fals
 def backward(grad_values, q, r, q_labels, r_labels, cfg: TripletConfig, saved):
     _check(cfg)
     b, n = q.shape[0], r.shape[0]
-    refs = _Refs(r, cfg.kind)
+    refs = _Refs(q, r, cfg.kind)
     g_all = grad_values.to(refs.cd)
     if cfg.mining != "batch_hard" and len(saved) == 2 and bool((g_all == g_all[0]).all()):
         unit_q, unit_r = saved
@@ -463,14 +452,14 @@ def _batch_hard_backward(g_all, q, refs: _Refs, cfg: TripletConfig, saved, grad_
     d_ap, p_idx, d_an, n_idx, flags = saved
     has_p, has_n, valid = flags.unbind(1)
     if cfg.swap:
-        d_pn = _rowdist(refs.r[p_idx], refs.r[n_idx], cfg.kind, cfg.negate)
+        d_pn = _rowdist(refs.r[p_idx], refs.r[n_idx], refs, cfg.negate)
         share_an = torch.where(d_an < d_pn, 1.0, torch.where(d_an == d_pn, 0.5, 0.0)).to(d_ap.dtype)
         share_an = torch.where(has_p, share_an, torch.ones_like(share_an))
         e = torch.where(has_p, torch.minimum(d_an, d_pn), d_an)
     else:
         share_an, e = torch.ones_like(d_ap), d_an
     w = torch.where(valid, _term_grad(d_ap - e + cfg.margin, cfg.smooth), torch.zeros_like(d_ap)) * g_all
-    qa = q.to(refs.cd)
+    qa = refs.frame.q
     rows = torch.arange(q.shape[0], device=q.device)
     for weight, other, dist, on in ((w, p_idx, d_ap, has_p), (-w * share_an, n_idx, d_an, has_n)):
         weight = torch.where(on, weight, torch.zeros_like(weight))
@@ -478,7 +467,7 @@ def _batch_hard_backward(g_all, q, refs: _Refs, cfg: TripletConfig, saved, grad_
         if not bool(keep.any()):
             continue
         a_rows, o_rows = rows[keep], other[keep]
-        gq, gr = _rowdist_backward(weight[keep], qa[a_rows], refs.r[o_rows], dist[keep], cfg.kind, cfg.negate)
+        gq, gr = _rowdist_backward(weight[keep], qa[a_rows], refs.r[o_rows], dist[keep], refs, cfg.negate)
         grad_q.index_add_(0, a_rows, gq)
         grad_r.index_add_(0, o_rows, gr)
     if cfg.swap:
@@ -486,6 +475,6 @@ def _batch_hard_backward(g_all, q, refs: _Refs, cfg: TripletConfig, saved, grad_
         keep = weight != 0
         if bool(keep.any()):
             gp, gn = _rowdist_backward(weight[keep], refs.r[p_idx[keep]], refs.r[n_idx[keep]], d_pn[keep],
-                                       cfg.kind, cfg.negate)
+                                       refs, cfg.negate)
             grad_r.index_add_(0, p_idx[keep], gp)
             grad_r.index_add_(0, n_idx[keep], gn)

@@ -11,12 +11,12 @@ from fastcontrast.kernels import tiles  # noqa: E402
 
 @triton.jit
 def _probe(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, out_ptr, mask_ptr,
-           M, N, D, stride_q, stride_r, snap_tol, self_offset,
+           M, N, D, stride_q, stride_r, near_tol, self_offset,
            KIND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                            snap_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, "ieee")
+                            near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, "ieee")
     valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
     code = valid.to(tl.int32) + 2 * pos.to(tl.int32) + 4 * neg.to(tl.int32)
     ptrs = offs_m[:, None] * N + offs_n[None, :]
@@ -43,7 +43,7 @@ def test_tile_matches_torch_path(kind, self_offset):
     q_sq, r_sq = (q * q).sum(1), (r * r).sum(1)
     _probe[(triton.cdiv(M, 16), triton.cdiv(N, 16))](
         q, r, q_sq, r_sq, ql, rl, out, code, M, N, D, q.stride(0), r.stride(0),
-        metrics.snap_tolerance(q.dtype), self_offset,
+        metrics.near_tolerance(q.dtype), self_offset,
         KIND=tiles.KIND_CODES[kind], BLOCK_M=16, BLOCK_N=16, BLOCK_D=16)
     expected = metrics.pairwise(q, r, kind)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-4)

@@ -413,7 +413,7 @@ KERNELS = [  # (kernel, pointer arguments, constexprs); other arguments are i32 
                                    coef_ptr=F32, out_ptr=F32), dict(KIND=1, BLOCK_D=64)),
 ]
 build_all([(kernel, pointers, constexprs, None) for kernel, pointers, constexprs in KERNELS],
-          floats=("snap_tol", "margin", "mm"))
+          floats=("near_tol", "margin", "mm"))
 """
 
 
