@@ -6,27 +6,74 @@ crash three frames down.
 """
 from __future__ import annotations
 
+import functools
 import numbers
+import os
 
 import torch
 
 REDUCTIONS = ("mean", "sum", "none")
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# When the NaN/Inf check of the inputs runs. It needs the tensor's values on the host: free on
+# the CPU, a device synchronization on a GPU (a stall of every training step).
+#   "auto"    check tensors that are not on a CUDA device (the default)
+#   "always"  check every tensor, CUDA too (debugging: a clear error at the first bad batch)
+#   "never"   never check (non-finite input then gives NaN/Inf results, as PyTorch ops do)
+CHECK_FINITE_MODES = ("auto", "always", "never")
+CHECK_FINITE_ENV = "FASTCONTRAST_CHECK_FINITE"
+_check_finite = None
+
+
+def set_check_finite(mode: str) -> None:
+    """Process-wide: when inputs are checked for NaN/Inf ("auto" | "always" | "never"; the
+    default comes from the environment variable FASTCONTRAST_CHECK_FINITE, else "auto")."""
+    global _check_finite
+    check_choice(mode, "mode", CHECK_FINITE_MODES)
+    _check_finite = mode
+
+
+def check_finite_mode() -> str:
+    if _check_finite is not None:
+        return _check_finite
+    mode = os.environ.get(CHECK_FINITE_ENV, "auto").strip().lower() or "auto"
+    if mode not in CHECK_FINITE_MODES:
+        raise ValueError(f"environment variable {CHECK_FINITE_ENV} must be one of "
+                         f"{', '.join(CHECK_FINITE_MODES)}; got {mode!r}")
+    return mode
+
+
+def _values_checked(x: torch.Tensor) -> bool:
+    """Whether a check that reads x's values runs now (never while torch.compile traces: a
+    data-dependent branch would split the graph)."""
+    if _compiling():
+        return False
+    mode = check_finite_mode()
+    return mode == "always" or (mode == "auto" and x.device.type != "cuda")
+
+
+def check_tensor(x, name: str) -> None:
+    """A dense tensor with data: not sparse, not a meta tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
+    if x.is_meta:
+        raise ValueError(f"{name} is a meta tensor: it has a shape but no values to compute a loss of")
 
 
 def check_embeddings(x: torch.Tensor, name: str = "embeddings") -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    check_tensor(x, name)
     if x.dim() != 2:
         raise ValueError(f"{name} must be 2-D (batch, dim), got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty: it needs at least one row")
     if x.shape[1] == 0:
         raise ValueError(f"{name} has zero columns: the embedding dimension must be >= 1")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    # skipped while torch.compile traces (a data-dependent branch would split the graph).
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got {x.dtype}")
     # min and max propagate NaN and expose ±Inf: one reduction, no B×D boolean tensor.
-    if not _compiling():
+    if _values_checked(x):
         bounds = torch.stack(torch.aminmax(x.detach()))
         if not bool(torch.isfinite(bounds).all()):
             raise ValueError(f"{name} contains NaN or Inf")
@@ -41,6 +88,7 @@ def check_labels(labels: torch.Tensor, n: int, name: str = "labels",
                  emb_name: str = "embeddings", device: torch.device | None = None) -> None:
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of integers, got {type(labels).__name__}")
+    check_tensor(labels, name)
     if labels.dim() != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
@@ -73,20 +121,72 @@ def check_query_ref(embeddings, labels, ref_emb=None, ref_labels=None):
         check_labels(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb", ref_emb.device)
 
 
-def check_positive(value, name: str, allow_tensor: bool = False) -> None:
-    """A strictly positive number (temperature, scale)."""
+def check_positive(value, name: str, allow_tensor: bool = False, dtype: torch.dtype | None = None) -> None:
+    """A strictly positive finite number (temperature, scale); with `dtype`, also one whose
+    value and reciprocal are normal numbers of that dtype's compute dtype (1/τ multiplies
+    every logit). A tensor's value is read only where _values_checked allows (no sync on CUDA)."""
     if isinstance(value, torch.Tensor):
         if not allow_tensor:
             raise TypeError(f"{name} must be a number, got a tensor")
+        check_tensor(value, name)
+        if value.is_complex() or not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"{name} must be a real number, got a tensor of {value.dtype}")
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar tensor, got shape {tuple(value.shape)}")
+        if not _values_checked(value):
+            return
         v = float(value.detach())
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         v = float(value)
     else:
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     if not (v > 0) or v != v or v == float("inf"):
         raise ValueError(f"{name} must be a finite number > 0, got {v}")
+    if dtype is not None:
+        info = torch.finfo(_compute(dtype))
+        if v < info.tiny or v > info.max or 1.0 / v > info.max:
+            raise ValueError(f"{name}={v} is outside the range {_compute(dtype)} computes in "
+                             f"(it and 1/{name} must lie in [{info.tiny:.3g}, {info.max:.3g}])")
+
+
+def _compute(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_fits(value: float, name: str, dtype: torch.dtype, power: int = 1) -> None:
+    """A margin whose power-th power is a finite number of the compute dtype of `dtype`."""
+    limit = torch.finfo(_compute(dtype)).max ** (1.0 / power) / 2.0
+    if abs(value) > limit:
+        what = f"{name}**{power}" if power > 1 else name
+        raise ValueError(f"{name}={value} is too large: {what} overflows {_compute(dtype)} "
+                         f"(|{name}| must be at most {limit:.3g})")
+
+
+def full_precision(fn):
+    """Runs fn with autocast off: a loss computes in its own accumulation dtype (float32 for
+    16-bit inputs) whatever autocast region it is called from, and returns float32."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        active = [d for d in ("cuda", "cpu") if torch.is_autocast_enabled(d)]
+        if not active:
+            return fn(*args, **kwargs)
+        with _autocast_off(active):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+class _autocast_off:
+    def __init__(self, devices):
+        self.contexts = [torch.autocast(device_type=d, enabled=False) for d in devices]
+
+    def __enter__(self):
+        for c in self.contexts:
+            c.__enter__()
+
+    def __exit__(self, *exc):
+        for c in reversed(self.contexts):
+            c.__exit__(*exc)
+        return False
 
 
 def check_real(value, name: str, nonnegative: bool = False) -> float:

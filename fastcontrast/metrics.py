@@ -100,6 +100,15 @@ def prepare(x: torch.Tensor, metric: Metric, dtype: torch.dtype | None = None) -
     return x if dtype is None else x.to(dtype)
 
 
+def matmul_precision(dtype: torch.dtype, device: torch.device | None = None) -> str:
+    """The tl.dot input precision that follows PyTorch's own float32 setting: "tf32" for float32
+    on CUDA when torch.backends.cuda.matmul.allow_tf32 is on (torch.set_float32_matmul_precision
+    "high" or "medium"), "ieee" otherwise (16-bit inputs always run at their native precision)."""
+    if dtype != torch.float32 or (device is not None and device.type != "cuda"):
+        return "ieee"
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
 def near_tolerance(dtype: torch.dtype, precision: str = "ieee") -> float:
     """The band (relative to ‖x‖² + ‖y‖²) inside which a squared distance is recomputed from
     the row difference."""
@@ -143,7 +152,7 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
             y_sq = (y * y).sum(1)
         scale = x_sq[:, None] + y_sq[None, :]
         out = torch.addmm(scale, x, y.T, alpha=-2.0).clamp_min_(0.0)  # ‖x‖² + ‖y‖² − 2x·y
-        near = _near_pairs(out, scale, near_tolerance(x.dtype))
+        near = _near_pairs(out, scale, near_tolerance(x.dtype, matmul_precision(x.dtype, x.device)))
         if near[0].numel():
             out[near] = _difference_sq(x, y, *near)
         if kind == "euclidean":

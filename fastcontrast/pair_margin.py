@@ -29,8 +29,8 @@ import torch
 from . import metrics
 from ._function import save_inputs, saved_inputs, with_references
 from ._reduce import LossTerms, reduce_terms
-from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_real,
-                          check_reduction)
+from ._validation import (check_choice, check_embeddings, check_fits, check_labels, check_pair, check_real,
+                          check_reduction, full_precision)
 from .backend import BACKENDS, resolve_backend
 from .configs import PairMarginConfig
 
@@ -57,6 +57,7 @@ class PairMarginFunction(torch.autograd.Function):
     references are the anchors themselves: q's gradient is then the sum of both roles."""
 
     @staticmethod
+    @full_precision
     def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str):
         impl = _implementation(backend)
         values, counts, nonzero, saved = impl.forward(*with_references(q, r, q_labels, r_labels), cfg)
@@ -66,6 +67,7 @@ class PairMarginFunction(torch.autograd.Function):
         return values, counts, nonzero
 
     @staticmethod
+    @full_precision
     def backward(ctx, grad_values, _grad_counts, _grad_nonzero):
         q, r, q_labels, r_labels, saved = saved_inputs(ctx)
         grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels, r_labels,
@@ -187,6 +189,7 @@ class ContrastiveLoss(torch.nn.Module):
                                 neg_margin=-self.neg_margin if sim else self.neg_margin,
                                 power=self.power, self_offset=self_offset, precision=precision)
 
+    @full_precision
     def terms(self, embeddings, labels=None, ref_emb=None, ref_labels=None, self_offset: int = 0,
               indices_tuple=None) -> LossTerms:
         """Per-anchor sums of positive and negative terms, their pair counts and non-zero counts.
@@ -194,6 +197,8 @@ class ContrastiveLoss(torch.nn.Module):
         Without ref_emb the references are the embeddings themselves. self_offset: anchor i is
         reference i + self_offset and that pair is skipped (-1: no self pair)."""
         check_embeddings(embeddings, "embeddings")
+        for value, name in ((self.pos_margin, "pos_margin"), (self.neg_margin, "neg_margin")):
+            check_fits(value, name, embeddings.dtype, self.power)
         if isinstance(self_offset, bool) or not isinstance(self_offset, int):
             raise TypeError(f"self_offset must be an int, got {type(self_offset).__name__}")
         if labels is not None:
@@ -225,13 +230,14 @@ class ContrastiveLoss(torch.nn.Module):
             r, r_labels = None, None
         else:
             r_labels = ref_labels.to(torch.int64).contiguous()
-        values, counts, nonzero = PairMarginFunction.apply(q, r, q_labels, r_labels,
-                                                           self.config(self_offset), backend)
+        cfg = self.config(self_offset, metrics.matmul_precision(q.dtype, q.device))
+        values, counts, nonzero = PairMarginFunction.apply(q, r, q_labels, r_labels, cfg, backend)
         return LossTerms(values, counts, nonzero)
 
     def reduce(self, terms: LossTerms, denominators=None) -> torch.Tensor:
         return reduce_terms(terms, self.reduction, self.average, denominators)
 
+    @full_precision
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
         self_offset = 0 if ref_emb is None else -1
         return self.reduce(self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, indices_tuple))

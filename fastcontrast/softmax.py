@@ -38,7 +38,7 @@ from . import metrics
 from ._function import save_inputs, saved_inputs, with_references
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_positive,
-                          check_query_ref, check_real, check_reduction)
+                          check_query_ref, check_real, check_reduction, full_precision)
 from .backend import BACKENDS, resolve_backend
 from ._torch import softmax as _torch_softmax
 from ._torch.softmax import softplus
@@ -74,6 +74,7 @@ class SoftmaxFunction(torch.autograd.Function):
     backward_symmetric (the kernels: one backward pass gives both directions' gradients)."""
 
     @staticmethod
+    @full_precision
     def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False):
         impl = _implementation(backend)
         forward = impl.forward_symmetric if symmetric else impl.forward
@@ -84,6 +85,7 @@ class SoftmaxFunction(torch.autograd.Function):
         return tuple(outputs)
 
     @staticmethod
+    @full_precision
     def backward(ctx, grad_values, _grad_n_pos, *reverse_grads):
         q, r, q_labels, r_labels, (temperature, *saved) = saved_inputs(ctx)
         needs = ctx.needs_input_grad
@@ -106,13 +108,13 @@ class SoftmaxFunction(torch.autograd.Function):
 # shared pieces
 
 
-def _check_temperature(temperature):
-    check_positive(temperature, "temperature", allow_tensor=True)
-    if isinstance(temperature, torch.Tensor) and not bool(torch.isfinite(temperature).all()):
-        raise ValueError("temperature must be finite")
+def _check_temperature(temperature, dtype=None):
+    check_positive(temperature, "temperature", allow_tensor=True, dtype=dtype)
 
 
 def _temperature_tensor(temperature, like: torch.Tensor) -> torch.Tensor:
+    """τ as a 0-dim tensor in like's compute dtype, checked against that dtype's range."""
+    _check_temperature(temperature, like.dtype)
     cd = metrics.compute_dtype(like.dtype)
     if isinstance(temperature, torch.Tensor):
         t = temperature.reshape(())
@@ -172,12 +174,14 @@ def resolve(backend, embeddings: torch.Tensor) -> str:
 
 
 def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temperature, backend,
-                   precision="ieee", symmetric=False, positive_offset=-1):
+                   precision=None, symmetric=False, positive_offset=-1):
     """Run SoftmaxFunction on prepared inputs. r may be q and r_labels may be q_labels (the
     batch is its own reference set): the Function then gets None for them. symmetric=True
     (Triton backend only): (values, n_pos, values_r, n_pos_r), both directions at once.
     positive_offset ≥ 0: the labels make reference i + positive_offset the only positive of
     query i (SoftmaxConfig.positive_offset)."""
+    if precision is None:
+        precision = metrics.matmul_precision(q.dtype, q.device)
     cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision,
                         positive_offset=int(positive_offset))
     resolved = resolve(backend, q)
@@ -257,6 +261,7 @@ class _SoftmaxLoss(nn.Module):
             return view_labels(embeddings.shape[0], embeddings.device)
         return labels
 
+    @full_precision
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
         self._check_tensors(embeddings, labels, ref_emb, ref_labels, labels_needed=indices_tuple is None)
         labels = self._default_labels(embeddings, labels, indices_tuple, ref_emb)
@@ -267,6 +272,7 @@ class _SoftmaxLoss(nn.Module):
         self_offset = 0 if ref_emb is None else -1
         return self.reduce(self.terms(embeddings, labels, ref_emb, ref_labels, self_offset=self_offset))
 
+    @full_precision
     def tuple_terms(self, embeddings, tuples, ref_emb):
         raise ValueError(f"{type(self).__name__} does not take indices_tuple")
 
@@ -301,11 +307,13 @@ class SupConLoss(_SoftmaxLoss):
         super().__init__(temperature=temperature, distance=distance, normalize=normalize,
                          reduction=reduction, backend=backend)
 
+    @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset=0) -> LossTerms:
         values, n_pos = self._softmax(embeddings, labels, ref_emb, ref_labels, self_offset, "supcon")
         has_pos = n_pos > 0
         return LossTerms(values, has_pos.long(), (has_pos & (values.detach() > 0)).long())
 
+    @full_precision
     def tuple_terms(self, embeddings, tuples, ref_emb):
         return _supcon_tuple_terms(self, embeddings, tuples, ref_emb)
 
@@ -323,6 +331,7 @@ class NTXentLoss(_SoftmaxLoss):
                          reduction=reduction, backend=backend)
         self.form = form
 
+    @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset=0) -> LossTerms:
         if self.form == "simclr":
             values, n_pos = self._softmax(embeddings, labels, ref_emb, ref_labels, self_offset, "supcon")
@@ -333,6 +342,7 @@ class NTXentLoss(_SoftmaxLoss):
         has_neg = different_label_counts(labels, refs) > 0
         return LossTerms(values, n_pos, n_pos * has_neg)
 
+    @full_precision
     def tuple_terms(self, embeddings, tuples, ref_emb):
         if self.form == "simclr":
             raise ValueError("indices_tuple is not supported with form='simclr'")
@@ -352,8 +362,11 @@ class NTXentLoss(_SoftmaxLoss):
         lse = row_max + torch.where(has_neg, total, torch.ones_like(total)).log()
         on = has_neg[a1]
         values = torch.where(on, softplus(lse[a1] - pos_logits), torch.zeros_like(pos_logits))
-        ones = torch.ones_like(a1)
-        return LossTerms(values, ones, on.long())
+        # per anchor, like every other path: the sum of its pairs' terms and how many there were
+        per_anchor = torch.zeros(b, dtype=values.dtype, device=q.device).index_add(0, a1, values)
+        counts = torch.zeros(b, dtype=torch.int64, device=q.device).index_add(0, a1, torch.ones_like(a1))
+        nonzero = torch.zeros(b, dtype=torch.int64, device=q.device).index_add(0, a1, on.long())
+        return LossTerms(per_anchor, counts, nonzero)
 
 
 def npair_indices(labels: torch.Tensor, pairs=None):
@@ -400,6 +413,7 @@ class NPairLoss(_SoftmaxLoss):
     def _default_labels(self, embeddings, labels, indices_tuple, ref_emb):
         return labels
 
+    @full_precision
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
         self._check_tensors(embeddings, labels, ref_emb, ref_labels)
         pairs = None
@@ -408,6 +422,7 @@ class NPairLoss(_SoftmaxLoss):
             pairs = (a1, p)
         return self.reduce(self._pair_terms(embeddings, labels, pairs))
 
+    @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset=0) -> LossTerms:
         self._check_tensors(embeddings, labels, ref_emb, ref_labels)
         return self._pair_terms(embeddings, labels, None)
@@ -468,10 +483,12 @@ class InfoNCELoss(_SoftmaxLoss):
             raise ValueError("symmetric=True needs as many keys as queries, got "
                              f"{keys.shape[0]} keys and {query.shape[0]} queries")
 
+    @full_precision
     def forward(self, query, keys, labels=None, ref_labels=None):
         self._check(query, keys, labels, ref_labels)
         return self.reduce(self.terms(query, labels, keys, ref_labels, self_offset=-1))
 
+    @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset=-1) -> LossTerms:
         keys = embeddings if ref_emb is None else ref_emb
         shift = -1  # query i's positive is key i + shift (labels None), or by labels (-1)

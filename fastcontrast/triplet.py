@@ -31,16 +31,19 @@ compat miners, which is fused into the loss's own pass.
 """
 from __future__ import annotations
 
+import dataclasses
 
 import torch
 from torch import nn
 
 from ._function import save_inputs, saved_inputs, with_references
 from ._reduce import LossTerms, reduce_terms
-from ._validation import check_choice, check_embeddings, check_pair, check_query_ref, check_real, check_reduction
+from ._validation import (check_choice, check_embeddings, check_fits, check_labels, check_pair, check_query_ref,
+                          check_real, check_reduction, full_precision)
 from .backend import BACKENDS, resolve_backend
 from .configs import TripletConfig
-from .metrics import Metric, chunks, compute_dtype, pairwise, prepare, resolve_metric, row_distances
+from .metrics import (Metric, chunks, compute_dtype, matmul_precision, pairwise, prepare, resolve_metric,
+                      row_distances)
 
 MINING_MODES = ("batch_all", "all", "hard", "semihard", "easy", "batch_hard", "semihard_tfa")
 HARD_FALLBACKS = ("drop", "tfa")
@@ -67,6 +70,7 @@ class TripletFunction(torch.autograd.Function):
     anchors themselves: q's gradient is then the sum of both roles."""
 
     @staticmethod
+    @full_precision
     def forward(ctx, q, r, q_labels, r_labels, cfg: TripletConfig, backend: str, grad_expected: bool = False):
         impl = _implementation(backend)
         inputs = (*with_references(q, r, q_labels, r_labels), cfg)
@@ -81,6 +85,7 @@ class TripletFunction(torch.autograd.Function):
         return values, counts, nonzero
 
     @staticmethod
+    @full_precision
     def backward(ctx, grad_values, _grad_counts, _grad_nonzero):
         q, r, q_labels, r_labels, saved = saved_inputs(ctx)
         grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels, r_labels,
@@ -267,14 +272,21 @@ class TripletMarginLoss(nn.Module):
         fields.update(override)
         return TripletConfig(**fields)
 
+    def _check_margins(self, dtype):
+        check_fits(self.margin, "margin", dtype)
+        check_fits(self.miner_margin, "miner_margin", dtype)
+
+    @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0,
               _config: TripletConfig | None = None) -> LossTerms:
         """Per-anchor sums of terms, term counts and counts of terms > 0. Reference row
         i + self_offset is query row i's self pair (−1: none)."""
         check_query_ref(embeddings, labels, ref_emb, ref_labels)
+        self._check_margins(embeddings.dtype)
         if isinstance(self_offset, bool) or not isinstance(self_offset, int) or self_offset < -1:
             raise ValueError(f"self_offset must be an int >= -1, got {self_offset!r}")
         cfg = _config if _config is not None else self.config(self_offset)
+        cfg = dataclasses.replace(cfg, precision=matmul_precision(embeddings.dtype, embeddings.device))
         backend = resolve_backend(self.backend, embeddings.device, embeddings.dtype)
         q = prepare(embeddings, self.metric)
         r = None if ref_emb is None else prepare(ref_emb, self.metric)
@@ -287,9 +299,14 @@ class TripletMarginLoss(nn.Module):
     def reduce(self, terms: LossTerms, denominators=None):
         return reduce_terms(terms, self.reduction, "mean" if self.average == "mean" else "avg_nonzero", denominators)
 
-    def explicit_terms(self, embeddings, indices_tuple, ref_emb=None) -> LossTerms:
-        """Terms of exactly the given triplets (or pairs), by gathering their distances."""
+    @full_precision
+    def explicit_terms(self, embeddings, indices_tuple, ref_emb=None, labels=None) -> LossTerms:
+        """Terms of exactly the given triplets (or pairs), by gathering their distances.
+        `labels`, not needed by the terms, is checked like everywhere else when given."""
         check_embeddings(embeddings, "embeddings")
+        if labels is not None:
+            check_labels(labels, embeddings.shape[0], "labels", "embeddings", embeddings.device)
+        self._check_margins(embeddings.dtype)
         if ref_emb is not None:
             check_embeddings(ref_emb, "ref_emb")
             check_pair(embeddings, ref_emb, "embeddings", "ref_emb")
@@ -299,6 +316,7 @@ class TripletMarginLoss(nn.Module):
         r = q if ref_emb is None else prepare(ref_emb, self.metric)
         return _explicit_terms(q, r, triplets, self.metric, self.margin, self.swap, self.smooth)
 
+    @full_precision
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
         return self.reduce(self._forward_terms(embeddings, labels, indices_tuple, ref_emb, ref_labels))
 
@@ -320,7 +338,7 @@ class TripletMarginLoss(nn.Module):
                 return self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, _config=cfg)
             indices_tuple = sel.materialize()
         if indices_tuple is not None:
-            return self.explicit_terms(embeddings, indices_tuple, ref_emb)
+            return self.explicit_terms(embeddings, indices_tuple, ref_emb, labels)
         if labels is None:
             raise ValueError("labels is required unless indices_tuple is given")
         return self.terms(embeddings, labels, ref_emb, ref_labels, self_offset)
