@@ -25,14 +25,16 @@ divides 0 by 0 and its loss is NaN); here that row contributes 0, with a zero gr
 still counts in the mean over rows. fp16/bf16 similarities are computed in fp32 and the
 result cast back.
 
-`NpairsLoss` and `NpairsMultilabelLoss` are the Module forms (already scalars, so Keras'
-reductions leave them unchanged).
+`NpairsLoss` and `NpairsMultilabelLoss` are the Keras class forms (see _keras.py): TF Addons
+fixes their reduction to "none", so the default here is "none" too; the scalar is then
+multiplied by sample_weight as Keras does.
 """
 from __future__ import annotations
 
 import torch
 
 from ._inputs import check_targets_and_scores
+from ._keras import KerasLoss
 
 __all__ = ["npairs_loss", "NpairsLoss", "npairs_multilabel_loss", "NpairsMultilabelLoss"]
 
@@ -101,15 +103,22 @@ def npairs_multilabel_loss(y_true, y_pred):
     return loss.to(y_pred.dtype)
 
 
-class NpairsLoss(torch.nn.Module):
-    """tfa.losses.NpairsLoss(): npairs_loss as a Module."""
+class NpairsLoss(KerasLoss):
+    """tfa.losses.NpairsLoss(name="npairs_loss"), called as loss(y_true, y_pred, sample_weight=None)."""
 
-    def forward(self, y_true, y_pred):
+    def __init__(self, name="npairs_loss", reduction="none"):
+        super().__init__(reduction, name, name_optional=False)
+
+    def values(self, y_true, y_pred):
         return npairs_loss(y_true, y_pred)
 
 
-class NpairsMultilabelLoss(torch.nn.Module):
-    """tfa.losses.NpairsMultilabelLoss(): npairs_multilabel_loss as a Module."""
+class NpairsMultilabelLoss(KerasLoss):
+    """tfa.losses.NpairsMultilabelLoss(name="npairs_multilabel_loss"), called as
+    loss(y_true, y_pred, sample_weight=None)."""
 
-    def forward(self, y_true, y_pred):
+    def __init__(self, name="npairs_multilabel_loss", reduction="none"):
+        super().__init__(reduction, name, name_optional=False)
+
+    def values(self, y_true, y_pred):
         return npairs_multilabel_loss(y_true, y_pred)

@@ -40,8 +40,10 @@ Documented differences (both sides are valid subgradients where values agree):
   arithmetic but computed from different numbers can differ in the last bit, in TF Addons
   and here alike, and then either side may pick either entry.
 
-`TripletSemiHardLoss` and `TripletHardLoss` are the Module forms, called as
-loss(y_true, y_pred).
+`TripletSemiHardLoss` and `TripletHardLoss` are the Keras class forms (see _keras.py). TF
+Addons fixes their reduction to "none" (a `reduction` keyword is accepted and ignored
+there); the default here is "none" too, so the scalar loss times sample_weight is returned,
+but another reduction given here is honoured with Keras' meaning.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ import torch
 from ..._reduce import safe_ratio
 from ..._validation import check_choice, check_embeddings, check_labels, check_real
 from ...triplet import TripletMarginLoss
+from ._keras import KerasLoss
 
 __all__ = ["triplet_semihard_loss", "triplet_hard_loss", "TripletSemiHardLoss", "TripletHardLoss"]
 
@@ -170,29 +173,35 @@ def triplet_hard_loss(y_true, y_pred, margin=1.0, soft=False, distance_metric="L
     return (values.sum() / values.shape[0]).to(y_pred.dtype)
 
 
-class TripletSemiHardLoss(torch.nn.Module):
-    """tfa.losses.TripletSemiHardLoss(margin=1.0, distance_metric="L2"), called as
-    loss(y_true, y_pred)."""
+class TripletSemiHardLoss(KerasLoss):
+    """tfa.losses.TripletSemiHardLoss(margin=1.0, distance_metric="L2", name=None), called as
+    loss(y_true, y_pred, sample_weight=None)."""
 
-    def __init__(self, margin=1.0, distance_metric="L2", name=None):
-        super().__init__()
+    def __init__(self, margin=1.0, distance_metric="L2", name=None, reduction="none"):
+        super().__init__(reduction, name, name_optional=True)
         self.margin = check_real(margin, "margin")
         self.distance_metric = _metric(distance_metric)
 
-    def forward(self, y_true, y_pred):
+    def values(self, y_true, y_pred):
         return triplet_semihard_loss(y_true, y_pred, self.margin, self.distance_metric)
 
+    def _fn_config(self):
+        return {"margin": self.margin, "distance_metric": self.distance_metric}
 
-class TripletHardLoss(torch.nn.Module):
-    """tfa.losses.TripletHardLoss(margin=1.0, soft=False, distance_metric="L2"), called as
-    loss(y_true, y_pred)."""
 
-    def __init__(self, margin=1.0, soft=False, distance_metric="L2", name=None):
-        super().__init__()
+class TripletHardLoss(KerasLoss):
+    """tfa.losses.TripletHardLoss(margin=1.0, soft=False, distance_metric="L2", name=None),
+    called as loss(y_true, y_pred, sample_weight=None)."""
+
+    def __init__(self, margin=1.0, soft=False, distance_metric="L2", name=None, reduction="none"):
+        super().__init__(reduction, name, name_optional=True)
         self.margin = check_real(margin, "margin")
         if not isinstance(soft, bool):
             raise TypeError(f"soft must be True or False, got {type(soft).__name__}")
         self.soft, self.distance_metric = soft, _metric(distance_metric)
 
-    def forward(self, y_true, y_pred):
+    def values(self, y_true, y_pred):
         return triplet_hard_loss(y_true, y_pred, self.margin, self.soft, self.distance_metric)
+
+    def _fn_config(self):
+        return {"margin": self.margin, "soft": self.soft, "distance_metric": self.distance_metric}
