@@ -248,3 +248,18 @@ def test_float32_decides_exact_orthogonal_ties_as_float64(gen):
         mismatches_of_sum_form += not torch.isclose(sum_form.double(), tf_math.semihard(y, x.double(), metric="angular"),
                                                     rtol=1e-3)
     assert mismatches_of_sum_form > 0  # the batches do exercise float32 tie-breaking
+
+
+def test_hinge_exactly_at_zero_has_zero_gradient():
+    # anchor 0: d_ap = 1, semi-hard negative at d_an = 2, margin 1: the term is exactly 0.
+    # TF Addons' maximum(·, 0) passes that term's gradient; fastcontrast gives it 0 (documented)
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1])
+    e, r = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, tf = tfa.triplet_semihard_loss(y, e), tf_math.semihard(y, r)
+    assert_close(got, tf)
+    got.backward()
+    tf.backward()
+    # only anchor 1's term (d_ap = 1, d_an = 1, h = 1) contributes here: d(0.5·(1 + d_10 − d_12))
+    assert_close(e.grad, torch.tensor([[-0.5, 0.0], [1.0, 0.0], [-0.5, 0.0]], dtype=torch.float64))
+    assert not torch.allclose(r.grad, e.grad)  # TF Addons adds anchor 0's term at its kink
