@@ -119,9 +119,9 @@ def _zero_rows_without(u, labels, want_positive: bool):
     zero = ~(u != 0).any(1)
     if not bool(zero.any()):
         return None
-    counts = (labels[:, None] == labels[None, :]).sum(1) if want_positive else None
     if want_positive:
-        lacking = counts <= 1
+        _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        lacking = counts[inverse] <= 1  # the row is its label's only member
     else:
         lacking = torch.full_like(zero, bool((labels == labels[0]).all()))
     idx = (zero & lacking).nonzero()[:, 0]

@@ -263,3 +263,30 @@ def test_hinge_exactly_at_zero_has_zero_gradient():
     # only anchor 1's term (d_ap = 1, d_an = 1, h = 1) contributes here: d(0.5·(1 + d_10 − d_12))
     assert_close(e.grad, torch.tensor([[-0.5, 0.0], [1.0, 0.0], [-0.5, 0.0]], dtype=torch.float64))
     assert not torch.allclose(r.grad, e.grad)  # TF Addons adds anchor 0's term at its kink
+
+
+from tests.conftest import devices, triton_available  # noqa: E402
+
+
+@pytest.mark.skipif(not triton_available(), reason="triton does not import")
+@pytest.mark.parametrize("device", devices())
+def test_angular_on_the_kernels(device, monkeypatch, gen):
+    # the same values as TF Addons' arithmetic, and the same gradients as the PyTorch path,
+    # when the Triton kernels run the pass (in the interpreter on CPU)
+    x, y = orthogonal_batch(gen, k=3)
+    cases = [(x, y)]
+    z, labels = zero_row_batch(gen, [0, 1, 0, 2, 1, 3, 0, 2, 1])
+    z[[0, 5]] = 0
+    cases.append((z.float(), labels))
+    cases.append((z.float()[:6], torch.full((6,), 4)))  # one class, zero row 0
+    for emb, lab in cases:
+        for fn, ref in ((tfa.triplet_semihard_loss, tf_math.semihard), (tfa.triplet_hard_loss, tf_math.hard)):
+            out = {}
+            for backend in ("torch", "triton"):
+                monkeypatch.setenv("FASTCONTRAST_BACKEND", backend)
+                e = emb.detach().to(device).clone().requires_grad_()
+                loss = fn(lab.to(device), e, distance_metric="angular")
+                loss.backward()
+                out[backend] = (loss.detach().cpu(), e.grad.cpu())
+            assert_close(out["triton"][0], ref(lab, emb.double(), metric="angular"), torch.float32)
+            assert_close(out["triton"][1], out["torch"][1], torch.float32)
