@@ -75,6 +75,8 @@ def _labels(y_true, n, device):
                 raise ValueError("y_true contains NaN or Inf")
             if not bool((y_true == torch.round(y_true)).all()):
                 raise ValueError("y_true must hold integral class labels; got a non-integral float")
+            if float(bounds.abs().max()) >= 2.0 ** 63:
+                raise ValueError("y_true holds a float label outside the int64 range")
         y_true = y_true.long()
     elif y_true.dtype == torch.bool:
         y_true = y_true.long()

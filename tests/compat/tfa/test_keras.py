@@ -63,6 +63,17 @@ def test_bad_constructor_arguments():
         with pytest.raises(TypeError, match="name"):
             cls(name=None)  # TF Addons types these names as str
     assert tfa.TripletHardLoss(name=None).name is None
+    for cls in (tfa.TripletSemiHardLoss, tfa.TripletHardLoss):
+        with pytest.raises(ValueError, match="distance_metric"):
+            cls(distance_metric="cosine")
+        with pytest.raises(TypeError, match="distance_metric"):
+            cls(distance_metric=lambda e: e @ e.T)
+        with pytest.raises(ValueError, match="margin"):
+            cls(margin=float("nan"))
+    with pytest.raises(TypeError, match="soft"):
+        tfa.TripletHardLoss(soft="yes")
+    with pytest.raises(TypeError, match="margin"):
+        tfa.ContrastiveLoss(margin="1")
 
 
 def _cases(gen):

@@ -92,6 +92,8 @@ def test_modules_and_bad_input(gen):
         tfa.triplet_semihard_loss(y.float().masked_fill(y == y[0], float("nan")), x)
     with pytest.raises(ValueError, match="y_true"):
         tfa.triplet_semihard_loss(y.float().masked_fill(y == y[0], float("inf")), x)
+    with pytest.raises(ValueError, match="y_true"):
+        tfa.triplet_hard_loss(y.double() * 1e30, x)
     with pytest.raises(TypeError, match="y_true"):
         tfa.triplet_hard_loss(y.tolist(), x)
     with pytest.raises(TypeError, match="y_true"):
