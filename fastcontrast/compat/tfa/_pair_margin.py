@@ -7,20 +7,23 @@ similar pair and 0 for a dissimilar one. Per entry, as in tfa.losses.contrastive
 
     y·d² + (1 − y)·relu(margin − d)²
 
-The function returns one value per entry, unreduced, like TF Addons' function;
-`ContrastiveLoss` (like tfa.losses.ContrastiveLoss under Keras' default reduction) averages
-them. fp16/bf16 distances are computed in fp32 and the result cast back.
+The function returns one value per entry, unreduced, like TF Addons' function. y_true may
+be bool, integer or float (TF Addons casts it to y_pred's dtype) and must have y_pred's
+shape (TF Addons would broadcast a [B, 1] y_true against a [B] y_pred into a [B, B] matrix;
+that is refused here). `ContrastiveLoss(margin=1.0, reduction="sum_over_batch_size",
+name="contrastive_loss")` is the Keras class form (see _keras.py): the per-entry values
+times sample_weight, then the reduction. fp16/bf16 distances are computed in fp32 and the
+result cast back.
 """
 from __future__ import annotations
 
 import torch
 
-from ..._validation import check_choice, check_real
+from ..._validation import check_real
 from ._inputs import check_targets_and_scores
+from ._keras import KerasLoss
 
 __all__ = ["contrastive_loss", "ContrastiveLoss"]
-
-REDUCTIONS = ("sum_over_batch_size", "sum", "none")
 
 
 def contrastive_loss(y_true, y_pred, margin=1.0):
@@ -35,19 +38,19 @@ def contrastive_loss(y_true, y_pred, margin=1.0):
     return loss.to(y_pred.dtype)
 
 
-class ContrastiveLoss(torch.nn.Module):
-    """tfa.losses.ContrastiveLoss(margin=1.0): the mean of contrastive_loss over entries
-    (Keras' "sum_over_batch_size"), or "sum" / "none"."""
+class ContrastiveLoss(KerasLoss):
+    """tfa.losses.ContrastiveLoss(margin=1.0, reduction="sum_over_batch_size",
+    name="contrastive_loss"), called as loss(y_true, y_pred, sample_weight=None)."""
 
-    def __init__(self, margin=1.0, reduction="sum_over_batch_size"):
-        super().__init__()
+    def __init__(self, margin=1.0, reduction="sum_over_batch_size", name="contrastive_loss"):
+        super().__init__(reduction, name, name_optional=False)
         self.margin = check_real(margin, "margin")
-        check_choice(reduction, "reduction", REDUCTIONS)
-        self.reduction = reduction
 
-    def forward(self, y_true, y_pred):
-        loss = contrastive_loss(y_true, y_pred, self.margin)
-        if self.reduction == "none":
-            return loss
-        total = loss.sum()
-        return total if self.reduction == "sum" else total / max(loss.numel(), 1)
+    def values(self, y_true, y_pred):
+        return contrastive_loss(y_true, y_pred, self.margin)
+
+    def values_shape(self, y_pred):
+        return y_pred.shape
+
+    def _fn_config(self):
+        return {"margin": self.margin}
