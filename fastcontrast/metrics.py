@@ -134,13 +134,15 @@ def _difference_sq(x, y, i, j):
 
 def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
              x_sq: torch.Tensor | None = None, y_sq: torch.Tensor | None = None,
-             return_near: bool = False):
+             return_near: bool = False, x_abs: torch.Tensor | None = None, y_abs: torch.Tensor | None = None):
     """Tile of `kind` between rows of x (m×D) and y (n×D): an m×n tensor (and, with
     return_near, the index pairs that were recomputed from the row difference, to hand to
     pairwise_backward).
 
     Inputs must already be in the compute dtype. x_sq / y_sq (row squared norms) may be
-    passed in to avoid recomputing them for every tile.
+    passed in to avoid recomputing them for every tile. x_abs / y_abs: the same rows before
+    centering (a Frame's), from which the near pairs' differences are taken: a centered
+    coordinate is rounded at the center's scale, which a near pair's small difference is not.
     """
     near = None
     if kind == "dot":
@@ -154,7 +156,7 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
         out = torch.addmm(scale, x, y.T, alpha=-2.0).clamp_min_(0.0)  # ‖x‖² + ‖y‖² − 2x·y
         near = _near_pairs(out, scale, near_tolerance(x.dtype, matmul_precision(x.dtype, x.device)))
         if near[0].numel():
-            out[near] = _difference_sq(x, y, *near)
+            out[near] = _difference_sq(x if x_abs is None else x_abs, y if y_abs is None else y_abs, *near)
         if kind == "euclidean":
             out = out.sqrt_()
     else:
@@ -163,7 +165,8 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
 
 
 def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind: str,
-                      tile: torch.Tensor | None = None, near=None) -> tuple[torch.Tensor, torch.Tensor]:
+                      tile: torch.Tensor | None = None, near=None, x_abs: torch.Tensor | None = None,
+                      y_abs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Given dL/dtile (m×n) for tile = pairwise(x, y, kind), return (dL/dx, dL/dy).
 
     `tile` (the forward tile) and `near` (its recomputed pairs, from pairwise(...,
@@ -176,7 +179,7 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
     if kind not in ("sqeuclidean", "euclidean"):
         raise ValueError(f"unknown kernel kind {kind!r}")
     if near is None or (kind == "euclidean" and tile is None):
-        tile, near = pairwise(x, y, kind, return_near=True)
+        tile, near = pairwise(x, y, kind, return_near=True, x_abs=x_abs, y_abs=y_abs)
     if kind == "euclidean":
         zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
         grad = torch.where(tile > 0, grad / (2.0 * tile).clamp_min(torch.finfo(tile.dtype).tiny), zero)
@@ -189,10 +192,11 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
     gx = 2.0 * (grad.sum(1, keepdim=True) * x - grad @ y)
     gy = 2.0 * (grad.sum(0)[:, None] * y - grad.T @ x)
     if g_near is not None:
+        xa, ya = (x if x_abs is None else x_abs), (y if y_abs is None else y_abs)
         step = max(1, NEAR_BLOCK // max(x.shape[1], 1))
         for k in range(0, i.shape[0], step):
             ii, jj = i[k:k + step], j[k:k + step]
-            part = (2.0 * g_near[k:k + step])[:, None] * (x[ii] - y[jj])
+            part = (2.0 * g_near[k:k + step])[:, None] * (xa[ii] - ya[jj])
             gx.index_add_(0, ii, part)
             gy.index_add_(0, jj, -part)
     return gx, gy
@@ -217,10 +221,12 @@ def _round_center(r: torch.Tensor) -> torch.Tensor:
 
 class Frame:
     """Anchors q and references r in the coordinates a loss computes its distances in
-    (see the module docstring): for the distance kinds x' = (x − c)/s, c the (rounded)
-    mean of r, s a power of two with max |x'| in [0.5, 1); for "dot" only the cast to the compute
-    dtype. `q`, `r` (r is q when the references are the anchors), `q_sq`, `r_sq` are in
-    those coordinates; tiles and gradients come back in the true units."""
+    (see the module docstring). For the distance kinds: q_abs = q/s, s a power of two with
+    max |q_abs| in [0.5, 1) (exact), and the centered q' = q_abs − c, c the grid-rounded mean
+    of r_abs (the matmul expansion runs on these); near pairs take their differences from
+    the uncentered q_abs, r_abs. For "dot": the cast to the compute dtype only. `q`, `r` (r is
+    q when the references are the anchors), `q_sq`, `r_sq` are centered; tiles and gradients
+    come back in the true units."""
 
     def __init__(self, q: torch.Tensor, r: torch.Tensor, kind: str):
         cd = compute_dtype(q.dtype)
@@ -230,14 +236,15 @@ class Frame:
         self.kind = kind
         self.s = torch.ones((), dtype=cd, device=q.device)
         self.q_sq = self.r_sq = None
+        self.q_abs, self.r_abs = q, r
         if kind != "dot":
-            center = _round_center(r)
-            q = q - center
-            r = q if same else r - center
             peak = q.abs().amax() if same else torch.maximum(q.abs().amax(), r.abs().amax())
             self.s = power_of_two_near(peak)
-            q = q / self.s
-            r = q if same else r / self.s
+            self.q_abs = q / self.s
+            self.r_abs = self.q_abs if same else r / self.s
+            center = _round_center(self.r_abs)
+            q = self.q_abs - center
+            r = q if same else self.r_abs - center
             self.q_sq = (q * q).sum(1)
             self.r_sq = self.q_sq if same else (r * r).sum(1)
         self.q, self.r = q, r
@@ -245,44 +252,48 @@ class Frame:
         self.unit = {"dot": 1.0, "euclidean": self.s, "sqeuclidean": self.s * self.s}[kind]
         self.factor = self.s if kind == "sqeuclidean" else 1.0
 
-    def tile(self, x: torch.Tensor, x_sq: torch.Tensor | None = None):
-        """(true tile between frame rows x and all references, its near pairs)."""
-        t, near = pairwise(x, self.r, self.kind, x_sq, self.r_sq, return_near=True)
+    def rows(self, rows):
+        """(centered rows, their squared norms, uncentered rows) of the anchors at `rows`."""
+        return self.q[rows], (None if self.q_sq is None else self.q_sq[rows]), self.q_abs[rows]
+
+    def ref_rows(self, rows):
+        """The same for reference rows (an index tensor or slice)."""
+        return self.r[rows], (None if self.r_sq is None else self.r_sq[rows]), self.r_abs[rows]
+
+    def tile(self, x, x_sq=None, x_abs=None):
+        """(true tile between frame rows x (x_abs uncentered) and all references, near pairs)."""
+        t, near = pairwise(x, self.r, self.kind, x_sq, self.r_sq, return_near=True, x_abs=x_abs, y_abs=self.r_abs)
         return t * self.unit, near
 
-    def rows(self, rows: slice):
-        """(frame anchor rows, their squared norms) of an anchor chunk."""
-        return self.q[rows], (None if self.q_sq is None else self.q_sq[rows])
-
-    def tile_backward(self, grad, x, tile, near):
-        """(∂L/∂x, ∂L/∂r) in true units, given ∂L/∂tile for tile, near = self.tile(x)."""
-        gx, gr = pairwise_backward(grad, x, self.r, self.kind, tile / self.unit, near)
+    def tile_backward(self, grad, x, tile, near, x_abs=None):
+        """(∂L/∂x, ∂L/∂r) in true units, given ∂L/∂tile for tile, near = self.tile(x, ., x_abs)."""
+        gx, gr = pairwise_backward(grad, x, self.r, self.kind, tile / self.unit, near, x_abs, self.r_abs)
         return gx * self.factor, gr * self.factor
 
-    def sq_backward(self, grad_sq, x, near):
+    def sq_backward(self, grad_sq, x, near, x_abs=None):
         """(∂L/∂x, ∂L/∂r) in true units, given ∂L/∂(true squared distance) for the tile of
         frame rows x, whose near pairs are `near` (None: recomputed)."""
-        gx, gr = pairwise_backward(grad_sq, x, self.r, "sqeuclidean", None, near)
+        gx, gr = pairwise_backward(grad_sq, x, self.r, "sqeuclidean", None, near, x_abs, self.r_abs)
         return gx * self.s, gr * self.s
 
-    def row_distances(self, x, y):
-        """True distances of paired frame rows x_k, y_k, from their difference."""
+    def row_distances(self, x_abs, y_abs):
+        """True distances of paired uncentered frame rows x_k, y_k, from their difference."""
         if self.kind == "dot":
-            return (x * y).sum(1)
-        diff = x - y
+            return (x_abs * y_abs).sum(1)
+        diff = x_abs - y_abs
         sq = (diff * diff).sum(1)
         return sq * self.unit if self.kind == "sqeuclidean" else sq.sqrt() * self.s
 
-    def row_distances_backward(self, g, x, y, dist):
-        """(∂L/∂x, ∂L/∂y) in true units of dist = row_distances(x, y), given ∂L/∂dist."""
+    def row_distances_backward(self, g, x_abs, y_abs, dist):
+        """(∂L/∂x, ∂L/∂y) in true units of dist = row_distances(x_abs, y_abs), given ∂L/∂dist."""
         if self.kind == "dot":
-            return g[:, None] * y, g[:, None] * x
+            return g[:, None] * y_abs, g[:, None] * x_abs
         if self.kind == "euclidean":  # ∂d/∂x = (x' − y')/d'
             d = dist / self.s
             g = torch.where(d > 0, g / d.clamp_min(torch.finfo(d.dtype).tiny), torch.zeros_like(g))
-            diff = g[:, None] * (x - y)
+            diff = g[:, None] * (x_abs - y_abs)
         else:  # ∂(s²‖x' − y'‖²)/∂x = 2s(x' − y')
-            diff = (2.0 * self.s) * g[:, None] * (x - y)
+            diff = (2.0 * self.s) * g[:, None] * (x_abs - y_abs)
         return diff, -diff
 
 
@@ -322,16 +333,16 @@ def pairwise_differentiable(x: torch.Tensor, y: torch.Tensor, kind: str) -> torc
         return x @ y.T
     if kind not in ("sqeuclidean", "euclidean"):
         raise ValueError(f"unknown kernel kind {kind!r}")
-    center = y.detach().mean(0)
-    xc, yc = x - center, y - center
-    s = power_of_two_near(torch.maximum(xc.detach().abs().amax(), yc.detach().abs().amax()))
-    xc, yc = xc / s, yc / s
+    s = power_of_two_near(torch.maximum(x.detach().abs().amax(), y.detach().abs().amax()))
+    xa, ya = x / s, y / s
+    center = _round_center(ya.detach())
+    xc, yc = xa - center, ya - center
     x_sq, y_sq = (xc * xc).sum(1), (yc * yc).sum(1)
     scale = x_sq[:, None] + y_sq[None, :]
     sq = (scale - 2.0 * xc @ yc.T).clamp_min(0.0)
     i, j = _near_pairs(sq.detach(), scale.detach().clone(), near_tolerance(cd))
     if i.numel():
-        diff = xc[i] - yc[j]
+        diff = xa[i] - ya[j]
         sq = sq.index_put((i, j), (diff * diff).sum(1))
     if kind == "sqeuclidean":
         return sq * (s * s)

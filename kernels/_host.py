@@ -74,32 +74,22 @@ def prepare(q, r, q_labels, r_labels, family: str):
 
 
 def frame(q, r, kind: int, scale: bool = True):
-    """Kernel inputs in the coordinates of metrics.Frame (translation and power-of-two scale
-    leave distances unchanged up to the unit): -> (q', r', s, unit), r' is q' when r is q.
-    float32 inputs are centered and scaled (metrics.Frame); bfloat16 ones only scaled (exact in
-    bfloat16; centering there would round); float16 ones, whose squares cannot overflow float32,
-    not at all, nor is anything for KIND_DOT. s and unit are 0-dim float32 tensors (no host
-    sync): a true tile is unit × the kernel's tile, ∂L/∂x = ∂L/∂x' / s. scale=False keeps the
-    units (centering only), for kernels that compare distances with margins inside."""
+    """Kernel inputs scaled by a power of two s (max |x/s| in [0.5, 1); exact), so that squares
+    of huge or tiny rows stay inside float32: -> (q', r', s, unit), r' is q' when r is q. A
+    true tile is unit × the kernel's tile and ∂L/∂x = ∂L/∂x' / s. Not for KIND_DOT, not for
+    float16 (whose squares cannot overflow float32), nor with scale=False (kernels that
+    compare distances with margins inside). No centering: a near pair's difference must come
+    from uncentered rows (metrics.Frame), and the kernels read one copy of each row. s and
+    unit are 0-dim float32 tensors: no host sync."""
     one = torch.ones((), dtype=torch.float32, device=q.device)
-    if kind == tiles.KIND_CODES["dot"] or q.dtype == torch.float16:
+    if kind == tiles.KIND_CODES["dot"] or q.dtype == torch.float16 or not scale:
         return q, r, one, one
-    if q.dtype == torch.float32:
-        f = metrics.Frame(q, r, metrics.KERNEL_KINDS[kind])
-        qf, rf, s = f.q, f.r, f.s.float()
-        if not scale:
-            qf = qf * s
-            rf = qf if f.r is f.q else rf * s
-            s = one
-    elif not scale:
-        return q, r, one, one
-    else:  # bfloat16: power-of-two scale only
-        peak = q.detach().abs().amax().float()
-        if r is not q:
-            peak = torch.maximum(peak, r.detach().abs().amax().float())
-        s = metrics.power_of_two_near(peak)
-        qf = q / s.to(q.dtype)
-        rf = qf if r is q else r / s.to(r.dtype)
+    peak = q.detach().abs().amax().float()
+    if r is not q:
+        peak = torch.maximum(peak, r.detach().abs().amax().float())
+    s = metrics.power_of_two_near(peak)
+    qf = q / s.to(q.dtype)
+    rf = qf if r is q else r / s.to(r.dtype)
     unit = s if kind == tiles.KIND_CODES["euclidean"] else s * s
     return qf, rf, s, unit
 

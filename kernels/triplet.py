@@ -940,7 +940,6 @@ def forward(q, r, q_labels, r_labels, cfg: TripletConfig):
     codes = _codes(cfg)
     same, same_labels = r is q, r_labels is q_labels
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "triplet")
-    q, r, _, _ = _host.frame(q, r, codes[0], scale=False)  # centered: distances unchanged
     values, counts, nonzero, *saved = triplet_fwd_op(
         q, None if same else r, q_labels, None if same_labels else r_labels, *codes,
         metrics.near_tolerance(q.dtype, cfg.precision), CHUNK_ELEMENTS)
@@ -953,7 +952,6 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: TripletConfig, saved):
     q_dtype, r_dtype = q.dtype, r.dtype
     same, same_labels = r is q, r_labels is q_labels
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "triplet")
-    q, r, _, _ = _host.frame(q, r, codes[0], scale=False)
     grad_values = _host.upstream_grad(grad_values, q.device)
     grad_q, grad_r = triplet_bwd_op(grad_values, q, None if same else r, q_labels,
                                     None if same_labels else r_labels, *saved, *codes,

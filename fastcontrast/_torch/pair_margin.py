@@ -86,13 +86,13 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved
     grad_q = torch.zeros_like(frame.q)
     grad_r = torch.zeros_like(frame.r)
     for rows in metrics.chunks(b, n, CHUNK_ELEMS):
-        x, x_sq = frame.rows(rows)
-        tile, near = frame.tile(x, x_sq)
+        x, x_sq, x_abs = frame.rows(rows)
+        tile, near = frame.tile(x, x_sq, x_abs)
         same = q_labels[rows, None] == r_labels[None, :]
         h = _signed_hinges(tile, same, rows, cfg)
         slope = (h > 0).to(h.dtype) if cfg.power == 1 else h.clamp_min_(0).mul_(2.0)
         grad_tile = slope.mul_(torch.where(same, g_pos[rows], g_neg[rows]))
-        gq, gr = frame.tile_backward(grad_tile, x, tile, near)
+        gq, gr = frame.tile_backward(grad_tile, x, tile, near, x_abs)
         grad_q[rows] = gq
         grad_r += gr
     return grad_q.to(q.dtype), grad_r.to(r.dtype)

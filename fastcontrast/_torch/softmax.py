@@ -47,10 +47,10 @@ def softplus(x):
 def _logits(frame, rows: slice, kind: str, tau):
     """One anchor chunk: its frame rows of q, the true pairwise tile and its near pairs (None
     for "dot", where they are not needed) and the logits."""
-    qc, q_sq = frame.rows(rows)
+    qc, q_sq, q_abs = frame.rows(rows)
     if kind == "dot":
         return qc, None, None, (qc / tau) @ frame.r.T
-    raw, near = frame.tile(qc, q_sq)
+    raw, near = frame.tile(qc, q_sq, q_abs)
     return qc, raw, near, raw / -tau
 
 
@@ -227,7 +227,7 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
             if needs_temperature_grad:  # Σ_j G_ij l_ij = q_i · ∂L/∂q_i
                 grad_tau = grad_tau - (gq * qc).sum() / tau
         else:
-            gq, gr = frame.sq_backward(tile * scale[:, None], qc, near)
+            gq, gr = frame.sq_backward(tile * scale[:, None], qc, near, frame.q_abs[rows])
             if needs_temperature_grad:  # G_ij = −τ · scale_i · T_ij in logit units
                 grad_tau = grad_tau + (scale * logit_dot).sum()
         grad_r += gr

@@ -58,14 +58,15 @@ class _Refs:
         self.frame = Frame(q, r, kind)
         self.cd = self.frame.q.dtype
         self.r = self.frame.r
+        self.r_abs = self.frame.r_abs
         self.sq = self.frame.r_sq
 
 
 def _tile(q, refs: _Refs, rows: slice, cfg: TripletConfig):
     """(q chunk in the frame, true raw tile, its near pairs, signed distance tile d)."""
-    qc, q_sq = refs.frame.rows(rows)
-    raw, near = refs.frame.tile(qc, q_sq)
-    return qc, (raw, near), (-raw if cfg.negate else raw)
+    qc, q_sq, q_abs = refs.frame.rows(rows)
+    raw, near = refs.frame.tile(qc, q_sq, q_abs)
+    return qc, (raw, near, q_abs), (-raw if cfg.negate else raw)
 
 
 def _masks(q_labels, r_labels, rows: slice, self_offset: int):
@@ -82,13 +83,15 @@ def _masks(q_labels, r_labels, rows: slice, self_offset: int):
 
 
 def _tile_backward(grad_d, qc, refs: _Refs, raw, cfg: TripletConfig):
-    """dL/d(signed tile) → (dL/dq chunk, dL/dr); raw = (true tile, near pairs) from _tile."""
+    """dL/d(signed tile) → (dL/dq chunk, dL/dr); raw = (true tile, near pairs, uncentered
+    rows) from _tile."""
     g = -grad_d if cfg.negate else grad_d
-    return refs.frame.tile_backward(g, qc, *raw)
+    tile, near, q_abs = raw
+    return refs.frame.tile_backward(g, qc, tile, near, q_abs)
 
 
 def _rowdist(x, y, refs: _Refs, negate: bool):
-    """Signed d(x_k, y_k) for paired frame rows, from their difference."""
+    """Signed d(x_k, y_k) for paired uncentered frame rows, from their difference."""
     d = refs.frame.row_distances(x, y)
     return -d if negate else d
 
@@ -263,8 +266,8 @@ def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=Non
         al, pc = a_loc[k0:k0 + block], p_col[k0:k0 + block]
         z = d[al]
         x = d[al, pc]
-        rp = refs.r[pc]
-        raw_pn, near_pn = refs.frame.tile(rp, None if refs.sq is None else refs.sq[pc])
+        rp, rp_sq, rp_abs = refs.frame.ref_rows(pc)
+        raw_pn, near_pn = refs.frame.tile(rp, rp_sq, rp_abs)
         d_pn = -raw_pn if cfg.negate else raw_pn
         keep = neg[al] & _kept(x[:, None], z, cfg)
         e = torch.minimum(z, d_pn)
@@ -282,7 +285,7 @@ def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=Non
         g_pn = -w * (1.0 - share_an)
         if cfg.negate:
             g_pn = -g_pn
-        gx, gy = refs.frame.tile_backward(g_pn, rp, raw_pn, near_pn)
+        gx, gy = refs.frame.tile_backward(g_pn, rp, raw_pn, near_pn, rp_abs)
         grad_r.index_add_(0, pc, gx)
         grad_r += gy
     return (values, counts, nonzero) if g is None else grad
@@ -331,7 +334,7 @@ def _semihard_tfa_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, gr
     e, share_an = z, has_n.to(d.dtype)
     if cfg.swap:
         a_loc, slot = has_n.nonzero(as_tuple=True)
-        rp, rn = refs.r[p_col[a_loc, slot]], refs.r[n_col[a_loc, slot]]
+        rp, rn = refs.r_abs[p_col[a_loc, slot]], refs.r_abs[n_col[a_loc, slot]]
         d_pn = _rowdist(rp, rn, refs, cfg.negate)
         za = z[a_loc, slot]
         pair_share = torch.where(za < d_pn, 1.0, torch.where(za == d_pn, 0.5, 0.0)).to(d.dtype)
@@ -403,7 +406,7 @@ def forward(q, r, q_labels, r_labels, cfg: TripletConfig, unit_grad: bool = Fals
             d_ap, p_idx, has_p, d_an, n_idx, has_n, valid = _batch_hard_select(d, pos, neg, cfg)
             e = d_an
             if cfg.swap:  # (an anchor without a positive under the "tfa" fallback has no d_pn)
-                d_pn = _rowdist(refs.r[p_idx], refs.r[n_idx], refs, cfg.negate)
+                d_pn = _rowdist(refs.r_abs[p_idx], refs.r_abs[n_idx], refs, cfg.negate)
                 e = torch.where(has_p, torch.minimum(d_an, d_pn), d_an)
             term = torch.where(valid, _term(d_ap - e + cfg.margin, cfg.smooth), torch.zeros_like(d_ap))
             values[rows], counts[rows], nonzero[rows] = term, valid.long(), (term > 0).long()
@@ -452,14 +455,14 @@ def _batch_hard_backward(g_all, q, refs: _Refs, cfg: TripletConfig, saved, grad_
     d_ap, p_idx, d_an, n_idx, flags = saved
     has_p, has_n, valid = flags.unbind(1)
     if cfg.swap:
-        d_pn = _rowdist(refs.r[p_idx], refs.r[n_idx], refs, cfg.negate)
+        d_pn = _rowdist(refs.r_abs[p_idx], refs.r_abs[n_idx], refs, cfg.negate)
         share_an = torch.where(d_an < d_pn, 1.0, torch.where(d_an == d_pn, 0.5, 0.0)).to(d_ap.dtype)
         share_an = torch.where(has_p, share_an, torch.ones_like(share_an))
         e = torch.where(has_p, torch.minimum(d_an, d_pn), d_an)
     else:
         share_an, e = torch.ones_like(d_ap), d_an
     w = torch.where(valid, _term_grad(d_ap - e + cfg.margin, cfg.smooth), torch.zeros_like(d_ap)) * g_all
-    qa = refs.frame.q
+    qa = refs.frame.q_abs
     rows = torch.arange(q.shape[0], device=q.device)
     for weight, other, dist, on in ((w, p_idx, d_ap, has_p), (-w * share_an, n_idx, d_an, has_n)):
         weight = torch.where(on, weight, torch.zeros_like(weight))
@@ -467,14 +470,14 @@ def _batch_hard_backward(g_all, q, refs: _Refs, cfg: TripletConfig, saved, grad_
         if not bool(keep.any()):
             continue
         a_rows, o_rows = rows[keep], other[keep]
-        gq, gr = _rowdist_backward(weight[keep], qa[a_rows], refs.r[o_rows], dist[keep], refs, cfg.negate)
+        gq, gr = _rowdist_backward(weight[keep], qa[a_rows], refs.r_abs[o_rows], dist[keep], refs, cfg.negate)
         grad_q.index_add_(0, a_rows, gq)
         grad_r.index_add_(0, o_rows, gr)
     if cfg.swap:
         weight = torch.where(valid, -w * (1.0 - share_an), torch.zeros_like(w))
         keep = weight != 0
         if bool(keep.any()):
-            gp, gn = _rowdist_backward(weight[keep], refs.r[p_idx[keep]], refs.r[n_idx[keep]], d_pn[keep],
+            gp, gn = _rowdist_backward(weight[keep], refs.r_abs[p_idx[keep]], refs.r_abs[n_idx[keep]], d_pn[keep],
                                        refs, cfg.negate)
             grad_r.index_add_(0, p_idx[keep], gp)
             grad_r.index_add_(0, n_idx[keep], gn)
