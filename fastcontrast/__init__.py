@@ -9,9 +9,18 @@ fastcontrast` stays cheap and a missing optional piece never breaks the others.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from .backend import BACKENDS, resolve_backend  # noqa: F401
 from .metrics import METRICS  # noqa: F401
+
+if TYPE_CHECKING:  # what a type checker sees of the lazy exports below (kept equal to _EXPORTS)
+    from ._reduce import LossTerms, reduce_terms
+    from .distributed import GlobalBatchLoss
+    from .pair_margin import ContrastiveLoss, contrastive_loss
+    from .softmax import (InfoNCELoss, NPairLoss, NTXentLoss, SupConLoss, info_nce_loss,
+                          npair_loss, nt_xent_loss, supcon_loss)
+    from .triplet import MINING_MODES, TripletMarginLoss, triplet_margin_loss
 
 __version__ = "0.1.0"
 

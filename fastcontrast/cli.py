@@ -1,4 +1,5 @@
-"""`fastcontrast` console script: `fastcontrast experiment ...`, `fastcontrast bench ...`."""
+"""`fastcontrast` console script (also `python -m fastcontrast`): `fastcontrast experiment ...`,
+`fastcontrast bench ...`, `fastcontrast --version`."""
 from __future__ import annotations
 
 import sys
@@ -10,7 +11,8 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: fastcontrast COMMAND [options]", "", "commands:"]
+    lines = ["usage: fastcontrast COMMAND [options]", "       fastcontrast --version", "",
+             "commands:"]
     lines += [f"  {name:<12}{help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`fastcontrast COMMAND --help` shows a command's options."]
     return "\n".join(lines)
@@ -20,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+        print(f"fastcontrast {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

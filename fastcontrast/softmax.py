@@ -112,6 +112,19 @@ def _check_temperature(temperature, dtype=None):
     check_positive(temperature, "temperature", allow_tensor=True, dtype=dtype)
 
 
+def _temperature_from(temperature, logit_scale, default):
+    """temperature, or 1 / logit_scale (CLIP's multiplier; a detached value here, for the
+    checks: the Module divides by its logit_scale at each call), or the default."""
+    if logit_scale is None:
+        return default if temperature is None else temperature
+    if temperature is not None:
+        raise ValueError("give temperature or logit_scale, not both (temperature = 1 / logit_scale)")
+    check_positive(logit_scale, "logit_scale", allow_tensor=True)
+    if isinstance(logit_scale, torch.Tensor):
+        return 1.0 / logit_scale.detach()
+    return 1.0 / float(logit_scale)
+
+
 def _temperature_tensor(temperature, like: torch.Tensor) -> torch.Tensor:
     """τ as a 0-dim tensor in like's compute dtype, checked against that dtype's range."""
     _check_temperature(temperature, like.dtype)
@@ -457,12 +470,19 @@ class InfoNCELoss(_SoftmaxLoss):
 
     forward(query, keys, labels=None, ref_labels=None): optional labels make every key with
     the query's label a positive. terms(query, labels, keys, key_labels, self_offset): with
-    labels None, query i's positive is key i + max(self_offset, 0)."""
+    labels None, query i's positive is key i + max(self_offset, 0).
 
-    def __init__(self, temperature=0.07, *, symmetric=False, distance="cosine", normalize=None,
-                 reduction="mean", backend=None):
+    temperature divides the similarities (default 0.07 when neither is given); logit_scale,
+    CLIP's multiplier, is the alternative: logits = logit_scale · s, the same as temperature
+    = 1 / logit_scale. Give one or the other. Either may be a tensor that requires grad; a
+    tensor logit_scale is read at every call, so a learnable Parameter stays in the graph."""
+
+    def __init__(self, temperature=None, *, logit_scale=None, symmetric=False, distance="cosine",
+                 normalize=None, reduction="mean", backend=None):
+        temperature = _temperature_from(temperature, logit_scale, default=0.07)
         super().__init__(temperature=temperature, distance=distance, normalize=normalize,
                          reduction=reduction, backend=backend)
+        self.logit_scale = logit_scale
         if not isinstance(symmetric, bool):
             raise TypeError(f"symmetric must be True or False, got {type(symmetric).__name__}")
         self.symmetric = symmetric
@@ -498,8 +518,9 @@ class InfoNCELoss(_SoftmaxLoss):
             ref_labels = torch.arange(keys.shape[0], device=keys.device)
         backend = resolve(self.backend, embeddings)
         q, r = _prepared(embeddings, ref_emb, self.metric)  # r is q without ref_emb
+        temperature = self.temperature if self.logit_scale is None else 1.0 / self.logit_scale
         kw = dict(kind=self.metric.kind, variant="supcon", self_offset=-1,
-                  temperature=self.temperature, backend=backend)
+                  temperature=temperature, backend=backend)
         if not self.symmetric:
             values, n_pos = softmax_values(q, r, labels, ref_labels, positive_offset=shift, **kw)
             return LossTerms(values, torch.ones_like(n_pos), (values.detach() > 0).long())
@@ -544,9 +565,10 @@ def npair_loss(embeddings, labels, *, l2_reg=0.0, distance="dot", normalize=None
     return loss(embeddings, labels, indices_tuple=indices_tuple)
 
 
-def info_nce_loss(query, keys, *, temperature=0.07, symmetric=False, distance="cosine", normalize=None,
-                  reduction="mean", backend=None):
-    """InfoNCE / CLIP loss; see InfoNCELoss."""
-    loss = InfoNCELoss(temperature, symmetric=symmetric, distance=distance, normalize=normalize,
-                       reduction=reduction, backend=backend)
+def info_nce_loss(query, keys, *, temperature=None, logit_scale=None, symmetric=False, distance="cosine",
+                  normalize=None, reduction="mean", backend=None):
+    """InfoNCE / CLIP loss; see InfoNCELoss. temperature (default 0.07) or logit_scale (CLIP's
+    multiplier, = 1 / temperature), not both."""
+    loss = InfoNCELoss(temperature, logit_scale=logit_scale, symmetric=symmetric, distance=distance,
+                       normalize=normalize, reduction=reduction, backend=backend)
     return loss(query, keys)

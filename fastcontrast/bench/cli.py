@@ -19,6 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .._cli_common import DefaultsHelpFormatter, default_threads, THREADS_DEFAULT_HELP, check_out_folder
 from . import report
 from .cases import DTYPES, LOSSES, SUITES, Case, Entry, suite
 from .impls import IMPLS, get_impl
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "dense PyTorch, torch.compile and pytorch-metric-learning. Each "
                     "configuration runs in a fresh process. `fastcontrast bench report FILE.json` "
                     "re-renders tables and plots from a results file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("--suite", choices=sorted(SUITES), help="run a predefined list of cases "
                    "instead of the --losses × --batch-sizes sweep")
     p.add_argument("--losses", type=_csv_list(list(LOSSES), name="loss"), default=DEFAULT_LOSSES,
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=DEFAULT_BATCHES, help="comma-separated batch sizes B")
     p.add_argument("--dim", type=_positive(int), default=128, help="embedding dimension D")
     p.add_argument("--classes", type=_positive(int), default=10, help="number of classes")
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="embedding dtype")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto = cuda when available")
     p.add_argument("--impls", type=_csv_list(list(IMPLS), name="implementation"),
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address-space cap of each CPU process, e.g. 16GiB; 'auto' = available "
                         "memory minus 3 GiB; 'none' = no cap")
     p.add_argument("--threads", type=_positive(int), default=None,
-                   help="torch threads in each process (default: torch's choice / OMP_NUM_THREADS)")
+                   help="torch threads in each configuration's process " + THREADS_DEFAULT_HELP)
     p.add_argument("--isolation", choices=("auto", "process", "inprocess"), default="auto",
                    help="process: every configuration in a fresh process (peak RSS, memory cap, "
                         "time limit); inprocess: all in this process (CUDA peak memory from the "
@@ -160,6 +161,14 @@ def _progress(total: int, quiet: bool):
     except ImportError:
         return None
     return tqdm(total=total, unit="run", dynamic_ncols=True, file=sys.stderr)
+
+
+def _matplotlib_missing() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return True
+    return False
 
 
 def _interrupt(signum, frame):
@@ -213,6 +222,8 @@ def run(args, argv: list[str]) -> int:
     if cap and avail and cap > avail:
         print(f"note: --memory-cap {report.fmt_bytes(cap)} is above the memory available now "
               f"({report.fmt_bytes(avail)})", file=sys.stderr)
+    if args.threads is None:
+        args.threads = default_threads()
     impls_asked = None if args.suite else list(args.impls)
     settings = {"warmup": args.warmup, "repeats": args.repeats, "max_seconds": args.max_seconds,
                 "time_limit_s": args.time_limit, "cap_bytes": cap, "threads": args.threads,
@@ -234,10 +245,16 @@ def run(args, argv: list[str]) -> int:
         print("note: --isolation inprocess: CPU memory figures are not measured in-process",
               file=sys.stderr)
     settings["isolation"] = isolation
+    if isolation == "inprocess":
+        import torch
+        torch.set_num_threads(args.threads)
     prober = Prober(warmup=args.warmup, repeats=args.repeats, time_limit_s=args.time_limit,
                     cap_bytes=cap, threads=args.threads, max_seconds=args.max_seconds,
                     cwd=os.getcwd(), sys_path=[os.getcwd()], isolation=isolation)
     jobs = [(e, name) for e in entries for name in (e.impls or tuple(IMPLS))]
+    print(f"fastcontrast bench: {len(jobs)} configurations, {args.threads} torch "
+          f"thread{'s' if args.threads != 1 else ''} per process (--threads), {isolation} "
+          f"isolation → {out}", file=sys.stderr, flush=True)
     bar = _progress(len(jobs), args.quiet)
     previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -258,7 +275,8 @@ def run(args, argv: list[str]) -> int:
     report.write_json(doc, json_path)
     report.write_csv(doc, csv_path)
     header, rows = report.comparison_rows(doc)
-    print(f"\nfastcontrast bench on {report.device_label(doc)}; forward+backward, median of "
+    print(f"\nfastcontrast bench on {report.device_label(doc)}, {args.threads} torch "
+          f"thread{'s' if args.threads != 1 else ''}; forward+backward, median of "
           f"{args.repeats}; {report.memory_definition(doc)}"
           + (f"; CPU processes capped at {report.fmt_bytes(cap)}" if cap and "cpu" in devices else ""))
     print(report.text_table(header, rows))
@@ -271,7 +289,11 @@ def run(args, argv: list[str]) -> int:
         print(f"error in {r['case']['name']} {r['impl']}: {r.get('error')}", file=sys.stderr)
     written = [str(json_path), str(csv_path)]
     if not args.no_plots:
-        written += report.plot(doc, out, prefix)
+        if _matplotlib_missing():
+            print("note: matplotlib is not installed, so no PNG plots were written "
+                  "(pip install matplotlib)", file=sys.stderr)
+        else:
+            written += report.plot(doc, out, prefix)
     md_path = out / f"{prefix}.md"
     md_path.write_text(report.markdown_report(doc, json_path.name) + "\n")
     written.append(str(md_path))
@@ -289,7 +311,10 @@ def run_report(argv: list[str]) -> int:
             build_report_parser().error(f"cannot read {f}: {exc}")
         parts.append(f"### {Path(f).name}\n\n" + report.markdown_report(doc, Path(f).name))
         if args.plots:
-            Path(args.plots).mkdir(parents=True, exist_ok=True)
+            if _matplotlib_missing():
+                build_report_parser().error("argument --plots: matplotlib is not installed, so "
+                                            "no PNG plots can be written (pip install matplotlib)")
+            check_out_folder(build_report_parser(), args.plots, "--plots")
             report.plot(doc, args.plots, Path(f).stem)
     text = "\n\n".join(parts) + "\n"
     if args.markdown:
@@ -311,4 +336,5 @@ def main(argv: list[str] | None = None) -> int:
             get_impl(name)
         except ValueError as exc:
             parser.error(f"argument --impls: {exc}")
+    check_out_folder(parser, args.out)
     return run(args, argv)

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from .._cli_common import DefaultsHelpFormatter, default_threads, THREADS_DEFAULT_HELP, check_out_folder
 from .data import DATASETS, DEFAULT_DIRS, DatasetError, load_dataset
 from .losses import BASELINE, LOSS_NAMES, SEMANTICS, TITLES, LossSettings, build_loss
 
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Two-stage study: pretrain an MLP encoder with a contrastive loss, then "
                     "train a linear classifier on its frozen embeddings; compare with an MLP "
                     "trained with cross-entropy. Every loss × batch size × seed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, default="digits",
                    help="digits: scikit-learn's 8×8 digits (no download); fashion-mnist / mnist: "
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use only this many test examples (default: all)")
     g = p.add_argument_group("sweep")
     g.add_argument("--losses", type=loss_list, default=list(LOSS_NAMES),
-                   help=f"comma-separated, from: {', '.join(LOSS_NAMES)}; or 'all'")
+                   help=f"comma-separated, from: {', '.join(LOSS_NAMES)}; or 'all' (default: all)")
     g.add_argument("--batch-sizes", type=int_list, default=None,
                    help="stage-1 (and baseline) batch sizes; default per dataset "
                         "(digits 32,256; MNIST / Fashion-MNIST 32,256,2048)")
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "2048→0.2; other batch sizes need --lrs)")
     g.add_argument("--seeds", type=positive(int), default=None,
                    help="number of seeds per configuration (default 3)")
-    g.add_argument("--first-seed", type=int, default=0)
+    g.add_argument("--first-seed", type=int, default=0, help="seeds run from this one up")
     g.add_argument("--time-limit", type=positive(float), default=None,
                    help="seconds; start no new run after this, and list what was not run")
     g = p.add_argument_group("training")
@@ -110,13 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stage-1 and baseline epochs (default: digits 5, MNIST / Fashion-MNIST 20)")
     g.add_argument("--classifier-epochs", type=positive(int), default=None,
                    help="stage-2 epochs (default: as --epochs)")
-    g.add_argument("--classifier-batch-size", type=positive(int), default=32)
-    g.add_argument("--classifier-lr", type=positive(float), default=1e-3)
+    g.add_argument("--classifier-batch-size", type=positive(int), default=32, help="stage-2 batch size")
+    g.add_argument("--classifier-lr", type=positive(float), default=1e-3, help="stage-2 learning rate")
     g.add_argument("--max-steps", type=positive(int), default=None,
                    help="cap on optimizer steps per stage (quick checks)")
     g.add_argument("--hidden", type=positive(int), default=256, help="encoder width")
-    g.add_argument("--projection-dim", type=positive(int), default=128)
-    g.add_argument("--activation", choices=("relu", "leaky_relu"), default="relu")
+    g.add_argument("--projection-dim", type=positive(int), default=128, help="projection head width")
+    g.add_argument("--activation", choices=("relu", "leaky_relu"), default="relu", help="encoder activation")
     g = p.add_argument_group("losses")
     g.add_argument("--semantics", choices=SEMANTICS, default="tfa",
                    help="tfa: the losses as the original study computed them (TensorFlow "
@@ -132,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fastcontrast backend (default: FASTCONTRAST_BACKEND or auto)")
     g = p.add_argument_group("output")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=positive(int), default=None, help="torch CPU threads")
+    g.add_argument("--threads", type=positive(int), default=None,
+                   help="torch CPU threads " + THREADS_DEFAULT_HELP)
     g.add_argument("--out", default=None,
                    help="output folder (default: fastcontrast-results/<dataset>-<time>)")
     g.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -167,6 +169,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.data_dir is not None and args.dataset == "digits":
         parser.error("argument --data-dir: the digits dataset is bundled with scikit-learn; "
                      "--data-dir is for fashion-mnist / mnist")
+    if args.out is not None:
+        check_out_folder(parser, args.out)
     args.device = resolve_device(parser, args.device)
     return args
 
@@ -255,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     from . import report
     from .train import TrainSettings, run_one, warm_up
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads is None:
+        args.threads = default_threads()
+    torch.set_num_threads(args.threads)
     try:
         data = load_dataset(args.dataset, args.data_dir, args.train_size, args.test_size)
     except DatasetError as exc:
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     out = args.out or os.path.join("fastcontrast-results",
                                    f"{args.dataset}-{started.strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(out, exist_ok=True)
+    check_out_folder(build_parser(), out)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     loss_settings = LossSettings(semantics=args.semantics, margin=args.margin,
                                  miner_margin=args.miner_margin, temperature=args.temperature,
@@ -291,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"{args.dataset}: {len(data.y_train)} train / {len(data.y_test)} test, "
           f"{len(args.losses)} losses × batch sizes {args.batch_sizes} × {len(seeds)} seeds "
-          f"on {rep['machine']['device_name']} → {out}", file=sys.stderr)
+          f"on {rep['machine']['device_name']}, {args.threads} torch "
+          f"thread{'s' if args.threads != 1 else ''} (--threads) → {out}", file=sys.stderr)
 
     # Seeds outermost: if --time-limit stops the sweep, every configuration reached has
     # its first seeds rather than some configurations all seeds and others none.
@@ -301,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     loss_fns = {loss: None if loss == BASELINE else build_loss(loss, loss_settings)
                 for loss in args.losses}
     warmed = set()
+    warned_plots = []
     pca = {}  # batch size -> {loss: 2-D test embedding of the first seed}
 
     def refresh():
@@ -313,6 +320,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def plots():
         if args.no_plots or not rep["results"]:
+            return
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            if not warned_plots:
+                warned_plots.append(True)
+                print("note: matplotlib is not installed, so no PNG plots are written "
+                      "(pip install matplotlib)", file=sys.stderr)
             return
         title = (f"{args.dataset}: test accuracy, {args.epochs} epoch(s) per stage, "
                  f"mean ± std over seeds")
@@ -349,6 +364,6 @@ def main(argv: list[str] | None = None) -> int:
 
     refresh()
     print(report.markdown(rep))
-    print(f"wrote {out}/table.md, results.json" + ("" if args.no_plots else " and plots")
+    print(f"wrote {out}/table.md, results.json" + ("" if args.no_plots or warned_plots else " and plots")
           + f" in {rep['wall_s']:.0f} s", file=sys.stderr)
     return 0

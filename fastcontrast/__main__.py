@@ -1,0 +1,4 @@
+"""`python -m fastcontrast`: the `fastcontrast` command."""
+from .cli import main
+
+raise SystemExit(main())
