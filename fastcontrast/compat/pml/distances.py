@@ -80,3 +80,8 @@ def metric_from_distance(distance, argument: str = "distance") -> Metric:
             kwargs["p"] = getattr(distance, "p", 2)
         return own(**kwargs).metric()
     raise TypeError(f"{argument} must be LpDistance, CosineSimilarity or DotProductSimilarity, got {name}")
+
+
+from ._pml import forwarding  # noqa: E402
+
+__getattr__, __dir__ = forwarding(__name__, "distances")

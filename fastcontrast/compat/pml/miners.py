@@ -75,3 +75,8 @@ class BatchHardMiner(_LazyTripletMiner):
     positive and a negative, the farthest positive and the nearest negative."""
 
     mining = "batch_hard"
+
+
+from ._pml import forwarding  # noqa: E402
+
+__getattr__, __dir__ = forwarding(__name__, "miners")

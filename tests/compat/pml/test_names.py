@@ -1,0 +1,72 @@
+"""Every name of pytorch-metric-learning resolves through fastcontrast.compat.pml: the fused
+classes are fastcontrast's, every other one is pytorch-metric-learning's own object."""
+import importlib
+import inspect
+
+import pytest
+
+pml = pytest.importorskip("pytorch_metric_learning")
+
+from fastcontrast.compat.pml import _pml  # noqa: E402
+
+FUSED = {
+    "losses": {"ContrastiveLoss", "TripletMarginLoss", "NTXentLoss", "SupConLoss", "NPairsLoss"},
+    "miners": {"TripletMarginMiner", "BatchHardMiner"},
+    "distances": {"LpDistance", "CosineSimilarity", "DotProductSimilarity", "BaseDistance"},
+}
+MODULES = ["losses", "miners", "distances", "reducers", "regularizers", "samplers", "testers", "trainers",
+           "datasets"]
+
+
+def public_classes(mod):
+    return sorted(n for n, v in vars(mod).items() if not n.startswith("_") and inspect.isclass(v))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_class_resolves(name):
+    theirs = importlib.import_module(f"pytorch_metric_learning.{name}")
+    ours = importlib.import_module(f"fastcontrast.compat.pml.{name}")
+    classes = public_classes(theirs)
+    assert classes, name
+    for cls in classes:
+        got = getattr(ours, cls)
+        if cls in FUSED.get(name, ()):
+            assert got is not getattr(theirs, cls) and got.__module__.startswith("fastcontrast."), cls
+        else:
+            assert got is getattr(theirs, cls), cls
+        assert cls in dir(ours)
+    # the from-import form too
+    assert eval(f"__import__('fastcontrast.compat.pml.{name}', fromlist=['{classes[0]}']).{classes[0]}")
+
+
+def test_unknown_names_raise_attribute_error():
+    from fastcontrast.compat.pml import losses
+    with pytest.raises(AttributeError, match="NoSuchLoss"):
+        losses.NoSuchLoss
+    assert not hasattr(losses, "_private_thing")
+
+
+def test_utils_submodules_are_pmls_own():
+    from pytorch_metric_learning.utils import common_functions, loss_and_miner_utils
+    from fastcontrast.compat.pml import utils
+    from fastcontrast.compat.pml.utils import common_functions as c_f
+    import fastcontrast.compat.pml.utils.loss_and_miner_utils as lmu
+    assert c_f is common_functions and lmu is loss_and_miner_utils
+    assert lmu.__spec__.name == "pytorch_metric_learning.utils.loss_and_miner_utils"
+    assert utils.inference is importlib.import_module("pytorch_metric_learning.utils.inference")
+    assert utils.distributed.__name__ == "fastcontrast.compat.pml.utils.distributed"  # fastcontrast's own
+    with pytest.raises(AttributeError, match="no_such_module"):
+        utils.no_such_module
+
+
+def test_without_pytorch_metric_learning(monkeypatch):
+    """The ImportError names the class and says where it comes from; fused names still work."""
+    from fastcontrast.compat.pml import losses, reducers, utils
+    monkeypatch.setattr(_pml, "available", lambda: False)
+    with pytest.raises(ImportError, match=r"losses\.ArcFaceLoss.*pytorch-metric-learning"):
+        losses.ArcFaceLoss
+    with pytest.raises(ImportError, match=r"reducers\.ThresholdReducer.*pytorch-metric-learning"):
+        from fastcontrast.compat.pml.reducers import ThresholdReducer  # noqa: F401
+    with pytest.raises(ImportError, match=r"utils\.logging_presets.*pytorch-metric-learning"):
+        utils.logging_presets
+    assert losses.TripletMarginLoss.__module__ == "fastcontrast.compat.pml._triplet"
