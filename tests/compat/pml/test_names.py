@@ -12,7 +12,7 @@ from fastcontrast.compat.pml import _pml  # noqa: E402
 FUSED = {
     "losses": {"ContrastiveLoss", "TripletMarginLoss", "NTXentLoss", "SupConLoss", "NPairsLoss"},
     "miners": {"TripletMarginMiner", "BatchHardMiner"},
-    "distances": {"LpDistance", "CosineSimilarity", "DotProductSimilarity", "BaseDistance"},
+    "distances": {"LpDistance", "CosineSimilarity", "DotProductSimilarity"},  # BaseDistance: PML's own
 }
 MODULES = ["losses", "miners", "distances", "reducers", "regularizers", "samplers", "testers", "trainers",
            "datasets"]
