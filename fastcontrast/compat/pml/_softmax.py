@@ -253,6 +253,9 @@ class NPairsLoss(PMLLossBase):
     def default_distance(self):
         return DotProductSimilarity()
 
+    def _set_distance_stats(self, embeddings, ref_emb):
+        pass  # PML's distance sees the selected pairs only: set in _fused
+
     def _pairs(self, embeddings, indices_tuple):
         if indices_tuple is None:
             return None
@@ -278,7 +281,8 @@ class NPairsLoss(PMLLossBase):
         self.num_pairs = int(terms.values.shape[0])  # PML records it on every call
         if terms.values.shape[0] == 0:
             return _zero(embeddings)
+        anchors, positives = _softmax.npair_indices(labels, self._pairs(embeddings, indices_tuple))
+        PMLLossBase._set_distance_stats(self, embeddings[anchors], embeddings[positives])
         if plans is None:
             return self.reduce(terms).to(embeddings.dtype)
-        anchors, _ = _softmax.npair_indices(labels, self._pairs(embeddings, indices_tuple))
         return self.apply_plans(plans, terms, labels[anchors]).to(embeddings.dtype)
