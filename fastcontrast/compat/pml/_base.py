@@ -176,6 +176,8 @@ class PMLLossBase(torch.nn.Module):
                                          embedding_regularizer is not None)
         self._hyper = dict(hyper)
         self._dense_loss = None
+        # set by CrossBatchMemory: reference row i + offset is query row i itself
+        self._self_offset_override = None
 
     # ------------------------------------------------------------------ dense path
     def dense_loss(self):

@@ -107,6 +107,8 @@ class ContrastiveLoss(PMLLossBase):
                     raise ValueError("ref_labels is required when ref_emb has a different number of rows")
                 ref_labels = labels
             self_offset = 0 if (ref_labels is labels and labels is not None) else -1
+        if self._self_offset_override is not None and indices_tuple is None:
+            self_offset = self._self_offset_override
         terms = self.loss.terms(embeddings, labels, ref_emb, ref_labels, self_offset, indices_tuple)
         if plans is None:
             return self.reduce(terms).to(embeddings.dtype)

@@ -151,6 +151,8 @@ class _PMLSoftmaxLoss(PMLLossBase):
                 check_pair(embeddings, ref_emb, "embeddings", "ref_emb")
             ref_labels_eff = ref_labels
             self_offset = 0 if ref_labels is labels else -1
+        if self._self_offset_override is not None and indices_tuple is None:
+            self_offset = self._self_offset_override
         if indices_tuple is not None:
             n = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
             a1, p, a2, neg = _softmax._check_indices_tuple(indices_tuple, embeddings.shape[0], n)

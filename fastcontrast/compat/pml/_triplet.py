@@ -139,6 +139,11 @@ class TripletMarginLoss(PMLLossBase):
         if isinstance(indices_tuple, MinedTriplets) and labels is None:
             labels = indices_tuple.labels
         self_offset = pml_self_offset(labels, ref_emb, ref_labels)
+        if isinstance(indices_tuple, MinedTriplets) and indices_tuple.embeddings is embeddings \
+                and indices_tuple.ref_emb is ref_emb:
+            self_offset = indices_tuple.self_offset  # the selection carries its self-pair rule
+        elif self._self_offset_override is not None:
+            self_offset = self._self_offset_override
         if ref_emb is not None and ref_labels is None and labels is not None:
             if not isinstance(ref_emb, torch.Tensor) or ref_emb.dim() < 1 or ref_emb.shape[0] != labels.shape[0]:
                 raise ValueError("ref_labels is required when ref_emb has a different number of rows than labels")

@@ -7,6 +7,7 @@ pytorch_metric_learning.losses' own class.
 from ._pair_margin import *  # noqa: F401,F403
 from ._softmax import *  # noqa: F401,F403
 from ._triplet import *  # noqa: F401,F403
+from ._xbm import *  # noqa: F401,F403
 from ._pml import forwarding
 
 __getattr__, __dir__ = forwarding(__name__, "losses")

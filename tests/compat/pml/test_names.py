@@ -10,7 +10,7 @@ pml = pytest.importorskip("pytorch_metric_learning")
 from fastcontrast.compat.pml import _pml  # noqa: E402
 
 FUSED = {
-    "losses": {"ContrastiveLoss", "TripletMarginLoss", "NTXentLoss", "SupConLoss", "NPairsLoss"},
+    "losses": {"ContrastiveLoss", "TripletMarginLoss", "NTXentLoss", "SupConLoss", "NPairsLoss", "CrossBatchMemory"},
     "miners": {"TripletMarginMiner", "BatchHardMiner"},
     "distances": {"LpDistance", "CosineSimilarity", "DotProductSimilarity"},  # BaseDistance: PML's own
 }
