@@ -21,7 +21,13 @@ INSTALL_HINT = "pip install pytorch-metric-learning"
 
 
 def available() -> bool:
-    return importlib.util.find_spec(PACKAGE) is not None
+    if PACKAGE in sys.modules:
+        return sys.modules[PACKAGE] is not None
+    try:
+        importlib.import_module(PACKAGE)
+    except ImportError:
+        return False
+    return True
 
 
 def module(name: str):

@@ -202,7 +202,7 @@ def fused_metric(distance, owner: str, argument: str = "distance") -> Metric | N
     if key not in _warned:
         _warned.add(key)
         warnings.warn(f"{owner}: {distance!r} is not fused by fastcontrast; computing it with "
-                      "pytorch-metric-learning's dense distance matrix", stacklevel=3)
+                      "pytorch-metric-learning's dense distance matrix", stacklevel=4)
     return None
 
 

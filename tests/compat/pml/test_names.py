@@ -70,3 +70,46 @@ def test_without_pytorch_metric_learning(monkeypatch):
     with pytest.raises(ImportError, match=r"utils\.logging_presets.*pytorch-metric-learning"):
         utils.logging_presets
     assert losses.TripletMarginLoss.__module__ == "fastcontrast.compat.pml._triplet"
+
+
+NO_PML = r"""
+import sys
+sys.modules["pytorch_metric_learning"] = None  # as if it were not installed
+import torch
+from fastcontrast.compat.pml import distances, losses, miners
+torch.manual_seed(0)
+x, y = torch.randn(14, 5, dtype=torch.float64), torch.randint(0, 3, (14,))
+out = [losses.TripletMarginLoss()(x, y, miners.TripletMarginMiner(type_of_triplets="semihard")(x, y)).item(),
+       losses.TripletMarginLoss(distance=distances.CosineSimilarity())(x, y, miners.BatchHardMiner()(x, y)).item()]
+out += [getattr(losses, n)()(x, y).item() for n in ("ContrastiveLoss", "NTXentLoss", "SupConLoss", "NPairsLoss")]
+out += [float(distances.LpDistance(power=2)(x).sum()), float(distances.DotProductSimilarity().margin(x[0], x[1]).sum())]
+for name in ("losses.ArcFaceLoss", "reducers.MeanReducer", "utils.common_functions"):
+    mod, attr = name.split(".")
+    try:
+        getattr(__import__("fastcontrast.compat.pml." + mod, fromlist=[attr]), attr)
+    except ImportError as err:
+        assert attr in str(err) and "pytorch-metric-learning" in str(err), err
+    else:
+        raise AssertionError(name + " resolved without pytorch-metric-learning")
+print(repr(out))
+"""
+
+
+def test_fused_classes_work_without_pytorch_metric_learning():
+    """A process where pytorch-metric-learning cannot be imported: the fused classes give
+    the same numbers as here, PML-only names raise an ImportError naming them."""
+    import subprocess
+    import sys
+
+    import torch
+    from pytorch_metric_learning import losses as pml_losses, miners as pml_miners, distances as pml_distances
+    run = subprocess.run([sys.executable, "-c", NO_PML], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    got = eval(run.stdout.strip().splitlines()[-1])
+    torch.manual_seed(0)
+    x, y = torch.randn(14, 5, dtype=torch.float64), torch.randint(0, 3, (14,))
+    want = [pml_losses.TripletMarginLoss()(x, y, pml_miners.TripletMarginMiner(type_of_triplets="semihard")(x, y)),
+            pml_losses.TripletMarginLoss(distance=pml_distances.CosineSimilarity())(x, y, pml_miners.BatchHardMiner()(x, y))]
+    want += [getattr(pml_losses, n)()(x, y) for n in ("ContrastiveLoss", "NTXentLoss", "SupConLoss", "NPairsLoss")]
+    want += [pml_distances.LpDistance(power=2)(x).sum(), pml_distances.DotProductSimilarity().margin(x[0], x[1]).sum()]
+    assert got == pytest.approx([float(w) for w in want], rel=1e-9, abs=1e-12)
