@@ -75,6 +75,21 @@ def _per_anchor_default(reducer) -> bool:
 
 
 def plan(reducer, rtype: str, per_anchor_ok: bool, have_labels: bool):
+    """See _plan; with collect_stats the reducer's `losses_size` (its number of terms) is
+    recorded as PML records it."""
+    p = _plan(reducer, rtype, per_anchor_ok, have_labels)
+    if p is None or not getattr(reducer, "collect_stats", False):
+        return p
+
+    def recorded(v, c, nz, y):
+        out = p(v, c, nz, y)
+        if type(reducer).__name__ not in ("ThresholdReducer", "AvgNonZeroReducer"):  # those record their own
+            reducer.losses_size = int(c.sum())
+        return out
+    return recorded
+
+
+def _plan(reducer, rtype: str, per_anchor_ok: bool, have_labels: bool):
     """A function (values, counts, nonzero, row_labels) -> loss reducing per-row sums the way
     `reducer` reduces the terms, or None when the terms themselves are needed.
     rtype: pytorch-metric-learning's reduction type ("triplet", "pos_pair", "neg_pair",

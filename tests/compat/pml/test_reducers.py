@@ -187,3 +187,19 @@ def test_bad_reducer():
         losses.TripletMarginLoss(reducer="mean")
     with pytest.raises(TypeError, match="embedding_regularizer"):
         losses.SupConLoss(embedding_regularizer="l2")
+
+
+@pytest.mark.parametrize("name", ["TripletMarginLoss", "ContrastiveLoss", "NTXentLoss", "SupConLoss"])
+def test_losses_size_stat(name, gen):
+    x, y = batch(gen)
+    for make in (lambda: R.MeanReducer(collect_stats=True), lambda: R.AvgNonZeroReducer(collect_stats=True),
+                 lambda: R.PerAnchorReducer(R.SumReducer(collect_stats=True), collect_stats=True)):
+        if name == "TripletMarginLoss" and type(make()) is R.PerAnchorReducer:
+            continue  # PML has no per-anchor reduction of triplets
+        pml, fc = getattr(pml_losses, name)(reducer=make()), getattr(losses, name)(reducer=make())
+        pml(x, y)
+        fc(x, y)
+        for theirs, ours in zip(pml.reducer.modules(), fc.reducer.modules()):
+            for attr in ("losses_size", "num_past_filter", "num_above_low"):
+                if hasattr(theirs, attr):
+                    assert getattr(ours, attr) == getattr(theirs, attr), (name, type(theirs).__name__, attr)
