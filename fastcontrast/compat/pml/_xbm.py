@@ -47,7 +47,8 @@ if _theirs is not None:
                 return super().forward(embeddings, labels, indices_tuple, enqueue_mask)
             finally:
                 self._fuse_now = False
-                self.loss._self_offset_override = None
+                if fused:
+                    self.loss._self_offset_override = None
 
         def add_to_memory(self, embeddings, labels, batch_size):
             self._batch_start = self.queue_idx
