@@ -74,3 +74,26 @@ def test_fused_route_lists_nothing(miner, monkeypatch):
     removed.clear()
     run(fc, "TripletMarginLoss", miner, torch.float64, steps=3, b=12, memory=30)  # third batch wraps
     assert len(removed) == 1
+
+
+def test_wrapping_a_pml_loss_with_a_fused_miner():
+    """A PML loss inside fastcontrast's CrossBatchMemory: PML's route, PML's numbers, and the
+    PML loss object is left as it was."""
+    def run_with(lib_xbm, lib_miner):
+        gen = torch.Generator().manual_seed(5)
+        loss = pml.losses.MarginLoss()
+        xbm = lib_xbm.losses.CrossBatchMemory(loss, embedding_size=5, memory_size=24,
+                                              miner=lib_miner.miners.TripletMarginMiner(margin=0.3))
+        out = []
+        for _ in range(3):
+            x = torch.randn(10, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+            y = torch.randint(0, 3, (10,), generator=gen)
+            value = xbm(x, y)
+            value.backward()
+            out.append((value.detach(), x.grad))
+        assert not hasattr(loss, "_self_offset_override")
+        return out
+
+    for (v, g), (wv, wg) in zip(run_with(fc, fc), run_with(pml, pml)):
+        assert_close(v, wv)
+        assert_close(g, wg)
