@@ -99,6 +99,10 @@ class MinedSelection(MinedTriplets, tuple):
     def __deepcopy__(self, memo):
         return tuple(t.clone() for t in self.materialize())
 
+    def __repr__(self):
+        return (f"MinedSelection(mining={self.mining!r}, miner_margin={self.miner_margin}, "
+                f"batch={self.embeddings.shape[0]}, materialized={self._materialized is not None})")
+
     # counts without listing
     def note_counts(self, counts: torch.Tensor):
         """Called by a fused loss: its per-anchor term counts are the selection's size."""
