@@ -13,6 +13,9 @@ PML conventions kept on purpose:
 - when there is at most one positive pair and at most one negative pair, the loss is an
   exact 0 (PML's early exit), still attached to the graph;
 - the result has the embeddings' dtype.
+Reducers (each of the two parts reduced by its own copy, as PML does), embedding
+regularizers, distances without a fused form and collect_stats: see
+fastcontrast.compat.pml._base.
 One known difference: PML's Euclidean distance (torch.cdist) can leave rounding noise
 (~1e-4 in float32) where two embeddings are identical, making such a positive term count
 as non-zero; fastcontrast snaps that distance to exactly 0.
@@ -24,7 +27,8 @@ import torch
 from ... import metrics
 from ..._reduce import LossTerms, reduce_terms
 from ...pair_margin import ContrastiveLoss as _FastContrastiveLoss
-from .distances import LpDistance, metric_from_distance
+from ._base import PMLLossBase
+from .distances import LpDistance
 
 __all__ = ["ContrastiveLoss"]
 
@@ -32,14 +36,14 @@ _REDUCERS = {"AvgNonZeroReducer": "avg_nonzero", "MeanReducer": "mean"}
 
 
 def _average_from_reducer(reducer) -> str:
+    """What fastcontrast's own reduce() divides by (the distributed wrapper's path)."""
     if reducer is None:
         return "avg_nonzero"
-    if isinstance(reducer, str) and reducer in _REDUCERS.values():
+    if isinstance(reducer, str):
+        if reducer not in _REDUCERS.values():
+            raise ValueError(f"reducer must be one of {sorted(_REDUCERS.values())}, got {reducer!r}")
         return reducer
-    name = type(reducer).__name__
-    if name in _REDUCERS:
-        return _REDUCERS[name]
-    raise TypeError(f"reducer must be None, AvgNonZeroReducer() or MeanReducer(), got {name}")
+    return _REDUCERS.get(type(reducer).__name__, "avg_nonzero")
 
 
 def _distance_name(metric: metrics.Metric) -> tuple[str, bool]:
@@ -47,35 +51,51 @@ def _distance_name(metric: metrics.Metric) -> tuple[str, bool]:
     return name, metric.normalize
 
 
-class ContrastiveLoss(torch.nn.Module):
+class ContrastiveLoss(PMLLossBase):
     """pytorch_metric_learning.losses.ContrastiveLoss(pos_margin=0, neg_margin=1, distance=None,
-    reducer=None). `distance`: a fastcontrast.compat.pml.distances object or PML's own."""
+    reducer=None, embedding_regularizer=None, embedding_reg_weight=1, collect_stats=None).
+    `distance`: a fastcontrast.compat.pml.distances object or PML's own."""
+
+    pml_name = "ContrastiveLoss"
+    sub_losses = ("pos_loss", "neg_loss")
+    reduction_types = ("pos_pair", "neg_pair")
+    default_reducer = "AvgNonZeroReducer"
 
     def __init__(self, pos_margin=0, neg_margin=1, distance=None, reducer=None,
                  embedding_regularizer=None, embedding_reg_weight=1, collect_stats=None, backend=None):
         super().__init__()
-        if embedding_regularizer is not None:
-            raise ValueError("embedding_regularizer is not supported by fastcontrast's ContrastiveLoss")
-        self.distance = LpDistance() if distance is None else distance
-        metric = metric_from_distance(self.distance, "distance")
-        name, normalize = _distance_name(metric)
+        self._setup_pml(distance, reducer, embedding_regularizer, embedding_reg_weight, collect_stats,
+                        dict(pos_margin=pos_margin, neg_margin=neg_margin))
         self.pos_margin, self.neg_margin = pos_margin, neg_margin
-        self.reducer = reducer
-        self.loss = _FastContrastiveLoss(pos_margin, neg_margin, 1, name, normalize, "mean",
-                                         _average_from_reducer(reducer), backend)
+        self.loss = None
+        if self.metric is not None:
+            name, normalize = _distance_name(self.metric)
+            self.loss = _FastContrastiveLoss(pos_margin, neg_margin, 1, name, normalize, "mean",
+                                             _average_from_reducer(reducer), backend)
+
+    def default_distance(self):
+        return LpDistance()
 
     def terms(self, embeddings, labels=None, ref_emb=None, ref_labels=None, self_offset: int = 0,
               indices_tuple=None) -> LossTerms:
+        from ._triplet import check_ratio_reducer
+        check_ratio_reducer(self)
+        if self.loss is None:
+            raise ValueError("ContrastiveLoss: this distance has no fused form")
         return self.loss.terms(embeddings, labels, ref_emb, ref_labels, self_offset, indices_tuple)
 
     def reduce(self, terms: LossTerms, denominators=None) -> torch.Tensor:
         loss = reduce_terms(terms, "mean", self.loss.average, denominators)
+        return self._early_exit(terms, loss)
+
+    @staticmethod
+    def _early_exit(terms, loss):
         # PML returns 0 when there is at most one positive and at most one negative pair
         counts = terms.counts.sum(0)
         early_exit = (counts[0] <= 1) & (counts[1] <= 1)
         return torch.where(early_exit, loss * 0, loss)
 
-    def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
+    def _fused(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, plans):
         if labels is None and indices_tuple is None:
             raise ValueError("labels and indices_tuple cannot both be None")
         if ref_emb is None:
@@ -87,5 +107,9 @@ class ContrastiveLoss(torch.nn.Module):
                     raise ValueError("ref_labels is required when ref_emb has a different number of rows")
                 ref_labels = labels
             self_offset = 0 if (ref_labels is labels and labels is not None) else -1
-        terms = self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, indices_tuple)
-        return self.reduce(terms).to(embeddings.dtype)
+        if self._self_offset_override is not None and indices_tuple is None:
+            self_offset = self._self_offset_override
+        terms = self.loss.terms(embeddings, labels, ref_emb, ref_labels, self_offset, indices_tuple)
+        if plans is None:
+            return self.reduce(terms).to(embeddings.dtype)
+        return self._early_exit(terms, self.apply_plans(plans, terms, labels)).to(embeddings.dtype)

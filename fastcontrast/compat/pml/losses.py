@@ -1,4 +1,13 @@
-"""pytorch-metric-learning's losses: same constructors, defaults, call and numbers."""
+"""pytorch-metric-learning's losses: same constructors, defaults, call and numbers.
+
+ContrastiveLoss, TripletMarginLoss, NTXentLoss, SupConLoss and NPairsLoss are computed by
+fastcontrast; every other name (ArcFaceLoss, MultipleLosses, CrossBatchMemory, ...) is
+pytorch_metric_learning.losses' own class.
+"""
 from ._pair_margin import *  # noqa: F401,F403
 from ._softmax import *  # noqa: F401,F403
 from ._triplet import *  # noqa: F401,F403
+from ._xbm import *  # noqa: F401,F403
+from ._pml import forwarding
+
+__getattr__, __dir__ = forwarding(__name__, "losses")

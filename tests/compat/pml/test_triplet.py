@@ -123,7 +123,9 @@ def test_nothing_to_average(labels, gen):
 
 def test_unsupported_options():
     with pytest.raises(ValueError, match="triplets_per_anchor"):
-        losses.TripletMarginLoss(triplets_per_anchor=5)
+        losses.TripletMarginLoss(triplets_per_anchor=0)
+    with pytest.raises(TypeError, match="triplets_per_anchor"):
+        losses.TripletMarginLoss(triplets_per_anchor="5")
     with pytest.raises(TypeError, match="distance"):
         losses.TripletMarginLoss(distance="euclidean")
     with pytest.raises(ValueError, match="labels"):
