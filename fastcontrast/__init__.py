@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from ._validation import CHECK_FINITE_MODES, set_check_finite  # noqa: F401
 from .backend import BACKENDS, resolve_backend  # noqa: F401
 from .metrics import METRICS  # noqa: F401
 
@@ -36,7 +37,7 @@ _EXPORTS = {
     "GlobalBatchLoss": "distributed",
 }
 
-__all__ = ["BACKENDS", "METRICS", "resolve_backend", *_EXPORTS]
+__all__ = ["BACKENDS", "METRICS", "CHECK_FINITE_MODES", "resolve_backend", "set_check_finite", *_EXPORTS]
 
 
 def __getattr__(name: str):

@@ -92,12 +92,13 @@ def normalize_rows(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.T
     return out.to(x.dtype if dtype is None else dtype)
 
 
-def prepare(x: torch.Tensor, metric: Metric, dtype: torch.dtype | None = None) -> torch.Tensor:
+def prepare(x: torch.Tensor, metric: Metric, backend: str = "torch") -> torch.Tensor:
     """The rows a loss Function receives: normalized (in the compute dtype) when the metric
-    says so, returned in `dtype` (default: x's)."""
+    says so — kept in the compute dtype for the PyTorch path, rounded back to x's dtype for the
+    Triton kernels (whose 16-bit tensor-core tiles want 16-bit rows); x itself otherwise."""
     if metric.normalize:
-        return normalize_rows(x, dtype)
-    return x if dtype is None else x.to(dtype)
+        return normalize_rows(x, x.dtype if backend == "triton" else compute_dtype(x.dtype))
+    return x
 
 
 def matmul_precision(dtype: torch.dtype, device: torch.device | None = None) -> str:

@@ -221,8 +221,8 @@ class ContrastiveLoss(torch.nn.Module):
                 raise ValueError("ref_emb and ref_labels must be given together (or pass indices_tuple)")
         backend = resolve_backend(self.backend, embeddings.device, embeddings.dtype)
 
-        q = metrics.prepare(embeddings, self.metric)
-        r = q if ref_emb is None else metrics.prepare(ref_emb, self.metric)
+        q = metrics.prepare(embeddings, self.metric, backend)
+        r = q if ref_emb is None else metrics.prepare(ref_emb, self.metric, backend)
         if pairs is not None:
             return _explicit_pair_terms(q, r, pairs, self.config())
         q_labels = labels.to(torch.int64).contiguous()

@@ -206,9 +206,9 @@ def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temp
                                  None if same_labels else r_labels.long(), t, cfg, resolved, symmetric)
 
 
-def _prepared(embeddings, ref_emb, metric):
-    q = metrics.prepare(embeddings, metric)
-    return q, (q if ref_emb is None else metrics.prepare(ref_emb, metric))
+def _prepared(embeddings, ref_emb, metric, backend="torch"):
+    q = metrics.prepare(embeddings, metric, backend)
+    return q, (q if ref_emb is None else metrics.prepare(ref_emb, metric, backend))
 
 
 def _pair_logits(x, y, kind, temperature):
@@ -261,7 +261,7 @@ class _SoftmaxLoss(nn.Module):
 
     def _softmax(self, embeddings, labels, ref_emb, ref_labels, self_offset, variant):
         backend = resolve(self.backend, embeddings)
-        q, r = _prepared(embeddings, ref_emb, self.metric)
+        q, r = _prepared(embeddings, ref_emb, self.metric, backend)
         if ref_emb is None:
             ref_labels = labels
         return softmax_values(q, r, labels, ref_labels, kind=self.metric.kind, variant=variant,
@@ -445,8 +445,8 @@ class NPairLoss(_SoftmaxLoss):
                               else npair_indices(labels, pairs))
         backend = resolve(self.backend, embeddings)
         # the selected rows only (normalization is row-wise): a few pairs out of a large batch
-        qa = metrics.prepare(embeddings[anchors], self.metric)
-        qp = metrics.prepare(embeddings[positives], self.metric)
+        qa = metrics.prepare(embeddings[anchors], self.metric, backend)
+        qp = metrics.prepare(embeddings[positives], self.metric, backend)
         k = anchors.shape[0]
         ids = torch.arange(k, device=embeddings.device)
         values, _ = softmax_values(qa, qp, ids, ids, kind=self.metric.kind,
@@ -517,7 +517,7 @@ class InfoNCELoss(_SoftmaxLoss):
             labels = torch.arange(embeddings.shape[0], device=embeddings.device) + shift
             ref_labels = torch.arange(keys.shape[0], device=keys.device)
         backend = resolve(self.backend, embeddings)
-        q, r = _prepared(embeddings, ref_emb, self.metric)  # r is q without ref_emb
+        q, r = _prepared(embeddings, ref_emb, self.metric, backend)  # r is q without ref_emb
         temperature = self.temperature if self.logit_scale is None else 1.0 / self.logit_scale
         kw = dict(kind=self.metric.kind, variant="supcon", self_offset=-1,
                   temperature=temperature, backend=backend)

@@ -288,8 +288,8 @@ class TripletMarginLoss(nn.Module):
         cfg = _config if _config is not None else self.config(self_offset)
         cfg = dataclasses.replace(cfg, precision=matmul_precision(embeddings.dtype, embeddings.device))
         backend = resolve_backend(self.backend, embeddings.device, embeddings.dtype)
-        q = prepare(embeddings, self.metric)
-        r = None if ref_emb is None else prepare(ref_emb, self.metric)
+        q = prepare(embeddings, self.metric, backend)
+        r = None if ref_emb is None else prepare(ref_emb, self.metric, backend)
         q_labels = labels.long()
         r_labels = None if ref_labels is None else ref_labels.long()
         values, counts, nonzero = TripletFunction.apply(q, r, q_labels, r_labels, cfg, backend,

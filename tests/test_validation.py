@@ -51,3 +51,47 @@ def test_every_non_finite_entry_is_found(dtype, bad):
         with pytest.raises(ValueError, match="emb contains NaN or Inf"):
             check_embeddings(x, "emb")
     check_embeddings(torch.full((3, 2), torch.finfo(dtype).max, dtype=dtype), "emb")  # finite extremes pass
+
+
+# ------------------------------------------------------------------------------- bad-input catalogue
+# Each entry: (call, exception type, the argument name the message must carry).
+def _catalogue():
+    import fastcontrast as fc
+    x = torch.randn(8, 5)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    t = (torch.tensor([0, 2]), torch.tensor([1, 3]), torch.tensor([4, 0]))
+    meta = x.to("meta")
+    return {
+        "temperature tiny": (lambda: fc.supcon_loss(x, y, temperature=1e-40), ValueError, "temperature"),
+        "temperature tiny tensor": (lambda: fc.supcon_loss(x, y, temperature=torch.tensor(1e-40)), ValueError,
+                                    "temperature"),
+        "temperature complex": (lambda: fc.supcon_loss(x, y, temperature=1 + 2j), TypeError, "temperature"),
+        "temperature complex tensor": (lambda: fc.supcon_loss(x, y, temperature=torch.tensor(1 + 2j)), TypeError,
+                                       "temperature"),
+        "temperature meta": (lambda: fc.supcon_loss(x, y, temperature=torch.tensor(0.1, device="meta")),
+                             ValueError, "temperature"),
+        "margin huge": (lambda: fc.triplet_margin_loss(x, y, margin=1e39), ValueError, "margin"),
+        "miner_margin huge": (lambda: fc.triplet_margin_loss(x, y, miner_margin=-1e39), ValueError, "miner_margin"),
+        "neg_margin squared": (lambda: fc.contrastive_loss(x, y, neg_margin=1e20, power=2), ValueError, "neg_margin"),
+        "pos_margin huge": (lambda: fc.contrastive_loss(x, y, pos_margin=-1e39), ValueError, "pos_margin"),
+        "triplet tuple labels": (lambda: fc.triplet_margin_loss(x, y[:3].float(), indices_tuple=t), TypeError,
+                                 "labels"),
+        "triplet tuple labels length": (lambda: fc.triplet_margin_loss(x, y[:3], indices_tuple=t), ValueError,
+                                        "labels"),
+        "meta embeddings": (lambda: fc.supcon_loss(meta, y), ValueError, "embeddings"),
+        "meta ref_emb": (lambda: fc.supcon_loss(x, y, ref_emb=meta, ref_labels=y), ValueError, "ref_emb"),
+        "meta keys": (lambda: fc.info_nce_loss(x, meta), ValueError, "keys"),
+        "meta labels": (lambda: fc.supcon_loss(x, y.to("meta")), ValueError, "labels"),
+        "meta indices": (lambda: fc.triplet_margin_loss(x, indices_tuple=tuple(i.to("meta") for i in t)),
+                         ValueError, "indices_tuple"),
+        "sparse embeddings": (lambda: fc.contrastive_loss(x.to_sparse(), y), TypeError, "embeddings"),
+        "float8 embeddings": (lambda: fc.triplet_margin_loss(x.to(torch.float8_e4m3fn), y), TypeError, "embeddings"),
+        "int embeddings": (lambda: fc.npair_loss(x.long(), y), TypeError, "embeddings"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_catalogue()))
+def test_bad_input_catalogue(case):
+    call, error, name = _catalogue()[case]
+    with pytest.raises(error, match=name):
+        call()
