@@ -23,7 +23,7 @@ from .._cli_common import DefaultsHelpFormatter, default_threads, THREADS_DEFAUL
 from . import report
 from .cases import DTYPES, LOSSES, SUITES, Case, Entry, suite
 from .impls import IMPLS, get_impl
-from .probe import Prober, available_memory_bytes, default_cap_bytes
+from .probe import Prober, available_memory_bytes, default_cap_bytes, relative_cap_bytes
 
 DEFAULT_LOSSES = "triplet-semihard,ntxent-simclr"
 DEFAULT_BATCHES = "64,128,256"
@@ -66,13 +66,20 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb"
           "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
 
 
+class RelativeBytes(int):
+    """A size given as '+2GiB': that much beyond an idle child's address space."""
+
+
 def parse_bytes(text: str) -> int | None:
-    """'20GiB', '512MB', '1.5g', 'none' (no cap), 'auto' → bytes (None for none)."""
+    """'20GiB', '512MB', '1.5g', 'none' (no cap), 'auto' → bytes (None for none); '+2GiB' →
+    RelativeBytes (beyond the address space of an idle child of this torch build)."""
     t = text.strip().lower()
     if t in ("none", "off", "0"):
         return None
     if t == "auto":
         return -1
+    if t.startswith("+"):
+        return RelativeBytes(parse_bytes(t[1:]))
     m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([a-z]*)", t)
     if not m or m.group(2) not in _UNITS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size like 16GiB, 512MB or 'none'")
@@ -112,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=_positive(float), default=180.0,
                    help="seconds before a configuration's process is killed (recorded as timeout)")
     p.add_argument("--memory-cap", type=parse_bytes, default="auto",
-                   help="address-space cap of each CPU process, e.g. 16GiB; 'auto' = available "
+                   help="address-space cap of each CPU process, e.g. 16GiB, or +2GiB beyond an idle process; 'auto' = available "
                         "memory minus 3 GiB; 'none' = no cap")
     p.add_argument("--threads", type=_positive(int), default=None,
                    help="torch threads in each configuration's process " + THREADS_DEFAULT_HELP)
@@ -218,6 +225,8 @@ def run(args, argv: list[str]) -> int:
     cap = args.memory_cap
     if cap == -1:
         cap = default_cap_bytes()
+    elif isinstance(cap, RelativeBytes):
+        cap = relative_cap_bytes(cap)
     avail = available_memory_bytes()
     if cap and avail and cap > avail:
         print(f"note: --memory-cap {report.fmt_bytes(cap)} is above the memory available now "

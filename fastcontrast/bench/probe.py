@@ -56,6 +56,29 @@ def default_cap_bytes(margin_bytes: int = 3 * 2**30) -> int | None:
     return None if avail is None else max(avail - margin_bytes, 2**30)
 
 
+_IDLE_CHILD = ("import torch, fastcontrast\n"
+               "for line in open('/proc/self/status'):\n"
+               "    if line.startswith('VmPeak:'): print(int(line.split()[1]) * 1024)\n")
+_idle_address_space = None
+
+
+def idle_address_space_bytes() -> int:
+    """The peak address space of an idle child (python with torch and fastcontrast imported):
+    what a cap must leave before any work. A CUDA build of torch takes over 3 GB just to import,
+    a CPU build a fraction of that, so fixed caps do not carry from one build to the other."""
+    global _idle_address_space
+    if _idle_address_space is None:
+        out = subprocess.run([sys.executable, "-c", _IDLE_CHILD], capture_output=True, text=True,
+                             check=True, timeout=300)
+        _idle_address_space = int(out.stdout.split()[-1])
+    return _idle_address_space
+
+
+def relative_cap_bytes(extra_bytes: int) -> int:
+    """An address-space cap of `extra_bytes` beyond an idle child of this build."""
+    return idle_address_space_bytes() + int(extra_bytes)
+
+
 def run_child(spec: dict, time_limit_s: float, cwd: str | None = None) -> dict:
     """Run one child on `spec`; return its result merged with status / peak / wall time."""
     with tempfile.TemporaryDirectory(prefix="fcbench-") as tmp:
