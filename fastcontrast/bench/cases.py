@@ -220,10 +220,24 @@ def _cpu_all() -> list[Entry]:
     return [Entry(Case(loss, 512)) for loss in LOSSES]
 
 
+def _gpu_rehearse() -> list[Entry]:
+    """The GPU suite's first cases at smoke size on the CPU (kernels in the interpreter):
+    what `bash bench/gpu_run.sh --rehearse` runs in CI so that the GPU run cannot rot."""
+    wanted = ("triplet-semihard", "ntxent-simclr", "contrastive", "triplet-batch-hard")
+    out, seen = [], set()
+    for entry in _gpu():
+        if entry.case.loss in wanted and entry.case.loss not in seen:
+            seen.add(entry.case.loss)
+            case = replace(tiny(entry.case), device="cpu", dtype="float32")
+            out.append(Entry(case, (FC_TRITON, FC_TORCH, "dense-eager"), note=entry.note, tags=("rehearsal",)))
+    return out
+
+
 SUITES = {
     "cpu-headline": _cpu_headline,
     "cpu-all": _cpu_all,
     "gpu": _gpu,
+    "gpu-rehearse": _gpu_rehearse,
 }
 
 

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "time limit); inprocess: all in this process (CUDA peak memory from the "
                         "allocator, far less start-up time; no time limit); auto = process on "
                         "CPU, inprocess on CUDA")
+    p.add_argument("--skip-families", type=_csv_list(["softmax", "pair_margin", "triplet"], name="family"),
+                   default=[], help="leave out the cases of these loss families (bench/gpu_run.py "
+                   "passes the families whose smoke test failed)")
     p.add_argument("--out", default="fastcontrast-bench", help="output folder")
     p.add_argument("--name", default=None, help="file name prefix (default <device>-<date>)")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
@@ -153,11 +156,14 @@ def _device(arg: str) -> str:
 
 def plan(args) -> list[Entry]:
     if args.suite:
-        return suite(args.suite)
-    device = _device(args.device)
-    return [Entry(Case(loss, B, D=args.dim, dtype=args.dtype, classes=args.classes, device=device),
-                  tuple(args.impls))
-            for loss in args.losses for B in sorted(args.batch_sizes)]
+        entries = suite(args.suite)
+    else:
+        device = _device(args.device)
+        entries = [Entry(Case(loss, B, D=args.dim, dtype=args.dtype, classes=args.classes, device=device),
+                         tuple(args.impls))
+                   for loss in args.losses for B in sorted(args.batch_sizes)]
+    skip = set(getattr(args, "skip_families", None) or ())
+    return [e for e in entries if e.case.family not in skip]
 
 
 def _progress(total: int, quiet: bool):

@@ -72,9 +72,9 @@ def _fastcontrast(backend: str):
 
 
 def _triton_why_not(case: Case):
-    if case.device != "cuda":
-        return "needs CUDA"
-    from ..backend import triton_import_error
+    from ..backend import interpreter_enabled, triton_import_error
+    if case.device != "cuda" and not interpreter_enabled():
+        return "needs CUDA (or TRITON_INTERPRET=1: the interpreter, as the GPU-run rehearsal uses)"
     return triton_import_error()
 
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# What CI can check of the GPU run without a GPU (needs .venv, made by .ci/run):
+#  1. `bash bench/gpu_run.sh --rehearse`: the staged GPU run on the CPU (kernels in the Triton
+#     interpreter), which must finish and write at most 8 files;
+#  2. the kernel tests (interpreter and sm_90 builds) against triton 3.6.0, the GPU machine's
+#     version (its interpreter needs numpy < 2.4), in a second venv, so that a triton version
+#     break shows here and not on the GPU machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "--- gpu checks: rehearsal of bench/gpu_run.sh (at ${SECONDS} s)"
+bash bench/gpu_run.sh "$work/out" --rehearse
+count=$(ls "$work/out" | wc -l)
+[ "$count" -le 8 ] || { echo "the rehearsal wrote $count files, more than 8" >&2; exit 1; }
+grep -q "smoke:" "$work/out"/*-summary.md
+
+echo "--- gpu checks: kernel tests on triton 3.6.0 (at ${SECONDS} s)"
+python3 -m venv "$work/venv36"
+"$work/venv36/bin/pip" install -q torch==2.13.0
+"$work/venv36/bin/pip" install -q "triton==3.6.0" "numpy<2.4" "pytest>=7" pytest-timeout "hypothesis>=6"
+"$work/venv36/bin/pip" install -q --no-deps -e .
+"$work/venv36/bin/python" -c "import triton; assert triton.__version__ == '3.6.0', triton.__version__"
+"$work/venv36/bin/python" -m pytest tests/kernels -q -p no:cacheprovider -o addopts="" --timeout 900
+echo "--- gpu checks: done (at ${SECONDS} s)"
