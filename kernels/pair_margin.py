@@ -151,15 +151,22 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
     coef_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ_j c_ij (distance kinds)
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION) * unit
+        t_frame = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
+                                      stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-        c = _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
+        c = _tile_coef(t_frame * unit, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
         if tl.sum((c != 0.0).to(tl.int32)) > 0:  # tiles with every hinge inactive add nothing
             r_chunk = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
-            acc = tl.dot(c.to(r_chunk.dtype), r_chunk, acc, input_precision=PRECISION)
-            if KIND != 0:
-                coef_sum += tl.sum(c, 1)
+            if KIND == 0:
+                acc = tl.dot(c.to(r_chunk.dtype), r_chunk, acc, input_precision=PRECISION)
+            else:  # near pairs from the row difference; the rest by the matmul, Σc of the same rounded c
+                near = tiles.near_mask(t_frame, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, near_tol, KIND) & (c != 0.0)
+                c_far = tl.where(near, 0.0, c).to(r_chunk.dtype)
+                acc = tl.dot(c_far, r_chunk, acc, input_precision=PRECISION)
+                coef_sum += tl.sum(c_far.to(tl.float32), 1)
+                if tl.sum(near.to(tl.int32)) > 0:
+                    acc = tiles.near_rows_grad(acc, tl.where(near, c, 0.0), q_ptr, r_ptr, offs_m, n0, offs_do, M, N,
+                                               D, stride_q, stride_r, BLOCK_N, 1)
 
     tiles.store_row_grad(grad_q_ptr, q_ptr, acc, coef_sum, offs_m, offs_do, M, D, stride_q, stride_gq, KIND)
 
@@ -181,15 +188,22 @@ def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
         in_m = offs_m < M
         g_pos = tl.load(grad_ptr + offs_m.to(tl.int64) * 2, mask=in_m, other=0.0)
         g_neg = tl.load(grad_ptr + offs_m.to(tl.int64) * 2 + 1, mask=in_m, other=0.0)
-        t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION) * unit
+        t_frame = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
+                                      stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-        c = _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
+        c = _tile_coef(t_frame * unit, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
         if tl.sum((c != 0.0).to(tl.int32)) > 0:
             q_chunk = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
-            acc = tl.dot(tl.trans(c.to(q_chunk.dtype)), q_chunk, acc, input_precision=PRECISION)
-            if KIND != 0:
-                coef_sum += tl.sum(c, 0)
+            if KIND == 0:
+                acc = tl.dot(tl.trans(c.to(q_chunk.dtype)), q_chunk, acc, input_precision=PRECISION)
+            else:
+                near = tiles.near_mask(t_frame, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, near_tol, KIND) & (c != 0.0)
+                c_far = tl.where(near, 0.0, c).to(q_chunk.dtype)
+                acc = tl.dot(tl.trans(c_far), q_chunk, acc, input_precision=PRECISION)
+                coef_sum += tl.sum(c_far.to(tl.float32), 0)
+                if tl.sum(near.to(tl.int32)) > 0:
+                    acc = tiles.near_rows_grad(acc, tl.where(near, c, 0.0), r_ptr, q_ptr, offs_n, m0, offs_do, N, M,
+                                               D, stride_r, stride_q, BLOCK_M, 0)
 
     tiles.store_row_grad(grad_r_ptr, r_ptr, acc, coef_sum, offs_n, offs_do, N, D, stride_r, stride_gr, KIND)
 

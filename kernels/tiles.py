@@ -128,3 +128,37 @@ def store_row_grad(out_ptr, x_ptr, acc, coef_sum, offs_rows, offs_d, n_rows, D, 
     mask = (offs_rows[:, None] < n_rows) & (offs_d[None, :] < D)
     out_ptrs = out_ptr + offs_rows.to(tl.int64)[:, None] * stride_out + offs_d[None, :]
     tl.store(out_ptrs, grad.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def near_mask(t, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, near_tol, KIND: tl.constexpr):
+    """Where a distance tile t (from distance_tile) lies inside the near band: the entries
+    whose gradient must come from the row difference (see `near_rows_grad`)."""
+    q_sq = tl.load(q_sq_ptr + offs_m, mask=offs_m < M, other=0.0)
+    r_sq = tl.load(r_sq_ptr + offs_n, mask=offs_n < N, other=0.0)
+    if KIND == 2:
+        sq = t * t
+    else:
+        sq = t
+    return (sq <= near_tol * (q_sq[:, None] + r_sq[None, :])) & (offs_m[:, None] < M) & (offs_n[None, :] < N)
+
+
+@triton.jit
+def near_rows_grad(acc, c_near, x_ptr, y_ptr, offs_x, y0, offs_do, n_x, n_y, D, stride_x, stride_y,
+                   BLOCK_Y: tl.constexpr, Y_AXIS: tl.constexpr):
+    """acc − Σ_j c_ij (x_i − y_j) over the near pairs of a tile, from the row difference: the
+    matmul form 2(Σ_j c_ij x_i − Σ_j c_ij y_j) cancels for near rows, whose c = ∂L/∂d² is large.
+    x rows (offs_x) are the program's own, y rows y0 … y0 + BLOCK_Y − 1 run along axis Y_AXIS
+    of c_near (1: c is x-by-y; 0: y-by-x). Called only on tiles that hold a near pair."""
+    x = load_rows(x_ptr, offs_x, offs_do, n_x, D, stride_x).to(tl.float32)
+    lanes = tl.arange(0, BLOCK_Y)
+    for j in range(0, BLOCK_Y):
+        if Y_AXIS == 1:
+            col = tl.sum(tl.where(lanes[None, :] == j, c_near, 0.0), 1)
+        else:
+            col = tl.sum(tl.where(lanes[:, None] == j, c_near, 0.0), 0)
+        row = y0 + j
+        width = tl.where(row < n_y, D, 0)  # a row past the end reads nothing (its c is 0)
+        y = tl.load(y_ptr + row.to(tl.int64) * stride_y + offs_do, mask=offs_do < width, other=0.0).to(tl.float32)
+        acc -= col[:, None] * (x - y[None, :])
+    return acc

@@ -130,13 +130,17 @@ def _zero_rows_without(u, labels, want_positive: bool):
     return idx if idx.numel() else None
 
 
+# the core metric each TF Addons distance is computed with (angular: dot products of the
+# TF-normalized rows, see _terms)
+_CORE_DISTANCE = {"angular": "dot", "L2": "euclidean", "squared-L2": "squared_euclidean"}
+
+
 def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2"):
     """tfa.losses.triplet_semihard_loss on torch tensors (see the module docstring)."""
     margin = check_real(margin, "margin")
     distance_metric = _metric(distance_metric)
     core = TripletMarginLoss(margin=margin, mining="semihard_tfa", normalize=False, average="mean",
-                             distance="dot" if distance_metric == "angular" else
-                             "euclidean" if distance_metric == "L2" else "squared_euclidean")
+                             distance=_CORE_DISTANCE[distance_metric])
     values, counts, labels, u = _terms(core, y_true, y_pred, distance_metric)
     idx = None if u is None else _zero_rows_without(u, labels, want_positive=False)
     if idx is not None:
@@ -158,8 +162,7 @@ def triplet_hard_loss(y_true, y_pred, margin=1.0, soft=False, distance_metric="L
     distance_metric = _metric(distance_metric)
     core = TripletMarginLoss(margin=0.0 if soft else margin, mining="batch_hard", hard_fallback="tfa", smooth=soft,
                              normalize=False, average="mean",
-                             distance="dot" if distance_metric == "angular" else
-                             "euclidean" if distance_metric == "L2" else "squared_euclidean")
+                             distance=_CORE_DISTANCE[distance_metric])
     values, counts, labels, u = _terms(core, y_true, y_pred, distance_metric)
     idx = None if u is None else _zero_rows_without(u, labels, want_positive=True)
     if idx is not None:
