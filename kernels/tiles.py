@@ -44,24 +44,20 @@ def dot_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
     return acc
 
 
-DIFF_D = tl.constexpr(2)  # columns per step of the row-difference recompute (BM×BN×DIFF_D live)
-
-
 @triton.jit
 def difference_sq_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Σ_d (q_id − r_jd)² in fp32 for a BLOCK_M×BLOCK_N tile (exact for identical rows)."""
+    """Σ_d (q_id − r_jd)² in fp32 for a BLOCK_M×BLOCK_N tile (exact for identical rows), one
+    column d at a time: only two tiles live, so the rare tiles that need it cost no registers
+    in the main loop."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    q_rows = offs_m.to(tl.int64)[:, None] * stride_q
-    r_rows = offs_n.to(tl.int64)[:, None] * stride_r
-    for d0 in range(0, D, DIFF_D):
-        offs_d = d0 + tl.arange(0, DIFF_D)
-        q = tl.load(q_ptr + q_rows + offs_d[None, :], mask=(offs_m[:, None] < M) & (offs_d[None, :] < D),
-                    other=0.0).to(tl.float32)
-        r = tl.load(r_ptr + r_rows + offs_d[None, :], mask=(offs_n[:, None] < N) & (offs_d[None, :] < D),
-                    other=0.0).to(tl.float32)
-        diff = q[:, None, :] - r[None, :, :]
-        acc += tl.sum(diff * diff, axis=2)
+    q_rows = q_ptr + offs_m.to(tl.int64) * stride_q
+    r_rows = r_ptr + offs_n.to(tl.int64) * stride_r
+    for d in range(0, D):
+        q = tl.load(q_rows + d, mask=offs_m < M, other=0.0).to(tl.float32)
+        r = tl.load(r_rows + d, mask=offs_n < N, other=0.0).to(tl.float32)
+        diff = q[:, None] - r[None, :]
+        acc += diff * diff
     return acc
 
 

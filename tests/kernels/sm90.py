@@ -18,27 +18,17 @@ NO_TOOLCHAIN = 3  # exit status of a script whose triton has no CUDA backend
 
 
 def build_all(builds, floats=("near_tol",)):
-    """builds: (kernel, pointer types by argument name, constexprs by name, launch options).
-    A pointer argument (…_ptr) not named is *fp32, a scalar in `floats` fp32, any other i32."""
-    import triton
+    """builds: (kernel, pointer types by argument name, constexprs by name, launch options);
+    each is compiled by fastcontrast.bench.sm90.compile_for_sm90 (signature from names)."""
     from triton.backends import backends
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+
+    from fastcontrast.bench.sm90 import compile_for_sm90
 
     if "nvidia" not in backends:
         print("this triton has no CUDA backend")
         sys.exit(NO_TOOLCHAIN)
     for kernel, pointers, constexprs, options in builds:
-        sig = {}
-        for name in kernel.arg_names:
-            if name in constexprs:
-                sig[name] = "constexpr"
-            elif name.endswith("_ptr"):
-                sig[name] = pointers.get(name, "*fp32")
-            else:
-                sig[name] = "fp32" if name in floats else "i32"
-        keyed = {(kernel.arg_names.index(name),): value for name, value in constexprs.items()}
-        triton.compile(ASTSource(kernel, sig, keyed), target=GPUTarget("cuda", 90, 32), options=options)
+        compile_for_sm90(kernel, pointers, constexprs, options, floats)
     print("compiled", len(builds))
 
 

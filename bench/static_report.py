@@ -1,0 +1,100 @@
+"""The sm_90 static report of the benchmarked kernel variants, made on a machine without a GPU:
+per kernel, registers, stack (spill) bytes, shared memory, the main loop's instruction count
+and mix, and whether the TTGIR is software-pipelined (fastcontrast/bench/sm90.py).
+
+    .venv/bin/python bench/static_report.py [--out bench/results]   (writes sm90-static-<triton>.json
+                                                                      and prints a markdown table)
+
+Regenerate it whenever a kernel changes; tests/kernels/test_static_report.py fails on a stack
+spill in these configurations. (Under TRITON_INTERPRET=1 nothing can be built: run it plainly.)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def variants():
+    """(name, kernel, pointer types, constexprs, options) at the benchmark shapes (D = 128)."""
+    import torch
+    from fastcontrast.kernels import pair_margin as pm
+    from fastcontrast.kernels import softmax as sm
+
+    cuda = torch.device("cuda")
+    out = []
+    for variant_name, variant in (("supcon", 0), ("ntxent", 1)):
+        b = sm.default_blocks(128, torch.bfloat16, cuda, variant_name)
+        ptrs = {"q_ptr": "*bf16", "r_ptr": "*bf16", "grad_q_ptr": "*bf16", "grad_r_ptr": "*bf16",
+                "q_lab_ptr": "*i64", "r_lab_ptr": "*i64", "n_pos_ptr": "*i64"}
+        opts = dict(num_warps=b.num_warps, num_stages=b.num_stages)
+        common = dict(D=128, KIND=0, VARIANT=variant, PRECISION="ieee")
+        out.append((f"softmax fwd {variant_name} dot bf16", sm._softmax_fwd_kernel, ptrs,
+                    dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d), opts))
+        if variant_name == "supcon":
+            bwd = dict(common, SYMMETRIC=False, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d,
+                       BLOCK_DO=b.block_do)
+            out.append(("softmax bwd_q supcon dot bf16", sm._softmax_bwd_q_kernel, ptrs, dict(bwd, TAU_GRAD=True), opts))
+            out.append(("softmax bwd_r supcon dot bf16", sm._softmax_bwd_r_kernel, ptrs, bwd, opts))
+    for dtype, ty, label in ((torch.bfloat16, "*bf16", "bf16"), (torch.float32, "*fp32", "fp32")):
+        b = pm.default_blocks(128, dtype, cuda)
+        ptrs = {"q_ptr": ty, "r_ptr": ty, "grad_q_ptr": ty, "grad_r_ptr": ty, "q_lab_ptr": "*i64",
+                "r_lab_ptr": "*i64", "counts_ptr": "*i64", "nonzero_ptr": "*i64"}
+        opts = dict(num_warps=b.num_warps, num_stages=b.num_stages)
+        common = dict(D=128, KIND=2, NEGATE=False, POWER=1, PRECISION="ieee", BLOCK_D=b.block_d)
+        bwd = dict(common, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_DO=b.block_do)
+        out.append((f"pair-margin fwd euclidean {label}", pm._pair_margin_fwd_kernel, ptrs,
+                    dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n), opts))
+        out.append((f"pair-margin bwd_q euclidean {label}", pm._pair_margin_bwd_q_kernel, ptrs, bwd, opts))
+        out.append((f"pair-margin bwd_r euclidean {label}", pm._pair_margin_bwd_r_kernel, ptrs, bwd, opts))
+    return out
+
+
+def build() -> dict:
+    import triton
+    from fastcontrast.bench.sm90 import compile_for_sm90, resource_report
+
+    rows = []
+    for name, kernel, ptrs, constexprs, opts in variants():
+        compiled = compile_for_sm90(kernel, ptrs, constexprs, opts,
+                                    floats=("near_tol", "pos_margin", "neg_margin", "margin", "mm"))
+        rows.append(dict(kernel=name, constexprs={k: v for k, v in constexprs.items()}, **opts,
+                         **resource_report(compiled)))
+    return {"triton": triton.__version__, "target": "sm_90", "kernels": rows}
+
+
+def table(doc: dict) -> str:
+    head = ("| kernel (triton " + doc["triton"] + ", sm_90) | regs | stack B | smem B | loop instr | HGMMA | "
+            "ISETP | LOP3 | MUFU | LDL/STL | pipelined |")
+    lines = [head, "|" + "---|" * 11]
+    for r in doc["kernels"]:
+        mix = r["main_loop_mix"]
+        lines.append(f"| {r['kernel']} | {r['registers']} | {r['stack_bytes']} | {r['shared_bytes']} | "
+                     f"{r['main_loop_instructions']} | {mix.get('HGMMA', 0) + mix.get('HMMA', 0)} | "
+                     f"{mix.get('ISETP', 0)} | {mix.get('LOP3', 0)} | {mix.get('MUFU', 0)} | "
+                     f"{r['spill_instructions']} | {'yes' if r['pipelined'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        print("unset TRITON_INTERPRET: the interpreter builds nothing", file=sys.stderr)
+        return 2
+    doc = build()
+    path = Path(args.out) / f"sm90-static-triton{doc['triton']}.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(table(doc))
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""bench/static_report.py: the sm_90 build of the benchmarked kernel variants, with their
+resource usage read from the cubin (registers, stack, main-loop instruction mix)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.kernels.sm90 import NO_TOOLCHAIN, ROOT
+
+SCRIPT = r"""
+import json, sys
+sys.path.insert(0, "bench")
+from triton.backends import backends
+if "nvidia" not in backends:
+    sys.exit(%d)
+import static_report
+print(json.dumps(static_report.build()))
+""" % NO_TOOLCHAIN
+
+
+@pytest.fixture(scope="module")
+def report():
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900, check=False)
+    if proc.returncode == NO_TOOLCHAIN:
+        pytest.skip("this triton has no CUDA backend")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_every_benchmarked_kernel_builds_and_is_read(report):
+    names = [r["kernel"] for r in report["kernels"]]
+    assert len(names) == 10 and any("softmax fwd" in n for n in names)
+    for r in report["kernels"]:
+        assert r["registers"] and r["main_loop_instructions"] > 0, r
+
+
+def test_softmax_kernels_use_tensor_cores_and_do_not_spill_much(report):
+    for r in report["kernels"]:
+        if r["kernel"].startswith("softmax"):
+            assert r["main_loop_mix"].get("HGMMA", 0) > 0, r
+            assert r["stack_bytes"] <= 64, r   # a few spilled words at most (see TABLES.md)
+
+
+def test_the_bf16_pair_margin_forward_does_not_spill(report):
+    (fwd,) = [r for r in report["kernels"] if r["kernel"] == "pair-margin fwd euclidean bf16"]
+    assert fwd["stack_bytes"] == 0 and fwd["main_loop_mix"].get("HGMMA", 0) > 0, fwd
