@@ -83,8 +83,8 @@ def test_time_limit_lists_what_was_not_run(tmp_path):
                  "--time-limit", "1e-9", "--no-plots", "--out", str(out)]) == 0
     rep = json.loads((out / "results.json").read_text())
     assert rep["results"] == []
-    assert rep["missing"] == [{"loss": "cross-entropy", "batch_size": 32},
-                              {"loss": "supcon", "batch_size": 32}]
+    assert rep["missing"] == [{"loss": "cross-entropy", "batch_size": 32, "temperature": None},
+                              {"loss": "supcon", "batch_size": 32, "temperature": 0.5}]
     assert "Not run" in (out / "table.md").read_text()
 
 
