@@ -62,9 +62,6 @@ def positive_finite(text: str) -> float:
     return value
 
 
-positive_finite.__name__ = "float"
-
-
 def temperature_list(text: str) -> list[float]:
     """Comma-separated temperatures: finite, > 0, none repeated."""
     parts = [v for v in text.replace(" ", "").split(",") if v]

@@ -195,7 +195,7 @@ def read_mnist5k_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(table).all() or (table != np.round(table)).any():
         bad = np.argwhere(~np.isfinite(table) | (table != np.round(table)))[0]
         raise DatasetError(f"{path}: row {bad[0] + 1}, column {bad[1] + 1} holds "
-                           f"{table[bad[0], bad[1]]!r}; expected whole numbers")
+                           f"{float(table[bad[0], bad[1]]):g}; expected whole numbers")
     pixels, labels = table[:, :MNIST_PIXELS], table[:, MNIST_PIXELS]
     if pixels.min() < 0 or pixels.max() > 255:
         row = int(np.argwhere((pixels < 0) | (pixels > 255))[0][0])
