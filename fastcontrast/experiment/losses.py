@@ -17,12 +17,19 @@ TensorFlow Addons on L2-normalized projections z:
                  (self included) against the label-equality distribution (self included)
     supcon       supervised NT-Xent (Khosla et al.), cosine, τ = --temperature (0.5),
                  scaled by τ / --base-temperature (0.07) as in the original
+    nt-xent      supervised NT-Xent in its per-pair form (pytorch-metric-learning's NTXentLoss):
+                 one term per positive pair (a, p), −log(e^{s_ap/τ} / (e^{s_ap/τ} +
+                 Σ_{n∈Neg(a)} e^{s_an/τ})), cosine s, mean over positive pairs; unlike
+                 SupCon, the anchor's other positives stay out of the denominator. Not one
+                 of the blog's losses (it is not in the default --losses); same τ as supcon,
+                 unscaled
 "pml": pytorch-metric-learning's conventions (ContrastiveLoss with power 1 and
     average-of-non-zero; TripletMarginMiner "semihard"/"hard" filters with
     --miner-margin; Sohn's N-pair with one pair per class; the same SupCon).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,9 +47,14 @@ TITLES = {
     "triplet-batch-all": "Triplet, batch-all",
     "npair": "Multi-class N-pair",
     "supcon": "Supervised NT-Xent (SupCon)",
+    "nt-xent": "NT-Xent, per positive pair",
     BASELINE: "Cross-entropy MLP (baseline)",
 }
 LOSS_NAMES = tuple(TITLES)
+# The losses of the original study (the default --losses); "all" adds the others.
+BLOG_LOSSES = tuple(n for n in LOSS_NAMES if n != "nt-xent")
+# Losses with a temperature: --temperatures sweeps these, the others run once.
+TEMPERATURE_LOSSES = ("supcon", "nt-xent")
 CONTRASTIVE_LOSSES = tuple(n for n in LOSS_NAMES if n != BASELINE)
 SEMANTICS = ("tfa", "pml")
 
@@ -55,6 +67,14 @@ class LossSettings:
     temperature: float = 0.5
     base_temperature: float = 0.07
     backend: str | None = None
+
+    def __post_init__(self):
+        for name in ("margin", "miner_margin", "temperature", "base_temperature"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"LossSettings.{name} must be a number, got {type(value).__name__}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"LossSettings.{name} must be a finite number > 0, got {value!r}")
 
 
 def build_loss(name: str, s: LossSettings) -> LossFn:
@@ -109,5 +129,9 @@ def build_loss(name: str, s: LossSettings) -> LossFn:
         scale = s.temperature / s.base_temperature if tfa else 1.0
         return lambda z, y: scale * fc.supcon_loss(z, y, temperature=s.temperature,
                                                    distance="cosine", backend=s.backend)
+
+    if name == "nt-xent":
+        return lambda z, y: fc.nt_xent_loss(z, y, temperature=s.temperature, form="pair",
+                                            distance="cosine", backend=s.backend)
 
     raise ValueError(f"unknown loss {name!r}; choose from {', '.join(CONTRASTIVE_LOSSES)}")

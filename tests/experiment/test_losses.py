@@ -57,6 +57,23 @@ def test_supcon_is_the_scaled_supervised_nt_xent(batch):
     check(build_loss("supcon", LossSettings(temperature=tau, base_temperature=base)), ref, *batch)
 
 
+def test_nt_xent_is_the_per_pair_supervised_nt_xent(batch):
+    tau = 0.2
+
+    def ref(z, y):
+        u = F.normalize(z, dim=1)
+        logits = (u @ u.T) / tau
+        terms = []
+        for a in range(len(y)):
+            neg = logits[a][y != y[a]]
+            for p in range(len(y)):
+                if p != a and y[p] == y[a]:  # other positives stay out of the denominator
+                    terms.append(-(logits[a, p] - torch.cat([logits[a, p:p + 1], neg]).logsumexp(0)))
+        return torch.stack(terms).mean()
+
+    check(build_loss("nt-xent", LossSettings(temperature=tau)), ref, *batch)
+
+
 def _dist(z):
     return (z[:, None] - z[None]).norm(dim=2)
 
