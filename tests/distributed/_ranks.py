@@ -49,6 +49,9 @@ def _env_entry(rank, fn, world, port, args):
 
 
 def run_ranks_env(fn, world: int, *args) -> None:
-    """fn(rank, world, *args) on `world` processes that initialize the group themselves."""
+    """fn(rank, world, *args) on `world` fresh processes that initialize the group themselves,
+    as torchrun starts them: spawned, never forked — a fork inherits whatever locks the test
+    process's threads (compile workers, thread pools) held at that moment, and a rank of the
+    DDP example once hung on one in CI."""
     mp.start_processes(_env_entry, args=(fn, world, free_port(), args), nprocs=world, join=True,
-                       start_method=START_METHOD)
+                       start_method="spawn")
