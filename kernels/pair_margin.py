@@ -157,16 +157,9 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
         c = _tile_coef(t_frame * unit, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
         if tl.sum((c != 0.0).to(tl.int32)) > 0:  # tiles with every hinge inactive add nothing
             r_chunk = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
-            if KIND == 0:
-                acc = tl.dot(c.to(r_chunk.dtype), r_chunk, acc, input_precision=PRECISION)
-            else:  # near pairs from the row difference; the rest by the matmul, Σc of the same rounded c
-                near = tiles.near_mask(t_frame, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, near_tol, KIND) & (c != 0.0)
-                c_far = tl.where(near, 0.0, c).to(r_chunk.dtype)
-                acc = tl.dot(c_far, r_chunk, acc, input_precision=PRECISION)
-                coef_sum += tl.sum(c_far.to(tl.float32), 1)
-                if tl.sum(near.to(tl.int32)) > 0:
-                    acc = tiles.near_rows_grad(acc, tl.where(near, c, 0.0), q_ptr, r_ptr, offs_m, n0, offs_do, M, N,
-                                               D, stride_q, stride_r, BLOCK_N, 1)
+            acc, coef_sum = tiles.accumulate_row_grad(acc, coef_sum, c, t_frame, r_chunk, q_ptr, r_ptr, offs_m, n0,
+                                                      offs_do, M, N, D, stride_q, stride_r, q_sq_ptr, r_sq_ptr,
+                                                      offs_m, offs_n, M, N, near_tol, KIND, PRECISION, BLOCK_N, True)
 
     tiles.store_row_grad(grad_q_ptr, q_ptr, acc, coef_sum, offs_m, offs_do, M, D, stride_q, stride_gq, KIND)
 
@@ -194,16 +187,9 @@ def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
         c = _tile_coef(t_frame * unit, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
         if tl.sum((c != 0.0).to(tl.int32)) > 0:
             q_chunk = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
-            if KIND == 0:
-                acc = tl.dot(tl.trans(c.to(q_chunk.dtype)), q_chunk, acc, input_precision=PRECISION)
-            else:
-                near = tiles.near_mask(t_frame, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, near_tol, KIND) & (c != 0.0)
-                c_far = tl.where(near, 0.0, c).to(q_chunk.dtype)
-                acc = tl.dot(tl.trans(c_far), q_chunk, acc, input_precision=PRECISION)
-                coef_sum += tl.sum(c_far.to(tl.float32), 0)
-                if tl.sum(near.to(tl.int32)) > 0:
-                    acc = tiles.near_rows_grad(acc, tl.where(near, c, 0.0), r_ptr, q_ptr, offs_n, m0, offs_do, N, M,
-                                               D, stride_r, stride_q, BLOCK_M, 0)
+            acc, coef_sum = tiles.accumulate_row_grad(acc, coef_sum, c, t_frame, q_chunk, r_ptr, q_ptr, offs_n, m0,
+                                                      offs_do, N, M, D, stride_r, stride_q, q_sq_ptr, r_sq_ptr,
+                                                      offs_m, offs_n, M, N, near_tol, KIND, PRECISION, BLOCK_M, False)
 
     tiles.store_row_grad(grad_r_ptr, r_ptr, acc, coef_sum, offs_n, offs_do, N, D, stride_r, stride_gr, KIND)
 

@@ -158,3 +158,30 @@ def near_rows_grad(acc, c_near, x_ptr, y_ptr, offs_x, y0, offs_do, n_x, n_y, D, 
         y = tl.load(y_ptr + row.to(tl.int64) * stride_y + offs_do, mask=offs_do < width, other=0.0).to(tl.float32)
         acc -= col[:, None] * (x - y[None, :])
     return acc
+
+
+@triton.jit
+def accumulate_row_grad(acc, coef_sum, c, t, other, own_ptr, other_ptr, offs_own, other0, offs_do,
+                        n_own, n_other, D, stride_own, stride_other, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N,
+                        near_tol, KIND: tl.constexpr, PRECISION: tl.constexpr, BLOCK_OTHER: tl.constexpr,
+                        C_IS_OWN_BY_OTHER: tl.constexpr):
+    """One tile's share of a backward program's gradient rows (`store_row_grad`'s acc and
+    coef_sum): acc += c·other (c transposed when the program owns the tile's columns); for the
+    distance kinds the near pairs are taken out of the matmul and added from the row
+    difference (`near_rows_grad`), and Σc comes from the same rounded c the matmul used.
+    t: the metric tile (near_mask), other: the other side's rows at offs_do."""
+    if KIND == 0:
+        c_op = c.to(other.dtype)
+    else:
+        near = near_mask(t, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, near_tol, KIND) & (c != 0.0)
+        c_op = tl.where(near, 0.0, c).to(other.dtype)
+    if C_IS_OWN_BY_OTHER:
+        acc = tl.dot(c_op, other, acc, input_precision=PRECISION)
+    else:
+        acc = tl.dot(tl.trans(c_op), other, acc, input_precision=PRECISION)
+    if KIND != 0:
+        coef_sum += tl.sum(c_op.to(tl.float32), 1 if C_IS_OWN_BY_OTHER else 0)
+        if tl.sum(near.to(tl.int32)) > 0:
+            acc = near_rows_grad(acc, tl.where(near, c, 0.0), own_ptr, other_ptr, offs_own, other0, offs_do, n_own,
+                                 n_other, D, stride_own, stride_other, BLOCK_OTHER, 1 if C_IS_OWN_BY_OTHER else 0)
+    return acc, coef_sum
