@@ -16,6 +16,9 @@ computes, so that the figures compare the same numbers:
     supcon                SupConLoss(0.1)
     npair                 NPairsLoss (normalized dot product)
     info-nce              InfoNCE between B queries and N keys (labels = pair index)
+    xbm-triplet-semihard  PML CrossBatchMemory(TripletMarginLoss(0.05), memory_size=N,
+                          miner=TripletMarginMiner(0.2, "semihard")): a batch of B against a
+                          full memory of N past embeddings (normalized Euclidean)
 
 `SUITES` name the lists of cases that are run by `fastcontrast bench --suite` and by the
 pytest-benchmark files under bench/.
@@ -35,6 +38,7 @@ class LossSpec:
     family: str
     labels: str = "classes"   # "classes" | "simclr" | "pairs" (query i matches key i)
     two_inputs: bool = False  # query and key tensors (InfoNCE) instead of one batch
+    memory: bool = False      # a memory of N past embeddings (CrossBatchMemory), no gradient
     flops_per_pair: int = 0   # FLOP per (anchor, reference, dim) for fwd+bwd, 0 = not counted
     summary: str = ""
 
@@ -55,6 +59,8 @@ LOSSES: dict[str, LossSpec] = {spec.name: spec for spec in [
     LossSpec("npair", "softmax", flops_per_pair=8, summary="PML NPairsLoss"),
     LossSpec("info-nce", "softmax", labels="pairs", two_inputs=True, flops_per_pair=8,
              summary="InfoNCE / CLIP one direction, query vs keys"),
+    LossSpec("xbm-triplet-semihard", "triplet", memory=True,
+             summary="PML CrossBatchMemory + semi-hard TripletMarginMiner + TripletMarginLoss"),
 ]}
 
 
@@ -78,6 +84,8 @@ class Case:
             raise ValueError(f"unknown device {self.device!r}; known: {', '.join(DEVICES)}")
         if self.B < 2 or self.D < 1 or self.classes < 1:
             raise ValueError(f"case needs B >= 2, D >= 1, classes >= 1; got {self}")
+        if self.spec.memory and self.n_ref < self.B:
+            raise ValueError(f"{self.loss}: the memory (N = {self.n_ref}) must hold the batch (B = {self.B})")
         if self.spec.labels == "simclr" and self.B % 2:
             raise ValueError(f"{self.loss} pairs rows i and i + B/2: B must be even, got {self.B}")
 
@@ -108,7 +116,8 @@ class Case:
         """Bytes of the inputs and their gradients (embeddings, keys, labels)."""
         item = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}[self.dtype]
         rows = self.B + (self.n_ref if self.spec.two_inputs else 0)
-        return 2 * rows * self.D * item + self.B * 8
+        memory = self.n_ref * (self.D * item + 8) if self.spec.memory else 0
+        return 2 * rows * self.D * item + self.B * 8 + memory
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -122,7 +131,8 @@ class Case:
 
 
 def make_inputs(case: Case, requires_grad: bool = True) -> dict:
-    """Deterministic inputs of a case: {"emb", "labels"[, "keys"]} on case.device."""
+    """Deterministic inputs of a case: {"emb", "labels"[, "keys"][, "memory_emb",
+    "memory_labels"]} on case.device; a memory holds N rows that need no gradient."""
     import torch
 
     dtype = getattr(torch, case.dtype)
@@ -142,6 +152,9 @@ def make_inputs(case: Case, requires_grad: bool = True) -> dict:
         if extra > 0:
             keys = torch.cat([keys, torch.randn(extra, case.D, generator=gen)])
         out["keys"] = keys + 0.5 * torch.randn(case.n_ref, case.D, generator=gen)
+    if spec.memory:
+        out["memory_emb"] = torch.randn(case.n_ref, case.D, generator=gen).to(device=case.device, dtype=dtype)
+        out["memory_labels"] = torch.randint(0, case.classes, (case.n_ref,), generator=gen).to(case.device)
     for k in ("emb", "keys"):
         if k in out:
             out[k] = out[k].to(device=case.device, dtype=dtype).requires_grad_(requires_grad)
@@ -207,12 +220,20 @@ def _gpu() -> list[Entry]:
         E(C("info-nce", 262144, dtype="bfloat16", device="cuda"), (FC_TRITON,),
           note="report time and peak memory"),
         E(C("ntxent-simclr", 262144, dtype="bfloat16", device="cuda"), (FC_TRITON,)),
+        # issue 15: CrossBatchMemory, semi-hard mining against a memory of 65536 rows
+        E(C("xbm-triplet-semihard", 256, N=65536, device="cuda"), (FC_TRITON, FC_TORCH, "pml")),
     ]
     # the rest of the families on the GPU, fp32, for the README table
     for loss in ("triplet-all", "triplet-hard", "triplet-easy", "triplet-batch-all",
                  "ntxent", "npair"):
         out.append(E(C(loss, 4096, device="cuda"), (FC_TRITON, FC_TORCH, "dense-eager", "pml")))
     return out
+
+
+def _cpu_xbm() -> list[Entry]:
+    """Issue 15: CrossBatchMemory with a semi-hard miner, batch 256, memory 8192 and 65536
+    (pytorch-metric-learning lists B·M·M candidate triplets; running out of memory is a result)."""
+    return [Entry(Case("xbm-triplet-semihard", 256, N=n), (FC_TORCH, "pml")) for n in (8192, 65536)]
 
 
 def _cpu_all() -> list[Entry]:
@@ -236,6 +257,7 @@ def _gpu_rehearse() -> list[Entry]:
 SUITES = {
     "cpu-headline": _cpu_headline,
     "cpu-all": _cpu_all,
+    "cpu-xbm": _cpu_xbm,
     "gpu": _gpu,
     "gpu-rehearse": _gpu_rehearse,
 }
@@ -249,7 +271,7 @@ def suite(name: str) -> list[Entry]:
 
 def tiny(case: Case) -> Case:
     """The smoke-test size of a case: same loss, dtype and device, tiny B, N, D."""
-    N = None if case.N is None else 24
+    N = None if case.N is None else (48 if case.spec.memory else 24)
     return replace(case, B=24, N=N, D=16, classes=min(case.classes, 4))
 
 

@@ -59,9 +59,30 @@ _FC_CALLS = {
 }
 
 
+def _cross_batch_memory(losses, miners, case: Case, **loss_options):
+    """step(inputs) of a CrossBatchMemory case built from a `losses` and a `miners` module
+    (pytorch-metric-learning's or fastcontrast.compat.pml): on the first step the memory is
+    filled with the inputs' memory rows; every step then enqueues the batch, as in training."""
+    xbm = losses.CrossBatchMemory(losses.TripletMarginLoss(margin=0.05, **loss_options),
+                                  embedding_size=case.D, memory_size=case.n_ref,
+                                  miner=miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard"))
+
+    def step(x):
+        if not xbm.has_been_filled:
+            xbm.embedding_memory = x["memory_emb"].clone()
+            xbm.label_memory = x["memory_labels"].clone()
+            xbm.queue_idx, xbm.has_been_filled = 0, True
+        return xbm(x["emb"], x["labels"])
+    return step
+
+
 def _fastcontrast(backend: str):
     def build(case: Case):
         import fastcontrast as fc
+
+        if case.spec.memory:
+            from ..compat.pml import losses, miners
+            return _cross_batch_memory(losses, miners, case, backend=backend)
 
         fname, kwargs = _FC_CALLS[case.loss]
         fn = getattr(fc, fname)
@@ -80,6 +101,10 @@ def _triton_why_not(case: Case):
 
 # ---------------------------------------------------------------- dense / compile -----
 
+def _dense_why_not(case: Case):
+    return "no dense form (a memory-bank wrapper)" if case.spec.memory else None
+
+
 def _dense(case: Case):
     from .dense import step_for
     return step_for(case.loss)
@@ -93,6 +118,8 @@ def _compiled(case: Case):
 
 
 def _compile_why_not(case: Case):
+    if case.spec.memory:
+        return _dense_why_not(case)
     if case.device == "cpu" and os.environ.get("FASTCONTRAST_BENCH_COMPILE_CPU", "0") in ("", "0"):
         return "GPU only (set FASTCONTRAST_BENCH_COMPILE_CPU=1 to compile on CPU)"
     return None
@@ -102,13 +129,15 @@ def _compile_why_not(case: Case):
 
 _PML_FILTERS = {"triplet-all": "all", "triplet-hard": "hard", "triplet-semihard": "semihard",
                 "triplet-easy": "easy"}
-_PML_LOSSES = {"contrastive", "triplet-batch-all", "triplet-batch-hard", "ntxent", "ntxent-simclr",
+_PML_LOSSES = {"contrastive", "xbm-triplet-semihard", "triplet-batch-all", "triplet-batch-hard", "ntxent", "ntxent-simclr",
                "supcon", "npair", *_PML_FILTERS}
 
 
 def _pml(case: Case):
     from pytorch_metric_learning import losses, miners
 
+    if case.spec.memory:
+        return _cross_batch_memory(losses, miners, case)
     if case.loss in _PML_FILTERS:
         miner = miners.TripletMarginMiner(margin=0.2, type_of_triplets=_PML_FILTERS[case.loss])
         loss = losses.TripletMarginLoss(margin=0.05)
@@ -154,7 +183,7 @@ IMPLS: dict[str, Impl] = {impl.name: impl for impl in [
          summary="fastcontrast, PyTorch path"),
     Impl("fastcontrast-triton", SUBJECT, _fastcontrast("triton"), _triton_why_not,
          imports=("fastcontrast", "triton"), summary="fastcontrast, Triton kernels"),
-    Impl("dense-eager", BASELINE, _dense, summary="dense eager PyTorch"),
+    Impl("dense-eager", BASELINE, _dense, _dense_why_not, summary="dense eager PyTorch"),
     Impl("dense-compile", BASELINE, _compiled, _compile_why_not, summary="torch.compile(dense)"),
     Impl("pml", BASELINE, _pml, _pml_why_not,
          imports=("pytorch_metric_learning.losses", "pytorch_metric_learning.miners"),

@@ -278,7 +278,9 @@ def wide_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
                 continue
             impls.append(name)
             (subjects if roles[name] == SUBJECT else baselines if roles[name] == BASELINE else []).append(name)
-    header = ["loss", "B", "D", "dtype"]
+    # N (references: InfoNCE keys, a memory bank) only when some case has its own
+    with_n = any(next(iter(recs.values()))["case"].get("N") is not None for recs in groups.values())
+    header = ["loss", "B"] + (["N"] if with_n else []) + ["D", "dtype"]
     for name in impls:
         header += [f"{name} time", f"{name} memory"]
     pairs = [(s_, b) for s_ in subjects for b in baselines]
@@ -293,7 +295,8 @@ def wide_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for recs in groups.values():
         c = next(iter(recs.values()))["case"]
-        row = [c["loss"], str(c["B"]), str(c["D"]), c["dtype"]]
+        n = [str(c["N"]) if c.get("N") is not None else str(c["B"])] if with_n else []
+        row = [c["loss"], str(c["B"]), *n, str(c["D"]), c["dtype"]]
         for name in impls:
             row += [_cell(recs.get(name), "time"), _cell(recs.get(name), "memory")]
         for s_, b in pairs:
