@@ -40,12 +40,14 @@ def variants():
                        BLOCK_DO=b.block_do)
             out.append(("softmax bwd_q supcon dot bf16", sm._softmax_bwd_q_kernel, ptrs, dict(bwd, TAU_GRAD=True), opts))
             out.append(("softmax bwd_r supcon dot bf16", sm._softmax_bwd_r_kernel, ptrs, bwd, opts))
-    for dtype, ty, label in ((torch.bfloat16, "*bf16", "bf16"), (torch.float32, "*fp32", "fp32")):
-        b = pm.default_blocks(128, dtype, cuda)
+    for dtype, ty, label, precision in ((torch.bfloat16, "*bf16", "bf16", "ieee"),
+                                        (torch.float32, "*fp32", "fp32", "ieee"),
+                                        (torch.float32, "*fp32", "tf32", "tf32")):
+        b = pm.default_blocks(128, dtype, cuda, precision)
         ptrs = {"q_ptr": ty, "r_ptr": ty, "grad_q_ptr": ty, "grad_r_ptr": ty, "q_lab_ptr": "*i64",
                 "r_lab_ptr": "*i64", "counts_ptr": "*i64", "nonzero_ptr": "*i64"}
         opts = dict(num_warps=b.num_warps, num_stages=b.num_stages)
-        common = dict(D=128, KIND=2, NEGATE=False, POWER=1, PRECISION="ieee", BLOCK_D=b.block_d)
+        common = dict(D=128, KIND=2, NEGATE=False, POWER=1, PRECISION=precision, BLOCK_D=b.block_d)
         bwd = dict(common, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_DO=b.block_do)
         out.append((f"pair-margin fwd euclidean {label}", pm._pair_margin_fwd_kernel, ptrs,
                     dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n), opts))

@@ -212,16 +212,23 @@ class Blocks:
     num_stages: int = 2
 
 
-def default_blocks(D: int, dtype: torch.dtype, device: torch.device) -> Blocks:
+def default_blocks(D: int, dtype: torch.dtype, device: torch.device, precision: str = "ieee") -> Blocks:
     if device.type != "cuda":
         # interpreter: small tiles, several per test shape so ragged edges are exercised
         return Blocks(fwd_m=16, fwd_n=16, bwd_m=16, bwd_n=16, block_d=16, block_do=32)
-    # Not timed on hardware yet; chosen from the sm_90 static report (bench/static_report.py):
-    # 64-row tiles and 64-wide gradient chunks keep the near-pair paths' registers in bounds.
-    wide = dtype == torch.float32  # 4-byte operands: smaller tiles keep shared memory in bounds
-    step = _host.pow2(D, 16, 64 if wide else 128)
-    return Blocks(fwd_m=64, fwd_n=64, bwd_m=64, bwd_n=64, block_d=step, block_do=_host.pow2(D, 16, 64),
-                  num_warps=4 if wide else 8, num_stages=2)
+    # Not timed on hardware yet; chosen from the sm_90 static report (bench/static_report.py),
+    # the largest tiles that build without register spills at D = 128:
+    if dtype == torch.float32:
+        # 4-byte operands. "ieee" (no tensor cores: the tile product is FFMA work) spills
+        # 0.9-5 KB per thread at 64×64 / 4 warps; 64×32 forward and 32×32 backward tiles over
+        # 8 warps do not (tf32 takes 64×32 backward tiles too)
+        bwd_m = 64 if precision == "tf32" else 32
+        return Blocks(fwd_m=64, fwd_n=32, bwd_m=bwd_m, bwd_n=32, block_d=_host.pow2(D, 16, 32),
+                      block_do=_host.pow2(D, 16, 32), num_warps=8, num_stages=2)
+    # fp16/bf16: 64×64 forward tiles; the backward's near-pair paths need 64×32 tiles and
+    # 32-wide gradient chunks to stay in registers (64×64 / 64-wide spilled 240-496 B)
+    return Blocks(fwd_m=64, fwd_n=64, bwd_m=64, bwd_n=32, block_d=_host.pow2(D, 16, 64),
+                  block_do=_host.pow2(D, 16, 32), num_warps=8, num_stages=2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,7 +310,7 @@ def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, blocks: Blocks | No
     kind = _codes(cfg)
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "pair-margin")
     q, r, _, unit = _host.frame(q, r, kind)
-    b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
+    b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.precision)
     values, counts, nonzero = pair_margin_fwd_op(q, r, q_labels, r_labels, unit, *_args(cfg, kind, q.dtype),
                                                  b.fwd_m, b.fwd_n, b.block_d, b.num_warps, b.num_stages)
     return values, counts, nonzero, ()
@@ -315,7 +322,7 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved
     q_dtype, r_dtype = q.dtype, r.dtype
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "pair-margin")
     q, r, s, unit = _host.frame(q, r, kind)
-    b = blocks or default_blocks(q.shape[1], q.dtype, q.device)
+    b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.precision)
     grad_values = _host.upstream_grad(grad_values, q.device)
     grad_q, grad_r = pair_margin_bwd_op(grad_values, q, r, q_labels, r_labels, unit, *_args(cfg, kind, q.dtype),
                                         b.bwd_m, b.bwd_n, b.block_d, b.block_do, b.num_warps, b.num_stages)
