@@ -30,7 +30,7 @@ def variants():
     for variant_name, variant in (("supcon", 0), ("ntxent", 1)):
         b = sm.default_blocks(128, torch.bfloat16, cuda, variant_name)
         ptrs = {"q_ptr": "*bf16", "r_ptr": "*bf16", "grad_q_ptr": "*bf16", "grad_r_ptr": "*bf16",
-                "q_lab_ptr": "*i64", "r_lab_ptr": "*i64", "n_pos_ptr": "*i64"}
+                "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "n_pos_ptr": "*i64"}
         opts = dict(num_warps=b.num_warps, num_stages=b.num_stages)
         common = dict(D=128, KIND=0, VARIANT=variant, PRECISION="ieee")
         out.append((f"softmax fwd {variant_name} dot bf16", sm._softmax_fwd_kernel, ptrs,
@@ -44,8 +44,8 @@ def variants():
                                         (torch.float32, "*fp32", "fp32", "ieee"),
                                         (torch.float32, "*fp32", "tf32", "tf32")):
         b = pm.default_blocks(128, dtype, cuda, precision)
-        ptrs = {"q_ptr": ty, "r_ptr": ty, "grad_q_ptr": ty, "grad_r_ptr": ty, "q_lab_ptr": "*i64",
-                "r_lab_ptr": "*i64", "counts_ptr": "*i64", "nonzero_ptr": "*i64"}
+        ptrs = {"q_ptr": ty, "r_ptr": ty, "grad_q_ptr": ty, "grad_r_ptr": ty, "q_lab_ptr": "*i32",
+                "r_lab_ptr": "*i32", "counts_ptr": "*i64", "nonzero_ptr": "*i64"}
         opts = dict(num_warps=b.num_warps, num_stages=b.num_stages)
         common = dict(D=128, KIND=2, NEGATE=False, POWER=1, PRECISION=precision, BLOCK_D=b.block_d)
         bwd = dict(common, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_DO=b.block_do)

@@ -19,14 +19,31 @@ def test_float64_is_a_type_error_naming_the_family_and_the_argument(bad):
         _host.prepare(q, r, labels, labels, "triplet")
 
 
-def test_prepare_makes_contiguous_inputs_in_q_dtype_and_int64_labels():
+def test_prepare_makes_contiguous_inputs_in_q_dtype_and_int32_label_ids():
     q = torch.randn(3, 8)[:, ::2]  # not contiguous
     r = torch.randn(5, 4, dtype=torch.float16)
     q2, r2, ql, rl = _host.prepare(q, r, torch.arange(3, dtype=torch.int32), torch.zeros(5, dtype=torch.uint8),
                                    "softmax")
     assert q2.is_contiguous() and torch.equal(q2, q)
     assert r2.dtype == torch.float32 and torch.equal(r2, r.float())
-    assert ql.dtype == rl.dtype == torch.int64 and torch.equal(ql, torch.arange(3))
+    assert ql.dtype == rl.dtype == torch.int32 and torch.equal(ql, torch.arange(3, dtype=torch.int32))
+    assert torch.equal(rl, torch.zeros(5, dtype=torch.int32))
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_label_ids_are_equal_exactly_where_labels_are(same):
+    """Labels past the int32 range, negative ones and ones that differ only in their high
+    bits map to int32 ids with the same equality pattern (within and across the two sides)."""
+    g = torch.Generator().manual_seed(0)
+    pool = torch.tensor([-2**62, -7, -1, 0, 3, 2**31, 2**32 + 3, 3 + 2**40, 2**63 - 1])
+    q_labels = pool[torch.randint(0, len(pool), (41,), generator=g)]
+    r_labels = q_labels if same else pool[torch.randint(0, len(pool), (23,), generator=g)]
+    qi, ri = _host.label_ids(q_labels, r_labels)
+    assert qi.dtype == ri.dtype == torch.int32 and (qi >= 0).all() and (ri >= 0).all()
+    assert torch.equal(qi[:, None] == ri[None, :], q_labels[:, None] == r_labels[None, :])
+    assert torch.equal(qi[:, None] == qi[None, :], q_labels[:, None] == q_labels[None, :])
+    empty = torch.zeros(0, dtype=torch.int64)
+    assert [t.numel() for t in _host.label_ids(empty, empty)] == [0, 0]
 
 
 def test_bfloat16_runs_as_float32_in_the_interpreter_only():

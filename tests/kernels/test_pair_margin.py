@@ -198,8 +198,8 @@ from tests.kernels.sm90 import build_all
 builds = []
 for dtype, ty in ((torch.bfloat16, "*bf16"), (torch.float32, "*fp32")):
     b = k.default_blocks(128, dtype, torch.device("cuda"))
-    ptrs = {"q_ptr": ty, "r_ptr": ty, "grad_q_ptr": ty, "grad_r_ptr": ty, "q_lab_ptr": "*i64",
-            "r_lab_ptr": "*i64", "counts_ptr": "*i64", "nonzero_ptr": "*i64", "unit_ptr": "*fp32"}
+    ptrs = {"q_ptr": ty, "r_ptr": ty, "grad_q_ptr": ty, "grad_r_ptr": ty, "q_lab_ptr": "*i32",
+            "r_lab_ptr": "*i32", "counts_ptr": "*i64", "nonzero_ptr": "*i64", "unit_ptr": "*fp32"}
     options = dict(num_warps=b.num_warps, num_stages=b.num_stages)
     common = dict(D=128, KIND=2, NEGATE=False, POWER=2, PRECISION="ieee", BLOCK_D=b.block_d)
     bwd = dict(common, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_DO=b.block_do)
