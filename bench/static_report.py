@@ -47,7 +47,7 @@ def variants():
         ptrs = {"q_ptr": ty, "r_ptr": ty, "grad_q_ptr": ty, "grad_r_ptr": ty, "q_lab_ptr": "*i32",
                 "r_lab_ptr": "*i32", "counts_ptr": "*i64", "nonzero_ptr": "*i64"}
         opts = dict(num_warps=b.num_warps, num_stages=b.num_stages)
-        common = dict(D=128, KIND=2, NEGATE=False, POWER=1, PRECISION=precision, BLOCK_D=b.block_d)
+        common = dict(D=128, KIND=2, NEGATE=False, POWER=1, FILTERED=False, PRECISION=precision, BLOCK_D=b.block_d)
         bwd = dict(common, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_DO=b.block_do)
         out.append((f"pair-margin fwd euclidean {label}", pm._pair_margin_fwd_kernel, ptrs,
                     dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n), opts))
@@ -63,7 +63,8 @@ def build() -> dict:
     rows = []
     for name, kernel, ptrs, constexprs, opts in variants():
         compiled = compile_for_sm90(kernel, ptrs, constexprs, opts,
-                                    floats=("near_tol", "pos_margin", "neg_margin", "margin", "mm"))
+                                    floats=("near_tol", "pos_margin", "neg_margin", "margin", "mm", "pos_low",
+                                            "pos_high", "neg_low", "neg_high"))
         rows.append(dict(kernel=name, constexprs={k: v for k, v in constexprs.items()}, **opts,
                          **resource_report(compiled)))
     return {"triton": triton.__version__, "target": "sm_90", "kernels": rows}

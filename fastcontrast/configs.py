@@ -27,6 +27,7 @@ than recompute it, which stays within the same O(chunk·N) memory bound.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -65,6 +66,15 @@ class PairMarginConfig:
     power: int = 1
     self_offset: int = 0
     precision: str = "ieee"
+    # Which terms count, per column: a term enters values and nonzero only when
+    # low < term < high (pytorch-metric-learning's ThresholdReducer on the pair losses; low
+    # may be -inf). The default (0, inf) is no filter: every term > 0, i.e. the plain sums.
+    pos_keep: tuple[float, float] = (0.0, math.inf)
+    neg_keep: tuple[float, float] = (0.0, math.inf)
+
+    @property
+    def filtered(self) -> bool:
+        return self.pos_keep != (0.0, math.inf) or self.neg_keep != (0.0, math.inf)
 
 
 @dataclass(frozen=True)

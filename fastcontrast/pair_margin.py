@@ -22,6 +22,7 @@ PyTorch path (fastcontrast/_torch/pair_margin.py) or the Triton kernels
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -128,6 +129,27 @@ def materialize_indices(indices_tuple):
     return tuple(indices_tuple)
 
 
+def _check_term_bounds(term_bounds):
+    """((pos_low, pos_high), (neg_low, neg_high)) as floats (None = unbounded), or None."""
+    if term_bounds is None:
+        return None
+    try:
+        (pl, ph), (nl, nh) = term_bounds
+    except (TypeError, ValueError):
+        raise TypeError("term_bounds must be ((pos_low, pos_high), (neg_low, neg_high))") from None
+    out = []
+    for (low, high), side in (((pl, ph), "pos"), ((nl, nh), "neg")):
+        pair = []
+        for value, what, unbounded in ((low, "low", -math.inf), (high, "high", math.inf)):
+            if value is None:
+                value = unbounded
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
+                raise TypeError(f"term_bounds {side} {what} must be a number or None, got {value!r}")
+            pair.append(float(value))
+        out.append(tuple(pair))
+    return tuple(out)
+
+
 def _check_indices(pairs, b: int, n: int, device):
     out = []
     for k, (t, size, what) in enumerate(zip(pairs, (b, n, b, n), ("embeddings", "references") * 2)):
@@ -151,9 +173,13 @@ def _explicit_pair_terms(q, r, pairs, cfg: PairMarginConfig) -> LossTerms:
     d_neg = sign * metrics.row_distances(qc[a2], rc[n], cfg.kind)
     t_pos = (d_pos - cfg.pos_margin).clamp_min(0) ** cfg.power
     t_neg = (cfg.neg_margin - d_neg).clamp_min(0) ** cfg.power
+    # the terms that count (cfg.pos_keep / neg_keep; the default keeps every term > 0)
+    k_pos = (t_pos > cfg.pos_keep[0]) & (t_pos < cfg.pos_keep[1])
+    k_neg = (t_neg > cfg.neg_keep[0]) & (t_neg < cfg.neg_keep[1])
+    t_pos, t_neg = torch.where(k_pos, t_pos, 0.0), torch.where(k_neg, t_neg, 0.0)
     values = torch.stack([qc.new_zeros(b).index_add(0, a1, t_pos), qc.new_zeros(b).index_add(0, a2, t_neg)], 1)
     counts = torch.stack([torch.bincount(a1, minlength=b), torch.bincount(a2, minlength=b)], 1)
-    nonzero = torch.stack([torch.bincount(a1[t_pos > 0], minlength=b), torch.bincount(a2[t_neg > 0], minlength=b)], 1)
+    nonzero = torch.stack([torch.bincount(a1[k_pos], minlength=b), torch.bincount(a2[k_neg], minlength=b)], 1)
     return LossTerms(values, counts, nonzero)
 
 
@@ -181,21 +207,26 @@ class ContrastiveLoss(torch.nn.Module):
         return (f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, power={self.power}, "
                 f"distance={self.distance!r}, reduction={self.reduction!r}, average={self.average!r}")
 
-    def config(self, self_offset: int = 0, precision: str = "ieee") -> PairMarginConfig:
-        """The seam config: margins flipped for similarities (d = −s)."""
+    def config(self, self_offset: int = 0, precision: str = "ieee", term_bounds=None) -> PairMarginConfig:
+        """The seam config: margins flipped for similarities (d = −s); term_bounds
+        ((pos_low, pos_high), (neg_low, neg_high)) or None: which terms count (PairMarginConfig)."""
         sim = self.metric.is_similarity
+        keep = {} if term_bounds is None else dict(pos_keep=term_bounds[0], neg_keep=term_bounds[1])
         return PairMarginConfig(kind=self.metric.kind, negate=sim,
                                 pos_margin=-self.pos_margin if sim else self.pos_margin,
                                 neg_margin=-self.neg_margin if sim else self.neg_margin,
-                                power=self.power, self_offset=self_offset, precision=precision)
+                                power=self.power, self_offset=self_offset, precision=precision, **keep)
 
     @full_precision
     def terms(self, embeddings, labels=None, ref_emb=None, ref_labels=None, self_offset: int = 0,
-              indices_tuple=None) -> LossTerms:
+              indices_tuple=None, *, term_bounds=None) -> LossTerms:
         """Per-anchor sums of positive and negative terms, their pair counts and non-zero counts.
 
         Without ref_emb the references are the embeddings themselves. self_offset: anchor i is
-        reference i + self_offset and that pair is skipped (-1: no self pair)."""
+        reference i + self_offset and that pair is skipped (-1: no self pair). term_bounds
+        ((pos_low, pos_high), (neg_low, neg_high)): only terms with low < term < high enter
+        the sums (and "non-zero" counts those); None = every term."""
+        term_bounds = _check_term_bounds(term_bounds)
         check_embeddings(embeddings, "embeddings")
         for value, name in ((self.pos_margin, "pos_margin"), (self.neg_margin, "neg_margin")):
             check_fits(value, name, embeddings.dtype, self.power)
@@ -224,13 +255,13 @@ class ContrastiveLoss(torch.nn.Module):
         q = metrics.prepare(embeddings, self.metric, backend)
         r = q if ref_emb is None else metrics.prepare(ref_emb, self.metric, backend)
         if pairs is not None:
-            return _explicit_pair_terms(q, r, pairs, self.config())
+            return _explicit_pair_terms(q, r, pairs, self.config(term_bounds=term_bounds))
         q_labels = labels.to(torch.int64).contiguous()
         if ref_emb is None:
             r, r_labels = None, None
         else:
             r_labels = ref_labels.to(torch.int64).contiguous()
-        cfg = self.config(self_offset, metrics.matmul_precision(q.dtype, q.device))
+        cfg = self.config(self_offset, metrics.matmul_precision(q.dtype, q.device), term_bounds)
         values, counts, nonzero = PairMarginFunction.apply(q, r, q_labels, r_labels, cfg, backend)
         return LossTerms(values, counts, nonzero)
 

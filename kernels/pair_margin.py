@@ -10,7 +10,9 @@ Positive pairs P (same label, not the self pair j = i + self_offset), negatives 
 
 Forward, one program per block of anchor rows, streaming over reference tiles (the tile is
 computed on chip and never written): per anchor, the sums of term⁺ and term⁻, the numbers
-of positive and negative pairs, and how many terms are > 0 (for PML's AvgNonZero).
+of positive and negative pairs, and how many terms are > 0 (for PML's AvgNonZero). FILTERED
+(PML's ThresholdReducer, fused): only terms with low < term < high, per side, enter the sums
+and the count, and only they carry gradient.
 
 Backward: with g_i = (g⁺_i, g⁻_i) the upstream gradients of the two sums,
     ∂L/∂d_ij = g⁺_i·slope⁺_ij − g⁻_i·slope⁻_ij,   slope = 1[h > 0] (POWER 1) or 2·relu(h) (POWER 2)
@@ -30,6 +32,7 @@ opaque custom ops under the interpreter) so torch.compile can trace a step with 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -76,6 +79,17 @@ def _slopes(h, mask, POWER: tl.constexpr):
 
 
 @triton.jit
+def _kept(t, pos, neg, pos_margin, neg_margin, pos_low, pos_high, neg_low, neg_high,
+          NEGATE: tl.constexpr, POWER: tl.constexpr):
+    """(pos, neg) narrowed to the terms inside (low, high) (cfg.pos_keep / neg_keep)."""
+    h_pos, h_neg = _hinges(t, pos_margin, neg_margin, NEGATE)
+    term_pos = _terms(h_pos, pos, POWER)
+    term_neg = _terms(h_neg, neg, POWER)
+    return (pos & (term_pos > pos_low) & (term_pos < pos_high),
+            neg & (term_neg > neg_low) & (term_neg < neg_high))
+
+
+@triton.jit
 def _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin,
                KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr):
     """c_ij = ∂L/∂(dot product) for KIND dot, ∂L/∂(squared distance) for the distance kinds."""
@@ -95,9 +109,10 @@ def _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin,
 def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr,
                             values_ptr, counts_ptr, nonzero_ptr,
                             M, N, stride_q, stride_r, near_tol, self_offset, pos_margin, neg_margin,
+                            pos_low, pos_high, neg_low, neg_high,
                             D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
-                            PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_D: tl.constexpr):
+                            FILTERED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                            BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     unit = tl.load(unit_ptr)  # true distance = unit × the frame's (see _host.frame)
     sum_pos = tl.zeros((BLOCK_M,), tl.float32)
@@ -114,12 +129,20 @@ def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
         h_pos, h_neg = _hinges(t, pos_margin, neg_margin, NEGATE)
         term_pos = _terms(h_pos, pos, POWER)
         term_neg = _terms(h_neg, neg, POWER)
-        sum_pos += tl.sum(term_pos, 1)
-        sum_neg += tl.sum(term_neg, 1)
         n_pos += tl.sum(pos.to(tl.int32), 1)
         n_neg += tl.sum(neg.to(tl.int32), 1)
-        nz_pos += tl.sum((term_pos > 0.0).to(tl.int32), 1)
-        nz_neg += tl.sum((term_neg > 0.0).to(tl.int32), 1)
+        if FILTERED:  # only the terms inside (low, high) count
+            kept_pos = pos & (term_pos > pos_low) & (term_pos < pos_high)
+            kept_neg = neg & (term_neg > neg_low) & (term_neg < neg_high)
+            term_pos = tl.where(kept_pos, term_pos, 0.0)
+            term_neg = tl.where(kept_neg, term_neg, 0.0)
+        else:
+            kept_pos = term_pos > 0.0
+            kept_neg = term_neg > 0.0
+        sum_pos += tl.sum(term_pos, 1)
+        sum_neg += tl.sum(term_neg, 1)
+        nz_pos += tl.sum(kept_pos.to(tl.int32), 1)
+        nz_neg += tl.sum(kept_neg.to(tl.int32), 1)
 
     in_m = offs_m < M
     out = offs_m.to(tl.int64) * 2
@@ -137,8 +160,9 @@ def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
 @triton.jit
 def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, grad_ptr, grad_q_ptr,
                               M, N, stride_q, stride_r, stride_gq, near_tol, self_offset, pos_margin, neg_margin,
+                              pos_low, pos_high, neg_low, neg_high,
                               D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
-                              PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                              FILTERED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                               BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)  # the D chunk this program writes
@@ -154,6 +178,9 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
         t_frame = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
                                       stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        if FILTERED:
+            pos, neg = _kept(t_frame * unit, pos, neg, pos_margin, neg_margin, pos_low, pos_high, neg_low, neg_high,
+                             NEGATE, POWER)
         c = _tile_coef(t_frame * unit, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
         if tl.sum((c != 0.0).to(tl.int32)) > 0:  # tiles with every hinge inactive add nothing
             r_chunk = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
@@ -167,8 +194,9 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
 @triton.jit
 def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, grad_ptr, grad_r_ptr,
                               M, N, stride_q, stride_r, stride_gr, near_tol, self_offset, pos_margin, neg_margin,
+                              pos_low, pos_high, neg_low, neg_high,
                               D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
-                              PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                              FILTERED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                               BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
@@ -184,6 +212,9 @@ def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
         t_frame = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
                                       stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        if FILTERED:
+            pos, neg = _kept(t_frame * unit, pos, neg, pos_margin, neg_margin, pos_low, pos_high, neg_low, neg_high,
+                             NEGATE, POWER)
         c = _tile_coef(t_frame * unit, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
         if tl.sum((c != 0.0).to(tl.int32)) > 0:
             q_chunk = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
@@ -235,10 +266,15 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, precision: 
 # Registered ops "fastcontrast::pair_margin_fwd" / "_bwd" (kernels/_host.py)
 # --------------------------------------------------------------------------------------------
 
+def _filtered(keep) -> bool:
+    """Whether (pos_low, pos_high, neg_low, neg_high) filters anything (see PairMarginConfig)."""
+    return tuple(keep) != (0.0, math.inf, 0.0, math.inf)
+
+
 def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
               unit: torch.Tensor, kind: int, negate: bool, power: int, pos_margin: float, neg_margin: float, self_offset: int,
-              precision: str, near_tol: float, block_m: int, block_n: int, block_d: int, num_warps: int,
-              num_stages: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              precision: str, near_tol: float, keep: list[float], block_m: int, block_n: int, block_d: int,
+              num_warps: int, num_stages: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     M, D = q.shape
     N = r.shape[0]
     values = torch.empty((M, 2), dtype=torch.float32, device=q.device)
@@ -247,16 +283,16 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     _host.launchable(_pair_margin_fwd_kernel)[(triton.cdiv(M, block_m),)](
         q, r, q_sq, r_sq, q_labels, r_labels, unit, values, counts, nonzero,
-        M, N, q.stride(0), r.stride(0), near_tol, self_offset, pos_margin, neg_margin,
-        D=D, KIND=kind, NEGATE=negate, POWER=power, PRECISION=precision,
+        M, N, q.stride(0), r.stride(0), near_tol, self_offset, pos_margin, neg_margin, *keep,
+        D=D, KIND=kind, NEGATE=negate, POWER=power, FILTERED=_filtered(keep), PRECISION=precision,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps, num_stages=num_stages)
     return values, counts, nonzero
 
 
 def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor,
               r_labels: torch.Tensor, unit: torch.Tensor, kind: int, negate: bool, power: int, pos_margin: float,
-              neg_margin: float, self_offset: int, precision: str, near_tol: float, block_m: int,
-              block_n: int, block_d: int, block_do: int, num_warps: int, num_stages: int
+              neg_margin: float, self_offset: int, precision: str, near_tol: float, keep: list[float],
+              block_m: int, block_n: int, block_d: int, block_do: int, num_warps: int, num_stages: int
               ) -> tuple[torch.Tensor, torch.Tensor]:
     M, D = q.shape
     N = r.shape[0]
@@ -264,26 +300,29 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_lab
     grad_r = torch.empty_like(r)
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     d_chunks = triton.cdiv(D, block_do)
-    common = dict(D=D, KIND=kind, NEGATE=negate, POWER=power, PRECISION=precision, BLOCK_M=block_m,
+    common = dict(D=D, KIND=kind, NEGATE=negate, POWER=power, FILTERED=_filtered(keep), PRECISION=precision,
+                  BLOCK_M=block_m,
                   BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do, num_warps=num_warps, num_stages=num_stages)
     _host.launchable(_pair_margin_bwd_q_kernel)[(triton.cdiv(M, block_m), d_chunks)](
         q, r, q_sq, r_sq, q_labels, r_labels, unit, grad_values, grad_q,
-        M, N, q.stride(0), r.stride(0), grad_q.stride(0), near_tol, self_offset, pos_margin, neg_margin, **common)
+        M, N, q.stride(0), r.stride(0), grad_q.stride(0), near_tol, self_offset, pos_margin, neg_margin, *keep,
+        **common)
     _host.launchable(_pair_margin_bwd_r_kernel)[(triton.cdiv(N, block_n), d_chunks)](
         q, r, q_sq, r_sq, q_labels, r_labels, unit, grad_values, grad_r,
-        M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset, pos_margin, neg_margin, **common)
+        M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset, pos_margin, neg_margin, *keep,
+        **common)
     return grad_q, grad_r
 
 
 def _fwd_fake(q, r, q_labels, r_labels, unit, kind, negate, power, pos_margin, neg_margin, self_offset, precision,
-              near_tol, block_m, block_n, block_d, num_warps, num_stages):
+              near_tol, keep, block_m, block_n, block_d, num_warps, num_stages):
     M = q.shape[0]
     return (q.new_empty((M, 2), dtype=torch.float32), q.new_empty((M, 2), dtype=torch.int64),
             q.new_empty((M, 2), dtype=torch.int64))
 
 
 def _bwd_fake(grad_values, q, r, q_labels, r_labels, unit, kind, negate, power, pos_margin, neg_margin, self_offset,
-              precision, near_tol, block_m, block_n, block_d, block_do, num_warps, num_stages):
+              precision, near_tol, keep, block_m, block_n, block_d, block_do, num_warps, num_stages):
     return torch.empty_like(q), torch.empty_like(r)
 
 
@@ -302,7 +341,8 @@ def _codes(cfg: PairMarginConfig) -> int:
 
 def _args(cfg: PairMarginConfig, kind: int, dtype: torch.dtype):
     return (kind, bool(cfg.negate), int(cfg.power), float(cfg.pos_margin), float(cfg.neg_margin),
-            int(cfg.self_offset), cfg.precision, metrics.near_tolerance(dtype, cfg.precision))
+            int(cfg.self_offset), cfg.precision, metrics.near_tolerance(dtype, cfg.precision),
+            [float(v) for v in (*cfg.pos_keep, *cfg.neg_keep)])
 
 
 def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, blocks: Blocks | None = None):

@@ -6,7 +6,9 @@ For anchor i and reference j (d_ij a distance, or −s_ij when cfg.negate):
     negative pair (different label):       term = relu(neg_margin − d_ij) ** power
 
 Per anchor, column 0 sums the positive terms and column 1 the negative ones; counts and
-nonzero say how many pairs and how many terms > 0 went into each sum.
+nonzero say how many pairs and how many terms > 0 went into each sum. With cfg.pos_keep /
+cfg.neg_keep (low, high) other than (0, inf), only terms with low < term < high enter the
+sums, nonzero counts those, and only they carry gradient (ThresholdReducer, fused).
 
 The distance matrix is never held whole: anchors are processed in chunks of rows so a live
 tile is chunk×N (distances computed in a metrics.Frame: centered, exactly scaled, near pairs
@@ -55,6 +57,20 @@ def _signed_hinges(tile, same, rows: slice, cfg: PairMarginConfig):
     return h
 
 
+def _kept(term, same, rows: slice, cfg: PairMarginConfig):
+    """The terms cfg.pos_keep / cfg.neg_keep let through (open intervals), never the self pair."""
+    (pos_low, pos_high), (neg_low, neg_high) = cfg.pos_keep, cfg.neg_keep
+    low = torch.where(same, pos_low, neg_low).to(term.dtype)
+    high = torch.where(same, pos_high, neg_high).to(term.dtype)
+    kept = (term > low) & (term < high)
+    if cfg.self_offset >= 0:
+        anchor = torch.arange(rows.start, rows.stop, device=term.device)
+        j = anchor + cfg.self_offset
+        inside = j < term.shape[1]
+        kept[(anchor - rows.start)[inside], j[inside]] = False
+    return kept
+
+
 def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig):
     frame = metrics.Frame(q, r, cfg.kind)
     b, n = q.shape[0], r.shape[0]
@@ -66,10 +82,14 @@ def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig):
         term = _signed_hinges(tile, same, rows, cfg).clamp_min_(0)
         if cfg.power == 2:
             term.mul_(term)
+        if cfg.filtered:
+            active = _kept(term, same, rows, cfg)
+            term = torch.where(active, term, 0.0)
+        else:
+            active = term > 0
         pos_sum = torch.where(same, term, 0.0).sum(1)
         values[rows, 0] = pos_sum
         values[rows, 1] = term.sum(1) - pos_sum
-        active = term > 0
         nz_pos = (active & same).sum(1)
         nonzero[rows, 0] = nz_pos
         nonzero[rows, 1] = active.sum(1) - nz_pos
@@ -90,7 +110,11 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved
         tile, near = frame.tile(x, x_sq, x_abs)
         same = q_labels[rows, None] == r_labels[None, :]
         h = _signed_hinges(tile, same, rows, cfg)
+        if cfg.filtered:
+            term = h.clamp_min(0) ** cfg.power
         slope = (h > 0).to(h.dtype) if cfg.power == 1 else h.clamp_min_(0).mul_(2.0)
+        if cfg.filtered:
+            slope = torch.where(_kept(term, same, rows, cfg), slope, 0.0)
         grad_tile = slope.mul_(torch.where(same, g_pos[rows], g_neg[rows]))
         gq, gr = frame.tile_backward(grad_tile, x, tile, near, x_abs)
         grad_q[rows] = gq

@@ -225,3 +225,46 @@ def test_hadsell_form_is_tfa_over_all_pairs(gen):
     tfa_mean = tfa.contrastive_loss(similar, d, margin=3.5).mean()
     assert_close(t.values.sum() / t.counts.sum(), tfa_mean)
     assert_close(fc.contrastive_loss(x, y, neg_margin=3.5, power=2, average="mean"), ref.hadsell(x, y, 3.5))
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("power", [1, 2])
+def test_term_bounds_keep_only_the_terms_inside(backend, power, gen):
+    """terms(..., term_bounds=((pl, ph), (nl, nh))) against a dense float64 enumeration of
+    every pair's term: sums and counts of the terms strictly inside each interval, and the
+    gradient of those sums only."""
+    x, y = _data(gen, b=15)
+    x = 0.25 * x  # distances around 1: every kind of term below
+    bounds = ((-1.0, 0.2), (0.1, None))
+    dtype = torch.float64 if backend == "torch" else torch.float32
+    e = x.detach().clone().to(dtype).requires_grad_()
+    loss = fc.ContrastiveLoss(pos_margin=0.9, neg_margin=1.5, power=power, backend=backend)
+    t = loss.terms(e, y, term_bounds=bounds)
+    (t.values[:, 0].sum() + 2 * t.values[:, 1].sum()).backward()
+
+    xd = x.detach().clone().requires_grad_()
+    d = torch.cdist(xd, xd)
+    same = y[:, None] == y[None, :]
+    eye = torch.eye(15, dtype=torch.bool)
+    term_pos = (d - 0.9).clamp_min(0) ** power
+    term_neg = (1.5 - d).clamp_min(0) ** power
+    keep_pos = same & ~eye & (term_pos > -1.0) & (term_pos < 0.2)
+    keep_neg = ~same & (term_neg > 0.1)
+    want_pos = torch.where(keep_pos, term_pos, 0.0).sum(1)
+    want_neg = torch.where(keep_neg, term_neg, 0.0).sum(1)
+    (want_pos.sum() + 2 * want_neg.sum()).backward()
+    pairs = same & ~eye
+    assert (keep_pos & (term_pos == 0)).any() and (pairs & ~keep_pos).any()  # zeros kept, large ones not
+    assert (keep_neg & (term_neg > 0)).any() and (~same & ~keep_neg).any()
+    assert_close(t.values[:, 0], want_pos.to(dtype))
+    assert_close(t.values[:, 1], want_neg.to(dtype))
+    assert torch.equal(t.nonzero[:, 0], keep_pos.sum(1)) and torch.equal(t.nonzero[:, 1], keep_neg.sum(1))
+    assert_close(e.grad, xd.grad.to(dtype))
+
+
+@pytest.mark.parametrize("bad, error", [(((0, 1),), TypeError), (((0, "a"), (0, 1)), TypeError),
+                                        (((float("nan"), 1), (0, 1)), TypeError)])
+def test_bad_term_bounds_are_named(bad, error, gen):
+    x, y = _data(gen)
+    with pytest.raises(error, match="term_bounds"):
+        fc.ContrastiveLoss().terms(x, y, term_bounds=bad)

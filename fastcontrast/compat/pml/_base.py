@@ -10,14 +10,16 @@ pytorch-metric-learning's own loss on the same inputs (lazy selections materiali
 Reducer on a fused loss                     fused when
 MeanReducer, SumReducer, AvgNonZeroReducer  always
 ClassWeightedReducer                        the row labels are known (NPairsLoss: the pairs' anchors)
-ThresholdReducer(low, high)                 element losses (SupConLoss, NPairsLoss); on pairs and
-                                            triplets only low=0, high=None (= AvgNonZeroReducer)
+ThresholdReducer(low, high)                 element losses (SupConLoss, NPairsLoss); ContrastiveLoss
+                                            (the bounds are part of the fused pass; with collect_stats
+                                            only one of low / high); on triplets only low=0,
+                                            high=None (= AvgNonZeroReducer)
 PerAnchorReducer(inner, default aggregation) element losses; pair losses without ref_emb and
                                             without indices_tuple; `inner` itself fused
 DoNothingReducer                            SupConLoss (its losses are per anchor)
 MultipleReducers                            each sub-loss's reducer by the rules above
 anything else (DivisorReducer, a user       never: dense path
-reducer, ThresholdReducer on pairs/triplets,
+reducer, ThresholdReducer on triplets,
 DoNothingReducer on pairs/triplets)
 
 `embedding_regularizer` (LpRegularizer, ZeroMeanRegularizer, ...) adds
@@ -27,6 +29,7 @@ reducer passes an already reduced value through unchanged).
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -74,10 +77,10 @@ def _per_anchor_default(reducer) -> bool:
     return reducer.aggregation_func is per_anchor_reducer.aggregation_func
 
 
-def plan(reducer, rtype: str, per_anchor_ok: bool, have_labels: bool):
+def plan(reducer, rtype: str, per_anchor_ok: bool, have_labels: bool, term_bounds_ok: bool = False):
     """See _plan; with collect_stats the reducer's `losses_size` (its number of terms) is
     recorded as PML records it."""
-    p = _plan(reducer, rtype, per_anchor_ok, have_labels)
+    p = _plan(reducer, rtype, per_anchor_ok, have_labels, term_bounds_ok)
     if p is None or not getattr(reducer, "collect_stats", False):
         return p
 
@@ -86,14 +89,18 @@ def plan(reducer, rtype: str, per_anchor_ok: bool, have_labels: bool):
         if type(reducer).__name__ not in ("ThresholdReducer", "AvgNonZeroReducer"):  # those record their own
             reducer.losses_size = int(c.sum())
         return out
+    if hasattr(p, "term_bounds"):
+        recorded.term_bounds = p.term_bounds
     return recorded
 
 
-def _plan(reducer, rtype: str, per_anchor_ok: bool, have_labels: bool):
+def _plan(reducer, rtype: str, per_anchor_ok: bool, have_labels: bool, term_bounds_ok: bool = False):
     """A function (values, counts, nonzero, row_labels) -> loss reducing per-row sums the way
     `reducer` reduces the terms, or None when the terms themselves are needed.
     rtype: pytorch-metric-learning's reduction type ("triplet", "pos_pair", "neg_pair",
-    "element"); for "element" every row with count 1 is one element."""
+    "element"); for "element" every row with count 1 is one element. term_bounds_ok: the
+    loss can sum only the terms inside an interval (the pair-margin family's pos_keep /
+    neg_keep); a plan that needs that carries it as `plan.term_bounds` = (low, high)."""
     R = pml_reducers()
     if R is None:
         return None
@@ -129,6 +136,21 @@ def _plan(reducer, rtype: str, per_anchor_ok: bool, have_labels: bool):
                 _threshold_stats(reducer, c, nz)
                 return safe_ratio(v.sum(), nz.sum())
             return avg_nonzero
+        if term_bounds_ok and rtype in ("pos_pair", "neg_pair") and not (
+                reducer.collect_stats and low is not None and high is not None):
+            # the fused pass sums only the terms in (low, high) and counts them as "non-zero"
+            def in_bounds(v, c, nz, y):
+                if reducer.collect_stats:
+                    reducer.losses_size = int(c.sum())
+                    reducer.num_past_filter = int(nz.sum())
+                    if low is not None:
+                        reducer.num_above_low = reducer.num_past_filter
+                    else:  # pytorch-metric-learning's attribute name
+                        reducer.num_above_high = reducer.num_past_filter
+                return safe_ratio(v.sum(), nz.sum())
+            in_bounds.term_bounds = (-math.inf if low is None else float(low),
+                                     math.inf if high is None else float(high))
+            return in_bounds
         return _NOT_FUSED
     if t is R.ClassWeightedReducer:
         if not have_labels:
@@ -173,6 +195,7 @@ class PMLLossBase(torch.nn.Module):
     sub_losses = ("loss",)
     reduction_types = ("triplet",)
     default_reducer = "MeanReducer"
+    fuses_term_bounds = False  # True: terms(..., term_bounds=) sums only terms in an interval
 
     def _setup_pml(self, distance, reducer, embedding_regularizer, embedding_reg_weight, collect_stats,
                    hyper: dict):
@@ -224,7 +247,8 @@ class PMLLossBase(torch.nn.Module):
             return "legacy"
         plans = []
         for name, rtype in zip(self.sub_losses, self.reduction_types):
-            p = plan(part_reducer(self.reducer, name), rtype, per_anchor_ok, have_labels)
+            p = plan(part_reducer(self.reducer, name), rtype, per_anchor_ok, have_labels,
+                     self.fuses_term_bounds)
             if p is None:
                 return None
             plans.append(p)

@@ -22,6 +22,8 @@ as non-zero; fastcontrast snaps that distance to exactly 0.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ... import metrics
@@ -60,6 +62,7 @@ class ContrastiveLoss(PMLLossBase):
     sub_losses = ("pos_loss", "neg_loss")
     reduction_types = ("pos_pair", "neg_pair")
     default_reducer = "AvgNonZeroReducer"
+    fuses_term_bounds = True
 
     def __init__(self, pos_margin=0, neg_margin=1, distance=None, reducer=None,
                  embedding_regularizer=None, embedding_reg_weight=1, collect_stats=None, backend=None):
@@ -109,7 +112,12 @@ class ContrastiveLoss(PMLLossBase):
             self_offset = 0 if (ref_labels is labels and labels is not None) else -1
         if self._self_offset_override is not None and indices_tuple is None:
             self_offset = self._self_offset_override
-        terms = self.loss.terms(embeddings, labels, ref_emb, ref_labels, self_offset, indices_tuple)
+        bounds = None
+        if plans is not None and any(hasattr(p, "term_bounds") for p in plans):
+            # ThresholdReducer: each part sums only the terms inside its (low, high)
+            bounds = tuple(getattr(p, "term_bounds", (0.0, math.inf)) for p in plans)
+        terms = self.loss.terms(embeddings, labels, ref_emb, ref_labels, self_offset, indices_tuple,
+                                term_bounds=bounds)
         if plans is None:
             return self.reduce(terms).to(embeddings.dtype)
         return self._early_exit(terms, self.apply_plans(plans, terms, labels)).to(embeddings.dtype)

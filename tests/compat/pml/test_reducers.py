@@ -43,7 +43,7 @@ def fused_expected(loss, reducer, ref=False):
     if reducer in ("mean", "sum", "avg_nonzero", "class_weighted"):
         return True
     if reducer.startswith("threshold"):
-        return loss in ELEMENT_LOSSES
+        return loss in ELEMENT_LOSSES or loss == "ContrastiveLoss"  # the bounds inside the fused pass
     if reducer.startswith("per_anchor"):
         return loss in ELEMENT_LOSSES or (loss in ("ContrastiveLoss", "NTXentLoss") and not ref)
     if reducer == "do_nothing":
@@ -59,7 +59,7 @@ def batch(gen, b=14, d=6):
 
 def run(loss, x, y, dtype, **kw):
     e = x.detach().clone().to(dtype).requires_grad_()
-    kw = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in kw.items()}
+    kw = {k: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in kw.items()}
     try:
         out = loss(e, y, **kw)
     except Exception as err:  # PML's own failure is part of its behaviour
@@ -203,3 +203,35 @@ def test_losses_size_stat(name, gen):
             for attr in ("losses_size", "num_past_filter", "num_above_low"):
                 if hasattr(theirs, attr):
                     assert getattr(ours, attr) == getattr(theirs, attr), (name, type(theirs).__name__, attr)
+
+
+THRESHOLDS = [dict(low=0.2), dict(high=0.3), dict(low=-1.0), dict(low=0.05, high=0.6), dict(low=5.0)]
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("bounds", THRESHOLDS, ids=lambda b: "-".join(f"{k}{v}" for k, v in b.items()))
+def test_contrastive_threshold_reducer_is_fused(bounds, backend, gen):
+    """ThresholdReducer(low, high) on ContrastiveLoss: the fused pass sums only the terms in
+    (low, high), per part (low=-1 keeps the zero terms too; low=5 keeps none), equal to PML
+    in values and gradients; also with a different reducer per part, explicit triplets, and
+    the stats PML records."""
+    x, y = batch(gen, b=19)  # backend "triton": the kernels, in the interpreter without a GPU
+    kw = dict(pos_margin=0.2, neg_margin=1.0)
+    for reducer in (R.ThresholdReducer(**bounds, collect_stats=len(bounds) == 1),
+                    R.MultipleReducers({"pos_loss": R.ThresholdReducer(**bounds)})):
+        pml = pml_losses.ContrastiveLoss(reducer=reducer, **kw)
+        fc = losses.ContrastiveLoss(reducer=reducer, backend=backend, **kw)
+        check_same(run(fc, x, y, torch.float32), run(pml, x, y, torch.float32), torch.float32)
+        assert fc._dense_loss is None
+        if reducer.collect_stats:
+            ours = losses.ContrastiveLoss(reducer=R.ThresholdReducer(**bounds, collect_stats=True), **kw)
+            ours(x, y)
+            pml(x, y)
+            for name in ("losses_size", "num_past_filter", "num_above_low", "num_above_high"):
+                assert getattr(ours.reducer.reducers["neg_loss"], name, None) == \
+                    getattr(pml.reducer.reducers["neg_loss"], name, None), name
+    triplets = (torch.tensor([0, 1, 2, 2]), torch.tensor([3, 4, 5, 5]), torch.tensor([6, 7, 8, 9]))
+    pml = pml_losses.ContrastiveLoss(reducer=R.ThresholdReducer(**bounds), **kw)
+    fc = losses.ContrastiveLoss(reducer=R.ThresholdReducer(**bounds), backend=backend, **kw)
+    dtype = torch.float64 if backend == "torch" else torch.float32
+    check_same(run(fc, x, y, dtype, indices_tuple=triplets), run(pml, x, y, dtype, indices_tuple=triplets), dtype)
