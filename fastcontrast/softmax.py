@@ -61,9 +61,10 @@ def _implementation(backend: str):
 
 
 class SoftmaxFunction(torch.autograd.Function):
-    """(q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False)
+    """(q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False, bias=None)
     -> (values (B,), n_pos (B,)), or with symmetric=True (values (B,), n_pos (B,),
     values_r (N,), n_pos_r (N,)): also the reverse direction, anchors r against references q.
+    bias: the "sigmoid" variant's 0-dim logit bias (SigLIP), differentiable like temperature.
 
     q, r already prepared (normalized when the metric says so); temperature a 0-dim tensor;
     backend "torch" or "triton" (already resolved). r = None means the references are the
@@ -75,11 +76,17 @@ class SoftmaxFunction(torch.autograd.Function):
 
     @staticmethod
     @full_precision
-    def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False):
+    def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False, bias=None):
         impl = _implementation(backend)
-        forward = impl.forward_symmetric if symmetric else impl.forward
-        *outputs, saved = forward(*with_references(q, r, q_labels, r_labels), cfg, temperature)
+        inputs = (*with_references(q, r, q_labels, r_labels), cfg, temperature)
+        if bias is not None:  # the "sigmoid" variant's logit bias (SigLIP)
+            *outputs, saved = impl.forward(*inputs, bias=bias)
+        else:
+            *outputs, saved = (impl.forward_symmetric if symmetric else impl.forward)(*inputs)
         ctx.cfg, ctx.backend, ctx.symmetric = cfg, backend, symmetric
+        ctx.has_bias = bias is not None
+        if ctx.has_bias:
+            saved = (bias, *saved)
         save_inputs(ctx, q, r, q_labels, r_labels, temperature, *saved)
         ctx.mark_non_differentiable(*outputs[1::2])  # the n_pos counts
         return tuple(outputs)
@@ -88,9 +95,15 @@ class SoftmaxFunction(torch.autograd.Function):
     @full_precision
     def backward(ctx, grad_values, _grad_n_pos, *reverse_grads):
         q, r, q_labels, r_labels, (temperature, *saved) = saved_inputs(ctx)
-        needs = ctx.needs_input_grad
+        needs = tuple(ctx.needs_input_grad) + (False,) * (9 - len(ctx.needs_input_grad))
         impl = _implementation(ctx.backend)
-        if ctx.symmetric:
+        grad_b = None
+        if ctx.has_bias:
+            bias, *saved = saved
+            grad_q, grad_r, grad_t, grad_b = impl.backward(
+                grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, temperature, tuple(saved),
+                needs_temperature_grad=bool(needs[4]), bias=bias, needs_bias_grad=bool(needs[8]))
+        elif ctx.symmetric:
             grad_q, grad_r, grad_t = impl.backward_symmetric(
                 grad_values.contiguous(), reverse_grads[0].contiguous(), q, r, q_labels, r_labels, ctx.cfg,
                 temperature, tuple(saved), needs_temperature_grad=bool(needs[4]))
@@ -101,7 +114,7 @@ class SoftmaxFunction(torch.autograd.Function):
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
         return (grad_q if needs[0] else None, grad_r if needs[1] else None, None, None,
-                grad_t if needs[4] else None, None, None, None)
+                grad_t if needs[4] else None, None, None, None, grad_b if needs[8] else None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -135,6 +148,16 @@ def _temperature_tensor(temperature, like: torch.Tensor) -> torch.Tensor:
             t = t.to(cd)
         return t.to(like.device)
     return torch.tensor(float(temperature), dtype=cd, device=like.device)
+
+
+def _bias_tensor(bias, like: torch.Tensor) -> torch.Tensor:
+    """A logit bias as a 0-dim tensor in like's compute dtype (a tensor keeps its graph)."""
+    if isinstance(bias, torch.Tensor):
+        b = bias.reshape(())
+        if not b.is_floating_point():
+            b = b.to(metrics.compute_dtype(like.dtype))
+        return b.to(like.device)
+    return torch.tensor(float(bias), dtype=metrics.compute_dtype(like.dtype), device=like.device)
 
 
 def _check_backend(backend):
@@ -187,7 +210,7 @@ def resolve(backend, embeddings: torch.Tensor) -> str:
 
 
 def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temperature, backend,
-                   precision=None, symmetric=False, positive_offset=-1):
+                   precision=None, symmetric=False, positive_offset=-1, bias=None):
     """Run SoftmaxFunction on prepared inputs. r may be q and r_labels may be q_labels (the
     batch is its own reference set): the Function then gets None for them. symmetric=True
     (Triton backend only): (values, n_pos, values_r, n_pos_r), both directions at once.
@@ -202,8 +225,10 @@ def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temp
         resolved = "torch"  # nothing to launch a kernel for
     t = _temperature_tensor(temperature, q)
     same, same_labels = r is q, r_labels is q_labels
+    if bias is not None:
+        bias = _bias_tensor(bias, q)
     return SoftmaxFunction.apply(q, None if same else r, q_labels.long(),
-                                 None if same_labels else r_labels.long(), t, cfg, resolved, symmetric)
+                                 None if same_labels else r_labels.long(), t, cfg, resolved, symmetric, bias)
 
 
 def _prepared(embeddings, ref_emb, metric, backend="torch"):
