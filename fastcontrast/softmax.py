@@ -465,24 +465,44 @@ class NPairLoss(_SoftmaxLoss):
         self._check_tensors(embeddings, labels, ref_emb, ref_labels)
         return self._pair_terms(embeddings, labels, None)
 
-    def _pair_terms(self, embeddings, labels, pairs):
-        anchors, positives = (npair_indices(labels) if pairs is None
-                              else npair_indices(labels, pairs))
+    def distributed_mode(self) -> str:
+        """How fastcontrast.distributed.GlobalBatchLoss shares this loss: "global_pairs" (the
+        pairs are picked from the global batch, each rank computes a slice of their rows
+        with global_terms)."""
+        return "global_pairs"
+
+    def global_terms(self, all_embeddings, all_labels, rank: int, world: int) -> LossTerms:
+        """Rank `rank`'s share of the global batch's terms: the same pairs every rank picks
+        from all_embeddings / all_labels (every rank's rows), and of them the rows
+        [K·rank/world, K·(rank+1)/world) against all K positives."""
+        anchors, positives = npair_indices(all_labels)
+        k = anchors.shape[0]
+        part = slice(k * rank // world, k * (rank + 1) // world)
+        return self._pair_terms(all_embeddings, all_labels, None, part=part, selected=(anchors, positives))
+
+    def _pair_terms(self, embeddings, labels, pairs, part: slice | None = None, selected=None):
+        if selected is not None:
+            anchors, positives = selected
+        else:
+            anchors, positives = (npair_indices(labels) if pairs is None
+                                  else npair_indices(labels, pairs))
+        k = anchors.shape[0]
+        part = slice(0, k) if part is None else part
+        anchors = anchors[part]
         backend = resolve(self.backend, embeddings)
         # the selected rows only (normalization is row-wise): a few pairs out of a large batch
         qa = metrics.prepare(embeddings[anchors], self.metric, backend)
         qp = metrics.prepare(embeddings[positives], self.metric, backend)
-        k = anchors.shape[0]
         ids = torch.arange(k, device=embeddings.device)
-        values, _ = softmax_values(qa, qp, ids, ids, kind=self.metric.kind,
+        values, _ = softmax_values(qa, qp, ids[part], ids, kind=self.metric.kind,
                                    variant="supcon", self_offset=-1, temperature=1.0, backend=backend,
-                                   positive_offset=0)
-        ones = torch.ones_like(ids)
+                                   positive_offset=part.start)
+        ones = torch.ones_like(ids[part])
         nonzero = (values.detach() > 0).long()
         if self.l2_reg == 0:
             return LossTerms(values, ones, nonzero)
         fa = embeddings[anchors].to(values.dtype)
-        fp = embeddings[positives].to(values.dtype)
+        fp = embeddings[positives[part]].to(values.dtype)
         penalty = 0.25 * self.l2_reg * ((fa * fa).sum(1) + (fp * fp).sum(1))
         return LossTerms(torch.stack([values, penalty], 1), torch.stack([ones, ones], 1),
                          torch.stack([nonzero, (penalty.detach() > 0).long()], 1))
@@ -532,6 +552,42 @@ class InfoNCELoss(_SoftmaxLoss):
     def forward(self, query, keys, labels=None, ref_labels=None):
         self._check(query, keys, labels, ref_labels)
         return self.reduce(self.terms(query, labels, keys, ref_labels, self_offset=-1))
+
+    def distributed_mode(self) -> str:
+        """How fastcontrast.distributed.GlobalBatchLoss shares this loss: "paired" (called as
+        (query, keys); each rank's queries against every rank's keys, `terms`) or, when
+        symmetric, "paired_symmetric" (each rank also its keys against every rank's queries,
+        `symmetric_terms`)."""
+        return "paired_symmetric" if self.symmetric else "paired"
+
+    @full_precision
+    def symmetric_terms(self, query, keys, labels, ref_labels, all_query, all_keys, all_labels, all_ref_labels,
+                        offset: int) -> LossTerms:
+        """One rank's share of the symmetric loss of the global batch: its B_r queries against
+        all keys (rows) and its B_r keys against all queries (columns), each half-weighted.
+        labels None: global query i's positive is global key i (offset: this rank's first
+        global row, the same for queries and keys)."""
+        if query.shape[0] != keys.shape[0]:
+            raise ValueError("symmetric=True needs as many keys as queries on every rank, got "
+                             f"{keys.shape[0]} keys and {query.shape[0]} queries")
+        backend = resolve(self.backend, query)
+        q, k = (metrics.prepare(x, self.metric, backend) for x in (query, keys))
+        aq, ak = (metrics.prepare(x, self.metric, backend) for x in (all_query, all_keys))
+        temperature = self.temperature if self.logit_scale is None else 1.0 / self.logit_scale
+        kw = dict(kind=self.metric.kind, variant="supcon", self_offset=-1, temperature=temperature,
+                  backend=backend)
+        if labels is None:
+            local = torch.arange(q.shape[0], device=q.device) + offset
+            rows, _ = softmax_values(q, ak, local, torch.arange(ak.shape[0], device=q.device),
+                                     positive_offset=offset, **kw)
+            cols, _ = softmax_values(k, aq, local.clone(), torch.arange(aq.shape[0], device=q.device),
+                                     positive_offset=offset, **kw)
+        else:
+            rows, _ = softmax_values(q, ak, labels, all_ref_labels, **kw)
+            cols, _ = softmax_values(k, aq, ref_labels, all_labels, **kw)
+        both = torch.stack([0.5 * rows, 0.5 * cols], 1)
+        ones = torch.ones(both.shape, dtype=torch.int64, device=both.device)
+        return LossTerms(both, ones, (both.detach() > 0).long())
 
     @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset=-1) -> LossTerms:
