@@ -231,7 +231,10 @@ class GlobalBatchLoss(torch.nn.Module):
     """The global-batch version of a fastcontrast loss Module (see the module docstring).
 
     loss: a Module with `terms(embeddings, labels, ref_emb, ref_labels, self_offset)` and
-      `reduce(terms, denominators=None)` (every fastcontrast loss and PML-compat loss).
+      `reduce(terms, denominators=None)` (every fastcontrast loss and PML-compat loss). A
+      loss that is shared differently says so through `distributed_mode()` (see
+      `distributed_mode` in this module: paired (query, keys) losses, the symmetric
+      InfoNCE/CLIP rows-and-columns split, N-pair's global pair selection).
     group: the process group (None: the default group).
     average_grads: True when gradients are averaged over ranks afterwards (DDP): each rank's
       share is scaled by the world size so the averaged gradient is the global one.

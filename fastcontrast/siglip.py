@@ -141,6 +141,11 @@ class SigLIPLoss(nn.Module):
                 f"distance={self.distance!r}, normalize={self.normalize}, reduction={self.reduction!r}, "
                 f"backend={self.backend!r}")
 
+    def distributed_mode(self) -> str:
+        """fastcontrast.distributed.GlobalBatchLoss: "paired" — each rank's queries against
+        every rank's keys (`terms` with the rank's key offset), Σ over the global batch / B."""
+        return "paired"
+
     def reduce(self, terms: LossTerms, denominators=None) -> torch.Tensor:
         """LossTerms -> the loss (`reduction`); denominators: the global counts (distributed)."""
         return reduce_terms(terms, self.reduction, "mean", denominators)
