@@ -157,6 +157,42 @@ def _lightly_worker(rank, world, sizes):
         torch.testing.assert_close(gb, world * wb[rows], **tol)
 
 
+def dense_dclw_global(a_all, b_all, sizes, t, sigma):
+    """DCLW of the global batch with each rank's von Mises-Fisher weights from its own pairs
+    (lightly computes them from the local out0, out1)."""
+    blocks = [split(sizes, r) for r in range(len(sizes))]
+    x = F.normalize(torch.cat([torch.cat([a_all[s], b_all[s]]) for s in blocks]), dim=1)
+    labels = torch.cat([torch.arange(s.start, s.stop).repeat(2) for s in blocks])
+    logits = x @ x.T / t
+    same = labels[:, None] == labels[None, :]
+    lse = logits.masked_fill(same, float("-inf")).logsumexp(1)
+    pos = torch.where(same & ~torch.eye(len(labels), dtype=torch.bool), logits, 0).sum(1)
+    weights = []
+    for s in blocks:
+        cos = (F.normalize(a_all[s], dim=1) * F.normalize(b_all[s], dim=1)).sum(1).detach() / sigma
+        w = 2 - (s.stop - s.start) * cos.softmax(0)
+        weights += [w, w]
+    return (lse - torch.cat(weights) * pos).mean()
+
+
+def _dclw_worker(rank, world, sizes):
+    gen = torch.Generator().manual_seed(8)
+    n = sum(sizes)
+    a_all = torch.randn(n, 4, generator=gen, dtype=torch.float64)
+    b_all = torch.randn(n, 4, generator=gen, dtype=torch.float64)
+    rows = split(sizes, rank)
+    a, b = a_all[rows].clone().requires_grad_(), b_all[rows].clone().requires_grad_()
+    loss = compat_lightly.DCLWLoss(0.3, 0.6, gather_distributed=True, backend="torch")(a, b)
+    ga, gb = torch.autograd.grad(loss, (a, b))
+    ra, rb = a_all.clone().requires_grad_(), b_all.clone().requires_grad_()
+    want = dense_dclw_global(ra, rb, sizes, 0.3, 0.6)
+    wa, wb = torch.autograd.grad(want, (ra, rb))
+    tol = dict(rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(loss.detach(), want.detach(), **tol)
+    torch.testing.assert_close(ga, world * wa[rows], **tol)
+    torch.testing.assert_close(gb, world * wb[rows], **tol)
+
+
 def _worker(rank, world, sizes, names):
     for name in names:
         make, opts = CASES[name]
@@ -166,6 +202,7 @@ def _worker(rank, world, sizes, names):
                          tuple(reversed(sizes)) if ref else None))
     _open_clip_worker(rank, world, sizes)
     _lightly_worker(rank, world, sizes)
+    _dclw_worker(rank, world, sizes)
 
 
 def test_image_text_three_ranks():

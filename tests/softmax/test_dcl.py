@@ -139,3 +139,20 @@ def test_module_options_and_errors():
         loss(torch.randn(4, 3), torch.arange(4))
     with pytest.raises(ValueError, match="even"):
         fc.dcl_loss(torch.randn(5, 3))
+
+
+def test_compiles(gen):
+    torch._dynamo.reset()
+    model = torch.nn.Linear(5, 4).double()
+    x = torch.randn(8, 5, generator=gen, dtype=F64)
+    loss = fc.DCLLoss(temperature=0.2, sigma=0.5)
+
+    def step(v):
+        return loss(model(v))
+
+    results = []
+    for fn in (step, torch.compile(step, backend="aot_eager", fullgraph=True)):
+        value = fn(x)
+        results.append((value.detach(), *torch.autograd.grad(value, list(model.parameters()))))
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager)
