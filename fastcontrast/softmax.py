@@ -108,9 +108,11 @@ class SoftmaxFunction(torch.autograd.Function):
                 grad_values.contiguous(), reverse_grads[0].contiguous(), q, r, q_labels, r_labels, ctx.cfg,
                 temperature, tuple(saved), needs_temperature_grad=bool(needs[4]))
         else:
+            # constant references (a memory bank): the PyTorch path skips their gradient
+            extra = {} if ctx.same or needs[1] or ctx.backend != "torch" else {"needs_reference_grad": False}
             grad_q, grad_r, grad_t = impl.backward(
                 grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, temperature, tuple(saved),
-                needs_temperature_grad=bool(needs[4]))
+                needs_temperature_grad=bool(needs[4]), **extra)
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
         return (grad_q if needs[0] else None, grad_r if needs[1] else None, None, None,

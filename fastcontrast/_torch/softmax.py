@@ -267,9 +267,11 @@ def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, bias=None
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, saved,
-             needs_temperature_grad: bool, bias=None, needs_bias_grad: bool = False):
+             needs_temperature_grad: bool, bias=None, needs_bias_grad: bool = False,
+             needs_reference_grad: bool = True):
     """-> (grad_q, grad_r, grad_temperature or None), and for the "sigmoid" variant (bias
-    given) also grad_bias (0-dim, bias's dtype) or None."""
+    given) also grad_bias (0-dim, bias's dtype) or None. needs_reference_grad=False (the
+    references are constants, e.g. a memory bank): grad_r is zeros and its matmuls skipped."""
     b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
     tau = temperature.detach().to(cd)
@@ -299,14 +301,15 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
         scale = row_grad[rows] if factor is None else row_grad[rows] * factor
         if cfg.kind == "dot":
             gq = (tile @ frame.r).mul_(scale[:, None])
-            gr = tile.T @ (qc * scale[:, None])
+            gr = tile.T @ (qc * scale[:, None]) if needs_reference_grad else None
             if needs_temperature_grad:  # Σ_j G_ij l_ij = q_i · ∂L/∂q_i
                 grad_tau = grad_tau - (gq * qc).sum() / tau
         else:
             gq, gr = frame.sq_backward(tile * scale[:, None], qc, near, frame.q_abs[rows])
             if needs_temperature_grad:  # G_ij = −τ · scale_i · T_ij in logit units
                 grad_tau = grad_tau + (scale * logit_dot).sum()
-        grad_r += gr
+        if needs_reference_grad:
+            grad_r += gr
         if grad_q is None:
             grad_q = gq
         else:
