@@ -212,7 +212,7 @@ def resolve(backend, embeddings: torch.Tensor) -> str:
 
 
 def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temperature, backend,
-                   precision=None, symmetric=False, positive_offset=-1, bias=None):
+                   precision=None, symmetric=False, positive_offset=-1, bias=None, all_negative=False):
     """Run SoftmaxFunction on prepared inputs. r may be q and r_labels may be q_labels (the
     batch is its own reference set): the Function then gets None for them. symmetric=True
     (Triton backend only): (values, n_pos, values_r, n_pos_r), both directions at once.
@@ -221,7 +221,7 @@ def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temp
     if precision is None:
         precision = metrics.matmul_precision(q.dtype, q.device)
     cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision,
-                        positive_offset=int(positive_offset))
+                        positive_offset=int(positive_offset), all_negative=bool(all_negative))
     resolved = resolve(backend, q)
     if q.shape[0] == 0 or r.shape[0] == 0:
         resolved = "torch"  # nothing to launch a kernel for

@@ -158,6 +158,16 @@ def _sigmoid_chunk(logits, pos, rows, self_offset, bias, want_grad: bool):
     return values, count.long(), tile, None
 
 
+def _lse_chunk(logits, want_grad: bool):
+    """"dcl" when every pair is a negative (cfg.all_negative): v_i = LSE_j l_ij, no label
+    tile; ∂v_i/∂l_ij = softmax_ij. `logits` is used up."""
+    lse = torch.logsumexp(logits, 1)
+    count = torch.zeros(logits.shape[0], dtype=torch.int64, device=logits.device)
+    if not want_grad:
+        return lse, count, None, None
+    return lse, count, logits.sub_(lse[:, None]).exp_(), None
+
+
 def _paired_chunk(logits, rows, positive_offset, want_grad: bool):
     """SupCon when query i's only positive is column i + positive_offset and no pair is
     excluded (InfoNCE, N-pair): v_i = softplus(LSE_{j≠p} l_ij − l_ip), no label tile at all.
@@ -199,6 +209,8 @@ def _chunk(frame, q_labels, r_labels, rows, cfg, tau, want_grad: bool, bias=None
     qc, raw, near, logits = _logits(frame, rows, cfg.kind, tau)
     if cfg.variant == "supcon" and cfg.positive_offset >= 0 and cfg.self_offset < 0:
         values, count, tile, factor = _paired_chunk(logits, rows, cfg.positive_offset, want_grad)
+    elif cfg.variant == "dcl" and cfg.all_negative and cfg.self_offset < 0:
+        values, count, tile, factor = _lse_chunk(logits, want_grad)
     else:
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
         if cfg.variant == "sigmoid":

@@ -205,7 +205,8 @@ class NTXentLoss(nn.Module):
         # LSE over the bank alone: the "dcl" variant with every bank entry a negative
         lse, _ = softmax_values(q, bank, torch.zeros(b, dtype=torch.long, device=q.device),
                                 torch.ones(bank.shape[0], dtype=torch.long, device=q.device), kind="dot",
-                                variant="dcl", self_offset=-1, temperature=self.temperature, backend=backend)
+                                variant="dcl", self_offset=-1, temperature=self.temperature, backend=backend,
+                                all_negative=True)
         pos = (q.to(cd) * k.to(cd)).sum(1) / self.temperature
         return softplus(lse.to(cd) - pos).mean()
 
