@@ -38,7 +38,8 @@ def variants():
         if variant_name == "supcon":
             bwd = dict(common, SYMMETRIC=False, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d,
                        BLOCK_DO=b.block_do)
-            out.append(("softmax bwd_q supcon dot bf16", sm._softmax_bwd_q_kernel, ptrs, dict(bwd, TAU_GRAD=True), opts))
+            out.append(("softmax bwd_q supcon dot bf16", sm._softmax_bwd_q_kernel, ptrs,
+                        dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), opts))
             out.append(("softmax bwd_r supcon dot bf16", sm._softmax_bwd_r_kernel, ptrs, bwd, opts))
     for dtype, ty, label, precision in ((torch.bfloat16, "*bf16", "bf16", "ieee"),
                                         (torch.float32, "*fp32", "fp32", "ieee"),

@@ -17,10 +17,12 @@ from .metrics import METRICS  # noqa: F401
 
 if TYPE_CHECKING:  # what a type checker sees of the lazy exports below (kept equal to _EXPORTS)
     from ._reduce import LossTerms, reduce_terms
+    from .dcl import DCLLoss, dcl_loss
     from .distributed import GlobalBatchLoss
     from .pair_margin import ContrastiveLoss, contrastive_loss
     from .softmax import (InfoNCELoss, NPairLoss, NTXentLoss, SupConLoss, info_nce_loss,
                           npair_loss, nt_xent_loss, supcon_loss)
+    from .siglip import SigLIPLoss, siglip_loss
     from .triplet import MINING_MODES, TripletMarginLoss, triplet_margin_loss
 
 __version__ = "0.1.0"
@@ -33,6 +35,8 @@ _EXPORTS = {
     "nt_xent_loss": "softmax", "NTXentLoss": "softmax",
     "npair_loss": "softmax", "NPairLoss": "softmax",
     "info_nce_loss": "softmax", "InfoNCELoss": "softmax",
+    "siglip_loss": "siglip", "SigLIPLoss": "siglip",
+    "dcl_loss": "dcl", "DCLLoss": "dcl",
     "LossTerms": "_reduce", "reduce_terms": "_reduce",
     "GlobalBatchLoss": "distributed",
 }

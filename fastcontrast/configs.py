@@ -37,6 +37,10 @@ class SoftmaxConfig:
 
     variant "supcon": value_i = LSE_{j valid} l_ij − mean_{p∈P_i} l_ip  (0 when P_i is empty)
     variant "ntxent": value_i = Σ_{p∈P_i} softplus(LSE_{n∈Neg_i} l_in − l_ip)  (0 with no negatives)
+    variant "dcl":    value_i = [Neg_i ≠ ∅]·LSE_{n∈Neg_i} l_in − mean_{p∈P_i} l_ip  (mean 0 when P_i is
+                      empty; decoupled contrastive learning, and a bank-only LSE)
+    variant "sigmoid": value_i = Σ_{j valid} softplus(−z_ij (l_ij + b)), z = ±1 on P_i / Neg_i (SigLIP;
+                      the bias b is a tensor passed beside the temperature)
     Outputs: values (B,) differentiable, n_pos (B,) int64 (|P_i|), not differentiable.
     """
 
@@ -47,6 +51,9 @@ class SoftmaxConfig:
     # ≥ 0: a promise that the labels make reference i + positive_offset the only positive of
     # query i (InfoNCE, N-pair); an implementation may use it instead of comparing labels.
     positive_offset: int = -1
+    # True: a promise that no reference shares a label with any query and none is excluded
+    # (every pair is a negative: a memory bank); "dcl" is then a plain LSE per row.
+    all_negative: bool = False
 
 
 @dataclass(frozen=True)

@@ -194,17 +194,47 @@ def view_labels(rows: int, first_pair: int, device=None) -> torch.Tensor:
 
 
 def _placed(local: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """A tensor shaped like `local` whose column sums are `total` (all in row 0)."""
-    out = torch.zeros_like(local)
+    """A tensor shaped like `local` (at least one row) whose column sums are `total` (all in
+    row 0)."""
+    out = local.new_zeros((max(local.shape[0], 1),) + tuple(local.shape[1:]))
     out[0] = total.to(local.dtype)
     return out
+
+
+MODES = ("rows", "whole", "paired", "paired_symmetric", "global_pairs")
+
+
+def distributed_mode(loss) -> str:
+    """How a loss Module is shared over ranks, as it declares through `distributed_mode()`
+    ("rows" when it declares nothing):
+
+    rows              forward(embeddings, labels, ref_emb, ref_labels); each rank's anchors
+                      against every rank's references: terms(local, labels, global, global_labels,
+                      self_offset)
+    whole             every rank computes the whole loss from the gathered batch
+    paired            forward(query, keys, labels, ref_labels); each rank's queries against every
+                      rank's keys: terms(query, labels, all_keys, all_key_labels, self_offset)
+    paired_symmetric  as paired, plus each rank's keys against every rank's queries:
+                      symmetric_terms(query, keys, labels, ref_labels, all_query, all_keys,
+                      all_labels, all_ref_labels, offset)
+    global_pairs      the loss picks its pairs from the global batch and each rank computes a
+                      slice: global_terms(all_embeddings, all_labels, rank, world)
+    """
+    declared = getattr(loss, "distributed_mode", None)
+    mode = declared() if callable(declared) else "rows"
+    if mode not in MODES:
+        raise ValueError(f"{type(loss).__name__}.distributed_mode() returned {mode!r}; expected one of {MODES}")
+    return mode
 
 
 class GlobalBatchLoss(torch.nn.Module):
     """The global-batch version of a fastcontrast loss Module (see the module docstring).
 
     loss: a Module with `terms(embeddings, labels, ref_emb, ref_labels, self_offset)` and
-      `reduce(terms, denominators=None)` (every fastcontrast loss and PML-compat loss).
+      `reduce(terms, denominators=None)` (every fastcontrast loss and PML-compat loss). A
+      loss that is shared differently says so through `distributed_mode()` (see
+      `distributed_mode` in this module: paired (query, keys) losses, the symmetric
+      InfoNCE/CLIP rows-and-columns split, N-pair's global pair selection).
     group: the process group (None: the default group).
     average_grads: True when gradients are averaged over ranks afterwards (DDP): each rank's
       share is scaled by the world size so the averaged gradient is the global one.
@@ -231,9 +261,11 @@ class GlobalBatchLoss(torch.nn.Module):
         self.average_grads = average_grads
 
     def forward(self, embeddings, labels=None, ref_emb=None, ref_labels=None):
-        """InfoNCELoss is called as forward(query, keys, labels=None, ref_labels=None)."""
-        if self._is_info_nce():
-            return self._forward_info_nce(embeddings, labels, ref_emb, ref_labels)
+        """Paired losses (InfoNCELoss, SigLIPLoss) are called as forward(query, keys,
+        labels=None, ref_labels=None)."""
+        mode = distributed_mode(self.loss)
+        if mode in ("paired", "paired_symmetric"):
+            return self._forward_paired(embeddings, labels, ref_emb, ref_labels, mode == "paired_symmetric")
         if not isinstance(embeddings, torch.Tensor):
             raise TypeError(f"embeddings must be a torch.Tensor, got {type(embeddings).__name__}")
         if (ref_emb is None) != (ref_labels is None):
@@ -253,29 +285,23 @@ class GlobalBatchLoss(torch.nn.Module):
             refs, ref_layout = all_gather_rows(ref_emb, self.group, name="ref_emb")
             ref_lab = all_gather_labels(ref_labels.to(ref_emb.device), ref_layout, self.group, "ref_labels")
             self_offset = -1
-        if not self._shares_work():
+        if mode == "whole":
             kw = {} if ref_emb is None else {"ref_emb": refs, "ref_labels": ref_lab}
             return self.whole_on_every_rank(self.loss(all_emb, all_labels, **kw), world)
+        if mode == "global_pairs":
+            if ref_emb is not None:
+                raise ValueError(f"{type(self.loss).__name__} does not take ref_emb")
+            return self.reduce_global(self.loss.global_terms(all_emb, all_labels, rank, world), world)
         terms = self.loss.terms(embeddings, labels, refs, ref_lab, self_offset=self_offset)
         return self.reduce_global(terms, world)
 
-    def _is_info_nce(self) -> bool:
-        from .softmax import InfoNCELoss
-        return isinstance(self.loss, InfoNCELoss)
-
-    def _shares_work(self) -> bool:
-        """N-pair picks one pair per label over the whole batch and its terms() takes no
-        references: every rank computes the whole (exact) loss instead."""
-        from .compat.pml.losses import NPairsLoss
-        from .softmax import NPairLoss
-        return not isinstance(self.loss, (NPairLoss, NPairsLoss))
-
-    def _forward_info_nce(self, query, keys, labels=None, ref_labels=None):
+    def _forward_paired(self, query, keys, labels=None, ref_labels=None, symmetric=False):
         """Query i of a rank pairs with key i of the same rank (labels None), so the global
         loss is the loss of the concatenated queries and keys when each rank has as many
-        keys as queries. Extra keys per rank are negatives for every query."""
+        keys as queries. Extra keys per rank are negatives for every query. Symmetric: each
+        rank also computes its keys' direction against every rank's queries (its columns)."""
         if keys is None:
-            raise ValueError("InfoNCELoss needs keys: forward(query, keys)")
+            raise ValueError(f"{type(self.loss).__name__} needs keys: forward(query, keys)")
         rank, world = rank_and_world(self.group)
         if world == 1:
             return self.loss(query, keys, labels, ref_labels)
@@ -288,13 +314,17 @@ class GlobalBatchLoss(torch.nn.Module):
         all_key_labels = None
         if ref_labels is not None:
             all_key_labels = all_gather_labels(ref_labels.to(keys.device), key_layout, self.group, "ref_labels")
-        if self.loss.symmetric:  # the key→query direction needs every query: whole loss
+        if symmetric:  # this rank's rows and columns of the global logit matrix
             all_query, q_layout = all_gather_rows(query, self.group, name="query")
-            if labels is None:
-                all_labels = None
-            else:
+            if q_layout.sizes != key_layout.sizes:
+                raise ValueError("a symmetric loss needs as many keys as queries on every rank; got "
+                                 f"queries {q_layout.sizes} and keys {key_layout.sizes}")
+            all_labels = None
+            if labels is not None:
                 all_labels = all_gather_labels(labels.to(query.device), q_layout, self.group)
-            return self.whole_on_every_rank(self.loss(all_query, all_keys, all_labels, all_key_labels), world)
+            terms = self.loss.symmetric_terms(query, keys, labels, ref_labels, all_query, all_keys, all_labels,
+                                              all_key_labels, q_layout.offset)
+            return self.reduce_global(terms, world)
         terms = self.loss.terms(query, labels, all_keys, all_key_labels,
                                 self_offset=key_layout.offset if labels is None else -1)
         return self.reduce_global(terms, world)

@@ -61,9 +61,10 @@ def _implementation(backend: str):
 
 
 class SoftmaxFunction(torch.autograd.Function):
-    """(q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False)
+    """(q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False, bias=None)
     -> (values (B,), n_pos (B,)), or with symmetric=True (values (B,), n_pos (B,),
     values_r (N,), n_pos_r (N,)): also the reverse direction, anchors r against references q.
+    bias: the "sigmoid" variant's 0-dim logit bias (SigLIP), differentiable like temperature.
 
     q, r already prepared (normalized when the metric says so); temperature a 0-dim tensor;
     backend "torch" or "triton" (already resolved). r = None means the references are the
@@ -75,11 +76,17 @@ class SoftmaxFunction(torch.autograd.Function):
 
     @staticmethod
     @full_precision
-    def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False):
+    def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False, bias=None):
         impl = _implementation(backend)
-        forward = impl.forward_symmetric if symmetric else impl.forward
-        *outputs, saved = forward(*with_references(q, r, q_labels, r_labels), cfg, temperature)
+        inputs = (*with_references(q, r, q_labels, r_labels), cfg, temperature)
+        if bias is not None:  # the "sigmoid" variant's logit bias (SigLIP)
+            *outputs, saved = impl.forward(*inputs, bias=bias)
+        else:
+            *outputs, saved = (impl.forward_symmetric if symmetric else impl.forward)(*inputs)
         ctx.cfg, ctx.backend, ctx.symmetric = cfg, backend, symmetric
+        ctx.has_bias = bias is not None
+        if ctx.has_bias:
+            saved = (bias, *saved)
         save_inputs(ctx, q, r, q_labels, r_labels, temperature, *saved)
         ctx.mark_non_differentiable(*outputs[1::2])  # the n_pos counts
         return tuple(outputs)
@@ -88,20 +95,28 @@ class SoftmaxFunction(torch.autograd.Function):
     @full_precision
     def backward(ctx, grad_values, _grad_n_pos, *reverse_grads):
         q, r, q_labels, r_labels, (temperature, *saved) = saved_inputs(ctx)
-        needs = ctx.needs_input_grad
+        needs = tuple(ctx.needs_input_grad) + (False,) * (9 - len(ctx.needs_input_grad))
         impl = _implementation(ctx.backend)
-        if ctx.symmetric:
+        grad_b = None
+        if ctx.has_bias:
+            bias, *saved = saved
+            grad_q, grad_r, grad_t, grad_b = impl.backward(
+                grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, temperature, tuple(saved),
+                needs_temperature_grad=bool(needs[4]), bias=bias, needs_bias_grad=bool(needs[8]))
+        elif ctx.symmetric:
             grad_q, grad_r, grad_t = impl.backward_symmetric(
                 grad_values.contiguous(), reverse_grads[0].contiguous(), q, r, q_labels, r_labels, ctx.cfg,
                 temperature, tuple(saved), needs_temperature_grad=bool(needs[4]))
         else:
+            # constant references (a memory bank): the PyTorch path skips their gradient
+            extra = {} if ctx.same or needs[1] or ctx.backend != "torch" else {"needs_reference_grad": False}
             grad_q, grad_r, grad_t = impl.backward(
                 grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, temperature, tuple(saved),
-                needs_temperature_grad=bool(needs[4]))
+                needs_temperature_grad=bool(needs[4]), **extra)
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
         return (grad_q if needs[0] else None, grad_r if needs[1] else None, None, None,
-                grad_t if needs[4] else None, None, None, None)
+                grad_t if needs[4] else None, None, None, None, grad_b if needs[8] else None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -135,6 +150,16 @@ def _temperature_tensor(temperature, like: torch.Tensor) -> torch.Tensor:
             t = t.to(cd)
         return t.to(like.device)
     return torch.tensor(float(temperature), dtype=cd, device=like.device)
+
+
+def _bias_tensor(bias, like: torch.Tensor) -> torch.Tensor:
+    """A logit bias as a 0-dim tensor in like's compute dtype (a tensor keeps its graph)."""
+    if isinstance(bias, torch.Tensor):
+        b = bias.reshape(())
+        if not b.is_floating_point():
+            b = b.to(metrics.compute_dtype(like.dtype))
+        return b.to(like.device)
+    return torch.tensor(float(bias), dtype=metrics.compute_dtype(like.dtype), device=like.device)
 
 
 def _check_backend(backend):
@@ -187,7 +212,7 @@ def resolve(backend, embeddings: torch.Tensor) -> str:
 
 
 def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temperature, backend,
-                   precision=None, symmetric=False, positive_offset=-1):
+                   precision=None, symmetric=False, positive_offset=-1, bias=None, all_negative=False):
     """Run SoftmaxFunction on prepared inputs. r may be q and r_labels may be q_labels (the
     batch is its own reference set): the Function then gets None for them. symmetric=True
     (Triton backend only): (values, n_pos, values_r, n_pos_r), both directions at once.
@@ -196,14 +221,16 @@ def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temp
     if precision is None:
         precision = metrics.matmul_precision(q.dtype, q.device)
     cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision,
-                        positive_offset=int(positive_offset))
+                        positive_offset=int(positive_offset), all_negative=bool(all_negative))
     resolved = resolve(backend, q)
     if q.shape[0] == 0 or r.shape[0] == 0:
         resolved = "torch"  # nothing to launch a kernel for
     t = _temperature_tensor(temperature, q)
     same, same_labels = r is q, r_labels is q_labels
+    if bias is not None:
+        bias = _bias_tensor(bias, q)
     return SoftmaxFunction.apply(q, None if same else r, q_labels.long(),
-                                 None if same_labels else r_labels.long(), t, cfg, resolved, symmetric)
+                                 None if same_labels else r_labels.long(), t, cfg, resolved, symmetric, bias)
 
 
 def _prepared(embeddings, ref_emb, metric, backend="torch"):
@@ -440,24 +467,44 @@ class NPairLoss(_SoftmaxLoss):
         self._check_tensors(embeddings, labels, ref_emb, ref_labels)
         return self._pair_terms(embeddings, labels, None)
 
-    def _pair_terms(self, embeddings, labels, pairs):
-        anchors, positives = (npair_indices(labels) if pairs is None
-                              else npair_indices(labels, pairs))
+    def distributed_mode(self) -> str:
+        """How fastcontrast.distributed.GlobalBatchLoss shares this loss: "global_pairs" (the
+        pairs are picked from the global batch, each rank computes a slice of their rows
+        with global_terms)."""
+        return "global_pairs"
+
+    def global_terms(self, all_embeddings, all_labels, rank: int, world: int) -> LossTerms:
+        """Rank `rank`'s share of the global batch's terms: the same pairs every rank picks
+        from all_embeddings / all_labels (every rank's rows), and of them the rows
+        [K·rank/world, K·(rank+1)/world) against all K positives."""
+        anchors, positives = npair_indices(all_labels)
+        k = anchors.shape[0]
+        part = slice(k * rank // world, k * (rank + 1) // world)
+        return self._pair_terms(all_embeddings, all_labels, None, part=part, selected=(anchors, positives))
+
+    def _pair_terms(self, embeddings, labels, pairs, part: slice | None = None, selected=None):
+        if selected is not None:
+            anchors, positives = selected
+        else:
+            anchors, positives = (npair_indices(labels) if pairs is None
+                                  else npair_indices(labels, pairs))
+        k = anchors.shape[0]
+        part = slice(0, k) if part is None else part
+        anchors = anchors[part]
         backend = resolve(self.backend, embeddings)
         # the selected rows only (normalization is row-wise): a few pairs out of a large batch
         qa = metrics.prepare(embeddings[anchors], self.metric, backend)
         qp = metrics.prepare(embeddings[positives], self.metric, backend)
-        k = anchors.shape[0]
         ids = torch.arange(k, device=embeddings.device)
-        values, _ = softmax_values(qa, qp, ids, ids, kind=self.metric.kind,
+        values, _ = softmax_values(qa, qp, ids[part], ids, kind=self.metric.kind,
                                    variant="supcon", self_offset=-1, temperature=1.0, backend=backend,
-                                   positive_offset=0)
-        ones = torch.ones_like(ids)
+                                   positive_offset=part.start)
+        ones = torch.ones_like(ids[part])
         nonzero = (values.detach() > 0).long()
         if self.l2_reg == 0:
             return LossTerms(values, ones, nonzero)
         fa = embeddings[anchors].to(values.dtype)
-        fp = embeddings[positives].to(values.dtype)
+        fp = embeddings[positives[part]].to(values.dtype)
         penalty = 0.25 * self.l2_reg * ((fa * fa).sum(1) + (fp * fp).sum(1))
         return LossTerms(torch.stack([values, penalty], 1), torch.stack([ones, ones], 1),
                          torch.stack([nonzero, (penalty.detach() > 0).long()], 1))
@@ -507,6 +554,42 @@ class InfoNCELoss(_SoftmaxLoss):
     def forward(self, query, keys, labels=None, ref_labels=None):
         self._check(query, keys, labels, ref_labels)
         return self.reduce(self.terms(query, labels, keys, ref_labels, self_offset=-1))
+
+    def distributed_mode(self) -> str:
+        """How fastcontrast.distributed.GlobalBatchLoss shares this loss: "paired" (called as
+        (query, keys); each rank's queries against every rank's keys, `terms`) or, when
+        symmetric, "paired_symmetric" (each rank also its keys against every rank's queries,
+        `symmetric_terms`)."""
+        return "paired_symmetric" if self.symmetric else "paired"
+
+    @full_precision
+    def symmetric_terms(self, query, keys, labels, ref_labels, all_query, all_keys, all_labels, all_ref_labels,
+                        offset: int) -> LossTerms:
+        """One rank's share of the symmetric loss of the global batch: its B_r queries against
+        all keys (rows) and its B_r keys against all queries (columns), each half-weighted.
+        labels None: global query i's positive is global key i (offset: this rank's first
+        global row, the same for queries and keys)."""
+        if query.shape[0] != keys.shape[0]:
+            raise ValueError("symmetric=True needs as many keys as queries on every rank, got "
+                             f"{keys.shape[0]} keys and {query.shape[0]} queries")
+        backend = resolve(self.backend, query)
+        q, k = (metrics.prepare(x, self.metric, backend) for x in (query, keys))
+        aq, ak = (metrics.prepare(x, self.metric, backend) for x in (all_query, all_keys))
+        temperature = self.temperature if self.logit_scale is None else 1.0 / self.logit_scale
+        kw = dict(kind=self.metric.kind, variant="supcon", self_offset=-1, temperature=temperature,
+                  backend=backend)
+        if labels is None:
+            local = torch.arange(q.shape[0], device=q.device) + offset
+            rows, _ = softmax_values(q, ak, local, torch.arange(ak.shape[0], device=q.device),
+                                     positive_offset=offset, **kw)
+            cols, _ = softmax_values(k, aq, local.clone(), torch.arange(aq.shape[0], device=q.device),
+                                     positive_offset=offset, **kw)
+        else:
+            rows, _ = softmax_values(q, ak, labels, all_ref_labels, **kw)
+            cols, _ = softmax_values(k, aq, ref_labels, all_labels, **kw)
+        both = torch.stack([0.5 * rows, 0.5 * cols], 1)
+        ones = torch.ones(both.shape, dtype=torch.int64, device=both.device)
+        return LossTerms(both, ones, (both.detach() > 0).long())
 
     @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset=-1) -> LossTerms:

@@ -10,11 +10,16 @@ Neg_i = valid other-label j (masks built per tile from the label vectors, kernel
     ntxent  v_i = Σ_{p∈P_i} softplus(L_i − l_ip),  L_i = LSE_{n∈Neg_i} l_in  (0 without negatives)
             ∂v_i/∂l_ip = −σ(L_i − l_ip) for positives,
             ∂v_i/∂l_in = S_i·exp(l_in − L_i) for negatives, S_i = Σ_p σ(L_i − l_ip)
+    dcl     v_i = [Neg_i ≠ ∅]·LSE_{n∈Neg_i} l_in − (1/|P_i|) Σ_{p∈P_i} l_ip   (decoupled:
+            positives out of the denominator), ∂v_i/∂l_ij = softmax_neg_ij − [p∈P_i]/|P_i|
+    sigmoid v_i = Σ_{j valid} softplus(−z_ij (l_ij + b)), z = +1 on P_i, −1 on Neg_i (SigLIP;
+            b a 0-dim bias tensor), ∂v_i/∂l_ij = −z_ij σ(−z_ij (l_ij + b)); one pass, no row
+            statistics: a streaming sum over tiles. grad_b = Σ_ij W_ij.
 
 Forward, one program per block of anchor rows: stream over reference tiles, similarity tile
 computed on chip and never written, online LSE (running max + rescaled running sum).
-Stored per row (O(B)): lse = LSE_i (supcon) or L_i (ntxent), aux = 1/|P_i| (0 when none;
-supcon) or S_i (ntxent). ntxent needs L_i before its positive terms, so it makes a second
+Stored per row (O(B)): lse = LSE_i (supcon) or L_i (ntxent, dcl), aux = 1/|P_i| (0 when
+none; supcon, dcl) or S_i (ntxent); nothing for sigmoid. ntxent needs L_i before its positive terms, so it makes a second
 pass over the tiles that hold a positive (cheap for SimCLR-style labels: most tiles have
 none and are skipped before any dot product).
 
@@ -53,7 +58,7 @@ from fastcontrast.configs import SoftmaxConfig
 
 from . import _host, tiles
 
-VARIANT_CODES = {"supcon": 0, "ntxent": 1}
+VARIANT_CODES = {"supcon": 0, "ntxent": 1, "dcl": 2, "sigmoid": 3}
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,13 +96,21 @@ def _sigmoid(x):
 
 
 @triton.jit
-def _logit_grad(logits, valid, pos, neg, lse, aux, g, VARIANT: tl.constexpr):
+def _logit_grad(logits, valid, pos, neg, lse, aux, g, bias, VARIANT: tl.constexpr):
     """W_ij = g_i · ∂v_i/∂l_ij (see the module docstring); 0 outside the masks. The anchor
     statistics lse, aux, g come as a column (BLOCK_M, 1) — or as a row (1, BLOCK_N) for the
     reverse direction of a symmetric loss, whose anchors are the references."""
     if VARIANT == 0:
         scale = tl.where(aux > 0.0, g, 0.0)  # anchors without positives have v_i ≡ 0
         w = tl.exp(tl.where(valid, logits - lse, float("-inf"))) - tl.where(pos, aux, 0.0)
+    elif VARIANT == 2:
+        scale = g
+        w = tl.exp(tl.where(neg, logits - lse, float("-inf"))) - tl.where(pos, aux, 0.0)
+    elif VARIANT == 3:
+        scale = g
+        u = logits + bias
+        x = tl.where(pos, -u, u)  # −z·u
+        w = tl.where(valid, tl.where(pos, -1.0, 1.0) * _sigmoid(x), 0.0)
     else:
         scale = g
         x = lse - logits
@@ -121,13 +134,14 @@ def _tile_coef(w, t, inv_tau, KIND: tl.constexpr):
 # Forward: row statistics and per-anchor values
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr,
+def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr, bias_ptr,
                         values_ptr, n_pos_ptr, lse_ptr, aux_ptr,
                         M, N, stride_q, stride_r, near_tol, self_offset,
                         D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     inv_tau = 1.0 / tl.load(tau_ptr)
+    bias = tl.load(bias_ptr)
 
     # pass 1: online LSE over the denominator set (valid for supcon, negatives for ntxent);
     # supcon keeps the positives' and the negatives' shares of the sum apart (see below)
@@ -136,27 +150,33 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
     run_pos = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over positives (supcon)
     n_pos = tl.zeros((BLOCK_M,), tl.int32)
     pos_logit_sum = tl.zeros((BLOCK_M,), tl.float32)
+    pair_sum = tl.zeros((BLOCK_M,), tl.float32)     # Σ_j softplus(−z(l + b)) (sigmoid)
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-        if VARIANT == 0:
-            in_lse = valid
+        if VARIANT == 3:  # a streaming sum of one binary term per pair: no LSE
+            u = logits + bias
+            pair_sum += tl.sum(tl.where(valid, _softplus(tl.where(pos, -u, u)), 0.0), 1)
         else:
-            in_lse = neg
-        masked = tl.where(in_lse, logits, float("-inf"))
-        new_max = tl.maximum(run_max, tl.max(masked, 1))
-        shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # rows with nothing yet: no NaN
-        rescale = tl.exp(run_max - shift)
-        e = tl.exp(masked - shift[:, None])
-        if VARIANT == 0:
-            run_sum = run_sum * rescale + tl.sum(tl.where(neg, e, 0.0), 1)
-            run_pos = run_pos * rescale + tl.sum(tl.where(pos, e, 0.0), 1)
-            pos_logit_sum += tl.sum(tl.where(pos, logits, 0.0), 1)
-        else:
-            run_sum = run_sum * rescale + tl.sum(e, 1)
-        run_max = new_max
+            if VARIANT == 0:
+                in_lse = valid
+            else:
+                in_lse = neg
+            masked = tl.where(in_lse, logits, float("-inf"))
+            new_max = tl.maximum(run_max, tl.max(masked, 1))
+            shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # rows with nothing yet: no NaN
+            rescale = tl.exp(run_max - shift)
+            e = tl.exp(masked - shift[:, None])
+            if VARIANT == 0:
+                run_sum = run_sum * rescale + tl.sum(tl.where(neg, e, 0.0), 1)
+                run_pos = run_pos * rescale + tl.sum(tl.where(pos, e, 0.0), 1)
+            else:
+                run_sum = run_sum * rescale + tl.sum(e, 1)
+            if VARIANT == 0 or VARIANT == 2:
+                pos_logit_sum += tl.sum(tl.where(pos, logits, 0.0), 1)
+            run_max = new_max
         n_pos += tl.sum(pos.to(tl.int32), 1)
     total = run_sum + run_pos
     lse = tl.where(total > 0.0, run_max + tl.log(tl.where(total > 0.0, total, 1.0)), float("-inf"))
@@ -171,6 +191,14 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         split = (run_max + tl.log(share) - pos_logit_sum * inv_n_pos) + _log1p(run_sum / share)
         value = tl.where(has_pos, tl.where(run_pos > 1e-30, split, lse - pos_logit_sum * inv_n_pos), 0.0)
         aux = inv_n_pos
+    elif VARIANT == 2:
+        inv_n_pos = tl.where(n_pos > 0, 1.0 / tl.maximum(n_pos, 1).to(tl.float32), 0.0)
+        value = tl.where(total > 0.0, lse, 0.0) - pos_logit_sum * inv_n_pos
+        aux = inv_n_pos
+    elif VARIANT == 3:
+        value = pair_sum
+        aux = tl.zeros((BLOCK_M,), tl.float32)
+        lse = tl.zeros((BLOCK_M,), tl.float32)
     else:
         # pass 2: softplus(L_i − l_ip) over positives, only on tiles that hold one
         value = tl.zeros((BLOCK_M,), tl.float32)
@@ -196,18 +224,20 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
 # Backward: grad_q (rows), grad_r (columns), grad_τ partials
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr,
+def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr, bias_ptr,
                           grad_ptr, lse_ptr, aux_ptr, rev_grad_ptr, rev_lse_ptr, rev_aux_ptr,
-                          grad_q_ptr, tau_part_ptr,
+                          grad_q_ptr, tau_part_ptr, bias_part_ptr,
                           M, N, stride_q, stride_r, stride_gq, near_tol, self_offset,
                           D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
-                          SYMMETRIC: tl.constexpr, TAU_GRAD: tl.constexpr, BLOCK_M: tl.constexpr,
+                          SYMMETRIC: tl.constexpr, TAU_GRAD: tl.constexpr, BIAS_GRAD: tl.constexpr,
+                          BLOCK_M: tl.constexpr,
                           BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
     pid_d = tl.program_id(1)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_do = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)  # the D chunk of grad_q this program writes
     in_m = offs_m < M
     inv_tau = 1.0 / tl.load(tau_ptr)
+    bias = tl.load(bias_ptr)
     g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
     lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
     aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
@@ -215,20 +245,24 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     acc = tl.zeros((BLOCK_M, BLOCK_DO), tl.float32)  # Σ_j c_ij r_j
     coef_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ_j c_ij (distance kinds)
     tau_part = tl.zeros((BLOCK_M,), tl.float32)      # Σ_j W_ij l_ij
+    bias_part = tl.zeros((BLOCK_M,), tl.float32)     # Σ_j W_ij (sigmoid)
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], VARIANT)
+        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT)
         if SYMMETRIC:  # + the reverse direction: the references as anchors, column statistics
             in_n = offs_n < N
             rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
             rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
             rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
-            w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], VARIANT)
+            w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], bias,
+                             VARIANT)
         if TAU_GRAD:
             tau_part += tl.sum(w * logits, 1)
+        if BIAS_GRAD:
+            bias_part += tl.sum(w, 1)
         c = _tile_coef(w, t, inv_tau, KIND)
         r_chunk = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
         acc, coef_sum = tiles.accumulate_row_grad(acc, coef_sum, c, t, r_chunk, q_ptr, r_ptr, offs_m, n0, offs_do,
@@ -239,10 +273,13 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     if TAU_GRAD:
         if pid_d == 0:
             tl.store(tau_part_ptr + offs_m, tau_part, mask=in_m)
+    if BIAS_GRAD:
+        if pid_d == 0:
+            tl.store(bias_part_ptr + offs_m, bias_part, mask=in_m)
 
 
 @triton.jit
-def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr,
+def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr, bias_ptr,
                           grad_ptr, lse_ptr, aux_ptr, rev_grad_ptr, rev_lse_ptr, rev_aux_ptr, grad_r_ptr,
                           M, N, stride_q, stride_r, stride_gr, near_tol, self_offset,
                           D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
@@ -251,6 +288,7 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
     inv_tau = 1.0 / tl.load(tau_ptr)
+    bias = tl.load(bias_ptr)
     if SYMMETRIC:
         in_n = offs_n < N
         rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
@@ -268,9 +306,10 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], VARIANT)
+        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT)
         if SYMMETRIC:
-            w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], VARIANT)
+            w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], bias,
+                             VARIANT)
         c = _tile_coef(w, t, inv_tau, KIND)
         q_chunk = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
         acc, coef_sum = tiles.accumulate_row_grad(acc, coef_sum, c, t, q_chunk, r_ptr, q_ptr, offs_n, m0, offs_do,
@@ -321,7 +360,7 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: st
 # --------------------------------------------------------------------------------------------
 
 def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
-              temperature: torch.Tensor, kind: int, variant: int, self_offset: int, precision: str,
+              temperature: torch.Tensor, bias: torch.Tensor, kind: int, variant: int, self_offset: int, precision: str,
               near_tol: float, block_m: int, block_n: int, block_d: int, num_warps: int, num_stages: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     M, D = q.shape
@@ -333,7 +372,7 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     kernel = _host.launchable(_softmax_fwd_kernel)
     kernel[(triton.cdiv(M, block_m),)](
-        q, r, q_sq, r_sq, q_labels, r_labels, temperature, values, n_pos, lse, aux,
+        q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, values, n_pos, lse, aux,
         M, N, q.stride(0), r.stride(0), near_tol, self_offset,
         D=D, KIND=kind, VARIANT=variant, PRECISION=precision,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps, num_stages=num_stages)
@@ -341,11 +380,11 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
 
 
 def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor,
-              q_labels: torch.Tensor, r_labels: torch.Tensor, temperature: torch.Tensor, lse: torch.Tensor,
-              aux: torch.Tensor, rev_lse: torch.Tensor, rev_aux: torch.Tensor, kind: int, variant: int,
-              self_offset: int, precision: str, near_tol: float, symmetric: bool, tau_grad: bool,
-              block_m: int, block_n: int, block_d: int, block_do: int, num_warps: int, num_stages: int
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              q_labels: torch.Tensor, r_labels: torch.Tensor, temperature: torch.Tensor, bias: torch.Tensor,
+              lse: torch.Tensor, aux: torch.Tensor, rev_lse: torch.Tensor, rev_aux: torch.Tensor, kind: int,
+              variant: int, self_offset: int, precision: str, near_tol: float, symmetric: bool, tau_grad: bool,
+              bias_grad: bool, block_m: int, block_n: int, block_d: int, block_do: int, num_warps: int,
+              num_stages: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """rev_*: the reverse direction's (references as anchors) gradient and row statistics, read
     only when `symmetric`; otherwise any float32 tensors (never dereferenced)."""
     M, D = q.shape
@@ -353,28 +392,30 @@ def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch
     grad_q = torch.empty_like(q)
     grad_r = torch.empty_like(r)
     tau_part = torch.zeros((M if tau_grad else 0,), dtype=torch.float32, device=q.device)
+    bias_part = torch.zeros((M if bias_grad else 0,), dtype=torch.float32, device=q.device)
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     d_chunks = triton.cdiv(D, block_do)
     kernel_q = _host.launchable(_softmax_bwd_q_kernel)
     kernel_q[(triton.cdiv(M, block_m), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux,
-        rev_grad_values, rev_lse, rev_aux, grad_q, tau_part,
+        q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, grad_values, lse, aux,
+        rev_grad_values, rev_lse, rev_aux, grad_q, tau_part, bias_part,
         M, N, q.stride(0), r.stride(0), grad_q.stride(0), near_tol, self_offset,
         D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric, TAU_GRAD=tau_grad,
+        BIAS_GRAD=bias_grad,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
         num_warps=num_warps, num_stages=num_stages)
     kernel_r = _host.launchable(_softmax_bwd_r_kernel)
     kernel_r[(triton.cdiv(N, block_n), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, temperature, grad_values, lse, aux,
+        q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, grad_values, lse, aux,
         rev_grad_values, rev_lse, rev_aux, grad_r,
         M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset,
         D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
         num_warps=num_warps, num_stages=num_stages)
-    return grad_q, grad_r, tau_part
+    return grad_q, grad_r, tau_part, bias_part
 
 
-def _fwd_fake(q, r, q_labels, r_labels, temperature, kind, variant, self_offset, precision, near_tol,
+def _fwd_fake(q, r, q_labels, r_labels, temperature, bias, kind, variant, self_offset, precision, near_tol,
               block_m, block_n, block_d, num_warps, num_stages):
     M = q.shape[0]
     f32 = dict(dtype=torch.float32, device=q.device)
@@ -382,11 +423,12 @@ def _fwd_fake(q, r, q_labels, r_labels, temperature, kind, variant, self_offset,
             q.new_empty((M,), **f32), q.new_empty((M,), **f32))
 
 
-def _bwd_fake(grad_values, rev_grad_values, q, r, q_labels, r_labels, temperature, lse, aux, rev_lse, rev_aux,
-              kind, variant, self_offset, precision, near_tol, symmetric, tau_grad,
+def _bwd_fake(grad_values, rev_grad_values, q, r, q_labels, r_labels, temperature, bias, lse, aux, rev_lse,
+              rev_aux, kind, variant, self_offset, precision, near_tol, symmetric, tau_grad, bias_grad,
               block_m, block_n, block_d, block_do, num_warps, num_stages):
     return (torch.empty_like(q), torch.empty_like(r),
-            q.new_empty((q.shape[0] if tau_grad else 0,), dtype=torch.float32))
+            q.new_empty((q.shape[0] if tau_grad else 0,), dtype=torch.float32),
+            q.new_empty((q.shape[0] if bias_grad else 0,), dtype=torch.float32))
 
 
 softmax_fwd_op, softmax_bwd_op = _host.register_ops("softmax", _fwd_impl, _bwd_impl, _fwd_fake, _bwd_fake)
@@ -408,19 +450,28 @@ def _prepare(q, r, q_labels, r_labels, temperature, kind):
     return q, r, q_labels, r_labels, tau / unit, s
 
 
-def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: Blocks | None = None):
+def _bias_arg(cfg: SoftmaxConfig, bias, device) -> torch.Tensor:
+    """The logit bias as the kernels read it: a float32 scalar tensor (0 unless "sigmoid")."""
+    if cfg.variant == "sigmoid":
+        if bias is None:
+            raise ValueError("the sigmoid variant needs a bias tensor")
+        return torch.as_tensor(bias).detach().to(device=device, dtype=torch.float32).reshape(())
+    return torch.zeros((), dtype=torch.float32, device=device)
+
+
+def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: Blocks | None = None, bias=None):
     """-> (values (B,) float32, n_pos (B,) int64, saved = (row_lse, row_aux))."""
     kind, variant = _codes(cfg)
     q, r, q_labels, r_labels, tau, _ = _prepare(q, r, q_labels, r_labels, temperature, kind)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.variant)
     values, n_pos, lse, aux = softmax_fwd_op(
-        q, r, q_labels, r_labels, tau, kind, variant, int(cfg.self_offset), cfg.precision,
+        q, r, q_labels, r_labels, tau, _bias_arg(cfg, bias, q.device), kind, variant, int(cfg.self_offset), cfg.precision,
         metrics.near_tolerance(q.dtype, cfg.precision), b.fwd_m, b.fwd_n, b.fwd_d, b.num_warps, b.num_stages)
     return values, n_pos, (lse, aux)
 
 
 def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, temperature, lse, aux, rev_lse,
-              rev_aux, symmetric, needs_temperature_grad, blocks):
+              rev_aux, symmetric, needs_temperature_grad, blocks, bias=None, needs_bias_grad=False):
     kind, variant = _codes(cfg)
     q_in_dtype, r_in_dtype = q.dtype, r.dtype
     true_tau = torch.as_tensor(temperature).detach().to(device=q.device, dtype=torch.float32).reshape(())
@@ -428,23 +479,32 @@ def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, tempe
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.variant)
     grad_values = _host.upstream_grad(grad_values, q.device)
     rev_grad_values = _host.upstream_grad(rev_grad_values, q.device)
-    grad_q, grad_r, tau_part = softmax_bwd_op(
-        grad_values, rev_grad_values, q, r, q_labels, r_labels, tau, lse, aux, rev_lse, rev_aux, kind, variant,
-        int(cfg.self_offset), cfg.precision, metrics.near_tolerance(q.dtype, cfg.precision), symmetric,
-        bool(needs_temperature_grad), b.bwd_m, b.bwd_n, b.bwd_d, b.block_do, b.num_warps, b.num_stages)
+    grad_q, grad_r, tau_part, bias_part = softmax_bwd_op(
+        grad_values, rev_grad_values, q, r, q_labels, r_labels, tau, _bias_arg(cfg, bias, q.device), lse, aux,
+        rev_lse, rev_aux, kind, variant, int(cfg.self_offset), cfg.precision,
+        metrics.near_tolerance(q.dtype, cfg.precision), symmetric, bool(needs_temperature_grad),
+        bool(needs_bias_grad and cfg.variant == "sigmoid"), b.bwd_m, b.bwd_n, b.bwd_d, b.block_do, b.num_warps, b.num_stages)
     grad_temperature = None
     if needs_temperature_grad:
         t = torch.as_tensor(temperature)
         grad_temperature = (-tau_part.sum() / true_tau).to(t.dtype).reshape(t.shape)
-    return (grad_q.float() / s).to(q_in_dtype), (grad_r.float() / s).to(r_in_dtype), grad_temperature
+    grads = ((grad_q.float() / s).to(q_in_dtype), (grad_r.float() / s).to(r_in_dtype), grad_temperature)
+    if bias is None:
+        return grads
+    grad_bias = None
+    if needs_bias_grad:
+        bt = torch.as_tensor(bias)
+        grad_bias = bias_part.sum().to(bt.dtype).reshape(bt.shape)
+    return (*grads, grad_bias)
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, saved,
-             needs_temperature_grad: bool, blocks: Blocks | None = None):
-    """-> (grad_q like q, grad_r like r, grad_temperature (0-dim, temperature's dtype) or None)."""
+             needs_temperature_grad: bool, blocks: Blocks | None = None, bias=None, needs_bias_grad: bool = False):
+    """-> (grad_q like q, grad_r like r, grad_temperature (0-dim, temperature's dtype) or None),
+    and with a bias (the "sigmoid" variant) also grad_bias (0-dim, bias's dtype) or None."""
     lse, aux = saved
     return _backward(grad_values, grad_values, q, r, q_labels, r_labels, cfg, temperature, lse, aux, lse, aux,
-                     False, needs_temperature_grad, blocks)
+                     False, needs_temperature_grad, blocks, bias, needs_bias_grad)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,9 @@ LOSSES = {
     "ntxent": lambda x, **kw: fc.nt_xent_loss(x, LABELS, temperature=0.3, **kw),
     "npair": lambda x, **kw: fc.npair_loss(x, LABELS, normalize=True, **kw),
     "infonce": lambda x, **kw: fc.info_nce_loss(x[:5], x[5:], temperature=0.3, **kw),
+    "siglip": lambda x, **kw: fc.siglip_loss(x[:5], x[5:], logit_scale=10.0, logit_bias=-3.0, **kw),
+    "dcl": lambda x, **kw: fc.dcl_loss(x, LABELS, temperature=0.3, **kw),
+    "dclw": lambda x, **kw: fc.dcl_loss(x, temperature=0.3, sigma=0.5, **kw),
     "contrastive": lambda x, **kw: fc.contrastive_loss(x, LABELS, neg_margin=1.2, normalize=True, **kw),
     "triplet_semihard": lambda x, **kw: fc.triplet_margin_loss(x, LABELS, mining="semihard", margin=0.1,
                                                                 miner_margin=0.4, normalize=True, **kw),
@@ -90,7 +93,7 @@ def test_autocast_bfloat16(name):
     torch.testing.assert_close(loss.double(), ref, **TOL)
 
 
-@pytest.mark.parametrize("name", ["supcon", "ntxent", "contrastive", "triplet_semihard"])
+@pytest.mark.parametrize("name", ["supcon", "ntxent", "contrastive", "triplet_semihard", "siglip", "dcl"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_triton_interpreter(name, dtype):
     x = data(dtype, zero_row=name not in MINING)

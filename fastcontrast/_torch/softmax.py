@@ -9,6 +9,12 @@ pos_ij = valid_ij ∧ (y_i = y'_j), neg_ij = valid_ij ∧ (y_i ≠ y'_j).
     ntxent  v_i = Σ_{p∈P_i} softplus(L_i − l_ip),  L_i = LSE_{n∈Neg_i} l_in   (0 when Neg_i = ∅)
             ∂v_i/∂l_ip = −σ(L_i − l_ip),  ∂v_i/∂l_in = W_i · softmax_neg(l_i)_n,
             W_i = Σ_p σ(L_i − l_ip)
+    dcl     v_i = [Neg_i ≠ ∅]·LSE_{n∈Neg_i} l_in − (1/|P_i|) Σ_{p∈P_i} l_ip   (decoupled: the
+            positives stay out of the denominator; the mean is 0 when P_i = ∅)
+            ∂v_i/∂l_ij = softmax_neg(l_i)_j − pos_ij / |P_i|
+    sigmoid v_i = Σ_{j valid} softplus(−z_ij (l_ij + b)),  z_ij = +1 on positives, −1 on
+            negatives (SigLIP; b a bias tensor),  ∂v_i/∂l_ij = −z_ij σ(−z_ij (l_ij + b)),
+            ∂L/∂b = Σ_ij G_ij
     ∂L/∂τ = −(1/τ) Σ_ij G_ij l_ij  with G_ij = ∂L/∂l_ij
 
 Forward walks the anchors in chunks (a chunk×N tile at a time, `metrics.chunks`). When the
@@ -113,6 +119,55 @@ def _ntxent_chunk(logits, same, rows, self_offset, want_grad: bool):
     return values, count.long(), tile, None
 
 
+def _dcl_chunk(logits, pos, rows, self_offset, want_grad: bool):
+    """values, |P_i|, and with want_grad (T, None): ∂v_i/∂l_ij = T_ij (the "dcl" variant: the
+    log-sum-exp runs over the negatives only). `pos` is the 0/1 label-equality tile; it is
+    used up here."""
+    lowest = torch.finfo(logits.dtype).min  # exp(lowest − max) is exactly 0
+    _exclude_self(logits, rows, self_offset, lowest)
+    _exclude_self(pos, rows, self_offset, 0.0)
+    count = pos.sum(1)
+    inv_count = 1 / count.clamp_min(1)
+    pos_mean = pos.mul(logits).sum(1) * inv_count
+    neg = torch.where(pos > 0, lowest, logits)  # the self pair is at `lowest` already
+    has_neg = neg.amax(1) > lowest
+    lse_neg = torch.where(has_neg, torch.logsumexp(neg, 1), 0.0)
+    values = lse_neg - pos_mean
+    if not want_grad:
+        return values, count.long(), None, None
+    # rows without negatives: every entry is `lowest` and lse 0, so exp gives exact zeros
+    tile = neg.sub_(lse_neg[:, None]).exp_().addcmul_(pos, -inv_count[:, None])
+    return values, count.long(), tile, None
+
+
+def _sigmoid_chunk(logits, pos, rows, self_offset, bias, want_grad: bool):
+    """values, |P_i|, and with want_grad (T, None): ∂v_i/∂l_ij = T_ij (the "sigmoid" variant,
+    SigLIP: one binary term per valid pair). `pos` is the 0/1 label-equality tile; it is used
+    up here (its buffer becomes −z)."""
+    _exclude_self(pos, rows, self_offset, 0.0)
+    count = pos.sum(1)
+    sign = pos.mul_(-2.0).add_(1.0)  # −z: −1 on positives, +1 on negatives
+    x = (logits + bias).mul_(sign)
+    terms = softplus(x)
+    _exclude_self(terms, rows, self_offset, 0.0)
+    values = terms.sum(1)
+    if not want_grad:
+        return values, count.long(), None, None
+    tile = x.sigmoid_().mul_(sign)
+    _exclude_self(tile, rows, self_offset, 0.0)
+    return values, count.long(), tile, None
+
+
+def _lse_chunk(logits, want_grad: bool):
+    """"dcl" when every pair is a negative (cfg.all_negative): v_i = LSE_j l_ij, no label
+    tile; ∂v_i/∂l_ij = softmax_ij. `logits` is used up."""
+    lse = torch.logsumexp(logits, 1)
+    count = torch.zeros(logits.shape[0], dtype=torch.int64, device=logits.device)
+    if not want_grad:
+        return lse, count, None, None
+    return lse, count, logits.sub_(lse[:, None]).exp_(), None
+
+
 def _paired_chunk(logits, rows, positive_offset, want_grad: bool):
     """SupCon when query i's only positive is column i + positive_offset and no pair is
     excluded (InfoNCE, N-pair): v_i = softplus(LSE_{j≠p} l_ij − l_ip), no label tile at all.
@@ -145,95 +200,134 @@ def _same_labels(q_labels, r_labels, dtype):
     return (q_labels[:, None] == r_labels[None, :]).view(torch.uint8).to(dtype)
 
 
-def _chunk(frame, q_labels, r_labels, rows, cfg, tau, want_grad: bool):
+def _chunk(frame, q_labels, r_labels, rows, cfg, tau, want_grad: bool, bias=None):
     """values and |P_i| of one anchor chunk; with want_grad also its gradient pieces
     (T, row factor or None, Σ_j ∂v_i/∂l_ij · l_ij (None for "dot"), near pairs (None for
-    "dot")), T in ∂v/∂s units for "dot" and ∂v/∂(true d²) units for the distance kinds, up to
-    the row factor × 1/τ (× −1 for the distance kinds)."""
+    "dot"), Σ_j ∂v_i/∂l_ij (the bias gradient's rows; None unless "sigmoid")), T in ∂v/∂s
+    units for "dot" and ∂v/∂(true d²) units for the distance kinds, up to the row factor ×
+    1/τ (× −1 for the distance kinds)."""
     qc, raw, near, logits = _logits(frame, rows, cfg.kind, tau)
     if cfg.variant == "supcon" and cfg.positive_offset >= 0 and cfg.self_offset < 0:
         values, count, tile, factor = _paired_chunk(logits, rows, cfg.positive_offset, want_grad)
+    elif cfg.variant == "dcl" and cfg.all_negative and cfg.self_offset < 0:
+        values, count, tile, factor = _lse_chunk(logits, want_grad)
     else:
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
-        split = _supcon_chunk if cfg.variant == "supcon" else _ntxent_chunk
-        values, count, tile, factor = split(logits, same, rows, cfg.self_offset, want_grad)
+        if cfg.variant == "sigmoid":
+            values, count, tile, factor = _sigmoid_chunk(logits, same, rows, cfg.self_offset, bias, want_grad)
+        else:
+            split = {"supcon": _supcon_chunk, "ntxent": _ntxent_chunk, "dcl": _dcl_chunk}[cfg.variant]
+            values, count, tile, factor = split(logits, same, rows, cfg.self_offset, want_grad)
     if not want_grad:
         return values, count, None
+    bias_rows = tile.sum(1) if cfg.variant == "sigmoid" else None
     logit_dot = None
     if cfg.kind != "dot":  # the τ-gradient's row sums; then from ∂/∂d to ∂/∂d²
         logit_dot = (tile * raw).sum(1) / -tau  # l = −d/τ (`logits` may be used up)
         if cfg.kind == "euclidean":
             tile = torch.where(raw > 0, tile / (2 * raw).clamp_min(torch.finfo(raw.dtype).tiny), 0.0)
-    return values, count, (tile, factor, logit_dot, near)
+    return values, count, (tile, factor, logit_dot, near, bias_rows)
 
 
 def _pack(grad, cd, device):
     """The one chunk's gradient pieces as tensors for save_for_backward (empty = None)."""
-    tile, factor, logit_dot, near = grad
+    tile, factor, logit_dot, near, bias_rows = grad
     none = torch.empty(0, dtype=cd, device=device)
     no_index = torch.empty(0, dtype=torch.int64, device=device)
     near = near if near is not None else (no_index, no_index)
-    return (tile, none if factor is None else factor, none if logit_dot is None else logit_dot, *near)
+    return (tile, none if factor is None else factor, none if logit_dot is None else logit_dot, *near,
+            none if bias_rows is None else bias_rows)
 
 
 def _unpack(saved, cfg):
-    tile, factor, logit_dot, near_i, near_j = saved
+    tile, factor, logit_dot, near_i, near_j, bias_rows = saved
     return (tile, factor if factor.numel() else None, logit_dot if logit_dot.numel() else None,
-            None if cfg.kind == "dot" else (near_i, near_j))
+            None if cfg.kind == "dot" else (near_i, near_j), bias_rows if bias_rows.numel() else None)
 
 
-def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature):
-    if cfg.variant not in ("supcon", "ntxent"):
+VARIANTS = ("supcon", "ntxent", "dcl", "sigmoid")
+
+
+def _bias(cfg, bias, cd):
+    """The sigmoid variant's bias as a detached 0-dim tensor in the compute dtype."""
+    if cfg.variant != "sigmoid":
+        return None
+    if bias is None:
+        raise ValueError("the sigmoid variant needs a bias tensor")
+    return bias.detach().to(cd).reshape(())
+
+
+def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, bias=None):
+    if cfg.variant not in VARIANTS:
         raise ValueError(f"unknown softmax variant {cfg.variant!r}")
     b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
     tau = temperature.detach().to(cd)
+    bias = _bias(cfg, bias, cd)
     if n == 0:
         return (torch.zeros(b, dtype=cd, device=q.device),
                 torch.zeros(b, dtype=torch.int64, device=q.device), ())
     frame = Frame(q, r, cfg.kind)
     if b * n <= CHUNK_BUDGET:  # one chunk: keep its gradient tile
-        values, n_pos, grad = _chunk(frame, q_labels, r_labels, slice(0, b), cfg, tau, True)
+        values, n_pos, grad = _chunk(frame, q_labels, r_labels, slice(0, b), cfg, tau, True, bias)
         return values, n_pos, _pack(grad, cd, q.device)
     values = torch.empty(b, dtype=cd, device=q.device)
     n_pos = torch.empty(b, dtype=torch.int64, device=q.device)
     for rows in chunks(b, n, CHUNK_BUDGET):
-        values[rows], n_pos[rows], _ = _chunk(frame, q_labels, r_labels, rows, cfg, tau, False)
+        values[rows], n_pos[rows], _ = _chunk(frame, q_labels, r_labels, rows, cfg, tau, False, bias)
     return values, n_pos, ()
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, saved,
-             needs_temperature_grad: bool):
+             needs_temperature_grad: bool, bias=None, needs_bias_grad: bool = False,
+             needs_reference_grad: bool = True):
+    """-> (grad_q, grad_r, grad_temperature or None), and for the "sigmoid" variant (bias
+    given) also grad_bias (0-dim, bias's dtype) or None. needs_reference_grad=False (the
+    references are constants, e.g. a memory bank): grad_r is zeros and its matmuls skipped."""
     b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
     tau = temperature.detach().to(cd)
+    bias_c = _bias(cfg, bias, cd)
+    if n == 0 or b == 0:
+        grads = (torch.zeros_like(q), torch.zeros_like(r),
+                 torch.zeros_like(temperature) if needs_temperature_grad else None)
+        if bias is None:
+            return grads
+        return (*grads, torch.zeros_like(bias) if needs_bias_grad else None)
     frame = Frame(q, r, cfg.kind)
     # dL/ds_ij = g_i / τ · ∂v_i/∂l_ij, and s = −d for the distance kinds
     row_grad = grad_values.to(cd) / (tau if cfg.kind == "dot" else -tau)
     if saved:  # the one chunk's tile, kept by forward
         tiles = [(slice(0, b), _unpack(saved, cfg))]
     else:
-        tiles = ((rows, _chunk(frame, q_labels, r_labels, rows, cfg, tau, True)[2])
+        tiles = ((rows, _chunk(frame, q_labels, r_labels, rows, cfg, tau, True, bias_c)[2])
                  for rows in chunks(b, n, CHUNK_BUDGET))
     grad_q = torch.zeros(frame.q.shape, dtype=cd, device=q.device) if not saved else None
     grad_r = torch.zeros(frame.r.shape, dtype=cd, device=q.device)
     grad_tau = torch.zeros((), dtype=cd, device=q.device)
-    for rows, (tile, factor, logit_dot, near) in tiles:
+    grad_b = torch.zeros((), dtype=cd, device=q.device)
+    for rows, (tile, factor, logit_dot, near, bias_rows) in tiles:
         qc = frame.q[rows]
+        if bias_rows is not None and needs_bias_grad:  # ∂L/∂b = Σ_ij g_i ∂v_i/∂l_ij
+            grad_b = grad_b + (grad_values[rows].to(cd) * bias_rows).sum()
         scale = row_grad[rows] if factor is None else row_grad[rows] * factor
         if cfg.kind == "dot":
             gq = (tile @ frame.r).mul_(scale[:, None])
-            gr = tile.T @ (qc * scale[:, None])
+            gr = tile.T @ (qc * scale[:, None]) if needs_reference_grad else None
             if needs_temperature_grad:  # Σ_j G_ij l_ij = q_i · ∂L/∂q_i
                 grad_tau = grad_tau - (gq * qc).sum() / tau
         else:
             gq, gr = frame.sq_backward(tile * scale[:, None], qc, near, frame.q_abs[rows])
             if needs_temperature_grad:  # G_ij = −τ · scale_i · T_ij in logit units
                 grad_tau = grad_tau + (scale * logit_dot).sum()
-        grad_r += gr
+        if needs_reference_grad:
+            grad_r += gr
         if grad_q is None:
             grad_q = gq
         else:
             grad_q[rows] = gq
     grad_temperature = grad_tau.to(temperature.dtype) if needs_temperature_grad else None
-    return grad_q.to(q.dtype), grad_r.to(r.dtype), grad_temperature
+    grads = (grad_q.to(q.dtype), grad_r.to(r.dtype), grad_temperature)
+    if bias is None:
+        return grads
+    return (*grads, grad_b.to(bias.dtype).reshape(bias.shape) if needs_bias_grad else None)

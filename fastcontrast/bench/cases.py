@@ -19,6 +19,10 @@ computes, so that the figures compare the same numbers:
     xbm-triplet-semihard  PML CrossBatchMemory(TripletMarginLoss(0.05), memory_size=N,
                           miner=TripletMarginMiner(0.2, "semihard")): a batch of B against a
                           full memory of N past embeddings (normalized Euclidean)
+    clip                  open_clip ClipLoss: symmetric InfoNCE, B images and B texts, τ = 0.07
+    siglip                open_clip SigLipLoss: sigmoid loss, logit scale 10, bias −10
+    ntxent-membank        lightly NTXentLoss(0.07) with a MoCo memory bank of N negatives
+                          (B queries, B keys; only the bank's entries are negatives)
 
 `SUITES` name the lists of cases that are run by `fastcontrast bench --suite` and by the
 pytest-benchmark files under bench/.
@@ -36,7 +40,7 @@ DEVICES = ("cpu", "cuda")
 class LossSpec:
     name: str
     family: str
-    labels: str = "classes"   # "classes" | "simclr" | "pairs" (query i matches key i)
+    labels: str = "classes"   # "classes" | "simclr" | "pairs" (query i matches key i) | "membank"
     two_inputs: bool = False  # query and key tensors (InfoNCE) instead of one batch
     memory: bool = False      # a memory of N past embeddings (CrossBatchMemory), no gradient
     flops_per_pair: int = 0   # FLOP per (anchor, reference, dim) for fwd+bwd, 0 = not counted
@@ -61,6 +65,12 @@ LOSSES: dict[str, LossSpec] = {spec.name: spec for spec in [
              summary="InfoNCE / CLIP one direction, query vs keys"),
     LossSpec("xbm-triplet-semihard", "triplet", memory=True,
              summary="PML CrossBatchMemory + semi-hard TripletMarginMiner + TripletMarginLoss"),
+    LossSpec("clip", "softmax", labels="pairs", two_inputs=True, flops_per_pair=8,
+             summary="open_clip ClipLoss, symmetric InfoNCE"),
+    LossSpec("siglip", "softmax", labels="pairs", two_inputs=True, flops_per_pair=8,
+             summary="open_clip SigLipLoss, sigmoid loss"),
+    LossSpec("ntxent-membank", "softmax", labels="membank", two_inputs=True, flops_per_pair=8,
+             summary="lightly NTXentLoss with a MoCo memory bank of N negatives"),
 ]}
 
 
@@ -146,7 +156,12 @@ def make_inputs(case: Case, requires_grad: bool = True) -> dict:
     else:
         labels = torch.randint(0, case.classes, (case.B,), generator=gen)
     out = {"emb": emb, "labels": labels}
-    if spec.two_inputs:
+    if spec.labels == "membank":  # B keys (the other view) and a bank of N unit vectors
+        import torch.nn.functional as F
+        out["keys"] = emb + 0.5 * torch.randn(case.B, case.D, generator=gen)
+        out["bank"] = F.normalize(torch.randn(case.n_ref, case.D, generator=gen), dim=1).to(
+            device=case.device, dtype=torch.float32)
+    elif spec.two_inputs:
         keys = emb[: min(case.B, case.n_ref)].clone()
         extra = case.n_ref - keys.shape[0]
         if extra > 0:
@@ -223,6 +238,10 @@ def _gpu() -> list[Entry]:
         # issue 15: CrossBatchMemory, semi-hard mining against a memory of 65536 rows
         E(C("xbm-triplet-semihard", 256, N=65536, device="cuda"), (FC_TRITON, FC_TORCH, "pml")),
     ]
+    # issue 17: image-text losses at CLIP scale
+    out += [E(C("siglip", 16384, dtype="bfloat16", device="cuda"), GPU_DENSE + ("matmul",)),
+            E(C("clip", 16384, dtype="bfloat16", device="cuda"), GPU_DENSE + ("matmul",)),
+            E(C("ntxent-membank", 4096, N=65536, dtype="bfloat16", device="cuda"), (FC_TRITON, FC_TORCH, "dense-eager"))]
     # the rest of the families on the GPU, fp32, for the README table
     for loss in ("triplet-all", "triplet-hard", "triplet-easy", "triplet-batch-all",
                  "ntxent", "npair"):
@@ -239,6 +258,15 @@ def _cpu_xbm() -> list[Entry]:
 def _cpu_all() -> list[Entry]:
     """Every loss on the CPU at one moderate size, all implementations (a quick overview)."""
     return [Entry(Case(loss, 512)) for loss in LOSSES]
+
+
+def _cpu_image_text() -> list[Entry]:
+    """Issue 17 on the CPU: SigLIP and CLIP against the open_clip-equivalent dense code,
+    NT-Xent with a 65536-entry memory bank against the lightly-equivalent dense code."""
+    impls = (FC_TORCH, "dense-eager")
+    out = [Entry(Case(loss, B), impls, tags=("image-text",)) for loss in ("siglip", "clip") for B in (1024, 4096)]
+    out.append(Entry(Case("ntxent-membank", 256, N=65536), impls, tags=("image-text",)))
+    return out
 
 
 def _gpu_rehearse() -> list[Entry]:
@@ -258,6 +286,7 @@ SUITES = {
     "cpu-headline": _cpu_headline,
     "cpu-all": _cpu_all,
     "cpu-xbm": _cpu_xbm,
+    "cpu-image-text": _cpu_image_text,
     "gpu": _gpu,
     "gpu-rehearse": _gpu_rehearse,
 }

@@ -134,6 +134,29 @@ def info_nce(query, keys, temperature=0.07):
     return F.cross_entropy(logits, torch.arange(len(query), device=query.device))
 
 
+def clip(image, text, temperature=0.07):
+    """open_clip ClipLoss on normalized features: both directions' cross-entropy, averaged."""
+    logits = _cosine_logits(image, text, temperature)
+    target = torch.arange(len(image), device=image.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def siglip(image, text, scale=10.0, bias=-10.0):
+    """open_clip SigLipLoss on normalized features: −Σ log σ((2I − 1)·logits) / B."""
+    logits = _acc(F.normalize(image, dim=1) @ F.normalize(text, dim=1).T) * scale + bias
+    z = 2 * torch.eye(len(image), dtype=logits.dtype, device=logits.device) - 1
+    return -F.logsigmoid(z * logits).sum() / len(image)
+
+
+def ntxent_membank(out0, out1, bank, temperature=0.07):
+    """lightly NTXentLoss with a memory bank: [positive | bank] logits, cross-entropy to 0
+    (lightly clones the bank each call; the enqueue, B rows, is left out)."""
+    out0, out1 = F.normalize(out0, dim=1), F.normalize(out1, dim=1)
+    negatives = bank.clone().detach().to(out0.dtype)
+    logits = _acc(torch.cat([(out0 * out1).sum(1, keepdim=True), out0 @ negatives.T], 1)) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(out0), dtype=torch.long, device=out0.device))
+
+
 def step_for(loss: str):
     """The dense function of a benchmark loss name: f(inputs dict) -> scalar."""
     filters = {"triplet-all": "all", "triplet-hard": "hard", "triplet-semihard": "semihard",
@@ -150,5 +173,8 @@ def step_for(loss: str):
         "supcon": lambda x: supcon(x["emb"], x["labels"]),
         "npair": lambda x: npair(x["emb"], x["labels"]),
         "info-nce": lambda x: info_nce(x["emb"], x["keys"]),
+        "clip": lambda x: clip(x["emb"], x["keys"]),
+        "siglip": lambda x: siglip(x["emb"], x["keys"]),
+        "ntxent-membank": lambda x: ntxent_membank(x["emb"], x["keys"], x["bank"]),
     }
     return table[loss]

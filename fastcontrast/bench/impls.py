@@ -56,6 +56,8 @@ _FC_CALLS = {
     "supcon": ("supcon_loss", dict(temperature=0.1)),
     "npair": ("npair_loss", dict(distance="dot", normalize=True)),
     "info-nce": ("info_nce_loss", dict(temperature=0.07)),
+    "clip": ("info_nce_loss", dict(temperature=0.07, symmetric=True)),
+    "siglip": ("siglip_loss", dict(logit_scale=10.0, logit_bias=-10.0)),
 }
 
 
@@ -83,13 +85,29 @@ def _fastcontrast(backend: str):
         if case.spec.memory:
             from ..compat.pml import losses, miners
             return _cross_batch_memory(losses, miners, case, backend=backend)
-
+        if case.loss == "ntxent-membank":
+            return _fastcontrast_membank(case, backend)
         fname, kwargs = _FC_CALLS[case.loss]
         fn = getattr(fc, fname)
         if case.spec.two_inputs:
             return lambda x: fn(x["emb"], x["keys"], backend=backend, **kwargs)
         return lambda x: fn(x["emb"], x["labels"], backend=backend, **kwargs)
     return build
+
+
+def _fastcontrast_membank(case: Case, backend: str):
+    """compat.lightly.NTXentLoss with its bank set to the case's bank at the first step
+    (later steps use the bank as the loss updates it, as in training)."""
+    from ..compat.lightly import NTXentLoss
+
+    loss = NTXentLoss(temperature=0.07, memory_bank_size=(case.n_ref, case.D), backend=backend)
+
+    def step(x):
+        if not getattr(step, "loaded", False):
+            loss.memory_bank.bank = x["bank"].detach().clone()
+            step.loaded = True
+        return loss(x["emb"], x["keys"])
+    return step
 
 
 def _triton_why_not(case: Case):

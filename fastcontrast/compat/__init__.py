@@ -4,4 +4,7 @@
   fuse are pytorch-metric-learning's own)
 - fastcontrast.compat.tfa: TensorFlow Addons' triplet, contrastive and N-pairs losses
 - fastcontrast.compat.supcontrast: the SupContrast reference SupConLoss
+- fastcontrast.compat.lightly: lightly's NTXentLoss (with its MoCo memory bank), DCLLoss,
+  DCLWLoss
+- fastcontrast.compat.open_clip: open_clip's ClipLoss and SigLipLoss
 """

@@ -254,11 +254,11 @@ def test_ops_pass_opcheck():
     # schema, fake (meta) kernels and autograd/functionalization registration of both ops
     q, labels, tau, ones = on_device(torch.randn(20, 16), torch.randint(0, 3, (20,)), torch.tensor(0.3),
                                      torch.ones(20))
-    fwd_args = (q, q, labels, labels, tau, 0, 0, 0, "ieee", 1e-6, 16, 16, 16, 4, 2)
+    fwd_args = (q, q, labels, labels, tau, tau, 0, 0, 0, "ieee", 1e-6, 16, 16, 16, 4, 2)
     torch.library.opcheck(torch.ops.fastcontrast.softmax_fwd.default, fwd_args)
     _, _, lse, aux = torch.ops.fastcontrast.softmax_fwd(*fwd_args)
-    bwd_args = (ones, ones, q, q, labels, labels, tau, lse, aux, lse, aux, 0, 0, 0, "ieee", 1e-6,
-                False, True, 16, 16, 16, 32, 4, 2)
+    bwd_args = (ones, ones, q, q, labels, labels, tau, tau, lse, aux, lse, aux, 0, 0, 0, "ieee", 1e-6,
+                False, True, False, 16, 16, 16, 32, 4, 2)
     torch.library.opcheck(torch.ops.fastcontrast.softmax_bwd.default, bwd_args)
 
 
@@ -274,7 +274,7 @@ options = dict(num_warps=b.num_warps, num_stages=b.num_stages)
 common = dict(D=128, KIND=2, VARIANT=1, PRECISION="ieee")
 bwd = dict(common, SYMMETRIC=True, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d, BLOCK_DO=b.block_do)
 build_all([(k._softmax_fwd_kernel, ptrs, dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d), options),
-           (k._softmax_bwd_q_kernel, ptrs, dict(bwd, TAU_GRAD=True), options),
+           (k._softmax_bwd_q_kernel, ptrs, dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), options),
            (k._softmax_bwd_r_kernel, ptrs, bwd, options)])
 """
 

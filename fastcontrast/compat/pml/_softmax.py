@@ -271,6 +271,14 @@ class NPairsLoss(PMLLossBase):
         self.loss._check_tensors(embeddings, labels, None, None)
         return self.loss._pair_terms(embeddings, labels, self._pairs(embeddings, indices_tuple))
 
+    def distributed_mode(self) -> str:
+        """GlobalBatchLoss: the pairs come from the global batch (see NPairLoss.global_terms)."""
+        return "global_pairs"
+
+    def global_terms(self, all_embeddings, all_labels, rank: int, world: int) -> LossTerms:
+        self.loss._check_tensors(all_embeddings, all_labels, None, None)
+        return self.loss.global_terms(all_embeddings, all_labels, rank, world)
+
     def reduce(self, terms: LossTerms, denominators=None) -> torch.Tensor:
         if self.reduction == "sum":
             return reduce_terms(terms, "sum")
