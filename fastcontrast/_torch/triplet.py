@@ -288,22 +288,37 @@ class _Sweep:
     def _flat(self, d, neg, bounds, p_ok, c, n, width, dev):
         # one int64 key per entry: row | order-preserving value bits − low | tie class; a dead
         # entry (not a negative, not a live bound) gets the largest value key of its row
-        lows = [d.amin()] + [t.amin() for t, _ in bounds]
-        highs = [d.amax()] + [t.amax() for t, _ in bounds]
+        inf = float("inf")
+        lows = [torch.where(neg, d, inf).amin()] + [torch.where(p_ok, t, inf).amin() for t, _ in bounds]
+        highs = [torch.where(neg, d, -inf).amax()] + [torch.where(p_ok, t, -inf).amax() for t, _ in bounds]
         low = int(_ordered_bits(torch.stack(lows).amin()))
         span = int(_ordered_bits(torch.stack(highs).amax())) - low + 1
         shift = (span << 2).bit_length()
         dead = span << 2
         rows = torch.arange(c, device=dev)[:, None]
-        row_key = rows << shift
-        key = torch.empty(c, width, dtype=torch.long, device=dev)
+        # rows per sort call: all of them with int64 keys, or blocks of rows whose keys fit in
+        # int32 (half the radix passes' traffic) when the value span allows a block large
+        # enough for the radix sort
+        block = 1 << max(31 - shift, 0)
+        block = block if block * width >= FLAT_SORT_MIN and shift <= 31 else c
+        row_key = (rows % block) << shift
+        key = torch.empty(c, width, dtype=torch.long if block == c else torch.int32, device=dev)
         key[:, :n] = torch.where(neg, ((_ordered_bits(d) - low) << 2) | _NEG, dead) + row_key
         j = n
         for t, tie in bounds:
             key[:, j:j + t.shape[1]] = torch.where(p_ok, ((_ordered_bits(t) - low) << 2) | tie, dead) + row_key
             j += t.shape[1]
-        skey, perm = torch.sort(key.view(-1))
-        local = skey.view(c, width) - row_key
+        if block == c:
+            skey, perm = torch.sort(key.view(-1))
+        else:
+            flat = key.view(-1)
+            skey = torch.empty_like(flat)
+            perm = torch.empty(c * width, dtype=torch.long, device=dev)
+            for r0 in range(0, c, block):
+                part = slice(r0 * width, min(c, r0 + block) * width)
+                torch.sort(flat[part], out=(skey[part], perm[part]))
+                perm[part] += part.start
+        local = skey.view(c, width).long() - row_key
         self.is_neg = (local & 3) == _NEG
         self.values = _from_ordered_bits((local >> 2) + low)
         place = torch.empty_like(perm).scatter_(0, perm, torch.arange(c * width, device=dev)).view(c, width)
@@ -439,7 +454,7 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
         grad_q = torch.zeros(qp.shape, dtype=cd, device=dev)
         grad_r = torch.zeros(refs.r.shape, dtype=cd, device=dev)
     width = n + 3 * int(grp.n_pos.max()) if b else n
-    for rows in chunks(b, max(width, 1), CHUNK_BUDGET):
+    for rows in chunks(b, max(width, 1), CHUNK_BUDGET // 2):
         if g is not None and not want_values and not bool((gp[rows] != 0).any()):
             continue
         qc, raw, d = _tile(qp, refs, rows, cfg)
