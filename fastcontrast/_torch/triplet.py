@@ -4,23 +4,26 @@ d = distance (d = −s when cfg.negate), per anchor a: positives P_a (same label
 pair), negatives N_a (other label). Term of a triplet (a, p, n):
 h = d_ap − d_an + margin, term relu(h) (softplus(h) when smooth); see configs.TripletConfig.
 
-Every path walks the anchors in chunks; a chunk×N distance tile (`metrics.pairwise`) is the
-largest thing alive, and backward recomputes the tile from q and r.
+Every path walks the anchors in chunks; a chunk×N distance tile (`metrics.pairwise`), or the
+sweep's chunk × (N + 3·P_max) merged rows, is the largest thing alive, and backward
+recomputes the tile from q and r.
 
-batch_all and the miner filters ("all", "hard", "semihard", "easy") — sorting, O(B·N log N):
-    Sort each anchor's negative distances s_1 ≤ … ≤ s_k. For a positive with x = d_ap, every
-    condition on a negative (filter on t = d_an − x with the miner margin mm, and the hinge
-    d_an < x + margin) bounds d_an from one side, so the kept negatives form a contiguous
-    run [lo, hi) of the sorted row and the active ones its prefix [lo, U), found by binary
-    search (torch.searchsorted; the positives of each anchor are compacted first, so there
-    are chunk×P_max queries, not chunk×N), and
-        Σ_{n kept, active} (x + m − d_an) = c·(x + m) − (S[U] − S[lo]),  c = U − lo,
-    with S the prefix sums of the row (accumulated in float64). Gradients:
+batch_all and the miner filters ("all", "hard", "semihard", "easy"), relu, no swap —
+    label-grouped sweep, O(B·N log N) (see `_Sweep` and `_grouped_chunk`): references and
+    anchors are permuted once per call by a stable argsort of their labels, so each anchor's
+    positives are one contiguous column range. For a positive with x = d_ap, every condition
+    on a negative (filter on t = d_an − x with the miner margin mm, and the hinge
+    d_an < x + margin) bounds d_an from one side, so the kept negatives form a contiguous run
+    [lo, hi) of the anchor's sorted negatives and the active ones its prefix [lo, U). The
+    bounds' thresholds and the negatives are sorted together, one merged row per anchor; a
+    cumulative count and a float64 cumulative sum along it give every bound and
+        Σ_{n kept, active} (x + m − d_an) = c·(x + m) − (S[U] − S[lo]),  c = U − lo.
+    Gradients:
         ∂v/∂d_ap = c(a, p)      ∂v/∂d_an = −#{p : n in the run [lo, U) of (a, p)}
-    the latter from a difference array over the runs (+1 at lo, −1 at U, prefix sum),
-    mapped back to columns through the sort order, so both directions use the very same
-    runs. When the Function expects a gradient, forward also computes the gradients for
-    dL/dvalues = 1 (`unit_grad`) and backward only rescales them (mean/sum reductions).
+    the latter from a difference array over the runs (+1 at lo, −1 at U, prefix sum) read at
+    each negative's rank, so both directions use the very same runs. When the Function
+    expects a gradient, forward also computes the gradients for dL/dvalues = 1 (`unit_grad`)
+    and backward only rescales them (mean/sum reductions).
 smooth (softplus is not linear, prefix sums do not apply): positives of each anchor
     compacted (chunk × P_max), negatives streamed in column blocks; O(B·P·N) time,
     O(chunk·P_max·block) memory.
@@ -155,68 +158,6 @@ def _compact(d, mask):
     return index, valid, d.gather(1, index)
 
 
-def _neg_ranges(s, n_neg, x, cfg: TripletConfig):
-    """For each query x (a positive distance), the run [lo, hi) of kept negatives in the
-    sorted row s and the end `ahi` of its active (h > 0) part."""
-    mining, mm = cfg.mining, cfg.miner_margin
-    end = n_neg[:, None].expand_as(x)
-    zero = torch.zeros_like(end)
-    if mining == "batch_all":
-        lo, hi = zero, end
-    elif mining == "all":                      # d_an <= x + mm
-        lo, hi = zero, torch.searchsorted(s, x + mm, right=True)
-    elif mining == "hard":                     # d_an <= x + mm and d_an <= x
-        lo = zero
-        hi = torch.searchsorted(s, torch.minimum(x + mm, x), right=True)
-    elif mining == "semihard":                 # x < d_an <= x + mm
-        lo, hi = torch.searchsorted(s, x, right=True), torch.searchsorted(s, x + mm, right=True)
-    elif mining == "easy":                     # d_an > x + mm
-        lo, hi = torch.searchsorted(s, x + mm, right=True), end
-    else:
-        raise ValueError(f"unknown triplet mining {mining!r}")
-    hi = torch.maximum(hi, lo)
-    ahi = torch.minimum(hi, torch.searchsorted(s, x + cfg.margin, right=False))   # d_an < x + m
-    return lo, hi, torch.maximum(ahi, lo)
-
-
-def _prefix_at(cumsum, k):
-    """Σ of the first k entries of each row, given the row-wise cumulative sums."""
-    taken = cumsum.gather(1, (k - 1).clamp_min(0))
-    return torch.where(k > 0, taken, torch.zeros_like(taken))
-
-
-def _sorted_chunk(d, pos, neg, cfg: TripletConfig, g=None, want_values=True):
-    """Batch-all / filters by sorting, on one chunk. Returns (per-anchor (values, counts,
-    nonzero) or None, dL/d(signed tile) given dL/dvalues g (chunk,), or None)."""
-    s, order, n_neg = _padded_sort(d, neg)
-    p_col, p_ok, x = _compact(d, pos)
-    lo, hi, ahi = _neg_ranges(s, n_neg, x, cfg)
-    zero = torch.zeros_like(lo)
-    active = torch.where(p_ok, ahi - lo, zero)
-    out = grad = None
-    if want_values:
-        kept = torch.where(p_ok, hi - lo, zero)
-        # prefix sums of the sorted row in float64; runs end at most at the row's count, so the
-        # +inf padding is never reached. S[k] = Σ_{i<k} s_i = cumsum[k − 1].
-        prefix = s.double().cumsum(1)
-        run_sum = _prefix_at(prefix, ahi) - _prefix_at(prefix, lo)
-        pair_values = active.double() * (x + cfg.margin).double() - run_sum
-        pair_values = torch.where(p_ok, pair_values, torch.zeros_like(pair_values))
-        out = (pair_values.sum(1).to(d.dtype), kept.sum(1), active.sum(1))
-    if g is not None:
-        # ∂v/∂d_an: how many positives' active runs cover each sorted negative (a difference
-        # array over the runs, then a prefix sum), mapped back to columns through the sort order
-        c, n = d.shape
-        ones = p_ok.to(d.dtype)
-        cover = torch.zeros(c, n + 1, dtype=d.dtype, device=d.device)
-        cover.scatter_add_(1, lo, ones).scatter_add_(1, torch.where(p_ok, ahi, lo), -ones)
-        grad = torch.zeros_like(d)
-        grad.scatter_add_(1, order, -cover.cumsum(1)[:, :n])
-        grad.scatter_add_(1, p_col, active.to(d.dtype))
-        grad *= g[:, None]
-    return out, grad
-
-
 # ----------------------------------------------------------------------------- grouped sweep
 #
 # batch_all and the miner filters (relu, no swap), label-grouped: the references are permuted
@@ -238,7 +179,7 @@ _LT, _NEG, _LE = 0, 1, 2   # tie classes: "<" bound, negative, "≤" bound
 
 def _bounds(x, cfg: TripletConfig):
     """The thresholds of the positives x (chunk × P_max) the mining filter and the hinge need:
-    ([(name, threshold, tie class)], same float expressions as _neg_ranges / _kept)."""
+    ([(name, threshold, tie class)], same float expressions as _kept)."""
     mining, mm = cfg.mining, cfg.miner_margin
     out = []
     if mining == "all":
@@ -638,7 +579,7 @@ def _chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=None, wa
         def run(gg):
             return _streamed_chunk(d, pos, neg, cfg, g=gg)
     else:
-        return _sorted_chunk(d, pos, neg, cfg, g=g, want_values=want_values)
+        raise AssertionError("batch_all and the filters without smooth/swap take the grouped sweep")
     return (run(None) if want_values else None), (run(g) if g is not None else None)
 
 
