@@ -4,23 +4,26 @@ d = distance (d = −s when cfg.negate), per anchor a: positives P_a (same label
 pair), negatives N_a (other label). Term of a triplet (a, p, n):
 h = d_ap − d_an + margin, term relu(h) (softplus(h) when smooth); see configs.TripletConfig.
 
-Every path walks the anchors in chunks; a chunk×N distance tile (`metrics.pairwise`) is the
-largest thing alive, and backward recomputes the tile from q and r.
+Every path walks the anchors in chunks; a chunk×N distance tile (`metrics.pairwise`), or the
+sweep's chunk × (N + 3·P_max) merged rows, is the largest thing alive, and backward
+recomputes the tile from q and r.
 
-batch_all and the miner filters ("all", "hard", "semihard", "easy") — sorting, O(B·N log N):
-    Sort each anchor's negative distances s_1 ≤ … ≤ s_k. For a positive with x = d_ap, every
-    condition on a negative (filter on t = d_an − x with the miner margin mm, and the hinge
-    d_an < x + margin) bounds d_an from one side, so the kept negatives form a contiguous
-    run [lo, hi) of the sorted row and the active ones its prefix [lo, U), found by binary
-    search (torch.searchsorted; the positives of each anchor are compacted first, so there
-    are chunk×P_max queries, not chunk×N), and
-        Σ_{n kept, active} (x + m − d_an) = c·(x + m) − (S[U] − S[lo]),  c = U − lo,
-    with S the prefix sums of the row (accumulated in float64). Gradients:
+batch_all and the miner filters ("all", "hard", "semihard", "easy"), relu, no swap —
+    label-grouped sweep, O(B·N log N) (see `_Sweep` and `_grouped_chunk`): references and
+    anchors are permuted once per call by a stable argsort of their labels, so each anchor's
+    positives are one contiguous column range. For a positive with x = d_ap, every condition
+    on a negative (filter on t = d_an − x with the miner margin mm, and the hinge
+    d_an < x + margin) bounds d_an from one side, so the kept negatives form a contiguous run
+    [lo, hi) of the anchor's sorted negatives and the active ones its prefix [lo, U). The
+    bounds' thresholds and the negatives are sorted together, one merged row per anchor; a
+    cumulative count and a float64 cumulative sum along it give every bound and
+        Σ_{n kept, active} (x + m − d_an) = c·(x + m) − (S[U] − S[lo]),  c = U − lo.
+    Gradients:
         ∂v/∂d_ap = c(a, p)      ∂v/∂d_an = −#{p : n in the run [lo, U) of (a, p)}
-    the latter from a difference array over the runs (+1 at lo, −1 at U, prefix sum),
-    mapped back to columns through the sort order, so both directions use the very same
-    runs. When the Function expects a gradient, forward also computes the gradients for
-    dL/dvalues = 1 (`unit_grad`) and backward only rescales them (mean/sum reductions).
+    the latter from a difference array over the runs (+1 at lo, −1 at U, prefix sum) read at
+    each negative's rank, so both directions use the very same runs. When the Function
+    expects a gradient, forward also computes the gradients for dL/dvalues = 1 (`unit_grad`)
+    and backward only rescales them (mean/sum reductions).
 smooth (softplus is not linear, prefix sums do not apply): positives of each anchor
     compacted (chunk × P_max), negatives streamed in column blocks; O(B·P·N) time,
     O(chunk·P_max·block) memory.
@@ -40,10 +43,13 @@ import torch
 import torch.nn.functional as F
 
 from ..configs import TripletConfig
-from ..metrics import Frame, chunks
+from ..metrics import Frame, chunks, compute_dtype
 
 # Elements per chunk×N tile (and per streamed block); tests lower it to force tiny chunks.
 CHUNK_BUDGET = 1 << 21
+# float32 chunks of at least this many merged entries sort as one flat int64 key (a radix
+# sort in torch on CPU); smaller ones, and other dtypes, by stable row sorts. Tests lower it.
+FLAT_SORT_MIN = 1 << 15
 
 FILTERS = ("batch_all", "all", "hard", "semihard", "easy")
 
@@ -152,66 +158,263 @@ def _compact(d, mask):
     return index, valid, d.gather(1, index)
 
 
-def _neg_ranges(s, n_neg, x, cfg: TripletConfig):
-    """For each query x (a positive distance), the run [lo, hi) of kept negatives in the
-    sorted row s and the end `ahi` of its active (h > 0) part."""
+# ----------------------------------------------------------------------------- grouped sweep
+#
+# batch_all and the miner filters (relu, no swap), label-grouped: the references are permuted
+# once per call by a stable argsort of their labels, and the anchors by one of theirs, so the
+# positives of every anchor are one contiguous column range [start, end) of the permuted tile
+# (its self column removed) and its negatives the rest. Per anchor row, the window bounds are
+# counts of negatives below thresholds of its positives x (x, fl(x + mm), fl(x + m), as the
+# filter asks); instead of one binary search per (positive, bound), the thresholds and the
+# negatives are sorted together in one merged row, and a cumulative count / float64
+# cumulative sum along it gives every bound and prefix sum at once (a sweep, O(L) per row
+# after the sort, L = N + E·P_max, E ≤ 3 bounds per positive). On equal values a "<" bound
+# goes before the negatives and a "≤" bound after them, so the counts are exactly
+# #{v < t} and #{v ≤ t}. For float32 the merged rows of a chunk are one flat int64 key
+# (row, order-preserving bits of the value, tie class) sorted in a single call (a radix sort
+# on CPU); other dtypes use a stable row-wise sort of the same layout.
+
+_LT, _NEG, _LE = 0, 1, 2   # tie classes: "<" bound, negative, "≤" bound
+
+
+def _bounds(x, cfg: TripletConfig):
+    """The thresholds of the positives x (chunk × P_max) the mining filter and the hinge need:
+    ([(name, threshold, tie class)], same float expressions as _kept)."""
     mining, mm = cfg.mining, cfg.miner_margin
-    end = n_neg[:, None].expand_as(x)
-    zero = torch.zeros_like(end)
-    if mining == "batch_all":
-        lo, hi = zero, end
-    elif mining == "all":                      # d_an <= x + mm
-        lo, hi = zero, torch.searchsorted(s, x + mm, right=True)
-    elif mining == "hard":                     # d_an <= x + mm and d_an <= x
-        lo = zero
-        hi = torch.searchsorted(s, torch.minimum(x + mm, x), right=True)
-    elif mining == "semihard":                 # x < d_an <= x + mm
-        lo, hi = torch.searchsorted(s, x, right=True), torch.searchsorted(s, x + mm, right=True)
-    elif mining == "easy":                     # d_an > x + mm
-        lo, hi = torch.searchsorted(s, x + mm, right=True), end
-    else:
+    out = []
+    if mining == "all":
+        out.append(("hi", x + mm, _LE))
+    elif mining == "hard":
+        out.append(("hi", torch.minimum(x + mm, x), _LE))
+    elif mining == "semihard":
+        out += [("lo", x, _LE), ("hi", x + mm, _LE)]
+    elif mining == "easy":
+        out.append(("lo", x + mm, _LE))
+    elif mining != "batch_all":
         raise ValueError(f"unknown triplet mining {mining!r}")
+    out.append(("act", x + cfg.margin, _LT))
+    return out
+
+
+def _ordered_bits(v):
+    """int64 keys with the order of the float32 values v (−0.0 taken as +0.0)."""
+    i = (v + 0.0).view(torch.int32)
+    return (i ^ ((i >> 31) & 0x7FFFFFFF)).long()
+
+
+def _from_ordered_bits(k):
+    """Inverse of _ordered_bits (int64 keys → float32 values)."""
+    i = k.to(torch.int32)
+    return (i ^ ((i >> 31) & 0x7FFFFFFF)).view(torch.float32)
+
+
+class _Sweep:
+    """The merged rows of one chunk, sorted: the negatives of each row (tile columns where
+    `neg`) and the bounds (blocks of chunk × P_max thresholds with their tie classes, live
+    where `p_ok`). Holds, in sorted order, `is_neg`, `count` (negatives so far, inclusive),
+    `prefix` (their float64 sum so far), and `place` (chunk × E·P_max: sorted position of
+    each bound); `to_columns(w)` maps values given in sorted order back to tile columns."""
+
+    def __init__(self, d, neg, bounds, p_ok):
+        c, n = d.shape
+        self.n, dev = n, d.device
+        width = n + sum(t.shape[1] for t, _ in bounds)
+        if d.dtype == torch.float32 and c * width >= FLAT_SORT_MIN:
+            self._flat(d, neg, bounds, p_ok, c, n, width, dev)
+        else:
+            self._rowwise(d, neg, bounds, p_ok, c, n, width, dev)
+        self.count = self.is_neg.long().cumsum(1)
+        self.prefix = torch.where(self.is_neg, self.values.double(), 0.0).cumsum(1)
+
+    def _flat(self, d, neg, bounds, p_ok, c, n, width, dev):
+        # one int64 key per entry: row | order-preserving value bits − low | tie class; a dead
+        # entry (not a negative, not a live bound) gets the largest value key of its row
+        inf = float("inf")
+        lows = [torch.where(neg, d, inf).amin()] + [torch.where(p_ok, t, inf).amin() for t, _ in bounds]
+        highs = [torch.where(neg, d, -inf).amax()] + [torch.where(p_ok, t, -inf).amax() for t, _ in bounds]
+        low = int(_ordered_bits(torch.stack(lows).amin()))
+        span = int(_ordered_bits(torch.stack(highs).amax())) - low + 1
+        shift = (span << 2).bit_length()
+        dead = span << 2
+        rows = torch.arange(c, device=dev)[:, None]
+        # rows per sort call: all of them with int64 keys, or blocks of rows whose keys fit in
+        # int32 (half the radix passes' traffic) when the value span allows a block large
+        # enough for the radix sort
+        block = 1 << max(31 - shift, 0)
+        block = block if block * width >= FLAT_SORT_MIN and shift <= 31 else c
+        row_key = (rows % block) << shift
+        key = torch.empty(c, width, dtype=torch.long if block == c else torch.int32, device=dev)
+        key[:, :n] = torch.where(neg, ((_ordered_bits(d) - low) << 2) | _NEG, dead) + row_key
+        j = n
+        for t, tie in bounds:
+            key[:, j:j + t.shape[1]] = torch.where(p_ok, ((_ordered_bits(t) - low) << 2) | tie, dead) + row_key
+            j += t.shape[1]
+        if block == c:
+            skey, perm = torch.sort(key.view(-1))
+        else:
+            flat = key.view(-1)
+            skey = torch.empty_like(flat)
+            perm = torch.empty(c * width, dtype=torch.long, device=dev)
+            for r0 in range(0, c, block):
+                part = slice(r0 * width, min(c, r0 + block) * width)
+                torch.sort(flat[part], out=(skey[part], perm[part]))
+                perm[part] += part.start
+        local = skey.view(c, width).long() - row_key
+        self.is_neg = (local & 3) == _NEG
+        self.values = _from_ordered_bits((local >> 2) + low)
+        place = torch.empty_like(perm).scatter_(0, perm, torch.arange(c * width, device=dev)).view(c, width)
+        self.place = place[:, n:] - rows * width
+        self._perm, self._shape = perm, (c, width)
+
+    def _rowwise(self, d, neg, bounds, p_ok, c, n, width, dev):
+        # stable row sorts: by tie class, then by value (dead entries +inf; live values are finite)
+        layout = torch.cat([d] + [t for t, _ in bounds], 1)
+        tie = torch.cat([torch.full((c, n), _NEG, dtype=torch.int8, device=dev)] +
+                        [torch.full(t.shape, k, dtype=torch.int8, device=dev) for t, k in bounds], 1)
+        live = torch.cat([neg] + [p_ok] * len(bounds), 1)
+        order = torch.sort(tie, dim=1, stable=True)[1]
+        vals = torch.where(live, layout, float("inf")).gather(1, order)
+        perm = order.gather(1, torch.sort(vals, dim=1, stable=True)[1])
+        self.is_neg = live.gather(1, perm) & (perm < n)
+        self.values = layout.gather(1, perm)
+        place = torch.empty_like(perm).scatter_(1, perm, torch.arange(width, device=dev).expand(c, width))
+        self.place = place[:, n:]
+        self._perm, self._shape = perm, None
+
+    def to_columns(self, w):
+        """Values in sorted order (chunk × L) → their tile columns (chunk × N)."""
+        if self._shape is None:
+            return torch.empty_like(w).scatter_(1, self._perm, w)[:, :self.n]
+        return torch.empty(w.numel(), dtype=w.dtype, device=w.device).scatter_(
+            0, self._perm, w.reshape(-1)).view(self._shape)[:, :self.n]
+
+
+class _Groups:
+    """Label grouping of one call: permutations of anchors and references, and for each
+    permuted anchor its positive column range [start, end) and self column (−1: none) in the
+    permuted references."""
+
+    def __init__(self, q_labels, r_labels, self_offset: int):
+        self.q_perm = torch.sort(q_labels, stable=True)[1]
+        if r_labels is q_labels:
+            self.r_perm = self.q_perm
+        else:
+            self.r_perm = torch.sort(r_labels, stable=True)[1]
+        n = r_labels.shape[0]
+        r_sorted = r_labels[self.r_perm]
+        y = q_labels[self.q_perm]
+        self.start = torch.searchsorted(r_sorted, y, right=False)
+        self.end = torch.searchsorted(r_sorted, y, right=True)
+        r_inv = torch.empty_like(self.r_perm)
+        r_inv[self.r_perm] = torch.arange(n, device=r_inv.device)
+        self_orig = self.q_perm + self_offset
+        has_self = (self_offset >= 0) & (self_orig < n)
+        self.self_col = torch.where(has_self, r_inv[self_orig.clamp(0, max(n - 1, 0))], -1) if n else \
+            torch.full_like(self.q_perm, -1)
+        inside = (self.self_col >= self.start) & (self.self_col < self.end)
+        self.n_pos = self.end - self.start - inside.long()
+        self.self_rank = torch.where(inside, self.self_col - self.start, self.end - self.start)
+        self.n_neg = n - (self.end - self.start) - ((self.self_col >= 0) & ~inside).long()
+
+
+def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, want_values=True):
+    """Batch-all / filters on one chunk of permuted anchors (d: chunk × N, permuted columns).
+    Returns ((values, counts, nonzero) or None, dL/d(signed tile) for dL/dvalues = g or None)."""
+    c, n = d.shape
+    dev = d.device
+    start, n_pos, self_rank = grp.start[rows], grp.n_pos[rows], grp.self_rank[rows]
+    p_max = int(n_pos.max()) if c else 0
+    zeros_out = (torch.zeros(c, dtype=d.dtype, device=dev), torch.zeros(c, dtype=torch.int64, device=dev),
+                 torch.zeros(c, dtype=torch.int64, device=dev))
+    if p_max == 0:
+        return (zeros_out if want_values else None), (torch.zeros_like(d) if g is not None else None)
+    # the positives: a contiguous range per row, its self column skipped
+    j = torch.arange(p_max, device=dev)
+    p_ok = j[None, :] < n_pos[:, None]
+    p_col = (start[:, None] + j[None, :] + (j[None, :] >= self_rank[:, None]).long()).clamp_max(n - 1)
+    x = torch.where(p_ok, d.gather(1, p_col), torch.zeros((), dtype=d.dtype, device=dev))
+    # the negatives: every column outside [start, end) but the self column
+    col = torch.arange(n, device=dev)
+    neg = ((col[None, :] < start[:, None]) | (col[None, :] >= grp.end[rows, None])) & \
+        (col[None, :] != grp.self_col[rows, None])
+    bounds = _bounds(x, cfg)
+    e = len(bounds)
+    sw = _Sweep(d, neg, [(t, k) for _, t, k in bounds], p_ok)
+    at_count, at_sum = sw.count.gather(1, sw.place), sw.prefix.gather(1, sw.place)
+    found = {name: (at_count[:, k * p_max:(k + 1) * p_max], at_sum[:, k * p_max:(k + 1) * p_max])
+             for k, (name, _, _) in enumerate(bounds)}
+    n_neg = grp.n_neg[rows, None].expand(c, p_max)
+    zero_i, zero_f = torch.zeros_like(n_neg), torch.zeros(c, p_max, dtype=torch.float64, device=dev)
+    lo, s_lo = found.get("lo", (zero_i, zero_f))
+    hi, s_hi = found.get("hi", (n_neg, None))
+    a_end, s_act = found["act"]
     hi = torch.maximum(hi, lo)
-    ahi = torch.minimum(hi, torch.searchsorted(s, x + cfg.margin, right=False))   # d_an < x + m
-    return lo, hi, torch.maximum(ahi, lo)
-
-
-def _prefix_at(cumsum, k):
-    """Σ of the first k entries of each row, given the row-wise cumulative sums."""
-    taken = cumsum.gather(1, (k - 1).clamp_min(0))
-    return torch.where(k > 0, taken, torch.zeros_like(taken))
-
-
-def _sorted_chunk(d, pos, neg, cfg: TripletConfig, g=None, want_values=True):
-    """Batch-all / filters by sorting, on one chunk. Returns (per-anchor (values, counts,
-    nonzero) or None, dL/d(signed tile) given dL/dvalues g (chunk,), or None)."""
-    s, order, n_neg = _padded_sort(d, neg)
-    p_col, p_ok, x = _compact(d, pos)
-    lo, hi, ahi = _neg_ranges(s, n_neg, x, cfg)
+    ahi = torch.maximum(torch.minimum(hi, a_end), lo)
     zero = torch.zeros_like(lo)
     active = torch.where(p_ok, ahi - lo, zero)
     out = grad = None
     if want_values:
         kept = torch.where(p_ok, hi - lo, zero)
-        # prefix sums of the sorted row in float64; runs end at most at the row's count, so the
-        # +inf padding is never reached. S[k] = Σ_{i<k} s_i = cumsum[k − 1].
-        prefix = s.double().cumsum(1)
-        run_sum = _prefix_at(prefix, ahi) - _prefix_at(prefix, lo)
-        pair_values = active.double() * (x + cfg.margin).double() - run_sum
-        pair_values = torch.where(p_ok, pair_values, torch.zeros_like(pair_values))
+        s_u = torch.where(ahi == a_end, s_act, s_lo if s_hi is None else torch.where(ahi == hi, s_hi, s_lo))
+        pair_values = active.double() * (x + cfg.margin).double() - torch.where(active > 0, s_u - s_lo, 0.0)
+        pair_values = torch.where(p_ok, pair_values, 0.0)
         out = (pair_values.sum(1).to(d.dtype), kept.sum(1), active.sum(1))
     if g is not None:
-        # ∂v/∂d_an: how many positives' active runs cover each sorted negative (a difference
-        # array over the runs, then a prefix sum), mapped back to columns through the sort order
-        c, n = d.shape
+        # ∂v/∂d_an = −#{positives whose active run [lo, U) covers the negative's rank}
         ones = p_ok.to(d.dtype)
-        cover = torch.zeros(c, n + 1, dtype=d.dtype, device=d.device)
+        cover = torch.zeros(c, n + 1, dtype=d.dtype, device=dev)
         cover.scatter_add_(1, lo, ones).scatter_add_(1, torch.where(p_ok, ahi, lo), -ones)
-        grad = torch.zeros_like(d)
-        grad.scatter_add_(1, order, -cover.cumsum(1)[:, :n])
+        cover = torch.nn.functional.pad(cover.cumsum(1), (1, 0))          # cover[k + 1]: rank k
+        w = torch.where(sw.is_neg, -cover.gather(1, sw.count), torch.zeros((), dtype=d.dtype, device=dev))
+        grad = sw.to_columns(w)
         grad.scatter_add_(1, p_col, active.to(d.dtype))
-        grad *= g[:, None]
-    return out, grad
+        if not bool((g == 1).all()):
+            grad *= g[:, None]
+    return (out if want_values else None), grad
+
+
+def _grouped(cfg: TripletConfig):
+    return cfg.mining in FILTERS and not cfg.smooth and not cfg.swap
+
+
+def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_values=True):
+    """The grouped sweep over all anchors: ((values, counts, nonzero) or None, (dL/dq, dL/dr)
+    for dL/dvalues = g or None), everything in the caller's order."""
+    b, n = q.shape[0], r.shape[0]
+    grp = _Groups(q_labels, r_labels, cfg.self_offset)
+    same = r is q and grp.r_perm is grp.q_perm
+    qp = q[grp.q_perm]
+    rp = qp if same else r[grp.r_perm]
+    refs = _Refs(qp, rp, cfg.kind)
+    cd, dev = refs.cd, q.device
+    values = torch.zeros(b, dtype=cd, device=dev)
+    counts = torch.zeros(b, dtype=torch.int64, device=dev)
+    nonzero = torch.zeros_like(counts)
+    if g is not None:
+        gp = g.to(cd)[grp.q_perm]
+        grad_q = torch.zeros(qp.shape, dtype=cd, device=dev)
+        grad_r = torch.zeros(refs.r.shape, dtype=cd, device=dev)
+    width = n + 3 * int(grp.n_pos.max()) if b else n
+    for rows in chunks(b, max(width, 1), CHUNK_BUDGET // 2):
+        if g is not None and not want_values and not bool((gp[rows] != 0).any()):
+            continue
+        qc, raw, d = _tile(qp, refs, rows, cfg)
+        out, grad = _grouped_chunk(d, grp, rows, cfg, g=None if g is None else gp[rows], want_values=want_values)
+        if want_values:
+            values[rows], counts[rows], nonzero[rows] = out
+        if grad is not None:
+            gq, gr = _tile_backward(grad, qc, refs, raw, cfg)
+            grad_q[rows] += gq
+            grad_r += gr
+    out = None
+    if want_values:
+        out = tuple(torch.empty_like(t).index_copy_(0, grp.q_perm, t) for t in (values, counts, nonzero))
+    grads = None
+    if g is not None:
+        gq = torch.empty_like(grad_q).index_copy_(0, grp.q_perm, grad_q)
+        gr = torch.empty_like(grad_r).index_copy_(0, grp.r_perm, grad_r)
+        grads = (gq, gr)
+    return out, grads
 
 
 # ----------------------------------------------------------------------------- smooth path
@@ -376,7 +579,7 @@ def _chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=None, wa
         def run(gg):
             return _streamed_chunk(d, pos, neg, cfg, g=gg)
     else:
-        return _sorted_chunk(d, pos, neg, cfg, g=g, want_values=want_values)
+        raise AssertionError("batch_all and the filters without smooth/swap take the grouped sweep")
     return (run(None) if want_values else None), (run(g) if g is not None else None)
 
 
@@ -387,6 +590,10 @@ def forward(q, r, q_labels, r_labels, cfg: TripletConfig, unit_grad: bool = Fals
     incoming gradient is the same for every anchor (the "mean" and "sum" reductions), instead
     of recomputing every chunk."""
     _check(cfg)
+    if _grouped(cfg):
+        ones = torch.ones(q.shape[0], dtype=compute_dtype(q.dtype), device=q.device) if unit_grad else None
+        (values, counts, nonzero), grads = _grouped_pass(q, r, q_labels, r_labels, cfg, g=ones)
+        return values, counts, nonzero, (grads if unit_grad else ())
     b, n = q.shape[0], r.shape[0]
     refs = _Refs(q, r, cfg.kind)
     values = torch.zeros(b, dtype=refs.cd, device=q.device)
@@ -433,6 +640,9 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: TripletConfig, saved):
     if cfg.mining != "batch_hard" and len(saved) == 2 and bool((g_all == g_all[0]).all()):
         unit_q, unit_r = saved
         return (g_all[0] * unit_q).to(q.dtype), (g_all[0] * unit_r).to(r.dtype)
+    if _grouped(cfg):
+        _, (grad_q, grad_r) = _grouped_pass(q, r, q_labels, r_labels, cfg, g=g_all, want_values=False)
+        return grad_q.to(q.dtype), grad_r.to(r.dtype)
     grad_q = torch.zeros(q.shape, dtype=refs.cd, device=q.device)
     grad_r = torch.zeros(refs.r.shape, dtype=refs.cd, device=q.device)
     if cfg.mining == "batch_hard":

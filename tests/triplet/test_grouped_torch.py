@@ -1,0 +1,92 @@
+"""The label-grouped sweep of the PyTorch path (batch_all and the miner filters): label order,
+extreme class sizes, and its flat float32 sort against the row-wise one."""
+import pytest
+import torch
+
+from fastcontrast._torch import triplet as impl
+from tests.triplet.test_triplet_torch import KINDS, cfg_for, check, run
+
+FILTER_MODES = ["batch_all", "all", "hard", "semihard", "easy"]
+
+
+def _orders(y, gen):
+    """Permutations of a batch: labels sorted, reversed, interleaved (round robin over the
+    classes) and random."""
+    srt = torch.sort(y, stable=True)[1]
+    rev = srt.flip(0)
+    groups = [torch.nonzero(y == c).flatten() for c in torch.unique(y)]
+    inter = torch.stack([g[k] for k in range(max(map(len, groups))) for g in groups if k < len(g)])
+    rnd = torch.randperm(y.shape[0], generator=gen)
+    return {"sorted": srt, "reversed": rev, "interleaved": inter, "random": rnd}
+
+
+@pytest.fixture(params=["rowwise", "flat"])
+def sort_path(request, monkeypatch):
+    monkeypatch.setattr(impl, "FLAT_SORT_MIN", 0 if request.param == "flat" else 1 << 62)
+    return request.param
+
+
+@pytest.mark.parametrize("mining", FILTER_MODES)
+def test_label_orders_give_identical_results(mining, sort_path, gen):
+    q = torch.randn(23, 6, generator=gen)
+    y = torch.randint(0, 4, (23,), generator=gen)
+    q[5] = q[3]                        # a duplicate: ties across the merged rows
+    cfg = cfg_for(mining, "euclidean", False)
+    g = torch.rand(23, generator=gen) + 0.5
+    base = run(q, q, y, y, cfg, g)
+    for name, perm in _orders(y, gen).items():
+        qp, yp = q[perm].clone(), y[perm].clone()
+        got = run(qp, qp, yp, yp, cfg, g[perm])
+        torch.testing.assert_close(got[0], base[0][perm], rtol=1e-6, atol=1e-7, msg=name)
+        assert torch.equal(got[1], base[1][perm]) and torch.equal(got[2], base[2][perm]), name
+        torch.testing.assert_close(got[3], base[3][perm], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("mining", FILTER_MODES)
+@pytest.mark.parametrize("kind,negate", KINDS)
+def test_flat_sort_matches_reference(mining, kind, negate, gen, monkeypatch):
+    monkeypatch.setattr(impl, "FLAT_SORT_MIN", 0)
+    q = torch.randn(19, 5, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (19,), generator=gen)
+    check(q, q, y, y, cfg_for(mining, kind, negate), gen, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("mining", FILTER_MODES)
+def test_flat_sort_reference_set_and_self_offset(mining, gen, monkeypatch):
+    monkeypatch.setattr(impl, "FLAT_SORT_MIN", 0)
+    q = torch.randn(9, 4, generator=gen, dtype=torch.float64)
+    r = torch.randn(14, 4, generator=gen, dtype=torch.float64)
+    ql, rl = torch.randint(0, 3, (9,), generator=gen), torch.randint(0, 3, (14,), generator=gen)
+    check(q, r, ql, rl, cfg_for(mining, "euclidean", False), gen, dtype=torch.float32)
+    # references = [memory; batch] with the batch's self pairs at i + 5 (cross-batch memory)
+    check(q, r, ql, rl, cfg_for(mining, "euclidean", False, self_offset=5), gen, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("mining", FILTER_MODES)
+@pytest.mark.parametrize("labels", ["size_one_classes", "one_class_90_percent"])
+def test_extreme_class_sizes(mining, labels, sort_path, gen):
+    b = 20
+    if labels == "size_one_classes":      # every class a singleton but one pair
+        y = torch.arange(b)
+        y[7] = 3
+    else:                                  # 18 of 20 in one class
+        y = torch.zeros(b, dtype=torch.long)
+        y[4], y[11] = 1, 2
+    y = y[torch.randperm(b, generator=gen)]
+    q = torch.randn(b, 5, generator=gen, dtype=torch.float64)
+    dtype = torch.float32 if sort_path == "flat" else torch.float64
+    check(q, q, y, y, cfg_for(mining, "euclidean", False), gen, dtype=dtype)
+
+
+def test_float32_flat_and_rowwise_agree(gen, monkeypatch):
+    q = torch.randn(40, 8, generator=gen)
+    y = torch.randint(0, 5, (40,), generator=gen)
+    g = torch.rand(40, generator=gen) + 0.5
+    cfg = cfg_for("semihard", "euclidean", False)
+    monkeypatch.setattr(impl, "FLAT_SORT_MIN", 0)
+    flat = run(q, q, y, y, cfg, g)
+    monkeypatch.setattr(impl, "FLAT_SORT_MIN", 1 << 62)
+    rowwise = run(q, q, y, y, cfg, g)
+    assert torch.equal(flat[1], rowwise[1]) and torch.equal(flat[2], rowwise[2])
+    torch.testing.assert_close(flat[0], rowwise[0], rtol=0, atol=0)
+    torch.testing.assert_close(flat[3], rowwise[3], rtol=0, atol=0)
