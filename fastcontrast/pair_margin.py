@@ -27,7 +27,7 @@ import numbers
 import torch
 
 from . import metrics
-from ._function import save_inputs, saved_inputs, with_references
+from ._function import compiling, config_code, config_from, opaque_op, save_inputs, saved_inputs, with_references
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_fits, check_labels, check_pair, check_real,
                           check_reduction, full_precision)
@@ -51,6 +51,35 @@ def _implementation(backend: str):
     return torch_pair_margin
 
 
+def _torch_forward(q, r, q_labels, r_labels, cfg):
+    values, counts, nonzero, _ = _implementation("torch").forward(
+        *with_references(q, r, q_labels, r_labels), config_from(cfg, PairMarginConfig))
+    return values, counts, nonzero
+
+
+def _torch_forward_fake(q, r, q_labels, r_labels, cfg):
+    b = q.shape[0]
+    return (q.new_empty((b, 2), dtype=metrics.compute_dtype(q.dtype)),
+            q.new_empty((b, 2), dtype=torch.int64), q.new_empty((b, 2), dtype=torch.int64))
+
+
+def _torch_backward(grad_values, q, r, q_labels, r_labels, cfg):
+    return _implementation("torch").backward(grad_values, *with_references(q, r, q_labels, r_labels),
+                                             config_from(cfg, PairMarginConfig), ())
+
+
+def _torch_backward_fake(grad_values, q, r, q_labels, r_labels, cfg):
+    return torch.empty_like(q), torch.empty_like(q if r is None else r)
+
+
+# the PyTorch path as opaque ops, used while torch.compile traces (_function.py)
+_SIGNATURE = "Tensor q, Tensor? r, Tensor q_labels, Tensor? r_labels, str cfg"
+_torch_forward_op = opaque_op("torch_pair_margin_fwd", f"({_SIGNATURE}) -> (Tensor, Tensor, Tensor)",
+                              _torch_forward, _torch_forward_fake)
+_torch_backward_op = opaque_op("torch_pair_margin_bwd", f"(Tensor grad_values, {_SIGNATURE}) -> (Tensor, Tensor)",
+                               _torch_backward, _torch_backward_fake)
+
+
 class PairMarginFunction(torch.autograd.Function):
     """(q, r, q_labels, r_labels, cfg, backend) → per-anchor (values, counts, nonzero), each
     (B, 2); only `values` is differentiable. r = None (and r_labels = None) means the
@@ -59,8 +88,13 @@ class PairMarginFunction(torch.autograd.Function):
     @staticmethod
     @full_precision
     def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str):
-        impl = _implementation(backend)
-        values, counts, nonzero, saved = impl.forward(*with_references(q, r, q_labels, r_labels), cfg)
+        ctx.opaque = backend == "torch" and compiling()
+        if ctx.opaque:
+            values, counts, nonzero = _torch_forward_op(q, r, q_labels, r_labels, config_code(cfg))
+            saved = ()
+        else:
+            values, counts, nonzero, saved = _implementation(backend).forward(
+                *with_references(q, r, q_labels, r_labels), cfg)
         ctx.cfg, ctx.backend = cfg, backend
         save_inputs(ctx, q, r, q_labels, r_labels, *saved)
         ctx.mark_non_differentiable(counts, nonzero)
@@ -69,9 +103,14 @@ class PairMarginFunction(torch.autograd.Function):
     @staticmethod
     @full_precision
     def backward(ctx, grad_values, _grad_counts, _grad_nonzero):
-        q, r, q_labels, r_labels, saved = saved_inputs(ctx)
-        grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels, r_labels,
-                                                               ctx.cfg, saved)
+        if ctx.opaque:
+            q, r, q_labels, r_labels, *_ = ctx.saved_tensors
+            grad_q, grad_r = _torch_backward_op(grad_values.contiguous(), q, r, q_labels, r_labels,
+                                                config_code(ctx.cfg))
+        else:
+            q, r, q_labels, r_labels, saved = saved_inputs(ctx)
+            grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels,
+                                                                   r_labels, ctx.cfg, saved)
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
         return grad_q, grad_r, None, None, None, None

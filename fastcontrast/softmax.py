@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from . import metrics
-from ._function import save_inputs, saved_inputs, with_references
+from ._function import compiling, config_code, config_from, opaque_op, save_inputs, saved_inputs, with_references
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_positive,
                           check_query_ref, check_real, check_reduction, full_precision)
@@ -60,6 +60,38 @@ def _implementation(backend: str):
     return _torch_softmax
 
 
+def _torch_forward(q, r, q_labels, r_labels, temperature, cfg):
+    values, n_pos, _ = _torch_softmax.forward(*with_references(q, r, q_labels, r_labels),
+                                              config_from(cfg, SoftmaxConfig), temperature)
+    return values, n_pos
+
+
+def _torch_forward_fake(q, r, q_labels, r_labels, temperature, cfg):
+    b = q.shape[0]
+    cd = metrics.compute_dtype((q if r is None else r).dtype)
+    return q.new_empty((b,), dtype=cd), q.new_empty((b,), dtype=torch.int64)
+
+
+def _torch_backward(grad_values, q, r, q_labels, r_labels, temperature, cfg, needs_temperature_grad):
+    grad_q, grad_r, grad_t = _torch_softmax.backward(
+        grad_values, *with_references(q, r, q_labels, r_labels), config_from(cfg, SoftmaxConfig), temperature, (),
+        needs_temperature_grad=needs_temperature_grad)
+    return grad_q, grad_r, torch.zeros_like(temperature) if grad_t is None else grad_t
+
+
+def _torch_backward_fake(grad_values, q, r, q_labels, r_labels, temperature, cfg, needs_temperature_grad):
+    return torch.empty_like(q), torch.empty_like(q if r is None else r), torch.empty_like(temperature)
+
+
+# the PyTorch path as opaque ops, used while torch.compile traces (_function.py)
+_SIGNATURE = "Tensor q, Tensor? r, Tensor q_labels, Tensor? r_labels, Tensor temperature, str cfg"
+_torch_forward_op = opaque_op("torch_softmax_fwd", f"({_SIGNATURE}) -> (Tensor, Tensor)",
+                              _torch_forward, _torch_forward_fake)
+_torch_backward_op = opaque_op("torch_softmax_bwd",
+                               f"(Tensor grad_values, {_SIGNATURE}, bool needs_temperature_grad) -> "
+                               "(Tensor, Tensor, Tensor)", _torch_backward, _torch_backward_fake)
+
+
 class SoftmaxFunction(torch.autograd.Function):
     """(q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False)
     -> (values (B,), n_pos (B,)), or with symmetric=True (values (B,), n_pos (B,),
@@ -76,9 +108,13 @@ class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     @full_precision
     def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False):
-        impl = _implementation(backend)
-        forward = impl.forward_symmetric if symmetric else impl.forward
-        *outputs, saved = forward(*with_references(q, r, q_labels, r_labels), cfg, temperature)
+        ctx.opaque = backend == "torch" and not symmetric and compiling()
+        if ctx.opaque:
+            outputs, saved = _torch_forward_op(q, r, q_labels, r_labels, temperature, config_code(cfg)), ()
+        else:
+            impl = _implementation(backend)
+            forward = impl.forward_symmetric if symmetric else impl.forward
+            *outputs, saved = forward(*with_references(q, r, q_labels, r_labels), cfg, temperature)
         ctx.cfg, ctx.backend, ctx.symmetric = cfg, backend, symmetric
         save_inputs(ctx, q, r, q_labels, r_labels, temperature, *saved)
         ctx.mark_non_differentiable(*outputs[1::2])  # the n_pos counts
@@ -87,8 +123,16 @@ class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     @full_precision
     def backward(ctx, grad_values, _grad_n_pos, *reverse_grads):
-        q, r, q_labels, r_labels, (temperature, *saved) = saved_inputs(ctx)
         needs = ctx.needs_input_grad
+        if ctx.opaque:
+            q, r, q_labels, r_labels, temperature = ctx.saved_tensors
+            grad_q, grad_r, grad_t = _torch_backward_op(grad_values.contiguous(), q, r, q_labels, r_labels,
+                                                        temperature, config_code(ctx.cfg), bool(needs[4]))
+            if ctx.same:
+                grad_q, grad_r = grad_q + grad_r, None
+            return (grad_q if needs[0] else None, grad_r if needs[1] else None, None, None,
+                    grad_t if needs[4] else None, None, None, None)
+        q, r, q_labels, r_labels, (temperature, *saved) = saved_inputs(ctx)
         impl = _implementation(ctx.backend)
         if ctx.symmetric:
             grad_q, grad_r, grad_t = impl.backward_symmetric(
@@ -382,17 +426,24 @@ class NTXentLoss(_SoftmaxLoss):
         return LossTerms(per_anchor, counts, nonzero)
 
 
+def _second_of_label(labels: torch.Tensor):
+    """(stable sort order of labels, mask of the sorted positions that hold the second row of
+    their label)."""
+    order = torch.sort(labels, stable=True).indices
+    ordered = labels[order]
+    second = torch.zeros_like(ordered, dtype=torch.bool)
+    second[1:] = ordered[1:] == ordered[:-1]
+    second[2:] &= ordered[2:] != ordered[:-2]
+    return order, second
+
+
 def npair_indices(labels: torch.Tensor, pairs=None):
     """One positive pair per label, as pytorch-metric-learning's NPairsLoss picks it: among the
     candidate pairs (all same-label pairs in row-major order, or `pairs` = (a, p) as given),
     the first one whose anchor has that label. Returns (anchors, positives) ordered by label."""
     if pairs is None:
         # all pairs in row-major order: a label's first pair is (its lowest row, its second-lowest)
-        order = torch.sort(labels, stable=True).indices
-        ordered = labels[order]
-        second = torch.zeros_like(ordered, dtype=torch.bool)
-        second[1:] = ordered[1:] == ordered[:-1]
-        second[2:] &= ordered[2:] != ordered[:-2]
+        order, second = _second_of_label(labels)
         at = second.nonzero().squeeze(1)
         return order[at - 1], order[at]
     a, p = pairs
@@ -440,7 +491,35 @@ class NPairLoss(_SoftmaxLoss):
         self._check_tensors(embeddings, labels, ref_emb, ref_labels)
         return self._pair_terms(embeddings, labels, None)
 
+    def _padded_pair_terms(self, embeddings, labels):
+        """The terms of _pair_terms(…, pairs=None) with shapes fixed by the batch, for
+        torch.compile (the number of labels with a pair depends on the labels' values): one
+        slot per row of the label-sorted batch, slots without a pair masked out (value, count
+        and nonzero 0). Plain autograd on the dense slots × slots logits."""
+        order, valid = _second_of_label(labels)
+        positives = order
+        anchors = order[(torch.arange(order.shape[0], device=order.device) - 1).clamp_min(0)]
+        backend = resolve(self.backend, embeddings)
+        qa = metrics.prepare(embeddings[anchors], self.metric, backend)
+        qp = metrics.prepare(embeddings[positives], self.metric, backend)
+        logits = _dense_logits(qa, qp, self.metric.kind, 1.0)
+        logits = logits.masked_fill(~valid[None, :], torch.finfo(logits.dtype).min)
+        values = torch.logsumexp(logits, 1) - logits.diagonal()
+        values = torch.where(valid, values, torch.zeros_like(values))
+        ones = valid.long()
+        nonzero = (values.detach() > 0).long()
+        if self.l2_reg == 0:
+            return LossTerms(values, ones, nonzero)
+        fa = embeddings[anchors].to(values.dtype)
+        fp = embeddings[positives].to(values.dtype)
+        penalty = 0.25 * self.l2_reg * ((fa * fa).sum(1) + (fp * fp).sum(1))
+        penalty = torch.where(valid, penalty, torch.zeros_like(penalty))
+        return LossTerms(torch.stack([values, penalty], 1), torch.stack([ones, ones], 1),
+                         torch.stack([nonzero, (penalty.detach() > 0).long()], 1))
+
     def _pair_terms(self, embeddings, labels, pairs):
+        if pairs is None and compiling():
+            return self._padded_pair_terms(embeddings, labels)
         anchors, positives = (npair_indices(labels) if pairs is None
                               else npair_indices(labels, pairs))
         backend = resolve(self.backend, embeddings)

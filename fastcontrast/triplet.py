@@ -36,7 +36,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from ._function import save_inputs, saved_inputs, with_references
+from ._function import compiling, config_code, config_from, opaque_op, save_inputs, saved_inputs, with_references
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_fits, check_labels, check_pair, check_query_ref,
                           check_real, check_reduction, full_precision)
@@ -64,6 +64,38 @@ def _implementation(backend: str):
     return torch_triplet
 
 
+def _torch_forward(q, r, q_labels, r_labels, cfg):
+    values, counts, nonzero, _ = _implementation("torch").forward(
+        *with_references(q, r, q_labels, r_labels), config_from(cfg, TripletConfig))
+    return values, counts, nonzero
+
+
+def _torch_forward_fake(q, r, q_labels, r_labels, cfg):
+    b = q.shape[0]
+    return (q.new_empty((b,), dtype=compute_dtype(q.dtype)), q.new_empty((b,), dtype=torch.int64),
+            q.new_empty((b,), dtype=torch.int64))
+
+
+def _torch_backward(grad_values, q, r, q_labels, r_labels, cfg):
+    impl, inputs = _implementation("torch"), with_references(q, r, q_labels, r_labels)
+    cfg = config_from(cfg, TripletConfig)
+    # batch_hard's backward reads forward's selection; every other mode recomputes from the inputs
+    saved = impl.forward(*inputs, cfg)[3] if cfg.mining == "batch_hard" else ()
+    return impl.backward(grad_values, *inputs, cfg, saved)
+
+
+def _torch_backward_fake(grad_values, q, r, q_labels, r_labels, cfg):
+    return torch.empty_like(q), torch.empty_like(q if r is None else r)
+
+
+# the PyTorch path as opaque ops, used while torch.compile traces (_function.py)
+_SIGNATURE = "Tensor q, Tensor? r, Tensor q_labels, Tensor? r_labels, str cfg"
+_torch_forward_op = opaque_op("torch_triplet_fwd", f"({_SIGNATURE}) -> (Tensor, Tensor, Tensor)",
+                              _torch_forward, _torch_forward_fake)
+_torch_backward_op = opaque_op("torch_triplet_bwd", f"(Tensor grad_values, {_SIGNATURE}) -> (Tensor, Tensor)",
+                               _torch_backward, _torch_backward_fake)
+
+
 class TripletFunction(torch.autograd.Function):
     """(q, r, q_labels, r_labels, cfg, backend) → per-anchor (values, counts, nonzero); only
     `values` is differentiable. r = None (and r_labels = None) means the references are the
@@ -74,7 +106,11 @@ class TripletFunction(torch.autograd.Function):
     def forward(ctx, q, r, q_labels, r_labels, cfg: TripletConfig, backend: str, grad_expected: bool = False):
         impl = _implementation(backend)
         inputs = (*with_references(q, r, q_labels, r_labels), cfg)
-        if backend == "torch" and grad_expected and any(ctx.needs_input_grad[:2]):
+        ctx.opaque = backend == "torch" and compiling()
+        if ctx.opaque:
+            values, counts, nonzero = _torch_forward_op(q, r, q_labels, r_labels, config_code(cfg))
+            saved = ()
+        elif backend == "torch" and grad_expected and any(ctx.needs_input_grad[:2]):
             # the PyTorch path computes the unit gradients in the same pass (see its forward)
             values, counts, nonzero, saved = impl.forward(*inputs, unit_grad=True)
         else:
@@ -87,9 +123,14 @@ class TripletFunction(torch.autograd.Function):
     @staticmethod
     @full_precision
     def backward(ctx, grad_values, _grad_counts, _grad_nonzero):
-        q, r, q_labels, r_labels, saved = saved_inputs(ctx)
-        grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels, r_labels,
-                                                               ctx.cfg, saved)
+        if ctx.opaque:
+            q, r, q_labels, r_labels, *_ = ctx.saved_tensors
+            grad_q, grad_r = _torch_backward_op(grad_values.contiguous(), q, r, q_labels, r_labels,
+                                                config_code(ctx.cfg))
+        else:
+            q, r, q_labels, r_labels, saved = saved_inputs(ctx)
+            grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels,
+                                                                   r_labels, ctx.cfg, saved)
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
         return grad_q, grad_r, None, None, None, None, None
