@@ -28,6 +28,7 @@ import torch
 
 from . import metrics
 from ._function import compiling, config_code, config_from, opaque_op, save_inputs, saved_inputs, with_references
+from ._docs import COMMON, RAISES, doc
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_fits, check_labels, check_pair, check_real,
                           check_reduction, full_precision)
@@ -207,8 +208,8 @@ class ContrastiveLoss(torch.nn.Module):
     reduce(terms) the loss; forward is reduce(terms(...)).
     """
 
-    def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0, power: int = 1,
-                 distance: str = "euclidean", normalize: bool | None = None, reduction: str = "mean",
+    def __init__(self, *, pos_margin: float = 0.0, neg_margin: float = 1.0, power: int = 1,
+                 distance: str = "euclidean", normalize: bool | None = True, reduction: str = "mean",
                  average: str = "avg_nonzero", backend: str | None = None):
         super().__init__()
         self.pos_margin, self.neg_margin, self.power, self.metric = _check_options(
@@ -218,7 +219,8 @@ class ContrastiveLoss(torch.nn.Module):
 
     def extra_repr(self):
         return (f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, power={self.power}, "
-                f"distance={self.distance!r}, reduction={self.reduction!r}, average={self.average!r}")
+                f"distance={self.distance!r}, normalize={self.normalize!r}, reduction={self.reduction!r}, "
+                f"average={self.average!r}, backend={self.backend!r}")
 
     def config(self, self_offset: int = 0, precision: str = "ieee") -> PairMarginConfig:
         """The seam config: margins flipped for similarities (d = −s)."""
@@ -283,7 +285,7 @@ class ContrastiveLoss(torch.nn.Module):
 
 
 def contrastive_loss(embeddings, labels=None, *, pos_margin=0.0, neg_margin=1.0, power=1,
-                     distance="euclidean", normalize=None, ref_emb=None, ref_labels=None,
+                     distance="euclidean", normalize=True, ref_emb=None, ref_labels=None,
                      indices_tuple=None, reduction="mean", average="avg_nonzero", backend=None):
     """Max-margin contrastive loss of a batch (see the module docstring).
 
@@ -292,5 +294,54 @@ def contrastive_loss(embeddings, labels=None, *, pos_margin=0.0, neg_margin=1.0,
     batch (no self pairs then). indices_tuple: explicit pairs (a1, p, a2, n), triplets
     (a, p, n) or a miner selection. Returns a scalar (per-anchor (B,) for reduction="none").
     """
-    module = ContrastiveLoss(pos_margin, neg_margin, power, distance, normalize, reduction, average, backend)
+    module = ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin, power=power, distance=distance,
+                             normalize=normalize, reduction=reduction, average=average, backend=backend)
     return module(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+
+
+# ---------------------------------------------------------------------------------------
+# docstrings
+
+_FORMULA = """
+    For every positive pair (same label, not the anchor itself) and negative pair (other
+    label) with distance d: relu(d − pos_margin) ** power and relu(neg_margin − d) ** power
+    (for "dot"/"cosine" similarities s: relu(pos_margin − s), relu(s − neg_margin)). The
+    positive and the negative terms are averaged separately and the two averages added.
+"""
+_NOTES = """
+    Defaults: pos_margin 0, neg_margin 1 on L2-normalized embeddings (Euclidean distances in
+    [0, 2]), power 1, averaged over the terms > 0 — the same numbers as
+    pytorch-metric-learning's ContrastiveLoss(). power=2 with pos_margin=0 is the squared
+    form of Hadsell, Chopra & LeCun (2006). normalize=False compares raw distances (then
+    choose neg_margin on their scale).
+"""
+_ARGS = {
+    "pos_margin": "(float, default 0.0): positive pairs closer than this cost nothing.",
+    "neg_margin": "(float, default 1.0): negative pairs farther than this cost nothing.",
+    "power": "(int, default 1): 1 or 2, the exponent of each hinge.",
+    "distance": "(str, default \"euclidean\"): " + COMMON["distance"].split(": ", 1)[1],
+    "normalize": "(bool or None, default True): L2-normalize the rows first (None: only for \"cosine\").",
+}
+_EXAMPLE = """
+    >>> import torch, fastcontrast as fc
+    >>> x, y = torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    >>> fc.ContrastiveLoss(neg_margin=0.8)(x, y).shape
+    torch.Size([])
+    >>> fc.contrastive_loss(x, y, reduction="none").shape
+    torch.Size([8])
+"""
+_RETURNS = ("Tensor: a scalar, or each anchor's sum of positive and negative terms, shape (B,), with "
+            "reduction=\"none\".")
+
+ContrastiveLoss.__doc__ = doc(
+    "Max-margin contrastive loss, as an nn.Module (all arguments keyword-only).", _FORMULA,
+    {**_ARGS, "reduction": None, "average": None, "backend": None},
+    _RETURNS + " forward(embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None).",
+    RAISES, _EXAMPLE, _NOTES)
+contrastive_loss.__doc__ = doc(
+    "Max-margin contrastive loss of one batch (the functional form of ContrastiveLoss).", _FORMULA,
+    {"embeddings": None, "labels": "(Tensor (B,), integer, default None): class of each row; required "
+                                   "unless indices_tuple is given.", **_ARGS,
+     "ref_emb": None, "ref_labels": None, "indices_tuple": None, "reduction": None, "average": None,
+     "backend": None},
+    _RETURNS, RAISES, _EXAMPLE, _NOTES)
