@@ -14,6 +14,10 @@ from tests.conftest import triton_available
 
 B, D, E = 16, 8, 6
 
+pml = pytest.importorskip("fastcontrast.compat.pml")
+SEMIHARD_MINER = pml.miners.TripletMarginMiner(margin=0.3, type_of_triplets="semihard")
+HARD_MINER = pml.miners.BatchHardMiner()
+
 # name -> loss of (embeddings z, labels y); every mining mode of the triplet family, the
 # options that take their own code paths, and every loss of the other two families
 CASES = {
@@ -31,6 +35,11 @@ CASES = {
     "triplet swap": lambda z, y, bk: fc.triplet_margin_loss(z, y, swap=True, mining="batch_all", backend=bk),
     "triplet ref_emb": lambda z, y, bk: fc.triplet_margin_loss(z[:10], y[:10], ref_emb=z[6:], ref_labels=y[6:],
                                                               backend=bk),
+    # the compat miners' lazy selections, fused into the native loss
+    "triplet + semihard miner": lambda z, y, bk: fc.TripletMarginLoss(margin=0.1, backend=bk)(
+        z, y, SEMIHARD_MINER(z, y)),
+    "triplet + batch-hard miner": lambda z, y, bk: fc.TripletMarginLoss(margin=0.1, backend=bk)(
+        z, y, HARD_MINER(z, y)),
     "contrastive": lambda z, y, bk: fc.contrastive_loss(z, y, backend=bk),
     "contrastive squared cosine": lambda z, y, bk: fc.contrastive_loss(
         z, y, power=2, pos_margin=0.1, neg_margin=0.4, distance="cosine", average="mean", backend=bk),
