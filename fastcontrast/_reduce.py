@@ -22,6 +22,29 @@ import torch
 
 @dataclass
 class LossTerms:
+    """Per-anchor loss terms: what every family computes and every reduction is a ratio of.
+
+    values_i = Σ of anchor i's terms, counts_i = their number, nonzero_i = how many are > 0;
+    with K separately reduced parts (the contrastive loss' positive and negative pairs) each
+    field is (B, K).
+
+    Args:
+        values (Tensor (B,) or (B, K)): differentiable sums of terms.
+        counts (Tensor, same shape, int64): number of terms.
+        nonzero (Tensor, same shape, int64): number of terms > 0.
+
+    Returns:
+        LossTerms: a dataclass; parts() lists (values, counts, nonzero) per part.
+
+    Raises:
+        Nothing.
+
+    Example:
+        >>> import torch, fastcontrast as fc
+        >>> terms = fc.LossTerms(torch.tensor([1.0, 0.0]), torch.tensor([2, 1]), torch.tensor([1, 0]))
+        >>> len(terms.parts())
+        1
+    """
     values: torch.Tensor   # (B,) or (B, K), differentiable
     counts: torch.Tensor   # same shape, number of terms
     nonzero: torch.Tensor  # same shape, number of terms > 0
@@ -40,9 +63,32 @@ def safe_ratio(total: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
 
 def reduce_terms(terms: LossTerms, reduction: str, average: str = "mean",
                  denominators: list | None = None) -> torch.Tensor:
-    """Reduce LossTerms. reduction: "mean" | "sum" | "none"; `average` says what "mean"
-    divides by: "mean" (counts) or "avg_nonzero" (nonzero). `denominators`, if given,
-    overrides the per-part denominators (the distributed wrapper passes global counts)."""
+    """Reduce LossTerms to a loss, each part separately and the parts added.
+
+    "mean": Σ values / Σ counts (average="mean") or Σ values / Σ nonzero ("avg_nonzero"), an
+    exact 0 attached to the graph when the denominator is 0; "sum": Σ values; "none": values
+    per anchor (summed over parts).
+
+    Args:
+        terms (LossTerms): per-anchor terms.
+        reduction (str): "mean", "sum" or "none".
+        average (str, default "mean"): what "mean" divides by: "mean" (counts) or
+            "avg_nonzero" (nonzero).
+        denominators (list or None, default None): per-part denominators replacing the local
+            ones (GlobalBatchLoss passes global counts).
+
+    Returns:
+        Tensor: a scalar, or (B,) for reduction="none".
+
+    Raises:
+        IndexError: fewer denominators than parts.
+
+    Example:
+        >>> import torch, fastcontrast as fc
+        >>> terms = fc.LossTerms(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([2, 1, 1]), torch.tensor([1, 0, 1]))
+        >>> fc.reduce_terms(terms, "mean", "avg_nonzero")
+        tensor(1.5000)
+    """
     if reduction == "none":
         return terms.values if terms.values.dim() == 1 else terms.values.sum(1)
     out = None

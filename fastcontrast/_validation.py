@@ -26,8 +26,25 @@ _check_finite = None
 
 
 def set_check_finite(mode: str) -> None:
-    """Process-wide: when inputs are checked for NaN/Inf ("auto" | "always" | "never"; the
-    default comes from the environment variable FASTCONTRAST_CHECK_FINITE, else "auto")."""
+    """Choose, for this process, when loss inputs are checked for NaN/Inf.
+
+    "auto" checks tensors that are not on a CUDA device (no host sync on GPU), "always" checks
+    every tensor, "never" none; the default comes from FASTCONTRAST_CHECK_FINITE, else "auto".
+
+    Args:
+        mode (str): "auto", "always" or "never".
+
+    Returns:
+        None.
+
+    Raises:
+        ValueError: an unknown mode.
+
+    Example:
+        >>> import fastcontrast as fc
+        >>> fc.set_check_finite("always")
+        >>> fc.set_check_finite("auto")
+    """
     global _check_finite
     check_choice(mode, "mode", CHECK_FINITE_MODES)
     _check_finite = mode

@@ -45,10 +45,30 @@ def default_backend() -> str:
 
 
 def resolve_backend(backend: str | None, device: torch.device, dtype: torch.dtype | None = None) -> str:
-    """Return "triton" or "torch" for tensors on `device`; raise if "triton" cannot run there.
+    """The implementation ("triton" or "torch") that computes a loss of tensors on `device`.
 
-    With `dtype`: the kernels take float32/float16/bfloat16, so float64 on "auto" goes to the
-    PyTorch path (where it stays float64) and an explicit "triton" with float64 is a TypeError.
+    None or "auto" picks the Triton kernels for CUDA tensors when triton imports and the
+    PyTorch path otherwise (float64 always the PyTorch path); the default comes from the
+    environment variable FASTCONTRAST_BACKEND.
+
+    Args:
+        backend (str or None): "auto", "triton", "torch" or None (the environment's default).
+        device (torch.device): where the embeddings are.
+        dtype (torch.dtype or None, default None): the embeddings' dtype, when known.
+
+    Returns:
+        str: "triton" or "torch".
+
+    Raises:
+        ValueError: an unknown backend name.
+        TypeError: "triton" asked for float64 embeddings.
+        RuntimeError: "triton" asked for but triton does not import, or the tensors are on CPU
+            without TRITON_INTERPRET=1.
+
+    Example:
+        >>> import torch, fastcontrast as fc
+        >>> fc.resolve_backend("auto", torch.device("cpu"))
+        'torch'
     """
     if backend is None:
         backend = default_backend()

@@ -60,11 +60,42 @@ _DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.in
 
 
 def is_distributed() -> bool:
-    """True when torch.distributed is available and a process group is initialized."""
+    """Whether torch.distributed is available and a process group is initialized.
+
+    Args:
+        None.
+
+    Returns:
+        bool: True inside an initialized process group.
+
+    Raises:
+        Nothing.
+
+    Example:
+        >>> from fastcontrast.distributed import is_distributed
+        >>> is_distributed()
+        False
+    """
     return dist.is_available() and dist.is_initialized()
 
 
 def rank_and_world(group=None) -> tuple[int, int]:
+    """This process's rank and the group's world size, (0, 1) outside a process group.
+
+    Args:
+        group (ProcessGroup or None, default None): the group; None means the default group.
+
+    Returns:
+        tuple[int, int]: (rank, world size).
+
+    Raises:
+        RuntimeError: from torch.distributed for an invalid group.
+
+    Example:
+        >>> from fastcontrast.distributed import rank_and_world
+        >>> rank_and_world()
+        (0, 1)
+    """
     if not is_distributed():
         return 0, 1
     return dist.get_rank(group), dist.get_world_size(group)
@@ -72,7 +103,27 @@ def rank_and_world(group=None) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class RowLayout:
-    """How the global batch is split over ranks: rank r owns rows offsets[r]:offsets[r+1]."""
+    """How a global batch is split over ranks: rank r owns rows offsets[r] : offsets[r] + sizes[r].
+
+    offsets[r] = Σ_{k<r} sizes[k]; `total` = Σ sizes, `world` = len(sizes), `offset` = this
+    rank's first global row, `rows(r)` = rank r's slice.
+
+    Args:
+        sizes (tuple[int, ...]): rows held by each rank, in rank order.
+        rank (int): this process's rank.
+
+    Returns:
+        RowLayout: a frozen dataclass.
+
+    Raises:
+        Nothing (the sizes come from exchange_layout, which checks them).
+
+    Example:
+        >>> from fastcontrast.distributed import RowLayout
+        >>> layout = RowLayout((3, 5), rank=1)
+        >>> layout.total, layout.offset, layout.rows(1)
+        (8, 3, slice(3, 8, None))
+    """
 
     sizes: tuple[int, ...]
     rank: int
@@ -96,10 +147,30 @@ class RowLayout:
 
 def exchange_layout(x: torch.Tensor, name: str = "embeddings", group=None,
                     allow_empty: bool = False) -> RowLayout:
-    """All-gather every rank's (rows, dim, dtype) of the 2-D tensor `x`.
+    """All-gather every rank's (rows, dim, dtype) of the 2-D tensor `x` and check they fit together.
 
     Every rank sees the same table, so a mismatch raises the same ValueError on every rank
-    (nobody is left waiting in a later collective). allow_empty: ranks may have 0 rows."""
+    (nobody is left waiting in a later collective).
+
+    Args:
+        x (Tensor (B_r, D)): this rank's rows.
+        name (str, default "embeddings"): the name used in error messages.
+        group (ProcessGroup or None, default None): the group; None means the default group.
+        allow_empty (bool, default False): whether ranks may hold 0 rows.
+
+    Returns:
+        RowLayout: the rows per rank and this rank.
+
+    Raises:
+        ValueError: x is not 2-D on some rank, dimensions or dtypes differ between ranks, or a
+            rank has no rows (unless allow_empty).
+
+    Example:
+        >>> import torch  # needs an initialized process group (see the module docstring)
+        >>> from fastcontrast.distributed import exchange_layout, is_distributed
+        >>> is_distributed() or print("run under torchrun to call exchange_layout")
+        run under torchrun to call exchange_layout
+    """
     rank, world = rank_and_world(group)
     if x.dim() != 2:
         dim, rows = -1, -1
@@ -157,12 +228,32 @@ class _AllGatherRows(torch.autograd.Function):
 
 def all_gather_rows(x: torch.Tensor, group=None, layout: RowLayout | None = None,
                     name: str = "embeddings") -> tuple[torch.Tensor, RowLayout]:
-    """Every rank's rows of `x` (2-D, any number of rows per rank, same columns) in rank
-    order, and the RowLayout saying which rows came from which rank.
+    """Every rank's rows of `x` concatenated in rank order, differentiably.
 
-    Differentiable: in backward each rank gets the gradient w.r.t. its own rows summed over
-    all ranks (an all-reduce of the gathered gradient). Every rank must therefore run
-    backward through it. Without an initialized process group it returns x itself."""
+    gathered = [x_0; x_1; …; x_{W−1}]; in backward rank r receives Σ_k ∂L_k/∂x_r (an all-reduce
+    of the gathered gradient), so every rank must run backward through it.
+
+    Args:
+        x (Tensor (B_r, D)): this rank's rows (any number per rank, the same D and dtype).
+        group (ProcessGroup or None, default None): the group; None means the default group.
+        layout (RowLayout or None, default None): a layout already exchanged for x; None
+            exchanges it.
+        name (str, default "embeddings"): the name used in error messages.
+
+    Returns:
+        tuple[Tensor (Σ_r B_r, D), RowLayout]: the gathered rows and which rank owns which.
+        Outside a process group: (x, RowLayout((B,), 0)).
+
+    Raises:
+        ValueError: the ranks' shapes or dtypes do not fit together (on every rank).
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast.distributed import all_gather_rows
+        >>> rows, layout = all_gather_rows(torch.ones(3, 2))  # no process group: x itself
+        >>> rows.shape, layout.sizes
+        (torch.Size([3, 2]), (3,))
+    """
     if not is_distributed():
         return x, RowLayout((x.shape[0],), 0)
     if layout is None:
@@ -174,7 +265,26 @@ def all_gather_rows(x: torch.Tensor, group=None, layout: RowLayout | None = None
 
 def all_gather_labels(labels: torch.Tensor, layout: RowLayout, group=None,
                       name: str = "labels") -> torch.Tensor:
-    """Every rank's labels (1-D, layout.sizes[r] entries on rank r) in rank order; no grad."""
+    """Every rank's labels concatenated in rank order (no gradient).
+
+    Args:
+        labels (Tensor (B_r,), integer): this rank's labels, layout.sizes[rank] of them.
+        layout (RowLayout): the layout of the matching embeddings (all_gather_rows).
+        group (ProcessGroup or None, default None): the group; None means the default group.
+        name (str, default "labels"): the name used in error messages.
+
+    Returns:
+        Tensor (layout.total,): the global labels.
+
+    Raises:
+        ValueError: labels do not have layout.sizes[rank] entries.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast.distributed import RowLayout, all_gather_labels
+        >>> all_gather_labels(torch.tensor([0, 1, 1]), RowLayout((3,), 0))
+        tensor([0, 1, 1])
+    """
     if labels.dim() != 1 or labels.shape[0] != layout.sizes[layout.rank]:
         raise ValueError(f"{name} must be 1-D with one entry per row on this rank "
                          f"({layout.sizes[layout.rank]}), got shape {tuple(labels.shape)}")
@@ -184,8 +294,27 @@ def all_gather_labels(labels: torch.Tensor, layout: RowLayout, group=None,
 
 
 def view_labels(rows: int, first_pair: int, device=None) -> torch.Tensor:
-    """SimCLR two-view labels for one rank: local rows i and i + rows/2 are the two views of
-    pair first_pair + i (pairs numbered globally, so views never match across ranks)."""
+    """SimCLR two-view labels for one rank: local rows i and i + rows/2 are views of pair first_pair + i.
+
+    label_i = first_pair + (i mod rows/2); pairs are numbered globally, so views never match
+    across ranks.
+
+    Args:
+        rows (int): this rank's number of rows (even).
+        first_pair (int): the global index of this rank's first pair.
+        device (torch.device or None, default None): where the labels live.
+
+    Returns:
+        Tensor (rows,): int64 labels.
+
+    Raises:
+        ValueError: rows is odd.
+
+    Example:
+        >>> from fastcontrast.distributed import view_labels
+        >>> view_labels(4, 10)
+        tensor([10, 11, 10, 11])
+    """
     if rows % 2:
         raise ValueError(f"labels=None means two views per sample (rows i and i + B/2), so each "
                          f"rank's batch must have an even number of rows; got {rows}")
@@ -228,24 +357,44 @@ def distributed_mode(loss) -> str:
 
 
 class GlobalBatchLoss(torch.nn.Module):
-    """The global-batch version of a fastcontrast loss Module (see the module docstring).
+    """The global-batch version of a fastcontrast loss Module under torch.distributed.
 
-    loss: a Module with `terms(embeddings, labels, ref_emb, ref_labels, self_offset)` and
-      `reduce(terms, denominators=None)` (every fastcontrast loss and PML-compat loss). A
-      loss that is shared differently says so through `distributed_mode()` (see
-      `distributed_mode` in this module: paired (query, keys) losses, the symmetric
-      InfoNCE/CLIP rows-and-columns split, N-pair's global pair selection).
-    group: the process group (None: the default group).
-    average_grads: True when gradients are averaged over ranks afterwards (DDP): each rank's
-      share is scaled by the world size so the averaged gradient is the global one.
+    L = Σ_r L_r, L_r = the loss terms of rank r's anchors against every rank's references,
+    reduced by the global denominators (all-reduced sums of counts); see the module docstring.
 
-    forward(embeddings, labels=None, ref_emb=None, ref_labels=None): this rank's rows. With
-    ref_emb the anchors are compared against every rank's ref_emb (no self pairs); without,
-    against every rank's embeddings, excluding each row's own pair. labels=None: two views
-    per sample, rows i and i + B_r/2 of each rank. Returns the global loss (same on every
-    rank), or with reduction "none" this rank's per-anchor values against the global batch
-    (not scaled: reduce them yourself, times the world size under DDP).
-    Without an initialized process group (or with one rank) it is the wrapped loss itself.
+    forward(embeddings, labels=None, ref_emb=None, ref_labels=None) takes this rank's rows (an
+    InfoNCELoss: forward(query, keys, labels=None, ref_labels=None)). With ref_emb the anchors
+    are compared against every rank's ref_emb (no self pairs); without, against every rank's
+    embeddings, excluding each row's own pair. labels=None: two views per sample, rows i and
+    i + B_r/2 of each rank. Without an initialized process group (or with one rank) it is the
+    wrapped loss itself.
+
+    Args:
+        loss (nn.Module): a loss with terms(embeddings, labels, ref_emb, ref_labels, self_offset)
+            and reduce(terms, denominators=None): every fastcontrast loss and PML-compat loss.
+            A loss that is shared differently says so through `distributed_mode()` (see
+            `distributed_mode` in this module: paired (query, keys) losses, the symmetric
+            InfoNCE/CLIP rows-and-columns split, N-pair's global pair selection).
+        group (ProcessGroup or None, default None): the process group; None means the default.
+        average_grads (bool, default True): gradients are averaged over ranks afterwards (DDP),
+            so each rank's share is scaled by the world size and the averaged gradient is the
+            global one; False when you sum gradients yourself.
+
+    Returns:
+        GlobalBatchLoss: its forward returns the global loss (a scalar, the same on every rank),
+        or with reduction "none" this rank's per-anchor values (B_r,) against the global batch.
+
+    Raises:
+        TypeError: loss has no terms()/reduce(), or average_grads is not a bool.
+        ValueError: the ranks' shapes or dtypes do not fit together (on every rank).
+
+    Example:
+        >>> import torch, fastcontrast as fc
+        >>> from fastcontrast.distributed import GlobalBatchLoss
+        >>> loss_fn = GlobalBatchLoss(fc.SupConLoss(temperature=0.1))
+        >>> x, y = torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+        >>> torch.allclose(loss_fn(x, y), fc.supcon_loss(x, y))  # one process: the loss itself
+        True
     """
 
     def __init__(self, loss: torch.nn.Module, group=None, average_grads: bool = True):

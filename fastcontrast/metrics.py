@@ -50,7 +50,27 @@ NEAR_BLOCK = 1 << 18  # elements of one block of near pairs recomputed at a time
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric as the loss Functions see it."""
+    """A metric as the loss Functions see it: a kernel kind, whether rows are normalized, and its sense.
+
+    "cosine" is Metric("dot", True, True); a distance d is compared directly, a similarity s as d = −s.
+
+    Args:
+        kind (str): "dot", "sqeuclidean" or "euclidean".
+        normalize (bool): L2-normalize the rows first.
+        is_similarity (bool): larger means closer ("dot", "cosine").
+
+    Returns:
+        Metric: a frozen dataclass.
+
+    Raises:
+        Nothing (resolve_metric checks user input).
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.resolve_metric("cosine")
+        Metric(kind='dot', normalize=True, is_similarity=True)
+    """
 
     kind: str            # "dot" | "sqeuclidean" | "euclidean"
     normalize: bool      # L2-normalize the inputs first
@@ -58,10 +78,25 @@ class Metric:
 
 
 def resolve_metric(distance: str, normalize: bool | None = None) -> Metric:
-    """Map a user-facing metric name (+ optional normalization override) to a Metric.
+    """The Metric of a user-facing distance name and normalization choice.
 
-    `normalize=None` means the metric's natural default: True for "cosine", False otherwise.
-    `normalize=False` with "cosine" is refused (it would silently be "dot").
+    Args:
+        distance (str): "euclidean", "squared_euclidean", "dot" or "cosine".
+        normalize (bool or None, default None): L2-normalize the rows first; None means the
+            distance's natural default (True for "cosine", False otherwise).
+
+    Returns:
+        Metric: the resolved metric.
+
+    Raises:
+        ValueError: an unknown distance, or normalize=False with "cosine".
+        TypeError: normalize is not a bool or None.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.resolve_metric("euclidean", True)
+        Metric(kind='euclidean', normalize=True, is_similarity=False)
     """
     check_choice(distance, "distance", METRICS)
     if normalize is not None and not isinstance(normalize, bool):
@@ -75,15 +110,48 @@ def resolve_metric(distance: str, normalize: bool | None = None) -> Metric:
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """fp64 stays fp64; everything else (fp32, fp16, bf16) accumulates in fp32."""
+    """The dtype a loss accumulates in: float64 stays float64, every other dtype uses float32.
+
+    Args:
+        dtype (torch.dtype): the inputs' dtype.
+
+    Returns:
+        torch.dtype: float64 or float32.
+
+    Raises:
+        Nothing.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.compute_dtype(torch.bfloat16)
+        torch.float32
+    """
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def normalize_rows(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """x / max(‖x‖₂, 1e-12) row-wise (torch.nn.functional.normalize's formula), computed in the
-    compute dtype whatever x's dtype, and returned in `dtype` (default: x's). Each row is first
-    divided by its largest |entry| (detached: the result does not depend on it), so a float16
-    zero row gives 0 rather than 0/0 and rows whose norm overflows are still normalized."""
+    """Row-wise L2 normalization x / max(‖x‖₂, 1e-12), computed in the compute dtype.
+
+    Each row is first divided by its largest |entry| (detached), so a float16 zero row gives 0
+    and rows whose norm overflows are still normalized.
+
+    Args:
+        x (Tensor (B, D)): the rows.
+        dtype (torch.dtype or None, default None): the result's dtype; None means x's.
+
+    Returns:
+        Tensor (B, D): unit rows (zero rows stay zero).
+
+    Raises:
+        Nothing.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.normalize_rows(torch.tensor([[3.0, 4.0]]))
+        tensor([[0.6000, 0.8000]])
+    """
     cd = compute_dtype(x.dtype)
     xf = x.to(cd)
     peak = xf.detach().abs().amax(1, keepdim=True).clamp_min(torch.finfo(cd).tiny)
@@ -93,26 +161,81 @@ def normalize_rows(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.T
 
 
 def prepare(x: torch.Tensor, metric: Metric, backend: str = "torch") -> torch.Tensor:
-    """The rows a loss Function receives: normalized (in the compute dtype) when the metric
-    says so — kept in the compute dtype for the PyTorch path, rounded back to x's dtype for the
-    Triton kernels (whose 16-bit tensor-core tiles want 16-bit rows); x itself otherwise."""
+    """The rows a loss Function receives: normalized when the metric says so, else x itself.
+
+    Normalized rows stay in the compute dtype for the PyTorch path and are rounded back to x's
+    dtype for the Triton kernels (whose 16-bit tiles want 16-bit rows).
+
+    Args:
+        x (Tensor (B, D)): the rows.
+        metric (Metric): the resolved metric.
+        backend (str, default "torch"): "torch" or "triton".
+
+    Returns:
+        Tensor (B, D): the prepared rows.
+
+    Raises:
+        Nothing.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.prepare(torch.tensor([[3.0, 4.0]]), metrics.resolve_metric("cosine"))
+        tensor([[0.6000, 0.8000]])
+    """
     if metric.normalize:
         return normalize_rows(x, x.dtype if backend == "triton" else compute_dtype(x.dtype))
     return x
 
 
 def matmul_precision(dtype: torch.dtype, device: torch.device | None = None) -> str:
-    """The tl.dot input precision that follows PyTorch's own float32 setting: "tf32" for float32
-    on CUDA when torch.backends.cuda.matmul.allow_tf32 is on (torch.set_float32_matmul_precision
-    "high" or "medium"), "ieee" otherwise (16-bit inputs always run at their native precision)."""
+    """The kernels' matmul input precision that follows PyTorch's float32 setting.
+
+    "tf32" for float32 on CUDA when torch.backends.cuda.matmul.allow_tf32 is on, "ieee"
+    otherwise (16-bit inputs always run at their native precision).
+
+    Args:
+        dtype (torch.dtype): the inputs' dtype.
+        device (torch.device or None, default None): their device.
+
+    Returns:
+        str: "ieee" or "tf32".
+
+    Raises:
+        Nothing.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.matmul_precision(torch.float32, torch.device("cpu"))
+        'ieee'
+    """
     if dtype != torch.float32 or (device is not None and device.type != "cuda"):
         return "ieee"
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
 def near_tolerance(dtype: torch.dtype, precision: str = "ieee") -> float:
-    """The band (relative to ‖x‖² + ‖y‖²) inside which a squared distance is recomputed from
-    the row difference."""
+    """The band, relative to ‖x‖² + ‖y‖², inside which a squared distance is recomputed from the row difference.
+
+    tol = 4096·eps (16·2⁻¹¹ for tf32 products) of the compute dtype.
+
+    Args:
+        dtype (torch.dtype): the inputs' dtype.
+        precision (str, default "ieee"): "ieee" or "tf32".
+
+    Returns:
+        float: the relative tolerance.
+
+    Raises:
+        Nothing.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.near_tolerance(torch.float32) == 4096 * torch.finfo(torch.float32).eps
+        True
+    """
     if precision == "tf32" and compute_dtype(dtype) == torch.float32:
         return RECOMPUTE_TF32 * TF32_EPS
     return RECOMPUTE * torch.finfo(compute_dtype(dtype)).eps
@@ -136,14 +259,33 @@ def _difference_sq(x, y, i, j):
 def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
              x_sq: torch.Tensor | None = None, y_sq: torch.Tensor | None = None,
              return_near: bool = False, x_abs: torch.Tensor | None = None, y_abs: torch.Tensor | None = None):
-    """Tile of `kind` between rows of x (m×D) and y (n×D): an m×n tensor (and, with
-    return_near, the index pairs that were recomputed from the row difference, to hand to
-    pairwise_backward).
+    """The m × n tile of `kind` between the rows of x and y, without autograd.
 
-    Inputs must already be in the compute dtype. x_sq / y_sq (row squared norms) may be
-    passed in to avoid recomputing them for every tile. x_abs / y_abs: the same rows before
-    centering (a Frame's), from which the near pairs' differences are taken: a centered
-    coordinate is rounded at the center's scale, which a near pair's small difference is not.
+    dot: x·yᵀ; sqeuclidean: ‖x‖² + ‖y‖² − 2x·y, entries within the near band recomputed from
+    the row difference; euclidean: its square root.
+
+    Args:
+        x (Tensor (m, D)): rows in the compute dtype.
+        y (Tensor (n, D)): rows in the compute dtype.
+        kind (str): "dot", "sqeuclidean" or "euclidean".
+        x_sq (Tensor (m,) or None, default None): x's squared row norms, if already known.
+        y_sq (Tensor (n,) or None, default None): y's squared row norms, if already known.
+        return_near (bool, default False): also return the recomputed index pairs.
+        x_abs (Tensor (m, D) or None, default None): x before centering (a Frame's), for the
+            near pairs' differences.
+        y_abs (Tensor (n, D) or None, default None): y before centering.
+
+    Returns:
+        Tensor (m, n), or (Tensor (m, n), (rows, cols)) with return_near.
+
+    Raises:
+        ValueError: an unknown kind ("dot", "sqeuclidean", "euclidean").
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.pairwise(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]]), "euclidean")
+        tensor([[5.]])
     """
     near = None
     if kind == "dot":
@@ -168,12 +310,33 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
 def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind: str,
                       tile: torch.Tensor | None = None, near=None, x_abs: torch.Tensor | None = None,
                       y_abs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Given dL/dtile (m×n) for tile = pairwise(x, y, kind), return (dL/dx, dL/dy).
+    """Given dL/dtile for tile = pairwise(x, y, kind), the gradients (dL/dx, dL/dy).
 
-    `tile` (the forward tile) and `near` (its recomputed pairs, from pairwise(...,
-    return_near=True)) are recomputed when not given. The near pairs' gradients come from the
-    row difference, 2·g·(x_i − y_j), not from the expansion, whose two large terms would
-    cancel. At d = 0 the Euclidean gradient is 0.
+    d = ‖x‖² + ‖y‖² − 2x·y gives ∂L/∂x_i = 2(Σ_j g_ij) x_i − 2 Σ_j g_ij y_j; near pairs take
+    2·g·(x_i − y_j) from the row difference; the Euclidean gradient is 0 at d = 0.
+
+    Args:
+        grad (Tensor (m, n)): dL/dtile.
+        x (Tensor (m, D)): the forward's x.
+        y (Tensor (n, D)): the forward's y.
+        kind (str): "dot", "sqeuclidean" or "euclidean".
+        tile (Tensor (m, n) or None, default None): the forward tile (recomputed if needed).
+        near (tuple or None, default None): the forward's near pairs (recomputed when None).
+        x_abs (Tensor (m, D) or None, default None): x before centering.
+        y_abs (Tensor (n, D) or None, default None): y before centering.
+
+    Returns:
+        tuple[Tensor (m, D), Tensor (n, D)]: dL/dx and dL/dy.
+
+    Raises:
+        ValueError: an unknown kind ("dot", "sqeuclidean", "euclidean").
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> gx, gy = metrics.pairwise_backward(torch.ones(1, 1), torch.zeros(1, 2), torch.tensor([[3.0, 4.0]]), "euclidean")
+        >>> gy
+        tensor([[0.6000, 0.8000]])
     """
     if kind == "dot":
         return grad @ y, grad.T @ x
@@ -204,7 +367,23 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
 
 
 def power_of_two_near(value: torch.Tensor) -> torch.Tensor:
-    """2^e with value / 2^e in [0.5, 1) (1 for value 0), as a 0-dim tensor: scaling by it is exact."""
+    """2^e with value / 2^e in [0.5, 1) (1 for value 0), as a tensor: scaling by it is exact.
+
+    Args:
+        value (Tensor): positive or zero values (any shape).
+
+    Returns:
+        Tensor: powers of two, the shape of value.
+
+    Raises:
+        Nothing.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.power_of_two_near(torch.tensor(5.0))
+        tensor(8.)
+    """
     _, exponent = torch.frexp(value)
     return torch.ldexp(torch.ones_like(value), exponent)
 
@@ -221,13 +400,31 @@ def _round_center(r: torch.Tensor) -> torch.Tensor:
 
 
 class Frame:
-    """Anchors q and references r in the coordinates a loss computes its distances in
-    (see the module docstring). For the distance kinds: q_abs = q/s, s a power of two with
-    max |q_abs| in [0.5, 1) (exact), and the centered q' = q_abs − c, c the grid-rounded mean
-    of r_abs (the matmul expansion runs on these); near pairs take their differences from
-    the uncentered q_abs, r_abs. For "dot": the cast to the compute dtype only. `q`, `r` (r is
-    q when the references are the anchors), `q_sq`, `r_sq` are centered; tiles and gradients
-    come back in the true units."""
+    """Anchors q and references r in the coordinates a loss computes its distances in.
+
+    For the distance kinds: q_abs = q/s with s a power of two (max |q_abs| in [0.5, 1), exact),
+    centered rows q' = q_abs − c (c the grid-rounded mean of r_abs) for the matmul expansion,
+    and near pairs' differences from the uncentered rows; true tile = unit · frame tile. For
+    "dot": the cast to the compute dtype only.
+
+    Args:
+        q (Tensor (B, D)): the anchors.
+        r (Tensor (N, D)): the references (q itself when they are the anchors).
+        kind (str): "dot", "sqeuclidean" or "euclidean".
+
+    Returns:
+        Frame: with rows(), tile(), tile_backward(), row_distances() and more.
+
+    Raises:
+        KeyError: an unknown kind.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> frame = metrics.Frame(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]]), "euclidean")
+        >>> frame.tile(*frame.rows(slice(0, 1)))[0]
+        tensor([[5.]])
+    """
 
     def __init__(self, q: torch.Tensor, r: torch.Tensor, kind: str):
         cd = compute_dtype(q.dtype)
@@ -304,9 +501,28 @@ def _row_scale(diff: torch.Tensor) -> torch.Tensor:
 
 
 def row_distances(x: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """d(x_k, y_k) of paired rows with plain autograd, in the compute dtype: the dot product,
-    or the distance from the row difference (exact for near rows, no overflow for huge ones;
-    Euclidean gradient 0 at d = 0)."""
+    """d(x_k, y_k) of paired rows with plain autograd, in the compute dtype.
+
+    dot: Σ x_k y_k; otherwise from the row difference (exact for near rows, no overflow for
+    huge ones; the Euclidean gradient is 0 at d = 0).
+
+    Args:
+        x (Tensor (K, D)): first rows.
+        y (Tensor (K, D)): second rows.
+        kind (str): "dot", "sqeuclidean" or "euclidean".
+
+    Returns:
+        Tensor (K,): the distances (or dot products).
+
+    Raises:
+        ValueError: an unknown kind ("dot", "sqeuclidean", "euclidean").
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.row_distances(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]]), "sqeuclidean")
+        tensor([25.])
+    """
     cd = compute_dtype(x.dtype)
     x, y = x.to(cd), y.to(cd)
     if kind == "dot":
@@ -326,8 +542,26 @@ def row_distances(x: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def pairwise_differentiable(x: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """A dense tile of `kind` with plain autograd (explicit-tuple paths, references): the same
-    numbers as Frame + pairwise, in the compute dtype."""
+    """A dense m × n tile of `kind` with plain autograd: the same numbers as Frame + pairwise.
+
+    Args:
+        x (Tensor (m, D)): first rows.
+        y (Tensor (n, D)): second rows.
+        kind (str): "dot", "sqeuclidean" or "euclidean".
+
+    Returns:
+        Tensor (m, n): in the compute dtype.
+
+    Raises:
+        ValueError: an unknown kind ("dot", "sqeuclidean", "euclidean").
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.pairwise_differentiable(torch.eye(2), torch.eye(2), "dot")
+        tensor([[1., 0.],
+                [0., 1.]])
+    """
     cd = compute_dtype(x.dtype)
     x, y = x.to(cd), y.to(cd)
     if kind == "dot":
@@ -353,12 +587,50 @@ def pairwise_differentiable(x: torch.Tensor, y: torch.Tensor, kind: str) -> torc
 
 
 def chunk_rows(m: int, n: int, budget_elems: int = 1 << 22) -> int:
-    """Rows per anchor chunk so that a chunk×n tile holds about `budget_elems` elements
-    (4M fp32 elements = 16 MiB per live tile)."""
+    """Rows per anchor chunk so that a chunk × n tile holds about budget_elems elements.
+
+    rows = max(1, min(m, budget_elems // n)).
+
+    Args:
+        m (int): number of anchors.
+        n (int): number of references.
+        budget_elems (int, default 2**22): elements of one live tile (16 MiB of float32).
+
+    Returns:
+        int: the chunk's row count.
+
+    Raises:
+        Nothing.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.chunk_rows(100, 10, budget_elems=300)
+        30
+    """
     return max(1, min(m, budget_elems // max(n, 1)))
 
 
 def chunks(m: int, n: int, budget_elems: int = 1 << 22) -> Iterator[slice]:
+    """Consecutive row slices of m anchors, each a chunk of chunk_rows(m, n, budget_elems) rows.
+
+    Args:
+        m (int): number of anchors.
+        n (int): number of references.
+        budget_elems (int, default 2**22): elements of one live tile.
+
+    Returns:
+        Iterator[slice]: the chunks, in order.
+
+    Raises:
+        Nothing.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> list(metrics.chunks(5, 2, budget_elems=4))
+        [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
     step = chunk_rows(m, n, budget_elems)
     for start in range(0, m, step):
         yield slice(start, min(start + step, m))

@@ -28,7 +28,8 @@ import numbers
 import torch
 
 from . import metrics
-from ._function import save_inputs, saved_inputs, with_references
+from ._function import compiling, config_code, config_from, opaque_op, save_inputs, saved_inputs, with_references
+from ._docs import COMMON, RAISES, doc
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_fits, check_labels, check_pair, check_real,
                           check_reduction, full_precision)
@@ -52,6 +53,35 @@ def _implementation(backend: str):
     return torch_pair_margin
 
 
+def _torch_forward(q, r, q_labels, r_labels, cfg):
+    values, counts, nonzero, _ = _implementation("torch").forward(
+        *with_references(q, r, q_labels, r_labels), config_from(cfg, PairMarginConfig))
+    return values, counts, nonzero
+
+
+def _torch_forward_fake(q, r, q_labels, r_labels, cfg):
+    b = q.shape[0]
+    return (q.new_empty((b, 2), dtype=metrics.compute_dtype(q.dtype)),
+            q.new_empty((b, 2), dtype=torch.int64), q.new_empty((b, 2), dtype=torch.int64))
+
+
+def _torch_backward(grad_values, q, r, q_labels, r_labels, cfg):
+    return _implementation("torch").backward(grad_values, *with_references(q, r, q_labels, r_labels),
+                                             config_from(cfg, PairMarginConfig), ())
+
+
+def _torch_backward_fake(grad_values, q, r, q_labels, r_labels, cfg):
+    return torch.empty_like(q), torch.empty_like(q if r is None else r)
+
+
+# the PyTorch path as opaque ops, used while torch.compile traces (_function.py)
+_SIGNATURE = "Tensor q, Tensor? r, Tensor q_labels, Tensor? r_labels, str cfg"
+_torch_forward_op = opaque_op("torch_pair_margin_fwd", f"({_SIGNATURE}) -> (Tensor, Tensor, Tensor)",
+                              _torch_forward, _torch_forward_fake)
+_torch_backward_op = opaque_op("torch_pair_margin_bwd", f"(Tensor grad_values, {_SIGNATURE}) -> (Tensor, Tensor)",
+                               _torch_backward, _torch_backward_fake)
+
+
 class PairMarginFunction(torch.autograd.Function):
     """(q, r, q_labels, r_labels, cfg, backend) → per-anchor (values, counts, nonzero), each
     (B, 2); only `values` is differentiable. r = None (and r_labels = None) means the
@@ -60,8 +90,13 @@ class PairMarginFunction(torch.autograd.Function):
     @staticmethod
     @full_precision
     def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str):
-        impl = _implementation(backend)
-        values, counts, nonzero, saved = impl.forward(*with_references(q, r, q_labels, r_labels), cfg)
+        ctx.opaque = backend == "torch" and compiling()
+        if ctx.opaque:
+            values, counts, nonzero = _torch_forward_op(q, r, q_labels, r_labels, config_code(cfg))
+            saved = ()
+        else:
+            values, counts, nonzero, saved = _implementation(backend).forward(
+                *with_references(q, r, q_labels, r_labels), cfg)
         ctx.cfg, ctx.backend = cfg, backend
         save_inputs(ctx, q, r, q_labels, r_labels, *saved)
         ctx.mark_non_differentiable(counts, nonzero)
@@ -70,9 +105,14 @@ class PairMarginFunction(torch.autograd.Function):
     @staticmethod
     @full_precision
     def backward(ctx, grad_values, _grad_counts, _grad_nonzero):
-        q, r, q_labels, r_labels, saved = saved_inputs(ctx)
-        grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels, r_labels,
-                                                               ctx.cfg, saved)
+        if ctx.opaque:
+            q, r, q_labels, r_labels, *_ = ctx.saved_tensors
+            grad_q, grad_r = _torch_backward_op(grad_values.contiguous(), q, r, q_labels, r_labels,
+                                                config_code(ctx.cfg))
+        else:
+            q, r, q_labels, r_labels, saved = saved_inputs(ctx)
+            grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels,
+                                                                   r_labels, ctx.cfg, saved)
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
         return grad_q, grad_r, None, None, None, None
@@ -194,8 +234,8 @@ class ContrastiveLoss(torch.nn.Module):
     reduce(terms) the loss; forward is reduce(terms(...)).
     """
 
-    def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0, power: int = 1,
-                 distance: str = "euclidean", normalize: bool | None = None, reduction: str = "mean",
+    def __init__(self, *, pos_margin: float = 0.0, neg_margin: float = 1.0, power: int = 1,
+                 distance: str = "euclidean", normalize: bool | None = True, reduction: str = "mean",
                  average: str = "avg_nonzero", backend: str | None = None):
         super().__init__()
         self.pos_margin, self.neg_margin, self.power, self.metric = _check_options(
@@ -205,7 +245,8 @@ class ContrastiveLoss(torch.nn.Module):
 
     def extra_repr(self):
         return (f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, power={self.power}, "
-                f"distance={self.distance!r}, reduction={self.reduction!r}, average={self.average!r}")
+                f"distance={self.distance!r}, normalize={self.normalize!r}, reduction={self.reduction!r}, "
+                f"average={self.average!r}, backend={self.backend!r}")
 
     def config(self, self_offset: int = 0, precision: str = "ieee", term_bounds=None) -> PairMarginConfig:
         """The seam config: margins flipped for similarities (d = −s); term_bounds
@@ -275,7 +316,7 @@ class ContrastiveLoss(torch.nn.Module):
 
 
 def contrastive_loss(embeddings, labels=None, *, pos_margin=0.0, neg_margin=1.0, power=1,
-                     distance="euclidean", normalize=None, ref_emb=None, ref_labels=None,
+                     distance="euclidean", normalize=True, ref_emb=None, ref_labels=None,
                      indices_tuple=None, reduction="mean", average="avg_nonzero", backend=None):
     """Max-margin contrastive loss of a batch (see the module docstring).
 
@@ -284,5 +325,54 @@ def contrastive_loss(embeddings, labels=None, *, pos_margin=0.0, neg_margin=1.0,
     batch (no self pairs then). indices_tuple: explicit pairs (a1, p, a2, n), triplets
     (a, p, n) or a miner selection. Returns a scalar (per-anchor (B,) for reduction="none").
     """
-    module = ContrastiveLoss(pos_margin, neg_margin, power, distance, normalize, reduction, average, backend)
+    module = ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin, power=power, distance=distance,
+                             normalize=normalize, reduction=reduction, average=average, backend=backend)
     return module(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+
+
+# ---------------------------------------------------------------------------------------
+# docstrings
+
+_FORMULA = """
+    For every positive pair (same label, not the anchor itself) and negative pair (other
+    label) with distance d: relu(d − pos_margin) ** power and relu(neg_margin − d) ** power
+    (for "dot"/"cosine" similarities s: relu(pos_margin − s), relu(s − neg_margin)). The
+    positive and the negative terms are averaged separately and the two averages added.
+"""
+_NOTES = """
+    Defaults: pos_margin 0, neg_margin 1 on L2-normalized embeddings (Euclidean distances in
+    [0, 2]), power 1, averaged over the terms > 0 — the same numbers as
+    pytorch-metric-learning's ContrastiveLoss(). power=2 with pos_margin=0 is the squared
+    form of Hadsell, Chopra & LeCun (2006). normalize=False compares raw distances (then
+    choose neg_margin on their scale).
+"""
+_ARGS = {
+    "pos_margin": "(float, default 0.0): positive pairs closer than this cost nothing.",
+    "neg_margin": "(float, default 1.0): negative pairs farther than this cost nothing.",
+    "power": "(int, default 1): 1 or 2, the exponent of each hinge.",
+    "distance": "(str, default \"euclidean\"): " + COMMON["distance"].split(": ", 1)[1],
+    "normalize": "(bool or None, default True): L2-normalize the rows first (None: only for \"cosine\").",
+}
+_EXAMPLE = """
+    >>> import torch, fastcontrast as fc
+    >>> x, y = torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    >>> fc.ContrastiveLoss(neg_margin=0.8)(x, y).shape
+    torch.Size([])
+    >>> fc.contrastive_loss(x, y, reduction="none").shape
+    torch.Size([8])
+"""
+_RETURNS = ("Tensor: a scalar, or each anchor's sum of positive and negative terms, shape (B,), with "
+            "reduction=\"none\".")
+
+ContrastiveLoss.__doc__ = doc(
+    "Max-margin contrastive loss, as an nn.Module (all arguments keyword-only).", _FORMULA,
+    {**_ARGS, "reduction": None, "average": None, "backend": None},
+    _RETURNS + " forward(embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None).",
+    RAISES, _EXAMPLE, _NOTES)
+contrastive_loss.__doc__ = doc(
+    "Max-margin contrastive loss of one batch (the functional form of ContrastiveLoss).", _FORMULA,
+    {"embeddings": None, "labels": "(Tensor (B,), integer, default None): class of each row; required "
+                                   "unless indices_tuple is given.", **_ARGS,
+     "ref_emb": None, "ref_labels": None, "indices_tuple": None, "reduction": None, "average": None,
+     "backend": None},
+    _RETURNS, RAISES, _EXAMPLE, _NOTES)

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from . import metrics
-from ._function import save_inputs, saved_inputs, with_references
+from ._function import compiling, config_code, config_from, opaque_op, save_inputs, saved_inputs, with_references
+from ._docs import COMMON, RAISES, doc
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_positive,
                           check_query_ref, check_real, check_reduction, full_precision)
@@ -60,6 +61,38 @@ def _implementation(backend: str):
     return _torch_softmax
 
 
+def _torch_forward(q, r, q_labels, r_labels, temperature, cfg):
+    values, n_pos, _ = _torch_softmax.forward(*with_references(q, r, q_labels, r_labels),
+                                              config_from(cfg, SoftmaxConfig), temperature)
+    return values, n_pos
+
+
+def _torch_forward_fake(q, r, q_labels, r_labels, temperature, cfg):
+    b = q.shape[0]
+    cd = metrics.compute_dtype((q if r is None else r).dtype)
+    return q.new_empty((b,), dtype=cd), q.new_empty((b,), dtype=torch.int64)
+
+
+def _torch_backward(grad_values, q, r, q_labels, r_labels, temperature, cfg, needs_temperature_grad):
+    grad_q, grad_r, grad_t = _torch_softmax.backward(
+        grad_values, *with_references(q, r, q_labels, r_labels), config_from(cfg, SoftmaxConfig), temperature, (),
+        needs_temperature_grad=needs_temperature_grad)
+    return grad_q, grad_r, torch.zeros_like(temperature) if grad_t is None else grad_t
+
+
+def _torch_backward_fake(grad_values, q, r, q_labels, r_labels, temperature, cfg, needs_temperature_grad):
+    return torch.empty_like(q), torch.empty_like(q if r is None else r), torch.empty_like(temperature)
+
+
+# the PyTorch path as opaque ops, used while torch.compile traces (_function.py)
+_SIGNATURE = "Tensor q, Tensor? r, Tensor q_labels, Tensor? r_labels, Tensor temperature, str cfg"
+_torch_forward_op = opaque_op("torch_softmax_fwd", f"({_SIGNATURE}) -> (Tensor, Tensor)",
+                              _torch_forward, _torch_forward_fake)
+_torch_backward_op = opaque_op("torch_softmax_bwd",
+                               f"(Tensor grad_values, {_SIGNATURE}, bool needs_temperature_grad) -> "
+                               "(Tensor, Tensor, Tensor)", _torch_backward, _torch_backward_fake)
+
+
 class SoftmaxFunction(torch.autograd.Function):
     """(q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False, bias=None)
     -> (values (B,), n_pos (B,)), or with symmetric=True (values (B,), n_pos (B,),
@@ -77,12 +110,17 @@ class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     @full_precision
     def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False, bias=None):
-        impl = _implementation(backend)
-        inputs = (*with_references(q, r, q_labels, r_labels), cfg, temperature)
-        if bias is not None:  # the "sigmoid" variant's logit bias (SigLIP)
-            *outputs, saved = impl.forward(*inputs, bias=bias)
+        # while torch.compile traces, the PyTorch path runs as one opaque op (_function.py)
+        ctx.opaque = backend == "torch" and not symmetric and bias is None and compiling()
+        if ctx.opaque:
+            outputs, saved = _torch_forward_op(q, r, q_labels, r_labels, temperature, config_code(cfg)), ()
         else:
-            *outputs, saved = (impl.forward_symmetric if symmetric else impl.forward)(*inputs)
+            impl = _implementation(backend)
+            inputs = (*with_references(q, r, q_labels, r_labels), cfg, temperature)
+            if bias is not None:  # the "sigmoid" variant's logit bias (SigLIP)
+                *outputs, saved = impl.forward(*inputs, bias=bias)
+            else:
+                *outputs, saved = (impl.forward_symmetric if symmetric else impl.forward)(*inputs)
         ctx.cfg, ctx.backend, ctx.symmetric = cfg, backend, symmetric
         ctx.has_bias = bias is not None
         if ctx.has_bias:
@@ -94,8 +132,16 @@ class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     @full_precision
     def backward(ctx, grad_values, _grad_n_pos, *reverse_grads):
-        q, r, q_labels, r_labels, (temperature, *saved) = saved_inputs(ctx)
         needs = tuple(ctx.needs_input_grad) + (False,) * (9 - len(ctx.needs_input_grad))
+        if ctx.opaque:
+            q, r, q_labels, r_labels, temperature = ctx.saved_tensors
+            grad_q, grad_r, grad_t = _torch_backward_op(grad_values.contiguous(), q, r, q_labels, r_labels,
+                                                        temperature, config_code(ctx.cfg), bool(needs[4]))
+            if ctx.same:
+                grad_q, grad_r = grad_q + grad_r, None
+            return (grad_q if needs[0] else None, grad_r if needs[1] else None, None, None,
+                    grad_t if needs[4] else None, None, None, None, None)
+        q, r, q_labels, r_labels, (temperature, *saved) = saved_inputs(ctx)
         impl = _implementation(ctx.backend)
         grad_b = None
         if ctx.has_bias:
@@ -267,11 +313,24 @@ class _SoftmaxLoss(nn.Module):
         self.metric = metrics.resolve_metric(distance, normalize)
         self.temperature = temperature
         self.distance = distance
+        self.normalize = normalize
         self.reduction = reduction
         self.backend = backend
 
     def reduce(self, terms: LossTerms, denominators=None) -> torch.Tensor:
         return reduce_terms(terms, self.reduction, self.average, denominators)
+
+    def _settings(self) -> dict:
+        """Every constructor argument and its value, in signature order (extra_repr)."""
+        return {"temperature": self.temperature, "distance": self.distance, "normalize": self.normalize,
+                "reduction": self.reduction, "backend": self.backend}
+
+    def extra_repr(self) -> str:
+        def show(v):
+            if isinstance(v, torch.Tensor):
+                return f"tensor({v.detach().float().item():g})" if v.numel() == 1 else "tensor"
+            return repr(v)
+        return ", ".join(f"{k}={show(v)}" for k, v in self._settings().items())
 
     def _check_tensors(self, embeddings, labels, ref_emb, ref_labels, labels_needed=True):
         check_embeddings(embeddings, "embeddings")
@@ -342,7 +401,7 @@ class SupConLoss(_SoftmaxLoss):
     LSE_{j≠i} s_ij/τ − mean_{p} s_ip/τ; "mean" averages over anchors that have a positive.
     labels=None: two views per sample (rows i and i + B/2)."""
 
-    def __init__(self, temperature=0.1, *, distance="cosine", normalize=None, reduction="mean",
+    def __init__(self, *, temperature=0.1, distance="cosine", normalize=None, reduction="mean",
                  backend=None):
         super().__init__(temperature=temperature, distance=distance, normalize=normalize,
                          reduction=reduction, backend=backend)
@@ -364,12 +423,16 @@ class NTXentLoss(_SoftmaxLoss):
     form="simclr" (the SimCLR paper): per anchor −log(e^{l_ap} / Σ_{k≠a} e^{l_ak}), mean
     over all anchors. labels=None: two views per sample (rows i and i + B/2)."""
 
-    def __init__(self, temperature=0.07, *, form="pair", distance="cosine", normalize=None,
+    def __init__(self, *, temperature=0.07, form="pair", distance="cosine", normalize=None,
                  reduction="mean", backend=None):
         check_choice(form, "form", NTXENT_FORMS)
         super().__init__(temperature=temperature, distance=distance, normalize=normalize,
                          reduction=reduction, backend=backend)
         self.form = form
+
+    def _settings(self) -> dict:
+        settings = super()._settings()
+        return {"temperature": settings.pop("temperature"), "form": self.form, **settings}
 
     @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset=0) -> LossTerms:
@@ -409,17 +472,24 @@ class NTXentLoss(_SoftmaxLoss):
         return LossTerms(per_anchor, counts, nonzero)
 
 
+def _second_of_label(labels: torch.Tensor):
+    """(stable sort order of labels, mask of the sorted positions that hold the second row of
+    their label)."""
+    order = torch.sort(labels, stable=True).indices
+    ordered = labels[order]
+    second = torch.zeros_like(ordered, dtype=torch.bool)
+    second[1:] = ordered[1:] == ordered[:-1]
+    second[2:] &= ordered[2:] != ordered[:-2]
+    return order, second
+
+
 def npair_indices(labels: torch.Tensor, pairs=None):
     """One positive pair per label, as pytorch-metric-learning's NPairsLoss picks it: among the
     candidate pairs (all same-label pairs in row-major order, or `pairs` = (a, p) as given),
     the first one whose anchor has that label. Returns (anchors, positives) ordered by label."""
     if pairs is None:
         # all pairs in row-major order: a label's first pair is (its lowest row, its second-lowest)
-        order = torch.sort(labels, stable=True).indices
-        ordered = labels[order]
-        second = torch.zeros_like(ordered, dtype=torch.bool)
-        second[1:] = ordered[1:] == ordered[:-1]
-        second[2:] &= ordered[2:] != ordered[:-2]
+        order, second = _second_of_label(labels)
         at = second.nonzero().squeeze(1)
         return order[at - 1], order[at]
     a, p = pairs
@@ -437,10 +507,15 @@ class NPairLoss(_SoftmaxLoss):
     sim(anchors, positives) is a softmax cross-entropy with target i. l2_reg adds
     0.25·l2_reg·(‖f_a‖² + ‖f_p‖²) per pair, averaged (a second LossTerms part)."""
 
-    def __init__(self, *, l2_reg=0.0, distance="dot", normalize=None, reduction="mean", backend=None):
+    def __init__(self, *, l2_reg=0.0, distance="dot", normalize=True, reduction="mean", backend=None):
         super().__init__(temperature=1.0, distance=distance, normalize=normalize,
                          reduction=reduction, backend=backend)
         self.l2_reg = check_real(l2_reg, "l2_reg", nonnegative=True)
+
+    def _settings(self) -> dict:
+        settings = super()._settings()
+        del settings["temperature"]  # fixed at 1
+        return {"l2_reg": self.l2_reg, **settings}
 
     def _check_tensors(self, embeddings, labels, ref_emb, ref_labels, labels_needed=True):
         if ref_emb is not None or ref_labels is not None:
@@ -482,7 +557,35 @@ class NPairLoss(_SoftmaxLoss):
         part = slice(k * rank // world, k * (rank + 1) // world)
         return self._pair_terms(all_embeddings, all_labels, None, part=part, selected=(anchors, positives))
 
+    def _padded_pair_terms(self, embeddings, labels):
+        """The terms of _pair_terms(…, pairs=None) with shapes fixed by the batch, for
+        torch.compile (the number of labels with a pair depends on the labels' values): one
+        slot per row of the label-sorted batch, slots without a pair masked out (value, count
+        and nonzero 0). Plain autograd on the dense slots × slots logits."""
+        order, valid = _second_of_label(labels)
+        positives = order
+        anchors = order[(torch.arange(order.shape[0], device=order.device) - 1).clamp_min(0)]
+        backend = resolve(self.backend, embeddings)
+        qa = metrics.prepare(embeddings[anchors], self.metric, backend)
+        qp = metrics.prepare(embeddings[positives], self.metric, backend)
+        logits = _dense_logits(qa, qp, self.metric.kind, 1.0)
+        logits = logits.masked_fill(~valid[None, :], torch.finfo(logits.dtype).min)
+        values = torch.logsumexp(logits, 1) - logits.diagonal()
+        values = torch.where(valid, values, torch.zeros_like(values))
+        ones = valid.long()
+        nonzero = (values.detach() > 0).long()
+        if self.l2_reg == 0:
+            return LossTerms(values, ones, nonzero)
+        fa = embeddings[anchors].to(values.dtype)
+        fp = embeddings[positives].to(values.dtype)
+        penalty = 0.25 * self.l2_reg * ((fa * fa).sum(1) + (fp * fp).sum(1))
+        penalty = torch.where(valid, penalty, torch.zeros_like(penalty))
+        return LossTerms(torch.stack([values, penalty], 1), torch.stack([ones, ones], 1),
+                         torch.stack([nonzero, (penalty.detach() > 0).long()], 1))
+
     def _pair_terms(self, embeddings, labels, pairs, part: slice | None = None, selected=None):
+        if pairs is None and selected is None and part is None and compiling():
+            return self._padded_pair_terms(embeddings, labels)
         if selected is not None:
             anchors, positives = selected
         else:
@@ -524,7 +627,7 @@ class InfoNCELoss(_SoftmaxLoss):
     = 1 / logit_scale. Give one or the other. Either may be a tensor that requires grad; a
     tensor logit_scale is read at every call, so a learnable Parameter stays in the graph."""
 
-    def __init__(self, temperature=None, *, logit_scale=None, symmetric=False, distance="cosine",
+    def __init__(self, *, temperature=None, logit_scale=None, symmetric=False, distance="cosine",
                  normalize=None, reduction="mean", backend=None):
         temperature = _temperature_from(temperature, logit_scale, default=0.07)
         super().__init__(temperature=temperature, distance=distance, normalize=normalize,
@@ -533,6 +636,13 @@ class InfoNCELoss(_SoftmaxLoss):
         if not isinstance(symmetric, bool):
             raise TypeError(f"symmetric must be True or False, got {type(symmetric).__name__}")
         self.symmetric = symmetric
+
+    def _settings(self) -> dict:
+        settings = super()._settings()
+        if self.logit_scale is not None:
+            settings["temperature"] = None
+        return {"temperature": settings.pop("temperature"), "logit_scale": self.logit_scale,
+                "symmetric": self.symmetric, **settings}
 
     def _check(self, query, keys, labels, ref_labels):
         check_embeddings(query, "query")
@@ -626,7 +736,7 @@ class InfoNCELoss(_SoftmaxLoss):
 def supcon_loss(embeddings, labels=None, *, temperature=0.1, distance="cosine", normalize=None,
                 ref_emb=None, ref_labels=None, indices_tuple=None, reduction="mean", backend=None):
     """Supervised contrastive loss; see SupConLoss."""
-    loss = SupConLoss(temperature, distance=distance, normalize=normalize, reduction=reduction,
+    loss = SupConLoss(temperature=temperature, distance=distance, normalize=normalize, reduction=reduction,
                       backend=backend)
     return loss(embeddings, labels, indices_tuple=indices_tuple, ref_emb=ref_emb, ref_labels=ref_labels)
 
@@ -635,12 +745,12 @@ def nt_xent_loss(embeddings, labels=None, *, temperature=0.07, form="pair", dist
                  normalize=None, ref_emb=None, ref_labels=None, indices_tuple=None, reduction="mean",
                  backend=None):
     """NT-Xent; see NTXentLoss."""
-    loss = NTXentLoss(temperature, form=form, distance=distance, normalize=normalize,
+    loss = NTXentLoss(temperature=temperature, form=form, distance=distance, normalize=normalize,
                       reduction=reduction, backend=backend)
     return loss(embeddings, labels, indices_tuple=indices_tuple, ref_emb=ref_emb, ref_labels=ref_labels)
 
 
-def npair_loss(embeddings, labels, *, l2_reg=0.0, distance="dot", normalize=None, indices_tuple=None,
+def npair_loss(embeddings, labels, *, l2_reg=0.0, distance="dot", normalize=True, indices_tuple=None,
                reduction="mean", backend=None):
     """Multi-class N-pair loss; see NPairLoss."""
     loss = NPairLoss(l2_reg=l2_reg, distance=distance, normalize=normalize, reduction=reduction,
@@ -652,6 +762,145 @@ def info_nce_loss(query, keys, *, temperature=None, logit_scale=None, symmetric=
                   normalize=None, reduction="mean", backend=None):
     """InfoNCE / CLIP loss; see InfoNCELoss. temperature (default 0.07) or logit_scale (CLIP's
     multiplier, = 1 / temperature), not both."""
-    loss = InfoNCELoss(temperature, logit_scale=logit_scale, symmetric=symmetric, distance=distance,
+    loss = InfoNCELoss(temperature=temperature, logit_scale=logit_scale, symmetric=symmetric, distance=distance,
                        normalize=normalize, reduction=reduction, backend=backend)
     return loss(query, keys)
+
+
+# ---------------------------------------------------------------------------------------
+# docstrings
+
+_SM = {
+    "temperature": "(float or Tensor, default {t}): τ, the logits are s/τ; a tensor that requires grad "
+                   "is learned.",
+    "distance": "(str, default \"{d}\"): " + COMMON["distance"].split(": ", 1)[1],
+    "normalize": "(bool or None, default {n}): L2-normalize the rows first (None: only for \"cosine\").",
+}
+
+
+def _sm(**values):
+    return {name: _SM[name].format(**values) for name in _SM}
+
+
+_VIEWS = "(Tensor (B,), integer, default None): class of each row; None means two views per sample " \
+         "(row i and row i + B/2 are a positive pair, B even)."
+_MODULE_RETURNS = ("Tensor: a scalar, or per-anchor values, shape (B,), with reduction=\"none\". "
+                   "forward(embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None).")
+_RETURNS = "Tensor: a scalar, or per-anchor values, shape (B,), with reduction=\"none\"."
+
+_SUPCON = ("Supervised contrastive loss (Khosla et al. 2020)", """
+    With logits l_ij = s_ij/τ (s the similarity, −d for a distance), per anchor i with
+    positives P(i): v_i = LSE_{j≠i} l_ij − mean_{p∈P(i)} l_ip; "mean" averages over the anchors
+    that have a positive.
+""", """
+    Defaults: τ = 0.1, cosine similarity — pytorch-metric-learning's SupConLoss().
+""", """
+    >>> import torch, fastcontrast as fc
+    >>> x, y = torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    >>> fc.SupConLoss(temperature=0.3)(x, y).shape
+    torch.Size([])
+    >>> fc.supcon_loss(x, None, reduction="none").shape  # two views per sample
+    torch.Size([8])
+""")
+SupConLoss.__doc__ = doc(_SUPCON[0] + ", as an nn.Module (all arguments keyword-only).", _SUPCON[1],
+                         {**_sm(t=0.1, d="cosine", n=None), "reduction": None, "backend": None},
+                         _MODULE_RETURNS, RAISES, _SUPCON[3], _SUPCON[2])
+supcon_loss.__doc__ = doc(_SUPCON[0] + " of one batch (the functional form of SupConLoss).", _SUPCON[1],
+                          {"embeddings": None, "labels": _VIEWS, **_sm(t=0.1, d="cosine", n=None),
+                           "ref_emb": None, "ref_labels": None, "indices_tuple": None, "reduction": None,
+                           "backend": None}, _RETURNS, RAISES, _SUPCON[3], _SUPCON[2])
+
+_NTX = ("NT-Xent (normalized temperature-scaled cross-entropy)", """
+    form="pair": one term per positive pair (a, p),
+    −log(e^{l_ap} / (e^{l_ap} + Σ_{n∈Neg(a)} e^{l_an})), mean over positive pairs;
+    form="simclr": per anchor −log(e^{l_ap} / Σ_{k≠a} e^{l_ak}), mean over all anchors.
+""", """
+    Defaults: τ = 0.07, cosine similarity, form="pair" — pytorch-metric-learning's NTXentLoss();
+    form="simclr" with labels=None is the SimCLR paper's loss.
+""", """
+    >>> import torch, fastcontrast as fc
+    >>> x = torch.randn(8, 4)  # two views of 4 samples: rows i and i + 4
+    >>> fc.NTXentLoss(temperature=0.5, form="simclr")(x).shape
+    torch.Size([])
+    >>> fc.nt_xent_loss(x, torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])).shape
+    torch.Size([])
+""")
+_FORM = {"form": "(str, default \"pair\"): \"pair\" or \"simclr\" (see above)."}
+_ntx_args = _sm(t=0.07, d="cosine", n=None)
+NTXentLoss.__doc__ = doc(_NTX[0] + ", as an nn.Module (all arguments keyword-only).", _NTX[1],
+                         {"temperature": _ntx_args["temperature"], **_FORM, "distance": _ntx_args["distance"],
+                          "normalize": _ntx_args["normalize"], "reduction": None, "backend": None},
+                         _MODULE_RETURNS, RAISES, _NTX[3], _NTX[2])
+nt_xent_loss.__doc__ = doc(_NTX[0] + " of one batch (the functional form of NTXentLoss).", _NTX[1],
+                           {"embeddings": None, "labels": _VIEWS, "temperature": _ntx_args["temperature"],
+                            **_FORM, "distance": _ntx_args["distance"], "normalize": _ntx_args["normalize"],
+                            "ref_emb": None, "ref_labels": None, "indices_tuple": None, "reduction": None,
+                            "backend": None}, _RETURNS, RAISES, _NTX[3], _NTX[2])
+
+_NP = ("Multi-class N-pair loss (Sohn 2016)", """
+    One (anchor, positive) pair per label (the first one in row order, as
+    pytorch-metric-learning picks it); with S = sim(anchors, positives) (K × K), pair i's term
+    is the cross-entropy LSE_j S_ij − S_ii, averaged over the K pairs; l2_reg adds
+    0.25·l2_reg·(‖f_a‖² + ‖f_p‖²) per pair, averaged.
+""", """
+    Defaults: dot product of L2-normalized rows (cosine), no L2 term — pytorch-metric-learning's
+    NPairsLoss() (its DotProductSimilarity normalizes by default). Sohn's original form is
+    normalize=False with a small l2_reg. Under torch.compile, reduction="none" gives one slot
+    per row of the label-sorted batch (0 where no pair), as the number of pairs depends on the
+    labels' values.
+""", """
+    >>> import torch, fastcontrast as fc
+    >>> x, y = torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    >>> fc.NPairLoss()(x, y).shape
+    torch.Size([])
+    >>> fc.npair_loss(x, y, normalize=False, l2_reg=0.01, reduction="none").shape  # one per label
+    torch.Size([4])
+""")
+_np_args = {"l2_reg": "(float, default 0.0): weight of the embeddings' L2 penalty (≥ 0).",
+            "distance": _SM["distance"].format(d="dot"), "normalize": _SM["normalize"].format(n=True)}
+NPairLoss.__doc__ = doc(_NP[0] + ", as an nn.Module (all arguments keyword-only).", _NP[1],
+                        {**_np_args, "reduction": None, "backend": None},
+                        "Tensor: a scalar, or per-pair values, shape (K,), with reduction=\"none\". "
+                        "forward(embeddings, labels, indices_tuple=None).", RAISES, _NP[3], _NP[2])
+npair_loss.__doc__ = doc(_NP[0] + " of one batch (the functional form of NPairLoss).", _NP[1],
+                         {"embeddings": None, "labels": "(Tensor (B,), integer): class of each row (required).",
+                          **_np_args, "indices_tuple": None, "reduction": None, "backend": None},
+                         "Tensor: a scalar, or per-pair values, shape (K,), with reduction=\"none\".",
+                         RAISES, _NP[3], _NP[2])
+
+_NCE = ("InfoNCE / CLIP loss", """
+    Query i's positive is key i, every other key a negative: v_i = LSE_j l_ij − l_ii with
+    l_ij = s(query_i, key_j)/τ = logit_scale · s(query_i, key_j); symmetric=True averages the
+    query→key and key→query directions (CLIP).
+""", """
+    Defaults: τ = 0.07 when neither temperature nor logit_scale is given, cosine similarity.
+    logit_scale is CLIP's multiplier (pass logit_scale.exp() of a CLIP model): the same as
+    temperature = 1 / logit_scale; give one or the other.
+""", """
+    >>> import torch, fastcontrast as fc
+    >>> image, text = torch.randn(6, 4), torch.randn(6, 4)
+    >>> fc.InfoNCELoss(logit_scale=14.3, symmetric=True)(image, text).shape
+    torch.Size([])
+    >>> fc.info_nce_loss(image, text, temperature=0.1, reduction="none").shape
+    torch.Size([6])
+""")
+_nce_args = {"temperature": "(float or Tensor or None, default None): τ (0.07 when logit_scale is None "
+                            "too); a tensor that requires grad is learned.",
+             "logit_scale": "(float or Tensor or None, default None): CLIP's multiplier, = 1/τ; a tensor "
+                            "(e.g. a Parameter) is read at every call.",
+             "symmetric": "(bool, default False): average both directions (needs as many keys as queries).",
+             "distance": _SM["distance"].format(d="cosine"), "normalize": _SM["normalize"].format(n=None)}
+InfoNCELoss.__doc__ = doc(_NCE[0] + ", as an nn.Module (all arguments keyword-only).", _NCE[1],
+                          {**_nce_args, "reduction": None, "backend": None},
+                          "Tensor: a scalar, or per-query values, shape (B,), with reduction=\"none\". "
+                          "forward(query (B, D), keys (N ≥ B, D), labels=None, ref_labels=None).",
+                          RAISES + " ValueError also when both temperature and logit_scale are given.",
+                          _NCE[3], _NCE[2])
+info_nce_loss.__doc__ = doc(_NCE[0] + " (the functional form of InfoNCELoss).", _NCE[1],
+                            {"query": "(Tensor (B, D), floating): the queries (e.g. image embeddings).",
+                             "keys": "(Tensor (N, D), N ≥ B, floating): the keys; key i is query i's "
+                                     "positive, extra keys are negatives only.",
+                             **_nce_args, "reduction": None, "backend": None},
+                            "Tensor: a scalar, or per-query values, shape (B,), with reduction=\"none\".",
+                            RAISES + " ValueError also when both temperature and logit_scale are given.",
+                            _NCE[3], _NCE[2])

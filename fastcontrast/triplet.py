@@ -36,7 +36,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from ._function import save_inputs, saved_inputs, with_references
+from ._function import compiling, config_code, config_from, opaque_op, save_inputs, saved_inputs, with_references
+from ._docs import COMMON, RAISES, doc
 from ._reduce import LossTerms, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_fits, check_labels, check_pair, check_query_ref,
                           check_real, check_reduction, full_precision)
@@ -64,6 +65,38 @@ def _implementation(backend: str):
     return torch_triplet
 
 
+def _torch_forward(q, r, q_labels, r_labels, cfg):
+    values, counts, nonzero, _ = _implementation("torch").forward(
+        *with_references(q, r, q_labels, r_labels), config_from(cfg, TripletConfig))
+    return values, counts, nonzero
+
+
+def _torch_forward_fake(q, r, q_labels, r_labels, cfg):
+    b = q.shape[0]
+    return (q.new_empty((b,), dtype=compute_dtype(q.dtype)), q.new_empty((b,), dtype=torch.int64),
+            q.new_empty((b,), dtype=torch.int64))
+
+
+def _torch_backward(grad_values, q, r, q_labels, r_labels, cfg):
+    impl, inputs = _implementation("torch"), with_references(q, r, q_labels, r_labels)
+    cfg = config_from(cfg, TripletConfig)
+    # batch_hard's backward reads forward's selection; every other mode recomputes from the inputs
+    saved = impl.forward(*inputs, cfg)[3] if cfg.mining == "batch_hard" else ()
+    return impl.backward(grad_values, *inputs, cfg, saved)
+
+
+def _torch_backward_fake(grad_values, q, r, q_labels, r_labels, cfg):
+    return torch.empty_like(q), torch.empty_like(q if r is None else r)
+
+
+# the PyTorch path as opaque ops, used while torch.compile traces (_function.py)
+_SIGNATURE = "Tensor q, Tensor? r, Tensor q_labels, Tensor? r_labels, str cfg"
+_torch_forward_op = opaque_op("torch_triplet_fwd", f"({_SIGNATURE}) -> (Tensor, Tensor, Tensor)",
+                              _torch_forward, _torch_forward_fake)
+_torch_backward_op = opaque_op("torch_triplet_bwd", f"(Tensor grad_values, {_SIGNATURE}) -> (Tensor, Tensor)",
+                               _torch_backward, _torch_backward_fake)
+
+
 class TripletFunction(torch.autograd.Function):
     """(q, r, q_labels, r_labels, cfg, backend) → per-anchor (values, counts, nonzero); only
     `values` is differentiable. r = None (and r_labels = None) means the references are the
@@ -74,7 +107,11 @@ class TripletFunction(torch.autograd.Function):
     def forward(ctx, q, r, q_labels, r_labels, cfg: TripletConfig, backend: str, grad_expected: bool = False):
         impl = _implementation(backend)
         inputs = (*with_references(q, r, q_labels, r_labels), cfg)
-        if backend == "torch" and grad_expected and any(ctx.needs_input_grad[:2]):
+        ctx.opaque = backend == "torch" and compiling()
+        if ctx.opaque:
+            values, counts, nonzero = _torch_forward_op(q, r, q_labels, r_labels, config_code(cfg))
+            saved = ()
+        elif backend == "torch" and grad_expected and any(ctx.needs_input_grad[:2]):
             # the PyTorch path computes the unit gradients in the same pass (see its forward)
             values, counts, nonzero, saved = impl.forward(*inputs, unit_grad=True)
         else:
@@ -87,9 +124,14 @@ class TripletFunction(torch.autograd.Function):
     @staticmethod
     @full_precision
     def backward(ctx, grad_values, _grad_counts, _grad_nonzero):
-        q, r, q_labels, r_labels, saved = saved_inputs(ctx)
-        grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels, r_labels,
-                                                               ctx.cfg, saved)
+        if ctx.opaque:
+            q, r, q_labels, r_labels, *_ = ctx.saved_tensors
+            grad_q, grad_r = _torch_backward_op(grad_values.contiguous(), q, r, q_labels, r_labels,
+                                                config_code(ctx.cfg))
+        else:
+            q, r, q_labels, r_labels, saved = saved_inputs(ctx)
+            grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels,
+                                                                   r_labels, ctx.cfg, saved)
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
         return grad_q, grad_r, None, None, None, None, None
@@ -243,7 +285,7 @@ class TripletMarginLoss(nn.Module):
 
     def __init__(self, *, margin: float = 0.05, mining: str = "all", miner_margin: float | None = None,
                  swap: bool = False, smooth: bool = False, hard_fallback: str = "drop",
-                 distance: str = "euclidean", normalize: bool | None = None, reduction: str = "mean",
+                 distance: str = "euclidean", normalize: bool | None = True, reduction: str = "mean",
                  average: str = "avg_nonzero", backend: str | None = None):
         super().__init__()
         self.margin = check_real(margin, "margin")
@@ -260,10 +302,13 @@ class TripletMarginLoss(nn.Module):
             check_choice(backend, "backend", BACKENDS)
         self.mining, self.swap, self.smooth, self.hard_fallback = mining, swap, smooth, hard_fallback
         self.distance, self.reduction, self.average, self.backend = distance, reduction, average, backend
+        self.normalize = normalize
 
     def extra_repr(self):
         return (f"margin={self.margin}, mining={self.mining!r}, miner_margin={self.miner_margin}, "
-                f"swap={self.swap}, smooth={self.smooth}, distance={self.distance!r}")
+                f"swap={self.swap}, smooth={self.smooth}, hard_fallback={self.hard_fallback!r}, "
+                f"distance={self.distance!r}, normalize={self.normalize!r}, reduction={self.reduction!r}, "
+                f"average={self.average!r}, backend={self.backend!r}")
 
     def config(self, self_offset: int = 0, **override) -> TripletConfig:
         fields = dict(kind=self.metric.kind, negate=self.metric.is_similarity, mining=self.mining,
@@ -346,7 +391,7 @@ class TripletMarginLoss(nn.Module):
 
 def triplet_margin_loss(embeddings, labels=None, *, margin: float = 0.05, mining: str = "all",
                         miner_margin: float | None = None, swap: bool = False, smooth: bool = False,
-                        hard_fallback: str = "drop", distance: str = "euclidean", normalize: bool | None = None,
+                        hard_fallback: str = "drop", distance: str = "euclidean", normalize: bool | None = True,
                         ref_emb=None, ref_labels=None, indices_tuple=None, reduction: str = "mean",
                         average: str = "avg_nonzero", backend: str | None = None):
     """Triplet margin loss with mining (see the module docstring)."""
@@ -354,3 +399,58 @@ def triplet_margin_loss(embeddings, labels=None, *, margin: float = 0.05, mining
                                hard_fallback=hard_fallback, distance=distance, normalize=normalize,
                                reduction=reduction, average=average, backend=backend)
     return module(embeddings, labels, indices_tuple=indices_tuple, ref_emb=ref_emb, ref_labels=ref_labels)
+
+
+# ----------------------------------------------------------------------------- docstrings
+
+_TRIPLET_FORMULA = """
+    Per triplet (anchor a, positive p, negative n), with d the distance (d = −s for "dot" and
+    "cosine"): h = d_ap − d_an + margin and term = relu(h) (softplus(h) with smooth=True);
+    the loss reduces the terms of the triplets `mining` selects.
+"""
+_TRIPLET_NOTES = """
+    Defaults: margin 0.05 on L2-normalized embeddings (Euclidean distances in [0, 2]), every
+    triplet, mean over the terms > 0 — the same numbers as pytorch-metric-learning's
+    TripletMarginLoss() (whose LpDistance normalizes by default). Pass normalize=False for raw
+    Euclidean distances, and then a margin on their scale.
+"""
+_TRIPLET_ARGS = {
+    "margin": "(float, default 0.05): the margin added to d_ap − d_an.",
+    "mining": "(str, default \"all\"): which triplets count: \"batch_all\" (every valid triplet); "
+              "\"all\", \"hard\", \"semihard\", \"easy\" (pytorch-metric-learning's TripletMarginMiner "
+              "filters on t = d_an − d_ap with miner_margin); \"batch_hard\" (per anchor the farthest "
+              "positive and the nearest negative); \"semihard_tfa\" (FaceNet / TF Addons semi-hard).",
+    "miner_margin": "(float or None, default None): the filters' margin; None means `margin`.",
+    "swap": "(bool, default False): use min(d_an, d_pn) in the term (the distance swap).",
+    "smooth": "(bool, default False): softplus(h) instead of relu(h).",
+    "hard_fallback": "(str, default \"drop\"): batch_hard anchors lacking a positive or a negative: "
+                     "\"drop\" skips them (PML's BatchHardMiner), \"tfa\" uses d_ap = 0 / the farthest "
+                     "reference (TF Addons' triplet_hard_loss).",
+    "distance": "(str, default \"euclidean\"): " + COMMON["distance"].split(": ", 1)[1],
+    "normalize": "(bool or None, default True): L2-normalize the rows first (None: only for \"cosine\").",
+}
+_TRIPLET_EXAMPLE = """
+    >>> import torch, fastcontrast as fc
+    >>> x, y = torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    >>> loss = fc.TripletMarginLoss(margin=0.2, mining="semihard")
+    >>> loss(x, y).shape
+    torch.Size([])
+    >>> fc.triplet_margin_loss(x, y, mining="batch_hard", reduction="none").shape
+    torch.Size([8])
+"""
+_TRIPLET_RETURNS = ("Tensor: a scalar, or the per-anchor sums of terms, shape (B,), with "
+                    "reduction=\"none\". The Module's forward(embeddings, labels=None, indices_tuple=None, "
+                    "ref_emb=None, ref_labels=None) returns the same.")
+
+TripletMarginLoss.__doc__ = doc(
+    "Triplet margin loss with mining, as an nn.Module (all arguments keyword-only).", _TRIPLET_FORMULA,
+    {**_TRIPLET_ARGS, "reduction": None, "average": None, "backend": None},
+    _TRIPLET_RETURNS, RAISES, _TRIPLET_EXAMPLE, _TRIPLET_NOTES)
+triplet_margin_loss.__doc__ = doc(
+    "Triplet margin loss with mining of one batch (the functional form of TripletMarginLoss).",
+    _TRIPLET_FORMULA,
+    {"embeddings": None, "labels": "(Tensor (B,), integer, default None): class of each row; required "
+                                   "unless indices_tuple is given.", **_TRIPLET_ARGS,
+     "ref_emb": None, "ref_labels": None, "indices_tuple": None, "reduction": None, "average": None,
+     "backend": None},
+    _TRIPLET_RETURNS.split(" The Module")[0], RAISES, _TRIPLET_EXAMPLE, _TRIPLET_NOTES)

@@ -18,13 +18,13 @@ SMOOTH = {
     "npair-normalized": lambda x, y: fc.npair_loss(x, y, normalize=True),
 }
 KINKED = {
-    "contrastive-euclidean": lambda x, y: fc.contrastive_loss(x, y),
+    "contrastive-euclidean": lambda x, y: fc.contrastive_loss(x, y, normalize=None),
     "contrastive-sq-normalized": lambda x, y: fc.contrastive_loss(x, y, distance="squared_euclidean",
                                                                    normalize=True, power=2),
     "triplet-semihard": lambda x, y: fc.triplet_margin_loss(x, y, mining="semihard", normalize=True),
-    "triplet-batch-all-dot": lambda x, y: fc.triplet_margin_loss(x, y, mining="batch_all", distance="dot"),
-    "triplet-batch-hard": lambda x, y: fc.triplet_margin_loss(x, y, mining="batch_hard"),
-    "triplet-semihard-tfa": lambda x, y: fc.triplet_margin_loss(x, y, mining="semihard_tfa", margin=1.0),
+    "triplet-batch-all-dot": lambda x, y: fc.triplet_margin_loss(x, y, mining="batch_all", distance="dot", normalize=None),
+    "triplet-batch-hard": lambda x, y: fc.triplet_margin_loss(x, y, mining="batch_hard", normalize=None),
+    "triplet-semihard-tfa": lambda x, y: fc.triplet_margin_loss(x, y, mining="semihard_tfa", margin=1.0, normalize=None),
 }
 
 

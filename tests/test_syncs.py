@@ -40,7 +40,7 @@ def calls(x, y, t):
         "supcon": lambda: fc.supcon_loss(x, y, temperature=t, backend="triton"),
         "ntxent": lambda: fc.nt_xent_loss(x, y, temperature=t, backend="triton"),
         "infonce": lambda: fc.info_nce_loss(x[:6], x[6:], temperature=t, symmetric=True, backend="triton"),
-        "contrastive": lambda: fc.contrastive_loss(x, y, backend="triton"),
+        "contrastive": lambda: fc.contrastive_loss(x, y, backend="triton", normalize=None),
     }
 
 

@@ -30,15 +30,15 @@ VARIANTS = {  # name -> (family, loss call)
     # the margin losses on the raw rows: 16-bit normalized rows would round differently on the
     # two paths and flip mining decisions, which is not what this checks
     "contrastive": ("pair_margin", lambda fc, x, y, b: fc.contrastive_loss(x, y, pos_margin=2.0, neg_margin=7.0,
-                                                                           backend=b)),
+                                                                           backend=b, normalize=None)),
     "triplet-semihard": ("triplet", lambda fc, x, y, b: fc.triplet_margin_loss(
-        x, y, mining="semihard", margin=0.5, miner_margin=1.0, backend=b)),
+        x, y, mining="semihard", margin=0.5, miner_margin=1.0, backend=b, normalize=None)),
     "triplet-batch-all": ("triplet", lambda fc, x, y, b: fc.triplet_margin_loss(x, y, mining="batch_all",
-                                                                                margin=0.5, backend=b)),
+                                                                                margin=0.5, backend=b, normalize=None)),
     "triplet-batch-hard": ("triplet", lambda fc, x, y, b: fc.triplet_margin_loss(x, y, mining="batch_hard",
-                                                                                 margin=0.5, backend=b)),
+                                                                                 margin=0.5, backend=b, normalize=None)),
     "triplet-semihard-tfa": ("triplet", lambda fc, x, y, b: fc.triplet_margin_loss(
-        x, y, mining="semihard_tfa", margin=1.0, backend=b)),
+        x, y, mining="semihard_tfa", margin=1.0, backend=b, normalize=None)),
 }
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # float16/bfloat16 tiles round their operands; fp32 dots may run in tf32 if PyTorch allows it

@@ -82,7 +82,7 @@ def build_loss(name: str, s: LossSettings) -> LossFn:
     import fastcontrast as fc
 
     tfa = s.semantics == "tfa"
-    common = {"distance": "euclidean", "backend": s.backend}
+    common = {"distance": "euclidean", "normalize": False, "backend": s.backend}
 
     if name == "max-margin":
         if not tfa:
@@ -123,7 +123,7 @@ def build_loss(name: str, s: LossSettings) -> LossFn:
             # batch itself without self-exclusion.
             return lambda z, y: fc.supcon_loss(z, y, ref_emb=z, ref_labels=y.clone(),
                                                temperature=1.0, distance="dot", backend=s.backend)
-        return lambda z, y: fc.npair_loss(z, y, distance="dot", backend=s.backend)
+        return lambda z, y: fc.npair_loss(z, y, distance="dot", normalize=False, backend=s.backend)
 
     if name == "supcon":
         scale = s.temperature / s.base_temperature if tfa else 1.0

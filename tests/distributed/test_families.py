@@ -31,7 +31,7 @@ SOFTMAX = {
                                      {"labels": "local_singletons"}),
     "ntxent-simclr-views": (lambda: fc.NTXentLoss(temperature=0.5, form="simclr", backend="torch"),
                             {"labels": "views"}),
-    "npair-l2": (lambda: fc.NPairLoss(l2_reg=0.1, backend="torch"), {}),
+    "npair-l2": (lambda: fc.NPairLoss(l2_reg=0.1, backend="torch", normalize=None), {}),
     "infonce": (lambda: fc.InfoNCELoss(temperature=0.2, backend="torch"),
                 {"labels": "none", "ref": "same", "call": info_nce}),
     "infonce-labels": (lambda: fc.InfoNCELoss(backend="torch"), {"ref": True, "call": info_nce}),
@@ -40,28 +40,28 @@ SOFTMAX = {
 }
 
 PAIR_MARGIN = {
-    "contrastive-avg_nonzero": (lambda: fc.ContrastiveLoss(pos_margin=0.2, neg_margin=2.0, backend="torch"), {}),
+    "contrastive-avg_nonzero": (lambda: fc.ContrastiveLoss(pos_margin=0.2, neg_margin=2.0, backend="torch", normalize=None), {}),
     "contrastive-mean-power2": (lambda: fc.ContrastiveLoss(neg_margin=2.5, power=2, average="mean",
-                                                           backend="torch"), {}),
+                                                           backend="torch", normalize=None), {}),
     "contrastive-sum-cosine": (lambda: fc.ContrastiveLoss(pos_margin=0.9, neg_margin=0.5, distance="cosine",
-                                                          reduction="sum", backend="torch"), {}),
-    "contrastive-ref": (lambda: fc.ContrastiveLoss(neg_margin=2.0, backend="torch"), {"ref": True}),
-    "contrastive-rank0-no-positives": (lambda: fc.ContrastiveLoss(neg_margin=2.0, backend="torch"),
+                                                          reduction="sum", backend="torch", normalize=None), {}),
+    "contrastive-ref": (lambda: fc.ContrastiveLoss(neg_margin=2.0, backend="torch", normalize=None), {"ref": True}),
+    "contrastive-rank0-no-positives": (lambda: fc.ContrastiveLoss(neg_margin=2.0, backend="torch", normalize=None),
                                        {"labels": "rank0_alone"}),
     "pml-contrastive": (lambda: pml_losses.ContrastiveLoss(neg_margin=1.5, backend="torch"), {}),
 }
 
 TRIPLET = {
-    **{f"triplet-{m}": (lambda m=m: fc.TripletMarginLoss(margin=0.4, mining=m, miner_margin=0.6, backend="torch"), {})
+    **{f"triplet-{m}": (lambda m=m: fc.TripletMarginLoss(margin=0.4, mining=m, miner_margin=0.6, backend="torch", normalize=None), {})
        for m in fc.MINING_MODES},
     "triplet-batch_hard-tfa-fallback-rank0-alone": (
-        lambda: fc.TripletMarginLoss(margin=0.4, mining="batch_hard", hard_fallback="tfa", backend="torch"),
+        lambda: fc.TripletMarginLoss(margin=0.4, mining="batch_hard", hard_fallback="tfa", backend="torch", normalize=None),
         {"labels": "rank0_alone"}),
     "triplet-semihard-swap-mean": (lambda: fc.TripletMarginLoss(margin=0.4, mining="semihard", swap=True,
-                                                                 average="mean", backend="torch"), {}),
+                                                                 average="mean", backend="torch", normalize=None), {}),
     "triplet-all-smooth-cosine-sum": (lambda: fc.TripletMarginLoss(margin=0.2, smooth=True, distance="cosine",
-                                                                   reduction="sum", backend="torch"), {}),
-    "triplet-semihard_tfa-ref": (lambda: fc.TripletMarginLoss(margin=0.4, mining="semihard_tfa", backend="torch"),
+                                                                   reduction="sum", backend="torch", normalize=None), {}),
+    "triplet-semihard_tfa-ref": (lambda: fc.TripletMarginLoss(margin=0.4, mining="semihard_tfa", backend="torch", normalize=None),
                                  {"ref": True}),
     "pml-triplet": (lambda: pml_losses.TripletMarginLoss(margin=0.3, backend="torch"), {}),
 }
@@ -72,7 +72,7 @@ FAMILIES = {**SOFTMAX, **PAIR_MARGIN, **TRIPLET}
 # the Triton kernels (in the interpreter on CPU) with a global reference set and self offsets
 TRITON = {
     "triton-supcon": (lambda: fc.SupConLoss(temperature=0.3, backend="triton"), {}),
-    "triton-contrastive": (lambda: fc.ContrastiveLoss(neg_margin=2.0, backend="triton"), {}),
+    "triton-contrastive": (lambda: fc.ContrastiveLoss(neg_margin=2.0, backend="triton", normalize=None), {}),
 }
 
 FAMILIES.update(TRITON)

@@ -56,7 +56,7 @@ def _gather_worker(rank, world):
     torch.testing.assert_close(got, PairStandIn(reduction="none")(emb, y)[rows], rtol=1e-12, atol=0)
     # average_grads=False: each rank's embedding gradient is exactly its rows of the global
     # gradient (work shared, and the whole-loss-on-every-rank path used for N-pair)
-    for make in (PairStandIn, lambda: fc.NPairLoss(l2_reg=0.2, backend="torch")):
+    for make in (PairStandIn, lambda: fc.NPairLoss(l2_reg=0.2, backend="torch", normalize=None)):
         full = emb.clone().requires_grad_(True)
         expected = make()(full, y)
         expected.backward()

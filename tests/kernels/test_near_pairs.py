@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not triton_available(), reason="needs triton")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 LABELS = torch.tensor([0, 0, 1, 1] + [2, 3] * 8)
 LOSSES = {
-    "contrastive": lambda e, b: fc.contrastive_loss(e, LABELS.to(e.device), neg_margin=20.0, backend=b),
+    "contrastive": lambda e, b: fc.contrastive_loss(e, LABELS.to(e.device), neg_margin=20.0, backend=b, normalize=None),
     "supcon-euclidean": lambda e, b: fc.supcon_loss(e, LABELS.to(e.device), distance="euclidean", backend=b),
     "infonce-sqeuclidean": lambda e, b: fc.info_nce_loss(e[:10], e[10:], distance="squared_euclidean",
                                                          temperature=2.0, symmetric=True, backend=b),

@@ -36,7 +36,7 @@ def _data(seed, b=21, n=18, d=37, classes=3):
 def _run(backend, x, y, r, rl, distance, power, dtype=torch.float32, self_offset=None, margins=None):
     """(values, counts, nonzero, grad_x, grad_r) of Σ w·values on one backend."""
     pm, nm = margins or MARGINS[distance]
-    loss = fc.ContrastiveLoss(pm, nm, power, distance, backend=backend)
+    loss = fc.ContrastiveLoss(pos_margin=pm, neg_margin=nm, power=power, distance=distance, backend=backend, normalize=None)
     xs = x.detach().to(dtype).clone().requires_grad_()
     rs = None if r is None else r.detach().to(dtype).clone().requires_grad_()
     if self_offset is None:
@@ -137,7 +137,7 @@ def test_loss_value_and_determinism():
     for a, b in zip(first, second):
         assert torch.equal(a, b)
     xs = x.clone().requires_grad_()
-    got = fc.contrastive_loss(xs, y, pos_margin=0.3, neg_margin=-0.1, distance="cosine", backend="triton")
+    got = fc.contrastive_loss(xs, y, pos_margin=0.3, neg_margin=-0.1, distance="cosine", backend="triton", normalize=None)
     want = ref.contrastive(x.double().cpu(), y.cpu(), 0.3, -0.1, 1, "cosine")
     assert_close(got, want, torch.float32)
 

@@ -19,7 +19,7 @@ def test_reductions(reduction, average, gen):
     r, rl = torch.randn(5, 7, generator=gen, dtype=torch.float64), torch.randint(0, 3, (5,), generator=gen)
     for kw in ({}, {"ref_emb": r, "ref_labels": rl}):
         got = fc.contrastive_loss(x, y, pos_margin=3.0, neg_margin=4.0, power=2, reduction=reduction,
-                                  average=average, **kw)
+                                  average=average, normalize=None, **kw)
         want = ref.contrastive(x, y, 3.0, 4.0, 2, "euclidean", None, kw.get("ref_emb"), kw.get("ref_labels"),
                                reduction, average)
         assert got.shape == want.shape
@@ -28,14 +28,14 @@ def test_reductions(reduction, average, gen):
 
 def test_avg_nonzero_differs_from_mean(gen):
     x, y = _data(gen)
-    a = fc.contrastive_loss(x, y, pos_margin=3.0, neg_margin=4.0)
-    b = fc.contrastive_loss(x, y, pos_margin=3.0, neg_margin=4.0, average="mean")
+    a = fc.contrastive_loss(x, y, pos_margin=3.0, neg_margin=4.0, normalize=None)
+    b = fc.contrastive_loss(x, y, pos_margin=3.0, neg_margin=4.0, average="mean", normalize=None)
     assert a.item() > b.item() > 0
 
 
 def test_terms_and_reduce(gen):
     x, y = _data(gen)
-    loss = fc.ContrastiveLoss(pos_margin=3.0, neg_margin=4.0)
+    loss = fc.ContrastiveLoss(pos_margin=3.0, neg_margin=4.0, normalize=None)
     t = loss.terms(x, y)
     assert isinstance(t, fc.LossTerms)
     assert t.values.shape == t.counts.shape == t.nonzero.shape == (12, 2)
@@ -57,7 +57,7 @@ def test_terms_and_reduce(gen):
 def test_distributed_style_split(gen):
     """Two halves of the anchors against the whole batch, with self_offset, add up to the whole."""
     x, y = _data(gen, b=10)
-    loss = fc.ContrastiveLoss(pos_margin=3.0, neg_margin=4.0)
+    loss = fc.ContrastiveLoss(pos_margin=3.0, neg_margin=4.0, normalize=None)
     whole = loss.terms(x, y)
     a = loss.terms(x[:4], y[:4], x, y, self_offset=0)
     b = loss.terms(x[4:], y[4:], x, y, self_offset=4)
@@ -69,7 +69,7 @@ def test_zero_loss_is_attached_with_zero_gradient(gen):
     x, _ = _data(gen)
     x = (x * 100).requires_grad_()
     y = torch.arange(12)  # no positive pairs; negatives far beyond the margin
-    loss = fc.contrastive_loss(x, y)
+    loss = fc.contrastive_loss(x, y, normalize=None)
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
@@ -88,7 +88,7 @@ def test_indices_tuple_pairs_and_triplets(distance, gen):
     x, y = _data(gen)
     pm, nm = {"euclidean": (3.0, 4.0), "squared_euclidean": (9.0, 16.0), "dot": (1.0, -1.0),
               "cosine": (0.5, 0.0)}[distance]
-    kw = dict(pos_margin=pm, neg_margin=nm, distance=distance)
+    kw = dict(pos_margin=pm, neg_margin=nm, distance=distance, normalize=None)
     pairs = _all_pairs(y)
     xs = x.clone().requires_grad_()
     got = fc.contrastive_loss(xs, y, indices_tuple=pairs, **kw)
@@ -118,10 +118,10 @@ def test_indices_tuple_with_ref_set_and_lazy_selection(gen):
         def materialize(self):
             return torch.tensor([0, 1, 2]), torch.tensor([5, 4, 3]), torch.tensor([11, 10, 9]), torch.tensor([0, 1, 2])
 
-    got = fc.contrastive_loss(x, y, indices_tuple=Selection(), ref_emb=r, pos_margin=2.0, neg_margin=5.0, power=2)
+    got = fc.contrastive_loss(x, y, indices_tuple=Selection(), ref_emb=r, pos_margin=2.0, neg_margin=5.0, power=2, normalize=None)
     want = ref.pairs(x, Selection().materialize(), 2.0, 5.0, 2, "euclidean", ref_emb=r)
     assert_close(got, want)
-    none = fc.contrastive_loss(x, y, indices_tuple=Selection(), ref_emb=r, reduction="none")
+    none = fc.contrastive_loss(x, y, indices_tuple=Selection(), ref_emb=r, reduction="none", normalize=None)
     assert none.shape == (12,)
 
 
@@ -129,7 +129,7 @@ def test_empty_indices_give_zero(gen):
     x, y = _data(gen)
     x.requires_grad_()
     e = torch.zeros(0, dtype=torch.int64)
-    loss = fc.contrastive_loss(x, y, indices_tuple=(e, e, e))
+    loss = fc.contrastive_loss(x, y, indices_tuple=(e, e, e), normalize=None)
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
@@ -138,7 +138,7 @@ def test_empty_indices_give_zero(gen):
 def test_public_namespace():
     assert fc.contrastive_loss is fc.pair_margin.contrastive_loss
     assert issubclass(fc.ContrastiveLoss, torch.nn.Module)
-    assert "pos_margin=0.0" in repr(fc.ContrastiveLoss())
+    assert "pos_margin=0.0" in repr(fc.ContrastiveLoss(normalize=None))
 
 
 @pytest.mark.parametrize("kwargs, exc, word", [
@@ -175,7 +175,7 @@ def test_bad_input(kwargs, exc, word):
 
 def test_constructor_validates():
     with pytest.raises(ValueError, match="power"):
-        fc.ContrastiveLoss(power=0)
+        fc.ContrastiveLoss(power=0, normalize=None)
     with pytest.raises(ValueError, match="normalize"):
         fc.ContrastiveLoss(distance="cosine", normalize=False)
 
@@ -187,7 +187,7 @@ def test_compile_training_step_torch_backend(gen):
     x, y = _data(gen)
 
     def step(inp):
-        return fc.contrastive_loss(model(inp), y, pos_margin=0.5, neg_margin=2.0, backend="torch")
+        return fc.contrastive_loss(model(inp), y, pos_margin=0.5, neg_margin=2.0, backend="torch", normalize=None)
 
     eager = step(x)
     eager_grads = torch.autograd.grad(eager, list(model.parameters()))
@@ -201,13 +201,13 @@ def test_compile_training_step_torch_backend(gen):
 def test_backend_choice(gen, monkeypatch):
     x, y = _data(gen)
     monkeypatch.setenv("FASTCONTRAST_BACKEND", "torch")
-    a = fc.contrastive_loss(x, y, pos_margin=3.0, neg_margin=4.0)
+    a = fc.contrastive_loss(x, y, pos_margin=3.0, neg_margin=4.0, normalize=None)
     monkeypatch.setenv("FASTCONTRAST_BACKEND", "nonsense")
     with pytest.raises(ValueError, match="FASTCONTRAST_BACKEND"):
-        fc.contrastive_loss(x, y)
+        fc.contrastive_loss(x, y, normalize=None)
     monkeypatch.delenv("FASTCONTRAST_BACKEND")
     # float64 on "auto" always stays on the PyTorch path (the kernels accumulate in fp32)
-    b = fc.contrastive_loss(x, y, pos_margin=3.0, neg_margin=4.0, backend="auto")
+    b = fc.contrastive_loss(x, y, pos_margin=3.0, neg_margin=4.0, backend="auto", normalize=None)
     assert torch.equal(a, b)
 
 
@@ -217,14 +217,14 @@ def test_hadsell_form_is_tfa_over_all_pairs(gen):
     from fastcontrast.compat import tfa
 
     x, y = _data(gen, b=10)
-    loss = fc.ContrastiveLoss(pos_margin=0.0, neg_margin=3.5, power=2)
+    loss = fc.ContrastiveLoss(pos_margin=0.0, neg_margin=3.5, power=2, normalize=None)
     t = loss.terms(x, y)
     off = ~torch.eye(10, dtype=torch.bool)
     d = torch.cdist(x, x)[off]
     similar = (y[:, None] == y[None, :])[off].long()
     tfa_mean = tfa.contrastive_loss(similar, d, margin=3.5).mean()
     assert_close(t.values.sum() / t.counts.sum(), tfa_mean)
-    assert_close(fc.contrastive_loss(x, y, neg_margin=3.5, power=2, average="mean"), ref.hadsell(x, y, 3.5))
+    assert_close(fc.contrastive_loss(x, y, neg_margin=3.5, power=2, average="mean", normalize=None), ref.hadsell(x, y, 3.5))
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
@@ -238,7 +238,7 @@ def test_term_bounds_keep_only_the_terms_inside(backend, power, gen):
     bounds = ((-1.0, 0.2), (0.1, None))
     dtype = torch.float64 if backend == "torch" else torch.float32
     e = x.detach().clone().to(dtype).requires_grad_()
-    loss = fc.ContrastiveLoss(pos_margin=0.9, neg_margin=1.5, power=power, backend=backend)
+    loss = fc.ContrastiveLoss(pos_margin=0.9, neg_margin=1.5, power=power, normalize=None, backend=backend)
     t = loss.terms(e, y, term_bounds=bounds)
     (t.values[:, 0].sum() + 2 * t.values[:, 1].sum()).backward()
 

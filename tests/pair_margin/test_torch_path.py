@@ -21,9 +21,9 @@ def _data(gen, b=13, n=None, d=11, classes=3, dtype=torch.float64):
     return x, y, torch.randn(n, d, generator=gen, dtype=dtype), torch.randint(0, classes, (n,), generator=gen)
 
 
-def _terms(x, y, r=None, rl=None, distance="euclidean", power=1, **kw):
+def _terms(x, y, r=None, rl=None, distance="euclidean", power=1, normalize=None, **kw):
     pm, nm = MARGINS[distance]
-    loss = fc.ContrastiveLoss(pm, nm, power, distance, backend="torch", **kw)
+    loss = fc.ContrastiveLoss(pos_margin=pm, neg_margin=nm, power=power, distance=distance, backend="torch", normalize=normalize, **kw)
     return loss.terms(x, y, r, rl, self_offset=0 if r is None else -1)
 
 
@@ -65,7 +65,7 @@ def test_duplicates_zero_distance(distance, gen):
     _check_against_reference(x, y, None, None, distance, 2)
     t = _terms(x, y, distance=distance)
     # the zero-distance positive pair gives no term (pos_margin 4 > 0 anyway); with pos_margin 0
-    loss = fc.ContrastiveLoss(0.0, 5.0, distance=distance, backend="torch")
+    loss = fc.ContrastiveLoss(pos_margin=0.0, neg_margin=5.0, distance=distance, backend="torch", normalize=None)
     xs = x.clone().requires_grad_()
     val = loss(xs, y)
     val.backward()
@@ -86,13 +86,13 @@ def test_label_edge_cases(labels, gen):
         assert int(t.counts[:, 1].sum()) == 0
     if labels == "all_distinct":
         assert int(t.counts[:, 0].sum()) == 0
-    loss = fc.contrastive_loss(x.clone().requires_grad_(), y, pos_margin=4.0, neg_margin=5.0, backend="torch")
+    loss = fc.contrastive_loss(x.clone().requires_grad_(), y, pos_margin=4.0, neg_margin=5.0, backend="torch", normalize=None)
     assert torch.isfinite(loss)
 
 
 def test_single_row_has_no_pairs(gen):
     x = torch.randn(1, 5, dtype=torch.float64, requires_grad=True)
-    loss = fc.contrastive_loss(x, torch.tensor([3]), backend="torch")
+    loss = fc.contrastive_loss(x, torch.tensor([3]), backend="torch", normalize=None)
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
@@ -120,7 +120,7 @@ def test_chunk_invariance(distance, gen, monkeypatch):
 def test_gradcheck(distance, power, gen):
     x, y, r, rl = _data(gen, b=6, n=5, d=4, classes=2)
     pm, nm = MARGINS[distance]
-    loss = fc.ContrastiveLoss(pm * 0.5, nm * 0.5, power, distance, average="mean", backend="torch")
+    loss = fc.ContrastiveLoss(pos_margin=pm * 0.5, neg_margin=nm * 0.5, power=power, distance=distance, average="mean", backend="torch", normalize=None)
     xs, rs = x.requires_grad_(), r.requires_grad_()
     assert torch.autograd.gradcheck(lambda a: loss(a, y), (xs,))
     assert torch.autograd.gradcheck(lambda a, b: loss(a, y, ref_emb=b, ref_labels=rl), (xs, rs))
@@ -132,7 +132,7 @@ def test_low_precision_inputs(dtype, gen):
     want = ref.contrastive(x, y, 4.0, 5.0, 1, "euclidean", None, r, rl)
     xs = x.to(dtype).requires_grad_()
     got = fc.contrastive_loss(xs, y, pos_margin=4.0, neg_margin=5.0, ref_emb=r.to(dtype), ref_labels=rl,
-                              backend="torch")
+                              backend="torch", normalize=None)
     got.backward()
     assert got.dtype == torch.float32 and xs.grad.dtype == dtype
     tol = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}[dtype]

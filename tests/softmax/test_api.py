@@ -60,9 +60,9 @@ def test_npair_is_sohn_with_l2(gen):
     p = torch.randn(5, 7, generator=gen, dtype=F64)
     emb = torch.cat([a, p])
     labels = torch.arange(10) % 5
-    assert_close(fc.npair_loss(emb, labels, l2_reg=0.002), ref.sohn_npair(a, p, 0.002), F64)
-    assert_close(fc.npair_loss(emb, labels), ref.sohn_npair(a, p), F64)
-    assert fc.npair_loss(emb, labels, l2_reg=0.002, reduction="none").shape == (5,)
+    assert_close(fc.npair_loss(emb, labels, l2_reg=0.002, normalize=None), ref.sohn_npair(a, p, 0.002), F64)
+    assert_close(fc.npair_loss(emb, labels, normalize=None), ref.sohn_npair(a, p), F64)
+    assert fc.npair_loss(emb, labels, l2_reg=0.002, reduction="none", normalize=None).shape == (5,)
 
 
 def test_npair_picks_the_first_pair_per_label(gen):
@@ -113,7 +113,7 @@ def test_tensor_temperature_gets_a_gradient(fn, gen):
 
 def test_module_temperature_parameter_learns(gen):
     x, y = data(gen)
-    loss = fc.SupConLoss(torch.nn.Parameter(torch.tensor(0.5, dtype=F64)))
+    loss = fc.SupConLoss(temperature=torch.nn.Parameter(torch.tensor(0.5, dtype=F64)))
     assert [n for n, _ in loss.named_parameters()] == ["temperature"]
     loss(x, y).backward()
     assert loss.temperature.grad is not None and loss.temperature.grad != 0
@@ -124,11 +124,11 @@ def test_module_temperature_parameter_learns(gen):
 
 def test_terms_and_reduce_are_the_functional_form(gen):
     x, y = data(gen)
-    for module, fn in [(fc.SupConLoss(0.2), lambda: fc.supcon_loss(x, y, temperature=0.2)),
-                       (fc.NTXentLoss(0.2), lambda: fc.nt_xent_loss(x, y, temperature=0.2)),
-                       (fc.NTXentLoss(0.2, form="simclr"),
+    for module, fn in [(fc.SupConLoss(temperature=0.2), lambda: fc.supcon_loss(x, y, temperature=0.2)),
+                       (fc.NTXentLoss(temperature=0.2), lambda: fc.nt_xent_loss(x, y, temperature=0.2)),
+                       (fc.NTXentLoss(temperature=0.2, form="simclr"),
                         lambda: fc.nt_xent_loss(x, y, temperature=0.2, form="simclr")),
-                       (fc.NPairLoss(l2_reg=0.1), lambda: fc.npair_loss(x, y, l2_reg=0.1))]:
+                       (fc.NPairLoss(l2_reg=0.1, normalize=None), lambda: fc.npair_loss(x, y, l2_reg=0.1, normalize=None))]:
         terms = module.terms(x, y, None, None)
         assert isinstance(terms, LossTerms)
         assert_close(module.reduce(terms), fn(), F64)
@@ -139,7 +139,7 @@ def test_terms_split_over_ranks_add_up(gen):
     """Two halves of the batch against the whole batch (self_offset = row offset) reduce,
     with global denominators, to the whole-batch loss."""
     x, y = data(gen, b=14)
-    for module in (fc.SupConLoss(0.2), fc.NTXentLoss(0.2), fc.NTXentLoss(0.2, form="simclr")):
+    for module in (fc.SupConLoss(temperature=0.2), fc.NTXentLoss(temperature=0.2), fc.NTXentLoss(temperature=0.2, form="simclr")):
         whole = module(x, y)
         parts = [module.terms(x[s], y[s], x, y, self_offset=s.start) for s in (slice(0, 6), slice(6, 14))]
         counts = sum(p.counts.sum() for p in parts)
@@ -150,7 +150,7 @@ def test_terms_split_over_ranks_add_up(gen):
 def test_info_nce_terms_with_offset(gen):
     q = torch.randn(8, 4, generator=gen, dtype=F64)
     k = torch.randn(8, 4, generator=gen, dtype=F64)
-    module = fc.InfoNCELoss(0.3)
+    module = fc.InfoNCELoss(temperature=0.3)
     part = module.terms(q[4:], None, k, None, self_offset=4)
     assert_close(part.values, module.terms(q, None, k, None).values[4:], F64)
 
@@ -230,7 +230,7 @@ def test_nothing_to_average_gives_attached_zero(gen):
     x.requires_grad_()
     for loss in (fc.supcon_loss(x, torch.arange(6)), fc.nt_xent_loss(x, torch.arange(6)),
                  fc.nt_xent_loss(x, torch.zeros(6, dtype=torch.long)),
-                 fc.npair_loss(x, torch.arange(6))):
+                 fc.npair_loss(x, torch.arange(6), normalize=None)):
         assert loss.item() == 0
         g, = torch.autograd.grad(loss, x)
         assert (g == 0).all()
@@ -264,8 +264,8 @@ def test_single_row(gen):
     (lambda x, y: fc.nt_xent_loss(x, y, ref_emb=x), ValueError, "ref_"),
     (lambda x, y: fc.nt_xent_loss(x, y, ref_emb=x[:, :3], ref_labels=y), ValueError, "ref_emb"),
     (lambda x, y: fc.nt_xent_loss(x, None, ref_emb=x, ref_labels=y), ValueError, "labels"),
-    (lambda x, y: fc.npair_loss(x, y, l2_reg=-1.0), ValueError, "l2_reg"),
-    (lambda x, y: fc.npair_loss(x, None), ValueError, "labels"),
+    (lambda x, y: fc.npair_loss(x, y, l2_reg=-1.0, normalize=None), ValueError, "l2_reg"),
+    (lambda x, y: fc.npair_loss(x, None, normalize=None), ValueError, "labels"),
     (lambda x, y: fc.info_nce_loss(x, x[:3]), ValueError, "keys"),
     (lambda x, y: fc.info_nce_loss(x, x[:, :2]), ValueError, "keys"),
     (lambda x, y: fc.info_nce_loss(x, torch.cat([x, x]), symmetric=True), ValueError, "symmetric"),

@@ -116,7 +116,7 @@ def symmetric_step(query, keys, t, backend, distance, labels):
     q = query.clone().requires_grad_()
     k = keys.clone().requires_grad_()
     t = t.clone().requires_grad_()
-    loss = fc.InfoNCELoss(t, symmetric=True, distance=distance, backend=backend)
+    loss = fc.InfoNCELoss(temperature=t, symmetric=True, distance=distance, backend=backend)
     value = loss(q, k) if labels is None else loss(q, k, labels, labels.flip(0))
     value.backward()
     return value.detach(), q.grad, k.grad, t.grad
@@ -163,7 +163,7 @@ def test_symmetric_terms_of_the_batch_against_itself(gen):
     out = {}
     for backend in ("torch", "triton"):
         xb = x.clone().requires_grad_()
-        loss = fc.InfoNCELoss(0.3, symmetric=True, backend=backend)
+        loss = fc.InfoNCELoss(temperature=0.3, symmetric=True, backend=backend)
         terms = loss.terms(xb, labels, None, labels.roll(1))
         value = loss.reduce(terms)
         value.backward()

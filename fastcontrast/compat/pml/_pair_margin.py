@@ -73,8 +73,9 @@ class ContrastiveLoss(PMLLossBase):
         self.loss = None
         if self.metric is not None:
             name, normalize = _distance_name(self.metric)
-            self.loss = _FastContrastiveLoss(pos_margin, neg_margin, 1, name, normalize, "mean",
-                                             _average_from_reducer(reducer), backend)
+            self.loss = _FastContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin, power=1, distance=name,
+                                             normalize=normalize, reduction="mean",
+                                             average=_average_from_reducer(reducer), backend=backend)
 
     def default_distance(self):
         return LpDistance()

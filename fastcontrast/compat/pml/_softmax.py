@@ -183,7 +183,7 @@ class NTXentLoss(_PMLSoftmaxLoss):
                          collect_stats, backend)
 
     def make_loss(self, temperature, name, normalize, backend):
-        return _softmax.NTXentLoss(temperature, form="pair", distance=name, normalize=normalize,
+        return _softmax.NTXentLoss(temperature=temperature, form="pair", distance=name, normalize=normalize,
                                    backend=backend)
 
 
@@ -206,7 +206,7 @@ class SupConLoss(_PMLSoftmaxLoss):
     count_every_element = True
 
     def make_loss(self, temperature, name, normalize, backend):
-        return _softmax.SupConLoss(temperature, distance=name, normalize=normalize, backend=backend)
+        return _softmax.SupConLoss(temperature=temperature, distance=name, normalize=normalize, backend=backend)
 
     def zero_without(self, n_pos, n_neg) -> bool:
         return n_pos == 0 or n_neg == 0

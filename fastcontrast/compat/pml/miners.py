@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import torch
 
+from ..._function import compiling
 from ..._validation import check_choice, check_query_ref, check_real
 from ...triplet import MinedTriplets
 from ...triplet import TripletMarginLoss as _FastTripletMarginLoss
@@ -148,7 +149,11 @@ class _LazyTripletMiner(torch.nn.Module):
         """Triplets selected by the last call (0 before any)."""
         if self._dense_miner is not None:
             return self._dense_miner.num_triplets
-        return 0 if self._last is None else self._last.num_triplets()
+        if self._last is None:
+            return 0
+        if not isinstance(self._last, MinedSelection):  # made while compiling: count by listing
+            return int(self._last.materialize()[0].numel())
+        return self._last.num_triplets()
 
     @num_triplets.setter
     def num_triplets(self, value):
@@ -186,7 +191,10 @@ class _LazyTripletMiner(torch.nn.Module):
                 raise ValueError("ref_labels is required when ref_emb has a different number of rows than labels")
             ref_labels = labels
         check_query_ref(embeddings, labels, ref_emb, ref_labels)
-        sel = MinedSelection(self.mining, self._margin(), self.metric, embeddings, labels, ref_emb,
+        # torch.compile cannot construct the tuple subclass: a compiled step gets the plain lazy
+        # selection (unpacking and indexing work the same; the loss fuses it all the same)
+        selection = MinedTriplets if compiling() else MinedSelection
+        sel = selection(self.mining, self._margin(), self.metric, embeddings, labels, ref_emb,
                              ref_labels if ref_emb is not None else None, self_offset)
         self._last = sel
         if self.collect_stats:
