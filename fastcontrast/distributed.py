@@ -348,6 +348,22 @@ def distributed_mode(loss) -> str:
                       all_labels, all_ref_labels, offset)
     global_pairs      the loss picks its pairs from the global batch and each rank computes a
                       slice: global_terms(all_embeddings, all_labels, rank, world)
+
+    Args:
+        loss (nn.Module): a fastcontrast loss (or compat loss), optionally with a
+            `distributed_mode()` method returning one of the modes above.
+
+    Returns:
+        str: the mode, one of MODES.
+
+    Raises:
+        ValueError: the loss declares a mode that is not one of MODES.
+
+    Example:
+        >>> import fastcontrast as fc
+        >>> from fastcontrast.distributed import distributed_mode
+        >>> distributed_mode(fc.SupConLoss()), distributed_mode(fc.NPairLoss())
+        ('rows', 'global_pairs')
     """
     declared = getattr(loss, "distributed_mode", None)
     mode = declared() if callable(declared) else "rows"

@@ -179,7 +179,7 @@ class NTXentLoss(nn.Module):
         self.backend = backend
         if abs(self.temperature) < self.eps:
             raise ValueError("Illegal temperature: abs({}) < 1e-8".format(self.temperature))
-        self._simclr = _NativeNTXent(temperature, form="simclr", distance="cosine", backend=backend)
+        self._simclr = _NativeNTXent(temperature=temperature, form="simclr", distance="cosine", backend=backend)
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, memory_bank_size={self.memory_bank.size}, "

@@ -146,7 +146,7 @@ def _lightly_worker(rank, world, sizes):
         ra, rb = a_all.clone().requires_grad_(), b_all.clone().requires_grad_()
         views = torch.cat([torch.cat([ra[s], rb[s]]) for s in (split(sizes, r) for r in range(world))])
         labels = torch.cat([torch.arange(s.start, s.stop).repeat(2) for s in (split(sizes, r) for r in range(world))])
-        single = (fc.NTXentLoss(0.4, form="simclr", backend="torch") if isinstance(make(), compat_lightly.NTXentLoss)
+        single = (fc.NTXentLoss(temperature=0.4, form="simclr", backend="torch") if isinstance(make(), compat_lightly.NTXentLoss)
                   else fc.DCLLoss(temperature=0.4, backend="torch"))
         want = single(views, labels)
         wa, wb = torch.autograd.grad(want, (ra, rb))
