@@ -52,16 +52,21 @@ def _implementation(backend: str):
 
 
 class PairMarginFunction(torch.autograd.Function):
-    """(q, r, q_labels, r_labels, cfg, backend) → per-anchor (values, counts, nonzero), each
-    (B, 2); only `values` is differentiable. r = None (and r_labels = None) means the
-    references are the anchors themselves: q's gradient is then the sum of both roles."""
+    """(q, r, q_labels, r_labels, cfg, backend, shift=None) → per-anchor (values, counts,
+    nonzero), each (B, 2); only `values` is differentiable. r = None (and r_labels = None)
+    means the references are the anchors themselves: q's gradient is then the sum of both
+    roles. shift (B,), optional: anchor i's margins are pos_margin + shift_i and
+    neg_margin + shift_i (MarginLoss's learnable β), and shift gets its gradient."""
 
     @staticmethod
     @full_precision
-    def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str):
+    def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str, shift=None):
         impl = _implementation(backend)
-        values, counts, nonzero, saved = impl.forward(*with_references(q, r, q_labels, r_labels), cfg)
-        ctx.cfg, ctx.backend = cfg, backend
+        extra = {} if shift is None else {"shift": shift}
+        values, counts, nonzero, saved = impl.forward(*with_references(q, r, q_labels, r_labels), cfg, **extra)
+        ctx.cfg, ctx.backend, ctx.has_shift = cfg, backend, shift is not None
+        if shift is not None:
+            saved = (*saved, shift)
         save_inputs(ctx, q, r, q_labels, r_labels, *saved)
         ctx.mark_non_differentiable(counts, nonzero)
         return values, counts, nonzero
@@ -70,11 +75,17 @@ class PairMarginFunction(torch.autograd.Function):
     @full_precision
     def backward(ctx, grad_values, _grad_counts, _grad_nonzero):
         q, r, q_labels, r_labels, saved = saved_inputs(ctx)
-        grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels, r_labels,
-                                                               ctx.cfg, saved)
+        impl = _implementation(ctx.backend)
+        grad_shift = None
+        if ctx.has_shift:
+            *saved, shift = saved
+            grad_q, grad_r, grad_shift = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels,
+                                                       ctx.cfg, tuple(saved), shift=shift)
+        else:
+            grad_q, grad_r = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, saved)
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
-        return grad_q, grad_r, None, None, None, None
+        return grad_q, grad_r, None, None, None, None, grad_shift
 
 
 # ---------------------------------------------------------------------------------------
