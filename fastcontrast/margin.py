@@ -116,7 +116,8 @@ class MarginLoss(nn.Module):
             self.register_buffer("beta", value)
 
     def extra_repr(self) -> str:
-        return (f"margin={self.margin}, nu={self.nu}, beta={self.beta.detach().tolist()}, "
+        beta = [round(v, 6) for v in self.beta.detach().tolist()]
+        return (f"margin={self.margin}, nu={self.nu}, beta={beta}, "
                 f"learn_beta={self.learn_beta}, num_classes={self.num_classes}, distance={self.distance!r}, "
                 f"normalize={self.normalize}, reduction={self.reduction!r}, backend={self.backend!r}")
 
