@@ -194,9 +194,11 @@ class MarginLoss(nn.Module):
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
         return self.loss_with(embeddings, labels, indices_tuple, ref_emb, ref_labels, self.beta, self.learn_beta)
 
-    def loss_with(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, beta, regularize: bool):
+    def loss_with(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, beta, regularize: bool,
+                  self_offset=None):
         """The loss with a given β (a number or a (1,) / (C,) tensor, whose graph is kept) and
-        with or without the β regularization."""
+        with or without the β regularization. self_offset: see terms() (default 0 without
+        ref_emb, −1 with it)."""
         self._check(embeddings, labels, ref_emb, ref_labels, need_labels=indices_tuple is None)
         if indices_tuple is not None:
             triplets = _triplets(indices_tuple, embeddings, ref_emb)
@@ -208,7 +210,9 @@ class MarginLoss(nn.Module):
             weighted = beta_t.sum()
             beta = _beta_tensor(beta, embeddings)
         else:
-            t, beta_a = self.terms(embeddings, labels, ref_emb, ref_labels, 0 if ref_emb is None else -1, beta)
+            if self_offset is None:
+                self_offset = 0 if ref_emb is None else -1
+            t, beta_a = self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, beta)
             if self.reduction == "none":
                 return t.values
             total, divisor, n_triplets = t.values.sum(), t.nonzero.sum(), t.counts.sum()
