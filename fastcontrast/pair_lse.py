@@ -38,20 +38,23 @@ from ._torch.softmax import softplus
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_positive,
                           check_query_ref, check_real, check_reduction, full_precision)
 from .backend import BACKENDS
-from .softmax import _check_indices_tuple, softmax_values
+from .softmax import _check_indices_tuple, resolve, softmax_values
 
 __all__ = ["multi_similarity_loss", "circle_loss", "lifted_structure_loss",
            "generalized_lifted_structure_loss", "MultiSimilarityLoss", "CircleLoss",
            "LiftedStructureLoss", "GeneralizedLiftedStructureLoss"]
 
 
-def _resolve(backend, embeddings) -> str:
-    """The backend for a pair-weighted variant: the PyTorch path (no kernel variant yet);
-    an explicit "triton" is refused rather than silently ignored."""
+def _resolve(backend, embeddings, variant: str) -> str:
+    """The backend of a variant: "ms", "circle" and "glifted" have kernels (softmax family);
+    "lifted" runs the PyTorch path, and an explicit "triton" for it is refused rather than
+    silently ignored."""
+    if variant != "lifted":
+        return resolve(backend, embeddings)
     from .backend import default_backend
     chosen = default_backend() if backend is None else backend
     if chosen == "triton":
-        raise ValueError("backend='triton' has no kernel for this loss yet; use backend='torch' or 'auto'")
+        raise ValueError("backend='triton' has no LiftedStructureLoss kernel yet; use backend='torch' or 'auto'")
     return "torch"
 
 
@@ -111,7 +114,7 @@ class _PairLSELoss(nn.Module):
         """Per-anchor LossTerms of all pairs. self_offset: anchor i is reference i + self_offset
         and that pair is skipped (−1: no self pair)."""
         self._check(embeddings, labels, ref_emb, ref_labels)
-        backend = _resolve(self.backend, embeddings)
+        backend = _resolve(self.backend, embeddings, self.variant)
         q = metrics.prepare(embeddings, self.metric, backend)
         r = q if ref_emb is None else metrics.prepare(ref_emb, self.metric, backend)
         r_labels = labels if ref_emb is None else ref_labels
