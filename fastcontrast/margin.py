@@ -29,7 +29,7 @@ from . import metrics
 from ._reduce import LossTerms, safe_ratio
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_real,
                           check_reduction, full_precision)
-from .backend import BACKENDS, default_backend
+from .backend import BACKENDS, resolve_backend
 from .configs import PairMarginConfig
 from .pair_margin import PairMarginFunction, _check_indices, materialize_indices
 
@@ -149,17 +149,17 @@ class MarginLoss(nn.Module):
         """(LossTerms per anchor: v_a, its triplets |P(a)|·|N(a)|, its non-zero hinge terms
         counted over the triplets; β of each anchor). beta: overrides self.beta."""
         self._check(embeddings, labels, ref_emb, ref_labels, need_labels=True)
-        chosen = default_backend() if self.backend is None else self.backend
-        if chosen == "triton":
-            raise ValueError("backend='triton' has no MarginLoss kernel yet; use backend='torch' or 'auto'")
-        q = metrics.prepare(embeddings, self.metric)
-        r = None if ref_emb is None else metrics.prepare(ref_emb, self.metric)
+        backend = resolve_backend(self.backend, embeddings.device, embeddings.dtype)
+        if embeddings.shape[0] == 0 or (ref_emb is not None and ref_emb.shape[0] == 0):
+            backend = "torch"  # nothing to launch a kernel for
+        q = metrics.prepare(embeddings, self.metric, backend)
+        r = None if ref_emb is None else metrics.prepare(ref_emb, self.metric, backend)
         beta_a = anchor_beta(_beta_tensor(self.beta if beta is None else beta, embeddings), labels)
         shift = -beta_a if self.metric.is_similarity else beta_a
         r_labels = None if ref_emb is None else ref_labels.to(torch.int64).contiguous()
         values, counts, nonzero = PairMarginFunction.apply(
-            q, r, labels.to(torch.int64).contiguous(), r_labels, self.config(self_offset), "torch",
-            shift.contiguous())
+            q, r, labels.to(torch.int64).contiguous(), r_labels,
+            self.config(self_offset, metrics.matmul_precision(q.dtype, q.device)), backend, shift.contiguous())
         n_pos, n_neg = counts[:, 0], counts[:, 1]
         v = values[:, 0] * n_neg.to(values.dtype) + values[:, 1] * n_pos.to(values.dtype)
         return LossTerms(v, n_pos * n_neg, nonzero[:, 0] * n_neg + nonzero[:, 1] * n_pos), beta_a

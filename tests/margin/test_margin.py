@@ -126,8 +126,6 @@ def test_bad_arguments():
         fc.MarginLoss(margin="a")
     with pytest.raises(ValueError, match="labels"):
         fc.MarginLoss(num_classes=2)(torch.randn(4, 3), torch.tensor([0, 1, 2, 2]))
-    with pytest.raises(ValueError, match="triton"):
-        fc.MarginLoss(backend="triton")(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]))
     with pytest.raises(TypeError):
         fc.MarginLoss(0.2)  # keyword-only
     text = repr(fc.MarginLoss(learn_beta=True, num_classes=2))

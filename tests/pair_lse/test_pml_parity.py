@@ -175,7 +175,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="labels"):
         fc.multi_similarity_loss(torch.randn(4, 3))
     with pytest.raises(ValueError, match="triton"):
-        fc.multi_similarity_loss(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), backend="triton")
+        fc.lifted_structure_loss(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), backend="triton")
     with pytest.raises(TypeError):
         fc.MultiSimilarityLoss(0.5)  # keyword-only
 
