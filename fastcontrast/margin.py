@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from . import metrics
-from ._reduce import LossTerms, safe_ratio
+from ._reduce import LossTerms, reduce_terms, safe_ratio
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_real,
                           check_reduction, full_precision)
 from .backend import BACKENDS, resolve_backend
@@ -76,7 +76,8 @@ class MarginLoss(nn.Module):
         distance (str, default "euclidean"): "euclidean", "squared_euclidean", "cosine" or "dot".
         normalize (bool | None, default None): L2-normalize the rows first.
         reduction (str, default "mean"): "mean" (sum over the non-zero hinge terms' count, plus
-            the regularization), "sum" (plus the regularization) or "none" (per-anchor v_a).
+            the regularization), "sum" (every triplet's hinge terms, plus nu·β_a per triplet with
+            the regularization) or "none" (those sums per anchor).
         backend (str | None, default None): "auto", "torch" or "triton".
 
     Returns:
@@ -145,7 +146,31 @@ class MarginLoss(nn.Module):
 
     @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0,
-              beta=None) -> tuple[LossTerms, torch.Tensor]:
+              beta=None, regularize=None) -> LossTerms:
+        """Per-anchor LossTerms, (B, 1) or with the β regularization (B, 2): part 0 v_a over
+        its triplets |P(a)|·|N(a)| and its non-zero hinge terms counted over the triplets (the
+        divisor's share); part 1 nu·β·|P(a)||N(a)| over |P(a)||N(a)| (one β) or
+        nu·β_a·|P(a)||N(a)| over the divisor's share (per class). reduce() of them is the loss
+        (and GlobalBatchLoss's exact global loss: every part is a ratio of global sums).
+        beta: overrides self.beta; regularize: overrides learn_beta."""
+        t, beta_a = self._anchor_terms(embeddings, labels, ref_emb, ref_labels, self_offset, beta)
+        regularize = self.learn_beta if regularize is None else regularize
+        if not regularize or self.nu == 0:
+            return LossTerms(t.values[:, None], t.counts[:, None], t.nonzero[:, None])
+        n_trip = t.counts.to(beta_a.dtype)
+        reg = self.nu * beta_a * n_trip
+        reg_den = t.counts if _beta_tensor(self.beta if beta is None else beta, embeddings).numel() == 1 \
+            else t.nonzero
+        return LossTerms(torch.stack([t.values, reg.to(t.values.dtype)], 1), torch.stack([t.counts, t.counts], 1),
+                         torch.stack([t.nonzero, reg_den], 1))
+
+    def reduce(self, terms: LossTerms, denominators=None) -> torch.Tensor:
+        """"mean": each part over its divisor (0 when it is 0); "sum": every term; "none": per anchor."""
+        return reduce_terms(terms, self.reduction, "avg_nonzero", denominators)
+
+    @full_precision
+    def _anchor_terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0,
+                      beta=None) -> tuple[LossTerms, torch.Tensor]:
         """(LossTerms per anchor: v_a, its triplets |P(a)|·|N(a)|, its non-zero hinge terms
         counted over the triplets; β of each anchor). beta: overrides self.beta."""
         self._check(embeddings, labels, ref_emb, ref_labels, need_labels=True)
@@ -203,22 +228,20 @@ class MarginLoss(nn.Module):
         if indices_tuple is not None:
             triplets = _triplets(indices_tuple, embeddings, ref_emb)
             terms, nz, beta_t = self.triplet_terms(embeddings, labels, triplets, ref_emb, beta)
-            if self.reduction == "none":
-                b = embeddings.shape[0]
-                return terms.new_zeros(b).index_add(0, triplets[0], terms)
+            if self.reduction != "mean":  # every term, the regularization per triplet
+                if regularize and self.nu != 0:
+                    terms = terms + self.nu * beta_t.to(terms.dtype)
+                if self.reduction == "sum":
+                    return terms.sum()
+                return terms.new_zeros(embeddings.shape[0]).index_add(0, triplets[0], terms)
             total, divisor, n_triplets = terms.sum(), nz.sum(), triplets[0].numel()
             weighted = beta_t.sum()
             beta = _beta_tensor(beta, embeddings)
         else:
             if self_offset is None:
                 self_offset = 0 if ref_emb is None else -1
-            t, beta_a = self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, beta)
-            if self.reduction == "none":
-                return t.values
-            total, divisor, n_triplets = t.values.sum(), t.nonzero.sum(), t.counts.sum()
-            weighted = (beta_a * t.counts.to(beta_a.dtype)).sum()
-            beta = _beta_tensor(beta, embeddings)
-        loss = total if self.reduction == "sum" else safe_ratio(total, divisor)
+            return self.reduce(self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, beta, regularize))
+        loss = safe_ratio(total, divisor)
         reg = self.regularization(weighted, n_triplets, divisor, beta, regularize)
         if reg is not None:
             loss = loss + reg

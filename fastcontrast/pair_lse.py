@@ -331,7 +331,8 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
     negative pairs of anchor row a and of anchor row p (pytorch-metric-learning's choice;
     with a reference set, anchor row p when p < B), a log-sum-exp over nothing counting 0;
     with a distance the comparisons flip. "mean" averages over positive pairs; the loss is
-    0 when the batch has no negative pair.
+    0 when the batch has no negative pair. Not exact under distributed.GlobalBatchLoss (a
+    rank does not see the negatives of the other ranks' anchor rows p).
 
     Args:
         neg_margin (float, default 1): the negative pairs' margin.
