@@ -16,6 +16,11 @@ computes, so that the figures compare the same numbers:
     supcon                SupConLoss(0.1)
     npair                 NPairsLoss (normalized dot product)
     info-nce              InfoNCE between B queries and N keys (labels = pair index)
+    multi-similarity      MultiSimilarityLoss(alpha=2, beta=50, base=0.5) (cosine)
+    circle                CircleLoss(m=0.4, gamma=80) (cosine)
+    lifted                LiftedStructureLoss(neg_margin=1, pos_margin=0) (normalized Euclidean)
+    generalized-lifted    GeneralizedLiftedStructureLoss(neg_margin=1, pos_margin=0)
+    margin                MarginLoss(margin=0.2, beta=1.2) over every triplet
 
 `SUITES` name the lists of cases that are run by `fastcontrast bench --suite` and by the
 pytest-benchmark files under bench/.
@@ -55,6 +60,11 @@ LOSSES: dict[str, LossSpec] = {spec.name: spec for spec in [
     LossSpec("npair", "softmax", flops_per_pair=8, summary="PML NPairsLoss"),
     LossSpec("info-nce", "softmax", labels="pairs", two_inputs=True, flops_per_pair=8,
              summary="InfoNCE / CLIP one direction, query vs keys"),
+    LossSpec("multi-similarity", "softmax", summary="PML MultiSimilarityLoss"),
+    LossSpec("circle", "softmax", summary="PML CircleLoss"),
+    LossSpec("lifted", "softmax", summary="PML LiftedStructureLoss"),
+    LossSpec("generalized-lifted", "softmax", summary="PML GeneralizedLiftedStructureLoss"),
+    LossSpec("margin", "pair_margin", summary="PML MarginLoss (all triplets)"),
 ]}
 
 

@@ -56,6 +56,12 @@ _FC_CALLS = {
     "supcon": ("supcon_loss", dict(temperature=0.1)),
     "npair": ("npair_loss", dict(distance="dot", normalize=True)),
     "info-nce": ("info_nce_loss", dict(temperature=0.07)),
+    "multi-similarity": ("multi_similarity_loss", dict(alpha=2.0, beta=50.0, base=0.5)),
+    "circle": ("circle_loss", dict(m=0.4, gamma=80.0)),
+    "lifted": ("lifted_structure_loss", dict(distance="euclidean", normalize=True)),
+    "generalized-lifted": ("generalized_lifted_structure_loss", dict(distance="euclidean", normalize=True)),
+    "margin": ("margin_loss", dict(margin=0.2, beta=1.2000000476837158, distance="euclidean",
+                                   normalize=True)),  # 1.2 as PML stores it (float32)
 }
 
 
@@ -103,7 +109,8 @@ def _compile_why_not(case: Case):
 _PML_FILTERS = {"triplet-all": "all", "triplet-hard": "hard", "triplet-semihard": "semihard",
                 "triplet-easy": "easy"}
 _PML_LOSSES = {"contrastive", "triplet-batch-all", "triplet-batch-hard", "ntxent", "ntxent-simclr",
-               "supcon", "npair", *_PML_FILTERS}
+               "supcon", "npair", *_PML_FILTERS,
+               "multi-similarity", "circle", "lifted", "generalized-lifted", "margin"}
 
 
 def _pml(case: Case):
@@ -123,6 +130,11 @@ def _pml(case: Case):
         "ntxent-simclr": lambda: losses.NTXentLoss(temperature=0.07),
         "supcon": lambda: losses.SupConLoss(temperature=0.1),
         "npair": lambda: losses.NPairsLoss(),
+        "multi-similarity": lambda: losses.MultiSimilarityLoss(),
+        "circle": lambda: losses.CircleLoss(),
+        "lifted": lambda: losses.LiftedStructureLoss(),
+        "generalized-lifted": lambda: losses.GeneralizedLiftedStructureLoss(),
+        "margin": lambda: losses.MarginLoss(),
     }[case.loss]()
     return lambda x: loss(x["emb"], x["labels"])
 
