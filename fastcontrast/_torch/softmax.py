@@ -10,6 +10,10 @@ pos_ij = valid_ij ∧ (y_i = y'_j), neg_ij = valid_ij ∧ (y_i ≠ y'_j).
             ∂v_i/∂l_ip = −σ(L_i − l_ip),  ∂v_i/∂l_in = W_i · softmax_neg(l_i)_n,
             W_i = Σ_p σ(L_i − l_ip)
     ∂L/∂τ = −(1/τ) Σ_ij G_ij l_ij  with G_ij = ∂L/∂l_ij
+    ms / circle / glifted / lifted: the pair-weighted variants (configs.SoftmaxConfig), each
+            anchor's log-sum-exp over its positives and over its negatives kept apart; "lifted"
+            (per positive pair, over the negatives of both rows) has its own two-pass forward
+            and backward at the end of this file
 
 Forward walks the anchors in chunks (a chunk×N tile at a time, `metrics.chunks`). When the
 whole problem is one chunk (B·N ≤ CHUNK_BUDGET) forward also computes that tile's gradient
@@ -151,15 +155,20 @@ def _pair_masks(same, rows: slice, self_offset: int):
     return is_same & valid, valid & ~is_same
 
 
-def _masked_lse(x, mask):
-    """Row-wise LSE over the masked entries (−inf for a row without any) and the softmax
-    weights over them (0 off the mask and on empty rows)."""
+def _masked_lse(x, mask, want_weights: bool = True):
+    """Row-wise LSE over the masked entries (−inf for a row without any) and, with
+    want_weights, the softmax weights over them (0 off the mask and on empty rows). One exp
+    pass; x is used up (its buffer holds the weights)."""
     lowest = torch.finfo(x.dtype).min
-    e = torch.where(mask, x, lowest)
-    has = mask.any(1)
-    lse = torch.where(has, torch.logsumexp(e, 1), float("-inf"))
-    weights = e.sub_(torch.where(has, lse, 0.0)[:, None]).exp_()  # exp(lowest − ·) is exactly 0
-    return lse, has, weights
+    e = x.masked_fill_(~mask, lowest)
+    top = e.amax(1)
+    has = top > lowest
+    top = torch.where(has, top, 0.0)
+    total = e.sub_(top[:, None]).exp_().sum(1)  # exp(lowest − ·) is exactly 0
+    lse = torch.where(has, top + total.clamp_min(torch.finfo(x.dtype).tiny).log(), float("-inf"))
+    if not want_weights:
+        return lse, has, None
+    return lse, has, e.div_(total.clamp_min(torch.finfo(x.dtype).tiny)[:, None])
 
 
 def _weighted_chunk(logits, same, rows, cfg, want_grad: bool):
@@ -167,21 +176,22 @@ def _weighted_chunk(logits, same, rows, cfg, want_grad: bool):
     values, |P_i| and with want_grad (T, None), T_ij = ∂v_i/∂l_ij."""
     pos, neg = _pair_masks(same, rows, cfg.self_offset)
     count = pos.sum(1)
+    dpos = dneg = None  # ∂a/∂l, ∂b/∂l: tiles for Circle, constants otherwise
     if cfg.variant == "ms":
-        dpos = torch.full_like(logits, -cfg.scale_pos)  # ∂a/∂l
-        dneg = torch.full_like(logits, cfg.scale_neg)
-        a = (cfg.shift_pos - logits) * cfg.scale_pos
-        b = (logits - cfg.shift_neg) * cfg.scale_neg
+        a = torch.sub(cfg.shift_pos, logits).mul_(cfg.scale_pos)
+        b = torch.sub(logits, cfg.shift_neg).mul_(cfg.scale_neg)
+        dpos_c, dneg_c = -cfg.scale_pos, cfg.scale_neg
     elif cfg.variant == "circle":
         dpos = torch.relu(2.0 - cfg.shift_pos - logits).mul_(-cfg.scale_pos)  # −γ·α_p, α_p detached
         dneg = torch.relu(logits + cfg.shift_neg).mul_(cfg.scale_neg)         # γ·α_n
         a = dpos * (logits - cfg.shift_pos)
         b = dneg * (logits - cfg.shift_neg)
+        dpos_c = dneg_c = 1.0
     else:  # glifted
-        dpos, dneg = -torch.ones_like(logits), torch.ones_like(logits)
-        a, b = cfg.shift_pos - logits, logits - cfg.shift_neg
-    lse_p, has_p, w_p = _masked_lse(a, pos)
-    lse_n, has_n, w_n = _masked_lse(b, neg)
+        a, b = torch.sub(cfg.shift_pos, logits), torch.sub(logits, cfg.shift_neg)
+        dpos_c, dneg_c = -1.0, 1.0
+    lse_p, has_p, w_p = _masked_lse(a, pos, want_grad)
+    lse_n, has_n, w_n = _masked_lse(b, neg, want_grad)
     if cfg.variant == "ms":
         values = softplus(lse_p) / cfg.scale_pos + softplus(lse_n) / cfg.scale_neg
         coef_p, coef_n = torch.sigmoid(lse_p) / cfg.scale_pos, torch.sigmoid(lse_n) / cfg.scale_neg
@@ -196,8 +206,12 @@ def _weighted_chunk(logits, same, rows, cfg, want_grad: bool):
         coef_p = coef_n = (values > 0).to(logits.dtype)
     if not want_grad:
         return values, count.long(), None, None
-    tile = w_p.mul_(dpos).mul_(coef_p[:, None]).add_(w_n.mul_(dneg).mul_(coef_n[:, None]))
-    return values, count.long(), tile, None
+    w_p.mul_((coef_p * dpos_c)[:, None])
+    w_n.mul_((coef_n * dneg_c)[:, None])
+    if dpos is not None:
+        w_p.mul_(dpos)
+        w_n.mul_(dneg)
+    return values, count.long(), w_p.add_(w_n), None
 
 
 def _same_labels(q_labels, r_labels, dtype):
