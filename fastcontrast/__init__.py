@@ -24,6 +24,12 @@ if TYPE_CHECKING:  # what a type checker sees of the lazy exports below (kept eq
                           npair_loss, nt_xent_loss, supcon_loss)
     from .siglip import SigLIPLoss, siglip_loss
     from .triplet import MINING_MODES, TripletMarginLoss, triplet_margin_loss
+    from .margin import MarginLoss, margin_loss
+    from .pair_lse import (CircleLoss, GeneralizedLiftedStructureLoss, LiftedStructureLoss,
+                           MultiSimilarityLoss, circle_loss, generalized_lifted_structure_loss,
+                           lifted_structure_loss, multi_similarity_loss)
+    from .pair_miners import (BatchEasyHardMiner, MultiSimilarityMiner, PairMarginMiner,
+                              batch_easy_hard_miner, multi_similarity_miner, pair_margin_miner)
 
 __version__ = "0.1.0"
 
@@ -39,6 +45,14 @@ _EXPORTS = {
     "dcl_loss": "dcl", "DCLLoss": "dcl",
     "LossTerms": "_reduce", "reduce_terms": "_reduce",
     "GlobalBatchLoss": "distributed",
+    "multi_similarity_loss": "pair_lse", "MultiSimilarityLoss": "pair_lse",
+    "circle_loss": "pair_lse", "CircleLoss": "pair_lse",
+    "lifted_structure_loss": "pair_lse", "LiftedStructureLoss": "pair_lse",
+    "generalized_lifted_structure_loss": "pair_lse", "GeneralizedLiftedStructureLoss": "pair_lse",
+    "margin_loss": "margin", "MarginLoss": "margin",
+    "multi_similarity_miner": "pair_miners", "MultiSimilarityMiner": "pair_miners",
+    "pair_margin_miner": "pair_miners", "PairMarginMiner": "pair_miners",
+    "batch_easy_hard_miner": "pair_miners", "BatchEasyHardMiner": "pair_miners",
 }
 
 __all__ = ["BACKENDS", "METRICS", "CHECK_FINITE_MODES", "resolve_backend", "set_check_finite", *_EXPORTS]

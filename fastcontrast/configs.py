@@ -54,6 +54,20 @@ class SoftmaxConfig:
     # True: a promise that no reference shares a label with any query and none is excluded
     # (every pair is a negative: a memory bank); "dcl" is then a plain LSE per row.
     all_negative: bool = False
+    # The pair-weighted variants (PyTorch path), with l = s_ij (τ = 1), a on positive pairs,
+    # b on negative pairs, LSE₀ a log-sum-exp that is 0 over an empty set:
+    #   "ms"       a = scale_pos·(shift_pos − l), b = scale_neg·(l − shift_neg),
+    #              value_i = softplus(LSE_P a)/scale_pos + softplus(LSE_N b)/scale_neg
+    #   "circle"   a = −scale_pos·relu(2 − shift_pos − l̄)·(l − shift_pos),
+    #              b = scale_neg·relu(l̄ + shift_neg)·(l − shift_neg)  (l̄ = l, no gradient),
+    #              value_i = softplus(LSE_P a + LSE_N b), 0 unless P_i and N_i are both non-empty
+    #   "glifted"  a = shift_pos − l, b = l − shift_neg, value_i = relu(LSE₀_P a + LSE₀_N b)
+    #   "lifted"   per positive pair (i, p): relu(LSE₀_{N_i ∪ N_p} b + a_ip)² / 2, with N_p the
+    #              negatives of anchor row p (none when p ≥ B); value_i sums them over p
+    scale_pos: float = 1.0
+    scale_neg: float = 1.0
+    shift_pos: float = 0.0
+    shift_neg: float = 0.0
 
 
 @dataclass(frozen=True)

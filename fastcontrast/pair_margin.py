@@ -83,21 +83,27 @@ _torch_backward_op = opaque_op("torch_pair_margin_bwd", f"(Tensor grad_values, {
 
 
 class PairMarginFunction(torch.autograd.Function):
-    """(q, r, q_labels, r_labels, cfg, backend) → per-anchor (values, counts, nonzero), each
-    (B, 2); only `values` is differentiable. r = None (and r_labels = None) means the
-    references are the anchors themselves: q's gradient is then the sum of both roles."""
+    """(q, r, q_labels, r_labels, cfg, backend, shift=None) → per-anchor (values, counts,
+    nonzero), each (B, 2); only `values` is differentiable. r = None (and r_labels = None)
+    means the references are the anchors themselves: q's gradient is then the sum of both
+    roles. shift (B,), optional: anchor i's margins are pos_margin + shift_i and
+    neg_margin + shift_i (MarginLoss's learnable β), and shift gets its gradient."""
 
     @staticmethod
     @full_precision
-    def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str):
-        ctx.opaque = backend == "torch" and compiling()
+    def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str, shift=None):
+        # while torch.compile traces, the PyTorch path runs as one opaque op (_function.py)
+        ctx.opaque = backend == "torch" and shift is None and compiling()
         if ctx.opaque:
             values, counts, nonzero = _torch_forward_op(q, r, q_labels, r_labels, config_code(cfg))
             saved = ()
         else:
+            extra = {} if shift is None else {"shift": shift}
             values, counts, nonzero, saved = _implementation(backend).forward(
-                *with_references(q, r, q_labels, r_labels), cfg)
-        ctx.cfg, ctx.backend = cfg, backend
+                *with_references(q, r, q_labels, r_labels), cfg, **extra)
+        ctx.cfg, ctx.backend, ctx.has_shift = cfg, backend, shift is not None
+        if shift is not None:
+            saved = (*saved, shift)
         save_inputs(ctx, q, r, q_labels, r_labels, *saved)
         ctx.mark_non_differentiable(counts, nonzero)
         return values, counts, nonzero
@@ -105,17 +111,23 @@ class PairMarginFunction(torch.autograd.Function):
     @staticmethod
     @full_precision
     def backward(ctx, grad_values, _grad_counts, _grad_nonzero):
+        grad_shift = None
         if ctx.opaque:
             q, r, q_labels, r_labels, *_ = ctx.saved_tensors
             grad_q, grad_r = _torch_backward_op(grad_values.contiguous(), q, r, q_labels, r_labels,
                                                 config_code(ctx.cfg))
         else:
             q, r, q_labels, r_labels, saved = saved_inputs(ctx)
-            grad_q, grad_r = _implementation(ctx.backend).backward(grad_values.contiguous(), q, r, q_labels,
-                                                                   r_labels, ctx.cfg, saved)
+            impl = _implementation(ctx.backend)
+            if ctx.has_shift:
+                *saved, shift = saved
+                grad_q, grad_r, grad_shift = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels,
+                                                           ctx.cfg, tuple(saved), shift=shift)
+            else:
+                grad_q, grad_r = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, saved)
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
-        return grad_q, grad_r, None, None, None, None
+        return grad_q, grad_r, None, None, None, None, grad_shift
 
 
 # ---------------------------------------------------------------------------------------

@@ -258,16 +258,18 @@ def resolve(backend, embeddings: torch.Tensor) -> str:
 
 
 def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temperature, backend,
-                   precision=None, symmetric=False, positive_offset=-1, bias=None, all_negative=False):
+                   precision=None, symmetric=False, positive_offset=-1, bias=None, all_negative=False,
+                   **options):
     """Run SoftmaxFunction on prepared inputs. r may be q and r_labels may be q_labels (the
     batch is its own reference set): the Function then gets None for them. symmetric=True
     (Triton backend only): (values, n_pos, values_r, n_pos_r), both directions at once.
     positive_offset ≥ 0: the labels make reference i + positive_offset the only positive of
-    query i (SoftmaxConfig.positive_offset)."""
+    query i (SoftmaxConfig.positive_offset). `options`: the pair-weighted variants' scales and
+    shifts (SoftmaxConfig)."""
     if precision is None:
         precision = metrics.matmul_precision(q.dtype, q.device)
     cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision,
-                        positive_offset=int(positive_offset), all_negative=bool(all_negative))
+                        positive_offset=int(positive_offset), all_negative=bool(all_negative), **options)
     resolved = resolve(backend, q)
     if q.shape[0] == 0 or r.shape[0] == 0:
         resolved = "torch"  # nothing to launch a kernel for

@@ -25,6 +25,9 @@ program per (reference block, D chunk), streaming over anchor tiles with the sam
 orientation. A tile whose hinges are all inactive (c = 0) skips its gradient product. Every
 output element is written by one program: no atomics, deterministic.
 
+Optional per-anchor margin shift (HAS_SHIFT; MarginLoss's learnable β): h⁺ = d − (pos_margin +
+shift_i), h⁻ = (neg_margin + shift_i) − d; its gradient comes from the forward's non-zero counts.
+
 Inputs fp32/fp16/bf16, accumulation fp32; tl.dot input precision from cfg.precision
 ("ieee" | "tf32"; fp16/bf16 run at their native precision). Registered as the torch ops
 "fastcontrast::pair_margin_fwd" / "fastcontrast::pair_margin_bwd" (torch.library.triton_op;
@@ -56,6 +59,16 @@ def _hinges(t, pos_margin, neg_margin, NEGATE: tl.constexpr):
     else:
         d = t
     return d - pos_margin, neg_margin - d
+
+
+@triton.jit
+def _row_shift(shift_ptr, offs_m, M, HAS_SHIFT: tl.constexpr):
+    """Anchor i's margin shift (MarginLoss's β_i) as a column, or 0."""
+    if HAS_SHIFT:
+        sh = tl.load(shift_ptr + offs_m, mask=offs_m < M, other=0.0)
+    else:
+        sh = tl.zeros(offs_m.shape, tl.float32)
+    return sh[:, None]
 
 
 @triton.jit
@@ -106,15 +119,16 @@ def _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin,
 # Forward: per-anchor sums and counts
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr,
+def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, shift_ptr,
                             values_ptr, counts_ptr, nonzero_ptr,
                             M, N, stride_q, stride_r, near_tol, self_offset, pos_margin, neg_margin,
                             pos_low, pos_high, neg_low, neg_high,
                             D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
-                            FILTERED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                            BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                            FILTERED: tl.constexpr, PRECISION: tl.constexpr, HAS_SHIFT: tl.constexpr,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     unit = tl.load(unit_ptr)  # true distance = unit × the frame's (see _host.frame)
+    sh = _row_shift(shift_ptr, offs_m, M, HAS_SHIFT)
     sum_pos = tl.zeros((BLOCK_M,), tl.float32)
     sum_neg = tl.zeros((BLOCK_M,), tl.float32)
     n_pos = tl.zeros((BLOCK_M,), tl.int32)
@@ -126,7 +140,7 @@ def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
         t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION) * unit
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-        h_pos, h_neg = _hinges(t, pos_margin, neg_margin, NEGATE)
+        h_pos, h_neg = _hinges(t, pos_margin + sh, neg_margin + sh, NEGATE)
         term_pos = _terms(h_pos, pos, POWER)
         term_neg = _terms(h_neg, neg, POWER)
         n_pos += tl.sum(pos.to(tl.int32), 1)
@@ -158,16 +172,18 @@ def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
 # Backward: grad_q (rows) and grad_r (columns)
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, grad_ptr, grad_q_ptr,
+def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, shift_ptr, grad_ptr, grad_q_ptr,
                               M, N, stride_q, stride_r, stride_gq, near_tol, self_offset, pos_margin, neg_margin,
                               pos_low, pos_high, neg_low, neg_high,
                               D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
-                              FILTERED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                              FILTERED: tl.constexpr, PRECISION: tl.constexpr, HAS_SHIFT: tl.constexpr,
+                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                               BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)  # the D chunk this program writes
     unit = tl.load(unit_ptr)
     in_m = offs_m < M
+    sh = _row_shift(shift_ptr, offs_m, M, HAS_SHIFT)
     g_pos = tl.load(grad_ptr + offs_m.to(tl.int64) * 2, mask=in_m, other=0.0)
     g_neg = tl.load(grad_ptr + offs_m.to(tl.int64) * 2 + 1, mask=in_m, other=0.0)
 
@@ -179,9 +195,10 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
                                       stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         if FILTERED:
-            pos, neg = _kept(t_frame * unit, pos, neg, pos_margin, neg_margin, pos_low, pos_high, neg_low, neg_high,
-                             NEGATE, POWER)
-        c = _tile_coef(t_frame * unit, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
+            pos, neg = _kept(t_frame * unit, pos, neg, pos_margin + sh, neg_margin + sh, pos_low, pos_high,
+                             neg_low, neg_high, NEGATE, POWER)
+        c = _tile_coef(t_frame * unit, pos, neg, g_pos, g_neg, pos_margin + sh, neg_margin + sh, KIND, NEGATE,
+                       POWER)
         if tl.sum((c != 0.0).to(tl.int32)) > 0:  # tiles with every hinge inactive add nothing
             r_chunk = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
             acc, coef_sum = tiles.accumulate_row_grad(acc, coef_sum, c, t_frame, r_chunk, q_ptr, r_ptr, offs_m, n0,
@@ -192,11 +209,12 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
 
 
 @triton.jit
-def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, grad_ptr, grad_r_ptr,
+def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, shift_ptr, grad_ptr, grad_r_ptr,
                               M, N, stride_q, stride_r, stride_gr, near_tol, self_offset, pos_margin, neg_margin,
                               pos_low, pos_high, neg_low, neg_high,
                               D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
-                              FILTERED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                              FILTERED: tl.constexpr, PRECISION: tl.constexpr, HAS_SHIFT: tl.constexpr,
+                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                               BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
@@ -209,13 +227,15 @@ def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
         in_m = offs_m < M
         g_pos = tl.load(grad_ptr + offs_m.to(tl.int64) * 2, mask=in_m, other=0.0)
         g_neg = tl.load(grad_ptr + offs_m.to(tl.int64) * 2 + 1, mask=in_m, other=0.0)
+        sh = _row_shift(shift_ptr, offs_m, M, HAS_SHIFT)
         t_frame = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
                                       stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         if FILTERED:
-            pos, neg = _kept(t_frame * unit, pos, neg, pos_margin, neg_margin, pos_low, pos_high, neg_low, neg_high,
-                             NEGATE, POWER)
-        c = _tile_coef(t_frame * unit, pos, neg, g_pos, g_neg, pos_margin, neg_margin, KIND, NEGATE, POWER)
+            pos, neg = _kept(t_frame * unit, pos, neg, pos_margin + sh, neg_margin + sh, pos_low, pos_high,
+                             neg_low, neg_high, NEGATE, POWER)
+        c = _tile_coef(t_frame * unit, pos, neg, g_pos, g_neg, pos_margin + sh, neg_margin + sh, KIND, NEGATE,
+                       POWER)
         if tl.sum((c != 0.0).to(tl.int32)) > 0:
             q_chunk = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
             acc, coef_sum = tiles.accumulate_row_grad(acc, coef_sum, c, t_frame, q_chunk, r_ptr, q_ptr, offs_n, m0,
@@ -272,9 +292,10 @@ def _filtered(keep) -> bool:
 
 
 def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
-              unit: torch.Tensor, kind: int, negate: bool, power: int, pos_margin: float, neg_margin: float, self_offset: int,
-              precision: str, near_tol: float, keep: list[float], block_m: int, block_n: int, block_d: int,
-              num_warps: int, num_stages: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              unit: torch.Tensor, shift: torch.Tensor, kind: int, negate: bool, power: int, pos_margin: float,
+              neg_margin: float, self_offset: int, precision: str, near_tol: float, keep: list[float],
+              has_shift: bool, block_m: int, block_n: int, block_d: int, num_warps: int, num_stages: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     M, D = q.shape
     N = r.shape[0]
     values = torch.empty((M, 2), dtype=torch.float32, device=q.device)
@@ -282,18 +303,19 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     nonzero = torch.empty((M, 2), dtype=torch.int64, device=q.device)
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     _host.launchable(_pair_margin_fwd_kernel)[(triton.cdiv(M, block_m),)](
-        q, r, q_sq, r_sq, q_labels, r_labels, unit, values, counts, nonzero,
+        q, r, q_sq, r_sq, q_labels, r_labels, unit, shift, values, counts, nonzero,
         M, N, q.stride(0), r.stride(0), near_tol, self_offset, pos_margin, neg_margin, *keep,
         D=D, KIND=kind, NEGATE=negate, POWER=power, FILTERED=_filtered(keep), PRECISION=precision,
+        HAS_SHIFT=has_shift,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps, num_stages=num_stages)
     return values, counts, nonzero
 
 
 def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor,
-              r_labels: torch.Tensor, unit: torch.Tensor, kind: int, negate: bool, power: int, pos_margin: float,
-              neg_margin: float, self_offset: int, precision: str, near_tol: float, keep: list[float],
-              block_m: int, block_n: int, block_d: int, block_do: int, num_warps: int, num_stages: int
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+              r_labels: torch.Tensor, unit: torch.Tensor, shift: torch.Tensor, kind: int, negate: bool, power: int,
+              pos_margin: float, neg_margin: float, self_offset: int, precision: str, near_tol: float,
+              keep: list[float], has_shift: bool, block_m: int, block_n: int, block_d: int, block_do: int,
+              num_warps: int, num_stages: int) -> tuple[torch.Tensor, torch.Tensor]:
     M, D = q.shape
     N = r.shape[0]
     grad_q = torch.empty_like(q)
@@ -301,28 +323,29 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_lab
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     d_chunks = triton.cdiv(D, block_do)
     common = dict(D=D, KIND=kind, NEGATE=negate, POWER=power, FILTERED=_filtered(keep), PRECISION=precision,
-                  BLOCK_M=block_m,
-                  BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do, num_warps=num_warps, num_stages=num_stages)
+                  HAS_SHIFT=has_shift, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
+                  num_warps=num_warps, num_stages=num_stages)
     _host.launchable(_pair_margin_bwd_q_kernel)[(triton.cdiv(M, block_m), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, unit, grad_values, grad_q,
+        q, r, q_sq, r_sq, q_labels, r_labels, unit, shift, grad_values, grad_q,
         M, N, q.stride(0), r.stride(0), grad_q.stride(0), near_tol, self_offset, pos_margin, neg_margin, *keep,
         **common)
     _host.launchable(_pair_margin_bwd_r_kernel)[(triton.cdiv(N, block_n), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, unit, grad_values, grad_r,
+        q, r, q_sq, r_sq, q_labels, r_labels, unit, shift, grad_values, grad_r,
         M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset, pos_margin, neg_margin, *keep,
         **common)
     return grad_q, grad_r
 
 
-def _fwd_fake(q, r, q_labels, r_labels, unit, kind, negate, power, pos_margin, neg_margin, self_offset, precision,
-              near_tol, keep, block_m, block_n, block_d, num_warps, num_stages):
+def _fwd_fake(q, r, q_labels, r_labels, unit, shift, kind, negate, power, pos_margin, neg_margin, self_offset,
+              precision, near_tol, keep, has_shift, block_m, block_n, block_d, num_warps, num_stages):
     M = q.shape[0]
     return (q.new_empty((M, 2), dtype=torch.float32), q.new_empty((M, 2), dtype=torch.int64),
             q.new_empty((M, 2), dtype=torch.int64))
 
 
-def _bwd_fake(grad_values, q, r, q_labels, r_labels, unit, kind, negate, power, pos_margin, neg_margin, self_offset,
-              precision, near_tol, keep, block_m, block_n, block_d, block_do, num_warps, num_stages):
+def _bwd_fake(grad_values, q, r, q_labels, r_labels, unit, shift, kind, negate, power, pos_margin, neg_margin,
+              self_offset, precision, near_tol, keep, has_shift, block_m, block_n, block_d, block_do, num_warps,
+              num_stages):
     return torch.empty_like(q), torch.empty_like(r)
 
 
@@ -339,32 +362,52 @@ def _codes(cfg: PairMarginConfig) -> int:
     return kind
 
 
-def _args(cfg: PairMarginConfig, kind: int, dtype: torch.dtype):
+def _args(cfg: PairMarginConfig, kind: int, dtype: torch.dtype, has_shift: bool = False):
     return (kind, bool(cfg.negate), int(cfg.power), float(cfg.pos_margin), float(cfg.neg_margin),
             int(cfg.self_offset), cfg.precision, metrics.near_tolerance(dtype, cfg.precision),
-            [float(v) for v in (*cfg.pos_keep, *cfg.neg_keep)])
+            [float(v) for v in (*cfg.pos_keep, *cfg.neg_keep)], has_shift)
 
 
-def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, blocks: Blocks | None = None):
-    """-> (values (B, 2) float32, counts (B, 2) int64, nonzero (B, 2) int64, saved = ())."""
+def _shift(shift, device):
+    """The per-anchor margin shift as float32 (true units), or an empty tensor (never read)."""
+    if shift is None:
+        return torch.empty(0, dtype=torch.float32, device=device)
+    return shift.detach().to(device=device, dtype=torch.float32).contiguous()
+
+
+def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, blocks: Blocks | None = None, shift=None):
+    """-> (values (B, 2) float32, counts (B, 2) int64, nonzero (B, 2) int64, saved). shift (B,):
+    anchor i's margins moved by shift_i (MarginLoss's β); saved is then (nonzero,), from which
+    backward gives shift's gradient (POWER 1: −g⁺_i·nonzero⁺_i + g⁻_i·nonzero⁻_i)."""
     kind = _codes(cfg)
+    if shift is not None and cfg.power != 1:
+        raise ValueError("a per-anchor margin shift needs power=1")
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "pair-margin")
     q, r, _, unit = _host.frame(q, r, kind)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.precision)
-    values, counts, nonzero = pair_margin_fwd_op(q, r, q_labels, r_labels, unit, *_args(cfg, kind, q.dtype),
+    values, counts, nonzero = pair_margin_fwd_op(q, r, q_labels, r_labels, unit, _shift(shift, q.device),
+                                                 *_args(cfg, kind, q.dtype, shift is not None),
                                                  b.fwd_m, b.fwd_n, b.block_d, b.num_warps, b.num_stages)
-    return values, counts, nonzero, ()
+    return values, counts, nonzero, (() if shift is None else (nonzero,))
 
 
-def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved, blocks: Blocks | None = None):
-    """-> (grad_q like q, grad_r like r)."""
+def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved, blocks: Blocks | None = None,
+             shift=None):
+    """-> (grad_q like q, grad_r like r), and grad_shift (B,) when shift is given."""
     kind = _codes(cfg)
     q_dtype, r_dtype = q.dtype, r.dtype
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "pair-margin")
     q, r, s, unit = _host.frame(q, r, kind)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.precision)
     grad_values = _host.upstream_grad(grad_values, q.device)
-    grad_q, grad_r = pair_margin_bwd_op(grad_values, q, r, q_labels, r_labels, unit, *_args(cfg, kind, q.dtype),
+    grad_q, grad_r = pair_margin_bwd_op(grad_values, q, r, q_labels, r_labels, unit, _shift(shift, q.device),
+                                        *_args(cfg, kind, q.dtype, shift is not None),
                                         b.bwd_m, b.bwd_n, b.block_d, b.block_do, b.num_warps, b.num_stages)
     # the kernels' coefficients are in true units against frame rows: ∂L/∂x = s · their rows
-    return (grad_q.float() * s).to(q_dtype), (grad_r.float() * s).to(r_dtype)
+    grads = (grad_q.float() * s).to(q_dtype), (grad_r.float() * s).to(r_dtype)
+    if shift is None:
+        return grads
+    (nonzero,) = saved
+    g = grad_values.float()
+    grad_shift = g[:, 1] * nonzero[:, 1].float() - g[:, 0] * nonzero[:, 0].float()
+    return (*grads, grad_shift.to(shift.dtype))

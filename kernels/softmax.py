@@ -58,7 +58,10 @@ from fastcontrast.configs import SoftmaxConfig
 
 from . import _host, tiles
 
-VARIANT_CODES = {"supcon": 0, "ntxent": 1, "dcl": 2, "sigmoid": 3}
+VARIANT_CODES = {"supcon": 0, "ntxent": 1, "dcl": 2, "sigmoid": 3, "ms": 4, "circle": 5, "glifted": 6}
+# the pair-weighted variants (configs.SoftmaxConfig): the temperature tensor then carries
+# (τ, scale_pos, scale_neg, shift_pos, shift_neg), and lse/aux hold LSE_P a / LSE_N b
+WEIGHTED = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,11 +99,71 @@ def _sigmoid(x):
 
 
 @triton.jit
-def _logit_grad(logits, valid, pos, neg, lse, aux, g, bias, VARIANT: tl.constexpr):
+def _pair_terms(logits, sp, sn, shp, shn, VARIANT: tl.constexpr):
+    """The pair-weighted variants' per-pair exponents a (positives), b (negatives) and their
+    derivatives ∂a/∂l, ∂b/∂l (Circle's α taken as constants)."""
+    if VARIANT == 4:  # ms
+        dpos = logits * 0.0 - sp
+        dneg = logits * 0.0 + sn
+        a = (shp - logits) * sp
+        b = (logits - shn) * sn
+    elif VARIANT == 5:  # circle
+        dpos = -sp * tl.maximum(2.0 - shp - logits, 0.0)
+        dneg = sn * tl.maximum(logits + shn, 0.0)
+        a = dpos * (logits - shp)
+        b = dneg * (logits - shn)
+    else:  # glifted
+        dpos = logits * 0.0 - 1.0
+        dneg = logits * 0.0 + 1.0
+        a = shp - logits
+        b = logits - shn
+    return a, b, dpos, dneg
+
+
+@triton.jit
+def _weighted_value(lse_p, lse_n, sp, sn, VARIANT: tl.constexpr):
+    """(value, coef_p, coef_n) of an anchor from its LSE_P a and LSE_N b (−inf when empty):
+    ∂v/∂a_p = coef_p·softmax_P(a)_p, ∂v/∂b_n = coef_n·softmax_N(b)_n."""
+    has_p = lse_p > float("-inf")
+    has_n = lse_n > float("-inf")
+    if VARIANT == 4:
+        value = _softplus(lse_p) / sp + _softplus(lse_n) / sn
+        coef_p = tl.where(has_p, _sigmoid(lse_p), 0.0) / sp
+        coef_n = tl.where(has_n, _sigmoid(lse_n), 0.0) / sn
+    elif VARIANT == 5:
+        both = has_p & has_n
+        total = tl.where(both, lse_p + lse_n, 0.0)
+        value = tl.where(both, _softplus(total), 0.0)
+        coef_p = tl.where(both, _sigmoid(total), 0.0)
+        coef_n = coef_p
+    else:
+        total = tl.where(has_p, lse_p, 0.0) + tl.where(has_n, lse_n, 0.0)
+        value = tl.maximum(total, 0.0)
+        coef_p = tl.where(total > 0.0, 1.0, 0.0)
+        coef_n = coef_p
+    return value, coef_p, coef_n
+
+
+@triton.jit
+def _weighted_grad(logits, pos, neg, lse_p, lse_n, g, sp, sn, shp, shn, VARIANT: tl.constexpr):
+    """W_ij = g_i·∂v_i/∂l_ij of the pair-weighted variants; anchor statistics as in _logit_grad."""
+    a, b, dpos, dneg = _pair_terms(logits, sp, sn, shp, shn, VARIANT)
+    _, coef_p, coef_n = _weighted_value(lse_p, lse_n, sp, sn, VARIANT)
+    w_p = tl.exp(tl.where(pos, a - tl.where(lse_p > float("-inf"), lse_p, 0.0), float("-inf")))
+    w_n = tl.exp(tl.where(neg, b - tl.where(lse_n > float("-inf"), lse_n, 0.0), float("-inf")))
+    return g * (coef_p * w_p * dpos + coef_n * w_n * dneg)
+
+
+@triton.jit
+def _logit_grad(logits, valid, pos, neg, lse, aux, g, bias, VARIANT: tl.constexpr, sp, sn, shp, shn):
     """W_ij = g_i · ∂v_i/∂l_ij (see the module docstring); 0 outside the masks. The anchor
     statistics lse, aux, g come as a column (BLOCK_M, 1) — or as a row (1, BLOCK_N) for the
-    reverse direction of a symmetric loss, whose anchors are the references."""
-    if VARIANT == 0:
+    reverse direction of a symmetric loss, whose anchors are the references. sp, sn, shp, shn:
+    the pair-weighted variants' scales and shifts."""
+    if VARIANT >= 4:  # WEIGHTED (ms, circle, glifted)
+        w = _weighted_grad(logits, pos, neg, lse, aux, g, sp, sn, shp, shn, VARIANT)
+        scale = 1.0
+    elif VARIANT == 0:
         scale = tl.where(aux > 0.0, g, 0.0)  # anchors without positives have v_i ≡ 0
         w = tl.exp(tl.where(valid, logits - lse, float("-inf"))) - tl.where(pos, aux, 0.0)
     elif VARIANT == 2:
@@ -116,6 +179,23 @@ def _logit_grad(logits, valid, pos, neg, lse, aux, g, bias, VARIANT: tl.constexp
         x = lse - logits
         w = aux * tl.exp(tl.where(neg, -x, float("-inf"))) - tl.where(pos, _sigmoid(x), 0.0)
     return w * scale
+
+
+@triton.jit
+def _variant_params(tau_ptr, VARIANT: tl.constexpr):
+    """(scale_pos, scale_neg, shift_pos, shift_neg): read from the temperature tensor by the
+    pair-weighted variants, unused defaults otherwise."""
+    if VARIANT >= 4:  # WEIGHTED (ms, circle, glifted)
+        sp = tl.load(tau_ptr + 1)
+        sn = tl.load(tau_ptr + 2)
+        shp = tl.load(tau_ptr + 3)
+        shn = tl.load(tau_ptr + 4)
+    else:
+        sp = 1.0
+        sn = 1.0
+        shp = 0.0
+        shn = 0.0
+    return sp, sn, shp, shn
 
 
 @triton.jit
@@ -220,6 +300,53 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
     tl.store(aux_ptr + offs_m, aux, mask=in_m)
 
 
+@triton.jit
+def _softmax_weighted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr, bias_ptr,
+                                 values_ptr, n_pos_ptr, lse_ptr, aux_ptr,
+                                 M, N, stride_q, stride_r, near_tol, self_offset,
+                                 D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr,
+                                 PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                 BLOCK_D: tl.constexpr):
+    """The pair-weighted variants: one pass, two online LSEs kept apart (a over the positives,
+    b over the negatives); lse ← LSE_P a, aux ← LSE_N b (−inf when empty)."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    inv_tau = 1.0 / tl.load(tau_ptr)
+    sp = tl.load(tau_ptr + 1)
+    sn = tl.load(tau_ptr + 2)
+    shp = tl.load(tau_ptr + 3)
+    shn = tl.load(tau_ptr + 4)
+    max_p = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    sum_p = tl.zeros((BLOCK_M,), tl.float32)
+    max_n = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    sum_n = tl.zeros((BLOCK_M,), tl.float32)
+    n_pos = tl.zeros((BLOCK_M,), tl.int32)
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                                near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        a, b, _, _ = _pair_terms(logits, sp, sn, shp, shn, VARIANT)
+        a = tl.where(pos, a, float("-inf"))
+        b = tl.where(neg, b, float("-inf"))
+        new_p = tl.maximum(max_p, tl.max(a, 1))
+        shift_p = tl.where(new_p == float("-inf"), 0.0, new_p)
+        sum_p = sum_p * tl.exp(max_p - shift_p) + tl.sum(tl.exp(a - shift_p[:, None]), 1)
+        max_p = new_p
+        new_n = tl.maximum(max_n, tl.max(b, 1))
+        shift_n = tl.where(new_n == float("-inf"), 0.0, new_n)
+        sum_n = sum_n * tl.exp(max_n - shift_n) + tl.sum(tl.exp(b - shift_n[:, None]), 1)
+        max_n = new_n
+        n_pos += tl.sum(pos.to(tl.int32), 1)
+    lse_p = tl.where(sum_p > 0.0, max_p + tl.log(tl.where(sum_p > 0.0, sum_p, 1.0)), float("-inf"))
+    lse_n = tl.where(sum_n > 0.0, max_n + tl.log(tl.where(sum_n > 0.0, sum_n, 1.0)), float("-inf"))
+    value, _, _ = _weighted_value(lse_p, lse_n, sp, sn, VARIANT)
+    in_m = offs_m < M
+    tl.store(values_ptr + offs_m, value, mask=in_m)
+    tl.store(n_pos_ptr + offs_m, n_pos.to(tl.int64), mask=in_m)
+    tl.store(lse_ptr + offs_m, lse_p, mask=in_m)
+    tl.store(aux_ptr + offs_m, lse_n, mask=in_m)
+
+
 # --------------------------------------------------------------------------------------------
 # Backward: grad_q (rows), grad_r (columns), grad_τ partials
 # --------------------------------------------------------------------------------------------
@@ -238,6 +365,7 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     in_m = offs_m < M
     inv_tau = 1.0 / tl.load(tau_ptr)
     bias = tl.load(bias_ptr)
+    sp, sn, shp, shn = _variant_params(tau_ptr, VARIANT)
     g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
     lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
     aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
@@ -251,14 +379,15 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT)
+        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
+                        sp, sn, shp, shn)
         if SYMMETRIC:  # + the reverse direction: the references as anchors, column statistics
             in_n = offs_n < N
             rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
             rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
             rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
             w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], bias,
-                             VARIANT)
+                             VARIANT, sp, sn, shp, shn)
         if TAU_GRAD:
             tau_part += tl.sum(w * logits, 1)
         if BIAS_GRAD:
@@ -289,6 +418,7 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
     inv_tau = 1.0 / tl.load(tau_ptr)
     bias = tl.load(bias_ptr)
+    sp, sn, shp, shn = _variant_params(tau_ptr, VARIANT)
     if SYMMETRIC:
         in_n = offs_n < N
         rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
@@ -306,10 +436,11 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT)
+        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
+                        sp, sn, shp, shn)
         if SYMMETRIC:
             w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], bias,
-                             VARIANT)
+                             VARIANT, sp, sn, shp, shn)
         c = _tile_coef(w, t, inv_tau, KIND)
         q_chunk = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
         acc, coef_sum = tiles.accumulate_row_grad(acc, coef_sum, c, t, q_chunk, r_ptr, q_ptr, offs_n, m0, offs_do,
@@ -370,7 +501,7 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     lse = torch.empty((M,), dtype=torch.float32, device=q.device)
     aux = torch.empty((M,), dtype=torch.float32, device=q.device)
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
-    kernel = _host.launchable(_softmax_fwd_kernel)
+    kernel = _host.launchable(_softmax_weighted_fwd_kernel if variant >= WEIGHTED else _softmax_fwd_kernel)
     kernel[(triton.cdiv(M, block_m),)](
         q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, values, n_pos, lse, aux,
         M, N, q.stride(0), r.stride(0), near_tol, self_offset,
@@ -459,11 +590,22 @@ def _bias_arg(cfg: SoftmaxConfig, bias, device) -> torch.Tensor:
     return torch.zeros((), dtype=torch.float32, device=device)
 
 
+def _with_params(tau, cfg: SoftmaxConfig):
+    """The pair-weighted variants read (τ, scale_pos, scale_neg, shift_pos, shift_neg) from the
+    temperature tensor; the other variants the 0-dim τ alone."""
+    if VARIANT_CODES[cfg.variant] < WEIGHTED:
+        return tau
+    params = torch.tensor([cfg.scale_pos, cfg.scale_neg, cfg.shift_pos, cfg.shift_neg], dtype=torch.float32,
+                          device=tau.device)
+    return torch.cat([tau.reshape(1), params])
+
+
 def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: Blocks | None = None, bias=None):
     """-> (values (B,) float32, n_pos (B,) int64, saved = (row_lse, row_aux))."""
     kind, variant = _codes(cfg)
     q, r, q_labels, r_labels, tau, _ = _prepare(q, r, q_labels, r_labels, temperature, kind)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.variant)
+    tau = _with_params(tau, cfg)
     values, n_pos, lse, aux = softmax_fwd_op(
         q, r, q_labels, r_labels, tau, _bias_arg(cfg, bias, q.device), kind, variant, int(cfg.self_offset), cfg.precision,
         metrics.near_tolerance(q.dtype, cfg.precision), b.fwd_m, b.fwd_n, b.fwd_d, b.num_warps, b.num_stages)
@@ -479,6 +621,7 @@ def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, tempe
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.variant)
     grad_values = _host.upstream_grad(grad_values, q.device)
     rev_grad_values = _host.upstream_grad(rev_grad_values, q.device)
+    tau = _with_params(tau, cfg)
     grad_q, grad_r, tau_part, bias_part = softmax_bwd_op(
         grad_values, rev_grad_values, q, r, q_labels, r_labels, tau, _bias_arg(cfg, bias, q.device), lse, aux,
         rev_lse, rev_aux, kind, variant, int(cfg.self_offset), cfg.precision,

@@ -44,11 +44,16 @@ def pair_counts(q_labels, r_labels, self_offset: int):
     return torch.stack([same, other], 1)
 
 
-def _signed_hinges(tile, same, rows: slice, cfg: PairMarginConfig):
+def _signed_hinges(tile, same, rows: slice, cfg: PairMarginConfig, shift=None):
     """h_ij = d_ij − pos_margin for positives, neg_margin − d_ij for negatives, and −1 (an
-    inactive hinge) at the self pair; d = −tile when cfg.negate."""
+    inactive hinge) at the self pair; d = −tile when cfg.negate. shift (B,): both margins of
+    anchor i moved by shift_i."""
     d = tile.neg() if cfg.negate else tile
-    h = torch.where(same, d - cfg.pos_margin, cfg.neg_margin - d)
+    if shift is None:
+        h = torch.where(same, d - cfg.pos_margin, cfg.neg_margin - d)
+    else:
+        s = shift[rows].to(d.dtype)[:, None]
+        h = torch.where(same, d - (cfg.pos_margin + s), (cfg.neg_margin + s) - d)
     if cfg.self_offset >= 0:
         anchor = torch.arange(rows.start, rows.stop, device=tile.device)
         j = anchor + cfg.self_offset
@@ -71,7 +76,7 @@ def _kept(term, same, rows: slice, cfg: PairMarginConfig):
     return kept
 
 
-def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig):
+def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, shift=None):
     frame = metrics.Frame(q, r, cfg.kind)
     b, n = q.shape[0], r.shape[0]
     values = torch.zeros(b, 2, dtype=frame.q.dtype, device=q.device)
@@ -79,7 +84,7 @@ def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig):
     for rows in metrics.chunks(b, n, CHUNK_ELEMS):
         tile, _ = frame.tile(*frame.rows(rows))
         same = q_labels[rows, None] == r_labels[None, :]
-        term = _signed_hinges(tile, same, rows, cfg).clamp_min_(0)
+        term = _signed_hinges(tile, same, rows, cfg, shift).clamp_min_(0)
         if cfg.power == 2:
             term.mul_(term)
         if cfg.filtered:
@@ -96,7 +101,8 @@ def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig):
     return values, pair_counts(q_labels, r_labels, cfg.self_offset), nonzero, ()
 
 
-def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved):
+def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved, shift=None):
+    """(∂L/∂q, ∂L/∂r), and ∂L/∂shift (B,) as a third output when shift is given."""
     frame = metrics.Frame(q, r, cfg.kind)
     b, n = q.shape[0], r.shape[0]
     g = grad_values.to(frame.q.dtype)
@@ -105,18 +111,24 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved
     g_pos, g_neg = sign * g[:, 0:1], -sign * g[:, 1:2]
     grad_q = torch.zeros_like(frame.q)
     grad_r = torch.zeros_like(frame.r)
+    grad_shift = None if shift is None else torch.zeros(b, dtype=frame.q.dtype, device=q.device)
     for rows in metrics.chunks(b, n, CHUNK_ELEMS):
         x, x_sq, x_abs = frame.rows(rows)
         tile, near = frame.tile(x, x_sq, x_abs)
         same = q_labels[rows, None] == r_labels[None, :]
-        h = _signed_hinges(tile, same, rows, cfg)
+        h = _signed_hinges(tile, same, rows, cfg, shift)
         if cfg.filtered:
             term = h.clamp_min(0) ** cfg.power
         slope = (h > 0).to(h.dtype) if cfg.power == 1 else h.clamp_min_(0).mul_(2.0)
         if cfg.filtered:
             slope = torch.where(_kept(term, same, rows, cfg), slope, 0.0)
+        if shift is not None:  # ∂h/∂shift_i = −1 on positives, +1 on negatives
+            pos_slope = torch.where(same, slope, 0.0).sum(1)
+            grad_shift[rows] = g[rows, 1] * (slope.sum(1) - pos_slope) - g[rows, 0] * pos_slope
         grad_tile = slope.mul_(torch.where(same, g_pos[rows], g_neg[rows]))
         gq, gr = frame.tile_backward(grad_tile, x, tile, near, x_abs)
         grad_q[rows] = gq
         grad_r += gr
+    if shift is not None:
+        return grad_q.to(q.dtype), grad_r.to(r.dtype), grad_shift.to(shift.dtype)
     return grad_q.to(q.dtype), grad_r.to(r.dtype)

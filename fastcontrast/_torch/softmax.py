@@ -16,6 +16,10 @@ pos_ij = valid_ij ∧ (y_i = y'_j), neg_ij = valid_ij ∧ (y_i ≠ y'_j).
             negatives (SigLIP; b a bias tensor),  ∂v_i/∂l_ij = −z_ij σ(−z_ij (l_ij + b)),
             ∂L/∂b = Σ_ij G_ij
     ∂L/∂τ = −(1/τ) Σ_ij G_ij l_ij  with G_ij = ∂L/∂l_ij
+    ms / circle / glifted / lifted: the pair-weighted variants (configs.SoftmaxConfig), each
+            anchor's log-sum-exp over its positives and over its negatives kept apart; "lifted"
+            (per positive pair, over the negatives of both rows) has its own two-pass forward
+            and backward at the end of this file
 
 Forward walks the anchors in chunks (a chunk×N tile at a time, `metrics.chunks`). When the
 whole problem is one chunk (B·N ≤ CHUNK_BUDGET) forward also computes that tile's gradient
@@ -194,6 +198,77 @@ def _paired_chunk(logits, rows, positive_offset, want_grad: bool):
     return values, count, prob, count.to(logits.dtype)
 
 
+WEIGHTED_VARIANTS = ("ms", "circle", "glifted")
+PAIR_VARIANTS = WEIGHTED_VARIANTS + ("lifted",)
+
+
+def _pair_masks(same, rows: slice, self_offset: int):
+    """(positive, negative) boolean masks of a chunk from its 0/1 label-equality tile."""
+    is_same = same > 0
+    valid = torch.ones_like(is_same)
+    _exclude_self(valid, rows, self_offset, False)
+    return is_same & valid, valid & ~is_same
+
+
+def _masked_lse(x, mask, want_weights: bool = True):
+    """Row-wise LSE over the masked entries (−inf for a row without any) and, with
+    want_weights, the softmax weights over them (0 off the mask and on empty rows). One exp
+    pass; x is used up (its buffer holds the weights)."""
+    lowest = torch.finfo(x.dtype).min
+    e = x.masked_fill_(~mask, lowest)
+    top = e.amax(1)
+    has = top > lowest
+    top = torch.where(has, top, 0.0)
+    total = e.sub_(top[:, None]).exp_().sum(1)  # exp(lowest − ·) is exactly 0
+    lse = torch.where(has, top + total.clamp_min(torch.finfo(x.dtype).tiny).log(), float("-inf"))
+    if not want_weights:
+        return lse, has, None
+    return lse, has, e.div_(total.clamp_min(torch.finfo(x.dtype).tiny)[:, None])
+
+
+def _weighted_chunk(logits, same, rows, cfg, want_grad: bool):
+    """The per-anchor pair-weighted variants ("ms", "circle", "glifted"; SoftmaxConfig):
+    values, |P_i| and with want_grad (T, None), T_ij = ∂v_i/∂l_ij."""
+    pos, neg = _pair_masks(same, rows, cfg.self_offset)
+    count = pos.sum(1)
+    dpos = dneg = None  # ∂a/∂l, ∂b/∂l: tiles for Circle, constants otherwise
+    if cfg.variant == "ms":
+        a = torch.sub(cfg.shift_pos, logits).mul_(cfg.scale_pos)
+        b = torch.sub(logits, cfg.shift_neg).mul_(cfg.scale_neg)
+        dpos_c, dneg_c = -cfg.scale_pos, cfg.scale_neg
+    elif cfg.variant == "circle":
+        dpos = torch.relu(2.0 - cfg.shift_pos - logits).mul_(-cfg.scale_pos)  # −γ·α_p, α_p detached
+        dneg = torch.relu(logits + cfg.shift_neg).mul_(cfg.scale_neg)         # γ·α_n
+        a = dpos * (logits - cfg.shift_pos)
+        b = dneg * (logits - cfg.shift_neg)
+        dpos_c = dneg_c = 1.0
+    else:  # glifted
+        a, b = torch.sub(cfg.shift_pos, logits), torch.sub(logits, cfg.shift_neg)
+        dpos_c, dneg_c = -1.0, 1.0
+    lse_p, has_p, w_p = _masked_lse(a, pos, want_grad)
+    lse_n, has_n, w_n = _masked_lse(b, neg, want_grad)
+    if cfg.variant == "ms":
+        values = softplus(lse_p) / cfg.scale_pos + softplus(lse_n) / cfg.scale_neg
+        coef_p, coef_n = torch.sigmoid(lse_p) / cfg.scale_pos, torch.sigmoid(lse_n) / cfg.scale_neg
+    elif cfg.variant == "circle":
+        both = has_p & has_n
+        total = torch.where(both, lse_p + lse_n, 0.0)
+        values = torch.where(both, softplus(total), 0.0)
+        coef_p = coef_n = torch.where(both, torch.sigmoid(total), 0.0)
+    else:
+        total = torch.where(has_p, lse_p, 0.0) + torch.where(has_n, lse_n, 0.0)
+        values = torch.relu(total)
+        coef_p = coef_n = (values > 0).to(logits.dtype)
+    if not want_grad:
+        return values, count.long(), None, None
+    w_p.mul_((coef_p * dpos_c)[:, None])
+    w_n.mul_((coef_n * dneg_c)[:, None])
+    if dpos is not None:
+        w_p.mul_(dpos)
+        w_n.mul_(dneg)
+    return values, count.long(), w_p.add_(w_n), None
+
+
 def _same_labels(q_labels, r_labels, dtype):
     """The 0/1 label-equality tile in `dtype` (a float tile is cheaper to use than a boolean
     one; bool → uint8 → float is the fast conversion)."""
@@ -211,6 +286,9 @@ def _chunk(frame, q_labels, r_labels, rows, cfg, tau, want_grad: bool, bias=None
         values, count, tile, factor = _paired_chunk(logits, rows, cfg.positive_offset, want_grad)
     elif cfg.variant == "dcl" and cfg.all_negative and cfg.self_offset < 0:
         values, count, tile, factor = _lse_chunk(logits, want_grad)
+    elif cfg.variant in WEIGHTED_VARIANTS:
+        same = _same_labels(q_labels[rows], r_labels, logits.dtype)
+        values, count, tile, factor = _weighted_chunk(logits, same, rows, cfg, want_grad)
     else:
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
         if cfg.variant == "sigmoid":
@@ -245,7 +323,7 @@ def _unpack(saved, cfg):
             None if cfg.kind == "dot" else (near_i, near_j), bias_rows if bias_rows.numel() else None)
 
 
-VARIANTS = ("supcon", "ntxent", "dcl", "sigmoid")
+VARIANTS = ("supcon", "ntxent", "dcl", "sigmoid") + PAIR_VARIANTS
 
 
 def _bias(cfg, bias, cd):
@@ -260,6 +338,8 @@ def _bias(cfg, bias, cd):
 def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, bias=None):
     if cfg.variant not in VARIANTS:
         raise ValueError(f"unknown softmax variant {cfg.variant!r}")
+    if cfg.variant == "lifted":
+        return _lifted_forward(q, r, q_labels, r_labels, cfg)
     b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
     tau = temperature.detach().to(cd)
@@ -284,6 +364,9 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
     """-> (grad_q, grad_r, grad_temperature or None), and for the "sigmoid" variant (bias
     given) also grad_bias (0-dim, bias's dtype) or None. needs_reference_grad=False (the
     references are constants, e.g. a memory bank): grad_r is zeros and its matmuls skipped."""
+    if cfg.variant == "lifted":
+        return _lifted_backward(grad_values, q, r, q_labels, r_labels, cfg, saved, temperature,
+                                needs_temperature_grad)
     b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
     tau = temperature.detach().to(cd)
@@ -331,3 +414,102 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
     if bias is None:
         return grads
     return (*grads, grad_b.to(bias.dtype).reshape(bias.shape) if needs_bias_grad else None)
+
+
+# ---------------------------------------------------------------------------------------
+# "lifted": per positive pair (i, p), relu(LSE₀_{N_i ∪ N_p} b + a_ip)² / 2
+#
+# N_p are the negatives of anchor row p (pytorch-metric-learning matches a negative pair's
+# anchor against both ends of the positive pair), none when p ≥ B; when p = i the union is
+# N_i. LSE₀ is 0 over an empty union. With L_i = LSE_{N_i} b (a first pass, O(B)) the union's
+# LSE is logaddexp(L_i, L_p), so forward is two passes over the chunks and keeps only L.
+# Backward: h_ip = relu(L_ip + a_ip); ∂/∂l_ip = −g_i·h_ip on the positive pair, and anchor
+# row x's negatives get W_x · softmax_{N_x}(b), W_x = Σ over the positive pairs (i, p) with
+# x ∈ {i, p} of g_i·h_ip·exp(L_x − L_ip): one pass for W, one for the gradient tiles.
+
+
+def _lifted_row_lse(frame, q_labels, r_labels, cfg, b, n):
+    tau = torch.ones((), dtype=frame.q.dtype, device=frame.q.device)
+    lse = torch.empty(b, dtype=frame.q.dtype, device=frame.q.device)
+    for rows in chunks(b, n, CHUNK_BUDGET):
+        _, _, _, logits = _logits(frame, rows, cfg.kind, tau)
+        _, neg = _pair_masks(_same_labels(q_labels[rows], r_labels, logits.dtype), rows, cfg.self_offset)
+        lse[rows] = _masked_lse(logits.sub_(cfg.shift_neg), neg)[0]
+    return lse
+
+
+def _lifted_pairs(logits, same, rows, cfg, row_lse):
+    """Per positive pair of the chunk: the union's LSE (0 where empty), whether it is empty,
+    h = relu(L + a) and the positive mask."""
+    b, n = row_lse.shape[0], logits.shape[1]
+    pos, _ = _pair_masks(same, rows, cfg.self_offset)
+    ref_lse = torch.full((n,), float("-inf"), dtype=logits.dtype, device=logits.device)
+    ref_lse[:min(b, n)] = row_lse[:min(b, n)]
+    mine = row_lse[rows][:, None]
+    union = torch.logaddexp(mine.expand_as(logits), ref_lse[None, :].expand_as(logits))
+    anchor = torch.arange(rows.start, rows.stop, device=logits.device)
+    itself = anchor[:, None] == torch.arange(n, device=logits.device)[None, :]
+    union = torch.where(itself, mine, union)
+    empty = torch.isneginf(union)
+    union = torch.where(empty, 0.0, union)
+    h = torch.where(pos, torch.relu(union + (cfg.shift_pos - logits)), 0.0)
+    return union, empty, h, pos, ref_lse, itself
+
+
+def _lifted_forward(q, r, q_labels, r_labels, cfg):
+    b, n = q.shape[0], r.shape[0]
+    cd = compute_dtype(r.dtype)
+    values = torch.zeros(b, dtype=cd, device=q.device)
+    n_pos = torch.zeros(b, dtype=torch.int64, device=q.device)
+    if n == 0 or b == 0:
+        return values, n_pos, ()
+    frame = Frame(q, r, cfg.kind)
+    tau = torch.ones((), dtype=cd, device=q.device)
+    row_lse = _lifted_row_lse(frame, q_labels, r_labels, cfg, b, n)
+    for rows in chunks(b, n, CHUNK_BUDGET):
+        _, _, _, logits = _logits(frame, rows, cfg.kind, tau)
+        same = _same_labels(q_labels[rows], r_labels, logits.dtype)
+        _, _, h, pos, _, _ = _lifted_pairs(logits, same, rows, cfg, row_lse)
+        values[rows] = (h * h).sum(1) * 0.5
+        n_pos[rows] = pos.sum(1)
+    return values, n_pos, (row_lse,)
+
+
+def _lifted_backward(grad_values, q, r, q_labels, r_labels, cfg, saved, temperature, needs_temperature_grad):
+    b, n = q.shape[0], r.shape[0]
+    cd = compute_dtype(r.dtype)
+    (row_lse,) = saved
+    frame = Frame(q, r, cfg.kind)
+    tau = torch.ones((), dtype=cd, device=q.device)
+    g = grad_values.to(cd)
+    weight = torch.zeros(b, dtype=cd, device=q.device)  # W_x
+    m = min(b, n)
+    for rows in chunks(b, n, CHUNK_BUDGET):
+        _, _, _, logits = _logits(frame, rows, cfg.kind, tau)
+        same = _same_labels(q_labels[rows], r_labels, logits.dtype)
+        union, empty, h, _, ref_lse, itself = _lifted_pairs(logits, same, rows, cfg, row_lse)
+        gh = torch.where(empty, 0.0, h * g[rows, None])
+        weight[rows] += (gh * (row_lse[rows][:, None] - union).exp()).sum(1)
+        other = torch.where(itself, 0.0, gh * (ref_lse[None, :] - union).exp())
+        weight[:m] += other[:, :m].sum(0)
+    grad_q = torch.zeros(frame.q.shape, dtype=cd, device=q.device)
+    grad_r = torch.zeros(frame.r.shape, dtype=cd, device=q.device)
+    for rows in chunks(b, n, CHUNK_BUDGET):
+        qc, raw, near, logits = _logits(frame, rows, cfg.kind, tau)
+        same = _same_labels(q_labels[rows], r_labels, logits.dtype)
+        _, _, h, _, _, _ = _lifted_pairs(logits, same, rows, cfg, row_lse)
+        _, neg = _pair_masks(same, rows, cfg.self_offset)
+        tile = h.mul_(-g[rows, None])  # ∂L/∂l on the positive pairs
+        neg_w = torch.where(neg, (logits - cfg.shift_neg - row_lse[rows][:, None]).exp(), 0.0)
+        tile.add_(neg_w.mul_(weight[rows, None]))
+        if cfg.kind == "dot":
+            gq, gr = tile @ frame.r, tile.T @ qc
+        else:  # l = −d, then ∂/∂d → ∂/∂d²
+            tile = tile.neg_()
+            if cfg.kind == "euclidean":
+                tile = torch.where(raw > 0, tile / (2 * raw).clamp_min(torch.finfo(raw.dtype).tiny), 0.0)
+            gq, gr = frame.sq_backward(tile, qc, near, frame.q_abs[rows])
+        grad_q[rows] = gq
+        grad_r += gr
+    grad_t = torch.zeros((), dtype=temperature.dtype, device=q.device) if needs_temperature_grad else None
+    return grad_q.to(q.dtype), grad_r.to(r.dtype), grad_t

@@ -23,6 +23,11 @@ computes, so that the figures compare the same numbers:
     siglip                open_clip SigLipLoss: sigmoid loss, logit scale 10, bias −10
     ntxent-membank        lightly NTXentLoss(0.07) with a MoCo memory bank of N negatives
                           (B queries, B keys; only the bank's entries are negatives)
+    multi-similarity      MultiSimilarityLoss(alpha=2, beta=50, base=0.5) (cosine)
+    circle                CircleLoss(m=0.4, gamma=80) (cosine)
+    lifted                LiftedStructureLoss(neg_margin=1, pos_margin=0) (normalized Euclidean)
+    generalized-lifted    GeneralizedLiftedStructureLoss(neg_margin=1, pos_margin=0)
+    margin                MarginLoss(margin=0.2, beta=1.2) over every triplet
 
 `SUITES` name the lists of cases that are run by `fastcontrast bench --suite` and by the
 pytest-benchmark files under bench/.
@@ -71,6 +76,11 @@ LOSSES: dict[str, LossSpec] = {spec.name: spec for spec in [
              summary="open_clip SigLipLoss, sigmoid loss"),
     LossSpec("ntxent-membank", "softmax", labels="membank", two_inputs=True, flops_per_pair=8,
              summary="lightly NTXentLoss with a MoCo memory bank of N negatives"),
+    LossSpec("multi-similarity", "softmax", summary="PML MultiSimilarityLoss"),
+    LossSpec("circle", "softmax", summary="PML CircleLoss"),
+    LossSpec("lifted", "softmax", summary="PML LiftedStructureLoss"),
+    LossSpec("generalized-lifted", "softmax", summary="PML GeneralizedLiftedStructureLoss"),
+    LossSpec("margin", "pair_margin", summary="PML MarginLoss (all triplets)"),
 ]}
 
 

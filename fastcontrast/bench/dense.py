@@ -157,6 +157,64 @@ def ntxent_membank(out0, out1, bank, temperature=0.07):
     return F.cross_entropy(logits, torch.zeros(len(out0), dtype=torch.long, device=out0.device))
 
 
+def _masked_lse(x, mask, empty):
+    lse = torch.logsumexp(torch.where(mask, x, float("-inf")), dim=1)
+    return torch.where(mask.any(1), lse, torch.full_like(lse, empty))
+
+
+def multi_similarity(emb, labels, alpha=2.0, beta=50.0, base=0.5):
+    """PML MultiSimilarityLoss (cosine): mean over anchors of the two log(1 + Σ e^…) terms."""
+    s = _cosine_logits(emb, emb, 1.0)
+    pos, neg = _masks(labels)
+    lp = _masked_lse(-alpha * (s - base), pos, float("-inf"))
+    ln = _masked_lse(beta * (s - base), neg, float("-inf"))
+    return (F.softplus(lp) / alpha + F.softplus(ln) / beta).mean()
+
+
+def circle(emb, labels, m=0.4, gamma=80.0):
+    """PML CircleLoss (cosine, α detached), averaged over the anchors with a loss > 0."""
+    s = _cosine_logits(emb, emb, 1.0)
+    pos, neg = _masks(labels)
+    a = -gamma * F.relu(1 + m - s.detach()) * (s - (1 - m))
+    b = gamma * F.relu(s.detach() + m) * (s - m)
+    per = F.softplus(_masked_lse(a, pos, 0.0) + _masked_lse(b, neg, 0.0))
+    per = torch.where(pos.any(1) & neg.any(1), per, 0.0)
+    return _avg_nonzero(per)
+
+
+def generalized_lifted(emb, labels, neg_margin=1.0, pos_margin=0.0):
+    """PML GeneralizedLiftedStructureLoss (normalized Euclidean), mean over anchors."""
+    d = _acc(_distances(emb, emb))
+    pos, neg = _masks(labels)
+    return F.relu(_masked_lse(d - pos_margin, pos, 0.0) + _masked_lse(neg_margin - d, neg, 0.0)).mean()
+
+
+def lifted(emb, labels, neg_margin=1.0, pos_margin=0.0):
+    """PML LiftedStructureLoss (normalized Euclidean): per positive pair (a, p) the LSE over
+    the negatives of rows a and p, mean over positive pairs."""
+    d = _acc(_distances(emb, emb))
+    pos, neg = _masks(labels)
+    row = _masked_lse(neg_margin - d, neg, float("-inf"))
+    union = torch.logaddexp(row[:, None], row[None, :])
+    union = torch.where(torch.isneginf(union), 0.0, union)
+    per = F.relu(union + d - pos_margin) ** 2 / 2
+    return torch.where(pos, per, 0.0).sum() / pos.sum().clamp_min(1)
+
+
+def margin(emb, labels, margin=0.2, beta=None):
+    """PML MarginLoss over every triplet, from per-pair hinges weighted by the other side's
+    count, DivisorReducer over the non-zero terms. β defaults to PML's: 1.2 stored in float32."""
+    beta = float(torch.tensor(1.2)) if beta is None else beta
+    d = _acc(_distances(emb, emb))
+    pos, neg = _masks(labels)
+    n_pos, n_neg = pos.sum(1, keepdim=True).to(d.dtype), neg.sum(1, keepdim=True).to(d.dtype)
+    hp = torch.where(pos, F.relu(d - beta + margin), 0.0)
+    hn = torch.where(neg, F.relu(beta - d + margin), 0.0)
+    total = (hp * n_neg).sum() + (hn * n_pos).sum()
+    divisor = ((hp > 0) * n_neg).sum() + ((hn > 0) * n_pos).sum()
+    return total / divisor.clamp_min(1)
+
+
 def step_for(loss: str):
     """The dense function of a benchmark loss name: f(inputs dict) -> scalar."""
     filters = {"triplet-all": "all", "triplet-hard": "hard", "triplet-semihard": "semihard",
@@ -176,5 +234,10 @@ def step_for(loss: str):
         "clip": lambda x: clip(x["emb"], x["keys"]),
         "siglip": lambda x: siglip(x["emb"], x["keys"]),
         "ntxent-membank": lambda x: ntxent_membank(x["emb"], x["keys"], x["bank"]),
+        "multi-similarity": lambda x: multi_similarity(x["emb"], x["labels"]),
+        "circle": lambda x: circle(x["emb"], x["labels"]),
+        "lifted": lambda x: lifted(x["emb"], x["labels"]),
+        "generalized-lifted": lambda x: generalized_lifted(x["emb"], x["labels"]),
+        "margin": lambda x: margin(x["emb"], x["labels"]),
     }
     return table[loss]

@@ -58,6 +58,12 @@ _FC_CALLS = {
     "info-nce": ("info_nce_loss", dict(temperature=0.07)),
     "clip": ("info_nce_loss", dict(temperature=0.07, symmetric=True)),
     "siglip": ("siglip_loss", dict(logit_scale=10.0, logit_bias=-10.0)),
+    "multi-similarity": ("multi_similarity_loss", dict(alpha=2.0, beta=50.0, base=0.5)),
+    "circle": ("circle_loss", dict(m=0.4, gamma=80.0)),
+    "lifted": ("lifted_structure_loss", dict(distance="euclidean", normalize=True)),
+    "generalized-lifted": ("generalized_lifted_structure_loss", dict(distance="euclidean", normalize=True)),
+    "margin": ("margin_loss", dict(margin=0.2, beta=1.2000000476837158, distance="euclidean",
+                                   normalize=True)),  # 1.2 as PML stores it (float32)
 }
 
 
@@ -147,8 +153,9 @@ def _compile_why_not(case: Case):
 
 _PML_FILTERS = {"triplet-all": "all", "triplet-hard": "hard", "triplet-semihard": "semihard",
                 "triplet-easy": "easy"}
-_PML_LOSSES = {"contrastive", "xbm-triplet-semihard", "triplet-batch-all", "triplet-batch-hard", "ntxent", "ntxent-simclr",
-               "supcon", "npair", *_PML_FILTERS}
+_PML_LOSSES = {"contrastive", "xbm-triplet-semihard", "triplet-batch-all", "triplet-batch-hard", "ntxent",
+               "ntxent-simclr", "supcon", "npair", *_PML_FILTERS,
+               "multi-similarity", "circle", "lifted", "generalized-lifted", "margin"}
 
 
 def _pml(case: Case):
@@ -170,6 +177,11 @@ def _pml(case: Case):
         "ntxent-simclr": lambda: losses.NTXentLoss(temperature=0.07),
         "supcon": lambda: losses.SupConLoss(temperature=0.1),
         "npair": lambda: losses.NPairsLoss(),
+        "multi-similarity": lambda: losses.MultiSimilarityLoss(),
+        "circle": lambda: losses.CircleLoss(),
+        "lifted": lambda: losses.LiftedStructureLoss(),
+        "generalized-lifted": lambda: losses.GeneralizedLiftedStructureLoss(),
+        "margin": lambda: losses.MarginLoss(),
     }[case.loss]()
     return lambda x: loss(x["emb"], x["labels"])
 

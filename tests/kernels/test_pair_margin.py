@@ -184,11 +184,17 @@ def test_ops_pass_opcheck():
     x, y, r, rl = _data(10, b=20, n=17, d=16)
     unit = torch.tensor(0.5, device=DEVICE)
     keep = [0.0, float("inf"), -float("inf"), 0.7]  # positives unfiltered, negatives filtered
-    fwd_args = (x, r, y, rl, unit, 2, False, 1, 0.1, 1.5, -1, "ieee", 1e-6, keep, 16, 16, 16, 4, 2)
+    no_shift = torch.empty(0, device=DEVICE)
+    fwd_args = (x, r, y, rl, unit, no_shift, 2, False, 1, 0.1, 1.5, -1, "ieee", 1e-6, keep, False, 16, 16, 16, 4, 2)
     torch.library.opcheck(torch.ops.fastcontrast.pair_margin_fwd.default, fwd_args)
     grad = torch.ones(20, 2, device=DEVICE)
-    bwd_args = (grad, x, r, y, rl, unit, 0, True, 2, -0.5, 0.2, -1, "ieee", 1e-6, keep, 16, 16, 16, 32, 4, 2)
+    bwd_args = (grad, x, r, y, rl, unit, no_shift, 0, True, 2, -0.5, 0.2, -1, "ieee", 1e-6, keep, False,
+                16, 16, 16, 32, 4, 2)
     torch.library.opcheck(torch.ops.fastcontrast.pair_margin_bwd.default, bwd_args)
+    shift = torch.linspace(-0.2, 0.3, 20, device=DEVICE)  # MarginLoss's per-anchor β
+    torch.library.opcheck(torch.ops.fastcontrast.pair_margin_fwd.default,
+                          (x, r, y, rl, unit, shift, 2, False, 1, 0.1, 1.5, -1, "ieee", 1e-6, keep, True,
+                           16, 16, 16, 4, 2))
 
 
 SM90_BUILD = r"""
@@ -202,7 +208,8 @@ for dtype, ty in ((torch.bfloat16, "*bf16"), (torch.float32, "*fp32")):
     ptrs = {"q_ptr": ty, "r_ptr": ty, "grad_q_ptr": ty, "grad_r_ptr": ty, "q_lab_ptr": "*i32",
             "r_lab_ptr": "*i32", "counts_ptr": "*i64", "nonzero_ptr": "*i64", "unit_ptr": "*fp32"}
     options = dict(num_warps=b.num_warps, num_stages=b.num_stages)
-    common = dict(D=128, KIND=2, NEGATE=False, POWER=2, FILTERED=False, PRECISION="ieee", BLOCK_D=b.block_d)
+    common = dict(D=128, KIND=2, NEGATE=False, POWER=2, FILTERED=False, PRECISION="ieee", HAS_SHIFT=False,
+                  BLOCK_D=b.block_d)
     bwd = dict(common, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_DO=b.block_do)
     builds += [(k._pair_margin_bwd_r_kernel, ptrs, bwd, options)]  # the transposed tl.dot
     if dtype == torch.bfloat16:

@@ -1,4 +1,5 @@
-"""pytorch-metric-learning's triplet miners, lazy.
+"""pytorch-metric-learning's triplet miners, lazy (the pair miners MultiSimilarityMiner,
+PairMarginMiner and BatchEasyHardMiner: see _pair_miners).
 
     miner = miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")
     loss = loss_fn(embeddings, labels, miner(embeddings, labels))
@@ -279,6 +280,7 @@ class BatchHardMiner(_LazyTripletMiner):
         self.hardest_neg_pair, self.easiest_neg_pair = easy(nd).item(), hard(nd).item()
 
 
+from ._pair_miners import *  # noqa: E402,F401,F403
 from ._pml import forwarding  # noqa: E402
 
 __getattr__, __dir__ = forwarding(__name__, "miners")

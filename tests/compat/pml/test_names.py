@@ -10,8 +10,11 @@ pml = pytest.importorskip("pytorch_metric_learning")
 from fastcontrast.compat.pml import _pml  # noqa: E402
 
 FUSED = {
-    "losses": {"ContrastiveLoss", "TripletMarginLoss", "NTXentLoss", "SupConLoss", "NPairsLoss", "CrossBatchMemory"},
-    "miners": {"TripletMarginMiner", "BatchHardMiner"},
+    "losses": {"ContrastiveLoss", "TripletMarginLoss", "NTXentLoss", "SupConLoss", "NPairsLoss", "CrossBatchMemory",
+               "MultiSimilarityLoss", "CircleLoss", "LiftedStructureLoss", "GeneralizedLiftedStructureLoss",
+               "MarginLoss"},
+    "miners": {"TripletMarginMiner", "BatchHardMiner", "MultiSimilarityMiner", "PairMarginMiner",
+               "BatchEasyHardMiner"},
     "distances": {"LpDistance", "CosineSimilarity", "DotProductSimilarity"},  # BaseDistance: PML's own
 }
 MODULES = ["losses", "miners", "distances", "reducers", "regularizers", "samplers", "testers", "trainers",

@@ -1,0 +1,185 @@
+"""pytorch-metric-learning's pair miners, computed by fastcontrast.
+
+    miner = miners.MultiSimilarityMiner(epsilon=0.1)
+    loss = loss_fn(embeddings, labels, miner(embeddings, labels))
+
+MultiSimilarityMiner, PairMarginMiner and BatchEasyHardMiner: same constructors, defaults
+and outputs as PML 2.9.0 — the pairs (a1, p, a2, n), the same pairs in the same order —
+computed by fastcontrast.pair_miners' chunked passes (no B×N distance matrix, no sort of one).
+After a call the miner has `num_pos_pairs`, `num_neg_pairs` (and `num_triplets` = 0).
+With collect_stats, or a distance without a fused form, the miner is PML's own (dense).
+PML's self-pair rule is kept: (i, i) is skipped when ref_labels is labels (or missing);
+MultiSimilarityMiner also when ref_emb is the embeddings tensor itself.
+Known difference: given another ref_emb tensor with ref_labels the labels object, PML's
+MultiSimilarityMiner lists (i, i) among the candidates of both kinds (its pair list drops
+it, its masks do not); fastcontrast drops it.
+"""
+from __future__ import annotations
+
+import torch
+
+from ... import pair_miners as _native
+from ..._validation import check_query_ref
+from . import _pml
+from ._triplet import distance_options, pml_self_offset
+from .distances import CosineSimilarity, LpDistance, fused_metric
+
+__all__ = ["MultiSimilarityMiner", "PairMarginMiner", "BatchEasyHardMiner"]
+
+
+class _PairMiner(torch.nn.Module):
+    pml_name = ""
+
+    def _setup(self, distance, collect_stats, hyper: dict):
+        self.distance = self.default_distance() if distance is None else distance
+        self.metric = fused_metric(self.distance, type(self).__name__)
+        c_f = _pml.module("utils.common_functions")
+        self.collect_stats = (c_f.COLLECT_STATS if c_f is not None else False) if collect_stats is None \
+            else collect_stats
+        self._hyper = dict(hyper)
+        for k, v in hyper.items():
+            setattr(self, k, v)
+        self._dense_miner = None
+        self.num_pos_pairs = self.num_neg_pairs = self.num_triplets = 0
+
+    def default_distance(self):
+        return LpDistance()
+
+    def dense_miner(self):
+        if self._dense_miner is None:
+            miners = _pml.require("miners", f"{type(self).__name__} with collect_stats or {self.distance!r}")
+            miner = getattr(miners, self.pml_name)(**self._hyper, distance=self.distance,
+                                                   collect_stats=self.collect_stats)
+            object.__setattr__(self, "_dense_miner", miner)
+        return self._dense_miner
+
+    def __getattr__(self, name):
+        dense = self.__dict__.get("_dense_miner")
+        if dense is not None and name in getattr(dense, "_record_these_stats", ()):
+            return getattr(dense, name)
+        return super().__getattr__(name)
+
+    def _self_offset(self, embeddings, labels, ref_emb, ref_labels) -> int:
+        return pml_self_offset(labels, ref_emb, ref_labels)
+
+    def forward(self, embeddings, labels, ref_emb=None, ref_labels=None):
+        if self.metric is None or self.collect_stats:
+            out = self.dense_miner()(embeddings, labels, ref_emb, ref_labels)
+            self.num_pos_pairs, self.num_neg_pairs = self._dense_miner.num_pos_pairs, self._dense_miner.num_neg_pairs
+            return out
+        self_offset = self._self_offset(embeddings, labels, ref_emb, ref_labels)
+        if ref_emb is not None and ref_labels is None:
+            if isinstance(labels, torch.Tensor) and isinstance(ref_emb, torch.Tensor) and ref_emb.dim() >= 1 \
+                    and ref_emb.shape[0] != labels.shape[0]:
+                raise ValueError("ref_labels is required when ref_emb has a different number of rows than labels")
+            ref_labels = labels
+        if ref_emb is not None:
+            check_query_ref(embeddings, labels, ref_emb, ref_labels)
+        if isinstance(labels, torch.Tensor):
+            labels = labels.to(embeddings.device)
+        out = self.mine(embeddings, labels, ref_emb=ref_emb, ref_labels=ref_labels if ref_emb is not None else None,
+                        self_offset=self_offset, **distance_options(self.metric), **self._hyper)
+        self.num_pos_pairs, self.num_neg_pairs = int(out[0].numel()), int(out[2].numel())
+        return out
+
+
+class MultiSimilarityMiner(_PairMiner):
+    """pytorch_metric_learning.miners.MultiSimilarityMiner(epsilon=0.1, distance=None,
+    collect_stats=None): positives with s_ap − ε < max_n s_an, negatives with
+    s_an + ε > min_p s_ap (comparisons flipped for a distance).
+
+    Args:
+        epsilon, distance (default CosineSimilarity()), collect_stats: as in PML.
+
+    Returns:
+        forward(embeddings, labels, ref_emb=None, ref_labels=None) -> (a1, p, a2, n).
+
+    Raises:
+        ValueError: bad options or tensors.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast.compat.pml import miners
+        >>> len(miners.MultiSimilarityMiner()(torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])))
+        4
+    """
+
+    pml_name = "MultiSimilarityMiner"
+    mine = staticmethod(_native.multi_similarity_miner)
+
+    def __init__(self, epsilon=0.1, distance=None, collect_stats=None):
+        super().__init__()
+        self._setup(distance, collect_stats, dict(epsilon=epsilon))
+
+    def default_distance(self):
+        return CosineSimilarity()
+
+    def _self_offset(self, embeddings, labels, ref_emb, ref_labels) -> int:
+        if ref_emb is embeddings:
+            return 0
+        return pml_self_offset(labels, ref_emb, ref_labels)
+
+
+class PairMarginMiner(_PairMiner):
+    """pytorch_metric_learning.miners.PairMarginMiner(pos_margin=0.2, neg_margin=0.8,
+    distance=None, collect_stats=None): positives with d > pos_margin, negatives with
+    d < neg_margin (flipped for a similarity).
+
+    Args:
+        pos_margin, neg_margin, distance (default LpDistance()), collect_stats: as in PML.
+
+    Returns:
+        forward(embeddings, labels, ref_emb=None, ref_labels=None) -> (a1, p, a2, n).
+
+    Raises:
+        ValueError: bad options or tensors.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast.compat.pml import miners
+        >>> len(miners.PairMarginMiner()(torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])))
+        4
+    """
+
+    pml_name = "PairMarginMiner"
+    mine = staticmethod(_native.pair_margin_miner)
+
+    def __init__(self, pos_margin=0.2, neg_margin=0.8, distance=None, collect_stats=None):
+        super().__init__()
+        self._setup(distance, collect_stats, dict(pos_margin=pos_margin, neg_margin=neg_margin))
+
+
+class BatchEasyHardMiner(_PairMiner):
+    """pytorch_metric_learning.miners.BatchEasyHardMiner(pos_strategy="easy",
+    neg_strategy="semihard", allowed_pos_range=None, allowed_neg_range=None, distance=None,
+    collect_stats=None): one positive and one negative per anchor by strategy.
+
+    Args:
+        pos_strategy, neg_strategy, allowed_pos_range, allowed_neg_range, distance (default
+            LpDistance()), collect_stats: as in PML.
+
+    Returns:
+        forward(embeddings, labels, ref_emb=None, ref_labels=None) -> (a1, p, a2, n).
+
+    Raises:
+        ValueError: bad strategies (as PML) or tensors.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast.compat.pml import miners
+        >>> len(miners.BatchEasyHardMiner()(torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])))
+        4
+    """
+
+    pml_name = "BatchEasyHardMiner"
+    mine = staticmethod(_native.batch_easy_hard_miner)
+    HARD, SEMIHARD, EASY, ALL = "hard", "semihard", "easy", "all"
+    all_batch_mining_strategies = [HARD, SEMIHARD, EASY, ALL]
+
+    def __init__(self, pos_strategy=EASY, neg_strategy=SEMIHARD, allowed_pos_range=None, allowed_neg_range=None,
+                 distance=None, collect_stats=None):
+        super().__init__()
+        _native._check_strategies(pos_strategy, neg_strategy)
+        self._setup(distance, collect_stats, dict(pos_strategy=pos_strategy, neg_strategy=neg_strategy,
+                                                  allowed_pos_range=allowed_pos_range,
+                                                  allowed_neg_range=allowed_neg_range))
