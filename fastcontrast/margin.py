@@ -272,11 +272,18 @@ def margin_loss(embeddings, labels=None, *, margin=0.2, nu=0.0, beta=1.2, distan
     Args:
         embeddings (Tensor): (B, D) rows.
         labels (Tensor | None): (B,) integer labels (optional with indices_tuple and one β).
-        margin (float, default 0.2), nu (float, default 0): see MarginLoss.
+        margin (float, default 0.2): the margin on either side of β.
+        nu (float, default 0): weight of the β regularization (added with learn_beta only).
         beta (float | Tensor, default 1.2): the boundary: a number, or a (1,) / (C,) tensor
             (one per class, indexed by the labels) that may require grad.
-        distance, normalize, reduction, backend: see MarginLoss.
-        ref_emb (Tensor | None): (N, D) reference rows; ref_labels (N,).
+        distance (str, default "euclidean"): "euclidean", "squared_euclidean", "cosine" or "dot".
+        normalize (bool | None, default None): L2-normalize the rows first.
+        reduction (str, default "mean"): "mean" (sum over the non-zero hinge terms' count, plus
+            the regularization), "sum" (every triplet's hinge terms, plus nu·β_a per triplet with
+            the regularization) or "none" (those sums per anchor).
+        backend (str | None, default None): "auto", "torch" or "triton".
+        ref_emb (Tensor | None, default None): (N, D) reference rows (then no self pairs).
+        ref_labels (Tensor | None, default None): (N,) the references' labels.
         indices_tuple (tuple | None): explicit triplets (a, p, n), pairs (converted to
             triplets), or a miner selection.
 

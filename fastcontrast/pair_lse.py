@@ -418,8 +418,16 @@ def multi_similarity_loss(embeddings, labels=None, *, alpha=2.0, beta=50.0, base
     Args:
         embeddings (Tensor): (B, D) rows.
         labels (Tensor | None): (B,) integer labels (optional with indices_tuple).
-        alpha, beta, base, distance, normalize, reduction, backend: see MultiSimilarityLoss.
-        ref_emb (Tensor | None): (N, D) reference rows (then no self pairs); ref_labels (N,).
+        alpha (float, default 2): scale of the positive pairs' exponent (> 0).
+        beta (float, default 50): scale of the negative pairs' exponent (> 0).
+        base (float, default 0.5): the similarity λ both exponents are measured from.
+        distance (str, default "cosine"): "cosine", "dot", "euclidean" or "squared_euclidean".
+        normalize (bool | None, default None): L2-normalize the rows first (None: the metric's
+            own default, True only for "cosine").
+        reduction (str, default "mean"): "mean", "sum" or "none" (per-anchor values).
+        backend (str | None, default None): "auto", "torch" or "triton" (None: the process default).
+        ref_emb (Tensor | None, default None): (N, D) reference rows (then no self pairs).
+        ref_labels (Tensor | None, default None): (N,) the references' labels.
         indices_tuple (tuple | None): explicit pairs (a1, p, a2, n), triplets, or a miner selection.
 
     Returns:
@@ -445,8 +453,14 @@ def circle_loss(embeddings, labels=None, *, m=0.4, gamma=80.0, distance="cosine"
     Args:
         embeddings (Tensor): (B, D) rows.
         labels (Tensor | None): (B,) integer labels (optional with indices_tuple).
-        m, gamma, distance, normalize, reduction, backend: see CircleLoss.
-        ref_emb (Tensor | None): (N, D) reference rows; ref_labels (N,).
+        m (float, default 0.4): the relaxation margin.
+        gamma (float, default 80): the scale γ (> 0).
+        distance (str, default "cosine"): "cosine" or "dot" (a similarity is required).
+        normalize (bool | None, default None): L2-normalize the rows first (None: True for "cosine").
+        reduction (str, default "mean"): "mean", "sum" or "none" (per-anchor values).
+        backend (str | None, default None): "auto", "torch" or "triton".
+        ref_emb (Tensor | None, default None): (N, D) reference rows (then no self pairs).
+        ref_labels (Tensor | None, default None): (N,) the references' labels.
         indices_tuple (tuple | None): explicit pairs, triplets, or a miner selection.
 
     Returns:
@@ -473,8 +487,14 @@ def generalized_lifted_structure_loss(embeddings, labels=None, *, neg_margin=1.0
     Args:
         embeddings (Tensor): (B, D) rows.
         labels (Tensor | None): (B,) integer labels (optional with indices_tuple).
-        neg_margin, pos_margin, distance, normalize, reduction, backend: see the Module.
-        ref_emb (Tensor | None): (N, D) reference rows; ref_labels (N,).
+        neg_margin (float, default 1): the negative pairs' margin.
+        pos_margin (float, default 0): the positive pairs' margin.
+        distance (str, default "euclidean"): "euclidean", "squared_euclidean", "cosine" or "dot".
+        normalize (bool | None, default None): L2-normalize the rows first.
+        reduction (str, default "mean"): "mean", "sum" or "none" (per-anchor values).
+        backend (str | None, default None): "auto", "torch" or "triton".
+        ref_emb (Tensor | None, default None): (N, D) reference rows (then no self pairs).
+        ref_labels (Tensor | None, default None): (N,) the references' labels.
         indices_tuple (tuple | None): explicit pairs, triplets, or a miner selection.
 
     Returns:
@@ -501,8 +521,14 @@ def lifted_structure_loss(embeddings, labels=None, *, neg_margin=1.0, pos_margin
     Args:
         embeddings (Tensor): (B, D) rows.
         labels (Tensor | None): (B,) integer labels (optional with indices_tuple).
-        neg_margin, pos_margin, distance, normalize, reduction, backend: see the Module.
-        ref_emb (Tensor | None): (N, D) reference rows; ref_labels (N,).
+        neg_margin (float, default 1): the negative pairs' margin.
+        pos_margin (float, default 0): the positive pairs' margin.
+        distance (str, default "euclidean"): "euclidean", "squared_euclidean", "cosine" or "dot".
+        normalize (bool | None, default None): L2-normalize the rows first.
+        reduction (str, default "mean"): "mean", "sum" or "none" (per-anchor sums over its pairs).
+        backend (str | None, default None): "auto", "torch" or "triton".
+        ref_emb (Tensor | None, default None): (N, D) reference rows (then no self pairs).
+        ref_labels (Tensor | None, default None): (N,) the references' labels.
         indices_tuple (tuple | None): explicit pairs, triplets, or a miner selection.
 
     Returns:

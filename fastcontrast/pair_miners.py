@@ -103,7 +103,8 @@ def multi_similarity_miner(embeddings, labels, *, epsilon=0.1, distance="cosine"
         epsilon (float, default 0.1): the slack ε.
         distance (str, default "cosine"): "cosine", "dot", "euclidean" or "squared_euclidean".
         normalize (bool | None, default None): L2-normalize the rows first.
-        ref_emb (Tensor | None): (N, D) references (then no self pairs); ref_labels (N,).
+        ref_emb (Tensor | None, default None): (N, D) reference rows (then no self pairs).
+        ref_labels (Tensor | None, default None): (N,) the references' labels.
         self_offset (int | None): anchor i is reference i + self_offset (default 0 without
             references, −1 with them).
 
@@ -154,9 +155,12 @@ def pair_margin_miner(embeddings, labels, *, pos_margin=0.2, neg_margin=0.8, dis
         labels (Tensor): (B,) integer labels.
         pos_margin (float, default 0.2): the positives' threshold.
         neg_margin (float, default 0.8): the negatives' threshold.
-        distance (str, default "euclidean"), normalize (bool | None, default None): the metric.
-        ref_emb (Tensor | None), ref_labels (Tensor | None), self_offset (int | None): see
-            multi_similarity_miner.
+        distance (str, default "euclidean"): "euclidean", "squared_euclidean", "dot" or "cosine".
+        normalize (bool | None, default None): L2-normalize the rows first (None: the metric's default).
+        ref_emb (Tensor | None, default None): (N, D) reference rows (then no self pairs).
+        ref_labels (Tensor | None, default None): (N,) the references' labels.
+        self_offset (int | None, default None): anchor i is reference i + self_offset, a pair that is
+            skipped (None: 0 without ref_emb, no self pair with it).
 
     Returns:
         (a1, p, a2, n) int64 pairs in row-major order.
@@ -231,12 +235,18 @@ def batch_easy_hard_miner(embeddings, labels, *, pos_strategy="easy", neg_strate
     Args:
         embeddings (Tensor): (B, D) rows.
         labels (Tensor): (B,) integer labels.
-        pos_strategy (str, default "easy"), neg_strategy (str, default "semihard"): one of
-            "easy", "semihard", "hard", "all" (not both "semihard"; "semihard" not with "all").
-        allowed_pos_range, allowed_neg_range ((low, high) | None): only candidates whose
-            distance (or similarity) lies in [low, high].
-        distance (str, default "euclidean"), normalize (bool | None, default None): the metric.
-        ref_emb, ref_labels, self_offset: see multi_similarity_miner.
+        pos_strategy (str, default "easy"): "easy", "semihard", "hard" or "all" for the positive.
+        neg_strategy (str, default "semihard"): the same for the negative (not both "semihard";
+            "semihard" not with "all").
+        allowed_pos_range ((low, high) | None, default None): only positives whose distance (or
+            similarity) lies in [low, high].
+        allowed_neg_range ((low, high) | None, default None): the same for negatives.
+        distance (str, default "euclidean"): "euclidean", "squared_euclidean", "dot" or "cosine".
+        normalize (bool | None, default None): L2-normalize the rows first (None: the metric's default).
+        ref_emb (Tensor | None, default None): (N, D) reference rows (then no self pairs).
+        ref_labels (Tensor | None, default None): (N,) the references' labels.
+        self_offset (int | None, default None): anchor i is reference i + self_offset, a pair that is
+            skipped (None: 0 without ref_emb, no self pair with it).
 
     Returns:
         (a1, p, a2, n) int64 pairs (a1 = a2 unless a strategy is "all").
@@ -328,7 +338,8 @@ class MultiSimilarityMiner(_PairMiner):
 
     Args:
         epsilon (float, default 0.1): the slack ε.
-        distance (str, default "cosine"), normalize (bool | None, default None): the metric.
+        distance (str, default "cosine"): "cosine", "dot", "euclidean" or "squared_euclidean".
+        normalize (bool | None, default None): L2-normalize the rows first (None: the metric's default).
 
     Returns:
         forward(embeddings, labels, ref_emb=None, ref_labels=None) -> (a1, p, a2, n).
@@ -358,8 +369,10 @@ class PairMarginMiner(_PairMiner):
     """Pair-margin miner as a Module; see pair_margin_miner for the rule.
 
     Args:
-        pos_margin (float, default 0.2), neg_margin (float, default 0.8): the thresholds.
-        distance (str, default "euclidean"), normalize (bool | None, default None): the metric.
+        pos_margin (float, default 0.2): the positives' threshold.
+        neg_margin (float, default 0.8): the negatives' threshold.
+        distance (str, default "euclidean"): "euclidean", "squared_euclidean", "dot" or "cosine".
+        normalize (bool | None, default None): L2-normalize the rows first (None: the metric's default).
 
     Returns:
         forward(embeddings, labels, ref_emb=None, ref_labels=None) -> (a1, p, a2, n).
@@ -388,9 +401,12 @@ class BatchEasyHardMiner(_PairMiner):
     """Batch easy/hard miner as a Module; see batch_easy_hard_miner for the strategies.
 
     Args:
-        pos_strategy (str, default "easy"), neg_strategy (str, default "semihard"): strategies.
-        allowed_pos_range, allowed_neg_range ((low, high) | None, default None): candidate ranges.
-        distance (str, default "euclidean"), normalize (bool | None, default None): the metric.
+        pos_strategy (str, default "easy"): "easy", "semihard", "hard" or "all" for the positive.
+        neg_strategy (str, default "semihard"): the same for the negative.
+        allowed_pos_range ((low, high) | None, default None): the positives' distance range.
+        allowed_neg_range ((low, high) | None, default None): the negatives' distance range.
+        distance (str, default "euclidean"): "euclidean", "squared_euclidean", "dot" or "cosine".
+        normalize (bool | None, default None): L2-normalize the rows first (None: the metric's default).
 
     Returns:
         forward(embeddings, labels, ref_emb=None, ref_labels=None) -> (a1, p, a2, n).

@@ -274,7 +274,7 @@ def _cpu_image_text() -> list[Entry]:
     """Issue 17 on the CPU: SigLIP and CLIP against the open_clip-equivalent dense code,
     NT-Xent with a 65536-entry memory bank against the lightly-equivalent dense code."""
     impls = (FC_TORCH, "dense-eager")
-    out = [Entry(Case(loss, B), impls, tags=("image-text",)) for loss in ("siglip", "clip") for B in (1024, 4096)]
+    out = [Entry(Case(loss, B), impls, tags=("image-text",)) for loss in ("siglip", "clip") for B in (1024, 4096, 16384)]
     out.append(Entry(Case("ntxent-membank", 256, N=65536), impls, tags=("image-text",)))
     return out
 
