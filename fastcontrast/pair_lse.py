@@ -365,9 +365,10 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
         terms = super().terms(embeddings, labels, ref_emb, ref_labels, self_offset)
         r_labels = labels if ref_emb is None else ref_labels
         from .softmax import different_label_counts
-        if not bool((different_label_counts(labels, r_labels) > 0).any()):  # no negative pair at all
-            return LossTerms(terms.values * 0, terms.counts, terms.nonzero * 0)
-        return terms
+        # no negative pair at all: 0 (read on the device, no host sync; torch.compile traces it)
+        has_negative = (different_label_counts(labels, r_labels) > 0).any()
+        return LossTerms(torch.where(has_negative, terms.values, terms.values * 0), terms.counts,
+                         torch.where(has_negative, terms.nonzero, terms.nonzero * 0))
 
     @full_precision
     def tuple_terms(self, embeddings, tuples, ref_emb=None) -> LossTerms:

@@ -53,32 +53,39 @@ def _implementation(backend: str):
     return torch_pair_margin
 
 
-def _torch_forward(q, r, q_labels, r_labels, cfg):
+def _torch_forward(q, r, q_labels, r_labels, shift, cfg):
+    extra = {} if shift is None else {"shift": shift}
     values, counts, nonzero, _ = _implementation("torch").forward(
-        *with_references(q, r, q_labels, r_labels), config_from(cfg, PairMarginConfig))
+        *with_references(q, r, q_labels, r_labels), config_from(cfg, PairMarginConfig), **extra)
     return values, counts, nonzero
 
 
-def _torch_forward_fake(q, r, q_labels, r_labels, cfg):
+def _torch_forward_fake(q, r, q_labels, r_labels, shift, cfg):
     b = q.shape[0]
     return (q.new_empty((b, 2), dtype=metrics.compute_dtype(q.dtype)),
             q.new_empty((b, 2), dtype=torch.int64), q.new_empty((b, 2), dtype=torch.int64))
 
 
-def _torch_backward(grad_values, q, r, q_labels, r_labels, cfg):
-    return _implementation("torch").backward(grad_values, *with_references(q, r, q_labels, r_labels),
-                                             config_from(cfg, PairMarginConfig), ())
+def _torch_backward(grad_values, q, r, q_labels, r_labels, shift, cfg):
+    """(grad_q, grad_r, grad_shift); grad_shift is empty without a shift."""
+    inputs = (grad_values, *with_references(q, r, q_labels, r_labels), config_from(cfg, PairMarginConfig), ())
+    if shift is None:
+        grad_q, grad_r = _implementation("torch").backward(*inputs)
+        return grad_q, grad_r, q.new_empty((0,))
+    return _implementation("torch").backward(*inputs, shift=shift)
 
 
-def _torch_backward_fake(grad_values, q, r, q_labels, r_labels, cfg):
-    return torch.empty_like(q), torch.empty_like(q if r is None else r)
+def _torch_backward_fake(grad_values, q, r, q_labels, r_labels, shift, cfg):
+    return (torch.empty_like(q), torch.empty_like(q if r is None else r),
+            q.new_empty((0,)) if shift is None else torch.empty_like(shift))
 
 
 # the PyTorch path as opaque ops, used while torch.compile traces (_function.py)
-_SIGNATURE = "Tensor q, Tensor? r, Tensor q_labels, Tensor? r_labels, str cfg"
+_SIGNATURE = "Tensor q, Tensor? r, Tensor q_labels, Tensor? r_labels, Tensor? shift, str cfg"
 _torch_forward_op = opaque_op("torch_pair_margin_fwd", f"({_SIGNATURE}) -> (Tensor, Tensor, Tensor)",
                               _torch_forward, _torch_forward_fake)
-_torch_backward_op = opaque_op("torch_pair_margin_bwd", f"(Tensor grad_values, {_SIGNATURE}) -> (Tensor, Tensor)",
+_torch_backward_op = opaque_op("torch_pair_margin_bwd",
+                               f"(Tensor grad_values, {_SIGNATURE}) -> (Tensor, Tensor, Tensor)",
                                _torch_backward, _torch_backward_fake)
 
 
@@ -93,9 +100,9 @@ class PairMarginFunction(torch.autograd.Function):
     @full_precision
     def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str, shift=None):
         # while torch.compile traces, the PyTorch path runs as one opaque op (_function.py)
-        ctx.opaque = backend == "torch" and shift is None and compiling()
+        ctx.opaque = backend == "torch" and compiling()
         if ctx.opaque:
-            values, counts, nonzero = _torch_forward_op(q, r, q_labels, r_labels, config_code(cfg))
+            values, counts, nonzero = _torch_forward_op(q, r, q_labels, r_labels, shift, config_code(cfg))
             saved = ()
         else:
             extra = {} if shift is None else {"shift": shift}
@@ -113,9 +120,11 @@ class PairMarginFunction(torch.autograd.Function):
     def backward(ctx, grad_values, _grad_counts, _grad_nonzero):
         grad_shift = None
         if ctx.opaque:
-            q, r, q_labels, r_labels, *_ = ctx.saved_tensors
-            grad_q, grad_r = _torch_backward_op(grad_values.contiguous(), q, r, q_labels, r_labels,
-                                                config_code(ctx.cfg))
+            q, r, q_labels, r_labels, *rest = ctx.saved_tensors
+            shift = rest[-1] if ctx.has_shift else None
+            grad_q, grad_r, grad_shift = _torch_backward_op(grad_values.contiguous(), q, r, q_labels, r_labels,
+                                                            shift, config_code(ctx.cfg))
+            grad_shift = grad_shift if ctx.has_shift else None
         else:
             q, r, q_labels, r_labels, saved = saved_inputs(ctx)
             impl = _implementation(ctx.backend)

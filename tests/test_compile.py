@@ -50,6 +50,15 @@ CASES = {
     "nt_xent simclr views": lambda z, y, bk: fc.nt_xent_loss(z, None, form="simclr", backend=bk),
     "npair": lambda z, y, bk: fc.npair_loss(z, y, l2_reg=0.1, backend=bk),
     "info_nce symmetric": lambda z, y, bk: fc.info_nce_loss(z[:8], z[8:], symmetric=True, backend=bk),
+    # the pair-weighted and image-text / self-supervised losses
+    "multi_similarity": lambda z, y, bk: fc.multi_similarity_loss(z, y, backend=bk),
+    "circle": lambda z, y, bk: fc.circle_loss(z, y, backend=bk),
+    "lifted": lambda z, y, bk: fc.lifted_structure_loss(z, y, backend=bk),
+    "generalized lifted": lambda z, y, bk: fc.generalized_lifted_structure_loss(z, y, backend=bk),
+    "margin": lambda z, y, bk: fc.margin_loss(z, y, backend=bk),
+    "siglip": lambda z, y, bk: fc.siglip_loss(z[:8], z[8:], logit_scale=torch.tensor(10.0),
+                                              logit_bias=torch.tensor(-10.0), backend=bk),
+    "dclw": lambda z, y, bk: fc.dcl_loss(z, temperature=0.1, sigma=0.5, backend=bk),
 }
 
 # the kernels run in the interpreter on CPU (slow): one configuration per family there

@@ -478,9 +478,10 @@ def _lifted_forward(q, r, q_labels, r_labels, cfg):
 def _lifted_backward(grad_values, q, r, q_labels, r_labels, cfg, saved, temperature, needs_temperature_grad):
     b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
-    (row_lse,) = saved
     frame = Frame(q, r, cfg.kind)
     tau = torch.ones((), dtype=cd, device=q.device)
+    # forward's per-row LSE over negatives, or recomputed (the opaque op under torch.compile saves nothing)
+    (row_lse,) = saved if saved else (_lifted_row_lse(frame, q_labels, r_labels, cfg, b, n),)
     g = grad_values.to(cd)
     weight = torch.zeros(b, dtype=cd, device=q.device)  # W_x
     m = min(b, n)
