@@ -138,6 +138,22 @@ def check_query_ref(embeddings, labels, ref_emb=None, ref_labels=None):
         check_labels(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb", ref_emb.device)
 
 
+def check_query_keys(query, keys, labels=None, ref_labels=None):
+    """Validate the (query, keys[, labels, ref_labels]) inputs of the paired losses (InfoNCE,
+    SigLIP): without labels query i's positive is key i, so keys must be at least as many."""
+    check_embeddings(query, "query")
+    check_embeddings(keys, "keys")
+    check_pair(query, keys, "query", "keys")
+    if (labels is None) != (ref_labels is None):
+        raise ValueError("labels and ref_labels must be given together")
+    if labels is not None:
+        check_labels(labels, query.shape[0], "labels", "query", query.device)
+        check_labels(ref_labels, keys.shape[0], "ref_labels", "keys", keys.device)
+    elif keys.shape[0] < query.shape[0]:
+        raise ValueError(f"keys has {keys.shape[0]} rows but query has {query.shape[0]}: "
+                         "query i's positive is key i")
+
+
 def check_positive(value, name: str, allow_tensor: bool = False, dtype: torch.dtype | None = None) -> None:
     """A strictly positive finite number (temperature, scale); with `dtype`, also one whose
     value and reciprocal are normal numbers of that dtype's compute dtype (1/τ multiplies

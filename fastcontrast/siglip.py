@@ -23,7 +23,7 @@ from torch import nn
 
 from . import metrics
 from ._reduce import LossTerms, reduce_terms
-from ._validation import _values_checked, check_embeddings, check_labels, check_pair, check_positive, check_reduction, full_precision
+from ._validation import _values_checked, check_positive, check_query_keys, check_reduction, full_precision
 from .softmax import _check_backend, _prepared, resolve, softmax_values
 
 __all__ = ["siglip_loss", "SigLIPLoss"]
@@ -44,17 +44,7 @@ def _check_bias(bias, name: str = "logit_bias") -> None:
 
 
 def _check_inputs(query, keys, labels, ref_labels) -> None:
-    check_embeddings(query, "query")
-    check_embeddings(keys, "keys")
-    check_pair(query, keys, "query", "keys")
-    if (labels is None) != (ref_labels is None):
-        raise ValueError("labels and ref_labels must be given together")
-    if labels is not None:
-        check_labels(labels, query.shape[0], "labels", "query", query.device)
-        check_labels(ref_labels, keys.shape[0], "ref_labels", "keys", keys.device)
-    elif keys.shape[0] < query.shape[0]:
-        raise ValueError(f"keys has {keys.shape[0]} rows but query has {query.shape[0]}: "
-                         "query i's positive is key i")
+    check_query_keys(query, keys, labels, ref_labels)
 
 
 def sigmoid_terms(query, keys, labels, ref_labels, *, scale, bias, metric, backend, self_offset=-1) -> LossTerms:

@@ -38,7 +38,7 @@ from . import metrics
 from ._function import compiling, config_code, config_from, opaque_op, save_inputs, saved_inputs, with_references
 from ._docs import COMMON, RAISES, doc
 from ._reduce import LossTerms, reduce_terms
-from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_positive,
+from ._validation import (check_choice, check_query_keys, check_embeddings, check_labels, check_pair, check_positive,
                           check_query_ref, check_real, check_reduction, full_precision)
 from .backend import BACKENDS, resolve_backend
 from ._torch import softmax as _torch_softmax
@@ -647,17 +647,7 @@ class InfoNCELoss(_SoftmaxLoss):
                 "symmetric": self.symmetric, **settings}
 
     def _check(self, query, keys, labels, ref_labels):
-        check_embeddings(query, "query")
-        check_embeddings(keys, "keys")
-        check_pair(query, keys, "query", "keys")
-        if (labels is None) != (ref_labels is None):
-            raise ValueError("labels and ref_labels must be given together")
-        if labels is not None:
-            check_labels(labels, query.shape[0], "labels", "query", query.device)
-            check_labels(ref_labels, keys.shape[0], "ref_labels", "keys", keys.device)
-        elif keys.shape[0] < query.shape[0]:
-            raise ValueError(f"keys has {keys.shape[0]} rows but query has {query.shape[0]}: "
-                             "query i's positive is key i")
+        check_query_keys(query, keys, labels, ref_labels)
         if self.symmetric and keys.shape[0] != query.shape[0]:
             raise ValueError("symmetric=True needs as many keys as queries, got "
                              f"{keys.shape[0]} keys and {query.shape[0]} queries")
