@@ -277,8 +277,9 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, precision: 
         return Blocks(fwd_m=64, fwd_n=32, bwd_m=bwd_m, bwd_n=32, block_d=_host.pow2(D, 16, 32),
                       block_do=_host.pow2(D, 16, 32), num_warps=8, num_stages=2)
     # fp16/bf16: 64×64 forward tiles; the backward's near-pair paths need 64×32 tiles and
-    # 32-wide gradient chunks to stay in registers (64×64 / 64-wide spilled 240-496 B)
-    return Blocks(fwd_m=64, fwd_n=64, bwd_m=64, bwd_n=32, block_d=_host.pow2(D, 16, 64),
+    # 32-wide gradient chunks to stay in registers (64×64 / 64-wide spilled 240-496 B); the D
+    # step of 128 (not 64) keeps triton 3.6's forward build from spilling too
+    return Blocks(fwd_m=64, fwd_n=64, bwd_m=64, bwd_n=32, block_d=_host.pow2(D, 16, 128),
                   block_do=_host.pow2(D, 16, 32), num_warps=8, num_stages=2)
 
 
