@@ -27,7 +27,7 @@ from .distances import CosineSimilarity, LpDistance, fused_metric
 __all__ = ["MultiSimilarityMiner", "PairMarginMiner", "BatchEasyHardMiner"]
 
 
-class _PairMiner(torch.nn.Module):
+class _PairMiner(_pml.DenseMinerFallback, torch.nn.Module):
     pml_name = ""
 
     def _setup(self, distance, collect_stats, hyper: dict):
@@ -45,19 +45,11 @@ class _PairMiner(torch.nn.Module):
     def default_distance(self):
         return LpDistance()
 
-    def dense_miner(self):
-        if self._dense_miner is None:
-            miners = _pml.require("miners", f"{type(self).__name__} with collect_stats or {self.distance!r}")
-            miner = getattr(miners, self.pml_name)(**self._hyper, distance=self.distance,
-                                                   collect_stats=self.collect_stats)
-            object.__setattr__(self, "_dense_miner", miner)
-        return self._dense_miner
+    def _dense_kwargs(self) -> dict:
+        return self._hyper
 
-    def __getattr__(self, name):
-        dense = self.__dict__.get("_dense_miner")
-        if dense is not None and name in getattr(dense, "_record_these_stats", ()):
-            return getattr(dense, name)
-        return super().__getattr__(name)
+    def _dense_reason(self) -> str:
+        return f"collect_stats or {self.distance!r}"
 
     def _self_offset(self, embeddings, labels, ref_emb, ref_labels) -> int:
         return pml_self_offset(labels, ref_emb, ref_labels)

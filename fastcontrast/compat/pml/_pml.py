@@ -109,3 +109,29 @@ class AliasFinder(importlib.abc.MetaPathFinder):
 def install_alias(prefix: str, target: str):
     if not any(isinstance(f, AliasFinder) and f.prefix == prefix + "." for f in sys.meta_path):
         sys.meta_path.append(AliasFinder(prefix, target))
+
+
+class DenseMinerFallback:
+    """For a compat miner: pytorch-metric-learning's own miner with the same settings (built
+    on first use; `_dense_kwargs()` its hyper-parameters, `_dense_reason()` what needs it), and
+    the stats that miner records readable on the compat miner. Mix in before torch.nn.Module."""
+
+    def _dense_kwargs(self) -> dict:
+        return {}
+
+    def _dense_reason(self) -> str:
+        return repr(self.distance)
+
+    def dense_miner(self):
+        if self._dense_miner is None:
+            miners = require("miners", f"{type(self).__name__} with {self._dense_reason()}")
+            miner = getattr(miners, self.pml_name)(distance=self.distance, collect_stats=self.collect_stats,
+                                                   **self._dense_kwargs())
+            object.__setattr__(self, "_dense_miner", miner)
+        return self._dense_miner
+
+    def __getattr__(self, name):
+        dense = self.__dict__.get("_dense_miner")
+        if dense is not None and name in getattr(dense, "_record_these_stats", ()):
+            return getattr(dense, name)
+        return super().__getattr__(name)

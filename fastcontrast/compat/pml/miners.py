@@ -130,7 +130,7 @@ class MinedSelection(MinedTriplets, tuple):
         return terms.counts.sum()
 
 
-class _LazyTripletMiner(torch.nn.Module):
+class _LazyTripletMiner(_pml.DenseMinerFallback, torch.nn.Module):
     mining = "all"
     pml_name = ""
 
@@ -165,22 +165,8 @@ class _LazyTripletMiner(torch.nn.Module):
     def _margin(self) -> float:
         return 0.0
 
-    def _pml_kwargs(self) -> dict:
+    def _dense_kwargs(self) -> dict:
         return {}
-
-    def dense_miner(self):
-        if self._dense_miner is None:
-            miners = _pml.require("miners", f"{type(self).__name__} with {self.distance!r}")
-            miner = getattr(miners, self.pml_name)(distance=self.distance, collect_stats=self.collect_stats,
-                                                   **self._pml_kwargs())
-            object.__setattr__(self, "_dense_miner", miner)
-        return self._dense_miner
-
-    def __getattr__(self, name):
-        dense = self.__dict__.get("_dense_miner")
-        if dense is not None and name in getattr(dense, "_record_these_stats", ()):
-            return getattr(dense, name)
-        return super().__getattr__(name)
 
     def forward(self, embeddings, labels, ref_emb=None, ref_labels=None):
         if self.metric is None:
@@ -239,7 +225,7 @@ class TripletMarginMiner(_LazyTripletMiner):
     def _margin(self) -> float:
         return self.margin
 
-    def _pml_kwargs(self) -> dict:
+    def _dense_kwargs(self) -> dict:
         return dict(margin=self.margin, type_of_triplets=self.type_of_triplets)
 
     @torch.no_grad()
