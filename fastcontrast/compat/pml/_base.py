@@ -136,12 +136,20 @@ def _plan(reducer, rtype: str, per_anchor_ok: bool, have_labels: bool, term_boun
                 _threshold_stats(reducer, c, nz)
                 return safe_ratio(v.sum(), nz.sum())
             return avg_nonzero
-        if term_bounds_ok and rtype in ("pos_pair", "neg_pair") and not (
+        if term_bounds_ok and rtype in ("pos_pair", "neg_pair", "triplet") and not (
                 reducer.collect_stats and low is not None and high is not None):
             # the fused pass sums only the terms in (low, high) and counts them as "non-zero"
             def in_bounds(v, c, nz, y):
                 if reducer.collect_stats:
-                    reducer.losses_size = int(c.sum())
+                    n_terms = int(c.sum())
+                    if rtype == "triplet":
+                        # as pytorch-metric-learning's reducer: stats reset first; no triplet
+                        # at all is an "already reduced" 0 of size 1 that sets no filter stat
+                        reducer.reset_stats()
+                        if n_terms == 0:
+                            reducer.losses_size = 1
+                            return safe_ratio(v.sum(), nz.sum())
+                    reducer.losses_size = n_terms
                     reducer.num_past_filter = int(nz.sum())
                     if low is not None:
                         reducer.num_above_low = reducer.num_past_filter
