@@ -11,15 +11,17 @@ Reducer on a fused loss                     fused when
 MeanReducer, SumReducer, AvgNonZeroReducer  always
 ClassWeightedReducer                        the row labels are known (NPairsLoss: the pairs' anchors)
 ThresholdReducer(low, high)                 element losses (SupConLoss, NPairsLoss); ContrastiveLoss
-                                            (the bounds are part of the fused pass; with collect_stats
-                                            only one of low / high); on triplets only low=0,
-                                            high=None (= AvgNonZeroReducer)
+                                            and TripletMarginLoss (the bounds are part of the fused
+                                            pass: a window on d_an in the triplets' sorted sweep; with
+                                            collect_stats only one of low / high)
 PerAnchorReducer(inner, default aggregation) element losses; pair losses without ref_emb and
                                             without indices_tuple; `inner` itself fused
 DoNothingReducer                            SupConLoss (its losses are per anchor)
 MultipleReducers                            each sub-loss's reducer by the rules above
 anything else (DivisorReducer, a user       never: dense path
-reducer, ThresholdReducer on triplets,
+reducer, ThresholdReducer(low, high) with
+collect_stats and both bounds, which
+records two separate counts,
 DoNothingReducer on pairs/triplets)
 
 `embedding_regularizer` (LpRegularizer, ZeroMeanRegularizer, ...) adds
