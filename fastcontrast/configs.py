@@ -114,8 +114,13 @@ class TripletConfig:
     hard_fallback (batch_hard only): "drop" — anchors lacking a positive or a negative give no
       term (PML BatchHardMiner); "tfa" — no positive → d_ap = 0, no negative → d_an = max_j d_aj,
       every anchor gives a term (TF Addons triplet_hard_loss).
+    term_keep (low, high): only the terms with low < term < high enter values and nonzero
+      (pytorch-metric-learning's ThresholdReducer; low may be -inf, then terms equal to 0 count
+      too). The default (0, inf) is no filter: values sums every term, nonzero counts those > 0.
+      For relu on the sorted path a window on d_an: low ≥ 0 keeps d_an < fl(x + fl(m − low)),
+      high > 0 keeps d_an > fl(x + fl(m − high)), high ≤ 0 keeps nothing.
     Outputs per anchor: values (B,) differentiable sums of terms, counts (B,) int64 number of
-      terms, nonzero (B,) int64 number of terms > 0.
+      terms, nonzero (B,) int64 number of terms > 0 (of terms inside term_keep).
     """
 
     kind: str = "euclidean"
@@ -128,3 +133,8 @@ class TripletConfig:
     hard_fallback: str = "drop"
     self_offset: int = 0
     precision: str = "ieee"
+    term_keep: tuple[float, float] = (0.0, math.inf)
+
+    @property
+    def filtered(self) -> bool:
+        return self.term_keep != (0.0, math.inf)

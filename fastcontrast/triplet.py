@@ -32,6 +32,8 @@ compat miners, which is fused into the loss's own pass.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import torch
 from torch import nn
@@ -173,7 +175,25 @@ def explicit_triplets(indices_tuple, b: int, n: int, device):
     return a1[i], p[i], neg[j]
 
 
-def _explicit_terms(q, r, triplets, metric: Metric, margin, swap, smooth) -> LossTerms:
+def check_term_bounds(term_bounds):
+    """(low, high) as floats (None = unbounded), or None (no filter)."""
+    if term_bounds is None:
+        return None
+    try:
+        low, high = term_bounds
+    except (TypeError, ValueError):
+        raise TypeError("term_bounds must be a pair (low, high)") from None
+    out = []
+    for value, what, unbounded in ((low, "low", -math.inf), (high, "high", math.inf)):
+        if value is None:
+            value = unbounded
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
+            raise TypeError(f"term_bounds {what} must be a number or None, got {value!r}")
+        out.append(float(value))
+    return tuple(out)
+
+
+def _explicit_terms(q, r, triplets, metric: Metric, margin, swap, smooth, term_bounds=None) -> LossTerms:
     a, p, n = triplets
     d_ap = row_distances(q[a], r[p], metric.kind)
     d_an = row_distances(q[a], r[n], metric.kind)
@@ -185,9 +205,14 @@ def _explicit_terms(q, r, triplets, metric: Metric, margin, swap, smooth) -> Los
     h = d_ap - d_an + margin
     term = torch.nn.functional.softplus(h) if smooth else torch.relu(h)
     b = q.shape[0]
-    values = torch.zeros(b, dtype=term.dtype, device=q.device).index_add(0, a, term)
     counts = torch.bincount(a, minlength=b)
-    nonzero = torch.bincount(a[term.detach() > 0], minlength=b)
+    if term_bounds is None:
+        window = term.detach() > 0
+    else:
+        window = (term.detach() > term_bounds[0]) & (term.detach() < term_bounds[1])
+        term = torch.where(window, term, term * 0)
+    values = torch.zeros(b, dtype=term.dtype, device=q.device).index_add(0, a, term)
+    nonzero = torch.bincount(a[window], minlength=b)
     return LossTerms(values, counts, nonzero)
 
 
@@ -323,15 +348,20 @@ class TripletMarginLoss(nn.Module):
 
     @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0,
-              _config: TripletConfig | None = None) -> LossTerms:
+              _config: TripletConfig | None = None, *, term_bounds=None) -> LossTerms:
         """Per-anchor sums of terms, term counts and counts of terms > 0. Reference row
-        i + self_offset is query row i's self pair (−1: none)."""
+        i + self_offset is query row i's self pair (−1: none). term_bounds (low, high)
+        (None: unbounded) keeps only the terms with low < term < high in the sums and in
+        nonzero (pytorch-metric-learning's ThresholdReducer), inside the same pass."""
         check_query_ref(embeddings, labels, ref_emb, ref_labels)
         self._check_margins(embeddings.dtype)
         if isinstance(self_offset, bool) or not isinstance(self_offset, int) or self_offset < -1:
             raise ValueError(f"self_offset must be an int >= -1, got {self_offset!r}")
         cfg = _config if _config is not None else self.config(self_offset)
         cfg = dataclasses.replace(cfg, precision=matmul_precision(embeddings.dtype, embeddings.device))
+        term_bounds = check_term_bounds(term_bounds)
+        if term_bounds is not None:
+            cfg = dataclasses.replace(cfg, term_keep=term_bounds)
         backend = resolve_backend(self.backend, embeddings.device, embeddings.dtype)
         q = prepare(embeddings, self.metric, backend)
         r = None if ref_emb is None else prepare(ref_emb, self.metric, backend)
@@ -345,9 +375,10 @@ class TripletMarginLoss(nn.Module):
         return reduce_terms(terms, self.reduction, "mean" if self.average == "mean" else "avg_nonzero", denominators)
 
     @full_precision
-    def explicit_terms(self, embeddings, indices_tuple, ref_emb=None, labels=None) -> LossTerms:
+    def explicit_terms(self, embeddings, indices_tuple, ref_emb=None, labels=None, *, term_bounds=None) -> LossTerms:
         """Terms of exactly the given triplets (or pairs), by gathering their distances.
-        `labels`, not needed by the terms, is checked like everywhere else when given."""
+        `labels`, not needed by the terms, is checked like everywhere else when given;
+        term_bounds as in terms()."""
         check_embeddings(embeddings, "embeddings")
         if labels is not None:
             check_labels(labels, embeddings.shape[0], "labels", "embeddings", embeddings.device)
@@ -359,13 +390,15 @@ class TripletMarginLoss(nn.Module):
         triplets = explicit_triplets(indices_tuple, embeddings.shape[0], n, embeddings.device)
         q = prepare(embeddings, self.metric)
         r = q if ref_emb is None else prepare(ref_emb, self.metric)
-        return _explicit_terms(q, r, triplets, self.metric, self.margin, self.swap, self.smooth)
+        return _explicit_terms(q, r, triplets, self.metric, self.margin, self.swap, self.smooth,
+                               check_term_bounds(term_bounds))
 
     @full_precision
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
         return self.reduce(self._forward_terms(embeddings, labels, indices_tuple, ref_emb, ref_labels))
 
-    def _forward_terms(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, self_offset=None):
+    def _forward_terms(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, self_offset=None,
+                       term_bounds=None):
         if self_offset is None:
             self_offset = 0 if ref_emb is None else -1
         if isinstance(indices_tuple, MinedTriplets):
@@ -380,13 +413,14 @@ class TripletMarginLoss(nn.Module):
             if fusable:
                 cfg = self.config(self_offset, mining=sel.mining, miner_margin=sel.miner_margin,
                                   hard_fallback=sel.hard_fallback)
-                return self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, _config=cfg)
+                return self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, _config=cfg,
+                                  term_bounds=term_bounds)
             indices_tuple = sel.materialize()
         if indices_tuple is not None:
-            return self.explicit_terms(embeddings, indices_tuple, ref_emb, labels)
+            return self.explicit_terms(embeddings, indices_tuple, ref_emb, labels, term_bounds=term_bounds)
         if labels is None:
             raise ValueError("labels is required unless indices_tuple is given")
-        return self.terms(embeddings, labels, ref_emb, ref_labels, self_offset)
+        return self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, term_bounds=term_bounds)
 
 
 def triplet_margin_loss(embeddings, labels=None, *, margin: float = 0.05, mining: str = "all",

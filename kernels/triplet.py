@@ -22,7 +22,9 @@ The anchors are processed in chunks of C rows; per chunk at most a few C×N buff
    and ∂/∂v = −#{positives x for which v is kept and active}, the same search run on the
    anchor's sorted positives (each condition bounds x from one side). Both directions
    evaluate the same float expressions (v ≤ fl(x + mm), v < fl(x + m), v ≤ x) so they agree
-   on every triplet.
+   on every triplet. cfg.term_keep = (low, high) (ThresholdReducer: only low < term < high
+   counts) is two more one-sided bounds of the same kind, v < fl(x + (m − low)) and
+   v > fl(x + (m − high)), so the kept terms stay one contiguous run (KEEP, `_keep_code`).
 4. Scan path (smooth or swap): per anchor, positives × negatives in BLOCK_P×BLOCK_N tiles,
    O(B·P·N) (O(B·P·N·D) with swap: d_pn = d(r_p, r_n) is a distance tile of r with itself).
    swap: v → min(v, d_pn) in the term; on an exact tie the gradient is split in half.
@@ -166,9 +168,13 @@ def _distance_rows_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
 #    (step 2, the row sorts and prefix sums, is torch in `_sorted_rows` below)
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _window(x, neg_row, K, margin, mm, MODE: tl.constexpr, LOG_N: tl.constexpr):
-    """For positives x: the kept run [lo, hi) and the kept-and-active run [lo, U) of the
-    sorted negatives (v < fl(x + m) is the hinge)."""
+def _window(x, neg_row, K, margin, mm, c_keep_hi, c_keep_lo, MODE: tl.constexpr, KEEP: tl.constexpr,
+            LOG_N: tl.constexpr):
+    """For positives x: the kept run [lo, hi) of the sorted negatives, the run [w_lo, w_hi)
+    of those whose term is inside cfg.term_keep, and its active part [w_lo, U) (v < fl(x + m)
+    is the hinge). KEEP (see _keep_code) adds v < fl(x + c_keep_hi) (low ≥ 0, c = m − low),
+    v > fl(x + c_keep_lo) (0 < high < inf, c = m − high), keeps the zero terms (low < 0) or
+    nothing (high ≤ 0); KEEP = 0: [w_lo, w_hi) = [lo, U)."""
     zero = tl.zeros_like(x).to(tl.int32)
     lo = zero
     hi = zero + K
@@ -183,14 +189,27 @@ def _window(x, neg_row, K, margin, mm, MODE: tl.constexpr, LOG_N: tl.constexpr):
     if MODE == 4:
         lo = _count_below(neg_row, K, x + mm, 0.0, False, LOG_N)
     hi = tl.maximum(hi, lo)
-    active_end = tl.maximum(tl.minimum(hi, _count_below(neg_row, K, x + margin, 0.0, True, LOG_N)), lo)
-    return lo, hi, active_end
+    act = _count_below(neg_row, K, x + margin, 0.0, True, LOG_N)
+    w_lo = lo
+    if (KEEP & 2) != 0:
+        w_lo = tl.maximum(lo, _count_below(neg_row, K, x + c_keep_lo, 0.0, False, LOG_N))
+    if (KEEP & 4) != 0:
+        w_hi = hi
+    else:
+        w_hi = tl.minimum(hi, act)
+    if (KEEP & 1) != 0:
+        w_hi = tl.minimum(w_hi, _count_below(neg_row, K, x + c_keep_hi, 0.0, True, LOG_N))
+    if (KEEP & 8) != 0:
+        w_hi = w_lo
+    w_hi = tl.maximum(w_hi, w_lo)
+    active_end = tl.maximum(tl.minimum(w_hi, act), w_lo)
+    return lo, hi, w_lo, w_hi, active_end
 
 
 @triton.jit
 def _window_forward_kernel(pos_key_ptr, neg_sorted_ptr, prefix_ptr, n_neg_ptr,
-                           values_ptr, counts_ptr, nonzero_ptr, N, margin, mm,
-                           MODE: tl.constexpr, LOG_N: tl.constexpr, BLOCK: tl.constexpr):
+                           values_ptr, counts_ptr, nonzero_ptr, N, margin, mm, c_keep_hi, c_keep_lo,
+                           MODE: tl.constexpr, KEEP: tl.constexpr, LOG_N: tl.constexpr, BLOCK: tl.constexpr):
     """One anchor per program: Σ over its positives of c·(x + m) − (S[U] − S[lo]).
     The positives are read unsorted (pos_key, +inf elsewhere): the forward pass needs one
     row sort only, of the negatives."""
@@ -206,12 +225,13 @@ def _window_forward_kernel(pos_key_ptr, neg_sorted_ptr, prefix_ptr, n_neg_ptr,
         x = tl.load(pos_key_ptr + base + offs, mask=offs < N, other=JIT_INF)
         live = x < JIT_INF
         x = tl.where(live, x, 0.0)
-        lo, hi, end = _window(x, neg_sorted_ptr + base, K, margin, mm, MODE, LOG_N)
-        run = tl.load(prefix_row + end, mask=live, other=0.0) - tl.load(prefix_row + lo, mask=live, other=0.0)
-        c = tl.where(live, end - lo, 0)
+        lo, hi, w_lo, w_hi, end = _window(x, neg_sorted_ptr + base, K, margin, mm, c_keep_hi, c_keep_lo,
+                                          MODE, KEEP, LOG_N)
+        run = tl.load(prefix_row + end, mask=live, other=0.0) - tl.load(prefix_row + w_lo, mask=live, other=0.0)
+        c = tl.where(live, end - w_lo, 0)
         value += c.to(tl.float64) * (x.to(tl.float64) + margin) - tl.where(c > 0, run, 0.0)
         count += tl.where(live, hi - lo, 0).to(tl.int64)
-        nonzero += c.to(tl.int64)
+        nonzero += tl.where(live, w_hi - w_lo, 0).to(tl.int64)
     tl.store(values_ptr + row, tl.sum(value, axis=0).to(tl.float32))
     tl.store(counts_ptr + row, tl.sum(count, axis=0))
     tl.store(nonzero_ptr + row, tl.sum(nonzero, axis=0))
@@ -219,8 +239,8 @@ def _window_forward_kernel(pos_key_ptr, neg_sorted_ptr, prefix_ptr, n_neg_ptr,
 
 @triton.jit
 def _window_weights_kernel(pos_key_ptr, neg_key_ptr, pos_sorted_ptr, neg_sorted_ptr, n_pos_ptr, n_neg_ptr,
-                           grad_ptr, coef_ptr, N, margin, mm,
-                           MODE: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr,
+                           grad_ptr, coef_ptr, N, margin, mm, c_keep_hi, c_keep_lo,
+                           MODE: tl.constexpr, KEEP: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr,
                            LOG_N: tl.constexpr, BLOCK: tl.constexpr):
     """coef[a, j] for one block of references j of one anchor a:
     positive j (x = d_aj): g·c(x); negative j (v = d_aj): −g·#{x : v kept and active}."""
@@ -237,8 +257,9 @@ def _window_weights_kernel(pos_key_ptr, neg_key_ptr, pos_sorted_ptr, neg_sorted_
     K = tl.load(n_neg_ptr + row)
     g = tl.load(grad_ptr + row)
     # positives: the length of the active run of sorted negatives
-    lo, hi, end = _window(d, neg_sorted_ptr + base, K, margin, mm, MODE, LOG_N)
-    w_pos = (end - lo).to(tl.float32)
+    lo, hi, w_lo, w_hi, end = _window(d, neg_sorted_ptr + base, K, margin, mm, c_keep_hi, c_keep_lo,
+                                      MODE, KEEP, LOG_N)
+    w_pos = (end - w_lo).to(tl.float32)
     # negatives: positives x failing an "x large enough" condition form a prefix of length
     # `first`, those meeting every "x small enough" condition a prefix of length `last`
     pos_row = pos_sorted_ptr + base
@@ -252,7 +273,14 @@ def _window_weights_kernel(pos_key_ptr, neg_key_ptr, pos_sorted_ptr, neg_sorted_
         last = _count_below(pos_row, P, d, 0.0, True, LOG_N)                         # x < v
     if MODE == 4:
         last = _count_below(pos_row, P, d, mm, True, LOG_N)                          # fl(x + mm) < v
+    if (KEEP & 1) != 0:
+        first = tl.maximum(first, _count_below(pos_row, P, d, c_keep_hi, False, LOG_N))  # fl(x + c) ≤ v
+    if (KEEP & 2) != 0:
+        last = tl.minimum(last, _count_below(pos_row, P, d, c_keep_lo, True, LOG_N))     # fl(x + c) < v
     w_neg = -tl.maximum(last - first, 0).to(tl.float32)
+    if (KEEP & 8) != 0:
+        w_pos = w_pos * 0.0
+        w_neg = w_neg * 0.0
     w = g * tl.where(is_pos, w_pos, tl.where(is_neg, w_neg, 0.0))
     tl.store(coef_ptr + base + offs, _tile_coef(w, d, KIND, NEGATE), mask=inside)
 
@@ -261,10 +289,11 @@ def _window_weights_kernel(pos_key_ptr, neg_key_ptr, pos_sorted_ptr, neg_sorted_
 # 4. Scan path: smooth and/or swap (batch_all and the miner filters)
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _scan_tile(x, x_ok, v, v_ok, d_pn, margin, mm,
-               MODE: tl.constexpr, SMOOTH: tl.constexpr, SWAP: tl.constexpr):
-    """BLOCK_P×BLOCK_N tile of triplets (a, p, n): (kept, term, slope, share of v).
-    swap: v → min(v, d_pn); share = ∂min/∂v (1, ½ on a tie, 0)."""
+def _scan_tile(x, x_ok, v, v_ok, d_pn, margin, mm, keep_low, keep_high,
+               MODE: tl.constexpr, SMOOTH: tl.constexpr, SWAP: tl.constexpr, KEEP: tl.constexpr):
+    """BLOCK_P×BLOCK_N tile of triplets (a, p, n): (kept, counted, term, slope, share of v).
+    swap: v → min(v, d_pn); share = ∂min/∂v (1, ½ on a tie, 0). counted: term > 0, or with
+    KEEP ≠ 0 keep_low < term < keep_high (only those terms enter term and slope)."""
     x = tl.where(x_ok, x, 0.0)[:, None]
     v = tl.where(v_ok, v, 0.0)[None, :]
     kept = x_ok[:, None] & v_ok[None, :] & _kept(x, v, mm, MODE)
@@ -275,7 +304,10 @@ def _scan_tile(x, x_ok, v, v_ok, d_pn, margin, mm,
         e = v + tl.zeros_like(x)
         share = tl.zeros_like(e) + 1.0
     term, slope = _term(x - e + margin, SMOOTH)
-    return kept, tl.where(kept, term, 0.0), tl.where(kept, slope, 0.0), share
+    if KEEP != 0:
+        window = kept & (term > keep_low) & (term < keep_high)
+        return window, tl.where(window, term, 0.0), tl.where(window, slope, 0.0), share, kept
+    return term > 0, tl.where(kept, term, 0.0), tl.where(kept, slope, 0.0), share, kept
 
 
 @triton.jit
@@ -293,8 +325,9 @@ def _pn_tile(r_ptr, r_sq_ptr, offs_p, offs_n, N, D, stride_r, near_tol,
 @triton.jit
 def _scan_rows_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr, n_pos_ptr, grad_ptr,
                       values_ptr, counts_ptr, nonzero_ptr, coef_ptr,
-                      N, D, stride_r, near_tol, margin, mm,
+                      N, D, stride_r, near_tol, margin, mm, keep_low, keep_high,
                       MODE: tl.constexpr, SMOOTH: tl.constexpr, SWAP: tl.constexpr, BACKWARD: tl.constexpr,
+                      KEEP: tl.constexpr,
                       KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                       BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """One anchor per program, its positives in blocks × all references in blocks.
@@ -319,13 +352,14 @@ def _scan_rows_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr,
             if SWAP:
                 d_pn = _pn_tile(r_ptr, r_sq_ptr, p_idx, offs_n, N, D, stride_r, near_tol,
                                 KIND, NEGATE, PRECISION, BLOCK_P, BLOCK_N, BLOCK_D)
-            kept, term, slope, share = _scan_tile(x, x_ok, v, v < JIT_INF, d_pn, margin, mm, MODE, SMOOTH, SWAP)
+            counted, term, slope, share, kept = _scan_tile(x, x_ok, v, v < JIT_INF, d_pn, margin, mm, keep_low,
+                                                           keep_high, MODE, SMOOTH, SWAP, KEEP)
             if BACKWARD:
                 slope_sum += tl.sum(slope, axis=1)
             else:
                 value += term
                 count += kept.to(tl.int32)
-                nonzero += (term > 0).to(tl.int32)
+                nonzero += (counted & kept).to(tl.int32)
         if BACKWARD:
             g = tl.load(grad_ptr + row)
             w = _tile_coef(g * slope_sum, x, KIND, NEGATE)
@@ -338,8 +372,8 @@ def _scan_rows_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr,
 
 @triton.jit
 def _scan_negatives_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr, n_pos_ptr, grad_ptr,
-                           coef_ptr, N, D, stride_r, near_tol, margin, mm,
-                           MODE: tl.constexpr, SMOOTH: tl.constexpr, SWAP: tl.constexpr,
+                           coef_ptr, N, D, stride_r, near_tol, margin, mm, keep_low, keep_high,
+                           MODE: tl.constexpr, SMOOTH: tl.constexpr, SWAP: tl.constexpr, KEEP: tl.constexpr,
                            KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                            BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """coef at the negatives of one block of references: −g·Σ_p slope·share."""
@@ -360,7 +394,8 @@ def _scan_negatives_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx
             p_idx = tl.where(x_ok, p_idx, N)
             d_pn = _pn_tile(r_ptr, r_sq_ptr, p_idx, offs_n, N, D, stride_r, near_tol,
                             KIND, NEGATE, PRECISION, BLOCK_P, BLOCK_N, BLOCK_D)
-        kept, term, slope, share = _scan_tile(x, x_ok, v, v_ok, d_pn, margin, mm, MODE, SMOOTH, SWAP)
+        _, _, slope, share, _ = _scan_tile(x, x_ok, v, v_ok, d_pn, margin, mm, keep_low, keep_high,
+                                           MODE, SMOOTH, SWAP, KEEP)
         acc += tl.sum(slope * share, axis=0)
     g = tl.load(grad_ptr + row)
     w = _tile_coef(-g * acc, tl.where(v_ok, v, 0.0), KIND, NEGATE)
@@ -369,8 +404,8 @@ def _scan_negatives_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx
 
 @triton.jit
 def _swap_pair_grad_kernel(r_ptr, r_sq_ptr, pos_key_ptr, neg_key_ptr, grad_ptr, out_ptr,
-                           n_rows, N, D, stride_r, stride_out, near_tol, margin, mm,
-                           SIDE: tl.constexpr, MODE: tl.constexpr, SMOOTH: tl.constexpr,
+                           n_rows, N, D, stride_r, stride_out, near_tol, margin, mm, keep_low, keep_high,
+                           SIDE: tl.constexpr, MODE: tl.constexpr, SMOOTH: tl.constexpr, KEEP: tl.constexpr,
                            KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                            BLOCK_X: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_D: tl.constexpr,
                            BLOCK_DO: tl.constexpr):
@@ -401,7 +436,8 @@ def _swap_pair_grad_kernel(r_ptr, r_sq_ptr, pos_key_ptr, neg_key_ptr, grad_ptr, 
             else:
                 x = tl.load(pos_key_ptr + base + offs_y, mask=offs_y < N, other=JIT_INF)
                 v = tl.load(neg_key_ptr + base + offs_x, mask=offs_x < N, other=JIT_INF)
-            kept, term, slope, share = _scan_tile(x, x < JIT_INF, v, v < JIT_INF, d_pn, margin, mm, MODE, SMOOTH, True)
+            _, _, slope, share, _ = _scan_tile(x, x < JIT_INF, v, v < JIT_INF, d_pn, margin, mm, keep_low,
+                                               keep_high, MODE, SMOOTH, True, KEEP)
             e += -g * slope * (1.0 - share)
         e = _tile_coef(e, d_pn, KIND, NEGATE)
         if SIDE == 1:
@@ -630,6 +666,24 @@ def _unused(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.T
     return torch.empty((1,), dtype=dtype, device=device)
 
 
+def _keep_code(keep_low: float, keep_high: float) -> int:
+    """KEEP of the kernels for cfg.term_keep = (low, high): 0 for the default (0, inf), else
+    1 (low > 0: the bound v < fl(x + (m − low))) | 2 (0 < high < inf: v > fl(x + (m − high)))
+    | 4 (low < 0: the zero terms count) | 8 (high ≤ 0: nothing counts) | 16 (filtered)."""
+    if (keep_low, keep_high) == (0.0, INF):
+        return 0
+    code = 16
+    if keep_low > 0:
+        code |= 1
+    if keep_low < 0:
+        code |= 4
+    if 0 < keep_high < INF:
+        code |= 2
+    if keep_high <= 0:
+        code |= 8
+    return code
+
+
 def _chunk_rows(B: int, N: int, chunk_elements: int) -> int:
     return max(1, min(B, max(chunk_elements // max(N, 1), MIN_CHUNK_ROWS)))
 
@@ -700,8 +754,15 @@ def _segment_sum(target, src, tgt, src_idx, coef, kind):
     return out
 
 
+def _keep_window(term, keep_low: float, keep_high: float):
+    """keep_low < term < keep_high, or None for the default term_keep (0, inf)."""
+    if (keep_low, keep_high) == (0.0, INF):
+        return None
+    return (term > keep_low) & (term < keep_high)
+
+
 def _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, swap, fallback, margin,
-                    self_offset, precision, near_tol):
+                    self_offset, precision, keep_low, keep_high, near_tol):
     B, D = q.shape
     N = r.shape[0]
     dev = q.device
@@ -731,14 +792,20 @@ def _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, 
                                                  near_tol), INF)
     h = d_ap - torch.minimum(d_an, d_pn) + margin
     term = torch.nn.functional.softplus(h) if smooth else torch.relu(h)
-    values = torch.where(valid, term, 0.0)
-    return values, valid.to(torch.int64), (valid & (values > 0)).to(torch.int64), p_idx, n_idx, d_ap, d_an, d_pn
+    window = _keep_window(term, keep_low, keep_high)
+    counted = valid & (term > 0) if window is None else valid & window
+    values = torch.where(valid if window is None else counted, term, 0.0)
+    return values, valid.to(torch.int64), counted.to(torch.int64), p_idx, n_idx, d_ap, d_an, d_pn
 
 
-def _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate, smooth, margin):
+def _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate, smooth, margin,
+                    keep_low, keep_high):
     B, N = q.shape[0], r.shape[0]
     h = d_ap - torch.minimum(d_an, d_pn) + margin
     slope = torch.sigmoid(h) if smooth else (h > 0).to(torch.float32)
+    window = _keep_window(torch.nn.functional.softplus(h) if smooth else torch.relu(h), keep_low, keep_high)
+    if window is not None:
+        slope = torch.where(window, slope, 0.0)
     c = torch.where(n_idx >= 0, grad_values * slope, 0.0)
     share = torch.where(d_an < d_pn, 1.0, torch.where(d_an == d_pn, 0.5, 0.0))
     coef_ap = torch.where(p_idx >= 0, _coef_torch(c, d_ap, kind, negate), 0.0)
@@ -762,9 +829,10 @@ def _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, neg
 
 
 def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin, mm,
-                 self_offset, precision, near_tol, chunk_elements):
+                 self_offset, precision, keep_low, keep_high, near_tol, chunk_elements):
     B, N, D = int(q.shape[0]), int(r.shape[0]), int(q.shape[1])
     dev = q.device
+    keep = _keep_code(keep_low, keep_high)
     parts = []
     log_n = max(1, N.bit_length())
     sorted_path = mode <= 4 and not smooth and not swap
@@ -779,8 +847,8 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
         parts.append(out)
         if sorted_path:
             _host.launchable(_window_forward_kernel)[(c,)](
-                pos_key, neg_sorted, prefix, n_neg, *out, N, margin, mm,
-                MODE=mode, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
+                pos_key, neg_sorted, prefix, n_neg, *out, N, margin, mm, margin - keep_low, margin - keep_high,
+                MODE=mode, KEEP=keep, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
         elif mode == 5:
             _host.launchable(_tfa_rows_kernel)[(c,)](
                 r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, _unused(dev), *out,
@@ -791,16 +859,17 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
         else:
             _host.launchable(_scan_rows_kernel)[(c,)](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, _unused(dev), *out, _unused(dev),
-                N, D, r.stride(0), near_tol, margin, mm,
-                MODE=mode, SMOOTH=smooth, SWAP=swap, BACKWARD=False, KIND=kind, NEGATE=negate,
+                N, D, r.stride(0), near_tol, margin, mm, keep_low, keep_high,
+                MODE=mode, SMOOTH=smooth, SWAP=swap, BACKWARD=False, KEEP=keep, KIND=kind, NEGATE=negate,
                 PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
     return tuple(torch.cat(column) for column in zip(*parts))
 
 
 def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin,
-                 mm, self_offset, precision, near_tol, chunk_elements):
+                 mm, self_offset, precision, keep_low, keep_high, near_tol, chunk_elements):
     B, N, D = int(q.shape[0]), int(r.shape[0]), int(q.shape[1])
     dev = q.device
+    keep = _keep_code(keep_low, keep_high)
     q_f, r_f = q.float(), r.float()
     grad_q = torch.empty((B, D), dtype=torch.float32, device=dev)
     grad_r = torch.zeros((N, D), dtype=torch.float32, device=dev)
@@ -818,7 +887,8 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
         if sorted_path:
             _host.launchable(_window_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
                 pos_key, neg_key, pos_sorted, neg_sorted, n_pos, n_neg, g, coef, N, margin, mm,
-                MODE=mode, KIND=kind, NEGATE=negate, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
+                margin - keep_low, margin - keep_high,
+                MODE=mode, KEEP=keep, KIND=kind, NEGATE=negate, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
         elif mode == 5:
             choice = torch.empty((c, N), dtype=torch.float32, device=dev)
             slope = torch.zeros((c, N), dtype=torch.float32, device=dev)
@@ -843,22 +913,23 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
                                        torch.cat([n_tgt.clamp_max(N - 1), p_tgt.clamp_max(N - 1)]),
                                        torch.cat([w, w]), kind)
         else:
-            common = dict(MODE=mode, SMOOTH=smooth, SWAP=swap, KIND=kind, NEGATE=negate, PRECISION=precision,
-                          BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
+            common = dict(MODE=mode, SMOOTH=smooth, SWAP=swap, KEEP=keep, KIND=kind, NEGATE=negate,
+                          PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
             _host.launchable(_scan_rows_kernel)[(c,)](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, _unused(dev), _unused(dev, torch.int64),
                 _unused(dev, torch.int64), coef,
-                N, D, r.stride(0), near_tol, margin, mm, BACKWARD=True, **common)
+                N, D, r.stride(0), near_tol, margin, mm, keep_low, keep_high, BACKWARD=True, **common)
             _host.launchable(_scan_negatives_kernel)[(c, triton.cdiv(N, SCAN_BLOCK))](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, coef,
-                N, D, r.stride(0), near_tol, margin, mm, **common)
+                N, D, r.stride(0), near_tol, margin, mm, keep_low, keep_high, **common)
             if swap:
                 block_do = 64
                 pair_grad = torch.empty((N, D), dtype=torch.float32, device=dev)
                 for side in (0, 1):
                     _host.launchable(_swap_pair_grad_kernel)[(triton.cdiv(N, SCAN_BLOCK), triton.cdiv(D, block_do))](
                         r, r_sq, pos_key, neg_key, g, pair_grad, c, N, D, r.stride(0), pair_grad.stride(0),
-                        near_tol, margin, mm, SIDE=side, MODE=mode, SMOOTH=smooth, KIND=kind, NEGATE=negate,
+                        near_tol, margin, mm, keep_low, keep_high, SIDE=side, MODE=mode, SMOOTH=smooth, KEEP=keep,
+                        KIND=kind, NEGATE=negate,
                         PRECISION=precision, BLOCK_X=SCAN_BLOCK, BLOCK_Y=SCAN_BLOCK, BLOCK_D=32,
                         BLOCK_DO=block_do)
                     grad_r += pair_grad
@@ -870,17 +941,18 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
 
 def _fwd_impl(q: torch.Tensor, r: Optional[torch.Tensor], q_labels: torch.Tensor, r_labels: Optional[torch.Tensor],
               kind: int, negate: bool, mode: int, smooth: bool, swap: bool, fallback: int, margin: float,
-              miner_margin: float, self_offset: int, precision: str, near_tol: float, chunk_elements: int
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+              miner_margin: float, self_offset: int, precision: str, keep_low: float, keep_high: float,
+              near_tol: float, chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                          torch.Tensor, torch.Tensor]:
     r, r_labels = (q if r is None else r), (q_labels if r_labels is None else r_labels)
     q_sq = _host.squared_norms(q, kind)
     r_sq = q_sq if r is q else _host.squared_norms(r, kind)
     if mode == 6:
         return _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, swap, fallback,
-                               margin, self_offset, precision, near_tol)
+                               margin, self_offset, precision, keep_low, keep_high, near_tol)
     values, counts, nonzero = _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap,
-                                           margin, miner_margin, self_offset, precision, near_tol, chunk_elements)
+                                           margin, miner_margin, self_offset, precision, keep_low, keep_high,
+                                           near_tol, chunk_elements)
     none_i = torch.empty((0,), dtype=torch.int64, device=q.device)
     none_f = torch.empty((0,), dtype=torch.float32, device=q.device)
     return values, counts, nonzero, none_i, none_i.clone(), none_f, none_f.clone(), none_f.clone()
@@ -890,22 +962,23 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: Optional[torch.Tens
               r_labels: Optional[torch.Tensor], p_idx: torch.Tensor, n_idx: torch.Tensor, d_ap: torch.Tensor,
               d_an: torch.Tensor, d_pn: torch.Tensor, kind: int, negate: bool, mode: int, smooth: bool,
               swap: bool, fallback: int, margin: float, miner_margin: float, self_offset: int, precision: str,
-              near_tol: float, chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
+              keep_low: float, keep_high: float, near_tol: float, chunk_elements: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     r, r_labels = (q if r is None else r), (q_labels if r_labels is None else r_labels)
     if mode == 6:
         grad_q, grad_r = _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate,
-                                         smooth, margin)
+                                         smooth, margin, keep_low, keep_high)
     else:
         q_sq = _host.squared_norms(q, kind)
         r_sq = q_sq if r is q else _host.squared_norms(r, kind)
         grad_q, grad_r = _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode,
-                                      smooth, swap, margin, miner_margin, self_offset, precision, near_tol,
-                                      chunk_elements)
+                                      smooth, swap, margin, miner_margin, self_offset, precision, keep_low,
+                                      keep_high, near_tol, chunk_elements)
     return grad_q.to(q.dtype), grad_r.to(r.dtype)
 
 
 def _fwd_fake(q, r, q_labels, r_labels, kind, negate, mode, smooth, swap, fallback, margin, miner_margin,
-              self_offset, precision, near_tol, chunk_elements):
+              self_offset, precision, keep_low, keep_high, near_tol, chunk_elements):
     B = q.shape[0]
     k = B if mode == 6 else 0
     f32, i64 = dict(dtype=torch.float32, device=q.device), dict(dtype=torch.int64, device=q.device)
@@ -915,7 +988,8 @@ def _fwd_fake(q, r, q_labels, r_labels, kind, negate, mode, smooth, swap, fallba
 
 
 def _bwd_fake(grad_values, q, r, q_labels, r_labels, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate, mode, smooth,
-              swap, fallback, margin, miner_margin, self_offset, precision, near_tol, chunk_elements):
+              swap, fallback, margin, miner_margin, self_offset, precision, keep_low, keep_high, near_tol,
+              chunk_elements):
     return torch.empty_like(q), torch.empty_like(q if r is None else r)
 
 
@@ -929,8 +1003,11 @@ def _codes(cfg: TripletConfig):
     kind = _host.metric_code(cfg)
     mode = _host.code(cfg, "mining", MODE_CODES)
     fallback = _host.code(cfg, "hard_fallback", FALLBACK_CODES)
+    if mode == 5 and cfg.filtered:
+        raise ValueError("cfg.term_keep: semihard_tfa takes no term bounds on the Triton path")
+    low, high = (float(v) for v in cfg.term_keep)
     return (kind, bool(cfg.negate), mode, bool(cfg.smooth), bool(cfg.swap), fallback, float(cfg.margin),
-            float(cfg.miner_margin), int(cfg.self_offset), cfg.precision)
+            float(cfg.miner_margin), int(cfg.self_offset), cfg.precision, low, high)
 
 
 def forward(q, r, q_labels, r_labels, cfg: TripletConfig):

@@ -21,8 +21,11 @@ batch_all and the miner filters ("all", "hard", "semihard", "easy"), relu, no sw
     Gradients:
         ∂v/∂d_ap = c(a, p)      ∂v/∂d_an = −#{p : n in the run [lo, U) of (a, p)}
     the latter from a difference array over the runs (+1 at lo, −1 at U, prefix sum) read at
-    each negative's rank, so both directions use the very same runs. When the Function
-    expects a gradient, forward also computes the gradients for dL/dvalues = 1 (`unit_grad`)
+    each negative's rank, so both directions use the very same runs. cfg.term_keep
+    (low, high) (ThresholdReducer) is two more one-sided bounds of the same kind: low ≥ 0
+    keeps d_an < fl(x + fl(m − low)), 0 < high < inf keeps d_an > fl(x + fl(m − high)); the
+    window [w_lo, w_hi) is their intersection with [lo, hi) (with low < 0 it includes the
+    zero terms: they count in nonzero and add nothing). When the Function expects a gradient, forward also computes the gradients for dL/dvalues = 1 (`unit_grad`)
     and backward only rescales them (mean/sum reductions).
 smooth (softplus is not linear, prefix sums do not apply): positives of each anchor
     compacted (chunk × P_max), negatives streamed in column blocks; O(B·P·N) time,
@@ -38,6 +41,8 @@ semihard_tfa: for each positive pair, the first negative of the sorted row stric
     zero diagonal).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +122,15 @@ def _term_grad(h, smooth: bool):
     return torch.sigmoid(h) if smooth else (h > 0).to(h.dtype)
 
 
+def _in_keep(term, cfg: TripletConfig):
+    """Boolean: the computed term lies inside cfg.term_keep (low < term < high), or None for
+    the default (0, inf), where every term counts and nonzero is term > 0."""
+    if not cfg.filtered:
+        return None
+    low, high = cfg.term_keep
+    return (term > low) & (term < high)
+
+
 def _kept(x, z, cfg: TripletConfig):
     """Boolean: triplet with d_ap = x, d_an = z passes the mining filter (broadcasting).
     Written with the same float expressions as the sorted path's searches."""
@@ -168,7 +182,7 @@ def _compact(d, mask):
 # filter asks); instead of one binary search per (positive, bound), the thresholds and the
 # negatives are sorted together in one merged row, and a cumulative count / float64
 # cumulative sum along it gives every bound and prefix sum at once (a sweep, O(L) per row
-# after the sort, L = N + E·P_max, E ≤ 3 bounds per positive). On equal values a "<" bound
+# after the sort, L = N + E·P_max, E ≤ 5 bounds per positive). On equal values a "<" bound
 # goes before the negatives and a "≤" bound after them, so the counts are exactly
 # #{v < t} and #{v ≤ t}. For float32 the merged rows of a chunk are one flat int64 key
 # (row, order-preserving bits of the value, tie class) sorted in a single call (a radix sort
@@ -193,6 +207,11 @@ def _bounds(x, cfg: TripletConfig):
     elif mining != "batch_all":
         raise ValueError(f"unknown triplet mining {mining!r}")
     out.append(("act", x + cfg.margin, _LT))
+    low, high = cfg.term_keep
+    if low >= 0 and low != 0:          # relu(h) > low ≥ 0  ⟺  d_an < x + (m − low)
+        out.append(("keep_hi", x + (cfg.margin - low), _LT))
+    if 0 < high < math.inf:            # relu(h) < high     ⟺  d_an > x + (m − high)
+        out.append(("keep_lo", x + (cfg.margin - high), _LE))
     return out
 
 
@@ -345,20 +364,40 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
              for k, (name, _, _) in enumerate(bounds)}
     n_neg = grp.n_neg[rows, None].expand(c, p_max)
     zero_i, zero_f = torch.zeros_like(n_neg), torch.zeros(c, p_max, dtype=torch.float64, device=dev)
-    lo, s_lo = found.get("lo", (zero_i, zero_f))
-    hi, s_hi = found.get("hi", (n_neg, None))
-    a_end, s_act = found["act"]
-    hi = torch.maximum(hi, lo)
-    ahi = torch.maximum(torch.minimum(hi, a_end), lo)
-    zero = torch.zeros_like(lo)
-    active = torch.where(p_ok, ahi - lo, zero)
+    m_lo, _ = found.get("lo", (zero_i, zero_f))
+    hi, _ = found.get("hi", (n_neg, None))
+    a_end, _ = found["act"]
+    hi = torch.maximum(hi, m_lo)
+    # the term window (cfg.term_keep) inside the mining window [lo, hi): [w_lo, w_hi)
+    low, high = cfg.term_keep
+    w_lo = torch.maximum(found["keep_lo"][0], m_lo) if "keep_lo" in found else m_lo
+    w_hi = hi
+    if low >= 0:
+        w_hi = torch.minimum(hi, found["keep_hi"][0] if "keep_hi" in found else a_end)
+    if high <= 0:
+        w_hi = w_lo                    # relu(h) ≥ 0: no term is below high
+    w_hi = torch.maximum(w_hi, w_lo)
+    # [w_lo, ahi): the kept terms that are > 0 (the others add 0 and have no gradient)
+    ahi = torch.maximum(torch.minimum(w_hi, a_end), w_lo)
+    zero = torch.zeros_like(m_lo)
+    active = torch.where(p_ok, ahi - w_lo, zero)
+    lo = w_lo
     out = grad = None
     if want_values:
-        kept = torch.where(p_ok, hi - lo, zero)
-        s_u = torch.where(ahi == a_end, s_act, s_lo if s_hi is None else torch.where(ahi == hi, s_hi, s_lo))
+        kept = torch.where(p_ok, hi - m_lo, zero)
+        in_keep = torch.where(p_ok, w_hi - w_lo, zero) if cfg.filtered else active
+
+        def prefix_at(k):
+            # S[k], read at a bound whose count is k (equal counts: the same partial sum)
+            out = torch.zeros_like(zero_f)
+            for count, total in reversed(list(found.values())):
+                if total is not None:
+                    out = torch.where(count == k, total, out)
+            return out
+        s_lo, s_u = prefix_at(lo), prefix_at(ahi)
         pair_values = active.double() * (x + cfg.margin).double() - torch.where(active > 0, s_u - s_lo, 0.0)
         pair_values = torch.where(p_ok, pair_values, 0.0)
-        out = (pair_values.sum(1).to(d.dtype), kept.sum(1), active.sum(1))
+        out = (pair_values.sum(1).to(d.dtype), kept.sum(1), in_keep.sum(1))
     if g is not None:
         # ∂v/∂d_an = −#{positives whose active run [lo, U) covers the negative's rank}
         ones = p_ok.to(d.dtype)
@@ -394,7 +433,8 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
         gp = g.to(cd)[grp.q_perm]
         grad_q = torch.zeros(qp.shape, dtype=cd, device=dev)
         grad_r = torch.zeros(refs.r.shape, dtype=cd, device=dev)
-    width = n + 3 * int(grp.n_pos.max()) if b else n
+    n_bounds = len(_bounds(torch.zeros(1, 1, dtype=cd, device=dev), cfg))
+    width = n + n_bounds * int(grp.n_pos.max()) if b else n
     for rows in chunks(b, max(width, 1), CHUNK_BUDGET // 2):
         if g is not None and not want_values and not bool((gp[rows] != 0).any()):
             continue
@@ -437,13 +477,15 @@ def _streamed_chunk(d, pos, neg, cfg: TripletConfig, g=None):
         z = d[:, j0:j0 + block]
         keep = pvalid[:, :, None] & neg[:, None, j0:j0 + block] & _kept(x[:, :, None], z[:, None, :], cfg)
         h = x[:, :, None] - z[:, None, :] + cfg.margin
+        in_keep = _in_keep(_term(h, cfg.smooth), cfg)
+        window = keep if in_keep is None else keep & in_keep
         if g is None:
-            term = torch.where(keep, _term(h, cfg.smooth), torch.zeros_like(h))
+            term = torch.where(window, _term(h, cfg.smooth), torch.zeros_like(h))
             values += term.sum((1, 2))
             counts += keep.sum((1, 2))
-            nonzero += (term > 0).sum((1, 2))
+            nonzero += (term > 0).sum((1, 2)) if in_keep is None else window.sum((1, 2))
         else:
-            w = torch.where(keep, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[:, None, None]
+            w = torch.where(window, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[:, None, None]
             grad_x += w.sum(2)
             grad[:, j0:j0 + block] -= w.sum(1)
     if g is None:
@@ -475,13 +517,15 @@ def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=Non
         keep = neg[al] & _kept(x[:, None], z, cfg)
         e = torch.minimum(z, d_pn)
         h = x[:, None] - e + cfg.margin
+        in_keep = _in_keep(_term(h, cfg.smooth), cfg)
+        window = keep if in_keep is None else keep & in_keep
         if g is None:
-            term = torch.where(keep, _term(h, cfg.smooth), torch.zeros_like(h))
+            term = torch.where(window, _term(h, cfg.smooth), torch.zeros_like(h))
             values.index_add_(0, al, term.sum(1))
             counts.index_add_(0, al, keep.sum(1))
-            nonzero.index_add_(0, al, (term > 0).sum(1))
+            nonzero.index_add_(0, al, (term > 0).sum(1) if in_keep is None else window.sum(1))
             continue
-        w = torch.where(keep, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[al, None]
+        w = torch.where(window, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[al, None]
         share_an = torch.where(z < d_pn, 1.0, torch.where(z == d_pn, 0.5, 0.0)).to(d.dtype)
         grad.index_put_((al, pc), w.sum(1), accumulate=True)
         grad.index_add_(0, al, -w * share_an)
@@ -544,10 +588,12 @@ def _semihard_tfa_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, gr
         e = e.index_put((a_loc, slot), torch.minimum(za, d_pn))
         share_an = share_an.index_put((a_loc, slot), pair_share)
     h = x - e + cfg.margin
+    in_keep = _in_keep(_term(h, cfg.smooth), cfg)
+    window = p_ok if in_keep is None else p_ok & in_keep
     if g is None:
-        term = torch.where(p_ok, _term(h, cfg.smooth), torch.zeros_like(h))
-        return term.sum(1), p_ok.sum(1), (term > 0).sum(1)
-    w = torch.where(p_ok, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[:, None]
+        term = torch.where(window, _term(h, cfg.smooth), torch.zeros_like(h))
+        return term.sum(1), p_ok.sum(1), (term > 0).sum(1) if in_keep is None else window.sum(1)
+    w = torch.where(window, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[:, None]
     grad = torch.zeros_like(d)
     grad.scatter_add_(1, p_col, w)
     grad.scatter_add_(1, n_col, -w * share_an)
@@ -615,8 +661,12 @@ def forward(q, r, q_labels, r_labels, cfg: TripletConfig, unit_grad: bool = Fals
             if cfg.swap:  # (an anchor without a positive under the "tfa" fallback has no d_pn)
                 d_pn = _rowdist(refs.r_abs[p_idx], refs.r_abs[n_idx], refs, cfg.negate)
                 e = torch.where(has_p, torch.minimum(d_an, d_pn), d_an)
-            term = torch.where(valid, _term(d_ap - e + cfg.margin, cfg.smooth), torch.zeros_like(d_ap))
-            values[rows], counts[rows], nonzero[rows] = term, valid.long(), (term > 0).long()
+            term = _term(d_ap - e + cfg.margin, cfg.smooth)
+            in_keep = _in_keep(term, cfg)
+            window = valid if in_keep is None else valid & in_keep
+            term = torch.where(window, term, torch.zeros_like(d_ap))
+            values[rows], counts[rows] = term, valid.long()
+            nonzero[rows] = (term > 0).long() if in_keep is None else window.long()
             sel[0][rows], sel[1][rows], sel[2][rows], sel[3][rows] = d_ap, p_idx, d_an, n_idx
             flags[rows] = torch.stack([has_p, has_n, valid], 1)
             continue
@@ -671,7 +721,10 @@ def _batch_hard_backward(g_all, q, refs: _Refs, cfg: TripletConfig, saved, grad_
         e = torch.where(has_p, torch.minimum(d_an, d_pn), d_an)
     else:
         share_an, e = torch.ones_like(d_ap), d_an
-    w = torch.where(valid, _term_grad(d_ap - e + cfg.margin, cfg.smooth), torch.zeros_like(d_ap)) * g_all
+    h = d_ap - e + cfg.margin
+    in_keep = _in_keep(_term(h, cfg.smooth), cfg)
+    window = valid if in_keep is None else valid & in_keep
+    w = torch.where(window, _term_grad(h, cfg.smooth), torch.zeros_like(d_ap)) * g_all
     qa = refs.frame.q_abs
     rows = torch.arange(q.shape[0], device=q.device)
     for weight, other, dist, on in ((w, p_idx, d_ap, has_p), (-w * share_an, n_idx, d_an, has_n)):
@@ -684,7 +737,7 @@ def _batch_hard_backward(g_all, q, refs: _Refs, cfg: TripletConfig, saved, grad_
         grad_q.index_add_(0, a_rows, gq)
         grad_r.index_add_(0, o_rows, gr)
     if cfg.swap:
-        weight = torch.where(valid, -w * (1.0 - share_an), torch.zeros_like(w))
+        weight = torch.where(window, -w * (1.0 - share_an), torch.zeros_like(w))
         keep = weight != 0
         if bool(keep.any()):
             gp, gn = _rowdist_backward(weight[keep], refs.r_abs[p_idx[keep]], refs.r_abs[n_idx[keep]], d_pn[keep],

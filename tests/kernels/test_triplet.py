@@ -379,19 +379,19 @@ KERNELS = [  # (kernel, pointer arguments, constexprs); other arguments are i32 
      dict(KIND=2, NEGATE=False, PRECISION="ieee", BLOCK_M=64, BLOCK_N=64, BLOCK_D=32)),
     (kt._window_forward_kernel, dict(pos_key_ptr=F32, neg_sorted_ptr=F32, prefix_ptr=F64, n_neg_ptr=I32,
                                      values_ptr=F32, counts_ptr=I64, nonzero_ptr=I64),
-     dict(MODE=3, LOG_N=17, BLOCK=128)),
+     dict(MODE=3, KEEP=19, LOG_N=17, BLOCK=128)),
     (kt._window_weights_kernel, dict(pos_key_ptr=F32, neg_key_ptr=F32, pos_sorted_ptr=F32, neg_sorted_ptr=F32,
                                      n_pos_ptr=I32, n_neg_ptr=I32, grad_ptr=F32, coef_ptr=F32),
-     dict(MODE=2, KIND=2, NEGATE=False, LOG_N=17, BLOCK=128)),
+     dict(MODE=2, KEEP=19, KIND=2, NEGATE=False, LOG_N=17, BLOCK=128)),
     (kt._scan_rows_kernel, dict(ROW, values_ptr=F32, counts_ptr=I64, nonzero_ptr=I64, coef_ptr=F32),
-     dict(MODE=3, SMOOTH=True, SWAP=True, BACKWARD=True, KIND=2, NEGATE=False, PRECISION="ieee",
+     dict(MODE=3, SMOOTH=True, SWAP=True, BACKWARD=True, KEEP=16, KIND=2, NEGATE=False, PRECISION="ieee",
           BLOCK_P=32, BLOCK_N=32, BLOCK_D=32)),
     (kt._scan_negatives_kernel, dict(ROW, coef_ptr=F32),
-     dict(MODE=1, SMOOTH=False, SWAP=True, KIND=0, NEGATE=True, PRECISION="ieee", BLOCK_P=32, BLOCK_N=32,
+     dict(MODE=1, SMOOTH=False, SWAP=True, KEEP=0, KIND=0, NEGATE=True, PRECISION="ieee", BLOCK_P=32, BLOCK_N=32,
           BLOCK_D=32)),
     (kt._swap_pair_grad_kernel, dict(r_ptr=F16, r_sq_ptr=F32, pos_key_ptr=F32, neg_key_ptr=F32, grad_ptr=F32,
                                      out_ptr=F32),
-     dict(SIDE=1, MODE=3, SMOOTH=True, KIND=2, NEGATE=False, PRECISION="ieee", BLOCK_X=32, BLOCK_Y=32,
+     dict(SIDE=1, MODE=3, SMOOTH=True, KEEP=16, KIND=2, NEGATE=False, PRECISION="ieee", BLOCK_X=32, BLOCK_Y=32,
           BLOCK_D=32, BLOCK_DO=64)),
     (kt._tfa_rows_kernel, dict(r_ptr=F16, r_sq_ptr=F32, pos_sorted_ptr=F32, pos_idx_ptr=I64, neg_sorted_ptr=F32,
                                neg_idx_ptr=I64, n_pos_ptr=I32, n_neg_ptr=I32, grad_ptr=F32, values_ptr=F32,
@@ -413,7 +413,7 @@ KERNELS = [  # (kernel, pointer arguments, constexprs); other arguments are i32 
                                    coef_ptr=F32, out_ptr=F32), dict(KIND=1, BLOCK_D=64)),
 ]
 build_all([(kernel, pointers, constexprs, None) for kernel, pointers, constexprs in KERNELS],
-          floats=("near_tol", "margin", "mm"))
+          floats=("near_tol", "margin", "mm", "c_keep_hi", "c_keep_lo", "keep_low", "keep_high"))
 """
 
 

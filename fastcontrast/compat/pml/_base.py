@@ -11,15 +11,17 @@ Reducer on a fused loss                     fused when
 MeanReducer, SumReducer, AvgNonZeroReducer  always
 ClassWeightedReducer                        the row labels are known (NPairsLoss: the pairs' anchors)
 ThresholdReducer(low, high)                 element losses (SupConLoss, NPairsLoss); ContrastiveLoss
-                                            (the bounds are part of the fused pass; with collect_stats
-                                            only one of low / high); on triplets only low=0,
-                                            high=None (= AvgNonZeroReducer)
+                                            and TripletMarginLoss (the bounds are part of the fused
+                                            pass: a window on d_an in the triplets' sorted sweep; with
+                                            collect_stats only one of low / high)
 PerAnchorReducer(inner, default aggregation) element losses; pair losses without ref_emb and
                                             without indices_tuple; `inner` itself fused
 DoNothingReducer                            SupConLoss (its losses are per anchor)
 MultipleReducers                            each sub-loss's reducer by the rules above
 anything else (DivisorReducer, a user       never: dense path
-reducer, ThresholdReducer on triplets,
+reducer, ThresholdReducer(low, high) with
+collect_stats and both bounds, which
+records two separate counts,
 DoNothingReducer on pairs/triplets)
 
 `embedding_regularizer` (LpRegularizer, ZeroMeanRegularizer, ...) adds
@@ -136,12 +138,20 @@ def _plan(reducer, rtype: str, per_anchor_ok: bool, have_labels: bool, term_boun
                 _threshold_stats(reducer, c, nz)
                 return safe_ratio(v.sum(), nz.sum())
             return avg_nonzero
-        if term_bounds_ok and rtype in ("pos_pair", "neg_pair") and not (
+        if term_bounds_ok and rtype in ("pos_pair", "neg_pair", "triplet") and not (
                 reducer.collect_stats and low is not None and high is not None):
             # the fused pass sums only the terms in (low, high) and counts them as "non-zero"
             def in_bounds(v, c, nz, y):
                 if reducer.collect_stats:
-                    reducer.losses_size = int(c.sum())
+                    n_terms = int(c.sum())
+                    if rtype == "triplet":
+                        # as pytorch-metric-learning's reducer: stats reset first; no triplet
+                        # at all is an "already reduced" 0 of size 1 that sets no filter stat
+                        reducer.reset_stats()
+                        if n_terms == 0:
+                            reducer.losses_size = 1
+                            return safe_ratio(v.sum(), nz.sum())
+                    reducer.losses_size = n_terms
                     reducer.num_past_filter = int(nz.sum())
                     if low is not None:
                         reducer.num_above_low = reducer.num_past_filter

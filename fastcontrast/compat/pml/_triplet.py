@@ -100,6 +100,7 @@ class TripletMarginLoss(PMLLossBase):
     sub_losses = ("loss",)
     reduction_types = ("triplet",)
     default_reducer = "AvgNonZeroReducer"
+    fuses_term_bounds = True
 
     def __init__(self, margin=0.05, swap=False, smooth_loss=False, triplets_per_anchor="all", distance=None,
                  reducer=None, embedding_regularizer=None, embedding_reg_weight=1, collect_stats=None,
@@ -150,7 +151,11 @@ class TripletMarginLoss(PMLLossBase):
             ref_labels = labels
         if indices_tuple is None and self.triplets_per_anchor != "all":
             indices_tuple = self._sampled(embeddings, labels, ref_emb, ref_labels, self_offset)
-        terms = self.loss._forward_terms(embeddings, labels, indices_tuple, ref_emb, ref_labels, self_offset)
+        bounds = None
+        if plans is not None and hasattr(plans[0], "term_bounds"):
+            bounds = plans[0].term_bounds  # ThresholdReducer: only the terms in (low, high) count
+        terms = self.loss._forward_terms(embeddings, labels, indices_tuple, ref_emb, ref_labels, self_offset,
+                                         term_bounds=bounds)
         if isinstance(indices_tuple, MinedTriplets) and hasattr(indices_tuple, "note_counts"):
             indices_tuple.note_counts(terms.counts)
         if plans is None:

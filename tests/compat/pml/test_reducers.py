@@ -43,7 +43,7 @@ def fused_expected(loss, reducer, ref=False):
     if reducer in ("mean", "sum", "avg_nonzero", "class_weighted"):
         return True
     if reducer.startswith("threshold"):
-        return loss in ELEMENT_LOSSES or loss == "ContrastiveLoss"  # the bounds inside the fused pass
+        return loss in ELEMENT_LOSSES or loss in ("ContrastiveLoss", "TripletMarginLoss")  # bounds in the pass
     if reducer.startswith("per_anchor"):
         return loss in ELEMENT_LOSSES or (loss in ("ContrastiveLoss", "NTXentLoss") and not ref)
     if reducer == "do_nothing":
