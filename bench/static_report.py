@@ -55,6 +55,38 @@ def variants():
                     dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n), opts))
         out.append((f"pair-margin bwd_q euclidean {label}", pm._pair_margin_bwd_q_kernel, ptrs, bwd, opts))
         out.append((f"pair-margin bwd_r euclidean {label}", pm._pair_margin_bwd_r_kernel, ptrs, bwd, opts))
+    out.extend(triplet_variants())
+    return out
+
+
+def triplet_variants():
+    """The triplet kernels at their GPU launch settings (kernels/triplet.py: the distance tiles
+    and warps of _tile_blocks per input type, SEARCH_BLOCK lanes and 4 warps for the
+    sorted-path searches at N = 65536)."""
+    import torch
+    from fastcontrast.kernels import triplet as kt
+
+    cuda = torch.device("cuda")
+    opts = dict(num_warps=4, num_stages=3)
+    out = []
+    for dtype, ty, label, precision in ((torch.bfloat16, "*bf16", "bf16", "ieee"),
+                                        (torch.float32, "*fp32", "fp32", "ieee"),
+                                        (torch.float32, "*fp32", "tf32", "tf32")):
+        tile_ptrs = {"q_ptr": ty, "r_ptr": ty, "q_lab_ptr": "*i32", "r_lab_ptr": "*i32"}
+        for kernel, name, extra in ((kt._distance_rows_kernel, "distance rows", {}),
+                                    (kt._batch_hard_kernel, "batch-hard",
+                                     dict(p_idx_ptr="*i64", n_idx_ptr="*i64", f_idx_ptr="*i64"))):
+            bm, bn, bd, warps = kt._tile_blocks(cuda, dtype, precision, "rows" if extra == {} else "batch_hard")
+            out.append((f"triplet {name} euclidean {label}", kernel, dict(tile_ptrs, **extra),
+                        dict(KIND=2, NEGATE=False, PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd),
+                        dict(num_warps=warps, num_stages=3)))
+    search = dict(LOG_N=17, BLOCK=kt.SEARCH_BLOCK)   # N = 65536
+    out.append(("triplet window fwd semihard", kt._window_forward_kernel,
+                dict(prefix_ptr="*fp64", n_neg_ptr="*i32", counts_ptr="*i64", nonzero_ptr="*i64"),
+                dict(MODE=3, KEEP=0, **search), opts))
+    out.append(("triplet window weights semihard", kt._window_weights_kernel,
+                dict(n_pos_ptr="*i32", n_neg_ptr="*i32"), dict(MODE=3, KEEP=0, KIND=2, NEGATE=False, **search),
+                opts))
     return out
 
 
@@ -66,7 +98,7 @@ def build() -> dict:
     for name, kernel, ptrs, constexprs, opts in variants():
         compiled = compile_for_sm90(kernel, ptrs, constexprs, opts,
                                     floats=("near_tol", "pos_margin", "neg_margin", "margin", "mm", "pos_low",
-                                            "pos_high", "neg_low", "neg_high"))
+                                            "pos_high", "neg_low", "neg_high", "c_keep_hi", "c_keep_lo"))
         rows.append(dict(kernel=name, constexprs={k: v for k, v in constexprs.items()}, **opts,
                          **resource_report(compiled)))
     return {"triton": triton.__version__, "target": "sm_90", "kernels": rows}

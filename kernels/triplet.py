@@ -655,9 +655,18 @@ def _segment_grad_kernel(target_ptr, src_ptr, seg_start_ptr, src_idx_ptr, coef_p
 # --------------------------------------------------------------------------------------------
 # Launchers (tensors and scalars only: what torch.compile traces)
 # --------------------------------------------------------------------------------------------
-def _tile_blocks(device: torch.device):
-    """(BLOCK_M, BLOCK_N, BLOCK_D) of the distance tiles."""
-    return (64, 64, 32) if device.type == "cuda" else (32, 32, 32)
+def _tile_blocks(device: torch.device, dtype: torch.dtype = torch.float32, precision: str = "ieee",
+                 kernel: str = "rows"):
+    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps) of the distance-tile kernels ("rows":
+    _distance_rows_kernel, "batch_hard": _batch_hard_kernel). On the GPU, per input type, the
+    largest tiles whose sm_90 build does not spill (bench/static_report.py; at 64×64 on 4 warps
+    batch-hard spilled 304 B in float32, 136 B in tf32, 24 B in bf16, the float32 rows 56 B)."""
+    if device.type != "cuda":
+        return 32, 32, 32, 4
+    exact_fp32 = dtype == torch.float32 and precision != "tf32"
+    if kernel == "batch_hard":
+        return (64, 32, 32, 8) if exact_fp32 else (64, 64, 32, 8)
+    return (64, 64, 32, 8) if exact_fp32 else (64, 64, 32, 4)
 
 
 def _unused(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -697,11 +706,11 @@ def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, nega
     c, N, D = row_end - row0, r.shape[0], q.shape[1]
     neg_key = torch.empty((c, N), dtype=torch.float32, device=q.device)
     pos_key = torch.empty((c, N), dtype=torch.float32, device=q.device)
-    bm, bn, bd = _tile_blocks(q.device)
+    bm, bn, bd, warps = _tile_blocks(q.device, q.dtype, precision, "rows")
     _host.launchable(_distance_rows_kernel)[(triton.cdiv(c, bm), triton.cdiv(N, bn))](
         q, r, q_sq, r_sq, q_labels, r_labels, neg_key, pos_key, row0, row_end, N, D, q.stride(0), r.stride(0),
         near_tol, self_offset, KIND=kind, NEGATE=negate, PRECISION=precision,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, num_warps=warps)
     if sort_negatives:
         neg_sorted, neg_idx = torch.sort(neg_key, dim=1, stable=True)
     else:
@@ -768,11 +777,11 @@ def _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, 
     dev = q.device
     vals = [torch.empty((B,), dtype=torch.float32, device=dev) for _ in range(3)]
     idxs = [torch.empty((B,), dtype=torch.int64, device=dev) for _ in range(3)]
-    bm, bn, bd = _tile_blocks(dev)
+    bm, bn, bd, warps = _tile_blocks(dev, q.dtype, precision, "batch_hard")
     _host.launchable(_batch_hard_kernel)[(triton.cdiv(B, bm),)](
         q, r, q_sq, r_sq, q_labels, r_labels, vals[0], idxs[0], vals[1], idxs[1], vals[2], idxs[2],
         B, N, D, q.stride(0), r.stride(0), near_tol, self_offset,
-        KIND=kind, NEGATE=negate, PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
+        KIND=kind, NEGATE=negate, PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, num_warps=warps)
     (p_val, n_val, f_val), (p_idx, n_idx, f_idx) = vals, idxs
     has_p, has_n = p_idx >= 0, n_idx >= 0
     if fallback == 0:      # "drop": anchors lacking a positive or a negative give no term
