@@ -275,13 +275,21 @@ from tests.conftest import devices, triton_available  # noqa: E402
 def test_angular_on_the_kernels(device, monkeypatch, gen):
     # the same values as TF Addons' arithmetic, and the same gradients as the PyTorch path,
     # when the Triton kernels run the pass (in the interpreter on CPU)
+    # Gradients are compared where the choice of negative is decided by exact ties (orthogonal
+    # rows, each on its own coordinate pair: every distance exactly 1) or by clear gaps. In
+    # orthogonal_batch three rows share each coordinate pair, and which of two near-0 distances
+    # 1 ulp apart is the nearer one depends on how the dot product is rounded (numpy's matmul
+    # in the interpreter, with or without FMA, against torch's GEMM): there only the value,
+    # which does not depend on that choice, is compared.
     x, y = orthogonal_batch(gen, k=3)
-    cases = [(x, y)]
+    cases = [(x, y, False)]
+    w, wy = orthogonal_batch(gen, k=9)
+    cases.append((w[:9], wy[:9], True))  # rows 0..8 sit on coordinate pairs 0..8
     z, labels = zero_row_batch(gen, [0, 1, 0, 2, 1, 3, 0, 2, 1])
     z[[0, 5]] = 0
-    cases.append((z.float(), labels))
-    cases.append((z.float()[:6], torch.full((6,), 4)))  # one class, zero row 0
-    for emb, lab in cases:
+    cases.append((z.float(), labels, True))
+    cases.append((z.float()[:6], torch.full((6,), 4), True))  # one class, zero row 0
+    for emb, lab, compare_grads in cases:
         for fn, ref in ((tfa.triplet_semihard_loss, tf_math.semihard), (tfa.triplet_hard_loss, tf_math.hard)):
             out = {}
             for backend in ("torch", "triton"):
@@ -291,4 +299,5 @@ def test_angular_on_the_kernels(device, monkeypatch, gen):
                 loss.backward()
                 out[backend] = (loss.detach().cpu(), e.grad.cpu())
             assert_close(out["triton"][0], ref(lab, emb.double(), metric="angular"), torch.float32)
-            assert_close(out["triton"][1], out["torch"][1], torch.float32)
+            if compare_grads:
+                assert_close(out["triton"][1], out["torch"][1], torch.float32)
