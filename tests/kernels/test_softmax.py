@@ -269,7 +269,7 @@ from tests.kernels.sm90 import build_all
 
 b = k.default_blocks(128, torch.bfloat16, torch.device("cuda"))
 ptrs = {"q_ptr": "*bf16", "r_ptr": "*bf16", "grad_q_ptr": "*bf16", "grad_r_ptr": "*bf16",
-        "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "n_pos_ptr": "*i64"}
+        "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "r_count_ptr": "*i32", "n_pos_ptr": "*i64"}
 options = dict(num_warps=b.num_warps, num_stages=b.num_stages)
 common = dict(D=128, KIND=2, VARIANT=1, PRECISION="ieee")
 bwd = dict(common, SYMMETRIC=True, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d, BLOCK_DO=b.block_do)
