@@ -17,7 +17,9 @@ Neg_i = valid other-label j (masks built per tile from the label vectors, kernel
             statistics: a streaming sum over tiles. grad_b = Σ_ij W_ij.
 
 Forward, one program per block of anchor rows: stream over reference tiles, similarity tile
-computed on chip and never written, online LSE (running max + rescaled running sum).
+computed on chip and never written, online LSE (running max + rescaled running sum) in base 2
+with log2(e)/τ folded into the exponent. Only the tiles that hold a padded column or a self
+pair are masked; |P_i| comes from per-label reference counts, not from the tiles.
 Stored per row (O(B)): lse = LSE_i (supcon) or L_i (ntxent, dcl), aux = 1/|P_i| (0 when
 none; supcon, dcl) or S_i (ntxent); nothing for sigmoid. ntxent needs L_i before its positive terms, so it makes a second
 pass over the tiles that hold a positive (cheap for SimCLR-style labels: most tiles have
