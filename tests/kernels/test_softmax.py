@@ -149,6 +149,18 @@ def test_matches_dense(variant, kind, B, N, D, self_offset):
     check(variant, kind, B, N, D, self_offset)
 
 
+@pytest.mark.parametrize("variant,kind,B,N,D,self_offset", [
+    ("supcon", "dot", 37, 50, 64, 6),      # D = the forward's D step (no column mask), self band inside N
+    ("ntxent", "dot", 35, None, 64, 0),
+    ("supcon", "euclidean", 33, 40, 64, 20),  # the self band runs past N: no self pair for the last rows
+], ids=lambda v: str(v))
+def test_one_step_forward_and_masked_tiles(variant, kind, B, N, D, self_offset):
+    # the forward's one-step tile product (D ≤ its D step: the anchors' rows loaded once) and
+    # the tiles that need a mask (the padded last tile, the self-pair band) among unmasked ones
+    assert kernel.default_blocks(D, torch.float32, torch.device(DEVICE)).fwd_d >= D or DEVICE == "cuda"
+    check(variant, kind, B, N, D, self_offset)
+
+
 @pytest.mark.parametrize("variant,kind,B,N,D,self_offset", [MIXED[1], MIXED[5]], ids=lambda v: str(v))
 def test_matches_torch_path(variant, kind, B, N, D, self_offset):
     check(variant, kind, B, N, D, self_offset, against_torch_path=True)
