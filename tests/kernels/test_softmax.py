@@ -1,6 +1,6 @@
 """Similarity-softmax kernels (kernels/softmax.py) against a float64 dense computation.
 
-Without CUDA the kernels run in the Triton interpreter (tests/conftest.py), with 16-wide tiles
+Without CUDA the kernels run in the Triton interpreter (tests/conftest.py), with 16-wide tiles (forward D steps up to 64, so D ≤ 64 takes the one-step product)
 and 32-wide gradient D chunks, so the shapes below span several tiles with ragged edges.
 The dense computation is SoftmaxConfig's formulas written out on a full B×N logit matrix:
 
