@@ -238,30 +238,15 @@ def _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M,
 
 
 @triton.jit
-def _needs_mask(n0, N, band_lo, band_hi, self_offset, BLOCK_N: tl.constexpr):
-    """Whether the reference tile n0 … n0 + BLOCK_N − 1 holds a padded column or a self pair of
-    the program's anchors (columns band_lo … band_hi): the only tiles that are masked."""
-    return (n0 + BLOCK_N > N) | ((self_offset >= 0) & (n0 <= band_hi) & (n0 + BLOCK_N > band_lo))
-
-
-@triton.jit
-def _mask_tile(s, offs_m, offs_n, N, self_offset):
-    """(s → −inf outside valid: padded columns and the self pair; per row, s of the self pair
-    when this tile holds it, else 0)."""
-    is_self = (offs_n[None, :] == offs_m[:, None] + self_offset) & (self_offset >= 0)
-    valid = (offs_n < N)[None, :] & (~is_self)
-    return tl.where(valid, s, float("-inf")), tl.sum(tl.where(is_self, s, 0.0), 1)
-
-
-@triton.jit
 def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, r_count_ptr, tau_ptr, bias_ptr,
                         values_ptr, n_pos_ptr, lse_ptr, aux_ptr,
                         M, N, stride_q, stride_r, near_tol, self_offset,
                         D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    # Per tile: s (similarity), same = [y_i == y'_j]; only tiles with a padded column or a self
-    # pair (_needs_mask) pay for the valid mask (s = −inf, same = False outside it), so every
-    # sum below is over valid pairs. Exponentials in base 2 with log2(e)/τ folded into one
+    # Per tile: s (similarity) → −inf outside valid (a column bias for padded columns, one
+    # compare per entry for the self pair: cheaper in the compiled loop than a branch on the
+    # few tiles that need it), same = [y_i == y'_j] (False on padded columns, whose label reads
+    # −2), positives = same minus the self pair. Exponentials in base 2 with log2(e)/τ folded into one
     # FFMA: e^(l − m/τ) = 2^(s·c − m·c), c = log2(e)/τ, the running max m kept in units of s
     # (τ > 0). |P_i| comes from per-label reference counts (r_count), not from the tiles.
     m0 = tl.program_id(0) * BLOCK_M
@@ -271,8 +256,7 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
     scale2 = inv_tau * 1.4426950408889634
     bias = tl.load(bias_ptr)
     q_lab = tl.load(q_lab_ptr + offs_m, mask=in_m, other=-1)
-    band_lo = m0 + self_offset                              # the self pairs' columns
-    band_hi = tl.minimum(m0 + BLOCK_M, M) - 1 + self_offset
+    self_cols = tl.where(self_offset >= 0, offs_m + self_offset, -1)  # each row's self column (−1: none)
     if D <= BLOCK_D:
         q_blk = tiles.row_block(q_ptr, offs_m, M, stride_q, D, BLOCK_D)
     else:
@@ -283,21 +267,20 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
     run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)  # in units of s
     run_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over negatives (supcon) / the set
     run_pos = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over positives (supcon)
-    pos_s_sum = tl.zeros((BLOCK_M,), tl.float32)    # Σ_{j: y'_j = y_i} s_ij, the self pair included
-    self_sum = tl.zeros((BLOCK_M,), tl.float32)     # s of the self pair (0 without one)
+    pos_s_sum = tl.zeros((BLOCK_M,), tl.float32)    # Σ_p s_ip
     pair_sum = tl.zeros((BLOCK_M,), tl.float32)     # Σ_j softplus(−z(l + b)) (sigmoid)
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q, stride_r,
                                 near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-        s_all = s  # unmasked: the same-label sums below are taken out of padded columns by their label
-        if _needs_mask(n0, N, band_lo, band_hi, self_offset, BLOCK_N):
-            s, s_self = _mask_tile(s, offs_m, offs_n, N, self_offset)
-            self_sum += s_self
+        # valid: s = −inf on padded columns (an added column bias) and on the self pair
+        is_self = offs_n[None, :] == self_cols[:, None]
+        s_all = s
+        s = tl.where(is_self, float("-inf"), s + tl.where(offs_n < N, 0.0, float("-inf"))[None, :])
         r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)
-        same = q_lab[:, None] == r_lab[None, :]  # False on padded columns
+        same = q_lab[:, None] == r_lab[None, :]  # False on padded columns (label −2)
         if VARIANT == 0 or VARIANT == 2:
-            pos_s_sum += tl.sum(tl.where(same, s_all, 0.0), 1)
+            pos_s_sum += tl.sum(tl.where(same & (~is_self), s_all, 0.0), 1)
         if VARIANT == 3:  # a streaming sum of one binary term per pair: no LSE
             u = s * inv_tau + bias
             pair_sum += tl.sum(tl.where(s > float("-inf"), _softplus(tl.where(same, -u, u)), 0.0), 1)
@@ -322,9 +305,8 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
     self_col = offs_m + self_offset
     has_self = in_m & (self_col < N) & (self_col >= offs_m)  # self_offset ≥ 0: a self pair exists
     self_lab = tl.load(r_lab_ptr + self_col, mask=has_self, other=-2)
-    self_pos = has_self & (self_lab == q_lab)
-    n_pos = tl.load(r_count_ptr + q_lab, mask=in_m, other=0) - self_pos.to(tl.int32)
-    pos_logit_sum = (pos_s_sum - tl.where(self_pos, self_sum, 0.0)) * inv_tau
+    n_pos = tl.load(r_count_ptr + q_lab, mask=in_m, other=0) - (has_self & (self_lab == q_lab)).to(tl.int32)
+    pos_logit_sum = pos_s_sum * inv_tau
     total = run_sum + run_pos
     lse = tl.where(total > 0.0, run_max * inv_tau + tl.log(tl.where(total > 0.0, total, 1.0)), float("-inf"))
 
