@@ -280,7 +280,8 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)
         same = q_lab[:, None] == r_lab[None, :]  # False on padded columns (label −2)
         if VARIANT == 0 or VARIANT == 2:
-            pos_s_sum += tl.sum(tl.where(same & (~is_self), s_all, 0.0), 1)
+            same = same & (~is_self)  # the positives (the self pair's s is −inf for what follows)
+            pos_s_sum += tl.sum(tl.where(same, s_all, 0.0), 1)
         if VARIANT == 3:  # a streaming sum of one binary term per pair: no LSE
             u = s * inv_tau + bias
             pair_sum += tl.sum(tl.where(s > float("-inf"), _softplus(tl.where(same, -u, u)), 0.0), 1)

@@ -155,8 +155,8 @@ def test_matches_dense(variant, kind, B, N, D, self_offset):
     ("supcon", "euclidean", 33, 40, 64, 20),  # the self band runs past N: no self pair for the last rows
 ], ids=lambda v: str(v))
 def test_one_step_forward_and_masked_tiles(variant, kind, B, N, D, self_offset):
-    # the forward's one-step tile product (D ≤ its D step: the anchors' rows loaded once) and
-    # the tiles that need a mask (the padded last tile, the self-pair band) among unmasked ones
+    # the forward's one-step tile product (D ≤ its D step: the anchors' rows loaded once), the
+    # padded last tile and the self pairs (the column bias and the self compare of the forward)
     assert kernel.default_blocks(D, torch.float32, torch.device(DEVICE)).fwd_d >= D or DEVICE == "cuda"
     check(variant, kind, B, N, D, self_offset)
 
