@@ -19,8 +19,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Arguments Triton's launcher specializes as multiples of 16 at the benchmark shape (B = N =
+# 16384, D = 128: aligned pointers, row strides 128): the softmax rows and the yardstick are
+# built with them marked, as they run (vectorized, asynchronous row loads).
+SOFTMAX_DIVISIBLE = ("*", "M", "N", "stride_q", "stride_r", "stride_gq", "stride_gr")
+
+
 def variants():
-    """(name, kernel, pointer types, constexprs, options) at the benchmark shapes (D = 128)."""
+    """(name, kernel, pointer types, constexprs, options) at the benchmark shapes (D = 128);
+    options may carry "divisible" (compile_for_sm90's argument, not a launch option)."""
     import torch
     from fastcontrast.kernels import pair_margin as pm
     from fastcontrast.kernels import softmax as sm
@@ -30,8 +37,10 @@ def variants():
     for variant_name, variant in (("supcon", 0), ("ntxent", 1)):
         b = sm.default_blocks(128, torch.bfloat16, cuda, variant_name)
         ptrs = {"q_ptr": "*bf16", "r_ptr": "*bf16", "grad_q_ptr": "*bf16", "grad_r_ptr": "*bf16",
-                "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "n_pos_ptr": "*i64"}
-        opts = dict(num_warps=b.num_warps, num_stages=b.num_stages)
+                "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "r_count_ptr": "*i32", "n_pos_ptr": "*i64"}
+        opts = dict(num_warps=b.num_warps, num_stages=b.num_stages, divisible=SOFTMAX_DIVISIBLE)
+        if variant_name == "supcon":
+            out.append(_yardstick(b, opts))
         common = dict(D=128, KIND=0, VARIANT=variant, PRECISION="ieee")
         out.append((f"softmax fwd {variant_name} dot bf16", sm._softmax_fwd_kernel, ptrs,
                     dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d), opts))
@@ -79,7 +88,8 @@ def triplet_variants():
             bm, bn, bd, warps = kt._tile_blocks(cuda, dtype, precision, "rows" if extra == {} else "batch_hard")
             out.append((f"triplet {name} euclidean {label}", kernel, dict(tile_ptrs, **extra),
                         dict(KIND=2, NEGATE=False, PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd),
-                        dict(num_warps=warps, num_stages=3)))
+                        dict(num_warps=warps, num_stages=3,
+                             divisible=("*", "M", "N", "D", "row_end", "stride_q", "stride_r"))))
     search = dict(LOG_N=17, BLOCK=kt.SEARCH_BLOCK)   # N = 65536
     out.append(("triplet window fwd semihard", kt._window_forward_kernel,
                 dict(prefix_ptr="*fp64", n_neg_ptr="*i32", counts_ptr="*i64", nonzero_ptr="*i64"),
@@ -90,18 +100,48 @@ def triplet_variants():
     return out
 
 
+YARDSTICK = "yardstick: bf16 QKᵀ + online LSE"
+
+
+def _yardstick(b, opts):
+    """bench/yardstick.py at the softmax forward's tile (BLOCK_M×BLOCK_N, one D step of 128)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import yardstick
+
+    return (f"{YARDSTICK} {b.fwd_m}x{b.fwd_n}", yardstick.lse_tile_kernel, {"q_ptr": "*bf16", "r_ptr": "*bf16"},
+            dict(BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=128), opts)
+
+
 def build() -> dict:
     import triton
     from fastcontrast.bench.sm90 import compile_for_sm90, resource_report
 
     rows = []
     for name, kernel, ptrs, constexprs, opts in variants():
+        opts = dict(opts)
+        divisible = opts.pop("divisible", ())
         compiled = compile_for_sm90(kernel, ptrs, constexprs, opts,
                                     floats=("near_tol", "pos_margin", "neg_margin", "margin", "mm", "pos_low",
-                                            "pos_high", "neg_low", "neg_high", "c_keep_hi", "c_keep_lo"))
+                                            "pos_high", "neg_low", "neg_high", "scale", "c_keep_hi", "c_keep_lo"),
+                                    divisible=divisible)
         rows.append(dict(kernel=name, constexprs={k: v for k, v in constexprs.items()}, **opts,
-                         **resource_report(compiled)))
+                         divisible=list(divisible), **resource_report(compiled)))
+    (stick,) = [r for r in rows if r["kernel"].startswith(YARDSTICK)]
+    for r in rows:
+        if r["kernel"].startswith("softmax"):
+            r["vs_yardstick"] = round(r["main_loop_instructions"] / stick["main_loop_instructions"], 2)
     return {"triton": triton.__version__, "target": "sm_90", "kernels": rows}
+
+
+def yardstick_table(doc: dict) -> str:
+    """The softmax kernels' loop bodies against the yardstick's (loop instructions per tile)."""
+    (stick,) = [r for r in doc["kernels"] if r["kernel"].startswith(YARDSTICK)]
+    lines = [f"| kernel (triton {doc['triton']}, sm_90) | loop instr | × {stick['kernel']} "
+             f"({stick['main_loop_instructions']}) |", "|---|---|---|"]
+    for r in doc["kernels"]:
+        if "vs_yardstick" in r:
+            lines.append(f"| {r['kernel']} | {r['main_loop_instructions']} | {r['vs_yardstick']} |")
+    return "\n".join(lines)
 
 
 def table(doc: dict) -> str:
@@ -128,6 +168,8 @@ def main(argv=None) -> int:
     path = Path(args.out) / f"sm90-static-triton{doc['triton']}.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print(table(doc))
+    print()
+    print(yardstick_table(doc))
     print(f"written: {path}")
     return 0
 

@@ -94,6 +94,13 @@ def label_ids(q_labels: torch.Tensor, r_labels: torch.Tensor) -> tuple[torch.Ten
     return ids[: q_labels.numel()].contiguous(), ids[q_labels.numel():].contiguous()
 
 
+def label_counts(ids: torch.Tensor, size: int) -> torch.Tensor:
+    """int32 counts of each label id in [0, size) (`label_ids` gives ids below M + N): integer
+    atomics, so deterministic, and no host sync."""
+    counts = torch.zeros((max(size, 1),), dtype=torch.int32, device=ids.device)
+    return counts.index_add_(0, ids.reshape(-1).to(torch.int64), torch.ones_like(ids.reshape(-1), dtype=torch.int32))
+
+
 def frame(q, r, kind: int, scale: bool = True):
     """Kernel inputs scaled by a power of two s (max |x/s| in [0.5, 1); exact), so that squares
     of huge or tiny rows stay inside float32: -> (q', r', s, unit), r' is q' when r is q. A

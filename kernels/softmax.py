@@ -17,7 +17,9 @@ Neg_i = valid other-label j (masks built per tile from the label vectors, kernel
             statistics: a streaming sum over tiles. grad_b = Σ_ij W_ij.
 
 Forward, one program per block of anchor rows: stream over reference tiles, similarity tile
-computed on chip and never written, online LSE (running max + rescaled running sum).
+computed on chip and never written, online LSE (running max + rescaled running sum) in base 2
+with log2(e)/τ folded into the exponent. Only the tiles that hold a padded column or a self
+pair are masked; |P_i| comes from per-label reference counts, not from the tiles.
 Stored per row (O(B)): lse = LSE_i (supcon) or L_i (ntxent, dcl), aux = 1/|P_i| (0 when
 none; supcon, dcl) or S_i (ntxent); nothing for sigmoid. ntxent needs L_i before its positive terms, so it makes a second
 pass over the tiles that hold a positive (cheap for SimCLR-style labels: most tiles have
@@ -214,52 +216,100 @@ def _tile_coef(w, t, inv_tau, KIND: tl.constexpr):
 # Forward: row statistics and per-anchor values
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr, bias_ptr,
+def _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q, stride_r, near_tol,
+                     D: tl.constexpr, KIND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+    """(s, t): similarity s = t (dot) or −t (distance kinds) and the metric tile t. With
+    D ≤ BLOCK_D the anchors' rows q_blk were loaded once by the caller (one tile product per
+    reference tile); otherwise the product runs over D in BLOCK_D steps."""
+    if D <= BLOCK_D:
+        r_blk = tiles.row_block(r_ptr, offs_n, N, stride_r, D, BLOCK_D)
+        dot = tl.dot(q_blk, tl.trans(r_blk), input_precision=PRECISION)
+    else:
+        dot = tiles.dot_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r, BLOCK_M, BLOCK_N, BLOCK_D,
+                             PRECISION)
+    t = tiles.metric_from_dot(dot, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                              near_tol, KIND, BLOCK_M, BLOCK_N)
+    if KIND == 0:
+        s = t
+    else:
+        s = -t
+    return s, t
+
+
+@triton.jit
+def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, r_count_ptr, tau_ptr, bias_ptr,
                         values_ptr, n_pos_ptr, lse_ptr, aux_ptr,
                         M, N, stride_q, stride_r, near_tol, self_offset,
                         D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    # Per tile: s (similarity) → −inf outside valid (a column bias for padded columns, one
+    # compare per entry for the self pair: cheaper in the compiled loop than a branch on the
+    # few tiles that need it), same = [y_i == y'_j] (False on padded columns, whose label reads
+    # −2), positives = same minus the self pair. Exponentials in base 2 with log2(e)/τ folded into one
+    # FFMA: e^(l − m/τ) = 2^(s·c − m·c), c = log2(e)/τ, the running max m kept in units of s
+    # (τ > 0). |P_i| comes from per-label reference counts (r_count), not from the tiles.
+    m0 = tl.program_id(0) * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    in_m = offs_m < M
     inv_tau = 1.0 / tl.load(tau_ptr)
+    scale2 = inv_tau * 1.4426950408889634
     bias = tl.load(bias_ptr)
+    q_lab = tl.load(q_lab_ptr + offs_m, mask=in_m, other=-1)
+    self_cols = tl.where(self_offset >= 0, offs_m + self_offset, -1)  # each row's self column (−1: none)
+    if D <= BLOCK_D:
+        q_blk = tiles.row_block(q_ptr, offs_m, M, stride_q, D, BLOCK_D)
+    else:
+        q_blk = 0.0
 
-    # pass 1: online LSE over the denominator set (valid for supcon, negatives for ntxent);
+    # pass 1: online LSE over the denominator set (valid for supcon, negatives for ntxent/dcl);
     # supcon keeps the positives' and the negatives' shares of the sum apart (see below)
-    run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)  # in units of s
     run_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over negatives (supcon) / the set
     run_pos = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over positives (supcon)
-    n_pos = tl.zeros((BLOCK_M,), tl.int32)
-    pos_logit_sum = tl.zeros((BLOCK_M,), tl.float32)
+    pos_s_sum = tl.zeros((BLOCK_M,), tl.float32)    # Σ_p s_ip
     pair_sum = tl.zeros((BLOCK_M,), tl.float32)     # Σ_j softplus(−z(l + b)) (sigmoid)
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q, stride_r,
+                                near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        # valid: s = −inf on padded columns (an added column bias) and on the self pair
+        is_self = offs_n[None, :] == self_cols[:, None]
+        s_all = s
+        s = tl.where(is_self, float("-inf"), s + tl.where(offs_n < N, 0.0, float("-inf"))[None, :])
+        r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)
+        same = q_lab[:, None] == r_lab[None, :]  # False on padded columns (label −2)
+        if VARIANT == 0 or VARIANT == 2:
+            same = same & (~is_self)  # the positives (the self pair's s is −inf for what follows)
+            pos_s_sum += tl.sum(tl.where(same, s_all, 0.0), 1)
         if VARIANT == 3:  # a streaming sum of one binary term per pair: no LSE
-            u = logits + bias
-            pair_sum += tl.sum(tl.where(valid, _softplus(tl.where(pos, -u, u)), 0.0), 1)
+            u = s * inv_tau + bias
+            pair_sum += tl.sum(tl.where(s > float("-inf"), _softplus(tl.where(same, -u, u)), 0.0), 1)
         else:
             if VARIANT == 0:
-                in_lse = valid
+                in_lse = s
             else:
-                in_lse = neg
-            masked = tl.where(in_lse, logits, float("-inf"))
-            new_max = tl.maximum(run_max, tl.max(masked, 1))
-            shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # rows with nothing yet: no NaN
-            rescale = tl.exp(run_max - shift)
-            e = tl.exp(masked - shift[:, None])
+                in_lse = tl.where(same, float("-inf"), s)
+            new_max = tl.maximum(run_max, tl.max(in_lse, 1))
+            shift = tl.where(new_max == float("-inf"), 0.0, new_max) * scale2  # rows with nothing yet: no NaN
+            rescale = tl.math.exp2(run_max * scale2 - shift)
+            e = tl.math.exp2(in_lse * scale2 - shift[:, None])
             if VARIANT == 0:
-                run_sum = run_sum * rescale + tl.sum(tl.where(neg, e, 0.0), 1)
-                run_pos = run_pos * rescale + tl.sum(tl.where(pos, e, 0.0), 1)
+                e_pos = tl.where(same, e, 0.0)
+                run_sum = run_sum * rescale + tl.sum(e - e_pos, 1)
+                run_pos = run_pos * rescale + tl.sum(e_pos, 1)
             else:
                 run_sum = run_sum * rescale + tl.sum(e, 1)
-            if VARIANT == 0 or VARIANT == 2:
-                pos_logit_sum += tl.sum(tl.where(pos, logits, 0.0), 1)
             run_max = new_max
-        n_pos += tl.sum(pos.to(tl.int32), 1)
+
+    # |P_i| = (references with label y_i) − [the self pair is one of them]
+    self_col = offs_m + self_offset
+    has_self = in_m & (self_col < N) & (self_col >= offs_m)  # self_offset ≥ 0: a self pair exists
+    self_lab = tl.load(r_lab_ptr + self_col, mask=has_self, other=-2)
+    n_pos = tl.load(r_count_ptr + q_lab, mask=in_m, other=0) - (has_self & (self_lab == q_lab)).to(tl.int32)
+    pos_logit_sum = pos_s_sum * inv_tau
     total = run_sum + run_pos
-    lse = tl.where(total > 0.0, run_max + tl.log(tl.where(total > 0.0, total, 1.0)), float("-inf"))
+    lse = tl.where(total > 0.0, run_max * inv_tau + tl.log(tl.where(total > 0.0, total, 1.0)), float("-inf"))
 
     if VARIANT == 0:
         has_pos = n_pos > 0
@@ -268,7 +318,7 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         # negatives) keeps its digits; when the positives' share underflows the loss is large
         # and the plain LSE_all − mean_P l is exact enough
         share = tl.where(run_pos > 1e-30, run_pos, 1.0)
-        split = (run_max + tl.log(share) - pos_logit_sum * inv_n_pos) + _log1p(run_sum / share)
+        split = (run_max * inv_tau + tl.log(share) - pos_logit_sum * inv_n_pos) + _log1p(run_sum / share)
         value = tl.where(has_pos, tl.where(run_pos > 1e-30, split, lse - pos_logit_sum * inv_n_pos), 0.0)
         aux = inv_n_pos
     elif VARIANT == 2:
@@ -287,13 +337,12 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
             offs_n = n0 + tl.arange(0, BLOCK_N)
             valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
             if tl.sum(pos.to(tl.int32)) > 0:
-                logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
-                                        stride_r, near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-                x = lse[:, None] - logits
+                s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q,
+                                        stride_r, near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                x = lse[:, None] - s * inv_tau
                 value += tl.sum(tl.where(pos, _softplus(x), 0.0), 1)
                 aux += tl.sum(tl.where(pos, _sigmoid(x), 0.0), 1)
 
-    in_m = offs_m < M
     tl.store(values_ptr + offs_m, value, mask=in_m)
     tl.store(n_pos_ptr + offs_m, n_pos.to(tl.int64), mask=in_m)
     tl.store(lse_ptr + offs_m, lse, mask=in_m)
@@ -472,7 +521,9 @@ class Blocks:
 def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: str = "supcon") -> Blocks:
     if device.type != "cuda":
         # interpreter: small tiles, several per test shape so ragged edges are exercised
-        return Blocks(fwd_m=16, fwd_n=16, fwd_d=16, bwd_m=16, bwd_n=16, bwd_d=16, block_do=32, num_warps=4)
+        # (forward D step up to 64: D ≤ 64 takes the one-step product, wider D the D loop)
+        return Blocks(fwd_m=16, fwd_n=16, fwd_d=_host.pow2(D, 16, 64), bwd_m=16, bwd_n=16, bwd_d=16, block_do=32,
+                      num_warps=4)
     # Not timed on hardware yet. Chosen so that the sm_90 builds (triton 3.9, compiled without a
     # GPU) do not spill registers at D = 128 and D = 1024 for 16-bit inputs; float32 spills a few
     # bytes. Each backward program recomputes the similarity tile over all of D for its D chunk,
@@ -501,12 +552,18 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     lse = torch.empty((M,), dtype=torch.float32, device=q.device)
     aux = torch.empty((M,), dtype=torch.float32, device=q.device)
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
-    kernel = _host.launchable(_softmax_weighted_fwd_kernel if variant >= WEIGHTED else _softmax_fwd_kernel)
-    kernel[(triton.cdiv(M, block_m),)](
-        q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, values, n_pos, lse, aux,
-        M, N, q.stride(0), r.stride(0), near_tol, self_offset,
-        D=D, KIND=kind, VARIANT=variant, PRECISION=precision,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps, num_stages=num_stages)
+    launch = dict(D=D, KIND=kind, VARIANT=variant, PRECISION=precision,
+                  BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps, num_stages=num_stages)
+    grid = (triton.cdiv(M, block_m),)
+    if variant >= WEIGHTED:
+        _host.launchable(_softmax_weighted_fwd_kernel)[grid](
+            q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, values, n_pos, lse, aux,
+            M, N, q.stride(0), r.stride(0), near_tol, self_offset, **launch)
+    else:
+        r_count = _host.label_counts(r_labels, M + N)
+        _host.launchable(_softmax_fwd_kernel)[grid](
+            q, r, q_sq, r_sq, q_labels, r_labels, r_count, temperature, bias, values, n_pos, lse, aux,
+            M, N, q.stride(0), r.stride(0), near_tol, self_offset, **launch)
     return values, n_pos, lse, aux
 
 

@@ -45,6 +45,18 @@ def dot_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
 
 
 @triton.jit
+def row_block(ptr, offs_rows, n_rows, stride, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Rows offs_rows, columns 0 … BLOCK_D − 1 (D ≤ BLOCK_D: the whole row) of a row-major matrix,
+    0 outside it: the operand of a one-step tile product, loaded once per program. No column
+    mask when D == BLOCK_D."""
+    offs_d = tl.arange(0, BLOCK_D)
+    ptrs = ptr + offs_rows.to(tl.int64)[:, None] * stride + offs_d[None, :]
+    if D == BLOCK_D:
+        return tl.load(ptrs, mask=(offs_rows < n_rows)[:, None], other=0.0)
+    return tl.load(ptrs, mask=(offs_rows[:, None] < n_rows) & (offs_d[None, :] < D), other=0.0)
+
+
+@triton.jit
 def difference_sq_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Σ_d (q_id − r_jd)² in fp32 for a BLOCK_M×BLOCK_N tile (exact for identical rows), one
@@ -69,6 +81,14 @@ def distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, str
     (unused for KIND_DOT)."""
     dot = dot_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                    BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+    return metric_from_dot(dot, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                           near_tol, KIND, BLOCK_M, BLOCK_N)
+
+
+@triton.jit
+def metric_from_dot(dot, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r, near_tol,
+                    KIND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The metric tile of `distance_tile` from its dot-product tile (however that was computed)."""
     if KIND == 0:
         return dot
     q_sq = tl.load(q_sq_ptr + offs_m, mask=offs_m < M, other=0.0)

@@ -19,9 +19,12 @@ TARGET_ARCH = 90
 
 
 def compile_for_sm90(kernel, pointers: dict, constexprs: dict, options: dict | None = None,
-                     floats=("near_tol",)):
+                     floats=("near_tol",), divisible=()):
     """triton.compile of a @triton.jit kernel for sm_90. Signature from argument names: a
-    pointer argument (…_ptr) not in `pointers` is *fp32, a scalar in `floats` fp32, any other i32."""
+    pointer argument (…_ptr) not in `pointers` is *fp32, a scalar in `floats` fp32, any other i32.
+    `divisible`: arguments marked as multiples of 16 (pointers: 16-byte aligned), as Triton's
+    launcher specializes them when the values are (e.g. a row stride of 128): "*" stands for
+    every pointer argument. Without it strides are unknown and row loads are not vectorized."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -35,7 +38,10 @@ def compile_for_sm90(kernel, pointers: dict, constexprs: dict, options: dict | N
         else:
             sig[name] = "fp32" if name in floats else "i32"
     keyed = {(kernel.arg_names.index(name),): value for name, value in constexprs.items()}
-    return triton.compile(ASTSource(kernel, sig, keyed), target=GPUTarget("cuda", TARGET_ARCH, 32),
+    marked = [name for name in kernel.arg_names if sig[name] != "constexpr" and
+              (name in divisible or ("*" in divisible and sig[name].startswith("*")))]
+    attrs = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in marked}
+    return triton.compile(ASTSource(kernel, sig, keyed, attrs), target=GPUTarget("cuda", TARGET_ARCH, 32),
                           options=options or {})
 
 

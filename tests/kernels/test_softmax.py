@@ -1,6 +1,6 @@
 """Similarity-softmax kernels (kernels/softmax.py) against a float64 dense computation.
 
-Without CUDA the kernels run in the Triton interpreter (tests/conftest.py), with 16-wide tiles
+Without CUDA the kernels run in the Triton interpreter (tests/conftest.py), with 16-wide tiles (forward D steps up to 64, so D ≤ 64 takes the one-step product)
 and 32-wide gradient D chunks, so the shapes below span several tiles with ragged edges.
 The dense computation is SoftmaxConfig's formulas written out on a full B×N logit matrix:
 
@@ -149,6 +149,18 @@ def test_matches_dense(variant, kind, B, N, D, self_offset):
     check(variant, kind, B, N, D, self_offset)
 
 
+@pytest.mark.parametrize("variant,kind,B,N,D,self_offset", [
+    ("supcon", "dot", 37, 50, 64, 6),      # D = the forward's D step (no column mask), self band inside N
+    ("ntxent", "dot", 35, None, 64, 0),
+    ("supcon", "euclidean", 33, 40, 64, 20),  # the self band runs past N: no self pair for the last rows
+], ids=lambda v: str(v))
+def test_one_step_forward_and_masked_tiles(variant, kind, B, N, D, self_offset):
+    # the forward's one-step tile product (D ≤ its D step: the anchors' rows loaded once), the
+    # padded last tile and the self pairs (the column bias and the self compare of the forward)
+    assert kernel.default_blocks(D, torch.float32, torch.device(DEVICE)).fwd_d >= D or DEVICE == "cuda"
+    check(variant, kind, B, N, D, self_offset)
+
+
 @pytest.mark.parametrize("variant,kind,B,N,D,self_offset", [MIXED[1], MIXED[5]], ids=lambda v: str(v))
 def test_matches_torch_path(variant, kind, B, N, D, self_offset):
     check(variant, kind, B, N, D, self_offset, against_torch_path=True)
@@ -269,7 +281,7 @@ from tests.kernels.sm90 import build_all
 
 b = k.default_blocks(128, torch.bfloat16, torch.device("cuda"))
 ptrs = {"q_ptr": "*bf16", "r_ptr": "*bf16", "grad_q_ptr": "*bf16", "grad_r_ptr": "*bf16",
-        "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "n_pos_ptr": "*i64"}
+        "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "r_count_ptr": "*i32", "n_pos_ptr": "*i64"}
 options = dict(num_warps=b.num_warps, num_stages=b.num_stages)
 common = dict(D=128, KIND=2, VARIANT=1, PRECISION="ieee")
 bwd = dict(common, SYMMETRIC=True, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d, BLOCK_DO=b.block_do)

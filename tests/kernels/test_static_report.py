@@ -33,7 +33,7 @@ def report():
 
 def test_every_benchmarked_kernel_builds_and_is_read(report):
     names = [r["kernel"] for r in report["kernels"]]
-    assert len(names) == 21 and any("softmax fwd" in n for n in names)
+    assert len(names) == 22 and any("softmax fwd" in n for n in names)
     assert sum(n.startswith("triplet") for n in names) == 8
     for r in report["kernels"]:
         assert r["registers"] and r["main_loop_instructions"] > 0, r
@@ -44,6 +44,18 @@ def test_softmax_kernels_use_tensor_cores_and_do_not_spill_much(report):
         if r["kernel"].startswith("softmax"):
             assert r["main_loop_mix"].get("HGMMA", 0) > 0, r
             assert r["stack_bytes"] <= 64, r   # a few spilled words at most (see TABLES.md)
+
+
+def test_the_softmax_kernels_do_not_spill_and_are_set_against_the_yardstick(report):
+    """Every softmax row carries its loop body over the yardstick's (bench/yardstick.py, a plain
+    bf16 QKᵀ + online-LSE tile at the forward's tile size); the forward builds without spills."""
+    (stick,) = [r for r in report["kernels"] if r["kernel"].startswith("yardstick")]
+    assert stick["stack_bytes"] == 0 and stick["main_loop_mix"].get("HGMMA", 0) > 0, stick
+    for r in report["kernels"]:
+        if r["kernel"].startswith("softmax"):
+            assert r["vs_yardstick"] == round(r["main_loop_instructions"] / stick["main_loop_instructions"], 2), r
+        if r["kernel"].startswith("softmax fwd"):
+            assert r["stack_bytes"] == 0 and r["spill_instructions"] == 0, r
 
 
 def test_the_bf16_pair_margin_forward_does_not_spill(report):
