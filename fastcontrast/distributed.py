@@ -402,7 +402,8 @@ class GlobalBatchLoss(torch.nn.Module):
 
     Raises:
         TypeError: loss has no terms()/reduce(), or average_grads is not a bool.
-        ValueError: the ranks' shapes or dtypes do not fit together (on every rank).
+        ValueError: a loss that declares it cannot be shared exactly (`global_batch_refusal`),
+            or the ranks' shapes or dtypes do not fit together (on every rank).
 
     Example:
         >>> import torch, fastcontrast as fc
@@ -421,6 +422,9 @@ class GlobalBatchLoss(torch.nn.Module):
                                 f"{type(loss).__name__} has none")
         if not isinstance(average_grads, bool):
             raise TypeError(f"average_grads must be True or False, got {type(average_grads).__name__}")
+        refused = getattr(loss, "global_batch_refusal", None)
+        if refused:
+            raise ValueError(f"GlobalBatchLoss cannot compute {type(loss).__name__} exactly: {refused}")
         self.loss = loss
         self.group = group
         self.average_grads = average_grads

@@ -331,8 +331,8 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
     negative pairs of anchor row a and of anchor row p (pytorch-metric-learning's choice;
     with a reference set, anchor row p when p < B), a log-sum-exp over nothing counting 0;
     with a distance the comparisons flip. "mean" averages over positive pairs; the loss is
-    0 when the batch has no negative pair. Not exact under distributed.GlobalBatchLoss (a
-    rank does not see the negatives of the other ranks' anchor rows p).
+    0 when the batch has no negative pair. distributed.GlobalBatchLoss refuses it (a rank
+    does not see the negatives of the other ranks' anchor rows p).
 
     Args:
         neg_margin (float, default 1): the negative pairs' margin.
@@ -356,6 +356,10 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
     """
 
     variant = "lifted"
+    # a positive pair's negatives include those of its positive's anchor row, which another
+    # rank holds: the rows split of GlobalBatchLoss would not be exact
+    global_batch_refusal = ("a positive pair's negatives include those of its positive's own anchor row, "
+                            "which another rank holds")
 
     def _terms_from(self, values, n_pos) -> LossTerms:
         return LossTerms(values, n_pos, n_pos)

@@ -2,6 +2,7 @@
 spawned gloo groups: loss value and DDP parameter gradients equal one process on the
 concatenated batch (float64). (LiftedStructureLoss is not exact there: a positive pair's
 negatives include those of its positive's own anchor row, which another rank holds.)"""
+import pytest
 import torch
 
 import fastcontrast as fc
@@ -41,3 +42,9 @@ def _worker(rank, world, sizes, ref_sizes, names, dtype=torch.float64):
 
 def test_pair_losses_three_ranks():
     run_ranks(_worker, 3, (6, 9, 4), (5, 2, 7), list(CASES))
+
+
+def test_lifted_is_refused_with_its_name():
+    with pytest.raises(ValueError, match="LiftedStructureLoss exactly"):
+        GlobalBatchLoss(fc.LiftedStructureLoss())
+    GlobalBatchLoss(fc.GeneralizedLiftedStructureLoss())  # its parent class is exact: accepted
