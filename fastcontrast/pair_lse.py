@@ -331,8 +331,9 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
     negative pairs of anchor row a and of anchor row p (pytorch-metric-learning's choice;
     with a reference set, anchor row p when p < B), a log-sum-exp over nothing counting 0;
     with a distance the comparisons flip. "mean" averages over positive pairs; the loss is
-    0 when the batch has no negative pair. distributed.GlobalBatchLoss refuses it (a rank
-    does not see the negatives of the other ranks' anchor rows p).
+    0 when the batch has no negative pair. Under distributed.GlobalBatchLoss every rank
+    computes the whole gathered batch's terms and keeps its anchors' ("whole_rows": a pair's
+    negatives include those of its positive's anchor row, which another rank may hold).
 
     Args:
         neg_margin (float, default 1): the negative pairs' margin.
@@ -356,13 +357,15 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
     """
 
     variant = "lifted"
-    # a positive pair's negatives include those of its positive's anchor row, which another
-    # rank holds: the rows split of GlobalBatchLoss would not be exact
-    global_batch_refusal = ("a positive pair's negatives include those of its positive's own anchor row, "
-                            "which another rank holds")
 
     def _terms_from(self, values, n_pos) -> LossTerms:
         return LossTerms(values, n_pos, n_pos)
+
+    def distributed_mode(self) -> str:
+        """How fastcontrast.distributed.GlobalBatchLoss shares this loss: "whole_rows" (every
+        rank computes the terms of the whole gathered batch and keeps its own anchors' rows,
+        since a positive pair (a, p) also uses the negatives of anchor row p)."""
+        return "whole_rows"
 
     @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0) -> LossTerms:
