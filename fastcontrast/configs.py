@@ -54,8 +54,9 @@ class SoftmaxConfig:
     # True: a promise that no reference shares a label with any query and none is excluded
     # (every pair is a negative: a memory bank); "dcl" is then a plain LSE per row.
     all_negative: bool = False
-    # The pair-weighted variants (PyTorch path), with l = s_ij (τ = 1), a on positive pairs,
-    # b on negative pairs, LSE₀ a log-sum-exp that is 0 over an empty set:
+    # The pair-weighted variants (both backends; "lifted" on Triton is _lifted_triton.py), with
+    # l = s_ij (τ = 1), a on positive pairs, b on negative pairs, LSE₀ a log-sum-exp that is 0
+    # over an empty set:
     #   "ms"       a = scale_pos·(shift_pos − l), b = scale_neg·(l − shift_neg),
     #              value_i = softplus(LSE_P a)/scale_pos + softplus(LSE_N b)/scale_neg
     #   "circle"   a = −scale_pos·relu(2 − shift_pos − l̄)·(l − shift_pos),

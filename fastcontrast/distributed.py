@@ -330,7 +330,7 @@ def _placed(local: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     return out
 
 
-MODES = ("rows", "whole", "paired", "paired_symmetric", "global_pairs")
+MODES = ("rows", "whole", "whole_rows", "paired", "paired_symmetric", "global_pairs")
 
 
 def distributed_mode(loss) -> str:
@@ -341,6 +341,10 @@ def distributed_mode(loss) -> str:
                       against every rank's references: terms(local, labels, global, global_labels,
                       self_offset)
     whole             every rank computes the whole loss from the gathered batch
+    whole_rows        every rank computes the terms of the whole gathered batch, terms(all, all_labels,
+                      all_refs, all_ref_labels, 0 or −1), and keeps its own anchors' rows: for a loss
+                      whose anchor terms read other anchors' rows (LiftedStructureLoss: the negatives
+                      of a positive's own anchor row), exact at the whole batch's cost on every rank
     paired            forward(query, keys, labels, ref_labels); each rank's queries against every
                       rank's keys: terms(query, labels, all_keys, all_key_labels, self_offset)
     paired_symmetric  as paired, plus each rank's keys against every rank's queries:
@@ -453,6 +457,13 @@ class GlobalBatchLoss(torch.nn.Module):
         if mode == "whole":
             kw = {} if ref_emb is None else {"ref_emb": refs, "ref_labels": ref_lab}
             return self.whole_on_every_rank(self.loss(all_emb, all_labels, **kw), world)
+        if mode == "whole_rows":
+            whole = self.loss.terms(all_emb, all_labels, None if ref_emb is None else refs,
+                                    None if ref_emb is None else ref_lab, 0 if ref_emb is None else -1)
+            mine = layout.rows(rank)
+            # the other ranks' rows get no gradient here: each is its own rank's share
+            terms = LossTerms(whole.values[mine], whole.counts[mine], whole.nonzero[mine])
+            return self.reduce_global(terms, world)
         if mode == "global_pairs":
             if ref_emb is not None:
                 raise ValueError(f"{type(self.loss).__name__} does not take ref_emb")

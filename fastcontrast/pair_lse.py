@@ -45,19 +45,6 @@ __all__ = ["multi_similarity_loss", "circle_loss", "lifted_structure_loss",
            "LiftedStructureLoss", "GeneralizedLiftedStructureLoss"]
 
 
-def _resolve(backend, embeddings, variant: str) -> str:
-    """The backend of a variant: "ms", "circle" and "glifted" have kernels (softmax family);
-    "lifted" runs the PyTorch path, and an explicit "triton" for it is refused rather than
-    silently ignored."""
-    if variant != "lifted":
-        return resolve(backend, embeddings)
-    from .backend import default_backend
-    chosen = default_backend() if backend is None else backend
-    if chosen == "triton":
-        raise ValueError("backend='triton' has no LiftedStructureLoss kernel yet; use backend='torch' or 'auto'")
-    return "torch"
-
-
 class _PairLSELoss(nn.Module):
     """Options, checks and the terms()/reduce() protocol shared by the four losses."""
 
@@ -114,7 +101,7 @@ class _PairLSELoss(nn.Module):
         """Per-anchor LossTerms of all pairs. self_offset: anchor i is reference i + self_offset
         and that pair is skipped (−1: no self pair)."""
         self._check(embeddings, labels, ref_emb, ref_labels)
-        backend = _resolve(self.backend, embeddings, self.variant)
+        backend = resolve(self.backend, embeddings)
         q = metrics.prepare(embeddings, self.metric, backend)
         r = q if ref_emb is None else metrics.prepare(ref_emb, self.metric, backend)
         r_labels = labels if ref_emb is None else ref_labels
@@ -331,8 +318,11 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
     negative pairs of anchor row a and of anchor row p (pytorch-metric-learning's choice;
     with a reference set, anchor row p when p < B), a log-sum-exp over nothing counting 0;
     with a distance the comparisons flip. "mean" averages over positive pairs; the loss is
-    0 when the batch has no negative pair. Not exact under distributed.GlobalBatchLoss (a
-    rank does not see the negatives of the other ranks' anchor rows p).
+    0 when the batch has no negative pair. backend="triton": the similarity-softmax kernels
+    ("glifted") compute each row's LSE over its negatives and its gradient, the per-pair
+    combination runs as chunked PyTorch passes (memory O(chunk·N)). Under distributed.GlobalBatchLoss every rank
+    computes the whole gathered batch's terms and keeps its anchors' ("whole_rows": a pair's
+    negatives include those of its positive's anchor row, which another rank may hold).
 
     Args:
         neg_margin (float, default 1): the negative pairs' margin.
@@ -340,7 +330,8 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
         distance (str, default "euclidean"): "euclidean", "squared_euclidean", "cosine" or "dot".
         normalize (bool | None, default None): L2-normalize the rows first.
         reduction (str, default "mean"): "mean", "sum" or "none" (per-anchor sums over its pairs).
-        backend (str | None, default None): "auto", "torch" or "triton".
+        backend (str | None, default None): "auto", "torch" or "triton" (the kernels' per-row
+            LSE with a chunked PyTorch pair pass).
 
     Returns:
         A scalar loss, or (B,) per-anchor sums with reduction="none".
@@ -359,6 +350,12 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
 
     def _terms_from(self, values, n_pos) -> LossTerms:
         return LossTerms(values, n_pos, n_pos)
+
+    def distributed_mode(self) -> str:
+        """How fastcontrast.distributed.GlobalBatchLoss shares this loss: "whole_rows" (every
+        rank computes the terms of the whole gathered batch and keeps its own anchors' rows,
+        since a positive pair (a, p) also uses the negatives of anchor row p)."""
+        return "whole_rows"
 
     @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0) -> LossTerms:

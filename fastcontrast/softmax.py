@@ -51,10 +51,14 @@ __all__ = ["SoftmaxFunction", "supcon_loss", "nt_xent_loss", "npair_loss", "info
 NTXENT_FORMS = ("pair", "simclr")
 
 
-def _implementation(backend: str):
+def _implementation(backend: str, variant: str = ""):
     """The implementation module of a resolved backend. The kernels (and so triton) are
     imported on first use; an import statement, unlike importlib, is something torch.compile
-    traces, so the first call may happen inside a compiled region."""
+    traces, so the first call may happen inside a compiled region. "lifted" on Triton: the
+    kernels' per-row LSE with a chunked PyTorch pair pass (_lifted_triton)."""
+    if backend == "triton" and variant == "lifted":
+        from . import _lifted_triton
+        return _lifted_triton
     if backend == "triton":
         from .kernels import softmax as kernels_softmax
         return kernels_softmax
@@ -115,7 +119,7 @@ class SoftmaxFunction(torch.autograd.Function):
         if ctx.opaque:
             outputs, saved = _torch_forward_op(q, r, q_labels, r_labels, temperature, config_code(cfg)), ()
         else:
-            impl = _implementation(backend)
+            impl = _implementation(backend, cfg.variant)
             inputs = (*with_references(q, r, q_labels, r_labels), cfg, temperature)
             if bias is not None:  # the "sigmoid" variant's logit bias (SigLIP)
                 *outputs, saved = impl.forward(*inputs, bias=bias)
@@ -142,7 +146,7 @@ class SoftmaxFunction(torch.autograd.Function):
             return (grad_q if needs[0] else None, grad_r if needs[1] else None, None, None,
                     grad_t if needs[4] else None, None, None, None, None)
         q, r, q_labels, r_labels, (temperature, *saved) = saved_inputs(ctx)
-        impl = _implementation(ctx.backend)
+        impl = _implementation(ctx.backend, ctx.cfg.variant)
         grad_b = None
         if ctx.has_bias:
             bias, *saved = saved

@@ -44,6 +44,7 @@ def calls(x, y, t):
         "multi_similarity": lambda: fc.multi_similarity_loss(x, y, backend="triton"),
         "circle": lambda: fc.circle_loss(x, y, backend="triton"),
         "generalized_lifted": lambda: fc.generalized_lifted_structure_loss(x, y, backend="triton"),
+        "lifted_cosine": lambda: fc.lifted_structure_loss(x, y, distance="cosine", backend="triton"),
         "margin": lambda: fc.MarginLoss(learn_beta=True, backend="triton")(x, y),
         "siglip": lambda: fc.siglip_loss(x[:6], x[6:], backend="triton"),
         "dcl": lambda: fc.dcl_loss(x, y, backend="triton"),
@@ -54,9 +55,11 @@ def calls(x, y, t):
 
 
 # N-pair is not here: its pair selection (one pair per label with two rows or more) sizes
-# the kernel's columns with a host read (.nonzero()) today.
+# the kernel's columns with a host read (.nonzero()) today. Lifted with a distance is not
+# here either: its pair pass is PyTorch chunks, whose distance tiles find their near pairs
+# with .nonzero() (metrics.pairwise); with a similarity it reads nothing.
 SYNC_FREE = ["supcon", "ntxent", "infonce", "contrastive", "multi_similarity", "circle",
-             "generalized_lifted", "margin", "siglip", "dcl", "batch_all", "semihard", "batch_hard"]
+             "generalized_lifted", "lifted_cosine", "margin", "siglip", "dcl", "batch_all", "semihard", "batch_hard"]
 
 
 @pytest.mark.parametrize("name", SYNC_FREE)

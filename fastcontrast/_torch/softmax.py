@@ -456,7 +456,9 @@ def _lifted_pairs(logits, same, rows, cfg, row_lse):
     return union, empty, h, pos, ref_lse, itself
 
 
-def _lifted_forward(q, r, q_labels, r_labels, cfg):
+def _lifted_forward(q, r, q_labels, r_labels, cfg, row_lse=None):
+    """values, n_pos and (row_lse,); row_lse given (the Triton path's kernel pass) skips the
+    first pass."""
     b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
     values = torch.zeros(b, dtype=cd, device=q.device)
@@ -465,7 +467,9 @@ def _lifted_forward(q, r, q_labels, r_labels, cfg):
         return values, n_pos, ()
     frame = Frame(q, r, cfg.kind)
     tau = torch.ones((), dtype=cd, device=q.device)
-    row_lse = _lifted_row_lse(frame, q_labels, r_labels, cfg, b, n)
+    if row_lse is None:
+        row_lse = _lifted_row_lse(frame, q_labels, r_labels, cfg, b, n)
+    row_lse = row_lse.to(cd)
     for rows in chunks(b, n, CHUNK_BUDGET):
         _, _, _, logits = _logits(frame, rows, cfg.kind, tau)
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
@@ -473,6 +477,50 @@ def _lifted_forward(q, r, q_labels, r_labels, cfg):
         values[rows] = (h * h).sum(1) * 0.5
         n_pos[rows] = pos.sum(1)
     return values, n_pos, (row_lse,)
+
+
+def _lifted_weight_chunk(weight, g, logits, same, rows, cfg, row_lse):
+    """Adds the chunk's positive pairs to W (see above); -> (h, the chunk's positive-pair
+    tile ∂L/∂l = −g_i·h_ip)."""
+    m = min(row_lse.shape[0], logits.shape[1])
+    union, empty, h, _, ref_lse, itself = _lifted_pairs(logits, same, rows, cfg, row_lse)
+    gh = torch.where(empty, 0.0, h * g[rows, None])
+    weight[rows] += (gh * (row_lse[rows][:, None] - union).exp()).sum(1)
+    other = torch.where(itself, 0.0, gh * (ref_lse[None, :] - union).exp())
+    weight[:m] += other[:, :m].sum(0)
+    return h, h * -g[rows, None]
+
+
+def _lifted_tile_grads(frame, tile, raw, qc, near, rows, kind):
+    """(grad of the chunk's anchors, grad of every reference) from a tile of ∂L/∂l."""
+    if kind == "dot":
+        return tile @ frame.r, tile.T @ qc
+    tile = tile.neg_()  # l = −d, then ∂/∂d → ∂/∂d²
+    if kind == "euclidean":
+        tile = torch.where(raw > 0, tile / (2 * raw).clamp_min(torch.finfo(raw.dtype).tiny), 0.0)
+    return frame.sq_backward(tile, qc, near, frame.q_abs[rows])
+
+
+def lifted_positive_backward(grad_values, q, r, q_labels, r_labels, cfg, row_lse):
+    """The Triton path's PyTorch part: one chunked pass for W and the positive pairs'
+    gradient -> (grad_q, grad_r, W) in the compute dtype; the negatives' part, W_x ·
+    softmax_{N_x}(b), is the kernel's."""
+    b, n = q.shape[0], r.shape[0]
+    cd = compute_dtype(r.dtype)
+    frame = Frame(q, r, cfg.kind)
+    tau = torch.ones((), dtype=cd, device=q.device)
+    row_lse, g = row_lse.to(cd), grad_values.to(cd)
+    weight = torch.zeros(b, dtype=cd, device=q.device)
+    grad_q = torch.zeros(frame.q.shape, dtype=cd, device=q.device)
+    grad_r = torch.zeros(frame.r.shape, dtype=cd, device=q.device)
+    for rows in chunks(b, n, CHUNK_BUDGET):
+        qc, raw, near, logits = _logits(frame, rows, cfg.kind, tau)
+        same = _same_labels(q_labels[rows], r_labels, logits.dtype)
+        _, tile = _lifted_weight_chunk(weight, g, logits, same, rows, cfg, row_lse)
+        gq, gr = _lifted_tile_grads(frame, tile, raw, qc, near, rows, cfg.kind)
+        grad_q[rows] = gq
+        grad_r += gr
+    return grad_q, grad_r, weight
 
 
 def _lifted_backward(grad_values, q, r, q_labels, r_labels, cfg, saved, temperature, needs_temperature_grad):
@@ -484,15 +532,10 @@ def _lifted_backward(grad_values, q, r, q_labels, r_labels, cfg, saved, temperat
     (row_lse,) = saved if saved else (_lifted_row_lse(frame, q_labels, r_labels, cfg, b, n),)
     g = grad_values.to(cd)
     weight = torch.zeros(b, dtype=cd, device=q.device)  # W_x
-    m = min(b, n)
     for rows in chunks(b, n, CHUNK_BUDGET):
         _, _, _, logits = _logits(frame, rows, cfg.kind, tau)
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
-        union, empty, h, _, ref_lse, itself = _lifted_pairs(logits, same, rows, cfg, row_lse)
-        gh = torch.where(empty, 0.0, h * g[rows, None])
-        weight[rows] += (gh * (row_lse[rows][:, None] - union).exp()).sum(1)
-        other = torch.where(itself, 0.0, gh * (ref_lse[None, :] - union).exp())
-        weight[:m] += other[:, :m].sum(0)
+        _lifted_weight_chunk(weight, g, logits, same, rows, cfg, row_lse)
     grad_q = torch.zeros(frame.q.shape, dtype=cd, device=q.device)
     grad_r = torch.zeros(frame.r.shape, dtype=cd, device=q.device)
     for rows in chunks(b, n, CHUNK_BUDGET):
@@ -503,13 +546,7 @@ def _lifted_backward(grad_values, q, r, q_labels, r_labels, cfg, saved, temperat
         tile = h.mul_(-g[rows, None])  # ∂L/∂l on the positive pairs
         neg_w = torch.where(neg, (logits - cfg.shift_neg - row_lse[rows][:, None]).exp(), 0.0)
         tile.add_(neg_w.mul_(weight[rows, None]))
-        if cfg.kind == "dot":
-            gq, gr = tile @ frame.r, tile.T @ qc
-        else:  # l = −d, then ∂/∂d → ∂/∂d²
-            tile = tile.neg_()
-            if cfg.kind == "euclidean":
-                tile = torch.where(raw > 0, tile / (2 * raw).clamp_min(torch.finfo(raw.dtype).tiny), 0.0)
-            gq, gr = frame.sq_backward(tile, qc, near, frame.q_abs[rows])
+        gq, gr = _lifted_tile_grads(frame, tile, raw, qc, near, rows, cfg.kind)
         grad_q[rows] = gq
         grad_r += gr
     grad_t = torch.zeros((), dtype=temperature.dtype, device=q.device) if needs_temperature_grad else None

@@ -1,11 +1,11 @@
 """Multi-Similarity, Circle, generalized Lifted and Margin losses through GlobalBatchLoss on
 spawned gloo groups: loss value and DDP parameter gradients equal one process on the
-concatenated batch (float64). (LiftedStructureLoss is not exact there: a positive pair's
-negatives include those of its positive's own anchor row, which another rank holds.)"""
+concatenated batch (float64). LiftedStructureLoss runs as "whole_rows" (a positive pair's
+negatives include those of its positive's own anchor row, which another rank may hold)."""
 import torch
 
 import fastcontrast as fc
-from fastcontrast.distributed import GlobalBatchLoss
+from fastcontrast.distributed import GlobalBatchLoss, distributed_mode
 
 from ._cases import check_global
 from ._ranks import run_ranks
@@ -26,6 +26,17 @@ CASES = {
     "margin-per-class-sum": (lambda: fc.MarginLoss(margin=0.3, beta=1.5, learn_beta=True, nu=0.1, num_classes=3,
                                                    reduction="sum", backend="torch").double(), {}),
 }
+LIFTED = {
+    "lifted": (lambda: fc.LiftedStructureLoss(neg_margin=1.5, pos_margin=0.2, backend="torch"), {}),
+    "lifted-sum-cosine": (lambda: fc.LiftedStructureLoss(neg_margin=0.4, distance="cosine", reduction="sum",
+                                                         backend="torch"), {}),
+    "lifted-dot-ref": (lambda: fc.LiftedStructureLoss(neg_margin=0.5, pos_margin=0.1, distance="dot",
+                                                      backend="torch"), {"ref": True}),
+    "lifted-local-singletons": (lambda: fc.LiftedStructureLoss(neg_margin=2.0, backend="torch"),
+                                {"labels": "local_singletons"}),
+    "lifted-one-class": (lambda: fc.LiftedStructureLoss(backend="torch"), {"labels": "one_class"}),
+}
+CASES.update(LIFTED)
 
 
 def native(loss, emb, labels, ref_emb, ref_labels):
@@ -41,3 +52,14 @@ def _worker(rank, world, sizes, ref_sizes, names, dtype=torch.float64):
 
 def test_pair_losses_three_ranks():
     run_ranks(_worker, 3, (6, 9, 4), (5, 2, 7), list(CASES))
+
+
+
+def test_lifted_two_ranks():
+    run_ranks(_worker, 2, (7, 4), (3, 6), list(LIFTED))
+
+
+def test_lifted_declares_whole_rows():
+    # the rows split would miss the negatives of a positive's anchor row held by another rank
+    assert distributed_mode(fc.LiftedStructureLoss()) == "whole_rows"
+    assert distributed_mode(fc.GeneralizedLiftedStructureLoss()) == "rows"
