@@ -48,6 +48,11 @@ CASES = {
     "multisimilarity-miner+fc-ntxent": (lambda: MinedLoss(
         pml_miners_ref.MultiSimilarityMiner(epsilon=0.3),
         pml_losses.NTXentLoss(temperature=0.3, backend="torch")), {}),
+    "fc-lifted (whole loss on every rank)": (lambda: pml_losses.LiftedStructureLoss(neg_margin=1.5,
+                                                                                     backend="torch"), {}),
+    "fc-pairmargin-miner+fc-contrastive (lazy, materialized)": (lambda: MinedLoss(
+        pml_miners.PairMarginMiner(pos_margin=0.5, neg_margin=1.2),
+        pml_losses.ContrastiveLoss(neg_margin=1.5, backend="torch")), {}),
     "fc-triplet": (lambda: pml_losses.TripletMarginLoss(margin=0.3, backend="torch"), {}),
     "fc-semihard-miner+fc-triplet (lazy, fused)": (lambda: MinedLoss(
         pml_miners.TripletMarginMiner(margin=0.5, type_of_triplets="semihard"),

@@ -7,6 +7,9 @@ MultiSimilarityMiner, PairMarginMiner and BatchEasyHardMiner: same constructors,
 and outputs as PML 2.9.0 — the pairs (a1, p, a2, n), the same pairs in the same order —
 computed by fastcontrast.pair_miners' chunked passes (no B×N distance matrix, no sort of one).
 After a call the miner has `num_pos_pairs`, `num_neg_pairs` (and `num_triplets` = 0).
+PairMarginMiner lists nothing: it returns a lazy `MinedPairs` (a tuple on reading), its pair
+counts from one streaming pass, which fastcontrast's ContrastiveLoss fuses as a pair
+threshold (MultiSimilarityMiner and BatchEasyHardMiner still list their pairs).
 With collect_stats, or a distance without a fused form, the miner is PML's own (dense).
 PML's self-pair rule is kept: (i, i) is skipped when ref_labels is labels (or missing);
 MultiSimilarityMiner also when ref_emb is the embeddings tensor itself.
@@ -24,7 +27,7 @@ from . import _pml
 from ._triplet import distance_options, pml_self_offset
 from .distances import CosineSimilarity, LpDistance, fused_metric
 
-__all__ = ["MultiSimilarityMiner", "PairMarginMiner", "BatchEasyHardMiner"]
+__all__ = ["MultiSimilarityMiner", "PairMarginMiner", "BatchEasyHardMiner", "MinedPairs"]
 
 
 class _PairMiner(_pml.DenseMinerFallback, torch.nn.Module):
@@ -140,6 +143,21 @@ class PairMarginMiner(_PairMiner):
         super().__init__()
         self._setup(distance, collect_stats, dict(pos_margin=pos_margin, neg_margin=neg_margin))
 
+    def forward(self, embeddings, labels, ref_emb=None, ref_labels=None):
+        """A lazy MinedPairs; num_pos_pairs / num_neg_pairs from a streaming count (no list)."""
+        if self.metric is None or self.collect_stats:
+            return super().forward(embeddings, labels, ref_emb, ref_labels)
+        if ref_emb is not None:
+            if ref_labels is None and isinstance(labels, torch.Tensor) and isinstance(ref_emb, torch.Tensor) \
+                    and ref_emb.dim() >= 1 and ref_emb.shape[0] != labels.shape[0]:
+                raise ValueError("ref_labels is required when ref_emb has a different number of rows than labels")
+            check_query_ref(embeddings, labels, ref_emb, labels if ref_labels is None else ref_labels)
+        sel = MinedPairs(self.pos_margin, self.neg_margin, self.metric, embeddings, labels, ref_emb, ref_labels,
+                         self._self_offset(embeddings, labels, ref_emb, ref_labels))
+        counts = sel.pair_counts().sum(0)
+        self.num_pos_pairs, self.num_neg_pairs = int(counts[0]), int(counts[1])
+        return sel
+
 
 class BatchEasyHardMiner(_PairMiner):
     """pytorch_metric_learning.miners.BatchEasyHardMiner(pos_strategy="easy",
@@ -175,3 +193,113 @@ class BatchEasyHardMiner(_PairMiner):
         self._setup(distance, collect_stats, dict(pos_strategy=pos_strategy, neg_strategy=neg_strategy,
                                                   allowed_pos_range=allowed_pos_range,
                                                   allowed_neg_range=allowed_neg_range))
+
+
+class MinedPairs(tuple):
+    """PairMarginMiner's selection, not enumerated: a tuple (a1, p, a2, n) on reading.
+
+    It records the miner's thresholds, metric and tensors. fastcontrast's ContrastiveLoss
+    given it as `indices_tuple` fuses the rule into its own pass (a pair threshold: a term
+    counts only when its pair is mined), so no pair list is built; any other reader
+    (unpacking, `len`, indexing, pytorch-metric-learning's losses) sees the pairs of
+    `materialize()`, PML's pairs in PML's order, listed once. Code reading the tuple's
+    storage from C (`torch.cat(sel)`) does not see them: give it `tuple(sel)`.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        return tuple.__new__(cls)
+
+    def __init__(self, pos_margin: float, neg_margin: float, metric, embeddings, labels, ref_emb, ref_labels,
+                 self_offset: int):
+        self.pos_margin, self.neg_margin, self.metric = float(pos_margin), float(neg_margin), metric
+        self.embeddings, self.labels, self.ref_emb, self.ref_labels = embeddings, labels, ref_emb, ref_labels
+        self.self_offset = self_offset
+        self._materialized = None
+        self._counts = None
+
+    def _refs(self):
+        if self.ref_emb is None:
+            return None, None
+        return self.ref_emb, self.labels if self.ref_labels is None else self.ref_labels
+
+    @torch.no_grad()
+    def materialize(self):
+        """The pairs (a1, p, a2, n) as PML's PairMarginMiner lists them."""
+        if self._materialized is None:
+            ref_emb, ref_labels = self._refs()
+            self._materialized = _native.pair_margin_miner(
+                self.embeddings, self.labels, pos_margin=self.pos_margin, neg_margin=self.neg_margin,
+                ref_emb=ref_emb, ref_labels=ref_labels, self_offset=self.self_offset,
+                **distance_options(self.metric))
+        return self._materialized
+
+    @torch.no_grad()
+    def pair_counts(self) -> torch.Tensor:
+        """(B, 2) mined positive and negative pairs per anchor, counted in one streaming pass:
+        a pair is mined exactly when the contrastive term with the miner's thresholds as
+        margins is non-zero (d > pos_margin, d < neg_margin; flipped for a similarity)."""
+        if self._counts is None:
+            from ...pair_margin import ContrastiveLoss as _Fast
+            from ._pair_margin import _distance_name
+            name, normalize = _distance_name(self.metric)
+            counter = _Fast(pos_margin=self.pos_margin, neg_margin=self.neg_margin, power=1, distance=name,
+                            normalize=normalize, backend="torch")
+            ref_emb, ref_labels = self._refs()
+            terms = counter.terms(self.embeddings.detach(), self.labels,
+                                  None if ref_emb is None else ref_emb.detach(), ref_labels, self.self_offset)
+            self._counts = terms.nonzero
+        return self._counts
+
+    def d_thresholds(self) -> tuple[float, float]:
+        """The thresholds on d (the distance, or −s for a similarity): positives d > T_p,
+        negatives d < T_n."""
+        if self.metric.is_similarity:
+            return -self.pos_margin, -self.neg_margin
+        return self.pos_margin, self.neg_margin
+
+    def fuses_with(self, metric, embeddings, labels, ref_emb, ref_labels) -> bool:
+        return (metric == self.metric and embeddings is self.embeddings and labels is self.labels
+                and ref_emb is self.ref_emb and ref_labels is self.ref_labels and labels is not None)
+
+    # tuple protocol, on the materialized pairs
+    def __len__(self):
+        return 4
+
+    def __iter__(self):
+        return iter(self.materialize())
+
+    def __getitem__(self, i):
+        return self.materialize()[i]
+
+    def __contains__(self, item):
+        return any(item is t for t in self.materialize())
+
+    def __eq__(self, other):
+        if isinstance(other, MinedPairs):
+            other = tuple(other.materialize())
+        return tuple(self.materialize()) == other if isinstance(other, tuple) else NotImplemented
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = object.__hash__
+
+    def __add__(self, other):
+        return tuple(self.materialize()) + tuple(other)
+
+    def __radd__(self, other):
+        return tuple(other) + tuple(self.materialize())
+
+    def __reduce_ex__(self, protocol):
+        return tuple, (tuple(self.materialize()),)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return tuple(t.clone() for t in self.materialize())
+
+    def __repr__(self):
+        return (f"MinedPairs(pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, "
+                f"batch={self.embeddings.shape[0]}, materialized={self._materialized is not None})")
