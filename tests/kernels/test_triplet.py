@@ -7,6 +7,8 @@ and (batch_hard) the selected indices. Shapes are small and odd: the interpreter
 0.3 ms per Triton op per program. Also here: the public loss on both backends, a
 torch.compile'd training step (aot_eager) and a compile of every kernel for sm_90.
 """
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -298,6 +300,35 @@ def test_matches_torch_path_and_reference(fields):
     ref = reference.triplet_terms(q.double(), r.double(), ql, rl, cfg)
     assert_close(values, ref[0], torch.float32)
     assert torch.equal(counts.cpu(), ref[1].to(torch.int64))
+
+
+KEEP_CASES = [(0.1, math.inf), (-math.inf, 0.2), (-1.0, math.inf), (-0.5, 0.25), (0.05, 0.25), (5.0, math.inf),
+              (-math.inf, 0.0)]
+KEEP_MODES = [dict(mining="batch_all", margin=0.3), dict(mining="semihard", margin=0.3, miner_margin=0.5),
+              dict(mining="easy", kind="dot", negate=True, margin=0.3, miner_margin=0.1),
+              dict(mining="hard", margin=0.3, miner_margin=0.2), dict(mining="batch_hard", margin=0.3),
+              dict(mining="all", smooth=True, margin=0.3, miner_margin=0.4),
+              dict(mining="batch_all", swap=True, margin=0.3)]
+
+
+@pytest.mark.parametrize("keep", KEEP_CASES, ids=[f"{lo}_{hi}" for lo, hi in KEEP_CASES])
+@pytest.mark.parametrize("fields", KEEP_MODES, ids=[f"{c['mining']}{'-smooth' if c.get('smooth') else ''}"
+                                                    f"{'-swap' if c.get('swap') else ''}" for c in KEEP_MODES])
+def test_term_keep_matches_torch_path(fields, keep):
+    """cfg.term_keep (ThresholdReducer): the kernels' windows against the PyTorch path, with a
+    per-anchor upstream gradient (the backward's own pass, not the unit-gradient shortcut)."""
+    torch_path = pytest.importorskip("fastcontrast._torch.triplet")
+    cfg = TripletConfig(**fields, term_keep=keep)
+    q, r, ql, rl, same = make_data(B=14, D=6, style="dup", seed=7)
+    grad = torch.rand(14, generator=torch.Generator().manual_seed(2)) + 0.5
+    values, counts, nonzero, saved, gq, gr = run_kernels(q, r, ql, rl, cfg, same, grad)
+    t_values, t_counts, t_nonzero, t_saved = torch_path.forward(q, r, ql, rl, cfg)
+    t_gq, t_gr = torch_path.backward(grad, q, r, ql, rl, cfg, t_saved)
+    assert torch.equal(counts.cpu(), t_counts) and torch.equal(nonzero.cpu(), t_nonzero)
+    assert_close(values, t_values, torch.float32)
+    assert_close(gq.float() + gr.float(), t_gq + t_gr, torch.float32)
+    if keep == (5.0, math.inf) or keep == (-math.inf, 0.0):
+        assert int(nonzero.sum()) == 0 and float(values.abs().sum()) == 0.0
 
 
 @pytest.mark.parametrize("kwargs", [dict(mining="semihard", distance="cosine"),
