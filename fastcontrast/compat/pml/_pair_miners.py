@@ -24,6 +24,7 @@ import torch
 from ... import pair_miners as _native
 from ..._validation import check_query_ref
 from . import _pml
+from ._lazy import LazyTuple
 from ._triplet import distance_options, pml_self_offset
 from .distances import CosineSimilarity, LpDistance, fused_metric
 
@@ -195,7 +196,7 @@ class BatchEasyHardMiner(_PairMiner):
                                                   allowed_neg_range=allowed_neg_range))
 
 
-class MinedPairs(tuple):
+class MinedPairs(LazyTuple):
     """PairMarginMiner's selection, not enumerated: a tuple (a1, p, a2, n) on reading.
 
     It records the miner's thresholds, metric and tensors. fastcontrast's ContrastiveLoss
@@ -205,9 +206,6 @@ class MinedPairs(tuple):
     `materialize()`, PML's pairs in PML's order, listed once. Code reading the tuple's
     storage from C (`torch.cat(sel)`) does not see them: give it `tuple(sel)`.
     """
-
-    def __new__(cls, *args, **kwargs):
-        return tuple.__new__(cls)
 
     def __init__(self, pos_margin: float, neg_margin: float, metric, embeddings, labels, ref_emb, ref_labels,
                  self_offset: int):
@@ -264,41 +262,6 @@ class MinedPairs(tuple):
     # tuple protocol, on the materialized pairs
     def __len__(self):
         return 4
-
-    def __iter__(self):
-        return iter(self.materialize())
-
-    def __getitem__(self, i):
-        return self.materialize()[i]
-
-    def __contains__(self, item):
-        return any(item is t for t in self.materialize())
-
-    def __eq__(self, other):
-        if isinstance(other, MinedPairs):
-            other = tuple(other.materialize())
-        return tuple(self.materialize()) == other if isinstance(other, tuple) else NotImplemented
-
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    __hash__ = object.__hash__
-
-    def __add__(self, other):
-        return tuple(self.materialize()) + tuple(other)
-
-    def __radd__(self, other):
-        return tuple(other) + tuple(self.materialize())
-
-    def __reduce_ex__(self, protocol):
-        return tuple, (tuple(self.materialize()),)
-
-    def __copy__(self):
-        return self
-
-    def __deepcopy__(self, memo):
-        return tuple(t.clone() for t in self.materialize())
 
     def __repr__(self):
         return (f"MinedPairs(pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, "

@@ -38,6 +38,7 @@ from ..._validation import check_choice, check_query_ref, check_real
 from ...triplet import MinedTriplets
 from ...triplet import TripletMarginLoss as _FastTripletMarginLoss
 from . import _pml
+from ._lazy import LazyTuple
 from ._triplet import distance_options, pml_self_offset
 from .distances import LpDistance, fused_metric
 
@@ -46,60 +47,13 @@ __all__ = ["TripletMarginMiner", "BatchHardMiner", "MinedSelection"]
 TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
 
 
-class MinedSelection(MinedTriplets, tuple):
+class MinedSelection(MinedTriplets, LazyTuple):
     """A lazy triplet selection that is also a tuple (a, p, n), materialized on first read of
     an element. fastcontrast's triplet losses recognize it by type and fuse it unread."""
-
-    def __new__(cls, *args, **kwargs):
-        return tuple.__new__(cls)
 
     def __init__(self, *args, **kwargs):
         MinedTriplets.__init__(self, *args, **kwargs)
         self._count = None
-
-    # tuple protocol, on the materialized triplets
-    def __contains__(self, item):
-        return any(item is t for t in self.materialize())
-
-    def __eq__(self, other):
-        if isinstance(other, MinedSelection):
-            other = other.materialize()
-        return tuple(self.materialize()) == other if isinstance(other, tuple) else NotImplemented
-
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    __hash__ = object.__hash__
-
-    def __add__(self, other):
-        return tuple(self.materialize()) + tuple(other)
-
-    def __radd__(self, other):
-        return tuple(other) + tuple(self.materialize())
-
-    def __mul__(self, n):
-        return tuple(self.materialize()) * n
-
-    __rmul__ = __mul__
-
-    def __reversed__(self):
-        return reversed(self.materialize())
-
-    def index(self, *args):
-        return tuple(self.materialize()).index(*args)
-
-    def count(self, value):
-        return tuple(self.materialize()).count(value)
-
-    def __reduce_ex__(self, protocol):
-        return tuple, (tuple(self.materialize()),)
-
-    def __copy__(self):
-        return self
-
-    def __deepcopy__(self, memo):
-        return tuple(t.clone() for t in self.materialize())
 
     def __repr__(self):
         return (f"MinedSelection(mining={self.mining!r}, miner_margin={self.miner_margin}, "
