@@ -9,17 +9,10 @@ pytest.importorskip("triton")
 
 import fastcontrast as fc  # noqa: E402
 from fastcontrast._torch import softmax as torch_softmax  # noqa: E402
+from tests.kernels.test_pair_weighted import _run  # noqa: E402  (values and weighted gradients)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DISTANCES = ("euclidean", "squared_euclidean", "cosine", "dot")
-
-
-def _run(loss, x, y, ref, ry, weights):
-    x = x.clone().requires_grad_()
-    r = None if ref is None else ref.clone().requires_grad_()
-    v = loss(x, y) if ref is None else loss(x, y, ref_emb=r, ref_labels=ry)
-    (v.float() * weights).sum().backward()
-    return v.detach().float(), x.grad.float(), None if r is None else r.grad.float()
 
 
 def _compare(x, y, ref, ry, weights, rtol=1e-4, **hyper):

@@ -284,19 +284,27 @@ SEAM_CASES = [
 ]
 
 
-@pytest.mark.parametrize("fields", SEAM_CASES, ids=[f"{c['mining']}{'-swap' if c.get('swap') else ''}" for c in SEAM_CASES])
-def test_matches_torch_path_and_reference(fields):
+def _kernels_match_torch_path(cfg, seed, grad_seed):
+    """The kernels against the PyTorch path on a batch with duplicates (B = 14, D = 6), with a
+    per-anchor upstream gradient: equal counts and nonzero, close values and gradients.
+    Returns (q, r, q_labels, r_labels, counts, values, nonzero) of the kernels."""
     torch_path = pytest.importorskip("fastcontrast._torch.triplet")
-    reference = pytest.importorskip("fastcontrast.reference.triplet")
-    cfg = TripletConfig(**fields)
-    q, r, ql, rl, same = make_data(B=14, D=6, style="dup", seed=5)
-    grad = torch.rand(14, generator=torch.Generator().manual_seed(1)) + 0.5
+    q, r, ql, rl, same = make_data(B=14, D=6, style="dup", seed=seed)
+    grad = torch.rand(14, generator=torch.Generator().manual_seed(grad_seed)) + 0.5
     values, counts, nonzero, saved, gq, gr = run_kernels(q, r, ql, rl, cfg, same, grad)
     t_values, t_counts, t_nonzero, t_saved = torch_path.forward(q, r, ql, rl, cfg)
     t_gq, t_gr = torch_path.backward(grad, q, r, ql, rl, cfg, t_saved)
     assert torch.equal(counts.cpu(), t_counts) and torch.equal(nonzero.cpu(), t_nonzero)
     assert_close(values, t_values, torch.float32)
     assert_close(gq.float() + gr.float(), t_gq + t_gr, torch.float32)
+    return q, r, ql, rl, counts, values, nonzero
+
+
+@pytest.mark.parametrize("fields", SEAM_CASES, ids=[f"{c['mining']}{'-swap' if c.get('swap') else ''}" for c in SEAM_CASES])
+def test_matches_torch_path_and_reference(fields):
+    reference = pytest.importorskip("fastcontrast.reference.triplet")
+    cfg = TripletConfig(**fields)
+    q, r, ql, rl, counts, values, _ = _kernels_match_torch_path(cfg, seed=5, grad_seed=1)
     ref = reference.triplet_terms(q.double(), r.double(), ql, rl, cfg)
     assert_close(values, ref[0], torch.float32)
     assert torch.equal(counts.cpu(), ref[1].to(torch.int64))
@@ -317,16 +325,8 @@ KEEP_MODES = [dict(mining="batch_all", margin=0.3), dict(mining="semihard", marg
 def test_term_keep_matches_torch_path(fields, keep):
     """cfg.term_keep (ThresholdReducer): the kernels' windows against the PyTorch path, with a
     per-anchor upstream gradient (the backward's own pass, not the unit-gradient shortcut)."""
-    torch_path = pytest.importorskip("fastcontrast._torch.triplet")
     cfg = TripletConfig(**fields, term_keep=keep)
-    q, r, ql, rl, same = make_data(B=14, D=6, style="dup", seed=7)
-    grad = torch.rand(14, generator=torch.Generator().manual_seed(2)) + 0.5
-    values, counts, nonzero, saved, gq, gr = run_kernels(q, r, ql, rl, cfg, same, grad)
-    t_values, t_counts, t_nonzero, t_saved = torch_path.forward(q, r, ql, rl, cfg)
-    t_gq, t_gr = torch_path.backward(grad, q, r, ql, rl, cfg, t_saved)
-    assert torch.equal(counts.cpu(), t_counts) and torch.equal(nonzero.cpu(), t_nonzero)
-    assert_close(values, t_values, torch.float32)
-    assert_close(gq.float() + gr.float(), t_gq + t_gr, torch.float32)
+    _, _, _, _, _, values, nonzero = _kernels_match_torch_path(cfg, seed=7, grad_seed=2)
     if keep == (5.0, math.inf) or keep == (-math.inf, 0.0):
         assert int(nonzero.sum()) == 0 and float(values.abs().sum()) == 0.0
 
