@@ -143,8 +143,6 @@ def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
         h_pos, h_neg = _hinges(t, pos_margin + sh, neg_margin + sh, NEGATE)
         term_pos = _terms(h_pos, pos, POWER)
         term_neg = _terms(h_neg, neg, POWER)
-        n_pos += tl.sum(pos.to(tl.int32), 1)
-        n_neg += tl.sum(neg.to(tl.int32), 1)
         if FILTERED:  # only the terms inside (low, high) count
             kept_pos = pos & (term_pos > pos_low) & (term_pos < pos_high)
             kept_neg = neg & (term_neg > neg_low) & (term_neg < neg_high)
@@ -155,8 +153,14 @@ def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
             kept_neg = term_neg > 0.0
         sum_pos += tl.sum(term_pos, 1)
         sum_neg += tl.sum(term_neg, 1)
-        nz_pos += tl.sum(kept_pos.to(tl.int32), 1)
-        nz_neg += tl.sum(kept_neg.to(tl.int32), 1)
+        tl.static_assert(BLOCK_N < 256)
+        # the four counts of a tile (each ≤ BLOCK_N < 256) in the bytes of one int32: one reduction
+        packed = tl.sum(pos.to(tl.int32) | (neg.to(tl.int32) << 8) | (kept_pos.to(tl.int32) << 16)
+                        | (kept_neg.to(tl.int32) << 24), 1)
+        n_pos += packed & 0xFF
+        n_neg += (packed >> 8) & 0xFF
+        nz_pos += (packed >> 16) & 0xFF
+        nz_neg += (packed >> 24) & 0xFF
 
     in_m = offs_m < M
     out = offs_m.to(tl.int64) * 2
@@ -272,10 +276,12 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, precision: 
     if dtype == torch.float32:
         # 4-byte operands. "ieee" (no tensor cores: the tile product is FFMA work) spills
         # 0.9-5 KB per thread at 64×64 / 4 warps; 64×32 forward and 32×32 backward tiles over
-        # 8 warps do not (tf32 takes 64×32 backward tiles too)
-        bwd_m = 64 if precision == "tf32" else 32
-        return Blocks(fwd_m=64, fwd_n=32, bwd_m=bwd_m, bwd_n=32, block_d=_host.pow2(D, 16, 32),
-                      block_do=_host.pow2(D, 16, 32), num_warps=8, num_stages=2)
+        # 8 warps with a D step of 16 do not (a D step of 32 left 8 B of stack in the backward);
+        # tf32 takes 64×32 backward tiles and a D step of 32
+        tf32 = precision == "tf32"
+        return Blocks(fwd_m=64, fwd_n=32, bwd_m=64 if tf32 else 32, bwd_n=32,
+                      block_d=_host.pow2(D, 16, 32 if tf32 else 16), block_do=_host.pow2(D, 16, 32),
+                      num_warps=8, num_stages=2)
     # fp16/bf16: 64×64 forward tiles; the backward's near-pair paths need 64×32 tiles and
     # 32-wide gradient chunks to stay in registers (64×64 / 64-wide spilled 240-496 B); the D
     # step of 128 (not 64) keeps triton 3.6's forward build from spilling too

@@ -66,12 +66,13 @@ def test_the_bf16_pair_margin_forward_does_not_spill(report):
 @pytest.mark.parametrize("inputs", ["bf16", "fp32", "tf32"])
 def test_the_pair_margin_kernels_do_not_spill(report, inputs):
     """bf16, float32 exact ("ieee": FFMA tile products) and tf32 (tensor cores): the tile sizes
-    of default_blocks build without spills (float32 spilled 0.9-5 KB at 64×64 / 4 warps, the
-    bf16 backward 240-496 B at 64×64)."""
+    of default_blocks build without spills and without a stack frame (float32 spilled 0.9-5 KB
+    at 64×64 / 4 warps, the bf16 backward 240-496 B at 64×64; per-tile count reductions of
+    4 boolean tiles went through 8 B of local memory in the tf32 forward)."""
     rows = [r for r in report["kernels"] if r["kernel"].startswith("pair-margin") and r["kernel"].endswith(inputs)]
     assert len(rows) == 3
     for r in rows:
-        assert r["stack_bytes"] <= 8 and r["spill_instructions"] <= 4, r
+        assert r["stack_bytes"] == 0 and r["spill_instructions"] == 0, r
         assert (r["main_loop_mix"].get("HGMMA", 0) + r["main_loop_mix"].get("HMMA", 0) > 0) == (inputs != "fp32"), r
 
 
