@@ -28,7 +28,7 @@ from torch import nn
 from . import metrics
 from ._reduce import LossTerms, reduce_terms, safe_ratio
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_real,
-                          check_reduction, full_precision)
+                          check_reduction, full_precision, index_range_ok)
 from .backend import BACKENDS, resolve_backend
 from .configs import PairMarginConfig
 from .pair_margin import PairMarginFunction, _check_indices, materialize_indices
@@ -57,7 +57,7 @@ def anchor_beta(beta: torch.Tensor, labels: torch.Tensor | None, anchors: torch.
     if labels is None:
         raise ValueError("a per-class beta needs labels")
     y = labels if anchors is None else labels[anchors]
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= beta.numel()):
+    if not index_range_ok(y, beta.numel()):
         raise ValueError(f"labels must lie in [0, {beta.numel()}) to index a per-class beta")
     return beta[y.long()]
 

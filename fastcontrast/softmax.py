@@ -38,8 +38,9 @@ from . import metrics
 from ._function import compiling, config_code, config_from, opaque_op, save_inputs, saved_inputs, with_references
 from ._docs import COMMON, RAISES, doc
 from ._reduce import LossTerms, reduce_terms
-from ._validation import (check_choice, check_query_keys, check_embeddings, check_labels, check_pair, check_positive,
-                          check_query_ref, check_real, check_reduction, full_precision)
+from ._validation import (check_choice, check_disjoint_pairs, check_query_keys, check_embeddings, check_labels,
+                          check_pair, check_positive, check_query_ref, check_real, check_reduction, full_precision,
+                          index_range_ok)
 from .backend import BACKENDS, resolve_backend
 from ._torch import softmax as _torch_softmax
 from ._torch.softmax import softplus
@@ -235,7 +236,7 @@ def _check_indices_tuple(indices_tuple, b: int, n: int):
     if a1.shape != p.shape or a2.shape != neg.shape:
         raise ValueError("indices_tuple: anchors and their positives/negatives must have equal lengths")
     for t, bound, what in ((a1, b, "anchor"), (a2, b, "anchor"), (p, n, "reference"), (neg, n, "reference")):
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= bound):
+        if not index_range_ok(t, bound):
             raise ValueError(f"indices_tuple holds a {what} index outside [0, {bound})")
     return a1, p, a2, neg
 
@@ -391,8 +392,7 @@ def _supcon_tuple_terms(module, embeddings, tuples, ref_emb):
     neg = torch.zeros_like(pos)
     pos[a1, p] = True
     neg[a2, n] = True
-    if bool((pos & neg).any()):
-        raise ValueError("indices_tuple: a pair is listed both as positive and as negative")
+    check_disjoint_pairs(pos, neg)
     zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
     lse = logits.masked_fill(~(pos | neg), float("-inf")).logsumexp(1)
     count = pos.sum(1)
