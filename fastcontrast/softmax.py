@@ -200,7 +200,7 @@ def _temperature_tensor(temperature, like: torch.Tensor) -> torch.Tensor:
         if not t.is_floating_point():
             t = t.to(cd)
         return t.to(like.device)
-    return torch.tensor(float(temperature), dtype=cd, device=like.device)
+    return torch.full((), float(temperature), dtype=cd, device=like.device)  # a fill: no host-to-device copy
 
 
 def _bias_tensor(bias, like: torch.Tensor) -> torch.Tensor:
@@ -210,7 +210,7 @@ def _bias_tensor(bias, like: torch.Tensor) -> torch.Tensor:
         if not b.is_floating_point():
             b = b.to(metrics.compute_dtype(like.dtype))
         return b.to(like.device)
-    return torch.tensor(float(bias), dtype=metrics.compute_dtype(like.dtype), device=like.device)
+    return torch.full((), float(bias), dtype=metrics.compute_dtype(like.dtype), device=like.device)
 
 
 def _check_backend(backend):

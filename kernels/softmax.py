@@ -652,9 +652,10 @@ def _with_params(tau, cfg: SoftmaxConfig):
     temperature tensor; the other variants the 0-dim τ alone."""
     if VARIANT_CODES[cfg.variant] < WEIGHTED:
         return tau
-    params = torch.tensor([cfg.scale_pos, cfg.scale_neg, cfg.shift_pos, cfg.shift_neg], dtype=torch.float32,
-                          device=tau.device)
-    return torch.cat([tau.reshape(1), params])
+    # fills, not a copy of host data (which synchronizes a CUDA stream)
+    params = [torch.full((1,), v, dtype=torch.float32, device=tau.device)
+              for v in (cfg.scale_pos, cfg.scale_neg, cfg.shift_pos, cfg.shift_neg)]
+    return torch.cat([tau.reshape(1), *params])
 
 
 def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: Blocks | None = None, bias=None):
