@@ -55,6 +55,14 @@ class LossTerms:
         return [(self.values[:, k], self.counts[:, k], self.nonzero[:, k]) for k in range(self.values.shape[1])]
 
 
+def index_counts(index: torch.Tensor, size: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """int64 (size,): how often each value in [0, size) occurs in index (where keep is True,
+    if given). A scatter of fixed size: unlike torch.bincount (which reads max(index) on a
+    GPU) or index[keep] (sized by its values), no host sync."""
+    ones = torch.ones_like(index, dtype=torch.int64) if keep is None else keep.to(torch.int64)
+    return torch.zeros(size, dtype=torch.int64, device=index.device).index_add_(0, index, ones)
+
+
 def safe_ratio(total: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
     """total / denom, or an exact 0 still attached to the graph when denom is 0."""
     denom = denom.to(total.dtype)

@@ -15,18 +15,21 @@ import torch
 REDUCTIONS = ("mean", "sum", "none")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-# When the NaN/Inf check of the inputs runs. It needs the tensor's values on the host: free on
-# the CPU, a device synchronization on a GPU (a stall of every training step).
+# When the checks that read input values run — NaN/Inf in embeddings, a tensor temperature's
+# range, explicit indices inside their row range. They need the tensor's values on the host:
+# free on the CPU, a device synchronization on a GPU (a stall of every training step).
 #   "auto"    check tensors that are not on a CUDA device (the default)
 #   "always"  check every tensor, CUDA too (debugging: a clear error at the first bad batch)
-#   "never"   never check (non-finite input then gives NaN/Inf results, as PyTorch ops do)
+#   "never"   never check (non-finite input then gives NaN/Inf results, as PyTorch ops do; an
+#             index out of range fails in the indexing op itself, on CUDA as a device-side assert)
 CHECK_FINITE_MODES = ("auto", "always", "never")
 CHECK_FINITE_ENV = "FASTCONTRAST_CHECK_FINITE"
 _check_finite = None
 
 
 def set_check_finite(mode: str) -> None:
-    """Choose, for this process, when loss inputs are checked for NaN/Inf.
+    """Choose, for this process, when loss inputs are checked for NaN/Inf (and, with the same
+    rule, when explicit indices are checked against their row range).
 
     "auto" checks tensors that are not on a CUDA device (no host sync on GPU), "always" checks
     every tensor, "never" none; the default comes from FASTCONTRAST_CHECK_FINITE, else "auto".
@@ -67,6 +70,22 @@ def _values_checked(x: torch.Tensor) -> bool:
         return False
     mode = check_finite_mode()
     return mode == "always" or (mode == "auto" and x.device.type != "cuda")
+
+
+def index_range_ok(t: torch.Tensor, size: int) -> bool:
+    """Whether the integer tensor t lies in [0, size): True without reading it where
+    _values_checked says no (then an index out of range fails in the indexing op itself)."""
+    if t.numel() == 0 or not _values_checked(t):
+        return True
+    low, high = torch.stack(torch.aminmax(t.detach())).tolist()
+    return low >= 0 and high < size
+
+
+def check_disjoint_pairs(pos: torch.Tensor, neg: torch.Tensor) -> None:
+    """indices_tuple as boolean B×N pair masks: no pair both positive and negative (read
+    where _values_checked allows)."""
+    if _values_checked(pos) and bool((pos & neg).any()):
+        raise ValueError("indices_tuple: a pair is listed both as positive and as negative")
 
 
 def check_tensor(x, name: str) -> None:

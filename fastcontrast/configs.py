@@ -54,6 +54,10 @@ class SoftmaxConfig:
     # True: a promise that no reference shares a label with any query and none is excluded
     # (every pair is a negative: a memory bank); "dcl" is then a plain LSE per row.
     all_negative: bool = False
+    # True: a reference whose label is negative is absent — in no set, as if it were not there —
+    # and every other label is ≥ 0 (N-pair's fixed-size column set, whose number of real
+    # columns is known on the device only). The Triton kernels only.
+    masked_refs: bool = False
     # The pair-weighted variants (both backends; "lifted" on Triton is _lifted_triton.py), with
     # l = s_ij (τ = 1), a on positive pairs, b on negative pairs, LSE₀ a log-sum-exp that is 0
     # over an empty set:

@@ -28,7 +28,7 @@ from torch import nn
 from . import metrics
 from ._reduce import LossTerms, reduce_terms, safe_ratio
 from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_real,
-                          check_reduction, full_precision)
+                          check_reduction, full_precision, index_range_ok)
 from .backend import BACKENDS, resolve_backend
 from .configs import PairMarginConfig
 from .pair_margin import PairMarginFunction, _check_indices, materialize_indices
@@ -46,7 +46,7 @@ def _beta_tensor(beta, like: torch.Tensor) -> torch.Tensor:
             raise ValueError(f"beta must be a number or a 1-D tensor (one β or one per class), "
                              f"got shape {tuple(beta.shape)}")
         return beta.reshape(-1).to(device=like.device, dtype=cd)
-    return torch.tensor([check_real(beta, "beta")], dtype=cd, device=like.device)
+    return torch.full((1,), check_real(beta, "beta"), dtype=cd, device=like.device)
 
 
 def anchor_beta(beta: torch.Tensor, labels: torch.Tensor | None, anchors: torch.Tensor | None = None):
@@ -57,7 +57,7 @@ def anchor_beta(beta: torch.Tensor, labels: torch.Tensor | None, anchors: torch.
     if labels is None:
         raise ValueError("a per-class beta needs labels")
     y = labels if anchors is None else labels[anchors]
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= beta.numel()):
+    if not index_range_ok(y, beta.numel()):
         raise ValueError(f"labels must lie in [0, {beta.numel()}) to index a per-class beta")
     return beta[y.long()]
 
@@ -245,7 +245,7 @@ class MarginLoss(nn.Module):
         reg = self.regularization(weighted, n_triplets, divisor, beta, regularize)
         if reg is not None:
             loss = loss + reg
-        return torch.where(torch.as_tensor(n_triplets, device=loss.device) > 0, loss, loss * 0)
+        return loss if n_triplets > 0 else loss * 0  # n_triplets: the triplets' number, known here
 
 
 def _triplets(indices_tuple, embeddings, ref_emb):

@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from . import metrics
-from ._reduce import LossTerms, reduce_terms
+from ._reduce import LossTerms, index_counts, reduce_terms
 from ._torch.softmax import softplus
-from ._validation import (check_choice, check_embeddings, check_labels, check_pair, check_positive,
-                          check_query_ref, check_real, check_reduction, full_precision)
+from ._validation import (check_choice, check_disjoint_pairs, check_embeddings, check_labels, check_pair,
+                          check_positive, check_query_ref, check_real, check_reduction, full_precision)
 from .backend import BACKENDS
 from .softmax import _check_indices_tuple, resolve, softmax_values
 
@@ -133,8 +133,7 @@ class _PairLSELoss(nn.Module):
         neg = torch.zeros_like(pos)
         pos[a1, p] = True
         neg[a2, n] = True
-        if bool((pos & neg).any()):
-            raise ValueError("indices_tuple: a pair is listed both as positive and as negative")
+        check_disjoint_pairs(pos, neg)
         values = dense_values(self.variant, logits, pos, neg, **self.shifts())
         return self._terms_from(values, pos.sum(1))
 
@@ -382,7 +381,7 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
         cd = lp.dtype
         if a1.numel() == 0 or a2.numel() == 0:
             zero = torch.zeros(b, dtype=cd, device=q.device) + 0 * (lp.sum() + ln.sum())
-            return LossTerms(zero, torch.bincount(a1, minlength=b), torch.bincount(a1, minlength=b))
+            return LossTerms(zero, index_counts(a1, b), index_counts(a1, b))
         bneg = ln - sh["shift_neg"]
         row_max = torch.full((b,), float("-inf"), dtype=cd, device=q.device).scatter_reduce(
             0, a2, bneg.detach(), "amax")
@@ -400,7 +399,7 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
         h = torch.relu(union + sh["shift_pos"] - lp)
         per_pair = h * h / 2
         values = torch.zeros(b, dtype=cd, device=q.device).index_add(0, a1, per_pair)
-        counts = torch.bincount(a1, minlength=b)
+        counts = index_counts(a1, b)
         return LossTerms(values, counts, counts)
 
 

@@ -30,9 +30,9 @@ import torch
 from . import metrics
 from ._function import compiling, config_code, config_from, opaque_op, save_inputs, saved_inputs, with_references
 from ._docs import COMMON, RAISES, doc
-from ._reduce import LossTerms, reduce_terms
+from ._reduce import LossTerms, index_counts, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_fits, check_labels, check_pair, check_real,
-                          check_reduction, full_precision)
+                          check_reduction, full_precision, index_range_ok)
 from .backend import BACKENDS, resolve_backend
 from .configs import PairMarginConfig
 
@@ -215,7 +215,7 @@ def _check_indices(pairs, b: int, n: int, device):
     out = []
     for k, (t, size, what) in enumerate(zip(pairs, (b, n, b, n), ("embeddings", "references") * 2)):
         t = t.to(device=device, dtype=torch.int64)
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= size):
+        if not index_range_ok(t, size):
             raise ValueError(f"indices_tuple[{k}] has entries outside [0, {size}) ({what} rows)")
         out.append(t)
     return tuple(out)
@@ -239,8 +239,8 @@ def _explicit_pair_terms(q, r, pairs, cfg: PairMarginConfig) -> LossTerms:
     k_neg = (t_neg > cfg.neg_keep[0]) & (t_neg < cfg.neg_keep[1])
     t_pos, t_neg = torch.where(k_pos, t_pos, 0.0), torch.where(k_neg, t_neg, 0.0)
     values = torch.stack([qc.new_zeros(b).index_add(0, a1, t_pos), qc.new_zeros(b).index_add(0, a2, t_neg)], 1)
-    counts = torch.stack([torch.bincount(a1, minlength=b), torch.bincount(a2, minlength=b)], 1)
-    nonzero = torch.stack([torch.bincount(a1[k_pos], minlength=b), torch.bincount(a2[k_neg], minlength=b)], 1)
+    counts = torch.stack([index_counts(a1, b), index_counts(a2, b)], 1)
+    nonzero = torch.stack([index_counts(a1, b, k_pos), index_counts(a2, b, k_neg)], 1)
     return LossTerms(values, counts, nonzero)
 
 

@@ -38,8 +38,9 @@ from . import metrics
 from ._function import compiling, config_code, config_from, opaque_op, save_inputs, saved_inputs, with_references
 from ._docs import COMMON, RAISES, doc
 from ._reduce import LossTerms, reduce_terms
-from ._validation import (check_choice, check_query_keys, check_embeddings, check_labels, check_pair, check_positive,
-                          check_query_ref, check_real, check_reduction, full_precision)
+from ._validation import (check_choice, check_disjoint_pairs, check_query_keys, check_embeddings, check_labels,
+                          check_pair, check_positive, check_query_ref, check_real, check_reduction, full_precision,
+                          index_range_ok)
 from .backend import BACKENDS, resolve_backend
 from ._torch import softmax as _torch_softmax
 from ._torch.softmax import softplus
@@ -199,7 +200,7 @@ def _temperature_tensor(temperature, like: torch.Tensor) -> torch.Tensor:
         if not t.is_floating_point():
             t = t.to(cd)
         return t.to(like.device)
-    return torch.tensor(float(temperature), dtype=cd, device=like.device)
+    return torch.full((), float(temperature), dtype=cd, device=like.device)  # a fill: no host-to-device copy
 
 
 def _bias_tensor(bias, like: torch.Tensor) -> torch.Tensor:
@@ -209,7 +210,7 @@ def _bias_tensor(bias, like: torch.Tensor) -> torch.Tensor:
         if not b.is_floating_point():
             b = b.to(metrics.compute_dtype(like.dtype))
         return b.to(like.device)
-    return torch.tensor(float(bias), dtype=metrics.compute_dtype(like.dtype), device=like.device)
+    return torch.full((), float(bias), dtype=metrics.compute_dtype(like.dtype), device=like.device)
 
 
 def _check_backend(backend):
@@ -235,7 +236,7 @@ def _check_indices_tuple(indices_tuple, b: int, n: int):
     if a1.shape != p.shape or a2.shape != neg.shape:
         raise ValueError("indices_tuple: anchors and their positives/negatives must have equal lengths")
     for t, bound, what in ((a1, b, "anchor"), (a2, b, "anchor"), (p, n, "reference"), (neg, n, "reference")):
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= bound):
+        if not index_range_ok(t, bound):
             raise ValueError(f"indices_tuple holds a {what} index outside [0, {bound})")
     return a1, p, a2, neg
 
@@ -391,8 +392,7 @@ def _supcon_tuple_terms(module, embeddings, tuples, ref_emb):
     neg = torch.zeros_like(pos)
     pos[a1, p] = True
     neg[a2, n] = True
-    if bool((pos & neg).any()):
-        raise ValueError("indices_tuple: a pair is listed both as positive and as negative")
+    check_disjoint_pairs(pos, neg)
     zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
     lse = logits.masked_fill(~(pos | neg), float("-inf")).logsumexp(1)
     count = pos.sum(1)
@@ -508,6 +508,21 @@ def npair_indices(labels: torch.Tensor, pairs=None):
     return a[keep], p[keep]
 
 
+def npair_slots(labels: torch.Tensor):
+    """npair_indices(labels) in a layout of fixed size, max(B // 2, 1) slots (at most B // 2
+    labels have two rows): (anchors, positives, valid), the valid slots first and in
+    npair_indices' order, the others pointing at row 0. Sized by the shape alone: no host
+    sync (the Triton path masks the absent slots out)."""
+    order, second = _second_of_label(labels)
+    b = labels.shape[0]
+    k = max(b // 2, 1)
+    slot = torch.where(second, torch.cumsum(second, 0) - 1, k)  # a label's slot; k: a spare one
+    at = torch.zeros(k + 1, dtype=torch.int64, device=labels.device).scatter_(
+        0, slot, torch.arange(b, device=labels.device))[:k]
+    valid = torch.arange(k, device=labels.device) < second.sum()
+    return order[(at - 1).clamp_min(0)], order[at], valid
+
+
 class NPairLoss(_SoftmaxLoss):
     """Multi-class N-pair loss (Sohn 2016): one (anchor, positive) pair per label; row i of
     sim(anchors, positives) is a softmax cross-entropy with target i. l2_reg adds
@@ -589,9 +604,38 @@ class NPairLoss(_SoftmaxLoss):
         return LossTerms(torch.stack([values, penalty], 1), torch.stack([ones, ones], 1),
                          torch.stack([nonzero, (penalty.detach() > 0).long()], 1))
 
+    def _slot_terms(self, embeddings, labels, backend):
+        """The terms of _pair_terms(…, pairs=None) on the Triton path, with no host sync: one
+        slot per possible pair (npair_slots), the absent ones a masked-out kernel column
+        (SoftmaxConfig.masked_refs) and a row without a positive (value, count and nonzero 0)."""
+        anchors, positives, valid = npair_slots(labels)
+        zero = torch.zeros((), dtype=embeddings.dtype, device=embeddings.device)
+        # absent slots as zero rows: no part in the kernels' frame scale either
+        qa, qp = (torch.where(valid[:, None], metrics.prepare(embeddings[rows], self.metric, backend), zero)
+                  for rows in (anchors, positives))
+        ids = torch.arange(valid.shape[0], device=embeddings.device)
+        values, _ = softmax_values(qa, qp, ids, torch.where(valid, ids, -1), kind=self.metric.kind,
+                                   variant="supcon", self_offset=-1, temperature=1.0, backend=backend,
+                                   masked_refs=True)
+        ones = valid.long()
+        nonzero = (values.detach() > 0).long()
+        if self.l2_reg == 0:
+            return LossTerms(values, ones, nonzero)
+        fa = embeddings[anchors].to(values.dtype)
+        fp = embeddings[positives].to(values.dtype)
+        penalty = 0.25 * self.l2_reg * ((fa * fa).sum(1) + (fp * fp).sum(1))
+        penalty = torch.where(valid, penalty, torch.zeros_like(penalty))
+        return LossTerms(torch.stack([values, penalty], 1), torch.stack([ones, ones], 1),
+                         torch.stack([nonzero, (penalty.detach() > 0).long()], 1))
+
     def _pair_terms(self, embeddings, labels, pairs, part: slice | None = None, selected=None):
-        if pairs is None and selected is None and part is None and compiling():
-            return self._padded_pair_terms(embeddings, labels)
+        if pairs is None and selected is None and part is None:
+            if compiling():
+                return self._padded_pair_terms(embeddings, labels)
+            backend = resolve(self.backend, embeddings)
+            # reduction="none" returns one value per selected pair: a shape set by the labels
+            if backend == "triton" and self.reduction != "none":
+                return self._slot_terms(embeddings, labels, backend)
         if selected is not None:
             anchors, positives = selected
         else:

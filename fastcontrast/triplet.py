@@ -40,9 +40,9 @@ from torch import nn
 
 from ._function import compiling, config_code, config_from, opaque_op, save_inputs, saved_inputs, with_references
 from ._docs import COMMON, RAISES, doc
-from ._reduce import LossTerms, reduce_terms
+from ._reduce import LossTerms, index_counts, reduce_terms
 from ._validation import (check_choice, check_embeddings, check_fits, check_labels, check_pair, check_query_ref,
-                          check_real, check_reduction, full_precision)
+                          check_real, check_reduction, full_precision, index_range_ok)
 from .backend import BACKENDS, resolve_backend
 from .configs import TripletConfig
 from .metrics import (Metric, chunks, compute_dtype, matmul_precision, pairwise, prepare, resolve_metric,
@@ -148,7 +148,7 @@ def _check_index(t, name: str, size: int, device):
         raise TypeError(f"indices_tuple: {name} must be a 1-D integer tensor, got {t.dtype} of shape {tuple(t.shape)}")
     if t.device != device:
         raise ValueError(f"indices_tuple: {name} is on {t.device} but embeddings are on {device}")
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= size):
+    if not index_range_ok(t, size):
         raise ValueError(f"indices_tuple: {name} has indices outside [0, {size})")
 
 
@@ -205,14 +205,13 @@ def _explicit_terms(q, r, triplets, metric: Metric, margin, swap, smooth, term_b
     h = d_ap - d_an + margin
     term = torch.nn.functional.softplus(h) if smooth else torch.relu(h)
     b = q.shape[0]
-    counts = torch.bincount(a, minlength=b)
     if term_bounds is None:
         window = term.detach() > 0
     else:
         window = (term.detach() > term_bounds[0]) & (term.detach() < term_bounds[1])
         term = torch.where(window, term, term * 0)
     values = torch.zeros(b, dtype=term.dtype, device=q.device).index_add(0, a, term)
-    nonzero = torch.bincount(a[window], minlength=b)
+    counts, nonzero = index_counts(a, b), index_counts(a, b, window)
     return LossTerms(values, counts, nonzero)
 
 

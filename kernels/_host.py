@@ -95,10 +95,12 @@ def label_ids(q_labels: torch.Tensor, r_labels: torch.Tensor) -> tuple[torch.Ten
 
 
 def label_counts(ids: torch.Tensor, size: int) -> torch.Tensor:
-    """int32 counts of each label id in [0, size) (`label_ids` gives ids below M + N): integer
-    atomics, so deterministic, and no host sync."""
+    """int32 counts of each label id in [0, size) (`label_ids` gives ids below M + N; an id
+    of −1, a masked-out reference, counts nowhere): integer atomics, so deterministic, and no
+    host sync."""
+    ids = ids.reshape(-1)
     counts = torch.zeros((max(size, 1),), dtype=torch.int32, device=ids.device)
-    return counts.index_add_(0, ids.reshape(-1).to(torch.int64), torch.ones_like(ids.reshape(-1), dtype=torch.int32))
+    return counts.index_add_(0, ids.clamp_min(0).to(torch.int64), (ids >= 0).to(torch.int32))
 
 
 def frame(q, r, kind: int, scale: bool = True):

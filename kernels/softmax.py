@@ -273,12 +273,13 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         offs_n = n0 + tl.arange(0, BLOCK_N)
         s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q, stride_r,
                                 near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-        # valid: s = −inf on padded columns (an added column bias) and on the self pair
+        # valid: s = −inf on padded and masked-out columns (label −2 / −1: an added column
+        # bias) and on the self pair
         is_self = offs_n[None, :] == self_cols[:, None]
         s_all = s
-        s = tl.where(is_self, float("-inf"), s + tl.where(offs_n < N, 0.0, float("-inf"))[None, :])
         r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)
-        same = q_lab[:, None] == r_lab[None, :]  # False on padded columns (label −2)
+        s = tl.where(is_self, float("-inf"), s + tl.where(r_lab >= 0, 0.0, float("-inf"))[None, :])
+        same = q_lab[:, None] == r_lab[None, :]  # False on padded and masked-out columns
         if VARIANT == 0 or VARIANT == 2:
             same = same & (~is_self)  # the positives (the self pair's s is −inf for what follows)
             pos_s_sum += tl.sum(tl.where(same, s_all, 0.0), 1)
@@ -629,10 +630,14 @@ def _codes(cfg: SoftmaxConfig):
     return _host.metric_code(cfg), _host.code(cfg, "variant", VARIANT_CODES)
 
 
-def _prepare(q, r, q_labels, r_labels, temperature, kind):
+def _prepare(q, r, q_labels, r_labels, temperature, kind, masked_refs=False):
     """Kernel inputs in their frame (_host.frame) and the temperature in frame units: the
-    kernels' logits −t'/τ' with τ' = τ/unit are the true −d/τ. -> (..., τ', s)."""
+    kernels' logits −t'/τ' with τ' = τ/unit are the true −d/τ. -> (..., τ', s). masked_refs
+    (SoftmaxConfig): references with a negative label get id −1, which the masks leave out."""
+    absent = r_labels < 0 if masked_refs else None
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "softmax")
+    if absent is not None:
+        r_labels = torch.where(absent, -1, r_labels)
     q, r, s, unit = _host.frame(q, r, kind)
     tau = torch.as_tensor(temperature).detach().to(device=q.device, dtype=torch.float32).reshape(())
     return q, r, q_labels, r_labels, tau / unit, s
@@ -652,15 +657,16 @@ def _with_params(tau, cfg: SoftmaxConfig):
     temperature tensor; the other variants the 0-dim τ alone."""
     if VARIANT_CODES[cfg.variant] < WEIGHTED:
         return tau
-    params = torch.tensor([cfg.scale_pos, cfg.scale_neg, cfg.shift_pos, cfg.shift_neg], dtype=torch.float32,
-                          device=tau.device)
-    return torch.cat([tau.reshape(1), params])
+    # fills, not a copy of host data (which synchronizes a CUDA stream)
+    params = [torch.full((1,), v, dtype=torch.float32, device=tau.device)
+              for v in (cfg.scale_pos, cfg.scale_neg, cfg.shift_pos, cfg.shift_neg)]
+    return torch.cat([tau.reshape(1), *params])
 
 
 def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: Blocks | None = None, bias=None):
     """-> (values (B,) float32, n_pos (B,) int64, saved = (row_lse, row_aux))."""
     kind, variant = _codes(cfg)
-    q, r, q_labels, r_labels, tau, _ = _prepare(q, r, q_labels, r_labels, temperature, kind)
+    q, r, q_labels, r_labels, tau, _ = _prepare(q, r, q_labels, r_labels, temperature, kind, cfg.masked_refs)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.variant)
     tau = _with_params(tau, cfg)
     values, n_pos, lse, aux = softmax_fwd_op(
@@ -674,7 +680,7 @@ def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, tempe
     kind, variant = _codes(cfg)
     q_in_dtype, r_in_dtype = q.dtype, r.dtype
     true_tau = torch.as_tensor(temperature).detach().to(device=q.device, dtype=torch.float32).reshape(())
-    q, r, q_labels, r_labels, tau, s = _prepare(q, r, q_labels, r_labels, temperature, kind)
+    q, r, q_labels, r_labels, tau, s = _prepare(q, r, q_labels, r_labels, temperature, kind, cfg.masked_refs)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.variant)
     grad_values = _host.upstream_grad(grad_values, q.device)
     rev_grad_values = _host.upstream_grad(rev_grad_values, q.device)

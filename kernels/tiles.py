@@ -10,7 +10,9 @@ The math (same formulas as fastcontrast/metrics.py, the PyTorch path):
 
 Masks from label vectors, never from a B×N tensor in memory:
 
-    valid_ij = i < M and j < N and j != i + self_offset   (self_offset < 0: no self-pair)
+    valid_ij = i < M and j < N and label_j ≥ 0 and j != i + self_offset   (self_offset < 0: no
+               self-pair; the host's label ids are ≥ 0, and −1 marks a reference column that
+               is absent: N-pair's fixed-size column set)
     pos_ij   = valid_ij and label_i == label_j
     neg_ij   = valid_ij and label_i != label_j
 
@@ -114,10 +116,9 @@ def euclidean_grad_scale(grad, dist):
 def pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset):
     """(valid, pos, neg) boolean tiles; self_offset < 0 means no self-pair exclusion."""
     in_m = offs_m < M
-    in_n = offs_n < N
     q_lab = tl.load(q_lab_ptr + offs_m, mask=in_m, other=-1)
-    r_lab = tl.load(r_lab_ptr + offs_n, mask=in_n, other=-2)
-    inside = in_m[:, None] & in_n[None, :]
+    r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)
+    inside = in_m[:, None] & (r_lab >= 0)[None, :]  # −2 past N, −1 on a column the host masks out
     not_self = (offs_n[None, :] != (offs_m[:, None] + self_offset)) | (self_offset < 0)
     valid = inside & not_self
     same = q_lab[:, None] == r_lab[None, :]

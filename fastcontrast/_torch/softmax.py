@@ -338,6 +338,8 @@ def _bias(cfg, bias, cd):
 def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, bias=None):
     if cfg.variant not in VARIANTS:
         raise ValueError(f"unknown softmax variant {cfg.variant!r}")
+    if cfg.masked_refs:
+        raise ValueError("masked_refs (absent reference columns) is a Triton-kernel option")
     if cfg.variant == "lifted":
         return _lifted_forward(q, r, q_labels, r_labels, cfg)
     b, n = q.shape[0], r.shape[0]

@@ -217,6 +217,31 @@ def test_deterministic_and_no_temperature_grad():
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
 
 
+@pytest.mark.parametrize("variant,kind", [("supcon", "dot"), ("supcon", "euclidean"), ("ntxent", "sqeuclidean"),
+                                          ("dcl", "dot")])
+def test_masked_reference_columns_are_absent(variant, kind):
+    """masked_refs: a reference with a negative label is left out of every set — the same
+    values and gradients as the kernels on the other references alone, and a zero gradient
+    for the masked rows (N-pair's fixed-size column set)."""
+    q, r, ql, rl = make_case(19, 37, 12, "mixed", -1, torch.float32, seed=3)
+    drop = torch.zeros(37, dtype=torch.bool)
+    drop[[0, 5, 16, 17, 30, 36]] = True  # in several tiles, the first and the last column among them
+    g = torch.rand(19, generator=torch.Generator().manual_seed(4))
+    tau = torch.tensor(0.3)
+    cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=-1)
+    q, r, ql, rl, g, tau, drop = on_device(q, r, ql, rl, g, tau, drop)
+    masked = dict(cfg=SoftmaxConfig(kind=kind, variant=variant, self_offset=-1, masked_refs=True))
+    values, n_pos, saved = kernel.forward(q, r, ql, torch.where(drop, -1, rl), masked["cfg"], tau)
+    grad_q, grad_r, grad_t = kernel.backward(g, q, r, ql, torch.where(drop, -1, rl), masked["cfg"], tau, saved, True)
+    keep = ~drop
+    want_v, want_n, want_saved = kernel.forward(q, r[keep], ql, rl[keep], cfg, tau)
+    want_q, want_r, want_t = kernel.backward(g, q, r[keep], ql, rl[keep], cfg, tau, want_saved, True)
+    for got, want in ((values, want_v), (grad_q, want_q), (grad_r[keep], want_r), (grad_t, want_t)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert torch.equal(n_pos, want_n)
+    assert torch.equal(grad_r[drop], torch.zeros_like(grad_r[drop]))
+
+
 def test_registered_ops_and_bad_inputs():
     assert hasattr(torch.ops.fastcontrast, "softmax_fwd") and hasattr(torch.ops.fastcontrast, "softmax_bwd")
     q, labels = on_device(torch.randn(4, 8, dtype=torch.float64), torch.zeros(4, dtype=torch.int64))

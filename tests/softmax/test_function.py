@@ -170,3 +170,50 @@ def test_symmetric_terms_of_the_batch_against_itself(gen):
         out[backend] = (terms.values.detach(), value.detach(), xb.grad)
     for a, b in zip(out["triton"], out["torch"]):
         assert_close(a, b, torch.float32)
+
+
+# ----------------------------------------------------------------- N-pair's fixed-size slots
+
+
+@pytest.mark.parametrize("labels", [
+    [0, 1, 0, 2, 1, 3, 0, 2, 5, 5, 4],  # classes of 3, 2, 2, 2, 1, 1 rows (B odd)
+    [7, 7, 7, 7, 7, 7],                 # one class: one pair
+    [0, 1, 2, 3, 4],                    # all distinct: no pair
+    [3],                                # one row
+    [2, 2, 0, 0, 1, 1, 4, 4]])          # B/2 pairs: every slot taken
+def test_npair_slots_are_npair_indices_padded(labels):
+    from fastcontrast.softmax import npair_indices, npair_slots
+    y = torch.tensor(labels)
+    anchors, positives, valid = npair_slots(y)
+    want_a, want_p = npair_indices(y)
+    k = want_a.shape[0]
+    assert anchors.shape == positives.shape == valid.shape == (max(len(labels) // 2, 1),)
+    assert valid.tolist() == [True] * k + [False] * (valid.shape[0] - k)
+    assert torch.equal(anchors[:k], want_a) and torch.equal(positives[:k], want_p)
+
+
+@pytest.mark.skipif(not triton_available(), reason="triton does not import")
+@pytest.mark.parametrize("distance,normalize,dtype", [("dot", True, torch.float32), ("euclidean", False, torch.float32),
+                                                      ("cosine", None, torch.bfloat16)])
+@pytest.mark.parametrize("labels", [[0, 1, 0, 2, 1, 3, 0, 2, 5, 5, 4], [0, 1, 2, 3], [4, 4, 4]])
+def test_npair_triton_slots_equal_the_listed_pairs(distance, normalize, dtype, labels, gen):
+    """mean/sum on the Triton path run on the fixed-size slots (no host sync): the same numbers
+    and gradients as the per-pair values of reduction="none" (the listed pairs), and as the
+    PyTorch path."""
+    y = torch.tensor(labels, device=DEVICE)
+    x = torch.randn(len(labels), 9, generator=gen).to(device=DEVICE, dtype=dtype)
+    kw = dict(l2_reg=0.05, distance=distance, normalize=normalize, backend="triton")
+    for reduction in ("mean", "sum"):
+        a, b, c = (x.clone().requires_grad_() for _ in range(3))
+        got = fc.npair_loss(a, y, reduction=reduction, **kw)
+        got.backward()
+        per_pair = fc.npair_loss(b, y, reduction="none", **kw)
+        want = per_pair.sum() if reduction == "sum" else per_pair.mean() if per_pair.numel() else per_pair.sum()
+        want.backward()
+        assert torch.equal(got, want) or torch.allclose(got, want, rtol=1e-6, atol=1e-7)
+        assert torch.equal(a.grad, b.grad)
+        on_torch = fc.npair_loss(c, y, reduction=reduction, **{**kw, "backend": "torch"})
+        on_torch.backward()
+        tol = torch.float32 if dtype == torch.float32 else dtype
+        assert_close(got, on_torch, tol)
+        assert_close(a.grad, c.grad, tol)
