@@ -226,10 +226,14 @@ def _masked_lse(x, mask, want_weights: bool = True):
     return lse, has, e.div_(total.clamp_min(torch.finfo(x.dtype).tiny)[:, None])
 
 
-def _weighted_chunk(logits, same, rows, cfg, want_grad: bool):
+def _weighted_chunk(logits, same, rows, cfg, want_grad: bool, bounds=None):
     """The per-anchor pair-weighted variants ("ms", "circle", "glifted"; SoftmaxConfig):
-    values, |P_i| and with want_grad (T, None), T_ij = ∂v_i/∂l_ij."""
+    values, |P_i| and with want_grad (T, None), T_ij = ∂v_i/∂l_ij. bounds (chunk, 2), with
+    cfg.row_bounds: only the pairs inside each row's bounds are positives / negatives."""
     pos, neg = _pair_masks(same, rows, cfg.self_offset)
+    if bounds is not None:
+        pos &= (logits - cfg.bound_slack) < bounds[:, 0:1]
+        neg &= (logits + cfg.bound_slack) > bounds[:, 1:2]
     count = pos.sum(1)
     dpos = dneg = None  # ∂a/∂l, ∂b/∂l: tiles for Circle, constants otherwise
     if cfg.variant == "ms":
@@ -275,7 +279,7 @@ def _same_labels(q_labels, r_labels, dtype):
     return (q_labels[:, None] == r_labels[None, :]).view(torch.uint8).to(dtype)
 
 
-def _chunk(frame, q_labels, r_labels, rows, cfg, tau, want_grad: bool, bias=None):
+def _chunk(frame, q_labels, r_labels, rows, cfg, tau, want_grad: bool, bias=None, bounds=None):
     """values and |P_i| of one anchor chunk; with want_grad also its gradient pieces
     (T, row factor or None, Σ_j ∂v_i/∂l_ij · l_ij (None for "dot"), near pairs (None for
     "dot"), Σ_j ∂v_i/∂l_ij (the bias gradient's rows; None unless "sigmoid")), T in ∂v/∂s
@@ -288,7 +292,8 @@ def _chunk(frame, q_labels, r_labels, rows, cfg, tau, want_grad: bool, bias=None
         values, count, tile, factor = _lse_chunk(logits, want_grad)
     elif cfg.variant in WEIGHTED_VARIANTS:
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
-        values, count, tile, factor = _weighted_chunk(logits, same, rows, cfg, want_grad)
+        values, count, tile, factor = _weighted_chunk(logits, same, rows, cfg, want_grad,
+                                                      None if bounds is None else bounds[rows])
     else:
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
         if cfg.variant == "sigmoid":
@@ -335,7 +340,16 @@ def _bias(cfg, bias, cd):
     return bias.detach().to(cd).reshape(())
 
 
-def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, bias=None):
+def _bounds(cfg, bounds, cd):
+    """The (B, 2) row bounds in the compute dtype (cfg.row_bounds), else None."""
+    if not cfg.row_bounds:
+        return None
+    if bounds is None or cfg.variant not in WEIGHTED_VARIANTS:
+        raise ValueError(f"row bounds need a bounds tensor and one of the variants {WEIGHTED_VARIANTS}")
+    return bounds.detach().to(cd)
+
+
+def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, bias=None, bounds=None):
     if cfg.variant not in VARIANTS:
         raise ValueError(f"unknown softmax variant {cfg.variant!r}")
     if cfg.variant == "lifted":
@@ -344,23 +358,24 @@ def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, bias=None
     cd = compute_dtype(r.dtype)
     tau = temperature.detach().to(cd)
     bias = _bias(cfg, bias, cd)
+    bounds = _bounds(cfg, bounds, cd)
     if n == 0:
         return (torch.zeros(b, dtype=cd, device=q.device),
                 torch.zeros(b, dtype=torch.int64, device=q.device), ())
     frame = Frame(q, r, cfg.kind)
     if b * n <= CHUNK_BUDGET:  # one chunk: keep its gradient tile
-        values, n_pos, grad = _chunk(frame, q_labels, r_labels, slice(0, b), cfg, tau, True, bias)
+        values, n_pos, grad = _chunk(frame, q_labels, r_labels, slice(0, b), cfg, tau, True, bias, bounds)
         return values, n_pos, _pack(grad, cd, q.device)
     values = torch.empty(b, dtype=cd, device=q.device)
     n_pos = torch.empty(b, dtype=torch.int64, device=q.device)
     for rows in chunks(b, n, CHUNK_BUDGET):
-        values[rows], n_pos[rows], _ = _chunk(frame, q_labels, r_labels, rows, cfg, tau, False, bias)
+        values[rows], n_pos[rows], _ = _chunk(frame, q_labels, r_labels, rows, cfg, tau, False, bias, bounds)
     return values, n_pos, ()
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, saved,
              needs_temperature_grad: bool, bias=None, needs_bias_grad: bool = False,
-             needs_reference_grad: bool = True):
+             needs_reference_grad: bool = True, bounds=None):
     """-> (grad_q, grad_r, grad_temperature or None), and for the "sigmoid" variant (bias
     given) also grad_bias (0-dim, bias's dtype) or None. needs_reference_grad=False (the
     references are constants, e.g. a memory bank): grad_r is zeros and its matmuls skipped."""
@@ -371,6 +386,7 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
     cd = compute_dtype(r.dtype)
     tau = temperature.detach().to(cd)
     bias_c = _bias(cfg, bias, cd)
+    bounds = _bounds(cfg, bounds, cd)
     if n == 0 or b == 0:
         grads = (torch.zeros_like(q), torch.zeros_like(r),
                  torch.zeros_like(temperature) if needs_temperature_grad else None)
@@ -383,7 +399,7 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
     if saved:  # the one chunk's tile, kept by forward
         tiles = [(slice(0, b), _unpack(saved, cfg))]
     else:
-        tiles = ((rows, _chunk(frame, q_labels, r_labels, rows, cfg, tau, True, bias_c)[2])
+        tiles = ((rows, _chunk(frame, q_labels, r_labels, rows, cfg, tau, True, bias_c, bounds)[2])
                  for rows in chunks(b, n, CHUNK_BUDGET))
     grad_q = torch.zeros(frame.q.shape, dtype=cd, device=q.device) if not saved else None
     grad_r = torch.zeros(frame.r.shape, dtype=cd, device=q.device)

@@ -31,7 +31,7 @@ from ..._reduce import LossTerms, reduce_terms
 from ...pair_margin import ContrastiveLoss as _FastContrastiveLoss
 from ._base import PMLLossBase
 from .distances import LpDistance
-from ._pair_miners import MinedPairs
+from ._pair_miners import MinedPairs, _MinedSelection
 
 __all__ = ["ContrastiveLoss"]
 
@@ -118,16 +118,21 @@ class ContrastiveLoss(PMLLossBase):
         if plans is not None and any(hasattr(p, "term_bounds") for p in plans):
             # ThresholdReducer: each part sums only the terms inside its (low, high)
             bounds = tuple(getattr(p, "term_bounds", (0.0, math.inf)) for p in plans)
-        mined = None
-        if isinstance(indices_tuple, MinedPairs):
+        mined, rows = None, {}
+        if isinstance(indices_tuple, _MinedSelection):
             if indices_tuple.fuses_with(self.metric, embeddings, labels, ref_emb, ref_labels):
                 mined, indices_tuple = indices_tuple, None
                 self_offset = mined.self_offset
-                bounds = _mined_bounds(mined, self.loss.config(), bounds)
+                ref_labels = mined._refs()[1]
+                if isinstance(mined, MinedPairs):
+                    bounds = _mined_bounds(mined, self.loss.config(), bounds)
+                else:  # per-anchor bounds, in d = −l units
+                    l_bounds, slack = mined.row_bounds()
+                    rows = dict(row_bounds=-l_bounds, bound_slack=slack)
             else:
                 indices_tuple = tuple(indices_tuple.materialize())
         terms = self.loss.terms(embeddings, labels, ref_emb, ref_labels, self_offset, indices_tuple,
-                                term_bounds=bounds)
+                                term_bounds=bounds, **rows)
         if mined is not None:  # the mined pairs' counts (MeanReducer, PML's early exit)
             terms = LossTerms(terms.values, mined.pair_counts(), terms.nonzero)
         if plans is None:
