@@ -144,7 +144,8 @@ DIST = {"cosine": (pml_distances.CosineSimilarity, distances.CosineSimilarity),
 MINER_KW = {"MultiSimilarityMiner": {"cosine": dict(epsilon=0.1), "lp": dict(epsilon=0.2)},
             "PairMarginMiner": {"cosine": dict(pos_margin=0.3, neg_margin=0.1),
                                 "lp": dict(pos_margin=0.9, neg_margin=1.4)}}
-LOSS_KW = {"MultiSimilarityLoss": {"cosine": dict(alpha=2, beta=10, base=0.3), "lp": dict(alpha=2, beta=10, base=1.0)},
+LOSS_KW = {"MultiSimilarityLoss": {"cosine": dict(alpha=2, beta=10, base=0.3),
+                                   "lp": dict(alpha=2, beta=10, base=1.0)},
            "CircleLoss": {"cosine": dict(m=0.3, gamma=12)},  # PML's Softplus returns x past 20
            "GeneralizedLiftedStructureLoss": {"cosine": dict(neg_margin=0.4, pos_margin=0.9),
                                               "lp": dict(neg_margin=1.2, pos_margin=0.3)},
