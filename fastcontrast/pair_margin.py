@@ -95,8 +95,8 @@ class PairMarginFunction(torch.autograd.Function):
     means the references are the anchors themselves: q's gradient is then the sum of both
     roles. shift (B,), optional: anchor i's margins are pos_margin + shift_i and
     neg_margin + shift_i (MarginLoss's learnable β), and shift gets its gradient. bounds (B, 2),
-    optional, with cfg.row_bounds: each anchor's selected pairs (a fused miner selection; the
-    PyTorch path only), not differentiable."""
+    optional, with cfg.row_bounds: each anchor's selected pairs (a fused miner selection), not
+    differentiable."""
 
     @staticmethod
     @full_precision
@@ -306,7 +306,7 @@ class ContrastiveLoss(torch.nn.Module):
         (labels only, no indices_tuple): each anchor's selected pairs, a miner's selection fused
         — with d the distance (−s for a similarity) a positive pair is one only when
         d + bound_slack > row_bounds[i, 0], a negative pair only when d − bound_slack <
-        row_bounds[i, 1]; counts are then the selected pairs (computed by the PyTorch path)."""
+        row_bounds[i, 1]; counts are then the selected pairs."""
         term_bounds = _check_term_bounds(term_bounds)
         check_embeddings(embeddings, "embeddings")
         for value, name in ((self.pos_margin, "pos_margin"), (self.neg_margin, "neg_margin")):
@@ -338,7 +338,6 @@ class ContrastiveLoss(torch.nn.Module):
             if not isinstance(row_bounds, torch.Tensor) or row_bounds.shape != (embeddings.shape[0], 2):
                 raise ValueError(f"row_bounds must be a ({embeddings.shape[0]}, 2) tensor")
             bound_slack = check_real(bound_slack, "bound_slack")
-            backend = "torch"  # the kernels take no row bounds
 
         q = metrics.prepare(embeddings, self.metric, backend)
         r = q if ref_emb is None else metrics.prepare(ref_emb, self.metric, backend)

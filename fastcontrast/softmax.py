@@ -103,7 +103,7 @@ class SoftmaxFunction(torch.autograd.Function):
     values_r (N,), n_pos_r (N,)): also the reverse direction, anchors r against references q.
     bias: the "sigmoid" variant's 0-dim logit bias (SigLIP), differentiable like temperature.
     bounds: (B, 2) per-anchor pair bounds with cfg.row_bounds (a fused miner selection; not
-    differentiable; the PyTorch path only).
+    differentiable).
 
     q, r already prepared (normalized when the metric says so); temperature a 0-dim tensor;
     backend "torch" or "triton" (already resolved). r = None means the references are the
@@ -282,14 +282,14 @@ def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temp
     positive_offset ≥ 0: the labels make reference i + positive_offset the only positive of
     query i (SoftmaxConfig.positive_offset). `options`: the pair-weighted variants' scales and
     shifts (SoftmaxConfig), and with row_bounds=True their bound_slack and `bounds` (B, 2), a
-    fused miner selection (SoftmaxConfig.row_bounds; computed by the PyTorch path)."""
+    fused miner selection (SoftmaxConfig.row_bounds)."""
     if precision is None:
         precision = metrics.matmul_precision(q.dtype, q.device)
     cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision,
                         positive_offset=int(positive_offset), all_negative=bool(all_negative), **options)
     resolved = resolve(backend, q)
-    if q.shape[0] == 0 or r.shape[0] == 0 or cfg.row_bounds:
-        resolved = "torch"  # nothing to launch a kernel for; row bounds: the PyTorch path's
+    if q.shape[0] == 0 or r.shape[0] == 0:
+        resolved = "torch"  # nothing to launch a kernel for
     t = _temperature_tensor(temperature, q)
     same, same_labels = r is q, r_labels is q_labels
     if bias is not None:
