@@ -8,8 +8,9 @@ and outputs as PML 2.9.0 — the pairs (a1, p, a2, n), the same pairs in the sam
 computed by fastcontrast.pair_miners' chunked passes (no B×N distance matrix, no sort of one).
 After a call the miner has `num_pos_pairs`, `num_neg_pairs` (and `num_triplets` = 0).
 PairMarginMiner and MultiSimilarityMiner list nothing: they return a lazy selection
-(`MinedPairs`, `MinedMultiSimilarity`: a tuple on reading) with its pair counts from one
-streaming pass. fastcontrast's ContrastiveLoss, MultiSimilarityLoss, CircleLoss and
+(`MinedPairs`, `MinedMultiSimilarity`: a tuple on reading); MultiSimilarityMiner's pair
+counts come from its one streaming bounds pass, PairMarginMiner's when first read (from the
+fused loss's pass, or one streaming count). fastcontrast's ContrastiveLoss, MultiSimilarityLoss, CircleLoss and
 GeneralizedLiftedStructureLoss fuse it into their own pass — a pair threshold, or per-anchor
 bounds (Multi-Similarity: max_n s_an and min_p s_ap, so a pair is mined exactly when
 s_ap − ε < max_n s_an, s_an + ε > min_p s_ap) — and never list the pairs; any other reader
@@ -163,15 +164,42 @@ class PairMarginMiner(_PairMiner):
         self._setup(distance, collect_stats, dict(pos_margin=pos_margin, neg_margin=neg_margin))
 
     def forward(self, embeddings, labels, ref_emb=None, ref_labels=None):
-        """A lazy MinedPairs; num_pos_pairs / num_neg_pairs from a streaming count (no list)."""
+        """A lazy MinedPairs. num_pos_pairs / num_neg_pairs are counted when first read (a fused
+        loss leaves its own counts on the selection; otherwise one streaming pass), so the miner
+        itself makes no pass over the batch; until then it keeps the selection."""
         if self.metric is None or self.collect_stats:
             return super().forward(embeddings, labels, ref_emb, ref_labels)
         _check_refs(embeddings, labels, ref_emb, ref_labels)
         sel = MinedPairs(self.pos_margin, self.neg_margin, self.metric, embeddings, labels, ref_emb, ref_labels,
                          self._self_offset(embeddings, labels, ref_emb, ref_labels))
-        counts = sel.pair_counts().sum(0)
-        self.num_pos_pairs, self.num_neg_pairs = int(counts[0]), int(counts[1])
+        self.__dict__["_uncounted"] = sel
         return sel
+
+    def _pair_totals(self) -> list:
+        sel = self.__dict__.get("_uncounted")
+        if sel is not None:
+            counts = sel.pair_counts().sum(0)
+            self.__dict__["_totals"] = [int(counts[0]), int(counts[1])]
+            self.__dict__["_uncounted"] = None
+        return self.__dict__.setdefault("_totals", [0, 0])
+
+    @property
+    def num_pos_pairs(self) -> int:
+        return self._pair_totals()[0]
+
+    @num_pos_pairs.setter
+    def num_pos_pairs(self, value):
+        self.__dict__["_uncounted"] = None
+        self._pair_totals()[0] = value
+
+    @property
+    def num_neg_pairs(self) -> int:
+        return self._pair_totals()[1]
+
+    @num_neg_pairs.setter
+    def num_neg_pairs(self, value):
+        self.__dict__["_uncounted"] = None
+        self._pair_totals()[1] = value
 
 
 class BatchEasyHardMiner(_PairMiner):
@@ -256,10 +284,10 @@ class _MinedSelection(LazyTuple):
 class MinedPairs(_MinedSelection):
     """PairMarginMiner's selection, not enumerated: a tuple (a1, p, a2, n) on reading.
 
-    It records the miner's thresholds, metric and tensors. fastcontrast's ContrastiveLoss
-    given it as `indices_tuple` fuses the rule into its own pass (a pair threshold: a term
-    counts only when its pair is mined), MultiSimilarityLoss, CircleLoss and
-    GeneralizedLiftedStructureLoss as constant row bounds, so no pair list is built; any other
+    It records the miner's thresholds, metric and tensors. fastcontrast's ContrastiveLoss,
+    MultiSimilarityLoss, CircleLoss and GeneralizedLiftedStructureLoss given it as
+    `indices_tuple` fuse the rule into their own pass (constant row bounds: a pair counts only
+    when it is mined), so no pair list is built; any other
     reader (unpacking, `len`, indexing, pytorch-metric-learning's losses) sees the pairs of
     `materialize()`, PML's pairs in PML's order, listed once. Code reading the tuple's
     storage from C (`torch.cat(sel)`) does not see them: give it `tuple(sel)`.
@@ -283,19 +311,20 @@ class MinedPairs(_MinedSelection):
 
     @torch.no_grad()
     def pair_counts(self) -> torch.Tensor:
-        """(B, 2) mined positive and negative pairs per anchor, counted in one streaming pass:
-        a pair is mined exactly when the contrastive term with the miner's thresholds as
-        margins is non-zero (d > pos_margin, d < neg_margin; flipped for a similarity)."""
+        """(B, 2) mined positive and negative pairs per anchor: left here by a fused
+        ContrastiveLoss, or counted in one streaming pass of the same rule (row bounds
+        d > pos_margin, d < neg_margin; flipped for a similarity)."""
         if self._counts is None:
             from ...pair_margin import ContrastiveLoss as _Fast
             from ._pair_margin import _distance_name
             name, normalize = _distance_name(self.metric)
-            counter = _Fast(pos_margin=self.pos_margin, neg_margin=self.neg_margin, power=1, distance=name,
-                            normalize=normalize, backend="torch")
+            counter = _Fast(distance=name, normalize=normalize, backend="torch")
             ref_emb, ref_labels = self._refs()
+            l_bounds, slack = self.row_bounds()
             terms = counter.terms(self.embeddings.detach(), self.labels,
-                                  None if ref_emb is None else ref_emb.detach(), ref_labels, self.self_offset)
-            self._counts = terms.nonzero
+                                  None if ref_emb is None else ref_emb.detach(), ref_labels, self.self_offset,
+                                  row_bounds=-l_bounds, bound_slack=slack)
+            self._counts = terms.counts
         return self._counts
 
     def d_thresholds(self) -> tuple[float, float]:

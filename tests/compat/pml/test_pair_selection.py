@@ -256,3 +256,19 @@ def test_unfusable_selection_is_materialized(loss_name):
     torch.testing.assert_close(got, getattr(pml_losses, loss_name)(distance=pml_dist)(x, y, pairs),
                                **TOL[torch.float64])
     assert sel._materialized is not None
+
+
+def test_pair_margin_miner_counts_lazily(never_listed):
+    """The miner makes no pass of its own: a fused loss leaves its counts on the selection,
+    which num_pos_pairs / num_neg_pairs then read (PML's numbers)."""
+    x, y = _batch(16, 3, torch.float64, seed=12)
+    theirs = pml_miners.PairMarginMiner(pos_margin=0.9, neg_margin=1.4)
+    theirs(x, y)
+    ours = miners.PairMarginMiner(pos_margin=0.9, neg_margin=1.4)
+    sel = ours(x, y)
+    assert sel._counts is None
+    losses.ContrastiveLoss(backend="torch")(x, y, sel)
+    assert sel._counts is not None
+    assert (ours.num_pos_pairs, ours.num_neg_pairs) == (theirs.num_pos_pairs, theirs.num_neg_pairs)
+    ours.num_pos_pairs = 5  # still an attribute one can set
+    assert ours.num_pos_pairs == 5 and ours.num_neg_pairs == theirs.num_neg_pairs
