@@ -114,3 +114,26 @@ def test_pair_margin_kernels_with_row_bounds(dist, power, with_ref, bounds_from,
     for a, b in zip(got[1:], want[1:]):
         if b is not None:
             _close(a, b)
+
+
+@pytest.mark.parametrize("dist", ["euclidean", "dot"])
+@pytest.mark.parametrize("num_classes", [None, 4])
+def test_margin_loss_kernels_with_row_bounds(dist, num_classes, gen):
+    """MarginLoss (a per-anchor margin shift β with its gradient) on mined pairs: both together."""
+    x, y, _, _ = _data(gen, False)
+    bounds = -_bounds("ms", x, y, None, None, dist, True, gen)
+    beta = torch.full((num_classes or 1,), 0.9 if dist == "euclidean" else 0.3)
+    if num_classes:
+        beta = beta + torch.linspace(-0.1, 0.1, num_classes)
+
+    def run(backend, device):
+        xx = x.to(device).clone().requires_grad_()
+        b = beta.to(device).clone().requires_grad_()
+        loss = fc.MarginLoss(margin=0.2, nu=0.1, learn_beta=True, distance=dist, normalize=True, backend=backend)
+        out = loss.loss_with(xx, y.to(device), None, None, None, b, True, 0, row_bounds=bounds.to(device),
+                             bound_slack=0.1)
+        out.backward()
+        return out.detach(), xx.grad, b.grad
+
+    for got, want in zip(run("triton", DEVICE), run("torch", "cpu")):
+        _close(got, want)

@@ -22,9 +22,10 @@ PML conventions kept on purpose:
 - triplets in `indices_tuple` become pairs (a, p) and (a, n); MarginLoss turns pairs into
   triplets (every positive pair with every negative pair of its anchor), as PML does;
 - a lazy PairMarginMiner / MultiSimilarityMiner selection of the same batch and distance
-  is fused by MultiSimilarityLoss, CircleLoss and GeneralizedLiftedStructureLoss (the
-  mined pairs as per-anchor bounds in their pass, never listed); otherwise, and for
-  LiftedStructureLoss and MarginLoss, a lazy selection is materialized first;
+  is fused by MultiSimilarityLoss, CircleLoss, GeneralizedLiftedStructureLoss and MarginLoss
+  (the mined pairs as per-anchor bounds in their pass, never listed; MarginLoss's triplets
+  are every mined positive pair with every mined negative pair of its anchor, counted per
+  anchor); otherwise, and for LiftedStructureLoss, a lazy selection is materialized first;
 - MarginLoss's `beta` is a Parameter with learn_beta (it gets its gradient), a plain tensor
   otherwise; triplets_per_anchor=N draws PML's own random triplets (same generator) and
   computes the loss on exactly those;
@@ -341,6 +342,16 @@ class MarginLoss(PMLLossBase):
             return self._dense_forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         if labels is None and indices_tuple is None:
             raise ValueError("labels and indices_tuple cannot both be None")
+        if isinstance(indices_tuple, _MinedSelection) and \
+                indices_tuple.fuses_with(self.metric, embeddings, labels, ref_emb, ref_labels):
+            # every mined positive pair with every mined negative pair of its anchor, unlisted
+            mined = indices_tuple
+            l_bounds, slack = mined.row_bounds()
+            self._set_distance_stats(embeddings, ref_emb)
+            beta = self.beta.to(device=embeddings.device, dtype=embeddings.dtype)
+            out = self.loss.loss_with(embeddings, labels, None, ref_emb, mined._refs()[1], beta, self.learn_beta,
+                                      mined.self_offset, row_bounds=-l_bounds, bound_slack=slack)
+            return self._add_regularization(out, embeddings).to(embeddings.dtype)
         ref_labels_eff, self_offset = _references(labels, ref_emb, ref_labels, indices_tuple)
         if indices_tuple is None and self.triplets_per_anchor != "all":
             lmu = _pml.require("utils.loss_and_miner_utils", "MarginLoss with triplets_per_anchor=N")

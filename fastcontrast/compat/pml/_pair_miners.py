@@ -10,11 +10,11 @@ After a call the miner has `num_pos_pairs`, `num_neg_pairs` (and `num_triplets` 
 PairMarginMiner and MultiSimilarityMiner list nothing: they return a lazy selection
 (`MinedPairs`, `MinedMultiSimilarity`: a tuple on reading); MultiSimilarityMiner's pair
 counts come from its one streaming bounds pass, PairMarginMiner's when first read (from the
-fused loss's pass, or one streaming count). fastcontrast's ContrastiveLoss, MultiSimilarityLoss, CircleLoss and
-GeneralizedLiftedStructureLoss fuse it into their own pass — a pair threshold, or per-anchor
-bounds (Multi-Similarity: max_n s_an and min_p s_ap, so a pair is mined exactly when
-s_ap − ε < max_n s_an, s_an + ε > min_p s_ap) — and never list the pairs; any other reader
-gets PML's tuple. BatchEasyHardMiner lists its pairs: with the easy/semihard/hard strategies
+fused loss's pass, or one streaming count). fastcontrast's ContrastiveLoss,
+MultiSimilarityLoss, CircleLoss, GeneralizedLiftedStructureLoss and MarginLoss fuse it into
+their own pass as per-anchor row bounds (PairMarginMiner: its margins; Multi-Similarity:
+max_n s_an and min_p s_ap, so a pair is mined exactly when s_ap − ε < max_n s_an,
+s_an + ε > min_p s_ap) and never list the pairs; any other reader gets PML's tuple. BatchEasyHardMiner lists its pairs: with the easy/semihard/hard strategies
 that is one positive and one negative per anchor (O(B), from one chunked pass); only a
 strategy "all" lists O(B·N) pairs.
 With collect_stats, or a distance without a fused form, the miner is PML's own (dense).
@@ -285,7 +285,7 @@ class MinedPairs(_MinedSelection):
     """PairMarginMiner's selection, not enumerated: a tuple (a1, p, a2, n) on reading.
 
     It records the miner's thresholds, metric and tensors. fastcontrast's ContrastiveLoss,
-    MultiSimilarityLoss, CircleLoss and GeneralizedLiftedStructureLoss given it as
+    MultiSimilarityLoss, CircleLoss, GeneralizedLiftedStructureLoss and MarginLoss given it as
     `indices_tuple` fuse the rule into their own pass (constant row bounds: a pair counts only
     when it is mined), so no pair list is built; any other
     reader (unpacking, `len`, indexing, pytorch-metric-learning's losses) sees the pairs of
@@ -352,8 +352,8 @@ class MinedMultiSimilarity(_MinedSelection):
 
     Built by one streaming pass (pair_miners.multi_similarity_bounds): each anchor's
     max_n l_an and min_p l_ap (l = s, or −d for a distance) and its mined pair counts, O(B).
-    fastcontrast's MultiSimilarityLoss, CircleLoss, GeneralizedLiftedStructureLoss and
-    ContrastiveLoss given it as `indices_tuple` fuse the bounds into their pass (a positive
+    fastcontrast's MultiSimilarityLoss, CircleLoss, GeneralizedLiftedStructureLoss,
+    ContrastiveLoss and MarginLoss given it as `indices_tuple` fuse the bounds into their pass (a positive
     is mined when l − ε < max_n l_an, a negative when l + ε > min_p l_ap); any other reader
     sees `materialize()`, PML's pairs in PML's order (within an anchor by increasing
     similarity or distance), listed once.

@@ -149,7 +149,8 @@ LOSS_KW = {"MultiSimilarityLoss": {"cosine": dict(alpha=2, beta=10, base=0.3),
            "CircleLoss": {"cosine": dict(m=0.3, gamma=12)},  # PML's Softplus returns x past 20
            "GeneralizedLiftedStructureLoss": {"cosine": dict(neg_margin=0.4, pos_margin=0.9),
                                               "lp": dict(neg_margin=1.2, pos_margin=0.3)},
-           "ContrastiveLoss": {"cosine": dict(pos_margin=0.9, neg_margin=0.2), "lp": dict(pos_margin=0.1, neg_margin=1.1)}}
+           "ContrastiveLoss": {"cosine": dict(pos_margin=0.9, neg_margin=0.2), "lp": dict(pos_margin=0.1, neg_margin=1.1)},
+           "MarginLoss": {"cosine": dict(margin=0.1, beta=0.4), "lp": dict(margin=0.2, beta=1.2)}}
 FUSED = [(loss, miner, dist) for loss in LOSS_KW for dist in LOSS_KW[loss] for miner in MINER_KW]
 
 
@@ -243,9 +244,28 @@ def test_multi_similarity_selection_reads_as_pml_pairs():
         torch.testing.assert_close(loss(x, y, sel), loss(x, y, expected))
 
 
-@pytest.mark.parametrize("loss_name", ["LiftedStructureLoss", "MarginLoss", "MultiSimilarityLoss"])
+@pytest.mark.parametrize("miner_name", list(MINER_KW))
+@pytest.mark.parametrize("options", [dict(learn_beta=True, nu=0.1), dict(learn_beta=True, nu=0.1, num_classes=4)])
+def test_fused_selection_margin_loss_beta(miner_name, options, never_listed):
+    """MarginLoss's mined triplets (every mined positive pair with every mined negative pair of
+    its anchor) counted per anchor, with the learned β's gradient (one β, one per class)."""
+    x, y = _batch(18, 4, torch.float64, seed=13)
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    mkw = MINER_KW[miner_name]["lp"]
+    theirs = pml_losses.MarginLoss(**options)
+    ours = losses.MarginLoss(**options, backend="torch")
+    expected = theirs(xr, y, getattr(pml_miners, miner_name)(**mkw, distance=pml_distances.LpDistance())(xr, y))
+    got = ours(xf, y, getattr(miners, miner_name)(**mkw, distance=distances.LpDistance())(xf, y))
+    torch.testing.assert_close(got, expected, **TOL[torch.float64])
+    expected.backward()
+    got.backward()
+    torch.testing.assert_close(xf.grad, xr.grad, **TOL[torch.float64])
+    torch.testing.assert_close(ours.beta.grad, theirs.beta.grad, **TOL[torch.float32])  # β is a float32 Parameter
+
+
+@pytest.mark.parametrize("loss_name", ["LiftedStructureLoss", "MultiSimilarityLoss"])
 def test_unfusable_selection_is_materialized(loss_name):
-    """LiftedStructureLoss and MarginLoss (per pair / per triplet), or a loss on another
+    """LiftedStructureLoss (per positive pair, over two rows' negatives), or a loss on another
     distance: the selection is listed, and the loss is PML's on those pairs."""
     x, y = _batch(12, 3, torch.float64, seed=11)
     dist = distances.LpDistance() if loss_name == "MultiSimilarityLoss" else distances.CosineSimilarity()
