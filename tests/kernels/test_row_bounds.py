@@ -16,6 +16,7 @@ LSE_LOSSES = {
     "ms": (fc.MultiSimilarityLoss, dict(alpha=3.0, beta=7.0, base=0.3)),
     "circle": (fc.CircleLoss, dict(m=0.3, gamma=12.0)),
     "glifted": (fc.GeneralizedLiftedStructureLoss, dict(neg_margin=0.7, pos_margin=0.1)),
+    "lifted": (fc.LiftedStructureLoss, dict(neg_margin=0.8, pos_margin=0.2)),  # the glifted kernels + pair pass
 }
 LSE_CASES = [(v, d) for v in LSE_LOSSES for d in ("cosine", "dot", "euclidean", "squared_euclidean")
              if not (v == "circle" and d not in ("cosine", "dot"))]

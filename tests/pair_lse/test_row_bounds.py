@@ -15,7 +15,8 @@ DISTANCES = {"cosine": dict(distance="cosine"), "dot": dict(distance="dot"),
              "euclidean": dict(distance="euclidean", normalize=True), "raw_sq": dict(distance="squared_euclidean")}
 LOSSES = {"ms": (fc.MultiSimilarityLoss, dict(alpha=3.0, beta=7.0, base=0.3)),
           "circle": (fc.CircleLoss, dict(m=0.3, gamma=12.0)),
-          "glifted": (fc.GeneralizedLiftedStructureLoss, dict(neg_margin=0.7, pos_margin=0.1))}
+          "glifted": (fc.GeneralizedLiftedStructureLoss, dict(neg_margin=0.7, pos_margin=0.1)),
+          "lifted": (fc.LiftedStructureLoss, dict(neg_margin=0.8, pos_margin=0.2))}
 CASES = [(name, dist) for name in LOSSES for dist in DISTANCES if name != "circle" or dist in ("cosine", "dot")]
 
 
@@ -81,7 +82,7 @@ def test_row_bounds_equal_the_selected_pairs(name, dist, with_ref, slack, gen, m
 def test_row_bounds_gradcheck(gen):
     x = torch.randn(7, 3, generator=gen, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 0, 1, 1, 2, 2, 0])
-    for name, dist in (("ms", "cosine"), ("ms", "raw_sq"), ("glifted", "euclidean")):  # Circle detaches α
+    for name, dist in (("ms", "cosine"), ("ms", "raw_sq"), ("glifted", "euclidean"), ("lifted", "dot")):  # Circle detaches α
         cls, hyper = LOSSES[name]
         loss = cls(**hyper, **DISTANCES[dist], reduction="sum", backend="torch")
         bounds = _random_bounds(_logits(x.detach(), x.detach(), DISTANCES[dist]), gen)
@@ -93,8 +94,8 @@ def test_row_bounds_checked(gen):
     x, y = torch.randn(6, 3, generator=gen), torch.tensor([0, 0, 1, 1, 2, 2])
     with pytest.raises(ValueError, match="row_bounds"):
         fc.MultiSimilarityLoss().terms(x, y, row_bounds=torch.zeros(5, 2))
-    with pytest.raises(TypeError, match="row_bounds"):  # per positive pair: no row bounds
-        fc.LiftedStructureLoss().terms(x, y, row_bounds=torch.zeros(6, 2))
+    with pytest.raises(ValueError, match="row_bounds"):
+        fc.LiftedStructureLoss().terms(x, y, row_bounds=torch.zeros(6, 3))
 
 
 @pytest.mark.parametrize("dist", ["cosine", "euclidean", "dot"])

@@ -22,10 +22,10 @@ PML conventions kept on purpose:
 - triplets in `indices_tuple` become pairs (a, p) and (a, n); MarginLoss turns pairs into
   triplets (every positive pair with every negative pair of its anchor), as PML does;
 - a lazy PairMarginMiner / MultiSimilarityMiner selection of the same batch and distance
-  is fused by MultiSimilarityLoss, CircleLoss, GeneralizedLiftedStructureLoss and MarginLoss
-  (the mined pairs as per-anchor bounds in their pass, never listed; MarginLoss's triplets
-  are every mined positive pair with every mined negative pair of its anchor, counted per
-  anchor); otherwise, and for LiftedStructureLoss, a lazy selection is materialized first;
+  is fused by every loss here (the mined pairs as per-anchor bounds in their pass, never
+  listed; MarginLoss's triplets are every mined positive pair with every mined negative pair
+  of its anchor, counted per anchor; LiftedStructureLoss's pairs use the mined negatives of
+  both rows); otherwise a lazy selection is materialized first;
 - MarginLoss's `beta` is a Parameter with learn_beta (it gets its gradient), a plain tensor
   otherwise; triplets_per_anchor=N draws PML's own random triplets (same generator) and
   computes the loss on exactly those;
@@ -105,7 +105,7 @@ class _PMLPairLSELoss(PMLLossBase):
             check_embeddings(ref_emb, "ref_emb")
             check_pair(embeddings, ref_emb, "embeddings", "ref_emb")
         rows = {}
-        if isinstance(indices_tuple, _MinedSelection) and self.loss.variant != "lifted" and \
+        if isinstance(indices_tuple, _MinedSelection) and \
                 indices_tuple.fuses_with(self.metric, embeddings, labels, ref_emb, given_ref_labels):
             # a miner's selection fused as per-anchor bounds: the pairs are never listed
             mined, indices_tuple = indices_tuple, None

@@ -10,13 +10,14 @@ After a call the miner has `num_pos_pairs`, `num_neg_pairs` (and `num_triplets` 
 PairMarginMiner and MultiSimilarityMiner list nothing: they return a lazy selection
 (`MinedPairs`, `MinedMultiSimilarity`: a tuple on reading); MultiSimilarityMiner's pair
 counts come from its one streaming bounds pass, PairMarginMiner's when first read (from the
-fused loss's pass, or one streaming count). fastcontrast's ContrastiveLoss,
-MultiSimilarityLoss, CircleLoss, GeneralizedLiftedStructureLoss and MarginLoss fuse it into
+fused loss's pass, or one streaming count). fastcontrast's ContrastiveLoss, MarginLoss and the
+pair-LSE losses (MultiSimilarity, Circle, (generalized) Lifted Structure) fuse it into
 their own pass as per-anchor row bounds (PairMarginMiner: its margins; Multi-Similarity:
 max_n s_an and min_p s_ap, so a pair is mined exactly when s_ap − ε < max_n s_an,
-s_an + ε > min_p s_ap) and never list the pairs; any other reader gets PML's tuple. BatchEasyHardMiner lists its pairs: with the easy/semihard/hard strategies
-that is one positive and one negative per anchor (O(B), from one chunked pass); only a
-strategy "all" lists O(B·N) pairs.
+s_an + ε > min_p s_ap) and never list the pairs; any other reader gets PML's tuple.
+BatchEasyHardMiner lists its pairs: with the easy/semihard/hard strategies that is one
+positive and one negative per anchor (O(B), from one chunked pass); only a strategy "all"
+lists O(B·N) pairs.
 With collect_stats, or a distance without a fused form, the miner is PML's own (dense).
 PML's self-pair rule is kept: (i, i) is skipped when ref_labels is labels (or missing);
 MultiSimilarityMiner also when ref_emb is the embeddings tensor itself.
@@ -285,11 +286,10 @@ class MinedPairs(_MinedSelection):
     """PairMarginMiner's selection, not enumerated: a tuple (a1, p, a2, n) on reading.
 
     It records the miner's thresholds, metric and tensors. fastcontrast's ContrastiveLoss,
-    MultiSimilarityLoss, CircleLoss, GeneralizedLiftedStructureLoss and MarginLoss given it as
-    `indices_tuple` fuse the rule into their own pass (constant row bounds: a pair counts only
-    when it is mined), so no pair list is built; any other
-    reader (unpacking, `len`, indexing, pytorch-metric-learning's losses) sees the pairs of
-    `materialize()`, PML's pairs in PML's order, listed once. Code reading the tuple's
+    MarginLoss and the pair-LSE losses given it as `indices_tuple` fuse the rule into their
+    own pass (constant row bounds: a pair counts only when it is mined), so no pair list is
+    built; any other reader (unpacking, `len`, indexing, pytorch-metric-learning's losses)
+    sees the pairs of `materialize()`, PML's pairs in PML's order, listed once. Code reading the tuple's
     storage from C (`torch.cat(sel)`) does not see them: give it `tuple(sel)`.
     """
 
@@ -352,9 +352,9 @@ class MinedMultiSimilarity(_MinedSelection):
 
     Built by one streaming pass (pair_miners.multi_similarity_bounds): each anchor's
     max_n l_an and min_p l_ap (l = s, or −d for a distance) and its mined pair counts, O(B).
-    fastcontrast's MultiSimilarityLoss, CircleLoss, GeneralizedLiftedStructureLoss,
-    ContrastiveLoss and MarginLoss given it as `indices_tuple` fuse the bounds into their pass (a positive
-    is mined when l − ε < max_n l_an, a negative when l + ε > min_p l_ap); any other reader
+    fastcontrast's ContrastiveLoss, MarginLoss and the pair-LSE losses given it as
+    `indices_tuple` fuse the bounds into their pass (a positive is mined when
+    l − ε < max_n l_an, a negative when l + ε > min_p l_ap); any other reader
     sees `materialize()`, PML's pairs in PML's order (within an anchor by increasing
     similarity or distance), listed once.
     """

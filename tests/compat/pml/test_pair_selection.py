@@ -150,7 +150,9 @@ LOSS_KW = {"MultiSimilarityLoss": {"cosine": dict(alpha=2, beta=10, base=0.3),
            "GeneralizedLiftedStructureLoss": {"cosine": dict(neg_margin=0.4, pos_margin=0.9),
                                               "lp": dict(neg_margin=1.2, pos_margin=0.3)},
            "ContrastiveLoss": {"cosine": dict(pos_margin=0.9, neg_margin=0.2), "lp": dict(pos_margin=0.1, neg_margin=1.1)},
-           "MarginLoss": {"cosine": dict(margin=0.1, beta=0.4), "lp": dict(margin=0.2, beta=1.2)}}
+           "MarginLoss": {"cosine": dict(margin=0.1, beta=0.4), "lp": dict(margin=0.2, beta=1.2)},
+           "LiftedStructureLoss": {"cosine": dict(neg_margin=0.2, pos_margin=0.8),
+                                   "lp": dict(neg_margin=0.8, pos_margin=0.2)}}
 FUSED = [(loss, miner, dist) for loss in LOSS_KW for dist in LOSS_KW[loss] for miner in MINER_KW]
 
 
@@ -264,12 +266,11 @@ def test_fused_selection_margin_loss_beta(miner_name, options, never_listed):
 
 
 @pytest.mark.parametrize("loss_name", ["LiftedStructureLoss", "MultiSimilarityLoss"])
-def test_unfusable_selection_is_materialized(loss_name):
-    """LiftedStructureLoss (per positive pair, over two rows' negatives), or a loss on another
-    distance: the selection is listed, and the loss is PML's on those pairs."""
+def test_other_distance_is_materialized(loss_name):
+    """A loss on another distance than the miner's: the selection is listed, and the loss is
+    PML's on those pairs."""
     x, y = _batch(12, 3, torch.float64, seed=11)
-    dist = distances.LpDistance() if loss_name == "MultiSimilarityLoss" else distances.CosineSimilarity()
-    pml_dist = pml_distances.LpDistance() if loss_name == "MultiSimilarityLoss" else pml_distances.CosineSimilarity()
+    dist, pml_dist = distances.LpDistance(), pml_distances.LpDistance()
     sel = miners.MultiSimilarityMiner()(x, y)
     pairs = pml_miners.MultiSimilarityMiner()(x, y)
     got = getattr(losses, loss_name)(distance=dist, backend="torch")(x, y, sel)
