@@ -293,3 +293,39 @@ def test_pair_margin_miner_counts_lazily(never_listed):
     assert (ours.num_pos_pairs, ours.num_neg_pairs) == (theirs.num_pos_pairs, theirs.num_neg_pairs)
     ours.num_pos_pairs = 5  # still an attribute one can set
     assert ours.num_pos_pairs == 5 and ours.num_neg_pairs == theirs.num_neg_pairs
+
+
+@pytest.mark.parametrize("miner_name", list(MINER_KW))
+def test_fused_step_enumerates_no_pairs(miner_name, monkeypatch, never_listed):
+    """Miner and fused loss, forward and backward, with every index-listing op watched: none
+    lists more than 2·B entries at any point of the step (the distance tiles list their
+    near-zero pairs, the self pairs among them; a mined pair list would be O(B·N))."""
+    x, y = _batch(40, 5, torch.float32, seed=14)
+    x.requires_grad_()
+    steps = []
+    for loss_name, dist in [(name, "lp") for name in LOSS_KW if "lp" in LOSS_KW[name]] + [("CircleLoss", "cosine")]:
+        miner = getattr(miners, miner_name)(**MINER_KW[miner_name][dist], distance=DIST[dist][1]())
+        loss = getattr(losses, loss_name)(**LOSS_KW[loss_name][dist], distance=DIST[dist][1](), backend="torch")
+        steps.append((miner, loss))
+
+    limit = 2 * x.shape[0]
+
+    def watched(real):
+        def listing(*args, **kwargs):
+            out = real(*args, **kwargs)
+            n = (out[0] if isinstance(out, tuple) else out).shape[0]
+            assert n <= limit, f"an index list of {n} entries was built"
+            return out
+        return listing
+
+    real_where = torch.where
+    monkeypatch.setattr(torch, "nonzero", watched(torch.nonzero))
+    monkeypatch.setattr(torch, "argwhere", watched(torch.argwhere))
+    monkeypatch.setattr(torch.Tensor, "nonzero", watched(torch.Tensor.nonzero))
+    where_one = watched(real_where)
+    monkeypatch.setattr(torch, "where", lambda *a, **k: where_one(*a, **k) if len(a) == 1 else real_where(*a, **k))
+    for miner, loss in steps:
+        out = loss(x, y, miner(x, y))
+        out.backward()
+        assert torch.isfinite(out)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
