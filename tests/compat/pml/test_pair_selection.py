@@ -329,3 +329,23 @@ def test_fused_step_enumerates_no_pairs(miner_name, monkeypatch, never_listed):
         out.backward()
         assert torch.isfinite(out)
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("miner_name", list(MINER_KW))
+@pytest.mark.parametrize("window", [dict(low=0.1), dict(high=0.5), dict(low=0.05, high=0.6)])
+def test_fused_selection_with_threshold_reducer(miner_name, window, never_listed):
+    """ContrastiveLoss's fused ThresholdReducer (term bounds) on top of the fused selection
+    (row bounds): the reducer sees exactly the mined pairs' terms, as in PML."""
+    x, y = _batch(20, 3, torch.float64, seed=15)
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    mkw = MINER_KW[miner_name]["lp"]
+    theirs = pml_losses.ContrastiveLoss(pos_margin=0.1, neg_margin=1.1,
+                                        reducer=pml_reducers.ThresholdReducer(**window))
+    ours = losses.ContrastiveLoss(pos_margin=0.1, neg_margin=1.1, reducer=pml_reducers.ThresholdReducer(**window),
+                                  backend="torch")
+    expected = theirs(xr, y, getattr(pml_miners, miner_name)(**mkw, distance=pml_distances.LpDistance())(xr, y))
+    got = ours(xf, y, getattr(miners, miner_name)(**mkw, distance=distances.LpDistance())(xf, y))
+    torch.testing.assert_close(got, expected, **TOL[torch.float64])
+    expected.backward()
+    got.backward()
+    torch.testing.assert_close(xf.grad, xr.grad, **TOL[torch.float64])
