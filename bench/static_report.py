@@ -46,7 +46,7 @@ def variants():
                     dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d), opts))
         if variant_name == "supcon":
             bwd = dict(common, SYMMETRIC=False, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d,
-                       BLOCK_DO=b.block_do)
+                       BLOCK_DO=b.block_do, ROW_BOUNDS=False)
             out.append(("softmax bwd_q supcon dot bf16", sm._softmax_bwd_q_kernel, ptrs,
                         dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), opts))
             out.append(("softmax bwd_r supcon dot bf16", sm._softmax_bwd_r_kernel, ptrs, bwd, opts))
@@ -58,7 +58,7 @@ def variants():
                 "r_lab_ptr": "*i32", "counts_ptr": "*i64", "nonzero_ptr": "*i64"}
         opts = dict(num_warps=b.num_warps, num_stages=b.num_stages)
         common = dict(D=128, KIND=2, NEGATE=False, POWER=1, FILTERED=False, PRECISION=precision, HAS_SHIFT=False,
-                      BLOCK_D=b.block_d)
+                      BLOCK_D=b.block_d, ROW_BOUNDS=False)
         bwd = dict(common, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_DO=b.block_do)
         out.append((f"pair-margin fwd euclidean {label}", pm._pair_margin_fwd_kernel, ptrs,
                     dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n), opts))
@@ -122,7 +122,8 @@ def build() -> dict:
         divisible = opts.pop("divisible", ())
         compiled = compile_for_sm90(kernel, ptrs, constexprs, opts,
                                     floats=("near_tol", "pos_margin", "neg_margin", "margin", "mm", "pos_low",
-                                            "pos_high", "neg_low", "neg_high", "scale", "c_keep_hi", "c_keep_lo"),
+                                            "pos_high", "neg_low", "neg_high", "scale", "c_keep_hi", "c_keep_lo",
+                                            "bound_slack"),
                                     divisible=divisible)
         rows.append(dict(kernel=name, constexprs={k: v for k, v in constexprs.items()}, **opts,
                          divisible=list(divisible), **resource_report(compiled)))

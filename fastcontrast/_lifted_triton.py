@@ -28,24 +28,39 @@ def _negative_lse_config(cfg: SoftmaxConfig) -> SoftmaxConfig:
     return dataclasses.replace(cfg, variant="glifted")
 
 
-def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature):
-    """-> (values (B,), n_pos (B,), saved = (L,))."""
+def _row_bounds(cfg: SoftmaxConfig, bounds):
+    """The row bounds (a fused miner selection) in float32, or None without cfg.row_bounds."""
+    if not cfg.row_bounds:
+        return None
+    if bounds is None:
+        raise ValueError("cfg.row_bounds needs a bounds tensor")
+    return bounds.detach().float()
+
+
+def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, bounds=None):
+    """-> (values (B,), n_pos (B,), saved = (L,)). bounds: the row bounds with cfg.row_bounds
+    (the kernel's negatives and the pair pass's positives and negatives inside them)."""
     from .kernels import softmax as kernels_softmax
+    bounds = _row_bounds(cfg, bounds)
     one = torch.ones((), dtype=torch.float32, device=q.device)
-    _, _, (_, row_lse) = kernels_softmax.forward(q, r, q_labels, r_labels, _negative_lse_config(cfg), one)
-    return torch_softmax._lifted_forward(q, r, q_labels, r_labels, cfg, row_lse=row_lse)
+    _, _, (_, row_lse) = kernels_softmax.forward(q, r, q_labels, r_labels, _negative_lse_config(cfg), one,
+                                                 bounds=bounds)
+    return torch_softmax._lifted_forward(q, r, q_labels, r_labels, cfg, row_lse=row_lse,
+                                         bounds=None if bounds is None else bounds.to(row_lse.dtype))
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, saved,
-             needs_temperature_grad: bool):
+             needs_temperature_grad: bool, bounds=None):
     """-> (grad_q like q, grad_r like r, grad_temperature (0, Lifted has no τ) or None)."""
     from .kernels import softmax as kernels_softmax
+    bounds = _row_bounds(cfg, bounds)
     (row_lse,) = saved
-    grad_q, grad_r, weight = torch_softmax.lifted_positive_backward(grad_values, q, r, q_labels, r_labels, cfg,
-                                                                    row_lse)
+    grad_q, grad_r, weight = torch_softmax.lifted_positive_backward(
+        grad_values, q, r, q_labels, r_labels, cfg, row_lse, None if bounds is None else bounds.to(row_lse.dtype))
     one = torch.ones((), dtype=torch.float32, device=q.device)
     no_positive_weight = torch.full_like(row_lse, torch.finfo(torch.float32).max)
     neg_q, neg_r, _ = kernels_softmax.backward(weight.float(), q, r, q_labels, r_labels, _negative_lse_config(cfg),
-                                               one, (no_positive_weight, row_lse), needs_temperature_grad=False)
+                                               one, (no_positive_weight, row_lse), needs_temperature_grad=False,
+                                               bounds=bounds)
     grad_t = torch.zeros_like(temperature) if needs_temperature_grad else None
     return (grad_q + neg_q.to(grad_q.dtype)).to(q.dtype), (grad_r + neg_r.to(grad_r.dtype)).to(r.dtype), grad_t

@@ -73,6 +73,13 @@ class SoftmaxConfig:
     scale_neg: float = 1.0
     shift_pos: float = 0.0
     shift_neg: float = 0.0
+    # row_bounds (the pair-weighted variants but "lifted"): a (B, 2) tensor `bounds` comes
+    # beside the inputs and restricts each anchor's pairs (a miner's selection, fused): a
+    # positive pair counts only when l_ij − bound_slack < bounds[i, 0], a negative pair only
+    # when l_ij + bound_slack > bounds[i, 1]; pairs left out are in neither P_i nor N_i.
+    # Multi-Similarity mining is bounds = (max_n l_in, min_p l_ip), bound_slack = ε.
+    row_bounds: bool = False
+    bound_slack: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,12 @@ class PairMarginConfig:
     # may be -inf). The default (0, inf) is no filter: every term > 0, i.e. the plain sums.
     pos_keep: tuple[float, float] = (0.0, math.inf)
     neg_keep: tuple[float, float] = (0.0, math.inf)
+    # row_bounds: a (B, 2) tensor `bounds` comes beside the inputs and restricts each
+    # anchor's pairs (a miner's selection, fused): a positive pair is one only when
+    # d_ij + bound_slack > bounds[i, 0], a negative pair only when d_ij − bound_slack <
+    # bounds[i, 1]; the others are no pair at all (not in counts, nonzero or values).
+    row_bounds: bool = False
+    bound_slack: float = 0.0
 
     @property
     def filtered(self) -> bool:

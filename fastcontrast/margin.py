@@ -122,11 +122,13 @@ class MarginLoss(nn.Module):
                 f"learn_beta={self.learn_beta}, num_classes={self.num_classes}, distance={self.distance!r}, "
                 f"normalize={self.normalize}, reduction={self.reduction!r}, backend={self.backend!r}")
 
-    def config(self, self_offset: int = 0, precision: str = "ieee") -> PairMarginConfig:
-        """The seam config: pos hinge d − (−margin + β), neg hinge (margin + β) − d."""
+    def config(self, self_offset: int = 0, precision: str = "ieee", bound_slack=None) -> PairMarginConfig:
+        """The seam config: pos hinge d − (−margin + β), neg hinge (margin + β) − d; bound_slack
+        (a float) or None: row bounds come beside (PairMarginConfig.row_bounds)."""
+        bounded = {} if bound_slack is None else dict(row_bounds=True, bound_slack=float(bound_slack))
         return PairMarginConfig(kind=self.metric.kind, negate=self.metric.is_similarity,
                                 pos_margin=-self.margin, neg_margin=self.margin, power=1,
-                                self_offset=self_offset, precision=precision)
+                                self_offset=self_offset, precision=precision, **bounded)
 
     def _check(self, embeddings, labels, ref_emb, ref_labels, need_labels):
         check_embeddings(embeddings, "embeddings")
@@ -146,14 +148,19 @@ class MarginLoss(nn.Module):
 
     @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0,
-              beta=None, regularize=None) -> LossTerms:
+              beta=None, regularize=None, *, row_bounds=None, bound_slack: float = 0.0) -> LossTerms:
         """Per-anchor LossTerms, (B, 1) or with the β regularization (B, 2): part 0 v_a over
         its triplets |P(a)|·|N(a)| and its non-zero hinge terms counted over the triplets (the
         divisor's share); part 1 nu·β·|P(a)||N(a)| over |P(a)||N(a)| (one β) or
         nu·β_a·|P(a)||N(a)| over the divisor's share (per class). reduce() of them is the loss
         (and GlobalBatchLoss's exact global loss: every part is a ratio of global sums).
-        beta: overrides self.beta; regularize: overrides learn_beta."""
-        t, beta_a = self._anchor_terms(embeddings, labels, ref_emb, ref_labels, self_offset, beta)
+        beta: overrides self.beta; regularize: overrides learn_beta. row_bounds (B, 2),
+        optional: a miner's selection fused (pair_margin.ContrastiveLoss.terms' rule, in d = the
+        distance or −s units): the triplets are then every selected positive pair with every
+        selected negative pair of its anchor, as pytorch-metric-learning turns mined pairs into
+        triplets."""
+        t, beta_a = self._anchor_terms(embeddings, labels, ref_emb, ref_labels, self_offset, beta,
+                                       row_bounds, bound_slack)
         regularize = self.learn_beta if regularize is None else regularize
         if not regularize or self.nu == 0:
             return LossTerms(t.values[:, None], t.counts[:, None], t.nonzero[:, None])
@@ -170,7 +177,7 @@ class MarginLoss(nn.Module):
 
     @full_precision
     def _anchor_terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0,
-                      beta=None) -> tuple[LossTerms, torch.Tensor]:
+                      beta=None, row_bounds=None, bound_slack: float = 0.0) -> tuple[LossTerms, torch.Tensor]:
         """(LossTerms per anchor: v_a, its triplets |P(a)|·|N(a)|, its non-zero hinge terms
         counted over the triplets; β of each anchor). beta: overrides self.beta."""
         self._check(embeddings, labels, ref_emb, ref_labels, need_labels=True)
@@ -182,9 +189,15 @@ class MarginLoss(nn.Module):
         beta_a = anchor_beta(_beta_tensor(self.beta if beta is None else beta, embeddings), labels)
         shift = -beta_a if self.metric.is_similarity else beta_a
         r_labels = None if ref_emb is None else ref_labels.to(torch.int64).contiguous()
+        bounds, slack = None, None
+        if row_bounds is not None:
+            if not isinstance(row_bounds, torch.Tensor) or row_bounds.shape != (embeddings.shape[0], 2):
+                raise ValueError(f"row_bounds must be a ({embeddings.shape[0]}, 2) tensor")
+            bounds, slack = row_bounds.to(q.device), check_real(bound_slack, "bound_slack")
         values, counts, nonzero = PairMarginFunction.apply(
             q, r, labels.to(torch.int64).contiguous(), r_labels,
-            self.config(self_offset, metrics.matmul_precision(q.dtype, q.device)), backend, shift.contiguous())
+            self.config(self_offset, metrics.matmul_precision(q.dtype, q.device), slack), backend,
+            shift.contiguous(), bounds)
         n_pos, n_neg = counts[:, 0], counts[:, 1]
         v = values[:, 0] * n_neg.to(values.dtype) + values[:, 1] * n_pos.to(values.dtype)
         return LossTerms(v, n_pos * n_neg, nonzero[:, 0] * n_neg + nonzero[:, 1] * n_pos), beta_a
@@ -220,10 +233,10 @@ class MarginLoss(nn.Module):
         return self.loss_with(embeddings, labels, indices_tuple, ref_emb, ref_labels, self.beta, self.learn_beta)
 
     def loss_with(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, beta, regularize: bool,
-                  self_offset=None):
+                  self_offset=None, row_bounds=None, bound_slack: float = 0.0):
         """The loss with a given β (a number or a (1,) / (C,) tensor, whose graph is kept) and
         with or without the β regularization. self_offset: see terms() (default 0 without
-        ref_emb, −1 with it)."""
+        ref_emb, −1 with it); row_bounds / bound_slack (no indices_tuple): see terms()."""
         self._check(embeddings, labels, ref_emb, ref_labels, need_labels=indices_tuple is None)
         if indices_tuple is not None:
             triplets = _triplets(indices_tuple, embeddings, ref_emb)
@@ -240,7 +253,8 @@ class MarginLoss(nn.Module):
         else:
             if self_offset is None:
                 self_offset = 0 if ref_emb is None else -1
-            return self.reduce(self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, beta, regularize))
+            return self.reduce(self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, beta, regularize,
+                                          row_bounds=row_bounds, bound_slack=bound_slack))
         loss = safe_ratio(total, divisor)
         reg = self.regularization(weighted, n_triplets, divisor, beta, regularize)
         if reg is not None:

@@ -97,17 +97,27 @@ class _PairLSELoss(nn.Module):
             raise ValueError("ref_labels was given without ref_emb")
 
     @full_precision
-    def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0) -> LossTerms:
+    def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0, *,
+              row_bounds=None, bound_slack: float = 0.0) -> LossTerms:
         """Per-anchor LossTerms of all pairs. self_offset: anchor i is reference i + self_offset
-        and that pair is skipped (−1: no self pair)."""
+        and that pair is skipped (−1: no self pair). row_bounds (B, 2), optional: a miner's
+        selection fused (every pair-LSE loss): with l = s (or −d), a
+        positive pair counts only when l − bound_slack < row_bounds[i, 0], a negative pair only
+        when l + bound_slack > row_bounds[i, 1] (SoftmaxConfig.row_bounds)."""
         self._check(embeddings, labels, ref_emb, ref_labels)
         backend = resolve(self.backend, embeddings)
         q = metrics.prepare(embeddings, self.metric, backend)
         r = q if ref_emb is None else metrics.prepare(ref_emb, self.metric, backend)
         r_labels = labels if ref_emb is None else ref_labels
+        bounded = {}
+        if row_bounds is not None:
+            if not isinstance(row_bounds, torch.Tensor) or row_bounds.shape != (embeddings.shape[0], 2):
+                raise ValueError(f"row_bounds must be a ({embeddings.shape[0]}, 2) tensor")
+            bounded = dict(row_bounds=True, bound_slack=check_real(bound_slack, "bound_slack"),
+                           bounds=row_bounds.to(q.device))
         values, n_pos = softmax_values(q, r, labels, r_labels, kind=self.metric.kind, variant=self.variant,
                                        self_offset=self_offset, temperature=1.0, backend=backend,
-                                       **self.shifts())
+                                       **self.shifts(), **bounded)
         return self._terms_from(values, n_pos)
 
     def _terms_from(self, values, n_pos) -> LossTerms:
@@ -357,8 +367,12 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
         return "whole_rows"
 
     @full_precision
-    def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0) -> LossTerms:
-        terms = super().terms(embeddings, labels, ref_emb, ref_labels, self_offset)
+    def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0, *,
+              row_bounds=None, bound_slack: float = 0.0) -> LossTerms:
+        """As _PairLSELoss.terms; with row_bounds a positive pair (a, p) is one only inside row
+        a's bounds and its log-sum-exp runs over the negatives inside rows a's and p's."""
+        terms = super().terms(embeddings, labels, ref_emb, ref_labels, self_offset, row_bounds=row_bounds,
+                              bound_slack=bound_slack)
         r_labels = labels if ref_emb is None else ref_labels
         from .softmax import different_label_counts
         # no negative pair at all: 0 (read on the device, no host sync; torch.compile traces it)

@@ -94,21 +94,27 @@ class PairMarginFunction(torch.autograd.Function):
     nonzero), each (B, 2); only `values` is differentiable. r = None (and r_labels = None)
     means the references are the anchors themselves: q's gradient is then the sum of both
     roles. shift (B,), optional: anchor i's margins are pos_margin + shift_i and
-    neg_margin + shift_i (MarginLoss's learnable β), and shift gets its gradient."""
+    neg_margin + shift_i (MarginLoss's learnable β), and shift gets its gradient. bounds (B, 2),
+    optional, with cfg.row_bounds: each anchor's selected pairs (a fused miner selection), not
+    differentiable."""
 
     @staticmethod
     @full_precision
-    def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str, shift=None):
+    def forward(ctx, q, r, q_labels, r_labels, cfg: PairMarginConfig, backend: str, shift=None, bounds=None):
         # while torch.compile traces, the PyTorch path runs as one opaque op (_function.py)
-        ctx.opaque = backend == "torch" and compiling()
+        ctx.opaque = backend == "torch" and bounds is None and compiling()
         if ctx.opaque:
             values, counts, nonzero = _torch_forward_op(q, r, q_labels, r_labels, shift, config_code(cfg))
             saved = ()
         else:
             extra = {} if shift is None else {"shift": shift}
+            if bounds is not None:
+                extra["bounds"] = bounds
             values, counts, nonzero, saved = _implementation(backend).forward(
                 *with_references(q, r, q_labels, r_labels), cfg, **extra)
-        ctx.cfg, ctx.backend, ctx.has_shift = cfg, backend, shift is not None
+        ctx.cfg, ctx.backend, ctx.has_shift, ctx.has_bounds = cfg, backend, shift is not None, bounds is not None
+        if bounds is not None:
+            saved = (*saved, bounds)
         if shift is not None:
             saved = (*saved, shift)
         save_inputs(ctx, q, r, q_labels, r_labels, *saved)
@@ -128,15 +134,20 @@ class PairMarginFunction(torch.autograd.Function):
         else:
             q, r, q_labels, r_labels, saved = saved_inputs(ctx)
             impl = _implementation(ctx.backend)
+            extra = {}
             if ctx.has_shift:
-                *saved, shift = saved
+                *saved, extra["shift"] = saved
+            if ctx.has_bounds:
+                *saved, extra["bounds"] = saved
+            if ctx.has_shift:
                 grad_q, grad_r, grad_shift = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels,
-                                                           ctx.cfg, tuple(saved), shift=shift)
+                                                           ctx.cfg, tuple(saved), **extra)
             else:
-                grad_q, grad_r = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, saved)
+                grad_q, grad_r = impl.backward(grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg,
+                                               tuple(saved), **extra)
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
-        return grad_q, grad_r, None, None, None, None, grad_shift
+        return grad_q, grad_r, None, None, None, None, grad_shift, None
 
 
 # ---------------------------------------------------------------------------------------
@@ -269,11 +280,15 @@ class ContrastiveLoss(torch.nn.Module):
                 f"distance={self.distance!r}, normalize={self.normalize!r}, reduction={self.reduction!r}, "
                 f"average={self.average!r}, backend={self.backend!r}")
 
-    def config(self, self_offset: int = 0, precision: str = "ieee", term_bounds=None) -> PairMarginConfig:
+    def config(self, self_offset: int = 0, precision: str = "ieee", term_bounds=None,
+               bound_slack=None) -> PairMarginConfig:
         """The seam config: margins flipped for similarities (d = −s); term_bounds
-        ((pos_low, pos_high), (neg_low, neg_high)) or None: which terms count (PairMarginConfig)."""
+        ((pos_low, pos_high), (neg_low, neg_high)) or None: which terms count; bound_slack (a
+        float) or None: row bounds come beside (PairMarginConfig)."""
         sim = self.metric.is_similarity
         keep = {} if term_bounds is None else dict(pos_keep=term_bounds[0], neg_keep=term_bounds[1])
+        if bound_slack is not None:
+            keep.update(row_bounds=True, bound_slack=float(bound_slack))
         return PairMarginConfig(kind=self.metric.kind, negate=sim,
                                 pos_margin=-self.pos_margin if sim else self.pos_margin,
                                 neg_margin=-self.neg_margin if sim else self.neg_margin,
@@ -281,13 +296,17 @@ class ContrastiveLoss(torch.nn.Module):
 
     @full_precision
     def terms(self, embeddings, labels=None, ref_emb=None, ref_labels=None, self_offset: int = 0,
-              indices_tuple=None, *, term_bounds=None) -> LossTerms:
+              indices_tuple=None, *, term_bounds=None, row_bounds=None, bound_slack: float = 0.0) -> LossTerms:
         """Per-anchor sums of positive and negative terms, their pair counts and non-zero counts.
 
         Without ref_emb the references are the embeddings themselves. self_offset: anchor i is
         reference i + self_offset and that pair is skipped (-1: no self pair). term_bounds
         ((pos_low, pos_high), (neg_low, neg_high)): only terms with low < term < high enter
-        the sums (and "non-zero" counts those); None = every term."""
+        the sums (and "non-zero" counts those); None = every term. row_bounds (B, 2), optional
+        (labels only, no indices_tuple): each anchor's selected pairs, a miner's selection fused
+        — with d the distance (−s for a similarity) a positive pair is one only when
+        d + bound_slack > row_bounds[i, 0], a negative pair only when d − bound_slack <
+        row_bounds[i, 1]; counts are then the selected pairs."""
         term_bounds = _check_term_bounds(term_bounds)
         check_embeddings(embeddings, "embeddings")
         for value, name in ((self.pos_margin, "pos_margin"), (self.neg_margin, "neg_margin")):
@@ -313,6 +332,12 @@ class ContrastiveLoss(torch.nn.Module):
             if ref_emb is not None and ref_labels is None:
                 raise ValueError("ref_emb and ref_labels must be given together (or pass indices_tuple)")
         backend = resolve_backend(self.backend, embeddings.device, embeddings.dtype)
+        if row_bounds is not None:
+            if pairs is not None:
+                raise ValueError("row_bounds select among all pairs: give no indices_tuple with them")
+            if not isinstance(row_bounds, torch.Tensor) or row_bounds.shape != (embeddings.shape[0], 2):
+                raise ValueError(f"row_bounds must be a ({embeddings.shape[0]}, 2) tensor")
+            bound_slack = check_real(bound_slack, "bound_slack")
 
         q = metrics.prepare(embeddings, self.metric, backend)
         r = q if ref_emb is None else metrics.prepare(ref_emb, self.metric, backend)
@@ -323,8 +348,10 @@ class ContrastiveLoss(torch.nn.Module):
             r, r_labels = None, None
         else:
             r_labels = ref_labels.to(torch.int64).contiguous()
-        cfg = self.config(self_offset, metrics.matmul_precision(q.dtype, q.device), term_bounds)
-        values, counts, nonzero = PairMarginFunction.apply(q, r, q_labels, r_labels, cfg, backend)
+        cfg = self.config(self_offset, metrics.matmul_precision(q.dtype, q.device), term_bounds,
+                          None if row_bounds is None else bound_slack)
+        bounds = None if row_bounds is None else row_bounds.to(q.device)
+        values, counts, nonzero = PairMarginFunction.apply(q, r, q_labels, r_labels, cfg, backend, None, bounds)
         return LossTerms(values, counts, nonzero)
 
     def reduce(self, terms: LossTerms, denominators=None) -> torch.Tensor:

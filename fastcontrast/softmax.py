@@ -103,6 +103,8 @@ class SoftmaxFunction(torch.autograd.Function):
     -> (values (B,), n_pos (B,)), or with symmetric=True (values (B,), n_pos (B,),
     values_r (N,), n_pos_r (N,)): also the reverse direction, anchors r against references q.
     bias: the "sigmoid" variant's 0-dim logit bias (SigLIP), differentiable like temperature.
+    bounds: (B, 2) per-anchor pair bounds with cfg.row_bounds (a fused miner selection; not
+    differentiable).
 
     q, r already prepared (normalized when the metric says so); temperature a 0-dim tensor;
     backend "torch" or "triton" (already resolved). r = None means the references are the
@@ -114,9 +116,10 @@ class SoftmaxFunction(torch.autograd.Function):
 
     @staticmethod
     @full_precision
-    def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False, bias=None):
+    def forward(ctx, q, r, q_labels, r_labels, temperature, cfg, backend, symmetric=False, bias=None,
+                bounds=None):
         # while torch.compile traces, the PyTorch path runs as one opaque op (_function.py)
-        ctx.opaque = backend == "torch" and not symmetric and bias is None and compiling()
+        ctx.opaque = backend == "torch" and not symmetric and bias is None and bounds is None and compiling()
         if ctx.opaque:
             outputs, saved = _torch_forward_op(q, r, q_labels, r_labels, temperature, config_code(cfg)), ()
         else:
@@ -124,12 +127,16 @@ class SoftmaxFunction(torch.autograd.Function):
             inputs = (*with_references(q, r, q_labels, r_labels), cfg, temperature)
             if bias is not None:  # the "sigmoid" variant's logit bias (SigLIP)
                 *outputs, saved = impl.forward(*inputs, bias=bias)
+            elif bounds is not None:  # a fused miner selection's per-anchor bounds
+                *outputs, saved = impl.forward(*inputs, bounds=bounds)
             else:
                 *outputs, saved = (impl.forward_symmetric if symmetric else impl.forward)(*inputs)
         ctx.cfg, ctx.backend, ctx.symmetric = cfg, backend, symmetric
-        ctx.has_bias = bias is not None
+        ctx.has_bias, ctx.has_bounds = bias is not None, bounds is not None
         if ctx.has_bias:
             saved = (bias, *saved)
+        if ctx.has_bounds:
+            saved = (bounds, *saved)
         save_inputs(ctx, q, r, q_labels, r_labels, temperature, *saved)
         ctx.mark_non_differentiable(*outputs[1::2])  # the n_pos counts
         return tuple(outputs)
@@ -137,7 +144,7 @@ class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     @full_precision
     def backward(ctx, grad_values, _grad_n_pos, *reverse_grads):
-        needs = tuple(ctx.needs_input_grad) + (False,) * (9 - len(ctx.needs_input_grad))
+        needs = tuple(ctx.needs_input_grad) + (False,) * (10 - len(ctx.needs_input_grad))
         if ctx.opaque:
             q, r, q_labels, r_labels, temperature = ctx.saved_tensors
             grad_q, grad_r, grad_t = _torch_backward_op(grad_values.contiguous(), q, r, q_labels, r_labels,
@@ -145,11 +152,16 @@ class SoftmaxFunction(torch.autograd.Function):
             if ctx.same:
                 grad_q, grad_r = grad_q + grad_r, None
             return (grad_q if needs[0] else None, grad_r if needs[1] else None, None, None,
-                    grad_t if needs[4] else None, None, None, None, None)
+                    grad_t if needs[4] else None, None, None, None, None, None)
         q, r, q_labels, r_labels, (temperature, *saved) = saved_inputs(ctx)
         impl = _implementation(ctx.backend, ctx.cfg.variant)
         grad_b = None
-        if ctx.has_bias:
+        if ctx.has_bounds:
+            bounds, *saved = saved
+            grad_q, grad_r, grad_t = impl.backward(
+                grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, temperature, tuple(saved),
+                needs_temperature_grad=bool(needs[4]), bounds=bounds)
+        elif ctx.has_bias:
             bias, *saved = saved
             grad_q, grad_r, grad_t, grad_b = impl.backward(
                 grad_values.contiguous(), q, r, q_labels, r_labels, ctx.cfg, temperature, tuple(saved),
@@ -167,7 +179,7 @@ class SoftmaxFunction(torch.autograd.Function):
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
         return (grad_q if needs[0] else None, grad_r if needs[1] else None, None, None,
-                grad_t if needs[4] else None, None, None, None, grad_b if needs[8] else None)
+                grad_t if needs[4] else None, None, None, None, grad_b if needs[8] else None, None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -264,13 +276,14 @@ def resolve(backend, embeddings: torch.Tensor) -> str:
 
 def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temperature, backend,
                    precision=None, symmetric=False, positive_offset=-1, bias=None, all_negative=False,
-                   **options):
+                   bounds=None, **options):
     """Run SoftmaxFunction on prepared inputs. r may be q and r_labels may be q_labels (the
     batch is its own reference set): the Function then gets None for them. symmetric=True
     (Triton backend only): (values, n_pos, values_r, n_pos_r), both directions at once.
     positive_offset ≥ 0: the labels make reference i + positive_offset the only positive of
     query i (SoftmaxConfig.positive_offset). `options`: the pair-weighted variants' scales and
-    shifts (SoftmaxConfig)."""
+    shifts (SoftmaxConfig), and with row_bounds=True their bound_slack and `bounds` (B, 2), a
+    fused miner selection (SoftmaxConfig.row_bounds)."""
     if precision is None:
         precision = metrics.matmul_precision(q.dtype, q.device)
     cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=int(self_offset), precision=precision,
@@ -283,7 +296,8 @@ def softmax_values(q, r, q_labels, r_labels, *, kind, variant, self_offset, temp
     if bias is not None:
         bias = _bias_tensor(bias, q)
     return SoftmaxFunction.apply(q, None if same else r, q_labels.long(),
-                                 None if same_labels else r_labels.long(), t, cfg, resolved, symmetric, bias)
+                                 None if same_labels else r_labels.long(), t, cfg, resolved, symmetric, bias,
+                                 bounds)
 
 
 def _prepared(embeddings, ref_emb, metric, backend="torch"):

@@ -28,6 +28,11 @@ output element is written by one program: no atomics, deterministic.
 Optional per-anchor margin shift (HAS_SHIFT; MarginLoss's learnable β): h⁺ = d − (pos_margin +
 shift_i), h⁻ = (neg_margin + shift_i) − d; its gradient comes from the forward's non-zero counts.
 
+Optional row bounds (ROW_BOUNDS; a fused miner selection, PairMarginConfig.row_bounds): a
+(B, 2) float32 tensor loaded once per anchor block; a positive pair is one only when
+d + bound_slack > bounds_i0, a negative pair only when d − bound_slack < bounds_i1 — one
+compare on the pair masks, so counts, sums and slopes all see the selection.
+
 Inputs fp32/fp16/bf16, accumulation fp32; tl.dot input precision from cfg.precision
 ("ieee" | "tf32"; fp16/bf16 run at their native precision). Registered as the torch ops
 "fastcontrast::pair_margin_fwd" / "fastcontrast::pair_margin_bwd" (torch.library.triton_op;
@@ -69,6 +74,25 @@ def _row_shift(shift_ptr, offs_m, M, HAS_SHIFT: tl.constexpr):
     else:
         sh = tl.zeros(offs_m.shape, tl.float32)
     return sh[:, None]
+
+
+@triton.jit
+def _load_bounds(bounds_ptr, offs_m, M):
+    """Anchor i's (pos_above, neg_below) row bounds as columns; rows past M select nothing."""
+    in_m = offs_m < M
+    pos_above = tl.load(bounds_ptr + 2 * offs_m, mask=in_m, other=float("inf"))
+    neg_below = tl.load(bounds_ptr + 2 * offs_m + 1, mask=in_m, other=float("-inf"))
+    return pos_above[:, None], neg_below[:, None]
+
+
+@triton.jit
+def _row_bounded(t, pos, neg, pos_above, neg_below, bound_slack, NEGATE: tl.constexpr):
+    """(pos, neg) narrowed to the selected pairs: d + slack > pos_above, d − slack < neg_below."""
+    if NEGATE:
+        d = -t
+    else:
+        d = t
+    return pos & (d + bound_slack > pos_above), neg & (d - bound_slack < neg_below)
 
 
 @triton.jit
@@ -120,15 +144,18 @@ def _tile_coef(t, pos, neg, g_pos, g_neg, pos_margin, neg_margin,
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, shift_ptr,
-                            values_ptr, counts_ptr, nonzero_ptr,
+                            values_ptr, counts_ptr, nonzero_ptr, bounds_ptr,
                             M, N, stride_q, stride_r, near_tol, self_offset, pos_margin, neg_margin,
-                            pos_low, pos_high, neg_low, neg_high,
+                            pos_low, pos_high, neg_low, neg_high, bound_slack,
                             D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
                             FILTERED: tl.constexpr, PRECISION: tl.constexpr, HAS_SHIFT: tl.constexpr,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                            ROW_BOUNDS: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     unit = tl.load(unit_ptr)  # true distance = unit × the frame's (see _host.frame)
     sh = _row_shift(shift_ptr, offs_m, M, HAS_SHIFT)
+    if ROW_BOUNDS:
+        pos_above, neg_below = _load_bounds(bounds_ptr, offs_m, M)
     sum_pos = tl.zeros((BLOCK_M,), tl.float32)
     sum_neg = tl.zeros((BLOCK_M,), tl.float32)
     n_pos = tl.zeros((BLOCK_M,), tl.int32)
@@ -140,6 +167,8 @@ def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
         t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION) * unit
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        if ROW_BOUNDS:
+            pos, neg = _row_bounded(t, pos, neg, pos_above, neg_below, bound_slack, NEGATE)
         h_pos, h_neg = _hinges(t, pos_margin + sh, neg_margin + sh, NEGATE)
         term_pos = _terms(h_pos, pos, POWER)
         term_neg = _terms(h_neg, neg, POWER)
@@ -177,12 +206,13 @@ def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, shift_ptr, grad_ptr, grad_q_ptr,
+                              bounds_ptr,
                               M, N, stride_q, stride_r, stride_gq, near_tol, self_offset, pos_margin, neg_margin,
-                              pos_low, pos_high, neg_low, neg_high,
+                              pos_low, pos_high, neg_low, neg_high, bound_slack,
                               D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
                               FILTERED: tl.constexpr, PRECISION: tl.constexpr, HAS_SHIFT: tl.constexpr,
                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                              BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
+                              BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr, ROW_BOUNDS: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)  # the D chunk this program writes
     unit = tl.load(unit_ptr)
@@ -190,6 +220,8 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
     sh = _row_shift(shift_ptr, offs_m, M, HAS_SHIFT)
     g_pos = tl.load(grad_ptr + offs_m.to(tl.int64) * 2, mask=in_m, other=0.0)
     g_neg = tl.load(grad_ptr + offs_m.to(tl.int64) * 2 + 1, mask=in_m, other=0.0)
+    if ROW_BOUNDS:
+        pos_above, neg_below = _load_bounds(bounds_ptr, offs_m, M)
 
     acc = tl.zeros((BLOCK_M, BLOCK_DO), tl.float32)  # Σ_j c_ij r_j
     coef_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ_j c_ij (distance kinds)
@@ -198,6 +230,8 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
         t_frame = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
                                       stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        if ROW_BOUNDS:
+            pos, neg = _row_bounded(t_frame * unit, pos, neg, pos_above, neg_below, bound_slack, NEGATE)
         if FILTERED:
             pos, neg = _kept(t_frame * unit, pos, neg, pos_margin + sh, neg_margin + sh, pos_low, pos_high,
                              neg_low, neg_high, NEGATE, POWER)
@@ -214,12 +248,13 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
 
 @triton.jit
 def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, shift_ptr, grad_ptr, grad_r_ptr,
+                              bounds_ptr,
                               M, N, stride_q, stride_r, stride_gr, near_tol, self_offset, pos_margin, neg_margin,
-                              pos_low, pos_high, neg_low, neg_high,
+                              pos_low, pos_high, neg_low, neg_high, bound_slack,
                               D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, POWER: tl.constexpr,
                               FILTERED: tl.constexpr, PRECISION: tl.constexpr, HAS_SHIFT: tl.constexpr,
                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                              BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
+                              BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr, ROW_BOUNDS: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
     unit = tl.load(unit_ptr)
@@ -235,6 +270,9 @@ def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
         t_frame = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
                                       stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        if ROW_BOUNDS:  # this anchor tile's bounds
+            pos_above, neg_below = _load_bounds(bounds_ptr, offs_m, M)
+            pos, neg = _row_bounded(t_frame * unit, pos, neg, pos_above, neg_below, bound_slack, NEGATE)
         if FILTERED:
             pos, neg = _kept(t_frame * unit, pos, neg, pos_margin + sh, neg_margin + sh, pos_low, pos_high,
                              neg_low, neg_high, NEGATE, POWER)
@@ -299,9 +337,10 @@ def _filtered(keep) -> bool:
 
 
 def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
-              unit: torch.Tensor, shift: torch.Tensor, kind: int, negate: bool, power: int, pos_margin: float,
-              neg_margin: float, self_offset: int, precision: str, near_tol: float, keep: list[float],
-              has_shift: bool, block_m: int, block_n: int, block_d: int, num_warps: int, num_stages: int
+              unit: torch.Tensor, shift: torch.Tensor, bounds: torch.Tensor, kind: int, negate: bool, power: int,
+              pos_margin: float, neg_margin: float, self_offset: int, precision: str, near_tol: float,
+              keep: list[float], has_shift: bool, bound_slack: float, row_bounds: bool, block_m: int,
+              block_n: int, block_d: int, num_warps: int, num_stages: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     M, D = q.shape
     N = r.shape[0]
@@ -310,18 +349,19 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     nonzero = torch.empty((M, 2), dtype=torch.int64, device=q.device)
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     _host.launchable(_pair_margin_fwd_kernel)[(triton.cdiv(M, block_m),)](
-        q, r, q_sq, r_sq, q_labels, r_labels, unit, shift, values, counts, nonzero,
-        M, N, q.stride(0), r.stride(0), near_tol, self_offset, pos_margin, neg_margin, *keep,
+        q, r, q_sq, r_sq, q_labels, r_labels, unit, shift, values, counts, nonzero, bounds,
+        M, N, q.stride(0), r.stride(0), near_tol, self_offset, pos_margin, neg_margin, *keep, bound_slack,
         D=D, KIND=kind, NEGATE=negate, POWER=power, FILTERED=_filtered(keep), PRECISION=precision,
-        HAS_SHIFT=has_shift,
+        HAS_SHIFT=has_shift, ROW_BOUNDS=row_bounds,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps, num_stages=num_stages)
     return values, counts, nonzero
 
 
 def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor,
-              r_labels: torch.Tensor, unit: torch.Tensor, shift: torch.Tensor, kind: int, negate: bool, power: int,
-              pos_margin: float, neg_margin: float, self_offset: int, precision: str, near_tol: float,
-              keep: list[float], has_shift: bool, block_m: int, block_n: int, block_d: int, block_do: int,
+              r_labels: torch.Tensor, unit: torch.Tensor, shift: torch.Tensor, bounds: torch.Tensor, kind: int,
+              negate: bool, power: int, pos_margin: float, neg_margin: float, self_offset: int, precision: str,
+              near_tol: float, keep: list[float], has_shift: bool, bound_slack: float, row_bounds: bool,
+              block_m: int, block_n: int, block_d: int, block_do: int,
               num_warps: int, num_stages: int) -> tuple[torch.Tensor, torch.Tensor]:
     M, D = q.shape
     N = r.shape[0]
@@ -331,28 +371,29 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_lab
     d_chunks = triton.cdiv(D, block_do)
     common = dict(D=D, KIND=kind, NEGATE=negate, POWER=power, FILTERED=_filtered(keep), PRECISION=precision,
                   HAS_SHIFT=has_shift, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
-                  num_warps=num_warps, num_stages=num_stages)
+                  ROW_BOUNDS=row_bounds, num_warps=num_warps, num_stages=num_stages)
     _host.launchable(_pair_margin_bwd_q_kernel)[(triton.cdiv(M, block_m), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, unit, shift, grad_values, grad_q,
+        q, r, q_sq, r_sq, q_labels, r_labels, unit, shift, grad_values, grad_q, bounds,
         M, N, q.stride(0), r.stride(0), grad_q.stride(0), near_tol, self_offset, pos_margin, neg_margin, *keep,
-        **common)
+        bound_slack, **common)
     _host.launchable(_pair_margin_bwd_r_kernel)[(triton.cdiv(N, block_n), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, unit, shift, grad_values, grad_r,
+        q, r, q_sq, r_sq, q_labels, r_labels, unit, shift, grad_values, grad_r, bounds,
         M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset, pos_margin, neg_margin, *keep,
-        **common)
+        bound_slack, **common)
     return grad_q, grad_r
 
 
-def _fwd_fake(q, r, q_labels, r_labels, unit, shift, kind, negate, power, pos_margin, neg_margin, self_offset,
-              precision, near_tol, keep, has_shift, block_m, block_n, block_d, num_warps, num_stages):
+def _fwd_fake(q, r, q_labels, r_labels, unit, shift, bounds, kind, negate, power, pos_margin, neg_margin, self_offset,
+              precision, near_tol, keep, has_shift, bound_slack, row_bounds, block_m, block_n, block_d, num_warps,
+              num_stages):
     M = q.shape[0]
     return (q.new_empty((M, 2), dtype=torch.float32), q.new_empty((M, 2), dtype=torch.int64),
             q.new_empty((M, 2), dtype=torch.int64))
 
 
-def _bwd_fake(grad_values, q, r, q_labels, r_labels, unit, shift, kind, negate, power, pos_margin, neg_margin,
-              self_offset, precision, near_tol, keep, has_shift, block_m, block_n, block_d, block_do, num_warps,
-              num_stages):
+def _bwd_fake(grad_values, q, r, q_labels, r_labels, unit, shift, bounds, kind, negate, power, pos_margin,
+              neg_margin, self_offset, precision, near_tol, keep, has_shift, bound_slack, row_bounds, block_m,
+              block_n, block_d, block_do, num_warps, num_stages):
     return torch.empty_like(q), torch.empty_like(r)
 
 
@@ -372,7 +413,17 @@ def _codes(cfg: PairMarginConfig) -> int:
 def _args(cfg: PairMarginConfig, kind: int, dtype: torch.dtype, has_shift: bool = False):
     return (kind, bool(cfg.negate), int(cfg.power), float(cfg.pos_margin), float(cfg.neg_margin),
             int(cfg.self_offset), cfg.precision, metrics.near_tolerance(dtype, cfg.precision),
-            [float(v) for v in (*cfg.pos_keep, *cfg.neg_keep)], has_shift)
+            [float(v) for v in (*cfg.pos_keep, *cfg.neg_keep)], has_shift, float(cfg.bound_slack),
+            bool(cfg.row_bounds))
+
+
+def _bounds(cfg: PairMarginConfig, bounds, device):
+    """The (B, 2) row bounds as float32 (true units), or an empty tensor (never read)."""
+    if cfg.row_bounds != (bounds is not None):
+        raise ValueError("cfg.row_bounds and a bounds tensor come together")
+    if bounds is None:
+        return torch.empty(0, dtype=torch.float32, device=device)
+    return bounds.detach().to(device=device, dtype=torch.float32).contiguous()
 
 
 def _shift(shift, device):
@@ -382,7 +433,8 @@ def _shift(shift, device):
     return shift.detach().to(device=device, dtype=torch.float32).contiguous()
 
 
-def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, blocks: Blocks | None = None, shift=None):
+def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, blocks: Blocks | None = None, shift=None,
+            bounds=None):
     """-> (values (B, 2) float32, counts (B, 2) int64, nonzero (B, 2) int64, saved). shift (B,):
     anchor i's margins moved by shift_i (MarginLoss's β); saved is then (nonzero,), from which
     backward gives shift's gradient (POWER 1: −g⁺_i·nonzero⁺_i + g⁻_i·nonzero⁻_i)."""
@@ -393,13 +445,14 @@ def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, blocks: Blocks | No
     q, r, _, unit = _host.frame(q, r, kind)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.precision)
     values, counts, nonzero = pair_margin_fwd_op(q, r, q_labels, r_labels, unit, _shift(shift, q.device),
+                                                 _bounds(cfg, bounds, q.device),
                                                  *_args(cfg, kind, q.dtype, shift is not None),
                                                  b.fwd_m, b.fwd_n, b.block_d, b.num_warps, b.num_stages)
     return values, counts, nonzero, (() if shift is None else (nonzero,))
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved, blocks: Blocks | None = None,
-             shift=None):
+             shift=None, bounds=None):
     """-> (grad_q like q, grad_r like r), and grad_shift (B,) when shift is given."""
     kind = _codes(cfg)
     q_dtype, r_dtype = q.dtype, r.dtype
@@ -408,6 +461,7 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.precision)
     grad_values = _host.upstream_grad(grad_values, q.device)
     grad_q, grad_r = pair_margin_bwd_op(grad_values, q, r, q_labels, r_labels, unit, _shift(shift, q.device),
+                                        _bounds(cfg, bounds, q.device),
                                         *_args(cfg, kind, q.dtype, shift is not None),
                                         b.bwd_m, b.bwd_n, b.block_d, b.block_do, b.num_warps, b.num_stages)
     # the kernels' coefficients are in true units against frame rows: ∂L/∂x = s · their rows

@@ -36,6 +36,12 @@ program per (reference block, D chunk), streaming over anchor tiles. No atomics:
 element is written by exactly one program, and grad_τ is reduced from per-row partials by a
 torch sum, so results are deterministic.
 
+Row bounds (cfg.row_bounds, the pair-weighted variants): a fused miner selection as a (B, 2)
+float32 tensor, loaded once per anchor block: positives only where l_ij − slack < bounds_i0,
+negatives only where l_ij + slack > bounds_i1 (slack after the variant's parameters in the
+temperature tensor) — one compare on the masks the variants already build, compiled out
+(ROW_BOUNDS=False) for every other launch.
+
 forward_symmetric / backward_symmetric (InfoNCE/CLIP both ways): v_i over rows and v'_j over
 columns of the same logit matrix and masks; the backward adds both directions' W on each
 tile, so one pass of the two backward kernels gives every gradient.
@@ -154,6 +160,23 @@ def _weighted_grad(logits, pos, neg, lse_p, lse_n, g, sp, sn, shp, shn, VARIANT:
     w_p = tl.exp(tl.where(pos, a - tl.where(lse_p > float("-inf"), lse_p, 0.0), float("-inf")))
     w_n = tl.exp(tl.where(neg, b - tl.where(lse_n > float("-inf"), lse_n, 0.0), float("-inf")))
     return g * (coef_p * w_p * dpos + coef_n * w_n * dneg)
+
+
+@triton.jit
+def _row_bounded(pos, neg, logits, pos_below, neg_above, slack):
+    """The masks restricted to a fused miner selection: positives with l − slack < pos_below,
+    negatives with l + slack > neg_above (per-anchor bounds, shaped to broadcast on the tile)."""
+    return pos & (logits - slack < pos_below), neg & (logits + slack > neg_above)
+
+
+@triton.jit
+def _load_bounds(bounds_ptr, tau_ptr, offs_m, M):
+    """(pos_below, neg_above, slack) of anchors offs_m: row i's bounds at bounds_ptr[2i], [2i + 1];
+    rows past M get bounds that keep nothing."""
+    in_m = offs_m < M
+    pos_below = tl.load(bounds_ptr + 2 * offs_m, mask=in_m, other=float("-inf"))
+    neg_above = tl.load(bounds_ptr + 2 * offs_m + 1, mask=in_m, other=float("inf"))
+    return pos_below, neg_above, tl.load(tau_ptr + 5)
 
 
 @triton.jit
@@ -352,14 +375,16 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
 
 @triton.jit
 def _softmax_weighted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr, bias_ptr,
-                                 values_ptr, n_pos_ptr, lse_ptr, aux_ptr,
+                                 values_ptr, n_pos_ptr, lse_ptr, aux_ptr, bounds_ptr,
                                  M, N, stride_q, stride_r, near_tol, self_offset,
                                  D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr,
                                  PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                                 BLOCK_D: tl.constexpr):
+                                 BLOCK_D: tl.constexpr, ROW_BOUNDS: tl.constexpr):
     """The pair-weighted variants: one pass, two online LSEs kept apart (a over the positives,
     b over the negatives); lse ← LSE_P a, aux ← LSE_N b (−inf when empty)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    if ROW_BOUNDS:
+        pos_below, neg_above, slack = _load_bounds(bounds_ptr, tau_ptr, offs_m, M)
     inv_tau = 1.0 / tl.load(tau_ptr)
     sp = tl.load(tau_ptr + 1)
     sn = tl.load(tau_ptr + 2)
@@ -375,6 +400,8 @@ def _softmax_weighted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        if ROW_BOUNDS:
+            pos, neg = _row_bounded(pos, neg, logits, pos_below[:, None], neg_above[:, None], slack)
         a, b, _, _ = _pair_terms(logits, sp, sn, shp, shn, VARIANT)
         a = tl.where(pos, a, float("-inf"))
         b = tl.where(neg, b, float("-inf"))
@@ -403,12 +430,13 @@ def _softmax_weighted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_
 @triton.jit
 def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr, bias_ptr,
                           grad_ptr, lse_ptr, aux_ptr, rev_grad_ptr, rev_lse_ptr, rev_aux_ptr,
-                          grad_q_ptr, tau_part_ptr, bias_part_ptr,
+                          grad_q_ptr, tau_part_ptr, bias_part_ptr, bounds_ptr,
                           M, N, stride_q, stride_r, stride_gq, near_tol, self_offset,
                           D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
                           SYMMETRIC: tl.constexpr, TAU_GRAD: tl.constexpr, BIAS_GRAD: tl.constexpr,
                           BLOCK_M: tl.constexpr,
-                          BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
+                          BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
+                          ROW_BOUNDS: tl.constexpr):
     pid_d = tl.program_id(1)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_do = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)  # the D chunk of grad_q this program writes
@@ -419,6 +447,8 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
     lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
     aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
+    if ROW_BOUNDS:
+        pos_below, neg_above, slack = _load_bounds(bounds_ptr, tau_ptr, offs_m, M)
 
     acc = tl.zeros((BLOCK_M, BLOCK_DO), tl.float32)  # Σ_j c_ij r_j
     coef_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ_j c_ij (distance kinds)
@@ -429,6 +459,8 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        if ROW_BOUNDS:
+            pos, neg = _row_bounded(pos, neg, logits, pos_below[:, None], neg_above[:, None], slack)
         w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
                         sp, sn, shp, shn)
         if SYMMETRIC:  # + the reverse direction: the references as anchors, column statistics
@@ -460,10 +492,10 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
 @triton.jit
 def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr, bias_ptr,
                           grad_ptr, lse_ptr, aux_ptr, rev_grad_ptr, rev_lse_ptr, rev_aux_ptr, grad_r_ptr,
-                          M, N, stride_q, stride_r, stride_gr, near_tol, self_offset,
+                          bounds_ptr, M, N, stride_q, stride_r, stride_gr, near_tol, self_offset,
                           D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
                           SYMMETRIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr):
+                          BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr, ROW_BOUNDS: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
     inv_tau = 1.0 / tl.load(tau_ptr)
@@ -486,6 +518,9 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        if ROW_BOUNDS:  # this anchor tile's bounds
+            pos_below, neg_above, slack = _load_bounds(bounds_ptr, tau_ptr, offs_m, M)
+            pos, neg = _row_bounded(pos, neg, logits, pos_below[:, None], neg_above[:, None], slack)
         w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
                         sp, sn, shp, shn)
         if SYMMETRIC:
@@ -543,8 +578,9 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: st
 # --------------------------------------------------------------------------------------------
 
 def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
-              temperature: torch.Tensor, bias: torch.Tensor, kind: int, variant: int, self_offset: int, precision: str,
-              near_tol: float, block_m: int, block_n: int, block_d: int, num_warps: int, num_stages: int
+              temperature: torch.Tensor, bias: torch.Tensor, bounds: torch.Tensor, kind: int, variant: int,
+              self_offset: int, precision: str, near_tol: float, row_bounds: bool, block_m: int, block_n: int,
+              block_d: int, num_warps: int, num_stages: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     M, D = q.shape
     N = r.shape[0]
@@ -558,8 +594,8 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     grid = (triton.cdiv(M, block_m),)
     if variant >= WEIGHTED:
         _host.launchable(_softmax_weighted_fwd_kernel)[grid](
-            q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, values, n_pos, lse, aux,
-            M, N, q.stride(0), r.stride(0), near_tol, self_offset, **launch)
+            q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, values, n_pos, lse, aux, bounds,
+            M, N, q.stride(0), r.stride(0), near_tol, self_offset, ROW_BOUNDS=row_bounds, **launch)
     else:
         r_count = _host.label_counts(r_labels, M + N)
         _host.launchable(_softmax_fwd_kernel)[grid](
@@ -570,9 +606,10 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
 
 def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor,
               q_labels: torch.Tensor, r_labels: torch.Tensor, temperature: torch.Tensor, bias: torch.Tensor,
-              lse: torch.Tensor, aux: torch.Tensor, rev_lse: torch.Tensor, rev_aux: torch.Tensor, kind: int,
-              variant: int, self_offset: int, precision: str, near_tol: float, symmetric: bool, tau_grad: bool,
-              bias_grad: bool, block_m: int, block_n: int, block_d: int, block_do: int, num_warps: int,
+              lse: torch.Tensor, aux: torch.Tensor, rev_lse: torch.Tensor, rev_aux: torch.Tensor,
+              bounds: torch.Tensor, kind: int, variant: int, self_offset: int, precision: str, near_tol: float,
+              symmetric: bool, tau_grad: bool, bias_grad: bool, row_bounds: bool, block_m: int, block_n: int,
+              block_d: int, block_do: int, num_warps: int,
               num_stages: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """rev_*: the reverse direction's (references as anchors) gradient and row statistics, read
     only when `symmetric`; otherwise any float32 tensors (never dereferenced)."""
@@ -587,25 +624,25 @@ def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch
     kernel_q = _host.launchable(_softmax_bwd_q_kernel)
     kernel_q[(triton.cdiv(M, block_m), d_chunks)](
         q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, grad_values, lse, aux,
-        rev_grad_values, rev_lse, rev_aux, grad_q, tau_part, bias_part,
+        rev_grad_values, rev_lse, rev_aux, grad_q, tau_part, bias_part, bounds,
         M, N, q.stride(0), r.stride(0), grad_q.stride(0), near_tol, self_offset,
         D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric, TAU_GRAD=tau_grad,
-        BIAS_GRAD=bias_grad,
+        BIAS_GRAD=bias_grad, ROW_BOUNDS=row_bounds,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
         num_warps=num_warps, num_stages=num_stages)
     kernel_r = _host.launchable(_softmax_bwd_r_kernel)
     kernel_r[(triton.cdiv(N, block_n), d_chunks)](
         q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, grad_values, lse, aux,
-        rev_grad_values, rev_lse, rev_aux, grad_r,
+        rev_grad_values, rev_lse, rev_aux, grad_r, bounds,
         M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset,
-        D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric,
+        D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric, ROW_BOUNDS=row_bounds,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
         num_warps=num_warps, num_stages=num_stages)
     return grad_q, grad_r, tau_part, bias_part
 
 
-def _fwd_fake(q, r, q_labels, r_labels, temperature, bias, kind, variant, self_offset, precision, near_tol,
-              block_m, block_n, block_d, num_warps, num_stages):
+def _fwd_fake(q, r, q_labels, r_labels, temperature, bias, bounds, kind, variant, self_offset, precision, near_tol,
+              row_bounds, block_m, block_n, block_d, num_warps, num_stages):
     M = q.shape[0]
     f32 = dict(dtype=torch.float32, device=q.device)
     return (q.new_empty((M,), **f32), q.new_empty((M,), dtype=torch.int64, device=q.device),
@@ -613,8 +650,8 @@ def _fwd_fake(q, r, q_labels, r_labels, temperature, bias, kind, variant, self_o
 
 
 def _bwd_fake(grad_values, rev_grad_values, q, r, q_labels, r_labels, temperature, bias, lse, aux, rev_lse,
-              rev_aux, kind, variant, self_offset, precision, near_tol, symmetric, tau_grad, bias_grad,
-              block_m, block_n, block_d, block_do, num_warps, num_stages):
+              rev_aux, bounds, kind, variant, self_offset, precision, near_tol, symmetric, tau_grad, bias_grad,
+              row_bounds, block_m, block_n, block_d, block_do, num_warps, num_stages):
     return (torch.empty_like(q), torch.empty_like(r),
             q.new_empty((q.shape[0] if tau_grad else 0,), dtype=torch.float32),
             q.new_empty((q.shape[0] if bias_grad else 0,), dtype=torch.float32))
@@ -653,30 +690,42 @@ def _bias_arg(cfg: SoftmaxConfig, bias, device) -> torch.Tensor:
 
 
 def _with_params(tau, cfg: SoftmaxConfig):
-    """The pair-weighted variants read (τ, scale_pos, scale_neg, shift_pos, shift_neg) from the
-    temperature tensor; the other variants the 0-dim τ alone."""
+    """The pair-weighted variants read (τ, scale_pos, scale_neg, shift_pos, shift_neg,
+    bound_slack) from the temperature tensor; the other variants the 0-dim τ alone."""
     if VARIANT_CODES[cfg.variant] < WEIGHTED:
         return tau
     # fills, not a copy of host data (which synchronizes a CUDA stream)
     params = [torch.full((1,), v, dtype=torch.float32, device=tau.device)
-              for v in (cfg.scale_pos, cfg.scale_neg, cfg.shift_pos, cfg.shift_neg)]
+              for v in (cfg.scale_pos, cfg.scale_neg, cfg.shift_pos, cfg.shift_neg, cfg.bound_slack)]
     return torch.cat([tau.reshape(1), *params])
 
 
-def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: Blocks | None = None, bias=None):
-    """-> (values (B,) float32, n_pos (B,) int64, saved = (row_lse, row_aux))."""
+def _bounds_arg(cfg: SoftmaxConfig, bounds, device) -> torch.Tensor:
+    """The row bounds as the kernels read them: (B, 2) contiguous float32 (empty without)."""
+    if not cfg.row_bounds:
+        return torch.empty((0,), dtype=torch.float32, device=device)
+    if bounds is None or VARIANT_CODES[cfg.variant] < WEIGHTED:
+        raise ValueError("row bounds need a bounds tensor and a pair-weighted variant (ms, circle, glifted)")
+    return bounds.detach().to(device=device, dtype=torch.float32).contiguous()
+
+
+def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: Blocks | None = None, bias=None,
+            bounds=None):
+    """-> (values (B,) float32, n_pos (B,) int64, saved = (row_lse, row_aux)). bounds: the
+    (B, 2) row bounds with cfg.row_bounds."""
     kind, variant = _codes(cfg)
     q, r, q_labels, r_labels, tau, _ = _prepare(q, r, q_labels, r_labels, temperature, kind, cfg.masked_refs)
     b = blocks or default_blocks(q.shape[1], q.dtype, q.device, cfg.variant)
     tau = _with_params(tau, cfg)
     values, n_pos, lse, aux = softmax_fwd_op(
-        q, r, q_labels, r_labels, tau, _bias_arg(cfg, bias, q.device), kind, variant, int(cfg.self_offset), cfg.precision,
-        metrics.near_tolerance(q.dtype, cfg.precision), b.fwd_m, b.fwd_n, b.fwd_d, b.num_warps, b.num_stages)
+        q, r, q_labels, r_labels, tau, _bias_arg(cfg, bias, q.device), _bounds_arg(cfg, bounds, q.device), kind,
+        variant, int(cfg.self_offset), cfg.precision, metrics.near_tolerance(q.dtype, cfg.precision),
+        bool(cfg.row_bounds), b.fwd_m, b.fwd_n, b.fwd_d, b.num_warps, b.num_stages)
     return values, n_pos, (lse, aux)
 
 
 def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, temperature, lse, aux, rev_lse,
-              rev_aux, symmetric, needs_temperature_grad, blocks, bias=None, needs_bias_grad=False):
+              rev_aux, symmetric, needs_temperature_grad, blocks, bias=None, needs_bias_grad=False, bounds=None):
     kind, variant = _codes(cfg)
     q_in_dtype, r_in_dtype = q.dtype, r.dtype
     true_tau = torch.as_tensor(temperature).detach().to(device=q.device, dtype=torch.float32).reshape(())
@@ -687,9 +736,10 @@ def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, tempe
     tau = _with_params(tau, cfg)
     grad_q, grad_r, tau_part, bias_part = softmax_bwd_op(
         grad_values, rev_grad_values, q, r, q_labels, r_labels, tau, _bias_arg(cfg, bias, q.device), lse, aux,
-        rev_lse, rev_aux, kind, variant, int(cfg.self_offset), cfg.precision,
+        rev_lse, rev_aux, _bounds_arg(cfg, bounds, q.device), kind, variant, int(cfg.self_offset), cfg.precision,
         metrics.near_tolerance(q.dtype, cfg.precision), symmetric, bool(needs_temperature_grad),
-        bool(needs_bias_grad and cfg.variant == "sigmoid"), b.bwd_m, b.bwd_n, b.bwd_d, b.block_do, b.num_warps, b.num_stages)
+        bool(needs_bias_grad and cfg.variant == "sigmoid"), bool(cfg.row_bounds), b.bwd_m, b.bwd_n, b.bwd_d,
+        b.block_do, b.num_warps, b.num_stages)
     grad_temperature = None
     if needs_temperature_grad:
         t = torch.as_tensor(temperature)
@@ -705,12 +755,13 @@ def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, tempe
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, saved,
-             needs_temperature_grad: bool, blocks: Blocks | None = None, bias=None, needs_bias_grad: bool = False):
+             needs_temperature_grad: bool, blocks: Blocks | None = None, bias=None, needs_bias_grad: bool = False,
+             bounds=None):
     """-> (grad_q like q, grad_r like r, grad_temperature (0-dim, temperature's dtype) or None),
     and with a bias (the "sigmoid" variant) also grad_bias (0-dim, bias's dtype) or None."""
     lse, aux = saved
     return _backward(grad_values, grad_values, q, r, q_labels, r_labels, cfg, temperature, lse, aux, lse, aux,
-                     False, needs_temperature_grad, blocks, bias, needs_bias_grad)
+                     False, needs_temperature_grad, blocks, bias, needs_bias_grad, bounds)
 
 
 # --------------------------------------------------------------------------------------------

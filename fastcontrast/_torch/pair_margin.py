@@ -8,7 +8,10 @@ For anchor i and reference j (d_ij a distance, or −s_ij when cfg.negate):
 Per anchor, column 0 sums the positive terms and column 1 the negative ones; counts and
 nonzero say how many pairs and how many terms > 0 went into each sum. With cfg.pos_keep /
 cfg.neg_keep (low, high) other than (0, inf), only terms with low < term < high enter the
-sums, nonzero counts those, and only they carry gradient (ThresholdReducer, fused).
+sums, nonzero counts those, and only they carry gradient (ThresholdReducer, fused). With
+cfg.row_bounds a (B, 2) `bounds` tensor restricts each anchor's pairs (a miner's selection,
+fused): a positive pair is one only when d + bound_slack > bounds[i, 0], a negative pair
+only when d − bound_slack < bounds[i, 1]; counts are then the selected pairs.
 
 The distance matrix is never held whole: anchors are processed in chunks of rows so a live
 tile is chunk×N (distances computed in a metrics.Frame: centered, exactly scaled, near pairs
@@ -76,33 +79,68 @@ def _kept(term, same, rows: slice, cfg: PairMarginConfig):
     return kept
 
 
-def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, shift=None):
+def _selected(tile, same, rows: slice, cfg: PairMarginConfig, bounds):
+    """(the pairs inside the row bounds, as a mask, or None without cfg.row_bounds; its
+    positive part). The self pair is in neither."""
+    if bounds is None:
+        return None, None
+    d = tile.neg() if cfg.negate else tile
+    b = bounds[rows].to(d.dtype)
+    pos_sel = same & ((d + cfg.bound_slack) > b[:, 0:1])
+    sel = torch.where(same, pos_sel, (d - cfg.bound_slack) < b[:, 1:2])
+    if cfg.self_offset >= 0:
+        anchor = torch.arange(rows.start, rows.stop, device=tile.device)
+        j = anchor + cfg.self_offset
+        inside = j < tile.shape[1]
+        sel[(anchor - rows.start)[inside], j[inside]] = False
+        pos_sel = sel & same
+    return sel, pos_sel
+
+
+def _check_bounds(cfg: PairMarginConfig, bounds):
+    if cfg.row_bounds != (bounds is not None):
+        raise ValueError("cfg.row_bounds and a bounds tensor come together")
+    return None if bounds is None else bounds.detach()
+
+
+def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, shift=None, bounds=None):
     frame = metrics.Frame(q, r, cfg.kind)
     b, n = q.shape[0], r.shape[0]
+    bounds = _check_bounds(cfg, bounds)
     values = torch.zeros(b, 2, dtype=frame.q.dtype, device=q.device)
     nonzero = torch.zeros(b, 2, dtype=torch.int64, device=q.device)
+    counts = None if bounds is None else torch.zeros(b, 2, dtype=torch.int64, device=q.device)
     for rows in metrics.chunks(b, n, CHUNK_ELEMS):
         tile, _ = frame.tile(*frame.rows(rows))
         same = q_labels[rows, None] == r_labels[None, :]
+        sel, pos_sel = _selected(tile, same, rows, cfg, bounds)
         term = _signed_hinges(tile, same, rows, cfg, shift).clamp_min_(0)
         if cfg.power == 2:
             term.mul_(term)
         if cfg.filtered:
             active = _kept(term, same, rows, cfg)
-            term = torch.where(active, term, 0.0)
         else:
             active = term > 0
+        if sel is not None:
+            active &= sel
+            counts[rows, 0] = pos_sel.sum(1)
+            counts[rows, 1] = sel.sum(1) - counts[rows, 0]
+        if cfg.filtered or sel is not None:
+            term = torch.where(active, term, 0.0)
         pos_sum = torch.where(same, term, 0.0).sum(1)
         values[rows, 0] = pos_sum
         values[rows, 1] = term.sum(1) - pos_sum
         nz_pos = (active & same).sum(1)
         nonzero[rows, 0] = nz_pos
         nonzero[rows, 1] = active.sum(1) - nz_pos
-    return values, pair_counts(q_labels, r_labels, cfg.self_offset), nonzero, ()
+    if counts is None:
+        counts = pair_counts(q_labels, r_labels, cfg.self_offset)
+    return values, counts, nonzero, ()
 
 
-def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved, shift=None):
+def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved, shift=None, bounds=None):
     """(∂L/∂q, ∂L/∂r), and ∂L/∂shift (B,) as a third output when shift is given."""
+    bounds = _check_bounds(cfg, bounds)
     frame = metrics.Frame(q, r, cfg.kind)
     b, n = q.shape[0], r.shape[0]
     g = grad_values.to(frame.q.dtype)
@@ -122,6 +160,8 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: PairMarginConfig, saved
         slope = (h > 0).to(h.dtype) if cfg.power == 1 else h.clamp_min_(0).mul_(2.0)
         if cfg.filtered:
             slope = torch.where(_kept(term, same, rows, cfg), slope, 0.0)
+        if bounds is not None:
+            slope = torch.where(_selected(tile, same, rows, cfg, bounds)[0], slope, 0.0)
         if shift is not None:  # ∂h/∂shift_i = −1 on positives, +1 on negatives
             pos_slope = torch.where(same, slope, 0.0).sum(1)
             grad_shift[rows] = g[rows, 1] * (slope.sum(1) - pos_slope) - g[rows, 0] * pos_slope

@@ -226,10 +226,14 @@ def _masked_lse(x, mask, want_weights: bool = True):
     return lse, has, e.div_(total.clamp_min(torch.finfo(x.dtype).tiny)[:, None])
 
 
-def _weighted_chunk(logits, same, rows, cfg, want_grad: bool):
+def _weighted_chunk(logits, same, rows, cfg, want_grad: bool, bounds=None):
     """The per-anchor pair-weighted variants ("ms", "circle", "glifted"; SoftmaxConfig):
-    values, |P_i| and with want_grad (T, None), T_ij = ∂v_i/∂l_ij."""
+    values, |P_i| and with want_grad (T, None), T_ij = ∂v_i/∂l_ij. bounds (chunk, 2), with
+    cfg.row_bounds: only the pairs inside each row's bounds are positives / negatives."""
     pos, neg = _pair_masks(same, rows, cfg.self_offset)
+    if bounds is not None:
+        pos &= (logits - cfg.bound_slack) < bounds[:, 0:1]
+        neg &= (logits + cfg.bound_slack) > bounds[:, 1:2]
     count = pos.sum(1)
     dpos = dneg = None  # ∂a/∂l, ∂b/∂l: tiles for Circle, constants otherwise
     if cfg.variant == "ms":
@@ -275,7 +279,7 @@ def _same_labels(q_labels, r_labels, dtype):
     return (q_labels[:, None] == r_labels[None, :]).view(torch.uint8).to(dtype)
 
 
-def _chunk(frame, q_labels, r_labels, rows, cfg, tau, want_grad: bool, bias=None):
+def _chunk(frame, q_labels, r_labels, rows, cfg, tau, want_grad: bool, bias=None, bounds=None):
     """values and |P_i| of one anchor chunk; with want_grad also its gradient pieces
     (T, row factor or None, Σ_j ∂v_i/∂l_ij · l_ij (None for "dot"), near pairs (None for
     "dot"), Σ_j ∂v_i/∂l_ij (the bias gradient's rows; None unless "sigmoid")), T in ∂v/∂s
@@ -288,7 +292,8 @@ def _chunk(frame, q_labels, r_labels, rows, cfg, tau, want_grad: bool, bias=None
         values, count, tile, factor = _lse_chunk(logits, want_grad)
     elif cfg.variant in WEIGHTED_VARIANTS:
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
-        values, count, tile, factor = _weighted_chunk(logits, same, rows, cfg, want_grad)
+        values, count, tile, factor = _weighted_chunk(logits, same, rows, cfg, want_grad,
+                                                      None if bounds is None else bounds[rows])
     else:
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
         if cfg.variant == "sigmoid":
@@ -335,15 +340,25 @@ def _bias(cfg, bias, cd):
     return bias.detach().to(cd).reshape(())
 
 
-def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, bias=None):
+def _bounds(cfg, bounds, cd):
+    """The (B, 2) row bounds in the compute dtype (cfg.row_bounds), else None."""
+    if not cfg.row_bounds:
+        return None
+    if bounds is None or cfg.variant not in PAIR_VARIANTS:
+        raise ValueError(f"row bounds need a bounds tensor and one of the variants {PAIR_VARIANTS}")
+    return bounds.detach().to(cd)
+
+
+def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, bias=None, bounds=None):
     if cfg.variant not in VARIANTS:
         raise ValueError(f"unknown softmax variant {cfg.variant!r}")
     if cfg.masked_refs:
         raise ValueError("masked_refs (absent reference columns) is a Triton-kernel option")
-    if cfg.variant == "lifted":
-        return _lifted_forward(q, r, q_labels, r_labels, cfg)
-    b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
+    bounds = _bounds(cfg, bounds, cd)
+    if cfg.variant == "lifted":
+        return _lifted_forward(q, r, q_labels, r_labels, cfg, bounds=bounds)
+    b, n = q.shape[0], r.shape[0]
     tau = temperature.detach().to(cd)
     bias = _bias(cfg, bias, cd)
     if n == 0:
@@ -351,26 +366,27 @@ def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, bias=None
                 torch.zeros(b, dtype=torch.int64, device=q.device), ())
     frame = Frame(q, r, cfg.kind)
     if b * n <= CHUNK_BUDGET:  # one chunk: keep its gradient tile
-        values, n_pos, grad = _chunk(frame, q_labels, r_labels, slice(0, b), cfg, tau, True, bias)
+        values, n_pos, grad = _chunk(frame, q_labels, r_labels, slice(0, b), cfg, tau, True, bias, bounds)
         return values, n_pos, _pack(grad, cd, q.device)
     values = torch.empty(b, dtype=cd, device=q.device)
     n_pos = torch.empty(b, dtype=torch.int64, device=q.device)
     for rows in chunks(b, n, CHUNK_BUDGET):
-        values[rows], n_pos[rows], _ = _chunk(frame, q_labels, r_labels, rows, cfg, tau, False, bias)
+        values[rows], n_pos[rows], _ = _chunk(frame, q_labels, r_labels, rows, cfg, tau, False, bias, bounds)
     return values, n_pos, ()
 
 
 def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, saved,
              needs_temperature_grad: bool, bias=None, needs_bias_grad: bool = False,
-             needs_reference_grad: bool = True):
+             needs_reference_grad: bool = True, bounds=None):
     """-> (grad_q, grad_r, grad_temperature or None), and for the "sigmoid" variant (bias
     given) also grad_bias (0-dim, bias's dtype) or None. needs_reference_grad=False (the
     references are constants, e.g. a memory bank): grad_r is zeros and its matmuls skipped."""
+    cd = compute_dtype(r.dtype)
+    bounds = _bounds(cfg, bounds, cd)
     if cfg.variant == "lifted":
         return _lifted_backward(grad_values, q, r, q_labels, r_labels, cfg, saved, temperature,
-                                needs_temperature_grad)
+                                needs_temperature_grad, bounds)
     b, n = q.shape[0], r.shape[0]
-    cd = compute_dtype(r.dtype)
     tau = temperature.detach().to(cd)
     bias_c = _bias(cfg, bias, cd)
     if n == 0 or b == 0:
@@ -385,7 +401,7 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
     if saved:  # the one chunk's tile, kept by forward
         tiles = [(slice(0, b), _unpack(saved, cfg))]
     else:
-        tiles = ((rows, _chunk(frame, q_labels, r_labels, rows, cfg, tau, True, bias_c)[2])
+        tiles = ((rows, _chunk(frame, q_labels, r_labels, rows, cfg, tau, True, bias_c, bounds)[2])
                  for rows in chunks(b, n, CHUNK_BUDGET))
     grad_q = torch.zeros(frame.q.shape, dtype=cd, device=q.device) if not saved else None
     grad_r = torch.zeros(frame.r.shape, dtype=cd, device=q.device)
@@ -430,21 +446,31 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
 # x ∈ {i, p} of g_i·h_ip·exp(L_x − L_ip): one pass for W, one for the gradient tiles.
 
 
-def _lifted_row_lse(frame, q_labels, r_labels, cfg, b, n):
+def _lifted_negatives(logits, same, rows, cfg, bounds):
+    """The chunk's negative mask, inside the row bounds when given."""
+    _, neg = _pair_masks(same, rows, cfg.self_offset)
+    if bounds is not None:
+        neg &= (logits + cfg.bound_slack) > bounds[rows, 1:2]
+    return neg
+
+
+def _lifted_row_lse(frame, q_labels, r_labels, cfg, b, n, bounds=None):
     tau = torch.ones((), dtype=frame.q.dtype, device=frame.q.device)
     lse = torch.empty(b, dtype=frame.q.dtype, device=frame.q.device)
     for rows in chunks(b, n, CHUNK_BUDGET):
         _, _, _, logits = _logits(frame, rows, cfg.kind, tau)
-        _, neg = _pair_masks(_same_labels(q_labels[rows], r_labels, logits.dtype), rows, cfg.self_offset)
+        neg = _lifted_negatives(logits, _same_labels(q_labels[rows], r_labels, logits.dtype), rows, cfg, bounds)
         lse[rows] = _masked_lse(logits.sub_(cfg.shift_neg), neg)[0]
     return lse
 
 
-def _lifted_pairs(logits, same, rows, cfg, row_lse):
+def _lifted_pairs(logits, same, rows, cfg, row_lse, bounds=None):
     """Per positive pair of the chunk: the union's LSE (0 where empty), whether it is empty,
-    h = relu(L + a) and the positive mask."""
+    h = relu(L + a) and the positive mask (inside the row bounds when given)."""
     b, n = row_lse.shape[0], logits.shape[1]
     pos, _ = _pair_masks(same, rows, cfg.self_offset)
+    if bounds is not None:
+        pos &= (logits - cfg.bound_slack) < bounds[rows, 0:1]
     ref_lse = torch.full((n,), float("-inf"), dtype=logits.dtype, device=logits.device)
     ref_lse[:min(b, n)] = row_lse[:min(b, n)]
     mine = row_lse[rows][:, None]
@@ -458,9 +484,9 @@ def _lifted_pairs(logits, same, rows, cfg, row_lse):
     return union, empty, h, pos, ref_lse, itself
 
 
-def _lifted_forward(q, r, q_labels, r_labels, cfg, row_lse=None):
+def _lifted_forward(q, r, q_labels, r_labels, cfg, row_lse=None, bounds=None):
     """values, n_pos and (row_lse,); row_lse given (the Triton path's kernel pass) skips the
-    first pass."""
+    first pass. bounds: the row bounds (cfg.row_bounds) or None."""
     b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
     values = torch.zeros(b, dtype=cd, device=q.device)
@@ -470,22 +496,22 @@ def _lifted_forward(q, r, q_labels, r_labels, cfg, row_lse=None):
     frame = Frame(q, r, cfg.kind)
     tau = torch.ones((), dtype=cd, device=q.device)
     if row_lse is None:
-        row_lse = _lifted_row_lse(frame, q_labels, r_labels, cfg, b, n)
+        row_lse = _lifted_row_lse(frame, q_labels, r_labels, cfg, b, n, bounds)
     row_lse = row_lse.to(cd)
     for rows in chunks(b, n, CHUNK_BUDGET):
         _, _, _, logits = _logits(frame, rows, cfg.kind, tau)
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
-        _, _, h, pos, _, _ = _lifted_pairs(logits, same, rows, cfg, row_lse)
+        _, _, h, pos, _, _ = _lifted_pairs(logits, same, rows, cfg, row_lse, bounds)
         values[rows] = (h * h).sum(1) * 0.5
         n_pos[rows] = pos.sum(1)
     return values, n_pos, (row_lse,)
 
 
-def _lifted_weight_chunk(weight, g, logits, same, rows, cfg, row_lse):
+def _lifted_weight_chunk(weight, g, logits, same, rows, cfg, row_lse, bounds=None):
     """Adds the chunk's positive pairs to W (see above); -> (h, the chunk's positive-pair
     tile ∂L/∂l = −g_i·h_ip)."""
     m = min(row_lse.shape[0], logits.shape[1])
-    union, empty, h, _, ref_lse, itself = _lifted_pairs(logits, same, rows, cfg, row_lse)
+    union, empty, h, _, ref_lse, itself = _lifted_pairs(logits, same, rows, cfg, row_lse, bounds)
     gh = torch.where(empty, 0.0, h * g[rows, None])
     weight[rows] += (gh * (row_lse[rows][:, None] - union).exp()).sum(1)
     other = torch.where(itself, 0.0, gh * (ref_lse[None, :] - union).exp())
@@ -503,7 +529,7 @@ def _lifted_tile_grads(frame, tile, raw, qc, near, rows, kind):
     return frame.sq_backward(tile, qc, near, frame.q_abs[rows])
 
 
-def lifted_positive_backward(grad_values, q, r, q_labels, r_labels, cfg, row_lse):
+def lifted_positive_backward(grad_values, q, r, q_labels, r_labels, cfg, row_lse, bounds=None):
     """The Triton path's PyTorch part: one chunked pass for W and the positive pairs'
     gradient -> (grad_q, grad_r, W) in the compute dtype; the negatives' part, W_x ·
     softmax_{N_x}(b), is the kernel's."""
@@ -518,33 +544,34 @@ def lifted_positive_backward(grad_values, q, r, q_labels, r_labels, cfg, row_lse
     for rows in chunks(b, n, CHUNK_BUDGET):
         qc, raw, near, logits = _logits(frame, rows, cfg.kind, tau)
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
-        _, tile = _lifted_weight_chunk(weight, g, logits, same, rows, cfg, row_lse)
+        _, tile = _lifted_weight_chunk(weight, g, logits, same, rows, cfg, row_lse, bounds)
         gq, gr = _lifted_tile_grads(frame, tile, raw, qc, near, rows, cfg.kind)
         grad_q[rows] = gq
         grad_r += gr
     return grad_q, grad_r, weight
 
 
-def _lifted_backward(grad_values, q, r, q_labels, r_labels, cfg, saved, temperature, needs_temperature_grad):
+def _lifted_backward(grad_values, q, r, q_labels, r_labels, cfg, saved, temperature, needs_temperature_grad,
+                     bounds=None):
     b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
     frame = Frame(q, r, cfg.kind)
     tau = torch.ones((), dtype=cd, device=q.device)
     # forward's per-row LSE over negatives, or recomputed (the opaque op under torch.compile saves nothing)
-    (row_lse,) = saved if saved else (_lifted_row_lse(frame, q_labels, r_labels, cfg, b, n),)
+    (row_lse,) = saved if saved else (_lifted_row_lse(frame, q_labels, r_labels, cfg, b, n, bounds),)
     g = grad_values.to(cd)
     weight = torch.zeros(b, dtype=cd, device=q.device)  # W_x
     for rows in chunks(b, n, CHUNK_BUDGET):
         _, _, _, logits = _logits(frame, rows, cfg.kind, tau)
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
-        _lifted_weight_chunk(weight, g, logits, same, rows, cfg, row_lse)
+        _lifted_weight_chunk(weight, g, logits, same, rows, cfg, row_lse, bounds)
     grad_q = torch.zeros(frame.q.shape, dtype=cd, device=q.device)
     grad_r = torch.zeros(frame.r.shape, dtype=cd, device=q.device)
     for rows in chunks(b, n, CHUNK_BUDGET):
         qc, raw, near, logits = _logits(frame, rows, cfg.kind, tau)
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
-        _, _, h, _, _, _ = _lifted_pairs(logits, same, rows, cfg, row_lse)
-        _, neg = _pair_masks(same, rows, cfg.self_offset)
+        _, _, h, _, _, _ = _lifted_pairs(logits, same, rows, cfg, row_lse, bounds)
+        neg = _lifted_negatives(logits, same, rows, cfg, bounds)
         tile = h.mul_(-g[rows, None])  # ∂L/∂l on the positive pairs
         neg_w = torch.where(neg, (logits - cfg.shift_neg - row_lse[rows][:, None]).exp(), 0.0)
         tile.add_(neg_w.mul_(weight[rows, None]))

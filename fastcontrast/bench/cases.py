@@ -28,6 +28,11 @@ computes, so that the figures compare the same numbers:
     lifted                LiftedStructureLoss(neg_margin=1, pos_margin=0) (normalized Euclidean)
     generalized-lifted    GeneralizedLiftedStructureLoss(neg_margin=1, pos_margin=0)
     margin                MarginLoss(margin=0.2, beta=1.2) over every triplet
+    multi-similarity-mined
+                          MultiSimilarityMiner(epsilon=0.1) + MultiSimilarityLoss() (cosine)
+    contrastive-pair-margin
+                          PairMarginMiner(pos_margin=0.2, neg_margin=0.8) + ContrastiveLoss()
+                          (normalized Euclidean)
 
 `SUITES` name the lists of cases that are run by `fastcontrast bench --suite` and by the
 pytest-benchmark files under bench/.
@@ -81,6 +86,8 @@ LOSSES: dict[str, LossSpec] = {spec.name: spec for spec in [
     LossSpec("lifted", "softmax", summary="PML LiftedStructureLoss"),
     LossSpec("generalized-lifted", "softmax", summary="PML GeneralizedLiftedStructureLoss"),
     LossSpec("margin", "pair_margin", summary="PML MarginLoss (all triplets)"),
+    LossSpec("multi-similarity-mined", "softmax", summary="PML MultiSimilarityMiner + MultiSimilarityLoss"),
+    LossSpec("contrastive-pair-margin", "pair_margin", summary="PML PairMarginMiner + ContrastiveLoss"),
 ]}
 
 

@@ -171,6 +171,40 @@ def multi_similarity(emb, labels, alpha=2.0, beta=50.0, base=0.5):
     return (F.softplus(lp) / alpha + F.softplus(ln) / beta).mean()
 
 
+def multi_similarity_mined(emb, labels, epsilon=0.1, alpha=2.0, beta=50.0, base=0.5):
+    """PML MultiSimilarityMiner(epsilon) + MultiSimilarityLoss (cosine): the mined masks
+    (positives with s − ε < max_n s, negatives with s + ε > min_p s), then the loss on them;
+    0 when at most one pair of each kind is mined (PML's early exit)."""
+    s = _cosine_logits(emb, emb, 1.0)
+    pos, neg = _masks(labels)
+    sd = s.detach()
+    if bool(pos.any()) and bool(neg.any()):
+        max_neg = torch.where(neg, sd, float("-inf")).amax(1, keepdim=True)
+        min_pos = torch.where(pos, sd, float("inf")).amin(1, keepdim=True)
+        pos, neg = pos & (sd - epsilon < max_neg), neg & (sd + epsilon > min_pos)
+    else:
+        pos, neg = pos & False, neg & False
+    if pos.sum() <= 1 and neg.sum() <= 1:
+        return s.sum() * 0
+    lp = _masked_lse(-alpha * (s - base), pos, float("-inf"))
+    ln = _masked_lse(beta * (s - base), neg, float("-inf"))
+    return (F.softplus(lp) / alpha + F.softplus(ln) / beta).mean()
+
+
+def contrastive_pair_margin(emb, labels, miner_pos=0.2, miner_neg=0.8, pos_margin=0.0, neg_margin=1.0):
+    """PML PairMarginMiner(miner_pos, miner_neg) + ContrastiveLoss (normalized Euclidean): the
+    positives with d > miner_pos and negatives with d < miner_neg, each kind's hinge terms
+    averaged over the non-zero ones; 0 when at most one pair of each kind is mined."""
+    d = _acc(_distances(emb, emb))
+    pos, neg = _masks(labels)
+    pos, neg = pos & (d.detach() > miner_pos), neg & (d.detach() < miner_neg)
+    if pos.sum() <= 1 and neg.sum() <= 1:
+        return d.sum() * 0
+    t_pos = torch.where(pos, F.relu(d - pos_margin), 0.0)
+    t_neg = torch.where(neg, F.relu(neg_margin - d), 0.0)
+    return _avg_nonzero(t_pos) + _avg_nonzero(t_neg)
+
+
 def circle(emb, labels, m=0.4, gamma=80.0):
     """PML CircleLoss (cosine, α detached), averaged over the anchors with a loss > 0."""
     s = _cosine_logits(emb, emb, 1.0)
@@ -235,6 +269,8 @@ def step_for(loss: str):
         "siglip": lambda x: siglip(x["emb"], x["keys"]),
         "ntxent-membank": lambda x: ntxent_membank(x["emb"], x["keys"], x["bank"]),
         "multi-similarity": lambda x: multi_similarity(x["emb"], x["labels"]),
+        "multi-similarity-mined": lambda x: multi_similarity_mined(x["emb"], x["labels"]),
+        "contrastive-pair-margin": lambda x: contrastive_pair_margin(x["emb"], x["labels"]),
         "circle": lambda x: circle(x["emb"], x["labels"]),
         "lifted": lambda x: lifted(x["emb"], x["labels"]),
         "generalized-lifted": lambda x: generalized_lifted(x["emb"], x["labels"]),

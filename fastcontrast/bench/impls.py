@@ -67,6 +67,22 @@ _FC_CALLS = {
 }
 
 
+# a miner and a loss, as pytorch-metric-learning users call them (fastcontrast: compat.pml's,
+# whose loss fuses the miner's lazy selection)
+_MINED = {
+    "multi-similarity-mined": (lambda m: m.MultiSimilarityMiner(epsilon=0.1),
+                               lambda l, **kw: l.MultiSimilarityLoss(**kw)),
+    "contrastive-pair-margin": (lambda m: m.PairMarginMiner(pos_margin=0.2, neg_margin=0.8),
+                                lambda l, **kw: l.ContrastiveLoss(**kw)),
+}
+
+
+def _mined(losses, miners, case: Case, **loss_options):
+    make_miner, make_loss = _MINED[case.loss]
+    miner, loss = make_miner(miners), make_loss(losses, **loss_options)
+    return lambda x: loss(x["emb"], x["labels"], miner(x["emb"], x["labels"]))
+
+
 def _cross_batch_memory(losses, miners, case: Case, **loss_options):
     """step(inputs) of a CrossBatchMemory case built from a `losses` and a `miners` module
     (pytorch-metric-learning's or fastcontrast.compat.pml): on the first step the memory is
@@ -93,6 +109,9 @@ def _fastcontrast(backend: str):
             return _cross_batch_memory(losses, miners, case, backend=backend)
         if case.loss == "ntxent-membank":
             return _fastcontrast_membank(case, backend)
+        if case.loss in _MINED:
+            from ..compat.pml import losses, miners
+            return _mined(losses, miners, case, backend=backend)
         fname, kwargs = _FC_CALLS[case.loss]
         fn = getattr(fc, fname)
         if case.spec.two_inputs:
@@ -155,7 +174,7 @@ _PML_FILTERS = {"triplet-all": "all", "triplet-hard": "hard", "triplet-semihard"
                 "triplet-easy": "easy"}
 _PML_LOSSES = {"contrastive", "xbm-triplet-semihard", "triplet-batch-all", "triplet-batch-hard", "ntxent",
                "ntxent-simclr", "supcon", "npair", *_PML_FILTERS,
-               "multi-similarity", "circle", "lifted", "generalized-lifted", "margin"}
+               "multi-similarity", "circle", "lifted", "generalized-lifted", "margin", *_MINED}
 
 
 def _pml(case: Case):
@@ -163,6 +182,8 @@ def _pml(case: Case):
 
     if case.spec.memory:
         return _cross_batch_memory(losses, miners, case)
+    if case.loss in _MINED:
+        return _mined(losses, miners, case)
     if case.loss in _PML_FILTERS:
         miner = miners.TripletMarginMiner(margin=0.2, type_of_triplets=_PML_FILTERS[case.loss])
         loss = losses.TripletMarginLoss(margin=0.05)

@@ -185,16 +185,21 @@ def test_ops_pass_opcheck():
     unit = torch.tensor(0.5, device=DEVICE)
     keep = [0.0, float("inf"), -float("inf"), 0.7]  # positives unfiltered, negatives filtered
     no_shift = torch.empty(0, device=DEVICE)
-    fwd_args = (x, r, y, rl, unit, no_shift, 2, False, 1, 0.1, 1.5, -1, "ieee", 1e-6, keep, False, 16, 16, 16, 4, 2)
+    fwd_args = (x, r, y, rl, unit, no_shift, no_shift, 2, False, 1, 0.1, 1.5, -1, "ieee", 1e-6, keep, False, 0.0,
+                False, 16, 16, 16, 4, 2)
     torch.library.opcheck(torch.ops.fastcontrast.pair_margin_fwd.default, fwd_args)
     grad = torch.ones(20, 2, device=DEVICE)
-    bwd_args = (grad, x, r, y, rl, unit, no_shift, 0, True, 2, -0.5, 0.2, -1, "ieee", 1e-6, keep, False,
-                16, 16, 16, 32, 4, 2)
+    bwd_args = (grad, x, r, y, rl, unit, no_shift, no_shift, 0, True, 2, -0.5, 0.2, -1, "ieee", 1e-6, keep, False,
+                0.0, False, 16, 16, 16, 32, 4, 2)
     torch.library.opcheck(torch.ops.fastcontrast.pair_margin_bwd.default, bwd_args)
     shift = torch.linspace(-0.2, 0.3, 20, device=DEVICE)  # MarginLoss's per-anchor β
     torch.library.opcheck(torch.ops.fastcontrast.pair_margin_fwd.default,
-                          (x, r, y, rl, unit, shift, 2, False, 1, 0.1, 1.5, -1, "ieee", 1e-6, keep, True,
-                           16, 16, 16, 4, 2))
+                          (x, r, y, rl, unit, shift, no_shift, 2, False, 1, 0.1, 1.5, -1, "ieee", 1e-6, keep, True,
+                           0.0, False, 16, 16, 16, 4, 2))
+    bounds = torch.stack([torch.linspace(0.2, 1.2, 20), torch.linspace(1.4, 0.3, 20)], 1).to(DEVICE)
+    torch.library.opcheck(torch.ops.fastcontrast.pair_margin_fwd.default,  # a fused miner selection
+                          (x, r, y, rl, unit, no_shift, bounds, 2, False, 1, 0.1, 1.5, -1, "ieee", 1e-6, keep,
+                           False, 0.1, True, 16, 16, 16, 4, 2))
 
 
 SM90_BUILD = r"""
@@ -209,17 +214,24 @@ for dtype, ty in ((torch.bfloat16, "*bf16"), (torch.float32, "*fp32")):
             "r_lab_ptr": "*i32", "counts_ptr": "*i64", "nonzero_ptr": "*i64", "unit_ptr": "*fp32"}
     options = dict(num_warps=b.num_warps, num_stages=b.num_stages)
     common = dict(D=128, KIND=2, NEGATE=False, POWER=2, FILTERED=False, PRECISION="ieee", HAS_SHIFT=False,
-                  BLOCK_D=b.block_d)
+                  BLOCK_D=b.block_d, ROW_BOUNDS=False)
     bwd = dict(common, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_DO=b.block_do)
     builds += [(k._pair_margin_bwd_r_kernel, ptrs, bwd, options)]  # the transposed tl.dot
     if dtype == torch.bfloat16:
         builds += [(k._pair_margin_fwd_kernel, ptrs, dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n), options),
                    (k._pair_margin_bwd_q_kernel, ptrs, bwd, options)]
-build_all(builds, floats=("near_tol", "pos_margin", "neg_margin", "pos_low", "pos_high", "neg_low", "neg_high"))
+        # with row bounds (a fused miner selection), similarity form
+        bounded = dict(common, NEGATE=True, KIND=0, POWER=1, ROW_BOUNDS=True)
+        bounded_bwd = dict(bounded, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_DO=b.block_do)
+        builds += [(k._pair_margin_fwd_kernel, ptrs, dict(bounded, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n), options),
+                   (k._pair_margin_bwd_q_kernel, ptrs, bounded_bwd, options),
+                   (k._pair_margin_bwd_r_kernel, ptrs, bounded_bwd, options)]
+build_all(builds, floats=("near_tol", "pos_margin", "neg_margin", "pos_low", "pos_high", "neg_low", "neg_high",
+                          "bound_slack"))
 """
 
 
 def test_kernels_build_for_sm90_without_a_gpu():
     """The three kernels with the GPU tile sizes (bfloat16 inputs; float32 too for the grad_r
     kernel) through Triton's CUDA pipeline for an H100 target (tests/kernels/sm90.py)."""
-    assert "compiled 4" in sm90.run_script(SM90_BUILD)
+    assert "compiled 7" in sm90.run_script(SM90_BUILD)

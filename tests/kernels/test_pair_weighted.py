@@ -61,5 +61,5 @@ def test_half_precision_and_edges(variant, gen):
 def test_parameters_travel_with_the_temperature():
     tau = torch.ones(())
     cfg = SoftmaxConfig(variant="ms", scale_pos=2.0, scale_neg=50.0, shift_pos=0.5, shift_neg=0.5)
-    assert kernel._with_params(tau, cfg).tolist() == [1.0, 2.0, 50.0, 0.5, 0.5]
+    assert kernel._with_params(tau, cfg).tolist() == [1.0, 2.0, 50.0, 0.5, 0.5, 0.0]  # last: bound_slack
     assert kernel._with_params(tau, SoftmaxConfig(variant="supcon")) is tau

@@ -291,11 +291,12 @@ def test_ops_pass_opcheck():
     # schema, fake (meta) kernels and autograd/functionalization registration of both ops
     q, labels, tau, ones = on_device(torch.randn(20, 16), torch.randint(0, 3, (20,)), torch.tensor(0.3),
                                      torch.ones(20))
-    fwd_args = (q, q, labels, labels, tau, tau, 0, 0, 0, "ieee", 1e-6, 16, 16, 16, 4, 2)
+    no_bounds = tau.new_empty((0,))
+    fwd_args = (q, q, labels, labels, tau, tau, no_bounds, 0, 0, 0, "ieee", 1e-6, False, 16, 16, 16, 4, 2)
     torch.library.opcheck(torch.ops.fastcontrast.softmax_fwd.default, fwd_args)
     _, _, lse, aux = torch.ops.fastcontrast.softmax_fwd(*fwd_args)
-    bwd_args = (ones, ones, q, q, labels, labels, tau, tau, lse, aux, lse, aux, 0, 0, 0, "ieee", 1e-6,
-                False, True, False, 16, 16, 16, 32, 4, 2)
+    bwd_args = (ones, ones, q, q, labels, labels, tau, tau, lse, aux, lse, aux, no_bounds, 0, 0, 0, "ieee", 1e-6,
+                False, True, False, False, 16, 16, 16, 32, 4, 2)
     torch.library.opcheck(torch.ops.fastcontrast.softmax_bwd.default, bwd_args)
 
 
@@ -309,17 +310,25 @@ ptrs = {"q_ptr": "*bf16", "r_ptr": "*bf16", "grad_q_ptr": "*bf16", "grad_r_ptr":
         "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "r_count_ptr": "*i32", "n_pos_ptr": "*i64"}
 options = dict(num_warps=b.num_warps, num_stages=b.num_stages)
 common = dict(D=128, KIND=2, VARIANT=1, PRECISION="ieee")
-bwd = dict(common, SYMMETRIC=True, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d, BLOCK_DO=b.block_do)
+bwd = dict(common, SYMMETRIC=True, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d, BLOCK_DO=b.block_do,
+           ROW_BOUNDS=False)
+# the pair-weighted variant with row bounds (a fused Multi-Similarity selection)
+ms = dict(D=128, KIND=0, VARIANT=4, PRECISION="ieee", ROW_BOUNDS=True)
+ms_bwd = dict(ms, SYMMETRIC=False, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d, BLOCK_DO=b.block_do)
 build_all([(k._softmax_fwd_kernel, ptrs, dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d), options),
            (k._softmax_bwd_q_kernel, ptrs, dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), options),
-           (k._softmax_bwd_r_kernel, ptrs, bwd, options)])
+           (k._softmax_bwd_r_kernel, ptrs, bwd, options),
+           (k._softmax_weighted_fwd_kernel, ptrs, dict(ms, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d),
+            options),
+           (k._softmax_bwd_q_kernel, ptrs, dict(ms_bwd, TAU_GRAD=False, BIAS_GRAD=False), options),
+           (k._softmax_bwd_r_kernel, ptrs, ms_bwd, options)])
 """
 
 
 def test_kernels_build_for_sm90_without_a_gpu():
     # The interpreter skips GPU-only checks (dot shapes, layouts, types); compiling for an H100
     # target catches them on CPU (tests/kernels/sm90.py).
-    assert "compiled 3" in sm90.run_script(SM90_BUILD)
+    assert "compiled 6" in sm90.run_script(SM90_BUILD)
 
 
 class _SelfSoftmaxLoss(torch.autograd.Function):

@@ -21,7 +21,11 @@ PML conventions kept on purpose:
   no positive or no negative pair; MarginLoss when there is no triplet;
 - triplets in `indices_tuple` become pairs (a, p) and (a, n); MarginLoss turns pairs into
   triplets (every positive pair with every negative pair of its anchor), as PML does;
-- a lazy miner selection is materialized first;
+- a lazy PairMarginMiner / MultiSimilarityMiner selection of the same batch and distance
+  is fused by every loss here (the mined pairs as per-anchor bounds in their pass, never
+  listed; MarginLoss's triplets are every mined positive pair with every mined negative pair
+  of its anchor, counted per anchor; LiftedStructureLoss's pairs use the mined negatives of
+  both rows); otherwise a lazy selection is materialized first;
 - MarginLoss's `beta` is a Parameter with learn_beta (it gets its gradient), a plain tensor
   otherwise; triplets_per_anchor=N draws PML's own random triplets (same generator) and
   computes the loss on exactly those;
@@ -39,6 +43,7 @@ from ... import softmax as _softmax
 from . import _pml
 from ._base import PMLLossBase, pml_reducers
 from ._triplet import check_triplets_per_anchor, distance_options, pml_self_offset
+from ._pair_miners import _MinedSelection
 from .distances import CosineSimilarity, LpDistance
 
 __all__ = ["MultiSimilarityLoss", "CircleLoss", "LiftedStructureLoss", "GeneralizedLiftedStructureLoss",
@@ -91,6 +96,7 @@ class _PMLPairLSELoss(PMLLossBase):
         if labels is None and indices_tuple is None:
             raise ValueError("labels and indices_tuple cannot both be None")
         check_embeddings(embeddings, "embeddings")
+        given_ref_labels = ref_labels
         ref_labels, self_offset = _references(labels, ref_emb, ref_labels, indices_tuple)
         if self._self_offset_override is not None and indices_tuple is None:
             self_offset = self._self_offset_override
@@ -98,7 +104,16 @@ class _PMLPairLSELoss(PMLLossBase):
         if ref_emb is not None:
             check_embeddings(ref_emb, "ref_emb")
             check_pair(embeddings, ref_emb, "embeddings", "ref_emb")
-        if indices_tuple is not None:
+        rows = {}
+        if isinstance(indices_tuple, _MinedSelection) and \
+                indices_tuple.fuses_with(self.metric, embeddings, labels, ref_emb, given_ref_labels):
+            # a miner's selection fused as per-anchor bounds: the pairs are never listed
+            mined, indices_tuple = indices_tuple, None
+            ref_labels, self_offset = (labels if mined.ref_emb is None else mined._refs()[1]), mined.self_offset
+            bounds, slack = mined.row_bounds()
+            rows = dict(row_bounds=bounds, bound_slack=slack)
+            n_pos, n_neg = (int(c) for c in mined.pair_counts().sum(0))
+        elif indices_tuple is not None:
             tuples = _softmax._check_indices_tuple(indices_tuple, embeddings.shape[0], n)
             n_pos, n_neg = tuples[0].numel(), tuples[2].numel()
         else:
@@ -109,7 +124,7 @@ class _PMLPairLSELoss(PMLLossBase):
             terms = self.loss.tuple_terms(embeddings, tuples, ref_emb)
         else:
             terms = self.loss.terms(embeddings, labels, ref_emb, ref_labels if ref_emb is not None else None,
-                                    self_offset)
+                                    self_offset, **rows)
         if plans is None:
             return self.loss.reduce(terms).to(embeddings.dtype)
         return self.apply_plans(plans, terms, labels).to(embeddings.dtype)
@@ -327,6 +342,16 @@ class MarginLoss(PMLLossBase):
             return self._dense_forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         if labels is None and indices_tuple is None:
             raise ValueError("labels and indices_tuple cannot both be None")
+        if isinstance(indices_tuple, _MinedSelection) and \
+                indices_tuple.fuses_with(self.metric, embeddings, labels, ref_emb, ref_labels):
+            # every mined positive pair with every mined negative pair of its anchor, unlisted
+            mined = indices_tuple
+            l_bounds, slack = mined.row_bounds()
+            self._set_distance_stats(embeddings, ref_emb)
+            beta = self.beta.to(device=embeddings.device, dtype=embeddings.dtype)
+            out = self.loss.loss_with(embeddings, labels, None, ref_emb, mined._refs()[1], beta, self.learn_beta,
+                                      mined.self_offset, row_bounds=-l_bounds, bound_slack=slack)
+            return self._add_regularization(out, embeddings).to(embeddings.dtype)
         ref_labels_eff, self_offset = _references(labels, ref_emb, ref_labels, indices_tuple)
         if indices_tuple is None and self.triplets_per_anchor != "all":
             lmu = _pml.require("utils.loss_and_miner_utils", "MarginLoss with triplets_per_anchor=N")

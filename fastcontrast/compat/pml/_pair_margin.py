@@ -31,7 +31,7 @@ from ..._reduce import LossTerms, reduce_terms
 from ...pair_margin import ContrastiveLoss as _FastContrastiveLoss
 from ._base import PMLLossBase
 from .distances import LpDistance
-from ._pair_miners import MinedPairs
+from ._pair_miners import _MinedSelection
 
 __all__ = ["ContrastiveLoss"]
 
@@ -118,29 +118,20 @@ class ContrastiveLoss(PMLLossBase):
         if plans is not None and any(hasattr(p, "term_bounds") for p in plans):
             # ThresholdReducer: each part sums only the terms inside its (low, high)
             bounds = tuple(getattr(p, "term_bounds", (0.0, math.inf)) for p in plans)
-        mined = None
-        if isinstance(indices_tuple, MinedPairs):
+        mined, rows = None, {}
+        if isinstance(indices_tuple, _MinedSelection):
             if indices_tuple.fuses_with(self.metric, embeddings, labels, ref_emb, ref_labels):
                 mined, indices_tuple = indices_tuple, None
                 self_offset = mined.self_offset
-                bounds = _mined_bounds(mined, self.loss.config(), bounds)
+                ref_labels = mined._refs()[1]
+                l_bounds, slack = mined.row_bounds()  # per-anchor bounds, in d = −l units
+                rows = dict(row_bounds=-l_bounds, bound_slack=slack)
             else:
                 indices_tuple = tuple(indices_tuple.materialize())
         terms = self.loss.terms(embeddings, labels, ref_emb, ref_labels, self_offset, indices_tuple,
-                                term_bounds=bounds)
-        if mined is not None:  # the mined pairs' counts (MeanReducer, PML's early exit)
-            terms = LossTerms(terms.values, mined.pair_counts(), terms.nonzero)
+                                term_bounds=bounds, **rows)
+        if mined is not None and mined._counts is None:  # the pass counted the mined pairs
+            mined._counts = terms.counts.detach()
         if plans is None:
             return self.reduce(terms).to(embeddings.dtype)
         return self._early_exit(terms, self.apply_plans(plans, terms, labels)).to(embeddings.dtype)
-
-
-def _mined_bounds(mined, cfg, bounds):
-    """PairMarginMiner's pair threshold as term bounds: in d (distance, or −s), a positive is
-    mined when d > T_p, i.e. its term d − M_p > T_p − M_p, a negative when d < T_n, i.e.
-    M_n − d > M_n − T_n; intersected with a ThresholdReducer's bounds."""
-    t_pos, t_neg = mined.d_thresholds()
-    lows = (max(0.0, t_pos - cfg.pos_margin), max(0.0, cfg.neg_margin - t_neg))
-    if bounds is None:
-        bounds = ((0.0, math.inf), (0.0, math.inf))
-    return tuple((max(lo, b[0]), b[1]) for lo, b in zip(lows, bounds))
