@@ -52,9 +52,9 @@ from ..metrics import Frame, chunks, compute_dtype
 
 # Elements per chunk×N tile (and per streamed block); tests lower it to force tiny chunks.
 CHUNK_BUDGET = 1 << 21
-# float32 chunks of at least this many merged entries sort as one flat int64 key (a radix
-# sort in torch on CPU); smaller ones, and other dtypes, by stable row sorts. Tests lower it.
-FLAT_SORT_MIN = 1 << 15
+# float32 merged rows sort as packed int64 keys (values only); False (tests) or other dtypes:
+# stable row-wise sorts of the same layout.
+PACKED_SORT = True
 
 FILTERS = ("batch_all", "all", "hard", "semihard", "easy")
 
@@ -180,15 +180,17 @@ def _compact(d, mask):
 # (its self column removed) and its negatives the rest. Per anchor row, the window bounds are
 # counts of negatives below thresholds of its positives x (x, fl(x + mm), fl(x + m), as the
 # filter asks); instead of one binary search per (positive, bound), the thresholds and the
-# negatives are sorted together in one merged row, and a cumulative count / float64
-# cumulative sum along it gives every bound and prefix sum at once (a sweep, O(L) per row
-# after the sort, L = N + E·P_max, E ≤ 5 bounds per positive). On equal values a "<" bound
-# goes before the negatives and a "≤" bound after them, so the counts are exactly
-# #{v < t} and #{v ≤ t}. For float32 the merged rows of a chunk are one flat int64 key
-# (row, order-preserving bits of the value, tie class) sorted in a single call (a radix sort
-# on CPU); other dtypes use a stable row-wise sort of the same layout.
+# negatives are sorted together in one merged row, and a cumulative count along it gives
+# every bound at once (a sweep, O(L) per row after the sort, L = N + E·P_max, E ≤ 5 bounds
+# per positive). On equal values a "<" bound goes before the negatives and a "≤" bound after
+# them, so the counts are exactly #{v < t} and #{v ≤ t}. For float32 every entry of a merged
+# row is one int64 key (order-preserving bits of the value | tie class | position in the
+# row), all distinct, so a plain values-only row sort (numpy's in-place sort on CPU) orders
+# them exactly as a stable sort by (value, tie class) would and the low bits carry the
+# permutation; other dtypes use stable row-wise sorts of the same layout.
 
 _LT, _NEG, _LE = 0, 1, 2   # tie classes: "<" bound, negative, "≤" bound
+
 
 
 def _bounds(x, cfg: TripletConfig):
@@ -215,97 +217,101 @@ def _bounds(x, cfg: TripletConfig):
     return out
 
 
-def _ordered_bits(v):
-    """int64 keys with the order of the float32 values v (−0.0 taken as +0.0)."""
-    i = (v + 0.0).view(torch.int32)
-    return (i ^ ((i >> 31) & 0x7FFFFFFF)).long()
-
-
-def _from_ordered_bits(k):
-    """Inverse of _ordered_bits (int64 keys → float32 values)."""
-    i = k.to(torch.int32)
-    return (i ^ ((i >> 31) & 0x7FFFFFFF)).view(torch.float32)
+def _sortable_bits(v, shift: int, out, nonneg: bool = False):
+    """out (int64) = u(v) << shift, u an order-preserving map of the float32 values v onto
+    [0, 2^32) (−0.0 taken as +0.0). nonneg (every v ≥ +0): out holds the plain bits shifted,
+    and the caller ORs in 2^31 << shift (bit 31 of u is then free) to get the same keys."""
+    i = (v + 0.0).view(torch.int32).long()
+    if not nonneg:
+        i = (i ^ ((i >> 63) & 0x7FFFFFFF)) + (1 << 31)
+    return torch.bitwise_left_shift(i, shift, out=out)
 
 
 class _Sweep:
-    """The merged rows of one chunk, sorted: the negatives of each row (tile columns where
-    `neg`) and the bounds (blocks of chunk × P_max thresholds with their tie classes, live
-    where `p_ok`). Holds, in sorted order, `is_neg`, `count` (negatives so far, inclusive),
-    `prefix` (their float64 sum so far), and `place` (chunk × E·P_max: sorted position of
-    each bound); `to_columns(w)` maps values given in sorted order back to tile columns."""
+    """The merged rows of one chunk, sorted: the negatives of each row (the tile columns but
+    `skip`, a column range [s, e) dropped, and but `dead`, a chunk × N mask or (rows, columns)
+    pairs) and the bounds (blocks of chunk × P_max thresholds with their tie classes; the dead
+    slots' counts are computed and ignored). Gives `bound_counts` (chunk × E·P_max: the
+    negatives before each bound, #{v < t} or #{v ≤ t} by its tie class) and
+    `to_columns(cover)`, which reads a table indexed by 1 + a negative's rank in its row
+    (entry 0: 0) at every negative's tile column (0 at the other columns)."""
 
-    def __init__(self, d, neg, bounds, p_ok):
+    def __init__(self, d, bounds, skip=None, dead=None, nonneg=False):
         c, n = d.shape
-        self.n, dev = n, d.device
-        width = n + sum(t.shape[1] for t, _ in bounds)
-        if d.dtype == torch.float32 and c * width >= FLAT_SORT_MIN:
-            self._flat(d, neg, bounds, p_ok, c, n, width, dev)
+        total = n + sum(t.shape[1] for t, _ in bounds)     # positions: columns, then bound slots
+        segments = [(d, 0)] if skip is None else [(d[:, :skip[0]], 0), (d[:, skip[1]:], skip[1])]
+        if PACKED_SORT and d.dtype == torch.float32 and total < (1 << 28):
+            idx, is_neg = self._packed(segments, bounds, dead, skip, c, n, total, nonneg)
         else:
-            self._rowwise(d, neg, bounds, p_ok, c, n, width, dev)
-        self.count = self.is_neg.long().cumsum(1)
-        self.prefix = torch.where(self.is_neg, self.values.double(), 0.0).cumsum(1)
+            idx, is_neg = self._rowwise(segments, bounds, dead, skip, c, n, total)
+        count = is_neg.cumsum(1)                           # negatives up to here, inclusive
+        # each bound's count, scattered to its slot (negatives into a spare slot 0)
+        slot = (idx - (n - 1)).clamp_min_(0)
+        self.bound_counts = torch.empty(c, total - n + 1, dtype=count.dtype, device=d.device) \
+            .scatter_(1, slot, count)[:, 1:]
+        self._rank1 = count.mul_(is_neg)                   # 1 + rank for a negative, 0 otherwise
+        self._idx, self.n, self.total, self.skip = idx, n, total, skip
 
-    def _flat(self, d, neg, bounds, p_ok, c, n, width, dev):
-        # one int64 key per entry: row | order-preserving value bits − low | tie class; a dead
-        # entry (not a negative, not a live bound) gets the largest value key of its row
-        inf = float("inf")
-        lows = [torch.where(neg, d, inf).amin()] + [torch.where(p_ok, t, inf).amin() for t, _ in bounds]
-        highs = [torch.where(neg, d, -inf).amax()] + [torch.where(p_ok, t, -inf).amax() for t, _ in bounds]
-        low = int(_ordered_bits(torch.stack(lows).amin()))
-        span = int(_ordered_bits(torch.stack(highs).amax())) - low + 1
-        shift = (span << 2).bit_length()
-        dead = span << 2
-        rows = torch.arange(c, device=dev)[:, None]
-        # rows per sort call: all of them with int64 keys, or blocks of rows whose keys fit in
-        # int32 (half the radix passes' traffic) when the value span allows a block large
-        # enough for the radix sort
-        block = 1 << max(31 - shift, 0)
-        block = block if block * width >= FLAT_SORT_MIN and shift <= 31 else c
-        row_key = (rows % block) << shift
-        key = torch.empty(c, width, dtype=torch.long if block == c else torch.int32, device=dev)
-        key[:, :n] = torch.where(neg, ((_ordered_bits(d) - low) << 2) | _NEG, dead) + row_key
-        j = n
+    def _packed(self, segments, bounds, dead, skip, c, n, total, nonneg):
+        # key = u(value) << (b + 2) | tie class << b | position (b bits); a dead column gets bit
+        # 62 (after every live key: u < 2^32, b ≤ 28). Sorted values only, in place.
+        b = max(total - 1, 1).bit_length()
+        shift, dev = b + 2, segments[0][0].device
+        width = sum(v.shape[1] for v, _ in segments) + total - n
+        key = torch.empty(c, width, dtype=torch.long, device=dev)
+        j = 0
+        for v, pos in segments:
+            w = v.shape[1]
+            low = (_NEG << b) | torch.arange(pos, pos + w, device=dev)
+            if nonneg:
+                low |= (1 << 31) << shift
+            _sortable_bits(v, shift, key[:, j:j + w], nonneg).bitwise_or_(low)
+            j += w
+        if isinstance(dead, torch.Tensor):
+            key[:, :n] |= dead.long() << 62
+        elif dead is not None and dead[0].numel():
+            rows, cols = dead
+            kpos = cols if skip is None else torch.where(cols < skip[0], cols, cols - (skip[1] - skip[0]))
+            key[rows, kpos] |= 1 << 62
+        pos = n
         for t, tie in bounds:
-            key[:, j:j + t.shape[1]] = torch.where(p_ok, ((_ordered_bits(t) - low) << 2) | tie, dead) + row_key
-            j += t.shape[1]
-        if block == c:
-            skey, perm = torch.sort(key.view(-1))
+            w = t.shape[1]
+            low = (tie << b) | torch.arange(pos, pos + w, device=dev)
+            _sortable_bits(t, shift, key[:, j:j + w]).bitwise_or_(low)
+            j, pos = j + w, pos + w
+        if dev.type == "cpu":
+            key.numpy().sort(axis=1)
         else:
-            flat = key.view(-1)
-            skey = torch.empty_like(flat)
-            perm = torch.empty(c * width, dtype=torch.long, device=dev)
-            for r0 in range(0, c, block):
-                part = slice(r0 * width, min(c, r0 + block) * width)
-                torch.sort(flat[part], out=(skey[part], perm[part]))
-                perm[part] += part.start
-        local = skey.view(c, width).long() - row_key
-        self.is_neg = (local & 3) == _NEG
-        self.values = _from_ordered_bits((local >> 2) + low)
-        place = torch.empty_like(perm).scatter_(0, perm, torch.arange(c * width, device=dev)).view(c, width)
-        self.place = place[:, n:] - rows * width
-        self._perm, self._shape = perm, (c, width)
+            key = torch.sort(key, dim=1)[0]
+        return key & ((1 << b) - 1), (key >> b) & 1
 
-    def _rowwise(self, d, neg, bounds, p_ok, c, n, width, dev):
+    def _rowwise(self, segments, bounds, dead, skip, c, n, total):
         # stable row sorts: by tie class, then by value (dead entries +inf; live values are finite)
-        layout = torch.cat([d] + [t for t, _ in bounds], 1)
-        tie = torch.cat([torch.full((c, n), _NEG, dtype=torch.int8, device=dev)] +
+        dev = segments[0][0].device
+        layout = torch.cat([v for v, _ in segments] + [t for t, _ in bounds], 1)
+        position = torch.cat([torch.arange(p, p + v.shape[1], device=dev) for v, p in segments] +
+                             [torch.arange(n, total, device=dev)])
+        tie = torch.cat([torch.full(v.shape, _NEG, dtype=torch.int8, device=dev) for v, _ in segments] +
                         [torch.full(t.shape, k, dtype=torch.int8, device=dev) for t, k in bounds], 1)
-        live = torch.cat([neg] + [p_ok] * len(bounds), 1)
+        live = torch.ones(layout.shape, dtype=torch.bool, device=dev)
+        if isinstance(dead, torch.Tensor):
+            live[:, :n] = ~dead
+        elif dead is not None and dead[0].numel():
+            rows, cols = dead
+            live[rows, cols if skip is None else torch.where(cols < skip[0], cols, cols - (skip[1] - skip[0]))] = False
         order = torch.sort(tie, dim=1, stable=True)[1]
         vals = torch.where(live, layout, float("inf")).gather(1, order)
         perm = order.gather(1, torch.sort(vals, dim=1, stable=True)[1])
-        self.is_neg = live.gather(1, perm) & (perm < n)
-        self.values = layout.gather(1, perm)
-        place = torch.empty_like(perm).scatter_(1, perm, torch.arange(width, device=dev).expand(c, width))
-        self.place = place[:, n:]
-        self._perm, self._shape = perm, None
+        is_neg = (live & (tie == _NEG)).gather(1, perm)
+        return position[perm], is_neg.long()
 
-    def to_columns(self, w):
-        """Values in sorted order (chunk × L) → their tile columns (chunk × N)."""
-        if self._shape is None:
-            return torch.empty_like(w).scatter_(1, self._perm, w)[:, :self.n]
-        return torch.empty(w.numel(), dtype=w.dtype, device=w.device).scatter_(
-            0, self._perm, w.reshape(-1)).view(self._shape)[:, :self.n]
+    def to_columns(self, cover):
+        """cover (chunk × (N + 1)) read at 1 + rank for every negative → its tile column (chunk × N)."""
+        w = cover.gather(1, self._rank1)
+        out = torch.empty(w.shape[0], self.total, dtype=w.dtype, device=w.device).scatter_(1, self._idx, w)[:, :self.n]
+        if self.skip is not None:
+            out[:, self.skip[0]:self.skip[1]] = 0
+        return out
 
 
 class _Groups:
@@ -352,64 +358,58 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
     p_ok = j[None, :] < n_pos[:, None]
     p_col = (start[:, None] + j[None, :] + (j[None, :] >= self_rank[:, None]).long()).clamp_max(n - 1)
     x = torch.where(p_ok, d.gather(1, p_col), torch.zeros((), dtype=d.dtype, device=dev))
-    # the negatives: every column outside [start, end) but the self column
-    col = torch.arange(n, device=dev)
-    neg = ((col[None, :] < start[:, None]) | (col[None, :] >= grp.end[rows, None])) & \
-        (col[None, :] != grp.self_col[rows, None])
     bounds = _bounds(x, cfg)
-    e = len(bounds)
-    sw = _Sweep(d, neg, [(t, k) for _, t, k in bounds], p_ok)
-    at_count, at_sum = sw.count.gather(1, sw.place), sw.prefix.gather(1, sw.place)
-    found = {name: (at_count[:, k * p_max:(k + 1) * p_max], at_sum[:, k * p_max:(k + 1) * p_max])
-             for k, (name, _, _) in enumerate(bounds)}
+    nonneg = cfg.kind != "dot" and not cfg.negate
+    s0, e0 = int(start[0]), int(grp.end[rows.start])
+    if bool((start == s0).all()) and bool((grp.end[rows] == e0).all()):
+        # one label group: the negatives are the columns outside [s0, e0) but a self column there
+        sc = grp.self_col[rows]
+        out_self = (sc >= 0) & ((sc < s0) | (sc >= e0))
+        dead = (out_self.nonzero()[:, 0], sc[out_self])
+        sw = _Sweep(d, [(t, k) for _, t, k in bounds], skip=(s0, e0), dead=dead, nonneg=nonneg)
+    else:
+        # not a negative: the columns in [start, end) and the self column
+        col = torch.arange(n, device=dev)
+        dead = ((col[None, :] >= start[:, None]) & (col[None, :] < grp.end[rows, None])) | \
+            (col[None, :] == grp.self_col[rows, None])
+        sw = _Sweep(d, [(t, k) for _, t, k in bounds], dead=dead, nonneg=nonneg)
+    found = {name: sw.bound_counts[:, k * p_max:(k + 1) * p_max] for k, (name, _, _) in enumerate(bounds)}
     n_neg = grp.n_neg[rows, None].expand(c, p_max)
-    zero_i, zero_f = torch.zeros_like(n_neg), torch.zeros(c, p_max, dtype=torch.float64, device=dev)
-    m_lo, _ = found.get("lo", (zero_i, zero_f))
-    hi, _ = found.get("hi", (n_neg, None))
-    a_end, _ = found["act"]
-    hi = torch.maximum(hi, m_lo)
+    zero = torch.zeros_like(n_neg)
+    m_lo = found.get("lo", zero)
+    hi = torch.maximum(found.get("hi", n_neg), m_lo)
+    a_end = found["act"]
     # the term window (cfg.term_keep) inside the mining window [lo, hi): [w_lo, w_hi)
     low, high = cfg.term_keep
-    w_lo = torch.maximum(found["keep_lo"][0], m_lo) if "keep_lo" in found else m_lo
+    w_lo = torch.maximum(found["keep_lo"], m_lo) if "keep_lo" in found else m_lo
     w_hi = hi
     if low >= 0:
-        w_hi = torch.minimum(hi, found["keep_hi"][0] if "keep_hi" in found else a_end)
+        w_hi = torch.minimum(hi, found["keep_hi"] if "keep_hi" in found else a_end)
     if high <= 0:
         w_hi = w_lo                    # relu(h) ≥ 0: no term is below high
     w_hi = torch.maximum(w_hi, w_lo)
     # [w_lo, ahi): the kept terms that are > 0 (the others add 0 and have no gradient)
-    ahi = torch.maximum(torch.minimum(w_hi, a_end), w_lo)
-    zero = torch.zeros_like(m_lo)
-    active = torch.where(p_ok, ahi - w_lo, zero)
-    lo = w_lo
-    out = grad = None
+    ahi = torch.where(p_ok, torch.maximum(torch.minimum(w_hi, a_end), w_lo), w_lo)
+    active = ahi - w_lo
+    # cover[1 + k] = −#{positives whose active run [w_lo, ahi) holds the negative of rank k}
+    # (a difference array: −1 after w_lo, +1 after ahi) = ∂v/∂d_an of that negative
+    ones = torch.ones(c, p_max, dtype=d.dtype, device=dev)
+    cover = torch.zeros(c, n + 2, dtype=d.dtype, device=dev)
+    cover.scatter_add_(1, w_lo + 1, -ones).scatter_add_(1, ahi + 1, ones)
+    grad = sw.to_columns(cover.cumsum_(1))                # ∂v/∂d: negatives' part
+    out = None
     if want_values:
+        # v = Σ_p Σ_{n in its run} (x + m − d_an) = Σ_p active·(x + m) + Σ_n (∂v/∂d_an)·d_an
         kept = torch.where(p_ok, hi - m_lo, zero)
         in_keep = torch.where(p_ok, w_hi - w_lo, zero) if cfg.filtered else active
-
-        def prefix_at(k):
-            # S[k], read at a bound whose count is k (equal counts: the same partial sum)
-            out = torch.zeros_like(zero_f)
-            for count, total in reversed(list(found.values())):
-                if total is not None:
-                    out = torch.where(count == k, total, out)
-            return out
-        s_lo, s_u = prefix_at(lo), prefix_at(ahi)
-        pair_values = active.double() * (x + cfg.margin).double() - torch.where(active > 0, s_u - s_lo, 0.0)
-        pair_values = torch.where(p_ok, pair_values, 0.0)
-        out = (pair_values.sum(1).to(d.dtype), kept.sum(1), in_keep.sum(1))
-    if g is not None:
-        # ∂v/∂d_an = −#{positives whose active run [lo, U) covers the negative's rank}
-        ones = p_ok.to(d.dtype)
-        cover = torch.zeros(c, n + 1, dtype=d.dtype, device=dev)
-        cover.scatter_add_(1, lo, ones).scatter_add_(1, torch.where(p_ok, ahi, lo), -ones)
-        cover = torch.nn.functional.pad(cover.cumsum(1), (1, 0))          # cover[k + 1]: rank k
-        w = torch.where(sw.is_neg, -cover.gather(1, sw.count), torch.zeros((), dtype=d.dtype, device=dev))
-        grad = sw.to_columns(w)
-        grad.scatter_add_(1, p_col, active.to(d.dtype))
-        if not bool((g == 1).all()):
-            grad *= g[:, None]
-    return (out if want_values else None), grad
+        v = (active.double() * (x + cfg.margin).double()).sum(1) + grad.to(torch.float64, copy=True).mul_(d).sum(1)
+        out = (v.to(d.dtype), kept.sum(1), in_keep.sum(1))
+    if g is None:
+        return out, None
+    grad.scatter_add_(1, p_col, active.to(d.dtype))       # ∂v/∂d_ap = active
+    if not bool((g == 1).all()):
+        grad *= g[:, None]
+    return out, grad
 
 
 def _grouped(cfg: TripletConfig):
