@@ -52,6 +52,10 @@ from ..metrics import Frame, chunks, compute_dtype
 
 # Elements per chunk×N tile (and per streamed block); tests lower it to force tiny chunks.
 CHUNK_BUDGET = 1 << 21
+# Merged-row entries per piece of the grouped sweep (a tile chunk is swept in pieces); label
+# groups of at least MIN_GROUP_ROWS anchors are swept in pieces of their own.
+SWEEP_BUDGET = 1 << 19
+MIN_GROUP_ROWS = 4
 # float32 merged rows sort as packed int64 keys (values only); False (tests) or other dtypes:
 # stable row-wise sorts of the same layout.
 PACKED_SORT = True
@@ -341,6 +345,16 @@ class _Groups:
         self.self_rank = torch.where(inside, self.self_col - self.start, self.end - self.start)
         self.n_neg = n - (self.end - self.start) - ((self.self_col >= 0) & ~inside).long()
 
+    def runs(self, min_rows: int):
+        """[(first, last + 1)] of the permuted anchors' label groups of at least min_rows rows."""
+        b = self.start.shape[0]
+        if b == 0:
+            return []
+        new = torch.ones(b, dtype=torch.bool, device=self.start.device)
+        new[1:] = (self.start[1:] != self.start[:-1]) | (self.end[1:] != self.end[:-1])
+        firsts = new.nonzero()[:, 0].tolist() + [b]
+        return [(a, e) for a, e in zip(firsts[:-1], firsts[1:]) if e - a >= min_rows]
+
 
 def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, want_values=True):
     """Batch-all / filters on one chunk of permuted anchors (d: chunk × N, permuted columns).
@@ -416,6 +430,20 @@ def _grouped(cfg: TripletConfig):
     return cfg.mining in FILTERS and not cfg.smooth and not cfg.swap
 
 
+def _pieces(rows: slice, big_groups, step: int):
+    """Row slices of `rows`, at most `step` rows each, cut at the bounds of the label groups
+    in big_groups ([(start, end)] of permuted anchors), so that a piece inside one of them is
+    one group (the sweep then drops its positive columns)."""
+    cuts = {rows.start, rows.stop}
+    for a, e in big_groups:
+        if a < rows.stop and e > rows.start:
+            cuts.update((max(a, rows.start), min(e, rows.stop)))
+    cuts = sorted(cuts)
+    for a, e in zip(cuts[:-1], cuts[1:]):
+        for r0 in range(a, e, step):
+            yield slice(r0, min(e, r0 + step))
+
+
 def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_values=True):
     """The grouped sweep over all anchors: ((values, counts, nonzero) or None, (dL/dq, dL/dr)
     for dL/dvalues = g or None), everything in the caller's order."""
@@ -435,13 +463,21 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
         grad_r = torch.zeros(refs.r.shape, dtype=cd, device=dev)
     n_bounds = len(_bounds(torch.zeros(1, 1, dtype=cd, device=dev), cfg))
     width = n + n_bounds * int(grp.n_pos.max()) if b else n
-    for rows in chunks(b, max(width, 1), CHUNK_BUDGET // 2):
+    step = max(1, SWEEP_BUDGET // max(width, 1))
+    big_groups = grp.runs(MIN_GROUP_ROWS)
+    for rows in chunks(b, n, CHUNK_BUDGET):
         if g is not None and not want_values and not bool((gp[rows] != 0).any()):
             continue
         qc, raw, d = _tile(qp, refs, rows, cfg)
-        out, grad = _grouped_chunk(d, grp, rows, cfg, g=None if g is None else gp[rows], want_values=want_values)
-        if want_values:
-            values[rows], counts[rows], nonzero[rows] = out
+        grad = torch.empty_like(d) if g is not None else None
+        for part in _pieces(rows, big_groups, step):
+            local = slice(part.start - rows.start, part.stop - rows.start)
+            out, grad_part = _grouped_chunk(d[local], grp, part, cfg, g=None if g is None else gp[part],
+                                            want_values=want_values)
+            if want_values:
+                values[part], counts[part], nonzero[part] = out
+            if grad is not None:
+                grad[local] = grad_part
         if grad is not None:
             gq, gr = _tile_backward(grad, qc, refs, raw, cfg)
             grad_q[rows] += gq
