@@ -344,17 +344,24 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
         raise ValueError(f"unknown kernel kind {kind!r}")
     if near is None or (kind == "euclidean" and tile is None):
         tile, near = pairwise(x, y, kind, return_near=True, x_abs=x_abs, y_abs=y_abs)
-    if kind == "euclidean":
-        zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
-        grad = torch.where(tile > 0, grad / (2.0 * tile).clamp_min(torch.finfo(tile.dtype).tiny), zero)
+    own = kind == "euclidean"          # grad is then a new tensor, updated in place below
+    if own:
+        # one buffer for grad / max(2d, tiny), 0 where d = 0 (a fresh c×N buffer per step costs
+        # more than the arithmetic on CPU)
+        scaled = torch.mul(tile, 2.0).clamp_min_(torch.finfo(tile.dtype).tiny)
+        grad = torch.where(tile > 0, torch.div(grad, scaled, out=scaled), torch.zeros((), dtype=tile.dtype,
+                           device=tile.device), out=scaled)
     i, j = near
     g_near = None
     if i.numel():
         g_near = grad[i, j]
-        grad = grad.index_put((i, j), torch.zeros_like(g_near))
+        if own:
+            grad.index_put_((i, j), torch.zeros_like(g_near))
+        else:
+            grad = grad.index_put((i, j), torch.zeros_like(g_near))
     # d = ‖x‖² + ‖y‖² − 2x·y  ⇒  ∂/∂x_i = 2(Σ_j g_ij) x_i − 2 Σ_j g_ij y_j
-    gx = 2.0 * (grad.sum(1, keepdim=True) * x - grad @ y)
-    gy = 2.0 * (grad.sum(0)[:, None] * y - grad.T @ x)
+    gx = (grad.sum(1, keepdim=True) * x).sub_(grad @ y).mul_(2.0)
+    gy = (grad.sum(0)[:, None] * y).sub_(grad.T @ x).mul_(2.0)
     if g_near is not None:
         xa, ya = (x if x_abs is None else x_abs), (y if y_abs is None else y_abs)
         step = max(1, NEAR_BLOCK // max(x.shape[1], 1))
@@ -461,11 +468,14 @@ class Frame:
     def tile(self, x, x_sq=None, x_abs=None):
         """(true tile between frame rows x (x_abs uncentered) and all references, near pairs)."""
         t, near = pairwise(x, self.r, self.kind, x_sq, self.r_sq, return_near=True, x_abs=x_abs, y_abs=self.r_abs)
-        return t * self.unit, near
+        return t.mul_(self.unit), near
 
     def tile_backward(self, grad, x, tile, near, x_abs=None):
         """(∂L/∂x, ∂L/∂r) in true units, given ∂L/∂tile for tile, near = self.tile(x, ., x_abs)."""
-        gx, gr = pairwise_backward(grad, x, self.r, self.kind, tile / self.unit, near, x_abs, self.r_abs)
+        frame_tile = tile / self.unit if self.kind == "euclidean" else tile   # (read by euclidean only)
+        gx, gr = pairwise_backward(grad, x, self.r, self.kind, frame_tile, near, x_abs, self.r_abs)
+        if isinstance(self.factor, float) and self.factor == 1.0:
+            return gx, gr
         return gx * self.factor, gr * self.factor
 
     def sq_backward(self, grad_sq, x, near, x_abs=None):

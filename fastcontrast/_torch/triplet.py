@@ -225,10 +225,11 @@ def _sortable_bits(v, shift: int, out, nonneg: bool = False):
     """out (int64) = u(v) << shift, u an order-preserving map of the float32 values v onto
     [0, 2^32) (−0.0 taken as +0.0). nonneg (every v ≥ +0): out holds the plain bits shifted,
     and the caller ORs in 2^31 << shift (bit 31 of u is then free) to get the same keys."""
-    i = (v + 0.0).view(torch.int32).long()
-    if not nonneg:
-        i = (i ^ ((i >> 63) & 0x7FFFFFFF)) + (1 << 31)
-    return torch.bitwise_left_shift(i, shift, out=out)
+    i = (v + 0.0).view(torch.int32)
+    if nonneg:
+        return out.copy_(i).bitwise_left_shift_(shift)
+    i = i.long()
+    return torch.bitwise_left_shift((i ^ ((i >> 63) & 0x7FFFFFFF)) + (1 << 31), shift, out=out)
 
 
 class _Sweep:
@@ -250,10 +251,10 @@ class _Sweep:
             idx, is_neg = self._rowwise(segments, bounds, dead, skip, c, n, total)
         count = is_neg.cumsum(1)                           # negatives up to here, inclusive
         # each bound's count, scattered to its slot (negatives into a spare slot 0)
-        slot = (idx - (n - 1)).clamp_min_(0)
+        slot = torch.sub(idx, n - 1).clamp_min_(0)
         self.bound_counts = torch.empty(c, total - n + 1, dtype=count.dtype, device=d.device) \
             .scatter_(1, slot, count)[:, 1:]
-        self._rank1 = count.mul_(is_neg)                   # 1 + rank for a negative, 0 otherwise
+        self._rank1 = is_neg.mul_(count)                   # 1 + rank for a negative, 0 otherwise
         self._idx, self.n, self.total, self.skip = idx, n, total, skip
 
     def _packed(self, segments, bounds, dead, skip, c, n, total, nonneg):
@@ -287,7 +288,7 @@ class _Sweep:
             key.numpy().sort(axis=1)
         else:
             key = torch.sort(key, dim=1)[0]
-        return key & ((1 << b) - 1), (key >> b) & 1
+        return key & ((1 << b) - 1), key.bitwise_right_shift_(b).bitwise_and_(1)
 
     def _rowwise(self, segments, bounds, dead, skip, c, n, total):
         # stable row sorts: by tie class, then by value (dead entries +inf; live values are finite)
