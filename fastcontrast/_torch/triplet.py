@@ -5,7 +5,7 @@ pair), negatives N_a (other label). Term of a triplet (a, p, n):
 h = d_ap − d_an + margin, term relu(h) (softplus(h) when smooth); see configs.TripletConfig.
 
 Every path walks the anchors in chunks; a chunk×N distance tile (`metrics.pairwise`), or the
-sweep's chunk × (N + 3·P_max) merged rows, is the largest thing alive, and backward
+sweep's piece × (N + E·P_max) merged rows, is the largest thing alive, and backward
 recomputes the tile from q and r.
 
 batch_all and the miner filters ("all", "hard", "semihard", "easy"), relu, no swap —
@@ -16,17 +16,18 @@ batch_all and the miner filters ("all", "hard", "semihard", "easy"), relu, no sw
     d_an < x + margin) bounds d_an from one side, so the kept negatives form a contiguous run
     [lo, hi) of the anchor's sorted negatives and the active ones its prefix [lo, U). The
     bounds' thresholds and the negatives are sorted together, one merged row per anchor; a
-    cumulative count and a float64 cumulative sum along it give every bound and
-        Σ_{n kept, active} (x + m − d_an) = c·(x + m) − (S[U] − S[lo]),  c = U − lo.
-    Gradients:
+    cumulative count along it gives every bound (c = U − lo). Gradients:
         ∂v/∂d_ap = c(a, p)      ∂v/∂d_an = −#{p : n in the run [lo, U) of (a, p)}
     the latter from a difference array over the runs (+1 at lo, −1 at U, prefix sum) read at
-    each negative's rank, so both directions use the very same runs. cfg.term_keep
+    each negative's rank, so both directions use the very same runs; and the value from them,
+        v_a = Σ_p c·(x + m) + Σ_n (∂v/∂d_an)·d_an       (accumulated in float64).
+    cfg.term_keep
     (low, high) (ThresholdReducer) is two more one-sided bounds of the same kind: low ≥ 0
     keeps d_an < fl(x + fl(m − low)), 0 < high < inf keeps d_an > fl(x + fl(m − high)); the
     window [w_lo, w_hi) is their intersection with [lo, hi) (with low < 0 it includes the
-    zero terms: they count in nonzero and add nothing). When the Function expects a gradient, forward also computes the gradients for dL/dvalues = 1 (`unit_grad`)
-    and backward only rescales them (mean/sum reductions).
+    zero terms: they count in nonzero and add nothing). When the Function expects a gradient,
+    forward also computes the gradients for dL/dvalues = 1 (`unit_grad`) and backward only
+    rescales them (mean/sum reductions).
 smooth (softplus is not linear, prefix sums do not apply): positives of each anchor
     compacted (chunk × P_max), negatives streamed in column blocks; O(B·P·N) time,
     O(chunk·P_max·block) memory.
@@ -191,7 +192,9 @@ def _compact(d, mask):
 # row is one int64 key (order-preserving bits of the value | tie class | position in the
 # row), all distinct, so a plain values-only row sort (numpy's in-place sort on CPU) orders
 # them exactly as a stable sort by (value, tie class) would and the low bits carry the
-# permutation; other dtypes use stable row-wise sorts of the same layout.
+# permutation; other dtypes use stable row-wise sorts of the same layout. A tile chunk is swept
+# in pieces of rows (`_pieces`); a piece inside one label group drops that group's positive
+# columns from its merged rows (they are no negatives), other pieces mark them dead.
 
 _LT, _NEG, _LE = 0, 1, 2   # tie classes: "<" bound, negative, "≤" bound
 

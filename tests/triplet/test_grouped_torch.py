@@ -90,3 +90,23 @@ def test_float32_flat_and_rowwise_agree(gen, monkeypatch):
     assert torch.equal(flat[1], rowwise[1]) and torch.equal(flat[2], rowwise[2])
     torch.testing.assert_close(flat[0], rowwise[0], rtol=0, atol=0)
     torch.testing.assert_close(flat[3], rowwise[3], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mining", FILTER_MODES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sweep_pieces_give_identical_results(mining, dtype, gen, monkeypatch):
+    """One-row pieces, pieces that mix label groups (no group large enough to be swept on its
+    own) and whole tiles: the same counts, values and gradients."""
+    q = torch.randn(31, 5, generator=gen, dtype=dtype)
+    y = torch.randint(0, 3, (31,), generator=gen)
+    y[:2] = 7                           # a small group next to large ones
+    g = (torch.rand(31, generator=gen) + 0.5).to(dtype)
+    cfg = cfg_for(mining, "euclidean", False)
+    base = run(q, q, y, y, cfg, g)
+    for budget, min_rows in ((1, 1), (1 << 30, 1 << 30), (400, 3)):
+        monkeypatch.setattr(impl, "SWEEP_BUDGET", budget)
+        monkeypatch.setattr(impl, "MIN_GROUP_ROWS", min_rows)
+        got = run(q, q, y, y, cfg, g)
+        assert torch.equal(got[1], base[1]) and torch.equal(got[2], base[2]), (budget, min_rows)
+        torch.testing.assert_close(got[0], base[0], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(got[3], base[3], rtol=1e-5, atol=1e-6)
