@@ -252,13 +252,13 @@ class _Sweep:
             idx, is_neg = self._packed(segments, bounds, dead, skip, c, n, total, nonneg)
         else:
             idx, is_neg = self._rowwise(segments, bounds, dead, skip, c, n, total)
-        count = is_neg.cumsum(1)                           # negatives up to here, inclusive
-        # each bound's count, scattered to its slot (negatives into a spare slot 0)
-        slot = torch.sub(idx, n - 1).clamp_min_(0)
-        self.bound_counts = torch.empty(c, total - n + 1, dtype=count.dtype, device=d.device) \
-            .scatter_(1, slot, count)[:, 1:]
-        self._rank1 = is_neg.mul_(count)                   # 1 + rank for a negative, 0 otherwise
-        self._idx, self.n, self.total, self.skip = idx, n, total, skip
+        # the inclusive count of negatives at every entry, put back at its position: a
+        # negative's column gets 1 + its rank, a bound's slot the negatives before it (a dead
+        # column sorts last and gets a rank past every window)
+        at = torch.empty(c, total, dtype=torch.long, device=d.device).scatter_(1, idx, is_neg.cumsum(1))
+        if skip is not None:
+            at[:, skip[0]:skip[1]] = 0
+        self.bound_counts, self._rank1 = at[:, n:], at[:, :n]
 
     def _packed(self, segments, bounds, dead, skip, c, n, total, nonneg):
         # key = u(value) << (b + 2) | tie class << b | position (b bits); a dead column gets bit
@@ -310,16 +310,12 @@ class _Sweep:
         order = torch.sort(tie, dim=1, stable=True)[1]
         vals = torch.where(live, layout, float("inf")).gather(1, order)
         perm = order.gather(1, torch.sort(vals, dim=1, stable=True)[1])
-        is_neg = (live & (tie == _NEG)).gather(1, perm)
-        return position[perm], is_neg.long()
+        # a dead column (+inf, after every live entry) counts as a negative ranked past every window
+        return position[perm], (tie == _NEG).gather(1, perm).long()
 
     def to_columns(self, cover):
         """cover (chunk × (N + 1)) read at 1 + rank for every negative → its tile column (chunk × N)."""
-        w = cover.gather(1, self._rank1)
-        out = torch.empty(w.shape[0], self.total, dtype=w.dtype, device=w.device).scatter_(1, self._idx, w)[:, :self.n]
-        if self.skip is not None:
-            out[:, self.skip[0]:self.skip[1]] = 0
-        return out
+        return cover.gather(1, self._rank1)
 
 
 class _Groups:
