@@ -313,9 +313,10 @@ class _Sweep:
         # a dead column (+inf, after every live entry) counts as a negative ranked past every window
         return position[perm], (tie == _NEG).gather(1, perm).long()
 
-    def to_columns(self, cover):
-        """cover (chunk × (N + 1)) read at 1 + rank for every negative → its tile column (chunk × N)."""
-        return cover.gather(1, self._rank1)
+    def to_columns(self, cover, out=None):
+        """cover (chunk × (N + 1)) read at 1 + rank for every negative → its tile column
+        (chunk × N, written into `out` when given)."""
+        return torch.gather(cover, 1, self._rank1, out=out) if out is not None else cover.gather(1, self._rank1)
 
 
 class _Groups:
@@ -356,9 +357,10 @@ class _Groups:
         return [(a, e) for a, e in zip(firsts[:-1], firsts[1:]) if e - a >= min_rows]
 
 
-def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, want_values=True):
+def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, want_values=True, out=None):
     """Batch-all / filters on one chunk of permuted anchors (d: chunk × N, permuted columns).
-    Returns ((values, counts, nonzero) or None, dL/d(signed tile) for dL/dvalues = g or None)."""
+    Returns ((values, counts, nonzero) or None, dL/d(signed tile) for dL/dvalues = g or None);
+    the gradient is written into `out` (chunk × N) when given."""
     c, n = d.shape
     dev = d.device
     start, n_pos, self_rank = grp.start[rows], grp.n_pos[rows], grp.self_rank[rows]
@@ -366,7 +368,8 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
     zeros_out = (torch.zeros(c, dtype=d.dtype, device=dev), torch.zeros(c, dtype=torch.int64, device=dev),
                  torch.zeros(c, dtype=torch.int64, device=dev))
     if p_max == 0:
-        return (zeros_out if want_values else None), (torch.zeros_like(d) if g is not None else None)
+        grad = None if g is None else (torch.zeros_like(d) if out is None else out.zero_())
+        return (zeros_out if want_values else None), grad
     # the positives: a contiguous range per row, its self column skipped
     j = torch.arange(p_max, device=dev)
     p_ok = j[None, :] < n_pos[:, None]
@@ -410,20 +413,20 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
     ones = torch.ones(c, p_max, dtype=d.dtype, device=dev)
     cover = torch.zeros(c, n + 2, dtype=d.dtype, device=dev)
     cover.scatter_add_(1, w_lo + 1, -ones).scatter_add_(1, ahi + 1, ones)
-    grad = sw.to_columns(cover.cumsum_(1))                # ∂v/∂d: negatives' part
-    out = None
+    grad = sw.to_columns(cover.cumsum_(1), out=out)       # ∂v/∂d: negatives' part
+    values = None
     if want_values:
         # v = Σ_p Σ_{n in its run} (x + m − d_an) = Σ_p active·(x + m) + Σ_n (∂v/∂d_an)·d_an
         kept = torch.where(p_ok, hi - m_lo, zero)
         in_keep = torch.where(p_ok, w_hi - w_lo, zero) if cfg.filtered else active
         v = (active.double() * (x + cfg.margin).double()).sum(1) + grad.to(torch.float64, copy=True).mul_(d).sum(1)
-        out = (v.to(d.dtype), kept.sum(1), in_keep.sum(1))
+        values = (v.to(d.dtype), kept.sum(1), in_keep.sum(1))
     if g is None:
-        return out, None
+        return values, None
     grad.scatter_add_(1, p_col, active.to(d.dtype))       # ∂v/∂d_ap = active
     if not bool((g == 1).all()):
         grad *= g[:, None]
-    return out, grad
+    return values, grad
 
 
 def _grouped(cfg: TripletConfig):
@@ -472,12 +475,10 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
         grad = torch.empty_like(d) if g is not None else None
         for part in _pieces(rows, big_groups, step):
             local = slice(part.start - rows.start, part.stop - rows.start)
-            out, grad_part = _grouped_chunk(d[local], grp, part, cfg, g=None if g is None else gp[part],
-                                            want_values=want_values)
+            out, _ = _grouped_chunk(d[local], grp, part, cfg, g=None if g is None else gp[part],
+                                    want_values=want_values, out=None if grad is None else grad[local])
             if want_values:
                 values[part], counts[part], nonzero[part] = out
-            if grad is not None:
-                grad[local] = grad_part
         if grad is not None:
             gq, gr = _tile_backward(grad, qc, refs, raw, cfg)
             grad_q[rows] += gq
