@@ -309,7 +309,7 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
 
 def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind: str,
                       tile: torch.Tensor | None = None, near=None, x_abs: torch.Tensor | None = None,
-                      y_abs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      y_abs: torch.Tensor | None = None, unit=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Given dL/dtile for tile = pairwise(x, y, kind), the gradients (dL/dx, dL/dy).
 
     d = ‖x‖² + ‖y‖² − 2x·y gives ∂L/∂x_i = 2(Σ_j g_ij) x_i − 2 Σ_j g_ij y_j; near pairs take
@@ -324,6 +324,8 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
         near (tuple or None, default None): the forward's near pairs (recomputed when None).
         x_abs (Tensor (m, D) or None, default None): x before centering.
         y_abs (Tensor (n, D) or None, default None): y before centering.
+        unit (Tensor (0-dim, a power of two) or None, default None): the given tile is
+            unit · pairwise(x, y, kind) (a Frame's true tile); None: unit 1.
 
     Returns:
         tuple[Tensor (m, D), Tensor (n, D)]: dL/dx and dL/dy.
@@ -344,11 +346,12 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
         raise ValueError(f"unknown kernel kind {kind!r}")
     if near is None or (kind == "euclidean" and tile is None):
         tile, near = pairwise(x, y, kind, return_near=True, x_abs=x_abs, y_abs=y_abs)
+        unit = None
     own = kind == "euclidean"          # grad is then a new tensor, updated in place below
     if own:
         # one buffer for grad / max(2d, tiny), 0 where d = 0 (a fresh c×N buffer per step costs
-        # more than the arithmetic on CPU)
-        scaled = torch.mul(tile, 2.0).clamp_min_(torch.finfo(tile.dtype).tiny)
+        # more than the arithmetic on CPU); 2d = tile · (2 / unit), exact for a power of two
+        scaled = torch.mul(tile, 2.0 if unit is None else 2.0 / unit).clamp_min_(torch.finfo(tile.dtype).tiny)
         grad = torch.where(tile > 0, torch.div(grad, scaled, out=scaled), torch.zeros((), dtype=tile.dtype,
                            device=tile.device), out=scaled)
     i, j = near
@@ -472,8 +475,7 @@ class Frame:
 
     def tile_backward(self, grad, x, tile, near, x_abs=None):
         """(∂L/∂x, ∂L/∂r) in true units, given ∂L/∂tile for tile, near = self.tile(x, ., x_abs)."""
-        frame_tile = tile / self.unit if self.kind == "euclidean" else tile   # (read by euclidean only)
-        gx, gr = pairwise_backward(grad, x, self.r, self.kind, frame_tile, near, x_abs, self.r_abs)
+        gx, gr = pairwise_backward(grad, x, self.r, self.kind, tile, near, x_abs, self.r_abs, unit=self.unit)
         if isinstance(self.factor, float) and self.factor == 1.0:
             return gx, gr
         return gx * self.factor, gr * self.factor
