@@ -57,7 +57,7 @@ CHUNK_BUDGET = 1 << 21
 # groups of at least MIN_GROUP_ROWS anchors are swept in pieces of their own.
 SWEEP_BUDGET = 1 << 19
 MIN_GROUP_ROWS = 4
-TILE_ROWS = 256
+TILE_ROWS = 512
 # float32 merged rows sort as packed int64 keys (values only); False (tests) or other dtypes:
 # stable row-wise sorts of the same layout.
 PACKED_SORT = True
@@ -469,9 +469,9 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
     width = n + n_bounds * int(grp.n_pos.max()) if b else n
     step = max(1, SWEEP_BUDGET // max(width, 1))
     big_groups = grp.runs(MIN_GROUP_ROWS)
-    # tiles of at least TILE_ROWS anchors while that stays within 4·CHUNK_BUDGET elements: the
+    # tiles of at least TILE_ROWS anchors while that stays within 2·CHUNK_BUDGET elements: the
     # gradient's O(N·D) passes per tile then weigh little against its O(rows·N·D) matmuls
-    budget = min(max(CHUNK_BUDGET, TILE_ROWS * n), 4 * CHUNK_BUDGET)
+    budget = min(max(CHUNK_BUDGET, TILE_ROWS * n), 2 * CHUNK_BUDGET)
     for rows in chunks(b, n, budget):
         if g is not None and not want_values and not bool((gp[rows] != 0).any()):
             continue
