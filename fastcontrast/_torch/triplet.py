@@ -487,6 +487,7 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
             gq, gr = _tile_backward(grad, qc, refs, raw, cfg)
             grad_q[rows] += gq
             grad_r += gr
+        raw = d = grad = gq = gr = None      # free this tile before the next one is computed
     out = None
     if want_values:
         out = tuple(torch.empty_like(t).index_copy_(0, grp.q_perm, t) for t in (values, counts, nonzero))
