@@ -309,7 +309,7 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
 
 def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind: str,
                       tile: torch.Tensor | None = None, near=None, x_abs: torch.Tensor | None = None,
-                      y_abs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      y_abs: torch.Tensor | None = None, unit=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Given dL/dtile for tile = pairwise(x, y, kind), the gradients (dL/dx, dL/dy).
 
     d = ‖x‖² + ‖y‖² − 2x·y gives ∂L/∂x_i = 2(Σ_j g_ij) x_i − 2 Σ_j g_ij y_j; near pairs take
@@ -324,6 +324,8 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
         near (tuple or None, default None): the forward's near pairs (recomputed when None).
         x_abs (Tensor (m, D) or None, default None): x before centering.
         y_abs (Tensor (n, D) or None, default None): y before centering.
+        unit (Tensor (0-dim, a power of two) or None, default None): the given tile is
+            unit · pairwise(x, y, kind) (a Frame's true tile); None: unit 1.
 
     Returns:
         tuple[Tensor (m, D), Tensor (n, D)]: dL/dx and dL/dy.
@@ -344,17 +346,25 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
         raise ValueError(f"unknown kernel kind {kind!r}")
     if near is None or (kind == "euclidean" and tile is None):
         tile, near = pairwise(x, y, kind, return_near=True, x_abs=x_abs, y_abs=y_abs)
-    if kind == "euclidean":
-        zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
-        grad = torch.where(tile > 0, grad / (2.0 * tile).clamp_min(torch.finfo(tile.dtype).tiny), zero)
+        unit = None
+    own = kind == "euclidean"          # grad is then a new tensor, updated in place below
+    if own:
+        # one buffer for grad / max(2d, tiny), 0 where d = 0 (a fresh c×N buffer per step costs
+        # more than the arithmetic on CPU); 2d = tile · (2 / unit), exact for a power of two
+        scaled = torch.mul(tile, 2.0 if unit is None else 2.0 / unit).clamp_min_(torch.finfo(tile.dtype).tiny)
+        grad = torch.where(tile > 0, torch.div(grad, scaled, out=scaled), torch.zeros((), dtype=tile.dtype,
+                           device=tile.device), out=scaled)
     i, j = near
     g_near = None
     if i.numel():
         g_near = grad[i, j]
-        grad = grad.index_put((i, j), torch.zeros_like(g_near))
+        if own:
+            grad.index_put_((i, j), torch.zeros_like(g_near))
+        else:
+            grad = grad.index_put((i, j), torch.zeros_like(g_near))
     # d = ‖x‖² + ‖y‖² − 2x·y  ⇒  ∂/∂x_i = 2(Σ_j g_ij) x_i − 2 Σ_j g_ij y_j
-    gx = 2.0 * (grad.sum(1, keepdim=True) * x - grad @ y)
-    gy = 2.0 * (grad.sum(0)[:, None] * y - grad.T @ x)
+    gx = (grad.sum(1, keepdim=True) * x).sub_(grad @ y).mul_(2.0)
+    gy = (grad.sum(0)[:, None] * y).sub_(grad.T @ x).mul_(2.0)
     if g_near is not None:
         xa, ya = (x if x_abs is None else x_abs), (y if y_abs is None else y_abs)
         step = max(1, NEAR_BLOCK // max(x.shape[1], 1))
@@ -461,11 +471,13 @@ class Frame:
     def tile(self, x, x_sq=None, x_abs=None):
         """(true tile between frame rows x (x_abs uncentered) and all references, near pairs)."""
         t, near = pairwise(x, self.r, self.kind, x_sq, self.r_sq, return_near=True, x_abs=x_abs, y_abs=self.r_abs)
-        return t * self.unit, near
+        return t.mul_(self.unit), near
 
     def tile_backward(self, grad, x, tile, near, x_abs=None):
         """(∂L/∂x, ∂L/∂r) in true units, given ∂L/∂tile for tile, near = self.tile(x, ., x_abs)."""
-        gx, gr = pairwise_backward(grad, x, self.r, self.kind, tile / self.unit, near, x_abs, self.r_abs)
+        gx, gr = pairwise_backward(grad, x, self.r, self.kind, tile, near, x_abs, self.r_abs, unit=self.unit)
+        if isinstance(self.factor, float) and self.factor == 1.0:
+            return gx, gr
         return gx * self.factor, gr * self.factor
 
     def sq_backward(self, grad_sq, x, near, x_abs=None):

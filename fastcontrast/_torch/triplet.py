@@ -5,7 +5,7 @@ pair), negatives N_a (other label). Term of a triplet (a, p, n):
 h = d_ap − d_an + margin, term relu(h) (softplus(h) when smooth); see configs.TripletConfig.
 
 Every path walks the anchors in chunks; a chunk×N distance tile (`metrics.pairwise`), or the
-sweep's chunk × (N + 3·P_max) merged rows, is the largest thing alive, and backward
+sweep's piece × (N + E·P_max) merged rows, is the largest thing alive, and backward
 recomputes the tile from q and r.
 
 batch_all and the miner filters ("all", "hard", "semihard", "easy"), relu, no swap —
@@ -16,17 +16,18 @@ batch_all and the miner filters ("all", "hard", "semihard", "easy"), relu, no sw
     d_an < x + margin) bounds d_an from one side, so the kept negatives form a contiguous run
     [lo, hi) of the anchor's sorted negatives and the active ones its prefix [lo, U). The
     bounds' thresholds and the negatives are sorted together, one merged row per anchor; a
-    cumulative count and a float64 cumulative sum along it give every bound and
-        Σ_{n kept, active} (x + m − d_an) = c·(x + m) − (S[U] − S[lo]),  c = U − lo.
-    Gradients:
+    cumulative count along it gives every bound (c = U − lo). Gradients:
         ∂v/∂d_ap = c(a, p)      ∂v/∂d_an = −#{p : n in the run [lo, U) of (a, p)}
     the latter from a difference array over the runs (+1 at lo, −1 at U, prefix sum) read at
-    each negative's rank, so both directions use the very same runs. cfg.term_keep
+    each negative's rank, so both directions use the very same runs; and the value from them,
+        v_a = Σ_p c·(x + m) + Σ_n (∂v/∂d_an)·d_an       (accumulated in float64).
+    cfg.term_keep
     (low, high) (ThresholdReducer) is two more one-sided bounds of the same kind: low ≥ 0
     keeps d_an < fl(x + fl(m − low)), 0 < high < inf keeps d_an > fl(x + fl(m − high)); the
     window [w_lo, w_hi) is their intersection with [lo, hi) (with low < 0 it includes the
-    zero terms: they count in nonzero and add nothing). When the Function expects a gradient, forward also computes the gradients for dL/dvalues = 1 (`unit_grad`)
-    and backward only rescales them (mean/sum reductions).
+    zero terms: they count in nonzero and add nothing). When the Function expects a gradient,
+    forward also computes the gradients for dL/dvalues = 1 (`unit_grad`) and backward only
+    rescales them (mean/sum reductions).
 smooth (softplus is not linear, prefix sums do not apply): positives of each anchor
     compacted (chunk × P_max), negatives streamed in column blocks; O(B·P·N) time,
     O(chunk·P_max·block) memory.
@@ -52,9 +53,14 @@ from ..metrics import Frame, chunks, compute_dtype
 
 # Elements per chunk×N tile (and per streamed block); tests lower it to force tiny chunks.
 CHUNK_BUDGET = 1 << 21
-# float32 chunks of at least this many merged entries sort as one flat int64 key (a radix
-# sort in torch on CPU); smaller ones, and other dtypes, by stable row sorts. Tests lower it.
-FLAT_SORT_MIN = 1 << 15
+# Merged-row entries per piece of the grouped sweep (a tile chunk is swept in pieces); label
+# groups of at least MIN_GROUP_ROWS anchors are swept in pieces of their own.
+SWEEP_BUDGET = 1 << 19
+MIN_GROUP_ROWS = 4
+TILE_ROWS = 512
+# float32 merged rows sort as packed int64 keys (values only); False (tests) or other dtypes:
+# stable row-wise sorts of the same layout.
+PACKED_SORT = True
 
 FILTERS = ("batch_all", "all", "hard", "semihard", "easy")
 
@@ -180,15 +186,19 @@ def _compact(d, mask):
 # (its self column removed) and its negatives the rest. Per anchor row, the window bounds are
 # counts of negatives below thresholds of its positives x (x, fl(x + mm), fl(x + m), as the
 # filter asks); instead of one binary search per (positive, bound), the thresholds and the
-# negatives are sorted together in one merged row, and a cumulative count / float64
-# cumulative sum along it gives every bound and prefix sum at once (a sweep, O(L) per row
-# after the sort, L = N + E·P_max, E ≤ 5 bounds per positive). On equal values a "<" bound
-# goes before the negatives and a "≤" bound after them, so the counts are exactly
-# #{v < t} and #{v ≤ t}. For float32 the merged rows of a chunk are one flat int64 key
-# (row, order-preserving bits of the value, tie class) sorted in a single call (a radix sort
-# on CPU); other dtypes use a stable row-wise sort of the same layout.
+# negatives are sorted together in one merged row, and a cumulative count along it gives
+# every bound at once (a sweep, O(L) per row after the sort, L = N + E·P_max, E ≤ 5 bounds
+# per positive). On equal values a "<" bound goes before the negatives and a "≤" bound after
+# them, so the counts are exactly #{v < t} and #{v ≤ t}. For float32 every entry of a merged
+# row is one int64 key (order-preserving bits of the value | tie class | position in the
+# row), all distinct, so a plain values-only row sort (numpy's in-place sort on CPU) orders
+# them exactly as a stable sort by (value, tie class) would and the low bits carry the
+# permutation; other dtypes use stable row-wise sorts of the same layout. A tile chunk is swept
+# in pieces of rows (`_pieces`); a piece inside one label group drops that group's positive
+# columns from its merged rows (they are no negatives), other pieces mark them dead.
 
 _LT, _NEG, _LE = 0, 1, 2   # tie classes: "<" bound, negative, "≤" bound
+
 
 
 def _bounds(x, cfg: TripletConfig):
@@ -215,97 +225,99 @@ def _bounds(x, cfg: TripletConfig):
     return out
 
 
-def _ordered_bits(v):
-    """int64 keys with the order of the float32 values v (−0.0 taken as +0.0)."""
+def _sortable_bits(v, shift: int, out, nonneg: bool = False):
+    """out (int64) = u(v) << shift, u an order-preserving map of the float32 values v onto
+    [0, 2^32) (−0.0 taken as +0.0). nonneg (every v ≥ +0): out holds the plain bits shifted,
+    and the caller ORs in 2^31 << shift (bit 31 of u is then free) to get the same keys."""
     i = (v + 0.0).view(torch.int32)
-    return (i ^ ((i >> 31) & 0x7FFFFFFF)).long()
-
-
-def _from_ordered_bits(k):
-    """Inverse of _ordered_bits (int64 keys → float32 values)."""
-    i = k.to(torch.int32)
-    return (i ^ ((i >> 31) & 0x7FFFFFFF)).view(torch.float32)
+    if nonneg:
+        return out.copy_(i).bitwise_left_shift_(shift)
+    i = i.long()
+    return torch.bitwise_left_shift((i ^ ((i >> 63) & 0x7FFFFFFF)) + (1 << 31), shift, out=out)
 
 
 class _Sweep:
-    """The merged rows of one chunk, sorted: the negatives of each row (tile columns where
-    `neg`) and the bounds (blocks of chunk × P_max thresholds with their tie classes, live
-    where `p_ok`). Holds, in sorted order, `is_neg`, `count` (negatives so far, inclusive),
-    `prefix` (their float64 sum so far), and `place` (chunk × E·P_max: sorted position of
-    each bound); `to_columns(w)` maps values given in sorted order back to tile columns."""
+    """The merged rows of one chunk, sorted: the negatives of each row (the tile columns but
+    `skip`, a column range [s, e) dropped, and but `dead`, a chunk × N mask or (rows, columns)
+    pairs) and the bounds (blocks of chunk × P_max thresholds with their tie classes; the dead
+    slots' counts are computed and ignored). Gives `bound_counts` (chunk × E·P_max: the
+    negatives before each bound, #{v < t} or #{v ≤ t} by its tie class) and
+    `to_columns(cover)`, which reads a table indexed by 1 + a negative's rank in its row
+    (entry 0: 0) at every negative's tile column (0 at the other columns)."""
 
-    def __init__(self, d, neg, bounds, p_ok):
+    def __init__(self, d, bounds, skip=None, dead=None, nonneg=False):
         c, n = d.shape
-        self.n, dev = n, d.device
-        width = n + sum(t.shape[1] for t, _ in bounds)
-        if d.dtype == torch.float32 and c * width >= FLAT_SORT_MIN:
-            self._flat(d, neg, bounds, p_ok, c, n, width, dev)
+        total = n + sum(t.shape[1] for t, _ in bounds)     # positions: columns, then bound slots
+        segments = [(d, 0)] if skip is None else [(d[:, :skip[0]], 0), (d[:, skip[1]:], skip[1])]
+        if PACKED_SORT and d.dtype == torch.float32 and total < (1 << 28):
+            idx, is_neg = self._packed(segments, bounds, dead, skip, c, n, total, nonneg)
         else:
-            self._rowwise(d, neg, bounds, p_ok, c, n, width, dev)
-        self.count = self.is_neg.long().cumsum(1)
-        self.prefix = torch.where(self.is_neg, self.values.double(), 0.0).cumsum(1)
+            idx, is_neg = self._rowwise(segments, bounds, dead, skip, c, n, total)
+        # the inclusive count of negatives at every entry, put back at its position: a
+        # negative's column gets 1 + its rank, a bound's slot the negatives before it (a dead
+        # column sorts last and gets a rank past every window)
+        at = torch.empty(c, total, dtype=torch.long, device=d.device).scatter_(1, idx, is_neg.cumsum(1))
+        if skip is not None:
+            at[:, skip[0]:skip[1]] = 0
+        self.bound_counts, self._rank1 = at[:, n:], at[:, :n]
 
-    def _flat(self, d, neg, bounds, p_ok, c, n, width, dev):
-        # one int64 key per entry: row | order-preserving value bits − low | tie class; a dead
-        # entry (not a negative, not a live bound) gets the largest value key of its row
-        inf = float("inf")
-        lows = [torch.where(neg, d, inf).amin()] + [torch.where(p_ok, t, inf).amin() for t, _ in bounds]
-        highs = [torch.where(neg, d, -inf).amax()] + [torch.where(p_ok, t, -inf).amax() for t, _ in bounds]
-        low = int(_ordered_bits(torch.stack(lows).amin()))
-        span = int(_ordered_bits(torch.stack(highs).amax())) - low + 1
-        shift = (span << 2).bit_length()
-        dead = span << 2
-        rows = torch.arange(c, device=dev)[:, None]
-        # rows per sort call: all of them with int64 keys, or blocks of rows whose keys fit in
-        # int32 (half the radix passes' traffic) when the value span allows a block large
-        # enough for the radix sort
-        block = 1 << max(31 - shift, 0)
-        block = block if block * width >= FLAT_SORT_MIN and shift <= 31 else c
-        row_key = (rows % block) << shift
-        key = torch.empty(c, width, dtype=torch.long if block == c else torch.int32, device=dev)
-        key[:, :n] = torch.where(neg, ((_ordered_bits(d) - low) << 2) | _NEG, dead) + row_key
-        j = n
+    def _packed(self, segments, bounds, dead, skip, c, n, total, nonneg):
+        # key = u(value) << (b + 2) | tie class << b | position (b bits); a dead column gets bit
+        # 62 (after every live key: u < 2^32, b ≤ 28). Sorted values only, in place.
+        b = max(total - 1, 1).bit_length()
+        shift, dev = b + 2, segments[0][0].device
+        width = sum(v.shape[1] for v, _ in segments) + total - n
+        key = torch.empty(c, width, dtype=torch.long, device=dev)
+        j = 0
+        for v, pos in segments:
+            w = v.shape[1]
+            low = (_NEG << b) | torch.arange(pos, pos + w, device=dev)
+            if nonneg:
+                low |= (1 << 31) << shift
+            _sortable_bits(v, shift, key[:, j:j + w], nonneg).bitwise_or_(low)
+            j += w
+        if isinstance(dead, torch.Tensor):
+            key[:, :n] |= dead.long() << 62
+        elif dead is not None and dead[0].numel():
+            rows, cols = dead
+            kpos = cols if skip is None else torch.where(cols < skip[0], cols, cols - (skip[1] - skip[0]))
+            key[rows, kpos] |= 1 << 62
+        pos = n
         for t, tie in bounds:
-            key[:, j:j + t.shape[1]] = torch.where(p_ok, ((_ordered_bits(t) - low) << 2) | tie, dead) + row_key
-            j += t.shape[1]
-        if block == c:
-            skey, perm = torch.sort(key.view(-1))
+            w = t.shape[1]
+            low = (tie << b) | torch.arange(pos, pos + w, device=dev)
+            _sortable_bits(t, shift, key[:, j:j + w]).bitwise_or_(low)
+            j, pos = j + w, pos + w
+        if dev.type == "cpu":
+            key.numpy().sort(axis=1)
         else:
-            flat = key.view(-1)
-            skey = torch.empty_like(flat)
-            perm = torch.empty(c * width, dtype=torch.long, device=dev)
-            for r0 in range(0, c, block):
-                part = slice(r0 * width, min(c, r0 + block) * width)
-                torch.sort(flat[part], out=(skey[part], perm[part]))
-                perm[part] += part.start
-        local = skey.view(c, width).long() - row_key
-        self.is_neg = (local & 3) == _NEG
-        self.values = _from_ordered_bits((local >> 2) + low)
-        place = torch.empty_like(perm).scatter_(0, perm, torch.arange(c * width, device=dev)).view(c, width)
-        self.place = place[:, n:] - rows * width
-        self._perm, self._shape = perm, (c, width)
+            key = torch.sort(key, dim=1)[0]
+        return key & ((1 << b) - 1), key.bitwise_right_shift_(b).bitwise_and_(1)
 
-    def _rowwise(self, d, neg, bounds, p_ok, c, n, width, dev):
+    def _rowwise(self, segments, bounds, dead, skip, c, n, total):
         # stable row sorts: by tie class, then by value (dead entries +inf; live values are finite)
-        layout = torch.cat([d] + [t for t, _ in bounds], 1)
-        tie = torch.cat([torch.full((c, n), _NEG, dtype=torch.int8, device=dev)] +
+        dev = segments[0][0].device
+        layout = torch.cat([v for v, _ in segments] + [t for t, _ in bounds], 1)
+        position = torch.cat([torch.arange(p, p + v.shape[1], device=dev) for v, p in segments] +
+                             [torch.arange(n, total, device=dev)])
+        tie = torch.cat([torch.full(v.shape, _NEG, dtype=torch.int8, device=dev) for v, _ in segments] +
                         [torch.full(t.shape, k, dtype=torch.int8, device=dev) for t, k in bounds], 1)
-        live = torch.cat([neg] + [p_ok] * len(bounds), 1)
+        live = torch.ones(layout.shape, dtype=torch.bool, device=dev)
+        if isinstance(dead, torch.Tensor):
+            live[:, :n] = ~dead
+        elif dead is not None and dead[0].numel():
+            rows, cols = dead
+            live[rows, cols if skip is None else torch.where(cols < skip[0], cols, cols - (skip[1] - skip[0]))] = False
         order = torch.sort(tie, dim=1, stable=True)[1]
         vals = torch.where(live, layout, float("inf")).gather(1, order)
         perm = order.gather(1, torch.sort(vals, dim=1, stable=True)[1])
-        self.is_neg = live.gather(1, perm) & (perm < n)
-        self.values = layout.gather(1, perm)
-        place = torch.empty_like(perm).scatter_(1, perm, torch.arange(width, device=dev).expand(c, width))
-        self.place = place[:, n:]
-        self._perm, self._shape = perm, None
+        # a dead column (+inf, after every live entry) counts as a negative ranked past every window
+        return position[perm], (tie == _NEG).gather(1, perm).long()
 
-    def to_columns(self, w):
-        """Values in sorted order (chunk × L) → their tile columns (chunk × N)."""
-        if self._shape is None:
-            return torch.empty_like(w).scatter_(1, self._perm, w)[:, :self.n]
-        return torch.empty(w.numel(), dtype=w.dtype, device=w.device).scatter_(
-            0, self._perm, w.reshape(-1)).view(self._shape)[:, :self.n]
+    def to_columns(self, cover, out=None):
+        """cover (chunk × (N + 1)) read at 1 + rank for every negative → its tile column
+        (chunk × N, written into `out` when given)."""
+        return torch.gather(cover, 1, self._rank1, out=out) if out is not None else cover.gather(1, self._rank1)
 
 
 class _Groups:
@@ -335,10 +347,21 @@ class _Groups:
         self.self_rank = torch.where(inside, self.self_col - self.start, self.end - self.start)
         self.n_neg = n - (self.end - self.start) - ((self.self_col >= 0) & ~inside).long()
 
+    def runs(self, min_rows: int):
+        """[(first, last + 1)] of the permuted anchors' label groups of at least min_rows rows."""
+        b = self.start.shape[0]
+        if b == 0:
+            return []
+        new = torch.ones(b, dtype=torch.bool, device=self.start.device)
+        new[1:] = (self.start[1:] != self.start[:-1]) | (self.end[1:] != self.end[:-1])
+        firsts = new.nonzero()[:, 0].tolist() + [b]
+        return [(a, e) for a, e in zip(firsts[:-1], firsts[1:]) if e - a >= min_rows]
 
-def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, want_values=True):
+
+def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, want_values=True, out=None):
     """Batch-all / filters on one chunk of permuted anchors (d: chunk × N, permuted columns).
-    Returns ((values, counts, nonzero) or None, dL/d(signed tile) for dL/dvalues = g or None)."""
+    Returns ((values, counts, nonzero) or None, dL/d(signed tile) for dL/dvalues = g or None);
+    the gradient is written into `out` (chunk × N) when given."""
     c, n = d.shape
     dev = d.device
     start, n_pos, self_rank = grp.start[rows], grp.n_pos[rows], grp.self_rank[rows]
@@ -346,74 +369,83 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
     zeros_out = (torch.zeros(c, dtype=d.dtype, device=dev), torch.zeros(c, dtype=torch.int64, device=dev),
                  torch.zeros(c, dtype=torch.int64, device=dev))
     if p_max == 0:
-        return (zeros_out if want_values else None), (torch.zeros_like(d) if g is not None else None)
+        grad = None if g is None else (torch.zeros_like(d) if out is None else out.zero_())
+        return (zeros_out if want_values else None), grad
     # the positives: a contiguous range per row, its self column skipped
     j = torch.arange(p_max, device=dev)
     p_ok = j[None, :] < n_pos[:, None]
     p_col = (start[:, None] + j[None, :] + (j[None, :] >= self_rank[:, None]).long()).clamp_max(n - 1)
     x = torch.where(p_ok, d.gather(1, p_col), torch.zeros((), dtype=d.dtype, device=dev))
-    # the negatives: every column outside [start, end) but the self column
-    col = torch.arange(n, device=dev)
-    neg = ((col[None, :] < start[:, None]) | (col[None, :] >= grp.end[rows, None])) & \
-        (col[None, :] != grp.self_col[rows, None])
     bounds = _bounds(x, cfg)
-    e = len(bounds)
-    sw = _Sweep(d, neg, [(t, k) for _, t, k in bounds], p_ok)
-    at_count, at_sum = sw.count.gather(1, sw.place), sw.prefix.gather(1, sw.place)
-    found = {name: (at_count[:, k * p_max:(k + 1) * p_max], at_sum[:, k * p_max:(k + 1) * p_max])
-             for k, (name, _, _) in enumerate(bounds)}
+    nonneg = cfg.kind != "dot" and not cfg.negate
+    s0, e0 = int(start[0]), int(grp.end[rows.start])
+    if bool((start == s0).all()) and bool((grp.end[rows] == e0).all()):
+        # one label group: the negatives are the columns outside [s0, e0) but a self column there
+        sc = grp.self_col[rows]
+        out_self = (sc >= 0) & ((sc < s0) | (sc >= e0))
+        dead = (out_self.nonzero()[:, 0], sc[out_self])
+        sw = _Sweep(d, [(t, k) for _, t, k in bounds], skip=(s0, e0), dead=dead, nonneg=nonneg)
+    else:
+        # not a negative: the columns in [start, end) and the self column
+        col = torch.arange(n, device=dev)
+        dead = ((col[None, :] >= start[:, None]) & (col[None, :] < grp.end[rows, None])) | \
+            (col[None, :] == grp.self_col[rows, None])
+        sw = _Sweep(d, [(t, k) for _, t, k in bounds], dead=dead, nonneg=nonneg)
+    found = {name: sw.bound_counts[:, k * p_max:(k + 1) * p_max] for k, (name, _, _) in enumerate(bounds)}
     n_neg = grp.n_neg[rows, None].expand(c, p_max)
-    zero_i, zero_f = torch.zeros_like(n_neg), torch.zeros(c, p_max, dtype=torch.float64, device=dev)
-    m_lo, _ = found.get("lo", (zero_i, zero_f))
-    hi, _ = found.get("hi", (n_neg, None))
-    a_end, _ = found["act"]
-    hi = torch.maximum(hi, m_lo)
+    zero = torch.zeros_like(n_neg)
+    m_lo = found.get("lo", zero)
+    hi = torch.maximum(found.get("hi", n_neg), m_lo)
+    a_end = found["act"]
     # the term window (cfg.term_keep) inside the mining window [lo, hi): [w_lo, w_hi)
     low, high = cfg.term_keep
-    w_lo = torch.maximum(found["keep_lo"][0], m_lo) if "keep_lo" in found else m_lo
+    w_lo = torch.maximum(found["keep_lo"], m_lo) if "keep_lo" in found else m_lo
     w_hi = hi
     if low >= 0:
-        w_hi = torch.minimum(hi, found["keep_hi"][0] if "keep_hi" in found else a_end)
+        w_hi = torch.minimum(hi, found["keep_hi"] if "keep_hi" in found else a_end)
     if high <= 0:
         w_hi = w_lo                    # relu(h) ≥ 0: no term is below high
     w_hi = torch.maximum(w_hi, w_lo)
     # [w_lo, ahi): the kept terms that are > 0 (the others add 0 and have no gradient)
-    ahi = torch.maximum(torch.minimum(w_hi, a_end), w_lo)
-    zero = torch.zeros_like(m_lo)
-    active = torch.where(p_ok, ahi - w_lo, zero)
-    lo = w_lo
-    out = grad = None
+    ahi = torch.where(p_ok, torch.maximum(torch.minimum(w_hi, a_end), w_lo), w_lo)
+    active = ahi - w_lo
+    # cover[1 + k] = −#{positives whose active run [w_lo, ahi) holds the negative of rank k}
+    # (a difference array: −1 after w_lo, +1 after ahi) = ∂v/∂d_an of that negative
+    ones = torch.ones(c, p_max, dtype=d.dtype, device=dev)
+    cover = torch.zeros(c, n + 2, dtype=d.dtype, device=dev)
+    cover.scatter_add_(1, w_lo + 1, -ones).scatter_add_(1, ahi + 1, ones)
+    grad = sw.to_columns(cover.cumsum_(1), out=out)       # ∂v/∂d: negatives' part
+    values = None
     if want_values:
+        # v = Σ_p Σ_{n in its run} (x + m − d_an) = Σ_p active·(x + m) + Σ_n (∂v/∂d_an)·d_an
         kept = torch.where(p_ok, hi - m_lo, zero)
         in_keep = torch.where(p_ok, w_hi - w_lo, zero) if cfg.filtered else active
-
-        def prefix_at(k):
-            # S[k], read at a bound whose count is k (equal counts: the same partial sum)
-            out = torch.zeros_like(zero_f)
-            for count, total in reversed(list(found.values())):
-                if total is not None:
-                    out = torch.where(count == k, total, out)
-            return out
-        s_lo, s_u = prefix_at(lo), prefix_at(ahi)
-        pair_values = active.double() * (x + cfg.margin).double() - torch.where(active > 0, s_u - s_lo, 0.0)
-        pair_values = torch.where(p_ok, pair_values, 0.0)
-        out = (pair_values.sum(1).to(d.dtype), kept.sum(1), in_keep.sum(1))
-    if g is not None:
-        # ∂v/∂d_an = −#{positives whose active run [lo, U) covers the negative's rank}
-        ones = p_ok.to(d.dtype)
-        cover = torch.zeros(c, n + 1, dtype=d.dtype, device=dev)
-        cover.scatter_add_(1, lo, ones).scatter_add_(1, torch.where(p_ok, ahi, lo), -ones)
-        cover = torch.nn.functional.pad(cover.cumsum(1), (1, 0))          # cover[k + 1]: rank k
-        w = torch.where(sw.is_neg, -cover.gather(1, sw.count), torch.zeros((), dtype=d.dtype, device=dev))
-        grad = sw.to_columns(w)
-        grad.scatter_add_(1, p_col, active.to(d.dtype))
-        if not bool((g == 1).all()):
-            grad *= g[:, None]
-    return (out if want_values else None), grad
+        v = (active.double() * (x + cfg.margin).double()).sum(1) + grad.to(torch.float64, copy=True).mul_(d).sum(1)
+        values = (v.to(d.dtype), kept.sum(1), in_keep.sum(1))
+    if g is None:
+        return values, None
+    grad.scatter_add_(1, p_col, active.to(d.dtype))       # ∂v/∂d_ap = active
+    if not bool((g == 1).all()):
+        grad *= g[:, None]
+    return values, grad
 
 
 def _grouped(cfg: TripletConfig):
     return cfg.mining in FILTERS and not cfg.smooth and not cfg.swap
+
+
+def _pieces(rows: slice, big_groups, step: int):
+    """Row slices of `rows`, at most `step` rows each, cut at the bounds of the label groups
+    in big_groups ([(start, end)] of permuted anchors), so that a piece inside one of them is
+    one group (the sweep then drops its positive columns)."""
+    cuts = {rows.start, rows.stop}
+    for a, e in big_groups:
+        if a < rows.stop and e > rows.start:
+            cuts.update((max(a, rows.start), min(e, rows.stop)))
+    cuts = sorted(cuts)
+    for a, e in zip(cuts[:-1], cuts[1:]):
+        for r0 in range(a, e, step):
+            yield slice(r0, min(e, r0 + step))
 
 
 def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_values=True):
@@ -435,17 +467,27 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
         grad_r = torch.zeros(refs.r.shape, dtype=cd, device=dev)
     n_bounds = len(_bounds(torch.zeros(1, 1, dtype=cd, device=dev), cfg))
     width = n + n_bounds * int(grp.n_pos.max()) if b else n
-    for rows in chunks(b, max(width, 1), CHUNK_BUDGET // 2):
+    step = max(1, SWEEP_BUDGET // max(width, 1))
+    big_groups = grp.runs(MIN_GROUP_ROWS)
+    # tiles of at least TILE_ROWS anchors while that stays within 2·CHUNK_BUDGET elements: the
+    # gradient's O(N·D) passes per tile then weigh little against its O(rows·N·D) matmuls
+    budget = min(max(CHUNK_BUDGET, TILE_ROWS * n), 2 * CHUNK_BUDGET)
+    for rows in chunks(b, n, budget):
         if g is not None and not want_values and not bool((gp[rows] != 0).any()):
             continue
         qc, raw, d = _tile(qp, refs, rows, cfg)
-        out, grad = _grouped_chunk(d, grp, rows, cfg, g=None if g is None else gp[rows], want_values=want_values)
-        if want_values:
-            values[rows], counts[rows], nonzero[rows] = out
+        grad = torch.empty_like(d) if g is not None else None
+        for part in _pieces(rows, big_groups, step):
+            local = slice(part.start - rows.start, part.stop - rows.start)
+            out, _ = _grouped_chunk(d[local], grp, part, cfg, g=None if g is None else gp[part],
+                                    want_values=want_values, out=None if grad is None else grad[local])
+            if want_values:
+                values[part], counts[part], nonzero[part] = out
         if grad is not None:
             gq, gr = _tile_backward(grad, qc, refs, raw, cfg)
             grad_q[rows] += gq
             grad_r += gr
+        raw = d = grad = gq = gr = None      # free this tile before the next one is computed
     out = None
     if want_values:
         out = tuple(torch.empty_like(t).index_copy_(0, grp.q_perm, t) for t in (values, counts, nonzero))

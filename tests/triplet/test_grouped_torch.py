@@ -22,7 +22,7 @@ def _orders(y, gen):
 
 @pytest.fixture(params=["rowwise", "flat"])
 def sort_path(request, monkeypatch):
-    monkeypatch.setattr(impl, "FLAT_SORT_MIN", 0 if request.param == "flat" else 1 << 62)
+    monkeypatch.setattr(impl, "PACKED_SORT", request.param == "flat")
     return request.param
 
 
@@ -45,7 +45,7 @@ def test_label_orders_give_identical_results(mining, sort_path, gen):
 @pytest.mark.parametrize("mining", FILTER_MODES)
 @pytest.mark.parametrize("kind,negate", KINDS)
 def test_flat_sort_matches_reference(mining, kind, negate, gen, monkeypatch):
-    monkeypatch.setattr(impl, "FLAT_SORT_MIN", 0)
+    monkeypatch.setattr(impl, "PACKED_SORT", True)
     q = torch.randn(19, 5, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 3, (19,), generator=gen)
     check(q, q, y, y, cfg_for(mining, kind, negate), gen, dtype=torch.float32)
@@ -53,7 +53,7 @@ def test_flat_sort_matches_reference(mining, kind, negate, gen, monkeypatch):
 
 @pytest.mark.parametrize("mining", FILTER_MODES)
 def test_flat_sort_reference_set_and_self_offset(mining, gen, monkeypatch):
-    monkeypatch.setattr(impl, "FLAT_SORT_MIN", 0)
+    monkeypatch.setattr(impl, "PACKED_SORT", True)
     q = torch.randn(9, 4, generator=gen, dtype=torch.float64)
     r = torch.randn(14, 4, generator=gen, dtype=torch.float64)
     ql, rl = torch.randint(0, 3, (9,), generator=gen), torch.randint(0, 3, (14,), generator=gen)
@@ -83,10 +83,30 @@ def test_float32_flat_and_rowwise_agree(gen, monkeypatch):
     y = torch.randint(0, 5, (40,), generator=gen)
     g = torch.rand(40, generator=gen) + 0.5
     cfg = cfg_for("semihard", "euclidean", False)
-    monkeypatch.setattr(impl, "FLAT_SORT_MIN", 0)
+    monkeypatch.setattr(impl, "PACKED_SORT", True)
     flat = run(q, q, y, y, cfg, g)
-    monkeypatch.setattr(impl, "FLAT_SORT_MIN", 1 << 62)
+    monkeypatch.setattr(impl, "PACKED_SORT", False)
     rowwise = run(q, q, y, y, cfg, g)
     assert torch.equal(flat[1], rowwise[1]) and torch.equal(flat[2], rowwise[2])
     torch.testing.assert_close(flat[0], rowwise[0], rtol=0, atol=0)
     torch.testing.assert_close(flat[3], rowwise[3], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mining", FILTER_MODES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sweep_pieces_give_identical_results(mining, dtype, gen, monkeypatch):
+    """One-row pieces, pieces that mix label groups (no group large enough to be swept on its
+    own) and whole tiles: the same counts, values and gradients."""
+    q = torch.randn(31, 5, generator=gen, dtype=dtype)
+    y = torch.randint(0, 3, (31,), generator=gen)
+    y[:2] = 7                           # a small group next to large ones
+    g = (torch.rand(31, generator=gen) + 0.5).to(dtype)
+    cfg = cfg_for(mining, "euclidean", False)
+    base = run(q, q, y, y, cfg, g)
+    for budget, min_rows in ((1, 1), (1 << 30, 1 << 30), (400, 3)):
+        monkeypatch.setattr(impl, "SWEEP_BUDGET", budget)
+        monkeypatch.setattr(impl, "MIN_GROUP_ROWS", min_rows)
+        got = run(q, q, y, y, cfg, g)
+        assert torch.equal(got[1], base[1]) and torch.equal(got[2], base[2]), (budget, min_rows)
+        torch.testing.assert_close(got[0], base[0], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(got[3], base[3], rtol=1e-5, atol=1e-6)
