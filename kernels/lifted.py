@@ -267,13 +267,22 @@ lifted_fwd_op, lifted_bwd_op = _host.register_ops("lifted", _fwd_impl, _bwd_impl
 # --------------------------------------------------------------------------------------------
 # The seam: cfg a SoftmaxConfig with variant "lifted" (fastcontrast/_lifted_triton.py)
 # --------------------------------------------------------------------------------------------
+def default_blocks(D: int, dtype: torch.dtype, device: torch.device, precision: str = "ieee") -> pair_margin.Blocks:
+    """Not timed on hardware yet. The kernels have the pair-margin kernels' tile, masks and
+    gradient rows plus a logaddexp per entry: float32 (and the interpreter) takes their blocks,
+    which build without spills here too at D = 64, 128 and 1024 (sm_90, triton 3.9); for
+    fp16/bf16 their D step of 128 spilled 112-416 B, a D step of 32 does not."""
+    if device.type != "cuda" or dtype == torch.float32:
+        return pair_margin.default_blocks(D, dtype, device, precision)
+    return pair_margin.Blocks(fwd_m=64, fwd_n=64, bwd_m=64, bwd_n=32, block_d=_host.pow2(D, 16, 32),
+                              block_do=_host.pow2(D, 16, 32), num_warps=8, num_stages=2)
+
+
 def _prepare(q, r, q_labels, r_labels, cfg: SoftmaxConfig):
     kind = _host.metric_code(cfg)
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "lifted")
     q, r, s, unit = _host.frame(q, r, kind)
-    # not timed on hardware yet: the pair-margin kernels' tiles (the same tile, masks and
-    # gradient rows, plus one logaddexp per entry)
-    b = pair_margin.default_blocks(q.shape[1], q.dtype, q.device, cfg.precision)
+    b = default_blocks(q.shape[1], q.dtype, q.device, cfg.precision)
     args = (kind, kind != tiles.KIND_CODES["dot"], float(cfg.shift_pos), int(cfg.self_offset), cfg.precision,
             metrics.near_tolerance(q.dtype, cfg.precision))
     return q, r, q_labels, r_labels, s, unit, b, args

@@ -7,9 +7,9 @@ masked_select, unique, bincount, repeat_interleave without output_size), or that
 host data to the device (torch.tensor / as_tensor of Python numbers with a device: from
 pageable memory CUDA synchronizes the stream; torch.full does not), made from
 fastcontrast's own code (compat excluded) during a loss call and its backward (run so that
-the counter stays on: `backward`) with the Triton backend — the path CUDA tensors take — and with the value-check policy a CUDA tensor
-gets ("auto" on CUDA = not checked). With a GPU, torch.cuda.set_sync_debug_mode("error")
-runs the same calls for real."""
+the counter stays on: `backward`) with the Triton backend — the path CUDA tensors take — and
+with the value-check policy a CUDA tensor gets ("auto" on CUDA = not checked). With a GPU,
+torch.cuda.set_sync_debug_mode("error") runs the same calls for real."""
 import traceback
 from pathlib import Path
 
