@@ -280,6 +280,8 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, precision: 
 
 def _prepare(q, r, q_labels, r_labels, cfg: SoftmaxConfig):
     kind = _host.metric_code(cfg)
+    if cfg.masked_refs:
+        raise ValueError("masked_refs (absent reference columns) is not an option of the lifted kernels")
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "lifted")
     q, r, s, unit = _host.frame(q, r, kind)
     b = default_blocks(q.shape[1], q.dtype, q.device, cfg.precision)
