@@ -328,10 +328,11 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
     with a reference set, anchor row p when p < B), a log-sum-exp over nothing counting 0;
     with a distance the comparisons flip. "mean" averages over positive pairs; the loss is
     0 when the batch has no negative pair. backend="triton": the similarity-softmax kernels
-    ("glifted") compute each row's LSE over its negatives and its gradient, the per-pair
-    combination runs as chunked PyTorch passes (memory O(chunk·N)). Under distributed.GlobalBatchLoss every rank
-    computes the whole gathered batch's terms and keeps its anchors' ("whole_rows": a pair's
-    negatives include those of its positive's anchor row, which another rank may hold).
+    ("glifted") compute each row's LSE over its negatives and its gradient, kernels/lifted.py
+    the per-positive-pair terms and their gradient (O(B) memory, no host sync). Under
+    distributed.GlobalBatchLoss every rank computes the whole gathered batch's terms and keeps
+    its anchors' ("whole_rows": a pair's negatives include those of its positive's anchor row,
+    which another rank may hold).
 
     Args:
         neg_margin (float, default 1): the negative pairs' margin.
@@ -339,8 +340,7 @@ class LiftedStructureLoss(GeneralizedLiftedStructureLoss):
         distance (str, default "euclidean"): "euclidean", "squared_euclidean", "cosine" or "dot".
         normalize (bool | None, default None): L2-normalize the rows first.
         reduction (str, default "mean"): "mean", "sum" or "none" (per-anchor sums over its pairs).
-        backend (str | None, default None): "auto", "torch" or "triton" (the kernels' per-row
-            LSE with a chunked PyTorch pair pass).
+        backend (str | None, default None): "auto", "torch" or "triton".
 
     Returns:
         A scalar loss, or (B,) per-anchor sums with reduction="none".

@@ -56,7 +56,7 @@ def _implementation(backend: str, variant: str = ""):
     """The implementation module of a resolved backend. The kernels (and so triton) are
     imported on first use; an import statement, unlike importlib, is something torch.compile
     traces, so the first call may happen inside a compiled region. "lifted" on Triton: the
-    kernels' per-row LSE with a chunked PyTorch pair pass (_lifted_triton)."""
+    softmax kernels' per-row LSE with kernels/lifted.py's pair pass (_lifted_triton)."""
     if backend == "triton" and variant == "lifted":
         from . import _lifted_triton
         return _lifted_triton

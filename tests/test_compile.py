@@ -61,8 +61,9 @@ CASES = {
     "dclw": lambda z, y, bk: fc.dcl_loss(z, temperature=0.1, sigma=0.5, backend=bk),
 }
 
-# the kernels run in the interpreter on CPU (slow): one configuration per family there
-TRITON_CASES = ("triplet semihard", "contrastive", "supcon")
+# the kernels run in the interpreter on CPU (slow): one configuration per family there, and
+# Lifted (its own pair kernels next to the softmax ones)
+TRITON_CASES = ("triplet semihard", "contrastive", "supcon", "lifted")
 
 LABELS = torch.tensor([0, 1, 2, 3, 0, 1, 2, 0, 1, 0, 4, 2, 3, 1, 0, 5])  # a lonely label, uneven classes
 
@@ -101,7 +102,7 @@ def test_compiled_training_step_matches_eager():
 def test_compiled_training_step_matches_eager_triton():
     """Triton backend (registered kernel ops): losses and the gradient of a weighted sum."""
     model, eager_losses, compiled_losses = _compare("triton", TRITON_CASES, 10)
-    weights = torch.tensor([1.0, 0.5, 2.0])
+    weights = torch.tensor([1.0, 0.5, 2.0, 0.7])
     params = list(model.parameters())
     want = torch.autograd.grad((weights * eager_losses).sum(), params)
     got = torch.autograd.grad((weights * compiled_losses).sum(), params)

@@ -30,6 +30,9 @@ LOSSES = {
                                                                 miner_margin=0.4, normalize=True, **kw),
     "triplet_batch_hard": lambda x, **kw: fc.triplet_margin_loss(x, LABELS, mining="batch_hard", margin=0.3,
                                                                   normalize=True, **kw),
+    "lifted": lambda x, **kw: fc.lifted_structure_loss(x, LABELS, **kw),
+    "lifted_sq": lambda x, **kw: fc.lifted_structure_loss(x, LABELS, distance="squared_euclidean", normalize=True,
+                                                          **kw),
     "triplet_explicit": lambda x, **kw: fc.triplet_margin_loss(
         x, indices_tuple=(torch.arange(10), (torch.arange(10) + 1) % 10, (torch.arange(10) + 2) % 10),
         margin=0.2, **kw),
@@ -93,7 +96,8 @@ def test_autocast_bfloat16(name):
     torch.testing.assert_close(loss.double(), ref, **TOL)
 
 
-@pytest.mark.parametrize("name", ["supcon", "ntxent", "contrastive", "triplet_semihard", "siglip", "dcl"])
+@pytest.mark.parametrize("name", ["supcon", "ntxent", "contrastive", "triplet_semihard", "siglip", "dcl", "lifted",
+                                  "lifted_sq"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_triton_interpreter(name, dtype):
     x = data(dtype, zero_row=name not in MINING)

@@ -6,10 +6,10 @@ depends on the values (.nonzero(), one-argument torch.where, boolean-mask indexi
 masked_select, unique, bincount, repeat_interleave without output_size), or that copies
 host data to the device (torch.tensor / as_tensor of Python numbers with a device: from
 pageable memory CUDA synchronizes the stream; torch.full does not), made from
-fastcontrast's own code (compat excluded) during a loss call and its backward with the
-Triton backend — the path CUDA tensors take — and with the value-check policy a CUDA tensor
-gets ("auto" on CUDA = not checked). With a GPU, torch.cuda.set_sync_debug_mode("error")
-runs the same calls for real."""
+fastcontrast's own code (compat excluded) during a loss call and its backward (run so that
+the counter stays on: `backward`) with the Triton backend — the path CUDA tensors take — and
+with the value-check policy a CUDA tensor gets ("auto" on CUDA = not checked). With a GPU,
+torch.cuda.set_sync_debug_mode("error") runs the same calls for real."""
 import traceback
 from pathlib import Path
 
@@ -131,6 +131,9 @@ def make_cases(device="cpu", b=12, dim=16):
         "lifted_squared_euclidean": lambda: fc.lifted_structure_loss(x, y, distance="squared_euclidean",
                                                                      normalize=True, backend="triton"),
         "lifted_ref": lambda: fc.lifted_structure_loss(x, y, ref_emb=ref, ref_labels=ref_y, backend="triton"),
+        "lifted_fp16_squared_ref": lambda: fc.lifted_structure_loss(half, y, distance="squared_euclidean",
+                                                                    ref_emb=half[2:], ref_labels=y[2:], **tri),
+        "lifted_bf16": lambda: fc.lifted_structure_loss(bf16, y, backend="triton"),
         "margin": lambda: margin(x, y),
         "margin_class_beta": lambda: class_margin(x, y),
         "margin_triplets": lambda: margin(x, y, indices_tuple=triplets),
@@ -175,18 +178,12 @@ def make_cases(device="cpu", b=12, dim=16):
 
 
 # Forms that still read values on the host, and why.
-_LIFTED_DISTANCE = ("its per-positive-pair pass is PyTorch chunks (_torch/softmax.py), whose distance tiles "
-                    "recompute their near pairs from the row differences at the positions .nonzero() finds "
-                    "(metrics.pairwise); with a similarity it reads nothing")
 _PAIRS_TO_TRIPLETS = ("pairs (a1, p, a2, n) become every positive pair with every negative pair of the same "
                       "anchor (pytorch-metric-learning's rule): how many triplets that is depends on the "
                       "indices (torch.where), as the pairs' own number did in the miner that made them")
 NOT_SYNC_FREE = {
     "npair_none": "reduction='none' returns one value per selected pair, a shape the labels set: the pairs "
                   "are listed with .nonzero() (mean and sum use the fixed-size slots of softmax.npair_slots)",
-    "lifted_euclidean": _LIFTED_DISTANCE,
-    "lifted_squared_euclidean": _LIFTED_DISTANCE,
-    "lifted_ref": _LIFTED_DISTANCE,
     "triplet_pairs": _PAIRS_TO_TRIPLETS,
     "margin_pairs": _PAIRS_TO_TRIPLETS,
 }
@@ -194,9 +191,16 @@ CASES = list(make_cases())
 SYNC_FREE = [name for name in CASES if name not in NOT_SYNC_FREE]
 
 
+def backward(loss):
+    """loss.backward(), seen by an active counter. Tensor.backward and torch.autograd.backward
+    are torch functions: a mode's handler runs them with the mode off, and with it the whole
+    backward pass; the autograd engine's own entry point is not one."""
+    torch.autograd.Variable._execution_engine.run_backward((loss,), (torch.ones_like(loss),), False, False, (),
+                                                           True, True)
+
+
 def run_case(name, device="cpu"):
-    loss = make_cases(device)[name]()
-    loss.sum().backward()
+    backward(make_cases(device)[name]().sum())
 
 
 @pytest.mark.parametrize("name", SYNC_FREE)
@@ -223,6 +227,32 @@ def test_the_counter_sees_a_sync():
     with counter:
         _validation.check_positive(torch.tensor(0.5), "temperature", allow_tensor=True)
     assert counter.where, "the CPU check reads the value: the counter must see it"
+
+
+def test_the_counter_sees_a_sync_in_backward():
+    """The backward pass runs with the counter on (`backward`): a value read in an autograd
+    Function's backward, from a frame of fastcontrast's code, is seen."""
+    from fastcontrast import _reduce
+    code = {}
+    exec(compile("def read(t):\n    return t.sum().item()\n", _reduce.__file__, "exec"), code)
+
+    class ReadsInBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            code["read"](grad)
+            return grad * 2
+
+    x = torch.ones(3, requires_grad=True)
+    counter = CountSyncs()
+    with counter:
+        loss = ReadsInBackward.apply(x).sum()
+        assert counter.where == []
+        backward(loss)
+    assert len(counter.where) == 1, counter.where
 
 
 @pytest.mark.parametrize("call", [

@@ -80,8 +80,8 @@ def test_squared_norms_are_exact_for_small_integers():
 
 
 def test_every_family_registers_its_two_ops():
-    from fastcontrast.kernels import pair_margin, softmax, triplet  # noqa: F401
-    for family in ("softmax", "pair_margin", "triplet"):
+    from fastcontrast.kernels import lifted, pair_margin, softmax, triplet  # noqa: F401
+    for family in ("softmax", "pair_margin", "triplet", "lifted"):
         for step in ("fwd", "bwd"):
             assert hasattr(torch.ops.fastcontrast, f"{family}_{step}")
 
