@@ -263,6 +263,13 @@ def _gpu() -> list[Entry]:
     for loss in ("triplet-all", "triplet-hard", "triplet-easy", "triplet-batch-all",
                  "ntxent", "npair"):
         out.append(E(C(loss, 4096, device="cuda"), (FC_TRITON, FC_TORCH, "dense-eager", "pml")))
+    # issue 16: the pair-based losses and the fused miner + loss steps (PML's Lifted and Margin
+    # build B×B×B-sized work: left out at this size)
+    out.append(E(C("multi-similarity", 16384, dtype="bfloat16", device="cuda"), GPU_DENSE))
+    for loss in ("multi-similarity", "circle", "generalized-lifted", "multi-similarity-mined",
+                 "contrastive-pair-margin", "lifted", "margin"):
+        pml = () if loss in ("lifted", "margin") else ("pml",)
+        out.append(E(C(loss, 4096, device="cuda"), (FC_TRITON, FC_TORCH, "dense-eager") + pml))
     return out
 
 

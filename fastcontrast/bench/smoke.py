@@ -39,6 +39,12 @@ VARIANTS = {  # name -> (family, loss call)
                                                                                  margin=0.5, backend=b, normalize=None)),
     "triplet-semihard-tfa": ("triplet", lambda fc, x, y, b: fc.triplet_margin_loss(
         x, y, mining="semihard_tfa", margin=1.0, backend=b, normalize=None)),
+    # the pair-based losses: the pair-weighted softmax kernels, kernels/lifted.py and the
+    # pair-margin kernels with MarginLoss's β shift
+    "multi-similarity": ("softmax", lambda fc, x, y, b: fc.multi_similarity_loss(x, y, backend=b)),
+    "circle": ("softmax", lambda fc, x, y, b: fc.circle_loss(x, y, backend=b)),
+    "lifted": ("softmax", lambda fc, x, y, b: fc.lifted_structure_loss(x, y, backend=b)),
+    "margin": ("pair_margin", lambda fc, x, y, b: fc.margin_loss(x, y, backend=b)),
 }
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # float16/bfloat16 tiles round their operands; fp32 dots may run in tf32 if PyTorch allows it
