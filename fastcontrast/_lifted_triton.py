@@ -12,9 +12,8 @@ LSE_P a = +max (which makes its positive weights e^{a − LSE_P a} exactly 0 and
 factor 1), so that kernel computes W_x·softmax_{N_x}(b) alone.
 
 With row bounds (cfg.row_bounds: a fused miner selection, e.g. compat MultiSimilarityMiner)
-the negatives' kernels take the bounds, and the positive-pair pass is the PyTorch path's
-chunked pass (_torch/softmax.py), which applies them to both rows' pairs; with a distance that
-pass finds its near pairs on the host (a sync), the one form of Lifted on this path that does.
+both kernels take them: the negatives' LSEs over the kept negatives, the pair pass over the
+kept positives.
 
 Same function signatures as kernels/softmax.py's forward / backward (SoftmaxFunction's
 implementation protocol); saved = (L,).
@@ -25,7 +24,6 @@ import dataclasses
 
 import torch
 
-from ._torch import softmax as torch_softmax
 from .configs import SoftmaxConfig
 
 
@@ -52,10 +50,7 @@ def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, bounds=No
     one = torch.ones((), dtype=torch.float32, device=q.device)
     _, _, (_, row_lse) = kernels_softmax.forward(q, r, q_labels, r_labels, _negative_lse_config(cfg), one,
                                                  bounds=bounds)
-    if bounds is not None:
-        return torch_softmax._lifted_forward(q, r, q_labels, r_labels, cfg, row_lse=row_lse,
-                                             bounds=bounds.to(row_lse.dtype))
-    values, n_pos = kernels_lifted.forward(q, r, q_labels, r_labels, cfg, row_lse)
+    values, n_pos = kernels_lifted.forward(q, r, q_labels, r_labels, cfg, row_lse, bounds)
     return values, n_pos, (row_lse,)
 
 
@@ -66,11 +61,7 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
     from .kernels import softmax as kernels_softmax
     bounds = _row_bounds(cfg, bounds)
     (row_lse,) = saved
-    if bounds is None:
-        grad_q, grad_r, weight = kernels_lifted.backward(grad_values, q, r, q_labels, r_labels, cfg, row_lse)
-    else:
-        grad_q, grad_r, weight = torch_softmax.lifted_positive_backward(
-            grad_values, q, r, q_labels, r_labels, cfg, row_lse, bounds.to(row_lse.dtype))
+    grad_q, grad_r, weight = kernels_lifted.backward(grad_values, q, r, q_labels, r_labels, cfg, row_lse, bounds)
     one = torch.ones((), dtype=torch.float32, device=q.device)
     no_positive_weight = torch.full_like(row_lse, torch.finfo(torch.float32).max)
     neg_q, neg_r, _ = kernels_softmax.backward(weight.float(), q, r, q_labels, r_labels, _negative_lse_config(cfg),

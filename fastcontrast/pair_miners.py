@@ -184,10 +184,11 @@ def multi_similarity_bounds(embeddings, labels, *, epsilon=0.1, distance="cosine
     b = embeddings.shape[0]
     cd = metrics.compute_dtype(embeddings.dtype)
     inf = float("inf")
-    bounds = torch.tensor([-inf, inf], dtype=cd, device=embeddings.device).repeat(b, 1)
+    none = torch.stack([torch.full((b,), -inf, dtype=cd, device=embeddings.device),
+                        torch.full((b,), inf, dtype=cd, device=embeddings.device)], 1)
+    bounds = none.clone()
     counts = torch.zeros(b, 2, dtype=torch.int64, device=embeddings.device)
-    totals = pair_counts(labels, labels if ref_labels is None else ref_labels, self_offset).sum(0)
-    if b == 0 or bool((totals == 0).any()):
+    if b == 0:
         return bounds, counts
     for rows, l, pos, neg in _chunk_tiles(embeddings, labels, ref_emb, ref_labels, metric, self_offset):
         max_neg = torch.where(neg, l, -inf).amax(1)
@@ -195,7 +196,11 @@ def multi_similarity_bounds(embeddings, labels, *, epsilon=0.1, distance="cosine
         bounds[rows, 0], bounds[rows, 1] = max_neg, min_pos
         counts[rows, 0] = (pos & (l - eps < max_neg[:, None])).sum(1)
         counts[rows, 1] = (neg & (l + eps > min_pos[:, None])).sum(1)
-    return bounds, counts
+    # a batch without a positive or without a negative pair mines nothing (as PML): decided on
+    # the device, so that no value is read on the host
+    totals = pair_counts(labels, labels if ref_labels is None else ref_labels, self_offset).sum(0)
+    nothing = (totals == 0).any()
+    return torch.where(nothing, none, bounds), torch.where(nothing, 0, counts)
 
 
 def pair_margin_miner(embeddings, labels, *, pos_margin=0.2, neg_margin=0.8, distance="euclidean",

@@ -24,6 +24,10 @@ host adds. With c_ij = ∂L/∂(tile entry) (negated for a distance; over 2d, 0 
 Euclidean one) the gradient rows are tiles.accumulate_row_grad / store_row_grad's, near pairs
 from the row difference. Every output element is written by one program: no atomics.
 
+Row bounds (cfg.row_bounds: a fused miner selection, (B, 2) float32 in l units): a positive
+pair (i, p) counts only where l_ip − slack < bounds_i0 (ROW_BOUNDS, compiled out otherwise);
+the negatives' bounds are the "glifted" kernels'.
+
 Distances in the frame of _host.frame (true tile = unit × the kernel's; margins compare true
 values; ∂L/∂x = s × the kernels' rows). Registered as "fastcontrast::lifted_fwd" /
 "fastcontrast::lifted_bwd" (kernels/_host.py) so torch.compile can trace a step with the loss.
@@ -80,6 +84,17 @@ def _tile_coef(gh, t, KIND: tl.constexpr, NEGATE: tl.constexpr):
 
 
 @triton.jit
+def _bounded(pos, t, bounds_ptr, offs_m, M, bound_slack, NEGATE: tl.constexpr):
+    """pos restricted by the row bounds (a fused miner selection): l − slack < bounds_i0."""
+    if NEGATE:
+        logits = -t
+    else:
+        logits = t
+    upper = tl.load(bounds_ptr + offs_m.to(tl.int64) * 2, mask=offs_m < M, other=float("-inf"))
+    return pos & ((logits - bound_slack) < upper[:, None])
+
+
+@triton.jit
 def _row_lse(lse_ptr, offs, n):
     """L at offs, −inf past the n anchor rows (a reference column p ≥ B has no row)."""
     return tl.load(lse_ptr + offs, mask=offs < n, other=float("-inf"))
@@ -89,10 +104,11 @@ def _row_lse(lse_ptr, offs, n):
 # Forward: v_i and |P_i|
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _lifted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, lse_ptr,
+def _lifted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, lse_ptr, bounds_ptr,
                        values_ptr, n_pos_ptr,
-                       M, N, stride_q, stride_r, near_tol, self_offset, shift_pos,
+                       M, N, stride_q, stride_r, near_tol, self_offset, shift_pos, bound_slack,
                        D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
+                       ROW_BOUNDS: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     unit = tl.load(unit_ptr)  # true distance = unit × the frame's (see _host.frame)
@@ -102,14 +118,15 @@ def _lifted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, u
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-        count = tl.sum(pos.to(tl.int32), 1)
-        if tl.sum(count) > 0:
+        if tl.sum(pos.to(tl.int32)) > 0:
             t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                     near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION) * unit
+            if ROW_BOUNDS:
+                pos = _bounded(pos, t, bounds_ptr, offs_m, M, bound_slack, NEGATE)
             _, _, _, h = _pair_hinges(t, pos, lse_row, _row_lse(lse_ptr, offs_n, M), offs_m, offs_n, shift_pos,
                                       NEGATE)
             total += tl.sum(h * h, 1)
-        n_pos += count
+            n_pos += tl.sum(pos.to(tl.int32), 1)
     in_m = offs_m < M
     tl.store(values_ptr + offs_m, 0.5 * total, mask=in_m)
     tl.store(n_pos_ptr + offs_m, n_pos.to(tl.int64), mask=in_m)
@@ -119,10 +136,11 @@ def _lifted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, u
 # Backward: grad_q and W's row part (rows), grad_r and W's column part (columns)
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _lifted_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, lse_ptr, grad_ptr,
+def _lifted_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, lse_ptr, bounds_ptr, grad_ptr,
                          grad_q_ptr, weight_ptr,
-                         M, N, stride_q, stride_r, stride_gq, near_tol, self_offset, shift_pos,
+                         M, N, stride_q, stride_r, stride_gq, near_tol, self_offset, shift_pos, bound_slack,
                          D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
+                         ROW_BOUNDS: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                          BLOCK_DO: tl.constexpr):
     pid_d = tl.program_id(1)
@@ -143,6 +161,8 @@ def _lifted_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
             t_frame = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
                                           stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
             t = t_frame * unit
+            if ROW_BOUNDS:
+                pos = _bounded(pos, t, bounds_ptr, offs_m, M, bound_slack, NEGATE)
             union, finite, _, h = _pair_hinges(t, pos, lse_row, _row_lse(lse_ptr, offs_n, M), offs_m, offs_n,
                                                shift_pos, NEGATE)
             gh = g[:, None] * h
@@ -160,10 +180,11 @@ def _lifted_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
 
 
 @triton.jit
-def _lifted_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, lse_ptr, grad_ptr,
+def _lifted_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, unit_ptr, lse_ptr, bounds_ptr, grad_ptr,
                          grad_r_ptr, weight_ptr,
-                         M, N, stride_q, stride_r, stride_gr, near_tol, self_offset, shift_pos,
+                         M, N, stride_q, stride_r, stride_gr, near_tol, self_offset, shift_pos, bound_slack,
                          D: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
+                         ROW_BOUNDS: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                          BLOCK_DO: tl.constexpr):
     pid_d = tl.program_id(1)
@@ -185,6 +206,8 @@ def _lifted_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
             t_frame = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
                                           stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
             t = t_frame * unit
+            if ROW_BOUNDS:
+                pos = _bounded(pos, t, bounds_ptr, offs_m, M, bound_slack, NEGATE)
             union, finite, itself, h = _pair_hinges(t, pos, lse_row, lse_col, offs_m, offs_n, shift_pos, NEGATE)
             gh = g[:, None] * h
             share = tl.exp(lse_col[None, :] - tl.where(finite, union, 0.0))  # e^{L_p − U_ip}
@@ -204,9 +227,10 @@ def _lifted_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
 # Registered ops "fastcontrast::lifted_fwd" / "_bwd" (kernels/_host.py)
 # --------------------------------------------------------------------------------------------
 def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
-              unit: torch.Tensor, row_lse: torch.Tensor, kind: int, negate: bool, shift_pos: float,
-              self_offset: int, precision: str, near_tol: float, block_m: int, block_n: int, block_d: int,
-              num_warps: int, num_stages: int) -> tuple[torch.Tensor, torch.Tensor]:
+              unit: torch.Tensor, row_lse: torch.Tensor, bounds: torch.Tensor, kind: int, negate: bool,
+              shift_pos: float, bound_slack: float, row_bounds: bool, self_offset: int, precision: str,
+              near_tol: float, block_m: int, block_n: int, block_d: int, num_warps: int, num_stages: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     M, D = q.shape
     N = r.shape[0]
     values = torch.zeros((M,), dtype=torch.float32, device=q.device)
@@ -215,18 +239,18 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
         return values, n_pos
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     _host.launchable(_lifted_fwd_kernel)[(triton.cdiv(M, block_m),)](
-        q, r, q_sq, r_sq, q_labels, r_labels, unit, row_lse, values, n_pos,
-        M, N, q.stride(0), r.stride(0), near_tol, self_offset, shift_pos,
-        D=D, KIND=kind, NEGATE=negate, PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+        q, r, q_sq, r_sq, q_labels, r_labels, unit, row_lse, bounds, values, n_pos,
+        M, N, q.stride(0), r.stride(0), near_tol, self_offset, shift_pos, bound_slack,
+        D=D, KIND=kind, NEGATE=negate, PRECISION=precision, ROW_BOUNDS=row_bounds, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
         num_warps=num_warps, num_stages=num_stages)
     return values, n_pos
 
 
 def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor,
-              r_labels: torch.Tensor, unit: torch.Tensor, row_lse: torch.Tensor, kind: int, negate: bool,
-              shift_pos: float, self_offset: int, precision: str, near_tol: float, block_m: int, block_n: int,
-              block_d: int, block_do: int, num_warps: int, num_stages: int
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              r_labels: torch.Tensor, unit: torch.Tensor, row_lse: torch.Tensor, bounds: torch.Tensor, kind: int,
+              negate: bool, shift_pos: float, bound_slack: float, row_bounds: bool, self_offset: int,
+              precision: str, near_tol: float, block_m: int, block_n: int, block_d: int, block_do: int,
+              num_warps: int, num_stages: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (grad_q, grad_r) float32 in frame rows, W (M,) float32."""
     M, D = q.shape
     N = r.shape[0]
@@ -238,25 +262,25 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_lab
         return grad_q, grad_r, weight_rows
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     d_chunks = triton.cdiv(D, block_do)
-    common = dict(D=D, KIND=kind, NEGATE=negate, PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n,
+    common = dict(D=D, KIND=kind, NEGATE=negate, PRECISION=precision, ROW_BOUNDS=row_bounds, BLOCK_M=block_m, BLOCK_N=block_n,
                   BLOCK_D=block_d, BLOCK_DO=block_do, num_warps=num_warps, num_stages=num_stages)
     _host.launchable(_lifted_bwd_q_kernel)[(triton.cdiv(M, block_m), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, unit, row_lse, grad_values, grad_q, weight_rows,
-        M, N, q.stride(0), r.stride(0), grad_q.stride(0), near_tol, self_offset, shift_pos, **common)
+        q, r, q_sq, r_sq, q_labels, r_labels, unit, row_lse, bounds, grad_values, grad_q, weight_rows,
+        M, N, q.stride(0), r.stride(0), grad_q.stride(0), near_tol, self_offset, shift_pos, bound_slack, **common)
     _host.launchable(_lifted_bwd_r_kernel)[(triton.cdiv(N, block_n), d_chunks)](
-        q, r, q_sq, r_sq, q_labels, r_labels, unit, row_lse, grad_values, grad_r, weight_cols,
-        M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset, shift_pos, **common)
+        q, r, q_sq, r_sq, q_labels, r_labels, unit, row_lse, bounds, grad_values, grad_r, weight_cols,
+        M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset, shift_pos, bound_slack, **common)
     return grad_q, grad_r, weight_rows + weight_cols
 
 
-def _fwd_fake(q, r, q_labels, r_labels, unit, row_lse, kind, negate, shift_pos, self_offset, precision, near_tol,
-              block_m, block_n, block_d, num_warps, num_stages):
+def _fwd_fake(q, r, q_labels, r_labels, unit, row_lse, bounds, kind, negate, shift_pos, bound_slack, row_bounds,
+              self_offset, precision, near_tol, block_m, block_n, block_d, num_warps, num_stages):
     M = q.shape[0]
     return q.new_empty((M,), dtype=torch.float32), q.new_empty((M,), dtype=torch.int64)
 
 
-def _bwd_fake(grad_values, q, r, q_labels, r_labels, unit, row_lse, kind, negate, shift_pos, self_offset, precision,
-              near_tol, block_m, block_n, block_d, block_do, num_warps, num_stages):
+def _bwd_fake(grad_values, q, r, q_labels, r_labels, unit, row_lse, bounds, kind, negate, shift_pos, bound_slack,
+              row_bounds, self_offset, precision, near_tol, block_m, block_n, block_d, block_do, num_warps, num_stages):
     return (q.new_empty(q.shape, dtype=torch.float32), r.new_empty(r.shape, dtype=torch.float32),
             q.new_empty((q.shape[0],), dtype=torch.float32))
 
@@ -278,29 +302,35 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, precision: 
                               block_do=_host.pow2(D, 16, 32), num_warps=8, num_stages=2)
 
 
-def _prepare(q, r, q_labels, r_labels, cfg: SoftmaxConfig):
+def _prepare(q, r, q_labels, r_labels, cfg: SoftmaxConfig, bounds):
     kind = _host.metric_code(cfg)
     if cfg.masked_refs:
         raise ValueError("masked_refs (absent reference columns) is not an option of the lifted kernels")
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "lifted")
     q, r, s, unit = _host.frame(q, r, kind)
     b = default_blocks(q.shape[1], q.dtype, q.device, cfg.precision)
-    args = (kind, kind != tiles.KIND_CODES["dot"], float(cfg.shift_pos), int(cfg.self_offset), cfg.precision,
-            metrics.near_tolerance(q.dtype, cfg.precision))
+    if cfg.row_bounds and bounds is None:
+        raise ValueError("cfg.row_bounds needs a bounds tensor")
+    # the (B, 2) row bounds in true l units, float32 (an empty placeholder without)
+    bounds = (bounds.detach().to(device=q.device, dtype=torch.float32).contiguous() if cfg.row_bounds
+              else torch.empty((0,), dtype=torch.float32, device=q.device))
+    args = (bounds, kind, kind != tiles.KIND_CODES["dot"], float(cfg.shift_pos), float(cfg.bound_slack),
+            bool(cfg.row_bounds), int(cfg.self_offset), cfg.precision, metrics.near_tolerance(q.dtype, cfg.precision))
     return q, r, q_labels, r_labels, s, unit, b, args
 
 
-def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, row_lse):
-    """-> (values (B,) float32, n_pos (B,) int64), given row_lse (B,) float32 = L."""
-    q, r, q_labels, r_labels, _, unit, b, args = _prepare(q, r, q_labels, r_labels, cfg)
+def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, row_lse, bounds=None):
+    """-> (values (B,) float32, n_pos (B,) int64), given row_lse (B,) float32 = L; bounds: the
+    (B, 2) row bounds with cfg.row_bounds (a positive pair counts where l − slack < bounds_i0)."""
+    q, r, q_labels, r_labels, _, unit, b, args = _prepare(q, r, q_labels, r_labels, cfg, bounds)
     return lifted_fwd_op(q, r, q_labels, r_labels, unit, row_lse.float().contiguous(), *args,
                          b.fwd_m, b.fwd_n, b.block_d, b.num_warps, b.num_stages)
 
 
-def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, row_lse):
+def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, row_lse, bounds=None):
     """-> (grad_q, grad_r) of the positive pairs' terms, float32 in true units, and W (B,)
     float32, the weights of each anchor row's negatives."""
-    q, r, q_labels, r_labels, s, unit, b, args = _prepare(q, r, q_labels, r_labels, cfg)
+    q, r, q_labels, r_labels, s, unit, b, args = _prepare(q, r, q_labels, r_labels, cfg, bounds)
     grad_q, grad_r, weight = lifted_bwd_op(_host.upstream_grad(grad_values, q.device), q, r, q_labels, r_labels,
                                            unit, row_lse.float().contiguous(), *args,
                                            b.bwd_m, b.bwd_n, b.block_d, b.block_do, b.num_warps, b.num_stages)

@@ -18,6 +18,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import fastcontrast as fc
+from fastcontrast.pair_miners import multi_similarity_bounds
 from fastcontrast import _validation
 
 ROOT = Path(fc.__file__).resolve().parent
@@ -93,6 +94,12 @@ def make_cases(device="cpu", b=12, dim=16):
     margin = fc.MarginLoss(learn_beta=True, backend="triton").to(device)
     class_margin = fc.MarginLoss(learn_beta=True, num_classes=6, nu=0.01, backend="triton").to(device)
     siglip = fc.SigLIPLoss(backend="triton").to(device)
+
+    def mined(loss_cls, distance, with_ref=False):
+        r, ry = (ref, ref_y) if with_ref else (None, None)
+        bounds = multi_similarity_bounds(x, y, epsilon=0.1, distance=distance, ref_emb=r, ref_labels=ry)[0]
+        loss = loss_cls(distance=distance, reduction="none", backend="triton")
+        return loss.terms(x, y, r, ry, -1 if with_ref else 0, row_bounds=bounds, bound_slack=0.1).values
     cases = {
         "supcon": lambda: fc.supcon_loss(x, y, temperature=t, backend="triton"),
         "supcon_views": lambda: fc.supcon_loss(x, backend="triton"),
@@ -152,6 +159,11 @@ def make_cases(device="cpu", b=12, dim=16):
         "multi_similarity_ref": lambda: fc.multi_similarity_loss(x, y, ref_emb=ref, ref_labels=ref_y, **tri),
         "circle_ref_sum": lambda: fc.circle_loss(x, y, ref_emb=ref, ref_labels=ref_y, reduction="sum", **tri),
         "contrastive_mean_none": lambda: fc.contrastive_loss(x, y, average="mean", reduction="none", **tri),
+        # a fused Multi-Similarity miner selection: its streaming bounds pass, then the loss's row bounds
+        "multi_similarity_mined": lambda: mined(fc.MultiSimilarityLoss, "cosine"),
+        "lifted_euclidean_mined": lambda: mined(fc.LiftedStructureLoss, "euclidean"),
+        "lifted_cosine_mined_ref": lambda: mined(fc.LiftedStructureLoss, "cosine", with_ref=True),
+        "generalized_lifted_mined": lambda: mined(fc.GeneralizedLiftedStructureLoss, "euclidean"),
     }
     for mode in fc.MINING_MODES:
         cases[f"triplet_{mode}"] = lambda mode=mode: fc.triplet_margin_loss(x, y, mining=mode, **tri)
@@ -186,6 +198,12 @@ NOT_SYNC_FREE = {
                   "are listed with .nonzero() (mean and sum use the fixed-size slots of softmax.npair_slots)",
     "triplet_pairs": _PAIRS_TO_TRIPLETS,
     "margin_pairs": _PAIRS_TO_TRIPLETS,
+    # the loss itself reads nothing (lifted_cosine_mined_ref): the miner's bounds pass is PyTorch
+    # chunks whose distance tiles find their near pairs with .nonzero() (metrics.pairwise)
+    "lifted_euclidean_mined": "the Multi-Similarity bounds pass with a distance (PyTorch chunks: near pairs "
+                              "found with .nonzero())",
+    "generalized_lifted_mined": "the Multi-Similarity bounds pass with a distance (PyTorch chunks: near pairs "
+                                "found with .nonzero())",
 }
 CASES = list(make_cases())
 SYNC_FREE = [name for name in CASES if name not in NOT_SYNC_FREE]

@@ -31,12 +31,13 @@ CHUNK_ELEMS = 1 << 22
 
 
 def pair_counts(q_labels, r_labels, self_offset: int):
-    """(B, 2) numbers of positive and negative pairs per anchor, from label histograms
-    (no B×N pass): the self pair j = i + self_offset, where it exists, is neither."""
+    """(B, 2) numbers of positive and negative pairs per anchor, from the sorted reference
+    labels (no B×N pass, no value-sized op: no host sync on a GPU): the self pair
+    j = i + self_offset, where it exists, is neither."""
     b, n = q_labels.shape[0], r_labels.shape[0]
-    uniq, inverse = torch.unique(torch.cat([q_labels, r_labels]), return_inverse=True)
-    hist = torch.bincount(inverse[b:], minlength=uniq.shape[0])
-    same = hist[inverse[:b]]
+    sorted_labels = torch.sort(r_labels).values
+    same = (torch.searchsorted(sorted_labels, q_labels, right=True)
+            - torch.searchsorted(sorted_labels, q_labels, right=False))
     other = n - same
     if self_offset >= 0:
         j = torch.arange(b, device=q_labels.device) + self_offset

@@ -484,9 +484,8 @@ def _lifted_pairs(logits, same, rows, cfg, row_lse, bounds=None):
     return union, empty, h, pos, ref_lse, itself
 
 
-def _lifted_forward(q, r, q_labels, r_labels, cfg, row_lse=None, bounds=None):
-    """values, n_pos and (row_lse,); row_lse given (the Triton path's kernel pass) skips the
-    first pass. bounds: the row bounds (cfg.row_bounds) or None."""
+def _lifted_forward(q, r, q_labels, r_labels, cfg, bounds=None):
+    """values, n_pos and (row_lse,). bounds: the row bounds (cfg.row_bounds) or None."""
     b, n = q.shape[0], r.shape[0]
     cd = compute_dtype(r.dtype)
     values = torch.zeros(b, dtype=cd, device=q.device)
@@ -495,9 +494,7 @@ def _lifted_forward(q, r, q_labels, r_labels, cfg, row_lse=None, bounds=None):
         return values, n_pos, ()
     frame = Frame(q, r, cfg.kind)
     tau = torch.ones((), dtype=cd, device=q.device)
-    if row_lse is None:
-        row_lse = _lifted_row_lse(frame, q_labels, r_labels, cfg, b, n, bounds)
-    row_lse = row_lse.to(cd)
+    row_lse = _lifted_row_lse(frame, q_labels, r_labels, cfg, b, n, bounds).to(cd)
     for rows in chunks(b, n, CHUNK_BUDGET):
         _, _, _, logits = _logits(frame, rows, cfg.kind, tau)
         same = _same_labels(q_labels[rows], r_labels, logits.dtype)
@@ -527,28 +524,6 @@ def _lifted_tile_grads(frame, tile, raw, qc, near, rows, kind):
     if kind == "euclidean":
         tile = torch.where(raw > 0, tile / (2 * raw).clamp_min(torch.finfo(raw.dtype).tiny), 0.0)
     return frame.sq_backward(tile, qc, near, frame.q_abs[rows])
-
-
-def lifted_positive_backward(grad_values, q, r, q_labels, r_labels, cfg, row_lse, bounds=None):
-    """The Triton path's PyTorch part: one chunked pass for W and the positive pairs'
-    gradient -> (grad_q, grad_r, W) in the compute dtype; the negatives' part, W_x ·
-    softmax_{N_x}(b), is the kernel's."""
-    b, n = q.shape[0], r.shape[0]
-    cd = compute_dtype(r.dtype)
-    frame = Frame(q, r, cfg.kind)
-    tau = torch.ones((), dtype=cd, device=q.device)
-    row_lse, g = row_lse.to(cd), grad_values.to(cd)
-    weight = torch.zeros(b, dtype=cd, device=q.device)
-    grad_q = torch.zeros(frame.q.shape, dtype=cd, device=q.device)
-    grad_r = torch.zeros(frame.r.shape, dtype=cd, device=q.device)
-    for rows in chunks(b, n, CHUNK_BUDGET):
-        qc, raw, near, logits = _logits(frame, rows, cfg.kind, tau)
-        same = _same_labels(q_labels[rows], r_labels, logits.dtype)
-        _, tile = _lifted_weight_chunk(weight, g, logits, same, rows, cfg, row_lse, bounds)
-        gq, gr = _lifted_tile_grads(frame, tile, raw, qc, near, rows, cfg.kind)
-        grad_q[rows] = gq
-        grad_r += gr
-    return grad_q, grad_r, weight
 
 
 def _lifted_backward(grad_values, q, r, q_labels, r_labels, cfg, saved, temperature, needs_temperature_grad,

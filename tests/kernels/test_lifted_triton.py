@@ -179,12 +179,15 @@ def test_ops_pass_opcheck(gen):
     ry = torch.randint(0, 3, (17,), generator=gen).to(DEVICE, torch.int32)
     unit = torch.tensor(0.5, device=DEVICE)
     lse = torch.randn(20, generator=gen).to(DEVICE)
-    scalars = (2, True, 0.3, -1, "ieee", 1e-6)
-    torch.library.opcheck(torch.ops.fastcontrast.lifted_fwd.default,
-                          (x, r, y, ry, unit, lse, *scalars, 16, 16, 16, 4, 2))
     grad = torch.rand(20, generator=gen).to(DEVICE)
-    torch.library.opcheck(torch.ops.fastcontrast.lifted_bwd.default,
-                          (grad, x, r, y, ry, unit, lse, *scalars, 16, 16, 16, 32, 4, 2))
+    no_bounds = torch.empty((0,), device=DEVICE)
+    bounds = torch.randn(20, 2, generator=gen).to(DEVICE)
+    for b, row_bounds in ((no_bounds, False), (bounds, True)):
+        scalars = (b, 2, True, 0.3, 0.1, row_bounds, -1, "ieee", 1e-6)
+        torch.library.opcheck(torch.ops.fastcontrast.lifted_fwd.default,
+                              (x, r, y, ry, unit, lse, *scalars, 16, 16, 16, 4, 2))
+        torch.library.opcheck(torch.ops.fastcontrast.lifted_bwd.default,
+                              (grad, x, r, y, ry, unit, lse, *scalars, 16, 16, 16, 32, 4, 2))
 
 
 SM90_BUILD = r"""
@@ -197,16 +200,17 @@ for dtype, ty in ((torch.bfloat16, "*bf16"), (torch.float32, "*fp32")):
     b = k.default_blocks(128, dtype, torch.device("cuda"))
     ptrs = {"q_ptr": ty, "r_ptr": ty, "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "n_pos_ptr": "*i64"}
     options = dict(num_warps=b.num_warps, num_stages=b.num_stages)
-    common = dict(D=128, KIND=2, NEGATE=True, PRECISION="ieee", BLOCK_D=b.block_d)
-    bwd = dict(common, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_DO=b.block_do)
-    builds += [(k._lifted_fwd_kernel, ptrs, dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n), options),
-               (k._lifted_bwd_q_kernel, ptrs, bwd, options), (k._lifted_bwd_r_kernel, ptrs, bwd, options)]
-build_all(builds, floats=("near_tol", "shift_pos"))
+    for row_bounds in (False, True):
+        common = dict(D=128, KIND=2, NEGATE=True, PRECISION="ieee", ROW_BOUNDS=row_bounds, BLOCK_D=b.block_d)
+        bwd = dict(common, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_DO=b.block_do)
+        builds += [(k._lifted_fwd_kernel, ptrs, dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n), options),
+                   (k._lifted_bwd_q_kernel, ptrs, bwd, options), (k._lifted_bwd_r_kernel, ptrs, bwd, options)]
+build_all(builds, floats=("near_tol", "shift_pos", "bound_slack"))
 """
 
 
 def test_kernels_build_for_sm90_without_a_gpu():
-    """The three kernels with the GPU tile sizes, bfloat16 and float32 inputs, through Triton's
-    CUDA pipeline for an H100 target (tests/kernels/sm90.py)."""
+    """The three kernels with the GPU tile sizes, bfloat16 and float32 inputs, without and with
+    row bounds, through Triton's CUDA pipeline for an H100 target (tests/kernels/sm90.py)."""
     from tests.kernels import sm90
-    assert "compiled 6" in sm90.run_script(SM90_BUILD)
+    assert "compiled 12" in sm90.run_script(SM90_BUILD)
