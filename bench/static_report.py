@@ -37,7 +37,8 @@ def variants():
     for variant_name, variant in (("supcon", 0), ("ntxent", 1)):
         b = sm.default_blocks(128, torch.bfloat16, cuda, variant_name)
         ptrs = {"q_ptr": "*bf16", "r_ptr": "*bf16", "grad_q_ptr": "*bf16", "grad_r_ptr": "*bf16",
-                "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "r_count_ptr": "*i32", "n_pos_ptr": "*i64"}
+                "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "r_count_ptr": "*i32", "label_start_ptr": "*i32",
+                "n_pos_ptr": "*i64"}
         opts = dict(num_warps=b.num_warps, num_stages=b.num_stages, divisible=SOFTMAX_DIVISIBLE)
         if variant_name == "supcon":
             out.append(_yardstick(b, opts))

@@ -19,7 +19,10 @@ Neg_i = valid other-label j (masks built per tile from the label vectors, kernel
 Forward, one program per block of anchor rows: stream over reference tiles, similarity tile
 computed on chip and never written, online LSE (running max + rescaled running sum) in base 2
 with log2(e)/τ folded into the exponent. Only the tiles that hold a padded column or a self
-pair are masked; |P_i| comes from per-label reference counts, not from the tiles.
+pair are masked (at most cdiv(BLOCK_M − 1, BLOCK_N) + 2 per program, unrolled after the one loop
+over the interior tiles); |P_i| comes from per-label reference counts, and for the dot kind
+Σ_p s_ip = q_i·(Σ_{y'_j = y_i} r_j − [self positive] r_self) from per-label reference sums
+(a deterministic per-label kernel), not from the tiles.
 Stored per row (O(B)): lse = LSE_i (supcon) or L_i (ntxent, dcl), aux = 1/|P_i| (0 when
 none; supcon, dcl) or S_i (ntxent); nothing for sigmoid. ntxent needs L_i before its positive terms, so it makes a second
 pass over the tiles that hold a positive (cheap for SimCLR-style labels: most tiles have
@@ -218,12 +221,16 @@ def _tile_coef(w, t, inv_tau, KIND: tl.constexpr):
 @triton.jit
 def _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q, stride_r, near_tol,
                      D: tl.constexpr, KIND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                     BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, MASKED: tl.constexpr):
     """(s, t): similarity s = t (dot) or −t (distance kinds) and the metric tile t. With
     D ≤ BLOCK_D the anchors' rows q_blk were loaded once by the caller (one tile product per
-    reference tile); otherwise the product runs over D in BLOCK_D steps."""
+    reference tile); otherwise the product runs over D in BLOCK_D steps. MASKED: the tile may
+    run past row N (an interior tile's rows are read unmasked)."""
     if D <= BLOCK_D:
-        r_blk = tiles.row_block(r_ptr, offs_n, N, stride_r, D, BLOCK_D)
+        if MASKED:
+            r_blk = tiles.row_block(r_ptr, offs_n, N, stride_r, D, BLOCK_D)
+        else:
+            r_blk = tiles.full_row_block(r_ptr, offs_n, stride_r, D, BLOCK_D)
         dot = tl.dot(q_blk, tl.trans(r_blk), input_precision=PRECISION)
     else:
         dot = tiles.dot_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r, BLOCK_M, BLOCK_N, BLOCK_D,
@@ -238,17 +245,134 @@ def _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M,
 
 
 @triton.jit
-def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, r_count_ptr, tau_ptr, bias_ptr,
+def _label_sums_kernel(r_ptr, order_ptr, label_start_ptr, r_count_ptr, out_ptr, D, stride_r,
+                       BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """out[label_start[c]] = Σ_{j: y'_j = c} r_j in fp32, for every label c with references (one
+    program per (label, D chunk), its rows summed in the order `order` lists them: deterministic).
+    order: the reference rows sorted by label; label_start[c]: where label c's rows begin there."""
+    c = tl.program_id(0)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    count = tl.load(r_count_ptr + c)
+    start = tl.load(label_start_ptr + c)
+    acc = tl.zeros((BLOCK_R, BLOCK_D), tl.float32)
+    for i0 in range(0, count, BLOCK_R):
+        offs_i = i0 + tl.arange(0, BLOCK_R)
+        rows = tl.load(order_ptr + start + offs_i, mask=offs_i < count, other=0)
+        acc += _rows_where(r_ptr, rows, offs_d, offs_i < count, D, stride_r)
+    if count > 0:
+        tl.store(out_ptr + start.to(tl.int64) * D + offs_d, tl.sum(acc, 0), mask=offs_d < D)
+
+
+@triton.jit
+def _rows_where(ptr, rows, offs_d, row_mask, D, stride):
+    """fp32 rows `rows`, columns offs_d of a row-major matrix where row_mask holds, 0 elsewhere."""
+    mask = row_mask[:, None] & (offs_d[None, :] < D)
+    return tl.load(ptr + rows.to(tl.int64)[:, None] * stride + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _positive_dot_sum(q_ptr, r_ptr, label_sum_ptr, label_start_ptr, offs_m, q_lab, has_refs, self_col,
+                      self_is_pos, M, stride_q, stride_r, D: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_D: tl.constexpr):
+    """Σ_{p∈P_i} q_i·r_p = q_i·(Σ_{j: y'_j = y_i} r_j − [the self pair is a positive] r_self):
+    one row dot with the anchor's label sum (_label_sums_kernel) instead of a positive
+    reduction on every tile. has_refs: the anchor's label has references (else 0)."""
+    start = tl.load(label_start_ptr + q_lab, mask=has_refs, other=0)
+    total = tl.zeros((BLOCK_M,), tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        q = _rows_where(q_ptr, offs_m, offs_d, offs_m < M, D, stride_q)
+        c = _rows_where(label_sum_ptr, start, offs_d, has_refs, D, D)
+        own = _rows_where(r_ptr, self_col, offs_d, self_is_pos, D, stride_r)
+        total += tl.sum(q * (c - own), 1)
+    return total
+
+
+@triton.jit
+def _fwd_tile(run_max, run_sum, run_neg, pos_s_sum, pair_sum, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr,
+              q_lab, self_cols, offs_m, n0, M, N, stride_q, stride_r, near_tol, scale2, inv_tau, bias,
+              D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr):
+    """One reference tile's share of the forward's running row statistics. MASKED: the tile may
+    hold padded columns or self pairs (s = −inf there: a column bias for padding, one compare
+    per entry for the self pair); otherwise every entry is valid and nothing is masked."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q, stride_r,
+                            near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, MASKED)
+    s_all = s
+    if MASKED:
+        is_self = offs_n[None, :] == self_cols[:, None]
+        s = tl.where(is_self, float("-inf"), s + tl.where(offs_n < N, 0.0, float("-inf"))[None, :])
+        r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)
+        same = q_lab[:, None] == r_lab[None, :]  # False on padded columns (label −2)
+        if VARIANT == 0 or VARIANT == 2:
+            same = same & (~is_self)  # the positives (the self pair's s is −inf for what follows)
+    else:
+        r_lab = tl.load(r_lab_ptr + offs_n)
+        same = q_lab[:, None] == r_lab[None, :]
+    if (VARIANT == 0 or VARIANT == 2) and KIND != 0:  # dot: from the per-label sums instead
+        pos_s_sum += tl.sum(tl.where(same, s_all, 0.0), 1)
+    if VARIANT == 3:  # a streaming sum of one binary term per pair: no LSE
+        u = s * inv_tau + bias
+        if MASKED:
+            pair_sum += tl.sum(tl.where(s > float("-inf"), _softplus(tl.where(same, -u, u)), 0.0), 1)
+        else:
+            pair_sum += tl.sum(_softplus(tl.where(same, -u, u)), 1)
+    else:
+        if VARIANT == 0:
+            in_lse = s
+        else:
+            in_lse = tl.where(same, float("-inf"), s)
+        new_max = tl.maximum(run_max, tl.max(in_lse, 1))
+        shift = tl.where(new_max == float("-inf"), 0.0, new_max) * scale2  # rows with nothing yet: no NaN
+        rescale = tl.math.exp2(run_max * scale2 - shift)
+        e = tl.math.exp2(in_lse * scale2 - shift[:, None])
+        if VARIANT == 0:
+            run_neg = run_neg * rescale + tl.sum(tl.where(same, 0.0, e), 1)
+        run_sum = run_sum * rescale + tl.sum(e, 1)
+        run_max = new_max
+    return run_max, run_sum, run_neg, pos_s_sum, pair_sum
+
+
+@triton.jit
+def _ntxent_positive_tile(value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols,
+                          offs_m, n0, M, N, stride_q, stride_r, near_tol, scale2,
+                          D: tl.constexpr, KIND: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                          BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr):
+    """One tile's share of NT-Xent's Σ_p log2(1 + 2^x2) and Σ_p σ(x), x2 = (L_i − l_ip)·log2 e,
+    skipped when the tile holds no positive. With e = 2^−|x2|: log2(1 + 2^x2) = max(x2, 0) +
+    log2(1 + e) (a series below e = 1e-4, where 1 + e rounds) and σ(x) = (x ≥ 0 ? 1 : e)/(1 + e);
+    non-positives enter as x2 = −inf, which gives 0 to both."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    if MASKED:
+        r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)  # padded columns: no label matches
+        pos = (q_lab[:, None] == r_lab[None, :]) & (offs_n[None, :] != self_cols[:, None])
+    else:
+        r_lab = tl.load(r_lab_ptr + offs_n)
+        pos = q_lab[:, None] == r_lab[None, :]
+    if tl.sum(pos.to(tl.int32)) > 0:
+        s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q,
+                                stride_r, near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, MASKED)
+        x2 = tl.where(pos, lse2[:, None] - s * scale2, float("-inf"))
+        e = tl.math.exp2(-tl.abs(x2))
+        one_e = 1.0 + e
+        log2_1pe = tl.where(e < 1e-4, e * (1.0 - 0.5 * e) * 1.4426950408889634, tl.math.log2(one_e))
+        value += tl.sum(tl.maximum(x2, 0.0) + log2_1pe, 1)
+        aux += tl.sum(tl.where(x2 >= 0.0, 1.0, e) / one_e, 1)
+    return value, aux
+
+
+@triton.jit
+def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, r_count_ptr, label_sum_ptr,
+                        label_start_ptr, tau_ptr, bias_ptr,
                         values_ptr, n_pos_ptr, lse_ptr, aux_ptr,
                         M, N, stride_q, stride_r, near_tol, self_offset,
                         D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    # Per tile: s (similarity) → −inf outside valid (a column bias for padded columns, one
-    # compare per entry for the self pair: cheaper in the compiled loop than a branch on the
-    # few tiles that need it), same = [y_i == y'_j] (False on padded columns, whose label reads
-    # −2), positives = same minus the self pair. Exponentials in base 2 with log2(e)/τ folded into one
-    # FFMA: e^(l − m/τ) = 2^(s·c − m·c), c = log2(e)/τ, the running max m kept in units of s
-    # (τ > 0). |P_i| comes from per-label reference counts (r_count), not from the tiles.
+    # Per tile (_fwd_tile): s (similarity), −inf outside valid on the edge tiles; same = [y_i == y'_j].
+    # Exponentials in base 2 with log2(e)/τ folded into one FFMA: e^(l − m/τ) = 2^(s·c − m·c),
+    # c = log2(e)/τ, the running max m kept in units of s (τ > 0). |P_i| comes from per-label
+    # reference counts (r_count), Σ_p s_ip (dot kind) from the per-label sums (label_sum).
     m0 = tl.program_id(0) * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     in_m = offs_m < M
@@ -263,63 +387,69 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         q_blk = 0.0
 
     # pass 1: online LSE over the denominator set (valid for supcon, negatives for ntxent/dcl);
-    # supcon keeps the positives' and the negatives' shares of the sum apart (see below)
+    # supcon keeps the positives' and the negatives' shares of the sum apart (see below).
+    # Interior tiles (no padded column, no self pair) take the unmasked path, in one loop over
+    # the full tiles outside the block's self-pair tiles; the edge tiles (self pairs, the
+    # ragged last tile) follow, masked.
     run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)  # in units of s
-    run_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over negatives (supcon) / the set
-    run_pos = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over positives (supcon)
+    run_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over the set
+    run_neg = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over the negatives (supcon)
     pos_s_sum = tl.zeros((BLOCK_M,), tl.float32)    # Σ_p s_ip
     pair_sum = tl.zeros((BLOCK_M,), tl.float32)     # Σ_j softplus(−z(l + b)) (sigmoid)
-    for n0 in range(0, N, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q, stride_r,
-                                near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-        # valid: s = −inf on padded columns (an added column bias) and on the self pair
-        is_self = offs_n[None, :] == self_cols[:, None]
-        s_all = s
-        s = tl.where(is_self, float("-inf"), s + tl.where(offs_n < N, 0.0, float("-inf"))[None, :])
-        r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)
-        same = q_lab[:, None] == r_lab[None, :]  # False on padded columns (label −2)
-        if VARIANT == 0 or VARIANT == 2:
-            same = same & (~is_self)  # the positives (the self pair's s is −inf for what follows)
-            pos_s_sum += tl.sum(tl.where(same, s_all, 0.0), 1)
-        if VARIANT == 3:  # a streaming sum of one binary term per pair: no LSE
-            u = s * inv_tau + bias
-            pair_sum += tl.sum(tl.where(s > float("-inf"), _softplus(tl.where(same, -u, u)), 0.0), 1)
-        else:
-            if VARIANT == 0:
-                in_lse = s
-            else:
-                in_lse = tl.where(same, float("-inf"), s)
-            new_max = tl.maximum(run_max, tl.max(in_lse, 1))
-            shift = tl.where(new_max == float("-inf"), 0.0, new_max) * scale2  # rows with nothing yet: no NaN
-            rescale = tl.math.exp2(run_max * scale2 - shift)
-            e = tl.math.exp2(in_lse * scale2 - shift[:, None])
-            if VARIANT == 0:
-                e_pos = tl.where(same, e, 0.0)
-                run_sum = run_sum * rescale + tl.sum(e - e_pos, 1)
-                run_pos = run_pos * rescale + tl.sum(e_pos, 1)
-            else:
-                run_sum = run_sum * rescale + tl.sum(e, 1)
-            run_max = new_max
+    n_full = N // BLOCK_N  # tiles without a padded column
+    n_tiles = tl.cdiv(N, BLOCK_N)
+    # the tiles [self_lo, self_hi) hold the block's self pairs (none when self_offset < 0)
+    self_lo = tl.where(self_offset >= 0, tl.minimum((m0 + self_offset) // BLOCK_N, n_tiles), n_tiles)
+    self_hi = tl.where(self_offset >= 0, tl.minimum(tl.cdiv(m0 + self_offset + BLOCK_M, BLOCK_N), n_tiles),
+                       n_tiles)
+    full_lo = tl.minimum(self_lo, n_full)
+    skip = tl.minimum(self_hi, n_full) - full_lo
+    for k in range(0, n_full - skip):
+        n0 = (k + tl.where(k >= full_lo, skip, 0)) * BLOCK_N
+        run_max, run_sum, run_neg, pos_s_sum, pair_sum = _fwd_tile(
+            run_max, run_sum, run_neg, pos_s_sum, pair_sum, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr,
+            q_lab, self_cols, offs_m, n0, M, N, stride_q, stride_r, near_tol, scale2, inv_tau, bias,
+            D, KIND, VARIANT, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, False)
+    # the self columns m0 + self_offset … + BLOCK_M − 1 meet at most cdiv(BLOCK_M − 1, BLOCK_N) + 1
+    # tiles: unrolled, so that the interior loop is the kernel's only loop
+    for j in tl.static_range((BLOCK_M + BLOCK_N - 2) // BLOCK_N + 1):
+        if self_lo + j < self_hi:
+            run_max, run_sum, run_neg, pos_s_sum, pair_sum = _fwd_tile(
+                run_max, run_sum, run_neg, pos_s_sum, pair_sum, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr,
+                q_lab, self_cols, offs_m, (self_lo + j) * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2,
+                inv_tau, bias, D, KIND, VARIANT, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True)
+    if (n_full < n_tiles) & ((n_full < self_lo) | (n_full >= self_hi)):  # the ragged last tile
+        run_max, run_sum, run_neg, pos_s_sum, pair_sum = _fwd_tile(
+            run_max, run_sum, run_neg, pos_s_sum, pair_sum, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr,
+            q_lab, self_cols, offs_m, n_full * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2, inv_tau, bias,
+            D, KIND, VARIANT, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True)
 
     # |P_i| = (references with label y_i) − [the self pair is one of them]
     self_col = offs_m + self_offset
     has_self = in_m & (self_col < N) & (self_col >= offs_m)  # self_offset ≥ 0: a self pair exists
     self_lab = tl.load(r_lab_ptr + self_col, mask=has_self, other=-2)
-    n_pos = tl.load(r_count_ptr + q_lab, mask=in_m, other=0) - (has_self & (self_lab == q_lab)).to(tl.int32)
+    n_refs = tl.load(r_count_ptr + q_lab, mask=in_m, other=0)  # references with label y_i
+    self_is_pos = has_self & (self_lab == q_lab)
+    n_pos = n_refs - self_is_pos.to(tl.int32)
+    if (VARIANT == 0 or VARIANT == 2) and KIND == 0:
+        pos_s_sum = _positive_dot_sum(q_ptr, r_ptr, label_sum_ptr, label_start_ptr, offs_m, q_lab, n_refs > 0,
+                                      self_col, self_is_pos, M, stride_q, stride_r, D, BLOCK_M, BLOCK_D)
     pos_logit_sum = pos_s_sum * inv_tau
-    total = run_sum + run_pos
+    total = run_sum
     lse = tl.where(total > 0.0, run_max * inv_tau + tl.log(tl.where(total > 0.0, total, 1.0)), float("-inf"))
 
     if VARIANT == 0:
         has_pos = n_pos > 0
         inv_n_pos = tl.where(has_pos, 1.0 / tl.maximum(n_pos, 1).to(tl.float32), 0.0)
         # v = (LSE_P − mean_P l) + log1p(S_Neg / S_P): a small loss (the positives far above the
-        # negatives) keeps its digits; when the positives' share underflows the loss is large
+        # negatives) keeps its digits. The tiles sum S = S_P + S_Neg and S_Neg; S_P = S − S_Neg
+        # is exact to a few ulps when S_P ≥ S_Neg, where the split is taken; otherwise v ≥ log 2
         # and the plain LSE_all − mean_P l is exact enough
-        share = tl.where(run_pos > 1e-30, run_pos, 1.0)
-        split = (run_max * inv_tau + tl.log(share) - pos_logit_sum * inv_n_pos) + _log1p(run_sum / share)
-        value = tl.where(has_pos, tl.where(run_pos > 1e-30, split, lse - pos_logit_sum * inv_n_pos), 0.0)
+        run_pos = total - run_neg
+        use_split = (run_pos >= run_neg) & (run_pos > 1e-30)
+        share = tl.where(use_split, run_pos, 1.0)
+        split = (run_max * inv_tau + tl.log(share) - pos_logit_sum * inv_n_pos) + _log1p(run_neg / share)
+        value = tl.where(has_pos, tl.where(use_split, split, lse - pos_logit_sum * inv_n_pos), 0.0)
         aux = inv_n_pos
     elif VARIANT == 2:
         inv_n_pos = tl.where(n_pos > 0, 1.0 / tl.maximum(n_pos, 1).to(tl.float32), 0.0)
@@ -330,18 +460,30 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         aux = tl.zeros((BLOCK_M,), tl.float32)
         lse = tl.zeros((BLOCK_M,), tl.float32)
     else:
-        # pass 2: softplus(L_i − l_ip) over positives, only on tiles that hold one
+        # pass 2: softplus(L_i − l_ip) and σ(L_i − l_ip) over the positives, only on the tiles that
+        # hold one; interior tiles unmasked, edge tiles masked, as in pass 1. In base 2 (lse2 =
+        # L_i·log2 e, x2 = lse2 − s·c): value and aux as sums of log2(1 + 2^x2) and σ, the value
+        # scaled by ln 2 once per row
+        lse2 = lse * 1.4426950408889634
         value = tl.zeros((BLOCK_M,), tl.float32)
         aux = tl.zeros((BLOCK_M,), tl.float32)
-        for n0 in range(0, N, BLOCK_N):
-            offs_n = n0 + tl.arange(0, BLOCK_N)
-            valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-            if tl.sum(pos.to(tl.int32)) > 0:
-                s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q,
-                                        stride_r, near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-                x = lse[:, None] - s * inv_tau
-                value += tl.sum(tl.where(pos, _softplus(x), 0.0), 1)
-                aux += tl.sum(tl.where(pos, _sigmoid(x), 0.0), 1)
+        for k in range(0, n_full - skip):
+            value, aux = _ntxent_positive_tile(
+                value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols, offs_m,
+                (k + tl.where(k >= full_lo, skip, 0)) * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2,
+                D, KIND, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, False)
+        for j in tl.static_range((BLOCK_M + BLOCK_N - 2) // BLOCK_N + 1):
+            if self_lo + j < self_hi:
+                value, aux = _ntxent_positive_tile(
+                    value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols, offs_m,
+                    (self_lo + j) * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2,
+                    D, KIND, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True)
+        if (n_full < n_tiles) & ((n_full < self_lo) | (n_full >= self_hi)):
+            value, aux = _ntxent_positive_tile(
+                value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols, offs_m,
+                n_full * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2,
+                D, KIND, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True)
+        value = value * 0.6931471805599453
 
     tl.store(values_ptr + offs_m, value, mask=in_m)
     tl.store(n_pos_ptr + offs_m, n_pos.to(tl.int64), mask=in_m)
@@ -561,10 +703,29 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
             M, N, q.stride(0), r.stride(0), near_tol, self_offset, **launch)
     else:
         r_count = _host.label_counts(r_labels, M + N)
+        label_sum, label_start = _label_sums(r, r_labels, r_count, kind, variant)
         _host.launchable(_softmax_fwd_kernel)[grid](
-            q, r, q_sq, r_sq, q_labels, r_labels, r_count, temperature, bias, values, n_pos, lse, aux,
+            q, r, q_sq, r_sq, q_labels, r_labels, r_count, label_sum, label_start, temperature, bias, values, n_pos,
+            lse, aux,
             M, N, q.stride(0), r.stride(0), near_tol, self_offset, **launch)
     return values, n_pos, lse, aux
+
+
+def _label_sums(r: torch.Tensor, r_labels: torch.Tensor, r_count: torch.Tensor, kind: int, variant: int):
+    """(label_sum (N, D) float32, label_start (M + N,) int32): the reference rows of each label
+    summed (row label_start[c] holds label c's sum), which the dot-kind supcon and dcl forwards
+    dot with each anchor for Σ_p s_ip; placeholders for the other variants and kinds."""
+    if kind != tiles.KIND_CODES["dot"] or variant not in (VARIANT_CODES["supcon"], VARIANT_CODES["dcl"]):
+        return r.new_empty((1,), dtype=torch.float32), r_count.new_zeros((1,))
+    N, D = r.shape
+    order = torch.argsort(r_labels, stable=True).to(torch.int32)
+    label_start = (torch.cumsum(r_count, 0, dtype=torch.int32) - r_count).contiguous()
+    label_sum = torch.empty((max(N, 1), D), dtype=torch.float32, device=r.device)
+    block_d = _host.pow2(D, 16, 128)
+    grid = (r_count.numel(), triton.cdiv(D, block_d))
+    _host.launchable(_label_sums_kernel)[grid](r, order, label_start, r_count, label_sum, D, r.stride(0),
+                                               BLOCK_R=16, BLOCK_D=block_d)
+    return label_sum, label_start
 
 
 def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor,

@@ -57,6 +57,16 @@ def row_block(ptr, offs_rows, n_rows, stride, D: tl.constexpr, BLOCK_D: tl.const
 
 
 @triton.jit
+def full_row_block(ptr, offs_rows, stride, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    """`row_block` for rows that all exist (an interior tile): no row mask."""
+    offs_d = tl.arange(0, BLOCK_D)
+    ptrs = ptr + offs_rows.to(tl.int64)[:, None] * stride + offs_d[None, :]
+    if D == BLOCK_D:
+        return tl.load(ptrs)
+    return tl.load(ptrs, mask=offs_d[None, :] < D, other=0.0)
+
+
+@triton.jit
 def difference_sq_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Σ_d (q_id − r_jd)² in fp32 for a BLOCK_M×BLOCK_N tile (exact for identical rows), one

@@ -281,20 +281,25 @@ from tests.kernels.sm90 import build_all
 
 b = k.default_blocks(128, torch.bfloat16, torch.device("cuda"))
 ptrs = {"q_ptr": "*bf16", "r_ptr": "*bf16", "grad_q_ptr": "*bf16", "grad_r_ptr": "*bf16",
-        "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "r_count_ptr": "*i32", "n_pos_ptr": "*i64"}
+        "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "r_count_ptr": "*i32", "label_start_ptr": "*i32",
+        "order_ptr": "*i32", "n_pos_ptr": "*i64"}
 options = dict(num_warps=b.num_warps, num_stages=b.num_stages)
 common = dict(D=128, KIND=2, VARIANT=1, PRECISION="ieee")
 bwd = dict(common, SYMMETRIC=True, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d, BLOCK_DO=b.block_do)
 build_all([(k._softmax_fwd_kernel, ptrs, dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d), options),
            (k._softmax_bwd_q_kernel, ptrs, dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), options),
-           (k._softmax_bwd_r_kernel, ptrs, bwd, options)])
+           (k._softmax_bwd_r_kernel, ptrs, bwd, options),
+           # the dot-kind supcon forward reads the per-label reference sums
+           (k._softmax_fwd_kernel, ptrs, dict(common, KIND=0, VARIANT=0, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n,
+                                              BLOCK_D=b.fwd_d), options),
+           (k._label_sums_kernel, ptrs, dict(BLOCK_R=16, BLOCK_D=128), options)])
 """
 
 
 def test_kernels_build_for_sm90_without_a_gpu():
     # The interpreter skips GPU-only checks (dot shapes, layouts, types); compiling for an H100
     # target catches them on CPU (tests/kernels/sm90.py).
-    assert "compiled 3" in sm90.run_script(SM90_BUILD)
+    assert "compiled 5" in sm90.run_script(SM90_BUILD)
 
 
 class _SelfSoftmaxLoss(torch.autograd.Function):
