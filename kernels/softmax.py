@@ -356,10 +356,18 @@ def _ntxent_positive_tile(value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_
         x2 = tl.where(pos, lse2[:, None] - s * scale2, float("-inf"))
         e = tl.math.exp2(-tl.abs(x2))
         one_e = 1.0 + e
-        log2_1pe = tl.where(e < 1e-4, e * (1.0 - 0.5 * e) * 1.4426950408889634, tl.math.log2(one_e))
-        value += tl.sum(tl.maximum(x2, 0.0) + log2_1pe, 1)
+        # Σ_j log2(1 + e_j) = log2 Π_j (1 + e_j): the row's product minus 1 (no rounding of
+        # small e_j) by a reduction, one logarithm per row and tile (Π ≤ 2^BLOCK_N)
+        prod_m1 = tl.reduce(e, 1, _product_minus_one)
+        value += tl.sum(tl.maximum(x2, 0.0), 1) + _log1p(prod_m1) * 1.4426950408889634
         aux += tl.sum(tl.where(x2 >= 0.0, 1.0, e) / one_e, 1)
     return value, aux
+
+
+@triton.jit
+def _product_minus_one(a, b):
+    # (1 + a)(1 + b) − 1 for a, b ≥ 0, without forming 1 + a
+    return a + b + a * b
 
 
 @triton.jit
@@ -673,8 +681,8 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: st
     block_do = _host.pow2(D, 16, 128)
     if dtype == torch.float32:
         return Blocks(fwd_m=64, fwd_n=64, fwd_d=32, bwd_m=64, bwd_n=64, bwd_d=32, block_do=block_do)
-    if D <= 128:  # ntxent's two-pass forward needs the smaller anchor block to stay spill-free
-        return Blocks(fwd_m=128 if variant == "supcon" else 64, fwd_n=64, fwd_d=_host.pow2(D, 16, 128), bwd_m=64, bwd_n=64, bwd_d=_host.pow2(D, 16, 64),
+    if D <= 128:
+        return Blocks(fwd_m=128, fwd_n=64, fwd_d=_host.pow2(D, 16, 128), bwd_m=64, bwd_n=64, bwd_d=_host.pow2(D, 16, 64),
                       block_do=block_do)
     return Blocks(fwd_m=64, fwd_n=64, fwd_d=64, bwd_m=64, bwd_n=64, bwd_d=64, block_do=block_do)
 
