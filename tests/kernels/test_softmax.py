@@ -87,7 +87,7 @@ def make_case(B, N, D, labels, self_offset, dtype, seed=0):
 
 
 def check(variant, kind, B, N, D, self_offset, labels="mixed", dtype=torch.float32, tau=0.3,
-          precision="ieee", against_torch_path=False, device=DEVICE, tol=None):
+          precision="ieee", against_torch_path=False, device=DEVICE, tol=None, blocks=None):
     """Run forward and backward on `device`, compare with the float64 dense computation on CPU;
     tol = (rtol, atol as a fraction of max|expected|), by default TOL[dtype]."""
     q, r, ql, rl = make_case(B, N, D, labels, self_offset, dtype)
@@ -99,8 +99,8 @@ def check(variant, kind, B, N, D, self_offset, labels="mixed", dtype=torch.float
     if N is None:
         on_device[1], on_device[3] = on_device[0], on_device[2]  # keep "r is q" on the device too
     dq, dr, dql, drl, dtau, dgrad = on_device
-    values, n_pos, saved = kernel.forward(dq, dr, dql, drl, cfg, dtau)
-    grads = kernel.backward(dgrad, dq, dr, dql, drl, cfg, dtau, saved, True)
+    values, n_pos, saved = kernel.forward(dq, dr, dql, drl, cfg, dtau, blocks)
+    grads = kernel.backward(dgrad, dq, dr, dql, drl, cfg, dtau, saved, True, blocks)
     values, n_pos = values.cpu(), n_pos.cpu()
     grad_q, grad_r, grad_tau = (t.cpu() for t in grads)
     assert values.dtype == torch.float32 and n_pos.dtype == torch.int64
@@ -159,6 +159,23 @@ def test_one_step_forward_and_masked_tiles(variant, kind, B, N, D, self_offset):
     # padded last tile and the self pairs (the column bias and the self compare of the forward)
     assert kernel.default_blocks(D, torch.float32, torch.device(DEVICE)).fwd_d >= D or DEVICE == "cuda"
     check(variant, kind, B, N, D, self_offset)
+
+
+@pytest.mark.parametrize("fwd_m,fwd_n", [(32, 16), (16, 32)])
+@pytest.mark.parametrize("variant,kind,B,N,D,self_offset", [
+    ("supcon", "dot", 70, None, 20, 0),
+    ("supcon", "dot", 45, 90, 20, 7),        # the self band misaligned with the tiles
+    ("ntxent", "dot", 70, None, 20, 0),
+    ("ntxent", "dot", 45, 90, 20, 7),
+    ("supcon", "sqeuclidean", 45, None, 20, 0),
+], ids=lambda v: str(v))
+def test_interior_and_edge_tiles(variant, kind, B, N, D, self_offset, fwd_m, fwd_n):
+    # anchor blocks taller and shorter than the reference tiles: the forward's interior loop
+    # skips each block's self-pair tiles (up to cdiv(fwd_m − 1, fwd_n) + 1 of them, then the
+    # ragged last tile), which the edge steps take masked
+    blocks = kernel.Blocks(fwd_m=fwd_m, fwd_n=fwd_n, fwd_d=32, bwd_m=16, bwd_n=16, bwd_d=16, block_do=32,
+                           num_warps=4)
+    check(variant, kind, B, N, D, self_offset, blocks=blocks)
 
 
 @pytest.mark.parametrize("variant,kind,B,N,D,self_offset", [MIXED[1], MIXED[5]], ids=lambda v: str(v))
