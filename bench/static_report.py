@@ -51,6 +51,8 @@ def variants():
             out.append(("softmax bwd_q supcon dot bf16", sm._softmax_bwd_q_kernel, ptrs,
                         dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), opts))
             out.append(("softmax bwd_r supcon dot bf16", sm._softmax_bwd_r_kernel, ptrs, bwd, opts))
+            out.append(("softmax bwd one-pass supcon dot bf16", sm._softmax_bwd_kernel,
+                        dict(ptrs, turn_ptr="*i32"), dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), opts))
     for dtype, ty, label, precision in ((torch.bfloat16, "*bf16", "bf16", "ieee"),
                                         (torch.float32, "*fp32", "fp32", "ieee"),
                                         (torch.float32, "*fp32", "tf32", "tf32")):

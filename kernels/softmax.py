@@ -34,14 +34,20 @@ from the row statistics. With c_ij = ∂L/∂(tile entry):
     sqeuclidean  c = −W/τ (s = −d)           grad_q_i = 2(Σ_j c_ij) q_i − 2 Σ_j c_ij r_j  (sym. for r)
     euclidean    c = −W/(2dτ), 0 at d = 0    same as sqeuclidean
     grad_τ = Σ_ij W_ij·∂l_ij/∂τ = −(1/τ) Σ_ij W_ij l_ij
-grad_q: one program per (anchor block, D chunk), streaming over reference tiles; grad_r: one
-program per (reference block, D chunk), streaming over anchor tiles. No atomics: every output
-element is written by exactly one program, and grad_τ is reduced from per-row partials by a
-torch sum, so results are deterministic.
+D ≤ block_do (whole rows in one gradient chunk, D ≤ 128 on a GPU): one pass, each tile computed
+once (_softmax_bwd_kernel, FlashAttention-2's loop order): one program per reference block
+streams over the anchor blocks, keeps grad_r in registers, and adds each tile's share of grad_q
+(and of the grad_τ / bias row partials) to float32 row accumulators in program order — program
+j adds to anchor block i after program j − 1 did (a per-block turn counter, integer atomics
+only), so every sum has a fixed order: deterministic without float atomics.
+Wider D: two kernels per D chunk — grad_q: one program per (anchor block, D chunk), streaming
+over reference tiles; grad_r: one program per (reference block, D chunk), streaming over
+anchor tiles; every output element written by exactly one program. grad_τ is reduced from
+per-row partials by a torch sum.
 
 forward_symmetric / backward_symmetric (InfoNCE/CLIP both ways): v_i over rows and v'_j over
 columns of the same logit matrix and masks; the backward adds both directions' W on each
-tile, so one pass of the two backward kernels gives every gradient.
+tile, so one backward pass gives every gradient.
 
 Inputs fp32/fp16/bf16, accumulation fp32; tl.dot input precision from cfg.precision
 ("ieee" | "tf32"; fp16/bf16 always run at their native precision, and the backward rounds c
@@ -649,6 +655,87 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     tiles.store_row_grad(grad_r_ptr, r_ptr, acc, coef_sum, offs_n, offs_do, N, D, stride_r, stride_gr, KIND)
 
 
+@triton.jit
+def _softmax_bwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr, bias_ptr,
+                        grad_ptr, lse_ptr, aux_ptr, rev_grad_ptr, rev_lse_ptr, rev_aux_ptr,
+                        grad_r_ptr, dq_acc_ptr, dq_coef_ptr, tau_part_ptr, bias_part_ptr, turn_ptr,
+                        M, N, stride_q, stride_r, stride_gr, near_tol, self_offset,
+                        D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
+                        SYMMETRIC: tl.constexpr, TAU_GRAD: tl.constexpr, BIAS_GRAD: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                        BLOCK_DO: tl.constexpr):
+    """One backward pass over the tiles (D ≤ BLOCK_DO: whole rows), the FlashAttention-2 order:
+    one program per reference block, streaming over the anchor blocks in order. Each tile's c
+    is computed once and feeds both products: grad_r += cᵀ·q in registers, and the tile's
+    share of grad_q (c·r, and Σ_j c_ij, Σ_j W_ij l_ij, Σ_j W_ij) is added to float32 row
+    accumulators in a fixed order — program j adds to anchor block i when turn[i] == j, then
+    passes the turn to j + 1 — so the sums are deterministic without float atomics (programs
+    start in program-id order, so the one waited on is running or done)."""
+    pid = tl.program_id(0)
+    n0 = pid * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_do = tl.arange(0, BLOCK_DO)
+    inv_tau = 1.0 / tl.load(tau_ptr)
+    bias = tl.load(bias_ptr)
+    sp, sn, shp, shn = _variant_params(tau_ptr, VARIANT)
+    if SYMMETRIC:
+        in_n = offs_n < N
+        rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
+        rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
+        rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
+    r_rows = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)  # the program's reference rows
+
+    acc_r = tl.zeros((BLOCK_N, BLOCK_DO), tl.float32)  # Σ_i c_ij q_i
+    coef_r = tl.zeros((BLOCK_N,), tl.float32)          # Σ_i c_ij (distance kinds)
+    for i in range(0, tl.cdiv(M, BLOCK_M)):
+        m0 = i * BLOCK_M
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        in_m = offs_m < M
+        g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
+        lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
+        aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
+        logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                                near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
+                        sp, sn, shp, shn)
+        if SYMMETRIC:
+            w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], bias,
+                             VARIANT, sp, sn, shp, shn)
+        c = _tile_coef(w, t, inv_tau, KIND)
+        q_rows = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
+        acc_r, coef_r = tiles.accumulate_row_grad(acc_r, coef_r, c, t, q_rows, r_ptr, q_ptr, offs_n, m0, offs_do,
+                                                  N, M, D, stride_r, stride_q, q_sq_ptr, r_sq_ptr, offs_m, offs_n,
+                                                  M, N, near_tol, KIND, PRECISION, BLOCK_M, False)
+        dq, coef_q = tiles.accumulate_row_grad(tl.zeros((BLOCK_M, BLOCK_DO), tl.float32),
+                                               tl.zeros((BLOCK_M,), tl.float32), c, t, r_rows, q_ptr, r_ptr,
+                                               offs_m, n0, offs_do, M, N, D, stride_q, stride_r, q_sq_ptr,
+                                               r_sq_ptr, offs_m, offs_n, M, N, near_tol, KIND, PRECISION,
+                                               BLOCK_N, True)
+        # this tile's share of the anchor rows, added in program order (see above)
+        turn = tl.atomic_add(turn_ptr + i, 0, sem="acquire")
+        while turn != pid:
+            turn = tl.atomic_add(turn_ptr + i, 0, sem="acquire")
+        tl.debug_barrier()
+        rows64 = offs_m.to(tl.int64)
+        dq_ptrs = dq_acc_ptr + rows64[:, None] * D + offs_do[None, :]
+        dq_mask = in_m[:, None] & (offs_do[None, :] < D)
+        tl.store(dq_ptrs, tl.load(dq_ptrs, mask=dq_mask, other=0.0, cache_modifier=".cg") + dq, mask=dq_mask)
+        if KIND != 0:
+            prev = tl.load(dq_coef_ptr + rows64, mask=in_m, other=0.0, cache_modifier=".cg")
+            tl.store(dq_coef_ptr + rows64, prev + coef_q, mask=in_m)
+        if TAU_GRAD:
+            prev = tl.load(tau_part_ptr + rows64, mask=in_m, other=0.0, cache_modifier=".cg")
+            tl.store(tau_part_ptr + rows64, prev + tl.sum(w * logits, 1), mask=in_m)
+        if BIAS_GRAD:
+            prev = tl.load(bias_part_ptr + rows64, mask=in_m, other=0.0, cache_modifier=".cg")
+            tl.store(bias_part_ptr + rows64, prev + tl.sum(w, 1), mask=in_m)
+        tl.debug_barrier()
+        tl.atomic_xchg(turn_ptr + i, pid + 1, sem="release")
+
+    tiles.store_row_grad(grad_r_ptr, r_ptr, acc_r, coef_r, offs_n, offs_do, N, D, stride_r, stride_gr, KIND)
+
+
 # --------------------------------------------------------------------------------------------
 # Block sizes
 # --------------------------------------------------------------------------------------------
@@ -676,8 +763,9 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: st
                       num_warps=4)
     # Not timed on hardware yet. Chosen so that the sm_90 builds (triton 3.9, compiled without a
     # GPU) do not spill registers at D = 128 and D = 1024 for 16-bit inputs; float32 spills a few
-    # bytes. Each backward program recomputes the similarity tile over all of D for its D chunk,
-    # so block_do is as wide as the accumulator (bwd_m × block_do, fp32) allows without spills.
+    # bytes. block_do ≥ D (D ≤ 128) takes the one-pass backward; wider D the per-chunk kernels,
+    # each of whose programs recomputes the similarity tile over all of D for its D chunk, so
+    # block_do is as wide as the accumulator (bwd_m × block_do, fp32) allows without spills.
     block_do = _host.pow2(D, 16, 128)
     if dtype == torch.float32:
         return Blocks(fwd_m=64, fwd_n=64, fwd_d=32, bwd_m=64, bwd_n=64, bwd_d=32, block_do=block_do)
@@ -752,6 +840,20 @@ def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch
     bias_part = torch.zeros((M if bias_grad else 0,), dtype=torch.float32, device=q.device)
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     d_chunks = triton.cdiv(D, block_do)
+    if d_chunks == 1:  # whole rows in one chunk: the one-pass kernel
+        dq_acc = torch.zeros((M, D), dtype=torch.float32, device=q.device)
+        dq_coef = torch.zeros((M if kind != tiles.KIND_CODES["dot"] else 0,), dtype=torch.float32, device=q.device)
+        turns = torch.zeros((triton.cdiv(M, block_m),), dtype=torch.int32, device=q.device)
+        _host.launchable(_softmax_bwd_kernel)[(triton.cdiv(N, block_n),)](
+            q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, grad_values, lse, aux,
+            rev_grad_values, rev_lse, rev_aux, grad_r, dq_acc, dq_coef, tau_part, bias_part, turns,
+            M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset,
+            D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric, TAU_GRAD=tau_grad,
+            BIAS_GRAD=bias_grad, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
+            num_warps=num_warps, num_stages=num_stages)
+        if kind != tiles.KIND_CODES["dot"]:  # tiles.store_row_grad's formula for the anchor rows
+            dq_acc = 2.0 * (dq_coef[:, None] * q.float() - dq_acc)
+        return dq_acc.to(q.dtype), grad_r, tau_part, bias_part
     kernel_q = _host.launchable(_softmax_bwd_q_kernel)
     kernel_q[(triton.cdiv(M, block_m), d_chunks)](
         q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, grad_values, lse, aux,
@@ -880,8 +982,8 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
 # Both directions (InfoNCE/CLIP symmetric): anchors q against references r, and anchors r
 # against references q, over the same logit matrix and the same pair masks. The forward runs
 # the row kernel once per direction (the reverse one with the roles swapped); the backward adds
-# both directions' W_ij on each tile, so grad_q, grad_r and grad_τ take ONE pass of the two
-# backward kernels instead of two.
+# both directions' W_ij on each tile, so grad_q, grad_r and grad_τ take ONE backward pass instead of
+# one per direction.
 # --------------------------------------------------------------------------------------------
 def _reverse_config(cfg: SoftmaxConfig) -> SoftmaxConfig:
     if cfg.self_offset > 0:

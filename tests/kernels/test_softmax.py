@@ -178,6 +178,21 @@ def test_interior_and_edge_tiles(variant, kind, B, N, D, self_offset, fwd_m, fwd
     check(variant, kind, B, N, D, self_offset, blocks=blocks)
 
 
+@pytest.mark.parametrize("variant,kind,B,N,D,self_offset", MIXED, ids=lambda v: str(v))
+def test_one_pass_and_chunked_backward(variant, kind, B, N, D, self_offset):
+    # gradient chunks as wide as the rows (≥ D): the one-pass backward (each tile once, grad_q
+    # added in program order); 16-wide chunks: the two kernels per D chunk. Both against the
+    # dense computation, and the one-pass result bitwise reproducible
+    blocks = {do: kernel.Blocks(fwd_m=16, fwd_n=16, fwd_d=16, bwd_m=16, bwd_n=16, bwd_d=16, block_do=do,
+                                num_warps=4) for do in (16, 128)}
+    one_pass = check(variant, kind, B, N, D, self_offset, blocks=blocks[128])
+    chunked = check(variant, kind, B, N, D, self_offset, blocks=blocks[16])
+    again = check(variant, kind, B, N, D, self_offset, blocks=blocks[128])
+    assert all(torch.equal(a, b) for a, b in zip(one_pass, again))
+    for a, b in zip(one_pass[2:], chunked[2:]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(b.abs().max().item(), 1e-3))
+
+
 @pytest.mark.parametrize("variant,kind,B,N,D,self_offset", [MIXED[1], MIXED[5]], ids=lambda v: str(v))
 def test_matches_torch_path(variant, kind, B, N, D, self_offset):
     check(variant, kind, B, N, D, self_offset, against_torch_path=True)
@@ -306,6 +321,7 @@ bwd = dict(common, SYMMETRIC=True, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.b
 build_all([(k._softmax_fwd_kernel, ptrs, dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d), options),
            (k._softmax_bwd_q_kernel, ptrs, dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), options),
            (k._softmax_bwd_r_kernel, ptrs, bwd, options),
+           (k._softmax_bwd_kernel, dict(ptrs, turn_ptr="*i32"), dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), options),
            # the dot-kind supcon forward reads the per-label reference sums
            (k._softmax_fwd_kernel, ptrs, dict(common, KIND=0, VARIANT=0, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n,
                                               BLOCK_D=b.fwd_d), options),
@@ -316,7 +332,7 @@ build_all([(k._softmax_fwd_kernel, ptrs, dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b
 def test_kernels_build_for_sm90_without_a_gpu():
     # The interpreter skips GPU-only checks (dot shapes, layouts, types); compiling for an H100
     # target catches them on CPU (tests/kernels/sm90.py).
-    assert "compiled 5" in sm90.run_script(SM90_BUILD)
+    assert "compiled 6" in sm90.run_script(SM90_BUILD)
 
 
 class _SelfSoftmaxLoss(torch.autograd.Function):
