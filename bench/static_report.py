@@ -53,6 +53,18 @@ def variants():
             out.append(("softmax bwd_r supcon dot bf16", sm._softmax_bwd_r_kernel, ptrs, bwd, opts))
             out.append(("softmax bwd one-pass supcon dot bf16", sm._softmax_bwd_kernel,
                         dict(ptrs, turn_ptr="*i32"), dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), opts))
+            # D = 1024: the one-pass kernel computes each tile once for its eight 128-wide gradient
+            # chunks; the per-chunk kernels recompute the full-D tile in each chunk's programs
+            wide = sm.default_blocks(1024, torch.bfloat16, cuda, variant_name)
+            bwd_wide = dict(common, D=1024, SYMMETRIC=False, BLOCK_M=wide.bwd_m, BLOCK_N=wide.bwd_n,
+                            BLOCK_D=wide.bwd_d, BLOCK_DO=wide.block_do)
+            wide_opts = dict(num_warps=wide.num_warps, num_stages=wide.num_stages, divisible=SOFTMAX_DIVISIBLE)
+            out.append(("softmax bwd one-pass supcon dot bf16 D=1024", sm._softmax_bwd_kernel,
+                        dict(ptrs, turn_ptr="*i32"), dict(bwd_wide, TAU_GRAD=True, BIAS_GRAD=False), wide_opts))
+            out.append(("softmax bwd_q supcon dot bf16 D=1024", sm._softmax_bwd_q_kernel, ptrs,
+                        dict(bwd_wide, TAU_GRAD=True, BIAS_GRAD=False), wide_opts))
+            out.append(("softmax bwd_r supcon dot bf16 D=1024", sm._softmax_bwd_r_kernel, ptrs, bwd_wide,
+                        wide_opts))
     for dtype, ty, label, precision in ((torch.bfloat16, "*bf16", "bf16", "ieee"),
                                         (torch.float32, "*fp32", "fp32", "ieee"),
                                         (torch.float32, "*fp32", "tf32", "tf32")):

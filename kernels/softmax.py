@@ -34,16 +34,18 @@ from the row statistics. With c_ij = ∂L/∂(tile entry):
     sqeuclidean  c = −W/τ (s = −d)           grad_q_i = 2(Σ_j c_ij) q_i − 2 Σ_j c_ij r_j  (sym. for r)
     euclidean    c = −W/(2dτ), 0 at d = 0    same as sqeuclidean
     grad_τ = Σ_ij W_ij·∂l_ij/∂τ = −(1/τ) Σ_ij W_ij l_ij
-D ≤ block_do (whole rows in one gradient chunk, D ≤ 128 on a GPU): one pass, each tile computed
-once (_softmax_bwd_kernel, FlashAttention-2's loop order): one program per reference block
-streams over the anchor blocks, keeps grad_r in registers, and adds each tile's share of grad_q
+One pass, each tile computed once (_softmax_bwd_kernel, FlashAttention-2's loop order): one
+program per reference block streams over the anchor blocks and adds each tile's share of grad_q
 (and of the grad_τ / bias row partials) to float32 row accumulators in program order — program
 j adds to anchor block i after program j − 1 did (a per-block turn counter, integer atomics
-only), so every sum has a fixed order: deterministic without float atomics.
-Wider D: two kernels per D chunk — grad_q: one program per (anchor block, D chunk), streaming
-over reference tiles; grad_r: one program per (reference block, D chunk), streaming over
-anchor tiles; every output element written by exactly one program. grad_τ is reduced from
-per-row partials by a torch sum.
+only), so every sum has a fixed order: deterministic without float atomics. grad_r stays in
+registers when D ≤ block_do; wider D runs the gradient products in block_do chunks of the one
+tile, grad_r's share going to the program's own float32 rows.
+Blocks(one_pass=False): the two per-chunk kernels instead — grad_q: one program per (anchor
+block, D chunk), streaming over reference tiles; grad_r: one program per (reference block, D
+chunk), streaming over anchor tiles; every output element written by exactly one program, each
+tile recomputed by both kernels and by every D chunk. grad_τ is reduced from per-row partials
+by a torch sum.
 
 forward_symmetric / backward_symmetric (InfoNCE/CLIP both ways): v_i over rows and v'_j over
 columns of the same logit matrix and masks; the backward adds both directions' W on each
@@ -658,15 +660,16 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
 @triton.jit
 def _softmax_bwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr, bias_ptr,
                         grad_ptr, lse_ptr, aux_ptr, rev_grad_ptr, rev_lse_ptr, rev_aux_ptr,
-                        grad_r_ptr, dq_acc_ptr, dq_coef_ptr, tau_part_ptr, bias_part_ptr, turn_ptr,
+                        grad_r_ptr, dq_acc_ptr, dq_coef_ptr, dr_acc_ptr, tau_part_ptr, bias_part_ptr, turn_ptr,
                         M, N, stride_q, stride_r, stride_gr, near_tol, self_offset,
                         D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
                         SYMMETRIC: tl.constexpr, TAU_GRAD: tl.constexpr, BIAS_GRAD: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                         BLOCK_DO: tl.constexpr):
-    """One backward pass over the tiles (D ≤ BLOCK_DO: whole rows), the FlashAttention-2 order:
-    one program per reference block, streaming over the anchor blocks in order. Each tile's c
-    is computed once and feeds both products: grad_r += cᵀ·q in registers, and the tile's
+    """One backward pass over the tiles, the FlashAttention-2 order: one program per reference
+    block, streaming over the anchor blocks in order. Each tile's c is computed once and feeds
+    both products (in BLOCK_DO-wide D chunks when D > BLOCK_DO): grad_r += cᵀ·q in registers
+    (D > BLOCK_DO: in the program's own float32 rows dr_acc), and the tile's
     share of grad_q (c·r, and Σ_j c_ij, Σ_j W_ij l_ij, Σ_j W_ij) is added to float32 row
     accumulators in a fixed order — program j adds to anchor block i when turn[i] == j, then
     passes the turn to j + 1 — so the sums are deterministic without float atomics (programs
@@ -683,7 +686,10 @@ def _softmax_bwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
         rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
         rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
-    r_rows = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)  # the program's reference rows
+    if D <= BLOCK_DO:
+        r_rows = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)  # the program's reference rows
+    else:
+        r_rows = 0.0
 
     acc_r = tl.zeros((BLOCK_N, BLOCK_DO), tl.float32)  # Σ_i c_ij q_i
     coef_r = tl.zeros((BLOCK_N,), tl.float32)          # Σ_i c_ij (distance kinds)
@@ -703,37 +709,87 @@ def _softmax_bwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
             w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], bias,
                              VARIANT, sp, sn, shp, shn)
         c = _tile_coef(w, t, inv_tau, KIND)
-        q_rows = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
-        acc_r, coef_r = tiles.accumulate_row_grad(acc_r, coef_r, c, t, q_rows, r_ptr, q_ptr, offs_n, m0, offs_do,
-                                                  N, M, D, stride_r, stride_q, q_sq_ptr, r_sq_ptr, offs_m, offs_n,
-                                                  M, N, near_tol, KIND, PRECISION, BLOCK_M, False)
-        dq, coef_q = tiles.accumulate_row_grad(tl.zeros((BLOCK_M, BLOCK_DO), tl.float32),
-                                               tl.zeros((BLOCK_M,), tl.float32), c, t, r_rows, q_ptr, r_ptr,
-                                               offs_m, n0, offs_do, M, N, D, stride_q, stride_r, q_sq_ptr,
-                                               r_sq_ptr, offs_m, offs_n, M, N, near_tol, KIND, PRECISION,
-                                               BLOCK_N, True)
-        # this tile's share of the anchor rows, added in program order (see above)
-        turn = tl.atomic_add(turn_ptr + i, 0, sem="acquire")
-        while turn != pid:
-            turn = tl.atomic_add(turn_ptr + i, 0, sem="acquire")
-        tl.debug_barrier()
         rows64 = offs_m.to(tl.int64)
-        dq_ptrs = dq_acc_ptr + rows64[:, None] * D + offs_do[None, :]
-        dq_mask = in_m[:, None] & (offs_do[None, :] < D)
-        tl.store(dq_ptrs, tl.load(dq_ptrs, mask=dq_mask, other=0.0, cache_modifier=".cg") + dq, mask=dq_mask)
+        if D <= BLOCK_DO:  # whole rows: grad_r in registers, the tile's grad_q share made before the wait
+            q_rows = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
+            acc_r, coef_r = tiles.accumulate_row_grad(acc_r, coef_r, c, t, q_rows, r_ptr, q_ptr, offs_n, m0,
+                                                      offs_do, N, M, D, stride_r, stride_q, q_sq_ptr, r_sq_ptr,
+                                                      offs_m, offs_n, M, N, near_tol, KIND, PRECISION, BLOCK_M,
+                                                      False)
+            dq, coef_q = tiles.accumulate_row_grad(tl.zeros((BLOCK_M, BLOCK_DO), tl.float32),
+                                                   tl.zeros((BLOCK_M,), tl.float32), c, t, r_rows, q_ptr, r_ptr,
+                                                   offs_m, n0, offs_do, M, N, D, stride_q, stride_r, q_sq_ptr,
+                                                   r_sq_ptr, offs_m, offs_n, M, N, near_tol, KIND, PRECISION,
+                                                   BLOCK_N, True)
+            _wait_turn(turn_ptr + i, pid)
+            _add_rows(dq_acc_ptr, rows64, offs_do, in_m, D, dq)
+        else:
+            # D in BLOCK_DO chunks, the tile still computed once: grad_r's share goes to this
+            # program's own float32 rows (dr_acc), grad_q's chunk by chunk in the turn
+            coef_q = tl.zeros((BLOCK_M,), tl.float32)
+            for d0 in range(0, D, BLOCK_DO):
+                offs_d = d0 + offs_do
+                q_rows = tiles.load_rows(q_ptr, offs_m, offs_d, M, D, stride_q)
+                dr, coef_new = tiles.accumulate_row_grad(tl.zeros((BLOCK_N, BLOCK_DO), tl.float32), coef_r, c, t,
+                                                         q_rows, r_ptr, q_ptr, offs_n, m0, offs_d, N, M, D,
+                                                         stride_r, stride_q, q_sq_ptr, r_sq_ptr, offs_m, offs_n,
+                                                         M, N, near_tol, KIND, PRECISION, BLOCK_M, False)
+                _add_rows(dr_acc_ptr, offs_n.to(tl.int64), offs_d, offs_n < N, D, dr)
+                if d0 == 0:
+                    coef_r = coef_new
+            _wait_turn(turn_ptr + i, pid)
+            for d0 in range(0, D, BLOCK_DO):
+                offs_d = d0 + offs_do
+                r_chunk = tiles.load_rows(r_ptr, offs_n, offs_d, N, D, stride_r)
+                dq, coef_new = tiles.accumulate_row_grad(tl.zeros((BLOCK_M, BLOCK_DO), tl.float32), coef_q, c, t,
+                                                         r_chunk, q_ptr, r_ptr, offs_m, n0, offs_d, M, N, D,
+                                                         stride_q, stride_r, q_sq_ptr, r_sq_ptr, offs_m, offs_n,
+                                                         M, N, near_tol, KIND, PRECISION, BLOCK_N, True)
+                _add_rows(dq_acc_ptr, rows64, offs_d, in_m, D, dq)
+                if d0 == 0:
+                    coef_q = coef_new
+        # the rest of this tile's share of the anchor rows, still in the turn
         if KIND != 0:
-            prev = tl.load(dq_coef_ptr + rows64, mask=in_m, other=0.0, cache_modifier=".cg")
-            tl.store(dq_coef_ptr + rows64, prev + coef_q, mask=in_m)
+            _add_entries(dq_coef_ptr + rows64, in_m, coef_q)
         if TAU_GRAD:
-            prev = tl.load(tau_part_ptr + rows64, mask=in_m, other=0.0, cache_modifier=".cg")
-            tl.store(tau_part_ptr + rows64, prev + tl.sum(w * logits, 1), mask=in_m)
+            _add_entries(tau_part_ptr + rows64, in_m, tl.sum(w * logits, 1))
         if BIAS_GRAD:
-            prev = tl.load(bias_part_ptr + rows64, mask=in_m, other=0.0, cache_modifier=".cg")
-            tl.store(bias_part_ptr + rows64, prev + tl.sum(w, 1), mask=in_m)
+            _add_entries(bias_part_ptr + rows64, in_m, tl.sum(w, 1))
         tl.debug_barrier()
         tl.atomic_xchg(turn_ptr + i, pid + 1, sem="release")
 
-    tiles.store_row_grad(grad_r_ptr, r_ptr, acc_r, coef_r, offs_n, offs_do, N, D, stride_r, stride_gr, KIND)
+    if D <= BLOCK_DO:
+        tiles.store_row_grad(grad_r_ptr, r_ptr, acc_r, coef_r, offs_n, offs_do, N, D, stride_r, stride_gr, KIND)
+    else:
+        for d0 in tl.static_range(0, D, BLOCK_DO):
+            offs_d = d0 + offs_do
+            acc = tl.load(dr_acc_ptr + offs_n.to(tl.int64)[:, None] * D + offs_d[None, :],
+                          mask=(offs_n < N)[:, None] & (offs_d < D)[None, :], other=0.0)
+            tiles.store_row_grad(grad_r_ptr, r_ptr, acc, coef_r, offs_n, offs_d, N, D, stride_r, stride_gr, KIND)
+
+
+@triton.jit
+def _wait_turn(turn_ptr, pid):
+    """Returns once *turn_ptr == pid (an acquire load by one thread, then a block barrier)."""
+    turn = tl.atomic_add(turn_ptr, 0, sem="acquire")
+    while turn != pid:
+        turn = tl.atomic_add(turn_ptr, 0, sem="acquire")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _add_entries(ptrs, mask, values):
+    """*ptrs += values where mask (float32; read past the L1 cache, see _add_rows)."""
+    tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0, cache_modifier=".cg") + values, mask=mask)
+
+
+@triton.jit
+def _add_rows(ptr, rows64, offs_d, row_mask, width, values):
+    """ptr[rows, offs_d] += values for a row-major float32 matrix of `width` columns (columns
+    past it untouched); read past the L1 cache (.cg): written by another program before."""
+    ptrs = ptr + rows64[:, None] * width + offs_d[None, :]
+    mask = row_mask[:, None] & (offs_d[None, :] < width)
+    tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0, cache_modifier=".cg") + values, mask=mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -742,7 +798,7 @@ def _softmax_bwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
 @dataclass(frozen=True)
 class Blocks:
     """Tile sizes and launch options. *_d: the D step of the similarity tile; block_do: the D
-    chunk of a gradient one backward program writes (grid axis 1 = cdiv(D, block_do))."""
+    chunk of the gradient products (the per-chunk kernels: grid axis 1 = cdiv(D, block_do))."""
 
     fwd_m: int
     fwd_n: int
@@ -753,6 +809,7 @@ class Blocks:
     block_do: int
     num_warps: int = 8
     num_stages: int = 2
+    one_pass: bool = True  # the one-pass backward (else the two per-chunk kernels, bwd_q and bwd_r)
 
 
 def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: str = "supcon") -> Blocks:
@@ -763,9 +820,9 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: st
                       num_warps=4)
     # Not timed on hardware yet. Chosen so that the sm_90 builds (triton 3.9, compiled without a
     # GPU) do not spill registers at D = 128 and D = 1024 for 16-bit inputs; float32 spills a few
-    # bytes. block_do ≥ D (D ≤ 128) takes the one-pass backward; wider D the per-chunk kernels,
-    # each of whose programs recomputes the similarity tile over all of D for its D chunk, so
-    # block_do is as wide as the accumulator (bwd_m × block_do, fp32) allows without spills.
+    # bytes. block_do: the width of the one-pass backward's gradient products (whole rows up to
+    # D = 128, kept in registers; wider D in 128-wide chunks), as wide as the accumulator
+    # (bwd_m × block_do, fp32) allows without spills.
     block_do = _host.pow2(D, 16, 128)
     if dtype == torch.float32:
         return Blocks(fwd_m=64, fwd_n=64, fwd_d=32, bwd_m=64, bwd_n=64, bwd_d=32, block_do=block_do)
@@ -829,9 +886,10 @@ def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch
               lse: torch.Tensor, aux: torch.Tensor, rev_lse: torch.Tensor, rev_aux: torch.Tensor, kind: int,
               variant: int, self_offset: int, precision: str, near_tol: float, symmetric: bool, tau_grad: bool,
               bias_grad: bool, block_m: int, block_n: int, block_d: int, block_do: int, num_warps: int,
-              num_stages: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+              num_stages: int, one_pass: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """rev_*: the reverse direction's (references as anchors) gradient and row statistics, read
-    only when `symmetric`; otherwise any float32 tensors (never dereferenced)."""
+    only when `symmetric`; otherwise any float32 tensors (never dereferenced). one_pass: the
+    one-pass kernel (each tile once), else the two per-D-chunk kernels."""
     M, D = q.shape
     N = r.shape[0]
     grad_q = torch.empty_like(q)
@@ -840,13 +898,14 @@ def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch
     bias_part = torch.zeros((M if bias_grad else 0,), dtype=torch.float32, device=q.device)
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     d_chunks = triton.cdiv(D, block_do)
-    if d_chunks == 1:  # whole rows in one chunk: the one-pass kernel
+    if one_pass:
         dq_acc = torch.zeros((M, D), dtype=torch.float32, device=q.device)
         dq_coef = torch.zeros((M if kind != tiles.KIND_CODES["dot"] else 0,), dtype=torch.float32, device=q.device)
+        dr_acc = torch.zeros((N if d_chunks > 1 else 0, D), dtype=torch.float32, device=q.device)
         turns = torch.zeros((triton.cdiv(M, block_m),), dtype=torch.int32, device=q.device)
         _host.launchable(_softmax_bwd_kernel)[(triton.cdiv(N, block_n),)](
             q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, grad_values, lse, aux,
-            rev_grad_values, rev_lse, rev_aux, grad_r, dq_acc, dq_coef, tau_part, bias_part, turns,
+            rev_grad_values, rev_lse, rev_aux, grad_r, dq_acc, dq_coef, dr_acc, tau_part, bias_part, turns,
             M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset,
             D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric, TAU_GRAD=tau_grad,
             BIAS_GRAD=bias_grad, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
@@ -884,7 +943,7 @@ def _fwd_fake(q, r, q_labels, r_labels, temperature, bias, kind, variant, self_o
 
 def _bwd_fake(grad_values, rev_grad_values, q, r, q_labels, r_labels, temperature, bias, lse, aux, rev_lse,
               rev_aux, kind, variant, self_offset, precision, near_tol, symmetric, tau_grad, bias_grad,
-              block_m, block_n, block_d, block_do, num_warps, num_stages):
+              block_m, block_n, block_d, block_do, num_warps, num_stages, one_pass):
     return (torch.empty_like(q), torch.empty_like(r),
             q.new_empty((q.shape[0] if tau_grad else 0,), dtype=torch.float32),
             q.new_empty((q.shape[0] if bias_grad else 0,), dtype=torch.float32))
@@ -954,7 +1013,8 @@ def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, tempe
         grad_values, rev_grad_values, q, r, q_labels, r_labels, tau, _bias_arg(cfg, bias, q.device), lse, aux,
         rev_lse, rev_aux, kind, variant, int(cfg.self_offset), cfg.precision,
         metrics.near_tolerance(q.dtype, cfg.precision), symmetric, bool(needs_temperature_grad),
-        bool(needs_bias_grad and cfg.variant == "sigmoid"), b.bwd_m, b.bwd_n, b.bwd_d, b.block_do, b.num_warps, b.num_stages)
+        bool(needs_bias_grad and cfg.variant == "sigmoid"), b.bwd_m, b.bwd_n, b.bwd_d, b.block_do, b.num_warps, b.num_stages,
+        b.one_pass)
     grad_temperature = None
     if needs_temperature_grad:
         t = torch.as_tensor(temperature)

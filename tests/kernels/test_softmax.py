@@ -180,17 +180,22 @@ def test_interior_and_edge_tiles(variant, kind, B, N, D, self_offset, fwd_m, fwd
 
 @pytest.mark.parametrize("variant,kind,B,N,D,self_offset", MIXED, ids=lambda v: str(v))
 def test_one_pass_and_chunked_backward(variant, kind, B, N, D, self_offset):
-    # gradient chunks as wide as the rows (≥ D): the one-pass backward (each tile once, grad_q
-    # added in program order); 16-wide chunks: the two kernels per D chunk. Both against the
-    # dense computation, and the one-pass result bitwise reproducible
-    blocks = {do: kernel.Blocks(fwd_m=16, fwd_n=16, fwd_d=16, bwd_m=16, bwd_n=16, bwd_d=16, block_do=do,
-                                num_warps=4) for do in (16, 128)}
-    one_pass = check(variant, kind, B, N, D, self_offset, blocks=blocks[128])
-    chunked = check(variant, kind, B, N, D, self_offset, blocks=blocks[16])
-    again = check(variant, kind, B, N, D, self_offset, blocks=blocks[128])
-    assert all(torch.equal(a, b) for a, b in zip(one_pass, again))
-    for a, b in zip(one_pass[2:], chunked[2:]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(b.abs().max().item(), 1e-3))
+    # the one-pass backward (each tile once, grad_q added in program order) with whole rows in
+    # registers (block_do ≥ D) and in 16-wide D chunks, and the two per-chunk kernels: each
+    # against the dense computation and against each other; the one-pass result bitwise
+    # reproducible
+    def blocks(block_do, one_pass=True):
+        return kernel.Blocks(fwd_m=16, fwd_n=16, fwd_d=16, bwd_m=16, bwd_n=16, bwd_d=16, block_do=block_do,
+                             num_warps=4, one_pass=one_pass)
+
+    whole = check(variant, kind, B, N, D, self_offset, blocks=blocks(128))
+    chunked = check(variant, kind, B, N, D, self_offset, blocks=blocks(16))
+    two_pass = check(variant, kind, B, N, D, self_offset, blocks=blocks(16, one_pass=False))
+    again = check(variant, kind, B, N, D, self_offset, blocks=blocks(128))
+    assert all(torch.equal(a, b) for a, b in zip(whole, again))
+    for other in (chunked, two_pass):
+        for a, b in zip(whole[2:], other[2:]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(b.abs().max().item(), 1e-3))
 
 
 @pytest.mark.parametrize("variant,kind,B,N,D,self_offset", [MIXED[1], MIXED[5]], ids=lambda v: str(v))
@@ -303,7 +308,8 @@ def test_ops_pass_opcheck():
     _, _, lse, aux = torch.ops.fastcontrast.softmax_fwd(*fwd_args)
     bwd_args = (ones, ones, q, q, labels, labels, tau, tau, lse, aux, lse, aux, 0, 0, 0, "ieee", 1e-6,
                 False, True, False, 16, 16, 16, 32, 4, 2)
-    torch.library.opcheck(torch.ops.fastcontrast.softmax_bwd.default, bwd_args)
+    for one_pass in (True, False):
+        torch.library.opcheck(torch.ops.fastcontrast.softmax_bwd.default, (*bwd_args, one_pass))
 
 
 SM90_BUILD = r"""
