@@ -368,7 +368,7 @@ def _ntxent_positive_tile(value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_
         # small e_j) by a reduction, one logarithm per row and tile (Π ≤ 2^BLOCK_N)
         prod_m1 = tl.reduce(e, 1, _product_minus_one)
         value += tl.sum(tl.maximum(x2, 0.0), 1) + _log1p(prod_m1) * 1.4426950408889634
-        aux += tl.sum(tl.where(x2 >= 0.0, 1.0, e) / one_e, 1)
+        aux += tl.sum(tl.math.fdiv(tl.where(x2 >= 0.0, 1.0, e), one_e, approx=True), 1)  # 1 + e in [1, 2]
     return value, aux
 
 
