@@ -60,6 +60,7 @@ trace a training step that contains the loss.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +73,8 @@ from fastcontrast.configs import SoftmaxConfig
 from . import _host, tiles
 
 VARIANT_CODES = {"supcon": 0, "ntxent": 1, "dcl": 2, "sigmoid": 3, "ms": 4, "circle": 5, "glifted": 6}
+# tl.math.fdiv(..., approx=True) (div.approx.f32) where this triton has it (3.9; not 3.6)
+APPROX_FDIV = tl.constexpr("approx" in inspect.signature(tl.math.fdiv).parameters)
 # the pair-weighted variants (configs.SoftmaxConfig): the temperature tensor then carries
 # (τ, scale_pos, scale_neg, shift_pos, shift_neg), and lse/aux hold LSE_P a / LSE_N b
 WEIGHTED = 4
@@ -368,7 +371,10 @@ def _ntxent_positive_tile(value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_
         # small e_j) by a reduction, one logarithm per row and tile (Π ≤ 2^BLOCK_N)
         prod_m1 = tl.reduce(e, 1, _product_minus_one)
         value += tl.sum(tl.maximum(x2, 0.0), 1) + _log1p(prod_m1) * 1.4426950408889634
-        aux += tl.sum(tl.math.fdiv(tl.where(x2 >= 0.0, 1.0, e), one_e, approx=True), 1)  # 1 + e in [1, 2]
+        if APPROX_FDIV:  # 1 + e lies in [1, 2]: the approximate division is within 2 ulp
+            aux += tl.sum(tl.math.fdiv(tl.where(x2 >= 0.0, 1.0, e), one_e, approx=True), 1)
+        else:
+            aux += tl.sum(tl.where(x2 >= 0.0, 1.0, e) / one_e, 1)
     return value, aux
 
 
