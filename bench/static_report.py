@@ -37,19 +37,35 @@ def variants():
     for variant_name, variant in (("supcon", 0), ("ntxent", 1)):
         b = sm.default_blocks(128, torch.bfloat16, cuda, variant_name)
         ptrs = {"q_ptr": "*bf16", "r_ptr": "*bf16", "grad_q_ptr": "*bf16", "grad_r_ptr": "*bf16",
-                "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "r_count_ptr": "*i32", "n_pos_ptr": "*i64"}
+                "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "r_count_ptr": "*i32", "label_start_ptr": "*i32",
+                "n_pos_ptr": "*i64"}
         opts = dict(num_warps=b.num_warps, num_stages=b.num_stages, divisible=SOFTMAX_DIVISIBLE)
         if variant_name == "supcon":
             out.append(_yardstick(b, opts))
         common = dict(D=128, KIND=0, VARIANT=variant, PRECISION="ieee")
         out.append((f"softmax fwd {variant_name} dot bf16", sm._softmax_fwd_kernel, ptrs,
-                    dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d), opts))
+                    dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d, MASKED_REFS=False), opts))
         if variant_name == "supcon":
             bwd = dict(common, SYMMETRIC=False, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d,
-                       BLOCK_DO=b.block_do, ROW_BOUNDS=False)
+                       BLOCK_DO=b.block_do, ROW_BOUNDS=False, MASKED_REFS=False)
             out.append(("softmax bwd_q supcon dot bf16", sm._softmax_bwd_q_kernel, ptrs,
                         dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), opts))
             out.append(("softmax bwd_r supcon dot bf16", sm._softmax_bwd_r_kernel, ptrs, bwd, opts))
+            out.append(("softmax bwd one-pass supcon dot bf16", sm._softmax_bwd_kernel,
+                        dict(ptrs, turn_ptr="*i32"), dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), opts))
+            # D = 1024: the one-pass kernel computes each tile once for its eight 128-wide gradient
+            # chunks; the per-chunk kernels recompute the full-D tile in each chunk's programs
+            wide = sm.default_blocks(1024, torch.bfloat16, cuda, variant_name)
+            bwd_wide = dict(common, D=1024, SYMMETRIC=False, BLOCK_M=wide.bwd_m, BLOCK_N=wide.bwd_n,
+                            BLOCK_D=wide.bwd_d, BLOCK_DO=wide.block_do, ROW_BOUNDS=False,
+                            MASKED_REFS=False)
+            wide_opts = dict(num_warps=wide.num_warps, num_stages=wide.num_stages, divisible=SOFTMAX_DIVISIBLE)
+            out.append(("softmax bwd one-pass supcon dot bf16 D=1024", sm._softmax_bwd_kernel,
+                        dict(ptrs, turn_ptr="*i32"), dict(bwd_wide, TAU_GRAD=True, BIAS_GRAD=False), wide_opts))
+            out.append(("softmax bwd_q supcon dot bf16 D=1024", sm._softmax_bwd_q_kernel, ptrs,
+                        dict(bwd_wide, TAU_GRAD=True, BIAS_GRAD=False), wide_opts))
+            out.append(("softmax bwd_r supcon dot bf16 D=1024", sm._softmax_bwd_r_kernel, ptrs, bwd_wide,
+                        wide_opts))
     for dtype, ty, label, precision in ((torch.bfloat16, "*bf16", "bf16", "ieee"),
                                         (torch.float32, "*fp32", "fp32", "ieee"),
                                         (torch.float32, "*fp32", "tf32", "tf32")):

@@ -2,7 +2,8 @@
 
 Anchors q (B×D, labels y), references r (N×D, labels y'), temperature τ (a 0-dim tensor).
 Similarity s_ij = q_i·r_j ("dot") or −d_ij (distance kinds), logits l_ij = s_ij / τ.
-valid_ij excludes padding and the self pair j = i + self_offset; P_i = valid same-label j,
+valid_ij excludes padding, masked-out references (label id −1: cfg.masked_refs) and the self
+pair j = i + self_offset; P_i = valid same-label j,
 Neg_i = valid other-label j (masks built per tile from the label vectors, kernels/tiles.py).
 
     supcon  v_i = LSE_{j valid} l_ij − (1/|P_i|) Σ_{p∈P_i} l_ip          (0 when P_i is empty)
@@ -19,7 +20,10 @@ Neg_i = valid other-label j (masks built per tile from the label vectors, kernel
 Forward, one program per block of anchor rows: stream over reference tiles, similarity tile
 computed on chip and never written, online LSE (running max + rescaled running sum) in base 2
 with log2(e)/τ folded into the exponent. Only the tiles that hold a padded column or a self
-pair are masked; |P_i| comes from per-label reference counts, not from the tiles.
+pair are masked (at most cdiv(BLOCK_M − 1, BLOCK_N) + 2 per program, unrolled after the one loop
+over the interior tiles); |P_i| comes from per-label reference counts, and for the dot kind
+Σ_p s_ip = q_i·(Σ_{y'_j = y_i} r_j − [self positive] r_self) from per-label reference sums
+(a deterministic per-label kernel), not from the tiles.
 Stored per row (O(B)): lse = LSE_i (supcon) or L_i (ntxent, dcl), aux = 1/|P_i| (0 when
 none; supcon, dcl) or S_i (ntxent); nothing for sigmoid. ntxent needs L_i before its positive terms, so it makes a second
 pass over the tiles that hold a positive (cheap for SimCLR-style labels: most tiles have
@@ -31,20 +35,28 @@ from the row statistics. With c_ij = ∂L/∂(tile entry):
     sqeuclidean  c = −W/τ (s = −d)           grad_q_i = 2(Σ_j c_ij) q_i − 2 Σ_j c_ij r_j  (sym. for r)
     euclidean    c = −W/(2dτ), 0 at d = 0    same as sqeuclidean
     grad_τ = Σ_ij W_ij·∂l_ij/∂τ = −(1/τ) Σ_ij W_ij l_ij
-grad_q: one program per (anchor block, D chunk), streaming over reference tiles; grad_r: one
-program per (reference block, D chunk), streaming over anchor tiles. No atomics: every output
-element is written by exactly one program, and grad_τ is reduced from per-row partials by a
-torch sum, so results are deterministic.
+One pass, each tile computed once (_softmax_bwd_kernel, FlashAttention-2's loop order): one
+program per reference block streams over the anchor blocks and adds each tile's share of grad_q
+(and of the grad_τ / bias row partials) to float32 row accumulators in program order — program
+j adds to anchor block i after program j − 1 did (a per-block turn counter, integer atomics
+only), so every sum has a fixed order: deterministic without float atomics. grad_r stays in
+registers when D ≤ block_do; wider D runs the gradient products in block_do chunks of the one
+tile, grad_r's share going to the program's own float32 rows.
+Blocks(one_pass=False): the two per-chunk kernels instead — grad_q: one program per (anchor
+block, D chunk), streaming over reference tiles; grad_r: one program per (reference block, D
+chunk), streaming over anchor tiles; every output element written by exactly one program, each
+tile recomputed by both kernels and by every D chunk. grad_τ is reduced from per-row partials
+by a torch sum.
 
 Row bounds (cfg.row_bounds, the pair-weighted variants): a fused miner selection as a (B, 2)
 float32 tensor, loaded once per anchor block: positives only where l_ij − slack < bounds_i0,
 negatives only where l_ij + slack > bounds_i1 (slack after the variant's parameters in the
 temperature tensor) — one compare on the masks the variants already build, compiled out
-(ROW_BOUNDS=False) for every other launch.
+(ROW_BOUNDS=False) for every other launch; both backward paths take them.
 
 forward_symmetric / backward_symmetric (InfoNCE/CLIP both ways): v_i over rows and v'_j over
 columns of the same logit matrix and masks; the backward adds both directions' W on each
-tile, so one pass of the two backward kernels gives every gradient.
+tile, so one backward pass gives every gradient.
 
 Inputs fp32/fp16/bf16, accumulation fp32; tl.dot input precision from cfg.precision
 ("ieee" | "tf32"; fp16/bf16 always run at their native precision, and the backward rounds c
@@ -55,6 +67,7 @@ trace a training step that contains the loss.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -67,8 +80,10 @@ from fastcontrast.configs import SoftmaxConfig
 from . import _host, tiles
 
 VARIANT_CODES = {"supcon": 0, "ntxent": 1, "dcl": 2, "sigmoid": 3, "ms": 4, "circle": 5, "glifted": 6}
+# tl.math.fdiv(..., approx=True) (div.approx.f32) where this triton has it (3.9; not 3.6)
+APPROX_FDIV = tl.constexpr("approx" in inspect.signature(tl.math.fdiv).parameters)
 # the pair-weighted variants (configs.SoftmaxConfig): the temperature tensor then carries
-# (τ, scale_pos, scale_neg, shift_pos, shift_neg), and lse/aux hold LSE_P a / LSE_N b
+# (τ, scale_pos, scale_neg, shift_pos, shift_neg, bound_slack), and lse/aux hold LSE_P a / LSE_N b
 WEIGHTED = 4
 
 
@@ -241,12 +256,16 @@ def _tile_coef(w, t, inv_tau, KIND: tl.constexpr):
 @triton.jit
 def _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q, stride_r, near_tol,
                      D: tl.constexpr, KIND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                     BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, MASKED: tl.constexpr):
     """(s, t): similarity s = t (dot) or −t (distance kinds) and the metric tile t. With
     D ≤ BLOCK_D the anchors' rows q_blk were loaded once by the caller (one tile product per
-    reference tile); otherwise the product runs over D in BLOCK_D steps."""
+    reference tile); otherwise the product runs over D in BLOCK_D steps. MASKED: the tile may
+    run past row N (an interior tile's rows are read unmasked)."""
     if D <= BLOCK_D:
-        r_blk = tiles.row_block(r_ptr, offs_n, N, stride_r, D, BLOCK_D)
+        if MASKED:
+            r_blk = tiles.row_block(r_ptr, offs_n, N, stride_r, D, BLOCK_D)
+        else:
+            r_blk = tiles.full_row_block(r_ptr, offs_n, stride_r, D, BLOCK_D)
         dot = tl.dot(q_blk, tl.trans(r_blk), input_precision=PRECISION)
     else:
         dot = tiles.dot_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r, BLOCK_M, BLOCK_N, BLOCK_D,
@@ -261,17 +280,156 @@ def _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M,
 
 
 @triton.jit
-def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, r_count_ptr, tau_ptr, bias_ptr,
+def _label_sums_kernel(r_ptr, order_ptr, label_start_ptr, r_count_ptr, out_ptr, D, stride_r,
+                       BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """out[label_start[c]] = Σ_{j: y'_j = c} r_j in fp32, for every label c with references (one
+    program per (label, D chunk), its rows summed in the order `order` lists them: deterministic).
+    order: the reference rows sorted by label; label_start[c]: where label c's rows begin there."""
+    c = tl.program_id(0)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    count = tl.load(r_count_ptr + c)
+    start = tl.load(label_start_ptr + c)
+    acc = tl.zeros((BLOCK_R, BLOCK_D), tl.float32)
+    for i0 in range(0, count, BLOCK_R):
+        offs_i = i0 + tl.arange(0, BLOCK_R)
+        rows = tl.load(order_ptr + start + offs_i, mask=offs_i < count, other=0)
+        acc += _rows_where(r_ptr, rows, offs_d, offs_i < count, D, stride_r)
+    if count > 0:
+        tl.store(out_ptr + start.to(tl.int64) * D + offs_d, tl.sum(acc, 0), mask=offs_d < D)
+
+
+@triton.jit
+def _rows_where(ptr, rows, offs_d, row_mask, D, stride):
+    """fp32 rows `rows`, columns offs_d of a row-major matrix where row_mask holds, 0 elsewhere."""
+    mask = row_mask[:, None] & (offs_d[None, :] < D)
+    return tl.load(ptr + rows.to(tl.int64)[:, None] * stride + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _positive_dot_sum(q_ptr, r_ptr, label_sum_ptr, label_start_ptr, offs_m, q_lab, has_refs, self_col,
+                      self_is_pos, M, stride_q, stride_r, D: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_D: tl.constexpr):
+    """Σ_{p∈P_i} q_i·r_p = q_i·(Σ_{j: y'_j = y_i} r_j − [the self pair is a positive] r_self):
+    one row dot with the anchor's label sum (_label_sums_kernel) instead of a positive
+    reduction on every tile. has_refs: the anchor's label has references (else 0)."""
+    start = tl.load(label_start_ptr + q_lab, mask=has_refs, other=0)
+    total = tl.zeros((BLOCK_M,), tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        q = _rows_where(q_ptr, offs_m, offs_d, offs_m < M, D, stride_q)
+        c = _rows_where(label_sum_ptr, start, offs_d, has_refs, D, D)
+        own = _rows_where(r_ptr, self_col, offs_d, self_is_pos, D, stride_r)
+        total += tl.sum(q * (c - own), 1)
+    return total
+
+
+@triton.jit
+def _fwd_tile(run_max, run_sum, run_neg, pos_s_sum, pair_sum, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr,
+              q_lab, self_cols, offs_m, n0, M, N, stride_q, stride_r, near_tol, scale2, inv_tau, bias,
+              D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr,
+              MASKED_REFS: tl.constexpr):
+    """One reference tile's share of the forward's running row statistics. MASKED: the tile may
+    hold padded columns or self pairs (s = −inf there: a column bias for padded and masked-out
+    columns, label −2 / −1, one compare per entry for the self pair); otherwise every entry is
+    valid and nothing is masked, except with MASKED_REFS (cfg.masked_refs: a column with label
+    −1 may sit in any tile), which adds the column bias there too."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q, stride_r,
+                            near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, MASKED)
+    s_all = s
+    if MASKED:
+        is_self = offs_n[None, :] == self_cols[:, None]
+        r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)
+        if MASKED_REFS:
+            present = r_lab >= 0  # −2 past N, −1 on a masked-out column
+        else:
+            present = offs_n < N
+        s = tl.where(is_self, float("-inf"), s + tl.where(present, 0.0, float("-inf"))[None, :])
+        same = q_lab[:, None] == r_lab[None, :]  # False on padded and masked-out columns
+        if VARIANT == 0 or VARIANT == 2:
+            same = same & (~is_self)  # the positives (the self pair's s is −inf for what follows)
+    else:
+        r_lab = tl.load(r_lab_ptr + offs_n)
+        if MASKED_REFS:
+            s = s + tl.where(r_lab >= 0, 0.0, float("-inf"))[None, :]
+        same = q_lab[:, None] == r_lab[None, :]  # False on masked-out columns (an anchor's label is ≥ 0)
+    if (VARIANT == 0 or VARIANT == 2) and KIND != 0:  # dot: from the per-label sums instead
+        pos_s_sum += tl.sum(tl.where(same, s_all, 0.0), 1)
+    if VARIANT == 3:  # a streaming sum of one binary term per pair: no LSE
+        u = s * inv_tau + bias
+        if MASKED or MASKED_REFS:
+            pair_sum += tl.sum(tl.where(s > float("-inf"), _softplus(tl.where(same, -u, u)), 0.0), 1)
+        else:
+            pair_sum += tl.sum(_softplus(tl.where(same, -u, u)), 1)
+    else:
+        if VARIANT == 0:
+            in_lse = s
+        else:
+            in_lse = tl.where(same, float("-inf"), s)
+        new_max = tl.maximum(run_max, tl.max(in_lse, 1))
+        shift = tl.where(new_max == float("-inf"), 0.0, new_max) * scale2  # rows with nothing yet: no NaN
+        rescale = tl.math.exp2(run_max * scale2 - shift)
+        e = tl.math.exp2(in_lse * scale2 - shift[:, None])
+        if VARIANT == 0:
+            run_neg = run_neg * rescale + tl.sum(tl.where(same, 0.0, e), 1)
+        run_sum = run_sum * rescale + tl.sum(e, 1)
+        run_max = new_max
+    return run_max, run_sum, run_neg, pos_s_sum, pair_sum
+
+
+@triton.jit
+def _ntxent_positive_tile(value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols,
+                          offs_m, n0, M, N, stride_q, stride_r, near_tol, scale2,
+                          D: tl.constexpr, KIND: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                          BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr):
+    """One tile's share of NT-Xent's Σ_p log2(1 + 2^x2) and Σ_p σ(x), x2 = (L_i − l_ip)·log2 e,
+    skipped when the tile holds no positive. With e = 2^−|x2|: log2(1 + 2^x2) = max(x2, 0) +
+    log2(1 + e) (a series below e = 1e-4, where 1 + e rounds) and σ(x) = (x ≥ 0 ? 1 : e)/(1 + e);
+    non-positives enter as x2 = −inf, which gives 0 to both."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    if MASKED:
+        r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)  # padded columns: no label matches
+        pos = (q_lab[:, None] == r_lab[None, :]) & (offs_n[None, :] != self_cols[:, None])
+    else:
+        r_lab = tl.load(r_lab_ptr + offs_n)
+        pos = q_lab[:, None] == r_lab[None, :]  # masked-out columns (−1) match no anchor's label
+    if tl.sum(pos.to(tl.int32)) > 0:
+        s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q,
+                                stride_r, near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, MASKED)
+        x2 = tl.where(pos, lse2[:, None] - s * scale2, float("-inf"))
+        e = tl.math.exp2(-tl.abs(x2))
+        one_e = 1.0 + e
+        # Σ_j log2(1 + e_j) = log2 Π_j (1 + e_j): the row's product minus 1 (no rounding of
+        # small e_j) by a reduction, one logarithm per row and tile (Π ≤ 2^BLOCK_N)
+        prod_m1 = tl.reduce(e, 1, _product_minus_one)
+        value += tl.sum(tl.maximum(x2, 0.0), 1) + _log1p(prod_m1) * 1.4426950408889634
+        if APPROX_FDIV:  # 1 + e lies in [1, 2]: the approximate division is within 2 ulp
+            aux += tl.sum(tl.math.fdiv(tl.where(x2 >= 0.0, 1.0, e), one_e, approx=True), 1)
+        else:
+            aux += tl.sum(tl.where(x2 >= 0.0, 1.0, e) / one_e, 1)
+    return value, aux
+
+
+@triton.jit
+def _product_minus_one(a, b):
+    # (1 + a)(1 + b) − 1 for a, b ≥ 0, without forming 1 + a
+    return a + b + a * b
+
+
+@triton.jit
+def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, r_count_ptr, label_sum_ptr,
+                        label_start_ptr, tau_ptr, bias_ptr,
                         values_ptr, n_pos_ptr, lse_ptr, aux_ptr,
                         M, N, stride_q, stride_r, near_tol, self_offset,
                         D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    # Per tile: s (similarity) → −inf outside valid (a column bias for padded columns, one
-    # compare per entry for the self pair: cheaper in the compiled loop than a branch on the
-    # few tiles that need it), same = [y_i == y'_j] (False on padded columns, whose label reads
-    # −2), positives = same minus the self pair. Exponentials in base 2 with log2(e)/τ folded into one
-    # FFMA: e^(l − m/τ) = 2^(s·c − m·c), c = log2(e)/τ, the running max m kept in units of s
-    # (τ > 0). |P_i| comes from per-label reference counts (r_count), not from the tiles.
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                        MASKED_REFS: tl.constexpr):
+    # Per tile (_fwd_tile): s (similarity), −inf outside valid on the edge tiles (and on
+    # masked-out columns, label −1, on every tile with MASKED_REFS); same = [y_i == y'_j].
+    # Exponentials in base 2 with log2(e)/τ folded into one FFMA: e^(l − m/τ) = 2^(s·c − m·c),
+    # c = log2(e)/τ, the running max m kept in units of s (τ > 0). |P_i| comes from per-label
+    # reference counts (r_count), Σ_p s_ip (dot kind) from the per-label sums (label_sum).
     m0 = tl.program_id(0) * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     in_m = offs_m < M
@@ -286,64 +444,69 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         q_blk = 0.0
 
     # pass 1: online LSE over the denominator set (valid for supcon, negatives for ntxent/dcl);
-    # supcon keeps the positives' and the negatives' shares of the sum apart (see below)
+    # supcon keeps the positives' and the negatives' shares of the sum apart (see below).
+    # Interior tiles (no padded column, no self pair) take the unmasked path, in one loop over
+    # the full tiles outside the block's self-pair tiles; the edge tiles (self pairs, the
+    # ragged last tile) follow, masked.
     run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)  # in units of s
-    run_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over negatives (supcon) / the set
-    run_pos = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over positives (supcon)
+    run_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over the set
+    run_neg = tl.zeros((BLOCK_M,), tl.float32)      # Σ e^(l − max) over the negatives (supcon)
     pos_s_sum = tl.zeros((BLOCK_M,), tl.float32)    # Σ_p s_ip
     pair_sum = tl.zeros((BLOCK_M,), tl.float32)     # Σ_j softplus(−z(l + b)) (sigmoid)
-    for n0 in range(0, N, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q, stride_r,
-                                near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-        # valid: s = −inf on padded and masked-out columns (label −2 / −1: an added column
-        # bias) and on the self pair
-        is_self = offs_n[None, :] == self_cols[:, None]
-        s_all = s
-        r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)
-        s = tl.where(is_self, float("-inf"), s + tl.where(r_lab >= 0, 0.0, float("-inf"))[None, :])
-        same = q_lab[:, None] == r_lab[None, :]  # False on padded and masked-out columns
-        if VARIANT == 0 or VARIANT == 2:
-            same = same & (~is_self)  # the positives (the self pair's s is −inf for what follows)
-            pos_s_sum += tl.sum(tl.where(same, s_all, 0.0), 1)
-        if VARIANT == 3:  # a streaming sum of one binary term per pair: no LSE
-            u = s * inv_tau + bias
-            pair_sum += tl.sum(tl.where(s > float("-inf"), _softplus(tl.where(same, -u, u)), 0.0), 1)
-        else:
-            if VARIANT == 0:
-                in_lse = s
-            else:
-                in_lse = tl.where(same, float("-inf"), s)
-            new_max = tl.maximum(run_max, tl.max(in_lse, 1))
-            shift = tl.where(new_max == float("-inf"), 0.0, new_max) * scale2  # rows with nothing yet: no NaN
-            rescale = tl.math.exp2(run_max * scale2 - shift)
-            e = tl.math.exp2(in_lse * scale2 - shift[:, None])
-            if VARIANT == 0:
-                e_pos = tl.where(same, e, 0.0)
-                run_sum = run_sum * rescale + tl.sum(e - e_pos, 1)
-                run_pos = run_pos * rescale + tl.sum(e_pos, 1)
-            else:
-                run_sum = run_sum * rescale + tl.sum(e, 1)
-            run_max = new_max
+    n_full = N // BLOCK_N  # tiles without a padded column
+    n_tiles = tl.cdiv(N, BLOCK_N)
+    # the tiles [self_lo, self_hi) hold the block's self pairs (none when self_offset < 0)
+    self_lo = tl.where(self_offset >= 0, tl.minimum((m0 + self_offset) // BLOCK_N, n_tiles), n_tiles)
+    self_hi = tl.where(self_offset >= 0, tl.minimum(tl.cdiv(m0 + self_offset + BLOCK_M, BLOCK_N), n_tiles),
+                       n_tiles)
+    full_lo = tl.minimum(self_lo, n_full)
+    skip = tl.minimum(self_hi, n_full) - full_lo
+    for k in range(0, n_full - skip):
+        n0 = (k + tl.where(k >= full_lo, skip, 0)) * BLOCK_N
+        run_max, run_sum, run_neg, pos_s_sum, pair_sum = _fwd_tile(
+            run_max, run_sum, run_neg, pos_s_sum, pair_sum, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr,
+            q_lab, self_cols, offs_m, n0, M, N, stride_q, stride_r, near_tol, scale2, inv_tau, bias,
+            D, KIND, VARIANT, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, False, MASKED_REFS)
+    # the self columns m0 + self_offset … + BLOCK_M − 1 meet at most cdiv(BLOCK_M − 1, BLOCK_N) + 1
+    # tiles: unrolled, so that the interior loop is the kernel's only loop
+    for j in tl.static_range((BLOCK_M + BLOCK_N - 2) // BLOCK_N + 1):
+        if self_lo + j < self_hi:
+            run_max, run_sum, run_neg, pos_s_sum, pair_sum = _fwd_tile(
+                run_max, run_sum, run_neg, pos_s_sum, pair_sum, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr,
+                q_lab, self_cols, offs_m, (self_lo + j) * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2,
+                inv_tau, bias, D, KIND, VARIANT, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True, MASKED_REFS)
+    if (n_full < n_tiles) & ((n_full < self_lo) | (n_full >= self_hi)):  # the ragged last tile
+        run_max, run_sum, run_neg, pos_s_sum, pair_sum = _fwd_tile(
+            run_max, run_sum, run_neg, pos_s_sum, pair_sum, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr,
+            q_lab, self_cols, offs_m, n_full * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2, inv_tau, bias,
+            D, KIND, VARIANT, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True, MASKED_REFS)
 
     # |P_i| = (references with label y_i) − [the self pair is one of them]
     self_col = offs_m + self_offset
     has_self = in_m & (self_col < N) & (self_col >= offs_m)  # self_offset ≥ 0: a self pair exists
     self_lab = tl.load(r_lab_ptr + self_col, mask=has_self, other=-2)
-    n_pos = tl.load(r_count_ptr + q_lab, mask=in_m, other=0) - (has_self & (self_lab == q_lab)).to(tl.int32)
+    n_refs = tl.load(r_count_ptr + q_lab, mask=in_m, other=0)  # references with label y_i
+    self_is_pos = has_self & (self_lab == q_lab)
+    n_pos = n_refs - self_is_pos.to(tl.int32)
+    if (VARIANT == 0 or VARIANT == 2) and KIND == 0:
+        pos_s_sum = _positive_dot_sum(q_ptr, r_ptr, label_sum_ptr, label_start_ptr, offs_m, q_lab, n_refs > 0,
+                                      self_col, self_is_pos, M, stride_q, stride_r, D, BLOCK_M, BLOCK_D)
     pos_logit_sum = pos_s_sum * inv_tau
-    total = run_sum + run_pos
+    total = run_sum
     lse = tl.where(total > 0.0, run_max * inv_tau + tl.log(tl.where(total > 0.0, total, 1.0)), float("-inf"))
 
     if VARIANT == 0:
         has_pos = n_pos > 0
         inv_n_pos = tl.where(has_pos, 1.0 / tl.maximum(n_pos, 1).to(tl.float32), 0.0)
         # v = (LSE_P − mean_P l) + log1p(S_Neg / S_P): a small loss (the positives far above the
-        # negatives) keeps its digits; when the positives' share underflows the loss is large
+        # negatives) keeps its digits. The tiles sum S = S_P + S_Neg and S_Neg; S_P = S − S_Neg
+        # is exact to a few ulps when S_P ≥ S_Neg, where the split is taken; otherwise v ≥ log 2
         # and the plain LSE_all − mean_P l is exact enough
-        share = tl.where(run_pos > 1e-30, run_pos, 1.0)
-        split = (run_max * inv_tau + tl.log(share) - pos_logit_sum * inv_n_pos) + _log1p(run_sum / share)
-        value = tl.where(has_pos, tl.where(run_pos > 1e-30, split, lse - pos_logit_sum * inv_n_pos), 0.0)
+        run_pos = total - run_neg
+        use_split = (run_pos >= run_neg) & (run_pos > 1e-30)
+        share = tl.where(use_split, run_pos, 1.0)
+        split = (run_max * inv_tau + tl.log(share) - pos_logit_sum * inv_n_pos) + _log1p(run_neg / share)
+        value = tl.where(has_pos, tl.where(use_split, split, lse - pos_logit_sum * inv_n_pos), 0.0)
         aux = inv_n_pos
     elif VARIANT == 2:
         inv_n_pos = tl.where(n_pos > 0, 1.0 / tl.maximum(n_pos, 1).to(tl.float32), 0.0)
@@ -354,18 +517,30 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         aux = tl.zeros((BLOCK_M,), tl.float32)
         lse = tl.zeros((BLOCK_M,), tl.float32)
     else:
-        # pass 2: softplus(L_i − l_ip) over positives, only on tiles that hold one
+        # pass 2: softplus(L_i − l_ip) and σ(L_i − l_ip) over the positives, only on the tiles that
+        # hold one; interior tiles unmasked, edge tiles masked, as in pass 1. In base 2 (lse2 =
+        # L_i·log2 e, x2 = lse2 − s·c): value and aux as sums of log2(1 + 2^x2) and σ, the value
+        # scaled by ln 2 once per row
+        lse2 = lse * 1.4426950408889634
         value = tl.zeros((BLOCK_M,), tl.float32)
         aux = tl.zeros((BLOCK_M,), tl.float32)
-        for n0 in range(0, N, BLOCK_N):
-            offs_n = n0 + tl.arange(0, BLOCK_N)
-            valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
-            if tl.sum(pos.to(tl.int32)) > 0:
-                s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q,
-                                        stride_r, near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-                x = lse[:, None] - s * inv_tau
-                value += tl.sum(tl.where(pos, _softplus(x), 0.0), 1)
-                aux += tl.sum(tl.where(pos, _sigmoid(x), 0.0), 1)
+        for k in range(0, n_full - skip):
+            value, aux = _ntxent_positive_tile(
+                value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols, offs_m,
+                (k + tl.where(k >= full_lo, skip, 0)) * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2,
+                D, KIND, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, False)
+        for j in tl.static_range((BLOCK_M + BLOCK_N - 2) // BLOCK_N + 1):
+            if self_lo + j < self_hi:
+                value, aux = _ntxent_positive_tile(
+                    value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols, offs_m,
+                    (self_lo + j) * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2,
+                    D, KIND, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True)
+        if (n_full < n_tiles) & ((n_full < self_lo) | (n_full >= self_hi)):
+            value, aux = _ntxent_positive_tile(
+                value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols, offs_m,
+                n_full * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2,
+                D, KIND, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True)
+        value = value * 0.6931471805599453
 
     tl.store(values_ptr + offs_m, value, mask=in_m)
     tl.store(n_pos_ptr + offs_m, n_pos.to(tl.int64), mask=in_m)
@@ -379,7 +554,7 @@ def _softmax_weighted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_
                                  M, N, stride_q, stride_r, near_tol, self_offset,
                                  D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr,
                                  PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                                 BLOCK_D: tl.constexpr, ROW_BOUNDS: tl.constexpr):
+                                 BLOCK_D: tl.constexpr, ROW_BOUNDS: tl.constexpr, MASKED_REFS: tl.constexpr):
     """The pair-weighted variants: one pass, two online LSEs kept apart (a over the positives,
     b over the negatives); lse ← LSE_P a, aux ← LSE_N b (−inf when empty)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -399,7 +574,7 @@ def _softmax_weighted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_
         offs_n = n0 + tl.arange(0, BLOCK_N)
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS)
         if ROW_BOUNDS:
             pos, neg = _row_bounded(pos, neg, logits, pos_below[:, None], neg_above[:, None], slack)
         a, b, _, _ = _pair_terms(logits, sp, sn, shp, shn, VARIANT)
@@ -436,7 +611,7 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
                           SYMMETRIC: tl.constexpr, TAU_GRAD: tl.constexpr, BIAS_GRAD: tl.constexpr,
                           BLOCK_M: tl.constexpr,
                           BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
-                          ROW_BOUNDS: tl.constexpr):
+                          ROW_BOUNDS: tl.constexpr, MASKED_REFS: tl.constexpr):
     pid_d = tl.program_id(1)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_do = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)  # the D chunk of grad_q this program writes
@@ -458,7 +633,7 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         offs_n = n0 + tl.arange(0, BLOCK_N)
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS)
         if ROW_BOUNDS:
             pos, neg = _row_bounded(pos, neg, logits, pos_below[:, None], neg_above[:, None], slack)
         w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
@@ -495,7 +670,8 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
                           bounds_ptr, M, N, stride_q, stride_r, stride_gr, near_tol, self_offset,
                           D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
                           SYMMETRIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr, ROW_BOUNDS: tl.constexpr):
+                          BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr, ROW_BOUNDS: tl.constexpr,
+                          MASKED_REFS: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
     inv_tau = 1.0 / tl.load(tau_ptr)
@@ -517,7 +693,7 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
         logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS)
         if ROW_BOUNDS:  # this anchor tile's bounds
             pos_below, neg_above, slack = _load_bounds(bounds_ptr, tau_ptr, offs_m, M)
             pos, neg = _row_bounded(pos, neg, logits, pos_below[:, None], neg_above[:, None], slack)
@@ -535,13 +711,152 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     tiles.store_row_grad(grad_r_ptr, r_ptr, acc, coef_sum, offs_n, offs_do, N, D, stride_r, stride_gr, KIND)
 
 
+@triton.jit
+def _softmax_bwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, tau_ptr, bias_ptr,
+                        grad_ptr, lse_ptr, aux_ptr, rev_grad_ptr, rev_lse_ptr, rev_aux_ptr,
+                        grad_r_ptr, dq_acc_ptr, dq_coef_ptr, dr_acc_ptr, tau_part_ptr, bias_part_ptr, turn_ptr,
+                        bounds_ptr, M, N, stride_q, stride_r, stride_gr, near_tol, self_offset,
+                        D: tl.constexpr, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
+                        SYMMETRIC: tl.constexpr, TAU_GRAD: tl.constexpr, BIAS_GRAD: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                        BLOCK_DO: tl.constexpr, ROW_BOUNDS: tl.constexpr, MASKED_REFS: tl.constexpr):
+    """One backward pass over the tiles, the FlashAttention-2 order: one program per reference
+    block, streaming over the anchor blocks in order. Each tile's c is computed once and feeds
+    both products (in BLOCK_DO-wide D chunks when D > BLOCK_DO): grad_r += cᵀ·q in registers
+    (D > BLOCK_DO: in the program's own float32 rows dr_acc), and the tile's
+    share of grad_q (c·r, and Σ_j c_ij, Σ_j W_ij l_ij, Σ_j W_ij) is added to float32 row
+    accumulators in a fixed order — program j adds to anchor block i when turn[i] == j, then
+    passes the turn to j + 1 — so the sums are deterministic without float atomics (programs
+    start in program-id order, so the one waited on is running or done). ROW_BOUNDS: each
+    anchor block's bounds restrict its masks, as in the per-chunk kernels."""
+    pid = tl.program_id(0)
+    n0 = pid * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_do = tl.arange(0, BLOCK_DO)
+    inv_tau = 1.0 / tl.load(tau_ptr)
+    bias = tl.load(bias_ptr)
+    sp, sn, shp, shn = _variant_params(tau_ptr, VARIANT)
+    if SYMMETRIC:
+        in_n = offs_n < N
+        rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
+        rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
+        rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
+    if D <= BLOCK_DO:
+        r_rows = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)  # the program's reference rows
+    else:
+        r_rows = 0.0
+
+    acc_r = tl.zeros((BLOCK_N, BLOCK_DO), tl.float32)  # Σ_i c_ij q_i
+    coef_r = tl.zeros((BLOCK_N,), tl.float32)          # Σ_i c_ij (distance kinds)
+    for i in range(0, tl.cdiv(M, BLOCK_M)):
+        m0 = i * BLOCK_M
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        in_m = offs_m < M
+        g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
+        lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
+        aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
+        logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                                near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS)
+        if ROW_BOUNDS:  # this anchor block's bounds
+            pos_below, neg_above, slack = _load_bounds(bounds_ptr, tau_ptr, offs_m, M)
+            pos, neg = _row_bounded(pos, neg, logits, pos_below[:, None], neg_above[:, None], slack)
+        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
+                        sp, sn, shp, shn)
+        if SYMMETRIC:
+            w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], bias,
+                             VARIANT, sp, sn, shp, shn)
+        c = _tile_coef(w, t, inv_tau, KIND)
+        rows64 = offs_m.to(tl.int64)
+        if D <= BLOCK_DO:  # whole rows: grad_r in registers, the tile's grad_q share made before the wait
+            q_rows = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
+            acc_r, coef_r = tiles.accumulate_row_grad(acc_r, coef_r, c, t, q_rows, r_ptr, q_ptr, offs_n, m0,
+                                                      offs_do, N, M, D, stride_r, stride_q, q_sq_ptr, r_sq_ptr,
+                                                      offs_m, offs_n, M, N, near_tol, KIND, PRECISION, BLOCK_M,
+                                                      False)
+            dq, coef_q = tiles.accumulate_row_grad(tl.zeros((BLOCK_M, BLOCK_DO), tl.float32),
+                                                   tl.zeros((BLOCK_M,), tl.float32), c, t, r_rows, q_ptr, r_ptr,
+                                                   offs_m, n0, offs_do, M, N, D, stride_q, stride_r, q_sq_ptr,
+                                                   r_sq_ptr, offs_m, offs_n, M, N, near_tol, KIND, PRECISION,
+                                                   BLOCK_N, True)
+            _wait_turn(turn_ptr + i, pid)
+            _add_rows(dq_acc_ptr, rows64, offs_do, in_m, D, dq)
+        else:
+            # D in BLOCK_DO chunks, the tile still computed once: grad_r's share goes to this
+            # program's own float32 rows (dr_acc), grad_q's chunk by chunk in the turn
+            coef_q = tl.zeros((BLOCK_M,), tl.float32)
+            for d0 in range(0, D, BLOCK_DO):
+                offs_d = d0 + offs_do
+                q_rows = tiles.load_rows(q_ptr, offs_m, offs_d, M, D, stride_q)
+                dr, coef_new = tiles.accumulate_row_grad(tl.zeros((BLOCK_N, BLOCK_DO), tl.float32), coef_r, c, t,
+                                                         q_rows, r_ptr, q_ptr, offs_n, m0, offs_d, N, M, D,
+                                                         stride_r, stride_q, q_sq_ptr, r_sq_ptr, offs_m, offs_n,
+                                                         M, N, near_tol, KIND, PRECISION, BLOCK_M, False)
+                _add_rows(dr_acc_ptr, offs_n.to(tl.int64), offs_d, offs_n < N, D, dr)
+                if d0 == 0:
+                    coef_r = coef_new
+            _wait_turn(turn_ptr + i, pid)
+            for d0 in range(0, D, BLOCK_DO):
+                offs_d = d0 + offs_do
+                r_chunk = tiles.load_rows(r_ptr, offs_n, offs_d, N, D, stride_r)
+                dq, coef_new = tiles.accumulate_row_grad(tl.zeros((BLOCK_M, BLOCK_DO), tl.float32), coef_q, c, t,
+                                                         r_chunk, q_ptr, r_ptr, offs_m, n0, offs_d, M, N, D,
+                                                         stride_q, stride_r, q_sq_ptr, r_sq_ptr, offs_m, offs_n,
+                                                         M, N, near_tol, KIND, PRECISION, BLOCK_N, True)
+                _add_rows(dq_acc_ptr, rows64, offs_d, in_m, D, dq)
+                if d0 == 0:
+                    coef_q = coef_new
+        # the rest of this tile's share of the anchor rows, still in the turn
+        if KIND != 0:
+            _add_entries(dq_coef_ptr + rows64, in_m, coef_q)
+        if TAU_GRAD:
+            _add_entries(tau_part_ptr + rows64, in_m, tl.sum(w * logits, 1))
+        if BIAS_GRAD:
+            _add_entries(bias_part_ptr + rows64, in_m, tl.sum(w, 1))
+        tl.debug_barrier()
+        tl.atomic_xchg(turn_ptr + i, pid + 1, sem="release")
+
+    if D <= BLOCK_DO:
+        tiles.store_row_grad(grad_r_ptr, r_ptr, acc_r, coef_r, offs_n, offs_do, N, D, stride_r, stride_gr, KIND)
+    else:
+        for d0 in tl.static_range(0, D, BLOCK_DO):
+            offs_d = d0 + offs_do
+            acc = tl.load(dr_acc_ptr + offs_n.to(tl.int64)[:, None] * D + offs_d[None, :],
+                          mask=(offs_n < N)[:, None] & (offs_d < D)[None, :], other=0.0)
+            tiles.store_row_grad(grad_r_ptr, r_ptr, acc, coef_r, offs_n, offs_d, N, D, stride_r, stride_gr, KIND)
+
+
+@triton.jit
+def _wait_turn(turn_ptr, pid):
+    """Returns once *turn_ptr == pid (an acquire load by one thread, then a block barrier)."""
+    turn = tl.atomic_add(turn_ptr, 0, sem="acquire")
+    while turn != pid:
+        turn = tl.atomic_add(turn_ptr, 0, sem="acquire")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _add_entries(ptrs, mask, values):
+    """*ptrs += values where mask (float32; read past the L1 cache, see _add_rows)."""
+    tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0, cache_modifier=".cg") + values, mask=mask)
+
+
+@triton.jit
+def _add_rows(ptr, rows64, offs_d, row_mask, width, values):
+    """ptr[rows, offs_d] += values for a row-major float32 matrix of `width` columns (columns
+    past it untouched); read past the L1 cache (.cg): written by another program before."""
+    ptrs = ptr + rows64[:, None] * width + offs_d[None, :]
+    mask = row_mask[:, None] & (offs_d[None, :] < width)
+    tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0, cache_modifier=".cg") + values, mask=mask)
+
+
 # --------------------------------------------------------------------------------------------
 # Block sizes
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Blocks:
     """Tile sizes and launch options. *_d: the D step of the similarity tile; block_do: the D
-    chunk of a gradient one backward program writes (grid axis 1 = cdiv(D, block_do))."""
+    chunk of the gradient products (the per-chunk kernels: grid axis 1 = cdiv(D, block_do))."""
 
     fwd_m: int
     fwd_n: int
@@ -552,6 +867,7 @@ class Blocks:
     block_do: int
     num_warps: int = 8
     num_stages: int = 2
+    one_pass: bool = True  # the one-pass backward (else the two per-chunk kernels, bwd_q and bwd_r)
 
 
 def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: str = "supcon") -> Blocks:
@@ -562,13 +878,14 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: st
                       num_warps=4)
     # Not timed on hardware yet. Chosen so that the sm_90 builds (triton 3.9, compiled without a
     # GPU) do not spill registers at D = 128 and D = 1024 for 16-bit inputs; float32 spills a few
-    # bytes. Each backward program recomputes the similarity tile over all of D for its D chunk,
-    # so block_do is as wide as the accumulator (bwd_m × block_do, fp32) allows without spills.
+    # bytes. block_do: the width of the one-pass backward's gradient products (whole rows up to
+    # D = 128, kept in registers; wider D in 128-wide chunks), as wide as the accumulator
+    # (bwd_m × block_do, fp32) allows without spills.
     block_do = _host.pow2(D, 16, 128)
     if dtype == torch.float32:
         return Blocks(fwd_m=64, fwd_n=64, fwd_d=32, bwd_m=64, bwd_n=64, bwd_d=32, block_do=block_do)
-    if D <= 128:  # ntxent's two-pass forward needs the smaller anchor block to stay spill-free
-        return Blocks(fwd_m=128 if variant == "supcon" else 64, fwd_n=64, fwd_d=_host.pow2(D, 16, 128), bwd_m=64, bwd_n=64, bwd_d=_host.pow2(D, 16, 64),
+    if D <= 128:
+        return Blocks(fwd_m=128, fwd_n=64, fwd_d=_host.pow2(D, 16, 128), bwd_m=64, bwd_n=64, bwd_d=_host.pow2(D, 16, 64),
                       block_do=block_do)
     return Blocks(fwd_m=64, fwd_n=64, fwd_d=64, bwd_m=64, bwd_n=64, bwd_d=64, block_do=block_do)
 
@@ -579,9 +896,12 @@ def default_blocks(D: int, dtype: torch.dtype, device: torch.device, variant: st
 
 def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor,
               temperature: torch.Tensor, bias: torch.Tensor, bounds: torch.Tensor, kind: int, variant: int,
-              self_offset: int, precision: str, near_tol: float, row_bounds: bool, block_m: int, block_n: int,
-              block_d: int, num_warps: int, num_stages: int
+              self_offset: int, precision: str, near_tol: float, row_bounds: bool, masked_refs: bool, block_m: int,
+              block_n: int, block_d: int, num_warps: int, num_stages: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """masked_refs: r_labels may hold −1 (an absent reference column) anywhere, so every
+    forward tile adds the column bias (else only the edge tiles) and the masks compare labels,
+    not column indices (as in every launch's MASKED_REFS)."""
     M, D = q.shape
     N = r.shape[0]
     values = torch.empty((M,), dtype=torch.float32, device=q.device)
@@ -595,24 +915,47 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
     if variant >= WEIGHTED:
         _host.launchable(_softmax_weighted_fwd_kernel)[grid](
             q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, values, n_pos, lse, aux, bounds,
-            M, N, q.stride(0), r.stride(0), near_tol, self_offset, ROW_BOUNDS=row_bounds, **launch)
+            M, N, q.stride(0), r.stride(0), near_tol, self_offset, ROW_BOUNDS=row_bounds, MASKED_REFS=masked_refs,
+            **launch)
     else:
         r_count = _host.label_counts(r_labels, M + N)
+        label_sum, label_start = _label_sums(r, r_labels, r_count, kind, variant)
         _host.launchable(_softmax_fwd_kernel)[grid](
-            q, r, q_sq, r_sq, q_labels, r_labels, r_count, temperature, bias, values, n_pos, lse, aux,
-            M, N, q.stride(0), r.stride(0), near_tol, self_offset, **launch)
+            q, r, q_sq, r_sq, q_labels, r_labels, r_count, label_sum, label_start, temperature, bias, values, n_pos,
+            lse, aux,
+            M, N, q.stride(0), r.stride(0), near_tol, self_offset, MASKED_REFS=masked_refs, **launch)
     return values, n_pos, lse, aux
+
+
+def _label_sums(r: torch.Tensor, r_labels: torch.Tensor, r_count: torch.Tensor, kind: int, variant: int):
+    """(label_sum (N, D) float32, label_start (M + N,) int32): the reference rows of each label
+    summed (row label_start[c] holds label c's sum), which the dot-kind supcon and dcl forwards
+    dot with each anchor for Σ_p s_ip; placeholders for the other variants and kinds. Masked-out
+    references (id −1, which r_count leaves out) sort after every label and are summed nowhere."""
+    if kind != tiles.KIND_CODES["dot"] or variant not in (VARIANT_CODES["supcon"], VARIANT_CODES["dcl"]):
+        return r.new_empty((1,), dtype=torch.float32), r_count.new_zeros((1,))
+    N, D = r.shape
+    key = torch.where(r_labels >= 0, r_labels, r_count.numel())  # −1 last
+    order = torch.argsort(key, stable=True).to(torch.int32)
+    label_start = (torch.cumsum(r_count, 0, dtype=torch.int32) - r_count).contiguous()
+    label_sum = torch.empty((max(N, 1), D), dtype=torch.float32, device=r.device)
+    block_d = _host.pow2(D, 16, 128)
+    grid = (r_count.numel(), triton.cdiv(D, block_d))
+    _host.launchable(_label_sums_kernel)[grid](r, order, label_start, r_count, label_sum, D, r.stride(0),
+                                               BLOCK_R=16, BLOCK_D=block_d)
+    return label_sum, label_start
 
 
 def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch.Tensor, r: torch.Tensor,
               q_labels: torch.Tensor, r_labels: torch.Tensor, temperature: torch.Tensor, bias: torch.Tensor,
               lse: torch.Tensor, aux: torch.Tensor, rev_lse: torch.Tensor, rev_aux: torch.Tensor,
               bounds: torch.Tensor, kind: int, variant: int, self_offset: int, precision: str, near_tol: float,
-              symmetric: bool, tau_grad: bool, bias_grad: bool, row_bounds: bool, block_m: int, block_n: int,
-              block_d: int, block_do: int, num_warps: int,
-              num_stages: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+              symmetric: bool, tau_grad: bool, bias_grad: bool, row_bounds: bool, masked_refs: bool, block_m: int,
+              block_n: int, block_d: int, block_do: int, num_warps: int, num_stages: int, one_pass: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """rev_*: the reverse direction's (references as anchors) gradient and row statistics, read
-    only when `symmetric`; otherwise any float32 tensors (never dereferenced)."""
+    only when `symmetric`; otherwise any float32 tensors (never dereferenced). one_pass: the
+    one-pass kernel (each tile once), else the two per-D-chunk kernels."""
     M, D = q.shape
     N = r.shape[0]
     grad_q = torch.empty_like(q)
@@ -621,13 +964,29 @@ def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch
     bias_part = torch.zeros((M if bias_grad else 0,), dtype=torch.float32, device=q.device)
     q_sq, r_sq = _host.squared_norms(q, kind), _host.squared_norms(r, kind)
     d_chunks = triton.cdiv(D, block_do)
+    if one_pass:
+        dq_acc = torch.zeros((M, D), dtype=torch.float32, device=q.device)
+        dq_coef = torch.zeros((M if kind != tiles.KIND_CODES["dot"] else 0,), dtype=torch.float32, device=q.device)
+        dr_acc = torch.zeros((N if d_chunks > 1 else 0, D), dtype=torch.float32, device=q.device)
+        turns = torch.zeros((triton.cdiv(M, block_m),), dtype=torch.int32, device=q.device)
+        _host.launchable(_softmax_bwd_kernel)[(triton.cdiv(N, block_n),)](
+            q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, grad_values, lse, aux,
+            rev_grad_values, rev_lse, rev_aux, grad_r, dq_acc, dq_coef, dr_acc, tau_part, bias_part, turns,
+            bounds, M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset,
+            D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric, TAU_GRAD=tau_grad,
+            BIAS_GRAD=bias_grad, ROW_BOUNDS=row_bounds, MASKED_REFS=masked_refs, BLOCK_M=block_m, BLOCK_N=block_n,
+            BLOCK_D=block_d, BLOCK_DO=block_do,
+            num_warps=num_warps, num_stages=num_stages)
+        if kind != tiles.KIND_CODES["dot"]:  # tiles.store_row_grad's formula for the anchor rows
+            dq_acc = 2.0 * (dq_coef[:, None] * q.float() - dq_acc)
+        return dq_acc.to(q.dtype), grad_r, tau_part, bias_part
     kernel_q = _host.launchable(_softmax_bwd_q_kernel)
     kernel_q[(triton.cdiv(M, block_m), d_chunks)](
         q, r, q_sq, r_sq, q_labels, r_labels, temperature, bias, grad_values, lse, aux,
         rev_grad_values, rev_lse, rev_aux, grad_q, tau_part, bias_part, bounds,
         M, N, q.stride(0), r.stride(0), grad_q.stride(0), near_tol, self_offset,
         D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric, TAU_GRAD=tau_grad,
-        BIAS_GRAD=bias_grad, ROW_BOUNDS=row_bounds,
+        BIAS_GRAD=bias_grad, ROW_BOUNDS=row_bounds, MASKED_REFS=masked_refs,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
         num_warps=num_warps, num_stages=num_stages)
     kernel_r = _host.launchable(_softmax_bwd_r_kernel)
@@ -636,13 +995,14 @@ def _bwd_impl(grad_values: torch.Tensor, rev_grad_values: torch.Tensor, q: torch
         rev_grad_values, rev_lse, rev_aux, grad_r, bounds,
         M, N, q.stride(0), r.stride(0), grad_r.stride(0), near_tol, self_offset,
         D=D, KIND=kind, VARIANT=variant, PRECISION=precision, SYMMETRIC=symmetric, ROW_BOUNDS=row_bounds,
+        MASKED_REFS=masked_refs,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
         num_warps=num_warps, num_stages=num_stages)
     return grad_q, grad_r, tau_part, bias_part
 
 
 def _fwd_fake(q, r, q_labels, r_labels, temperature, bias, bounds, kind, variant, self_offset, precision, near_tol,
-              row_bounds, block_m, block_n, block_d, num_warps, num_stages):
+              row_bounds, masked_refs, block_m, block_n, block_d, num_warps, num_stages):
     M = q.shape[0]
     f32 = dict(dtype=torch.float32, device=q.device)
     return (q.new_empty((M,), **f32), q.new_empty((M,), dtype=torch.int64, device=q.device),
@@ -651,7 +1011,7 @@ def _fwd_fake(q, r, q_labels, r_labels, temperature, bias, bounds, kind, variant
 
 def _bwd_fake(grad_values, rev_grad_values, q, r, q_labels, r_labels, temperature, bias, lse, aux, rev_lse,
               rev_aux, bounds, kind, variant, self_offset, precision, near_tol, symmetric, tau_grad, bias_grad,
-              row_bounds, block_m, block_n, block_d, block_do, num_warps, num_stages):
+              row_bounds, masked_refs, block_m, block_n, block_d, block_do, num_warps, num_stages, one_pass):
     return (torch.empty_like(q), torch.empty_like(r),
             q.new_empty((q.shape[0] if tau_grad else 0,), dtype=torch.float32),
             q.new_empty((q.shape[0] if bias_grad else 0,), dtype=torch.float32))
@@ -720,7 +1080,7 @@ def forward(q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperature, blocks: B
     values, n_pos, lse, aux = softmax_fwd_op(
         q, r, q_labels, r_labels, tau, _bias_arg(cfg, bias, q.device), _bounds_arg(cfg, bounds, q.device), kind,
         variant, int(cfg.self_offset), cfg.precision, metrics.near_tolerance(q.dtype, cfg.precision),
-        bool(cfg.row_bounds), b.fwd_m, b.fwd_n, b.fwd_d, b.num_warps, b.num_stages)
+        bool(cfg.row_bounds), bool(cfg.masked_refs), b.fwd_m, b.fwd_n, b.fwd_d, b.num_warps, b.num_stages)
     return values, n_pos, (lse, aux)
 
 
@@ -738,8 +1098,8 @@ def _backward(grad_values, rev_grad_values, q, r, q_labels, r_labels, cfg, tempe
         grad_values, rev_grad_values, q, r, q_labels, r_labels, tau, _bias_arg(cfg, bias, q.device), lse, aux,
         rev_lse, rev_aux, _bounds_arg(cfg, bounds, q.device), kind, variant, int(cfg.self_offset), cfg.precision,
         metrics.near_tolerance(q.dtype, cfg.precision), symmetric, bool(needs_temperature_grad),
-        bool(needs_bias_grad and cfg.variant == "sigmoid"), bool(cfg.row_bounds), b.bwd_m, b.bwd_n, b.bwd_d,
-        b.block_do, b.num_warps, b.num_stages)
+        bool(needs_bias_grad and cfg.variant == "sigmoid"), bool(cfg.row_bounds), bool(cfg.masked_refs), b.bwd_m, b.bwd_n, b.bwd_d,
+        b.block_do, b.num_warps, b.num_stages, b.one_pass)
     grad_temperature = None
     if needs_temperature_grad:
         t = torch.as_tensor(temperature)
@@ -768,8 +1128,8 @@ def backward(grad_values, q, r, q_labels, r_labels, cfg: SoftmaxConfig, temperat
 # Both directions (InfoNCE/CLIP symmetric): anchors q against references r, and anchors r
 # against references q, over the same logit matrix and the same pair masks. The forward runs
 # the row kernel once per direction (the reverse one with the roles swapped); the backward adds
-# both directions' W_ij on each tile, so grad_q, grad_r and grad_τ take ONE pass of the two
-# backward kernels instead of two.
+# both directions' W_ij on each tile, so grad_q, grad_r and grad_τ take ONE backward pass instead of
+# one per direction.
 # --------------------------------------------------------------------------------------------
 def _reverse_config(cfg: SoftmaxConfig) -> SoftmaxConfig:
     if cfg.self_offset > 0:

@@ -59,6 +59,16 @@ def row_block(ptr, offs_rows, n_rows, stride, D: tl.constexpr, BLOCK_D: tl.const
 
 
 @triton.jit
+def full_row_block(ptr, offs_rows, stride, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    """`row_block` for rows that all exist (an interior tile): no row mask."""
+    offs_d = tl.arange(0, BLOCK_D)
+    ptrs = ptr + offs_rows.to(tl.int64)[:, None] * stride + offs_d[None, :]
+    if D == BLOCK_D:
+        return tl.load(ptrs)
+    return tl.load(ptrs, mask=offs_d[None, :] < D, other=0.0)
+
+
+@triton.jit
 def difference_sq_tile(q_ptr, r_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Σ_d (q_id − r_jd)² in fp32 for a BLOCK_M×BLOCK_N tile (exact for identical rows), one
@@ -113,12 +123,17 @@ def euclidean_grad_scale(grad, dist):
 
 
 @triton.jit
-def pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset):
-    """(valid, pos, neg) boolean tiles; self_offset < 0 means no self-pair exclusion."""
+def pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS: tl.constexpr = True):
+    """(valid, pos, neg) boolean tiles; self_offset < 0 means no self-pair exclusion.
+    MASKED_REFS=False: the caller knows no label is −1 (columns past N are the only absent
+    ones), which saves the label compare's share of the loop in some kernels."""
     in_m = offs_m < M
     q_lab = tl.load(q_lab_ptr + offs_m, mask=in_m, other=-1)
     r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)
-    inside = in_m[:, None] & (r_lab >= 0)[None, :]  # −2 past N, −1 on a column the host masks out
+    if MASKED_REFS:
+        inside = in_m[:, None] & (r_lab >= 0)[None, :]  # −2 past N, −1 on a column the host masks out
+    else:
+        inside = in_m[:, None] & (offs_n < N)[None, :]
     not_self = (offs_n[None, :] != (offs_m[:, None] + self_offset)) | (self_offset < 0)
     valid = inside & not_self
     same = q_lab[:, None] == r_lab[None, :]

@@ -97,5 +97,6 @@ def resource_report(compiled) -> dict:
     return {"registers": usage.get("reg"), "stack_bytes": usage.get("stack", 0), "shared_bytes": usage.get("shared"),
             "local_bytes": usage.get("local", 0), "spill_instructions": spills,
             "instructions": len(lines), "loops": len(loops), "main_loop_instructions": body[1] - body[0] + 1,
+            "loop_instructions": [end - start + 1 for start, end in loops],  # every loop, in code order
             "main_loop_mix": dict(sorted(mix.items())),
             "pipelined": bool(re.search(r"async_copy|warp_group_dot|async_tma", ttgir))}

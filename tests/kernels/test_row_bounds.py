@@ -138,3 +138,34 @@ def test_margin_loss_kernels_with_row_bounds(dist, num_classes, gen):
 
     for got, want in zip(run("triton", DEVICE), run("torch", "cpu")):
         _close(got, want)
+
+
+@pytest.mark.parametrize("one_pass", [True, False])
+@pytest.mark.parametrize("variant,kind", [("ms", "dot"), ("circle", "dot"), ("glifted", "sqeuclidean")])
+def test_both_backward_paths_honor_row_bounds(variant, kind, one_pass, gen):
+    """The softmax seam with row bounds against the PyTorch path, on the one-pass backward and
+    on the two per-chunk kernels (ragged 16-wide tiles, whole rows and 16-wide D chunks)."""
+    from fastcontrast._torch import softmax as torch_path
+    from fastcontrast.configs import SoftmaxConfig
+    from fastcontrast.kernels import softmax as kernel
+
+    x, y, ref, ry = _data(gen, True)
+    x, ref = x * 0.4, ref * 0.4
+    dist = "dot" if kind == "dot" else "squared_euclidean"
+    bounds = _bounds("random", x, y, ref, ry, dist, False, gen)
+    weights = torch.rand(21, generator=gen)
+    cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=-1, scale_pos=2.0, scale_neg=5.0, shift_pos=0.4,
+                        shift_neg=0.2, row_bounds=True, bound_slack=0.1)
+    tau = torch.tensor(1.0)
+    t_values, t_n_pos, t_saved = torch_path.forward(x, ref, y, ry, cfg, tau, bounds=bounds)
+    t_grads = torch_path.backward(weights, x, ref, y, ry, cfg, tau, t_saved, False, bounds=bounds)
+    dx, dref, dy, dry, dtau, dw, db = (t.to(DEVICE) for t in (x, ref, y, ry, tau, weights, bounds))
+    for block_do in (32, 16):  # D = 10: whole rows, then (one pass) the chunked products
+        blocks = kernel.Blocks(fwd_m=16, fwd_n=16, fwd_d=16, bwd_m=16, bwd_n=16, bwd_d=16, block_do=block_do,
+                               num_warps=4, one_pass=one_pass)
+        values, n_pos, saved = kernel.forward(dx, dref, dy, dry, cfg, dtau, blocks, bounds=db)
+        grad_q, grad_r, _ = kernel.backward(dw, dx, dref, dy, dry, cfg, dtau, saved, False, blocks, bounds=db)
+        _close(values, t_values)
+        assert torch.equal(n_pos.cpu(), t_n_pos)
+        _close(grad_q, t_grads[0])
+        _close(grad_r, t_grads[1])

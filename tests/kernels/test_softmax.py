@@ -87,7 +87,7 @@ def make_case(B, N, D, labels, self_offset, dtype, seed=0):
 
 
 def check(variant, kind, B, N, D, self_offset, labels="mixed", dtype=torch.float32, tau=0.3,
-          precision="ieee", against_torch_path=False, device=DEVICE, tol=None):
+          precision="ieee", against_torch_path=False, device=DEVICE, tol=None, blocks=None):
     """Run forward and backward on `device`, compare with the float64 dense computation on CPU;
     tol = (rtol, atol as a fraction of max|expected|), by default TOL[dtype]."""
     q, r, ql, rl = make_case(B, N, D, labels, self_offset, dtype)
@@ -99,8 +99,8 @@ def check(variant, kind, B, N, D, self_offset, labels="mixed", dtype=torch.float
     if N is None:
         on_device[1], on_device[3] = on_device[0], on_device[2]  # keep "r is q" on the device too
     dq, dr, dql, drl, dtau, dgrad = on_device
-    values, n_pos, saved = kernel.forward(dq, dr, dql, drl, cfg, dtau)
-    grads = kernel.backward(dgrad, dq, dr, dql, drl, cfg, dtau, saved, True)
+    values, n_pos, saved = kernel.forward(dq, dr, dql, drl, cfg, dtau, blocks)
+    grads = kernel.backward(dgrad, dq, dr, dql, drl, cfg, dtau, saved, True, blocks)
     values, n_pos = values.cpu(), n_pos.cpu()
     grad_q, grad_r, grad_tau = (t.cpu() for t in grads)
     assert values.dtype == torch.float32 and n_pos.dtype == torch.int64
@@ -161,6 +161,43 @@ def test_one_step_forward_and_masked_tiles(variant, kind, B, N, D, self_offset):
     check(variant, kind, B, N, D, self_offset)
 
 
+@pytest.mark.parametrize("fwd_m,fwd_n", [(32, 16), (16, 32)])
+@pytest.mark.parametrize("variant,kind,B,N,D,self_offset", [
+    ("supcon", "dot", 70, None, 20, 0),
+    ("supcon", "dot", 45, 90, 20, 7),        # the self band misaligned with the tiles
+    ("ntxent", "dot", 70, None, 20, 0),
+    ("ntxent", "dot", 45, 90, 20, 7),
+    ("supcon", "sqeuclidean", 45, None, 20, 0),
+], ids=lambda v: str(v))
+def test_interior_and_edge_tiles(variant, kind, B, N, D, self_offset, fwd_m, fwd_n):
+    # anchor blocks taller and shorter than the reference tiles: the forward's interior loop
+    # skips each block's self-pair tiles (up to cdiv(fwd_m − 1, fwd_n) + 1 of them, then the
+    # ragged last tile), which the edge steps take masked
+    blocks = kernel.Blocks(fwd_m=fwd_m, fwd_n=fwd_n, fwd_d=32, bwd_m=16, bwd_n=16, bwd_d=16, block_do=32,
+                           num_warps=4)
+    check(variant, kind, B, N, D, self_offset, blocks=blocks)
+
+
+@pytest.mark.parametrize("variant,kind,B,N,D,self_offset", MIXED, ids=lambda v: str(v))
+def test_one_pass_and_chunked_backward(variant, kind, B, N, D, self_offset):
+    # the one-pass backward (each tile once, grad_q added in program order) with whole rows in
+    # registers (block_do ≥ D) and in 16-wide D chunks, and the two per-chunk kernels: each
+    # against the dense computation and against each other; the one-pass result bitwise
+    # reproducible
+    def blocks(block_do, one_pass=True):
+        return kernel.Blocks(fwd_m=16, fwd_n=16, fwd_d=16, bwd_m=16, bwd_n=16, bwd_d=16, block_do=block_do,
+                             num_warps=4, one_pass=one_pass)
+
+    whole = check(variant, kind, B, N, D, self_offset, blocks=blocks(128))
+    chunked = check(variant, kind, B, N, D, self_offset, blocks=blocks(16))
+    two_pass = check(variant, kind, B, N, D, self_offset, blocks=blocks(16, one_pass=False))
+    again = check(variant, kind, B, N, D, self_offset, blocks=blocks(128))
+    assert all(torch.equal(a, b) for a, b in zip(whole, again))
+    for other in (chunked, two_pass):
+        for a, b in zip(whole[2:], other[2:]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(b.abs().max().item(), 1e-3))
+
+
 @pytest.mark.parametrize("variant,kind,B,N,D,self_offset", [MIXED[1], MIXED[5]], ids=lambda v: str(v))
 def test_matches_torch_path(variant, kind, B, N, D, self_offset):
     check(variant, kind, B, N, D, self_offset, against_torch_path=True)
@@ -217,12 +254,14 @@ def test_deterministic_and_no_temperature_grad():
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
 
 
+@pytest.mark.parametrize("one_pass", [True, False])
 @pytest.mark.parametrize("variant,kind", [("supcon", "dot"), ("supcon", "euclidean"), ("ntxent", "sqeuclidean"),
                                           ("dcl", "dot")])
-def test_masked_reference_columns_are_absent(variant, kind):
+def test_masked_reference_columns_are_absent(variant, kind, one_pass):
     """masked_refs: a reference with a negative label is left out of every set — the same
     values and gradients as the kernels on the other references alone, and a zero gradient
-    for the masked rows (N-pair's fixed-size column set)."""
+    for the masked rows (N-pair's fixed-size column set). Masked columns sit in the forward's
+    interior tiles (0, 5, 16, 17) and in its ragged last tile; both backward paths."""
     q, r, ql, rl = make_case(19, 37, 12, "mixed", -1, torch.float32, seed=3)
     drop = torch.zeros(37, dtype=torch.bool)
     drop[[0, 5, 16, 17, 30, 36]] = True  # in several tiles, the first and the last column among them
@@ -231,11 +270,14 @@ def test_masked_reference_columns_are_absent(variant, kind):
     cfg = SoftmaxConfig(kind=kind, variant=variant, self_offset=-1)
     q, r, ql, rl, g, tau, drop = on_device(q, r, ql, rl, g, tau, drop)
     masked = dict(cfg=SoftmaxConfig(kind=kind, variant=variant, self_offset=-1, masked_refs=True))
-    values, n_pos, saved = kernel.forward(q, r, ql, torch.where(drop, -1, rl), masked["cfg"], tau)
-    grad_q, grad_r, grad_t = kernel.backward(g, q, r, ql, torch.where(drop, -1, rl), masked["cfg"], tau, saved, True)
+    blocks = kernel.Blocks(fwd_m=16, fwd_n=16, fwd_d=16, bwd_m=16, bwd_n=16, bwd_d=16, block_do=32, num_warps=4,
+                           one_pass=one_pass)
+    values, n_pos, saved = kernel.forward(q, r, ql, torch.where(drop, -1, rl), masked["cfg"], tau, blocks)
+    grad_q, grad_r, grad_t = kernel.backward(g, q, r, ql, torch.where(drop, -1, rl), masked["cfg"], tau, saved, True,
+                                             blocks)
     keep = ~drop
-    want_v, want_n, want_saved = kernel.forward(q, r[keep], ql, rl[keep], cfg, tau)
-    want_q, want_r, want_t = kernel.backward(g, q, r[keep], ql, rl[keep], cfg, tau, want_saved, True)
+    want_v, want_n, want_saved = kernel.forward(q, r[keep], ql, rl[keep], cfg, tau, blocks)
+    want_q, want_r, want_t = kernel.backward(g, q, r[keep], ql, rl[keep], cfg, tau, want_saved, True, blocks)
     for got, want in ((values, want_v), (grad_q, want_q), (grad_r[keep], want_r), (grad_t, want_t)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert torch.equal(n_pos, want_n)
@@ -292,12 +334,13 @@ def test_ops_pass_opcheck():
     q, labels, tau, ones = on_device(torch.randn(20, 16), torch.randint(0, 3, (20,)), torch.tensor(0.3),
                                      torch.ones(20))
     no_bounds = tau.new_empty((0,))
-    fwd_args = (q, q, labels, labels, tau, tau, no_bounds, 0, 0, 0, "ieee", 1e-6, False, 16, 16, 16, 4, 2)
+    fwd_args = (q, q, labels, labels, tau, tau, no_bounds, 0, 0, 0, "ieee", 1e-6, False, False, 16, 16, 16, 4, 2)
     torch.library.opcheck(torch.ops.fastcontrast.softmax_fwd.default, fwd_args)
     _, _, lse, aux = torch.ops.fastcontrast.softmax_fwd(*fwd_args)
     bwd_args = (ones, ones, q, q, labels, labels, tau, tau, lse, aux, lse, aux, no_bounds, 0, 0, 0, "ieee", 1e-6,
-                False, True, False, False, 16, 16, 16, 32, 4, 2)
-    torch.library.opcheck(torch.ops.fastcontrast.softmax_bwd.default, bwd_args)
+                False, True, False, False, False, 16, 16, 16, 32, 4, 2)
+    for one_pass in (True, False):
+        torch.library.opcheck(torch.ops.fastcontrast.softmax_bwd.default, (*bwd_args, one_pass))
 
 
 SM90_BUILD = r"""
@@ -307,28 +350,37 @@ from tests.kernels.sm90 import build_all
 
 b = k.default_blocks(128, torch.bfloat16, torch.device("cuda"))
 ptrs = {"q_ptr": "*bf16", "r_ptr": "*bf16", "grad_q_ptr": "*bf16", "grad_r_ptr": "*bf16",
-        "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "r_count_ptr": "*i32", "n_pos_ptr": "*i64"}
+        "q_lab_ptr": "*i32", "r_lab_ptr": "*i32", "r_count_ptr": "*i32", "label_start_ptr": "*i32",
+        "order_ptr": "*i32", "n_pos_ptr": "*i64"}
 options = dict(num_warps=b.num_warps, num_stages=b.num_stages)
 common = dict(D=128, KIND=2, VARIANT=1, PRECISION="ieee")
 bwd = dict(common, SYMMETRIC=True, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d, BLOCK_DO=b.block_do,
-           ROW_BOUNDS=False)
+           ROW_BOUNDS=False, MASKED_REFS=False)
 # the pair-weighted variant with row bounds (a fused Multi-Similarity selection)
-ms = dict(D=128, KIND=0, VARIANT=4, PRECISION="ieee", ROW_BOUNDS=True)
+ms = dict(D=128, KIND=0, VARIANT=4, PRECISION="ieee", ROW_BOUNDS=True, MASKED_REFS=True)
 ms_bwd = dict(ms, SYMMETRIC=False, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d, BLOCK_DO=b.block_do)
-build_all([(k._softmax_fwd_kernel, ptrs, dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d), options),
+build_all([(k._softmax_fwd_kernel, ptrs, dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d,
+                                              MASKED_REFS=False), options),
            (k._softmax_bwd_q_kernel, ptrs, dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), options),
            (k._softmax_bwd_r_kernel, ptrs, bwd, options),
+           (k._softmax_bwd_kernel, dict(ptrs, turn_ptr="*i32"), dict(bwd, TAU_GRAD=True, BIAS_GRAD=False), options),
+           # the dot-kind supcon forward reads the per-label reference sums; with masked-out columns
+           (k._softmax_fwd_kernel, ptrs, dict(common, KIND=0, VARIANT=0, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n,
+                                              BLOCK_D=b.fwd_d, MASKED_REFS=True), options),
+           (k._label_sums_kernel, ptrs, dict(BLOCK_R=16, BLOCK_D=128), options),
            (k._softmax_weighted_fwd_kernel, ptrs, dict(ms, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d),
             options),
            (k._softmax_bwd_q_kernel, ptrs, dict(ms_bwd, TAU_GRAD=False, BIAS_GRAD=False), options),
-           (k._softmax_bwd_r_kernel, ptrs, ms_bwd, options)])
+           (k._softmax_bwd_r_kernel, ptrs, ms_bwd, options),
+           (k._softmax_bwd_kernel, dict(ptrs, turn_ptr="*i32"), dict(ms_bwd, TAU_GRAD=False, BIAS_GRAD=False),
+            options)])
 """
 
 
 def test_kernels_build_for_sm90_without_a_gpu():
     # The interpreter skips GPU-only checks (dot shapes, layouts, types); compiling for an H100
     # target catches them on CPU (tests/kernels/sm90.py).
-    assert "compiled 6" in sm90.run_script(SM90_BUILD)
+    assert "compiled 10" in sm90.run_script(SM90_BUILD)
 
 
 class _SelfSoftmaxLoss(torch.autograd.Function):
