@@ -331,6 +331,46 @@ def test_term_keep_matches_torch_path(fields, keep):
         assert int(nonzero.sum()) == 0 and float(values.abs().sum()) == 0.0
 
 
+BLOCKED_CASES = [
+    dict(mining="semihard", margin=0.4, miner_margin=0.8),
+    dict(mining="batch_all", margin=0.3),
+    dict(mining="hard", margin=0.3, miner_margin=0.2, term_keep=(0.05, 0.25)),
+    dict(mining="easy", kind="dot", negate=True, margin=0.3, miner_margin=0.1),
+    dict(mining="all", smooth=True, margin=0.3, miner_margin=0.4),
+    dict(mining="batch_all", swap=True, margin=0.3),
+    dict(mining="semihard_tfa", margin=0.5),
+    dict(mining="semihard_tfa", swap=True, smooth=True, margin=0.5),
+]
+
+
+@pytest.mark.parametrize("fields", BLOCKED_CASES, ids=[
+    f"{c['mining']}{'-smooth' if c.get('smooth') else ''}{'-swap' if c.get('swap') else ''}"
+    f"{'-keep' if 'term_keep' in c else ''}" for c in BLOCKED_CASES])
+def test_column_blocks_and_chunks_match_torch_path(monkeypatch, fields):
+    """Several programs per anchor (blocks of 16 columns / sorted positives, a ragged last
+    one: N = 40, about 20 positives per anchor) and several chunks (7 anchors, a ragged last
+    one): values, counts, nonzero and gradients as the PyTorch path, bitwise equal on a rerun."""
+    torch_path = pytest.importorskip("fastcontrast._torch.triplet")
+    for name, value in (("CHUNK_ELEMENTS", 7 * 40), ("MIN_CHUNK_ROWS", 1), ("SEARCH_BLOCK", 16),
+                        ("SCAN_BLOCK", 16), ("WINDOW_COLS", 16), ("SCAN_COLS", 16)):
+        monkeypatch.setattr(kt, name, value)
+    assert kt._chunk_rows(40, 40, kt.CHUNK_ELEMENTS) == 7 and kt._row_blocks(40, kt.WINDOW_COLS) == 3
+    cfg = TripletConfig(**fields)
+    q, r, ql, rl, same = make_data(B=40, D=6, classes=2, style="dup", seed=11)
+    grad = torch.rand(40, generator=torch.Generator().manual_seed(4)) + 0.5
+    first = run_kernels(q, r, ql, rl, cfg, same, grad)
+    values, counts, nonzero, _, gq, gr = first
+    t_values, t_counts, t_nonzero, t_saved = torch_path.forward(q, r, ql, rl, cfg)
+    t_gq, t_gr = torch_path.backward(grad, q, r, ql, rl, cfg, t_saved)
+    assert torch.equal(counts.cpu(), t_counts) and torch.equal(nonzero.cpu(), t_nonzero)
+    assert int(counts.sum()) > 0
+    assert_close(values, t_values, torch.float32)
+    assert_close(gq.float() + gr.float(), t_gq + t_gr, torch.float32)
+    second = run_kernels(q, r, ql, rl, cfg, same, grad)
+    for a, b in zip(first[:3] + first[4:], second[:3] + second[4:]):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("kwargs", [dict(mining="semihard", distance="cosine"),
                                     dict(mining="semihard_tfa", margin=1.0, swap=True),
                                     dict(mining="batch_hard", hard_fallback="tfa", distance="squared_euclidean")],
