@@ -68,8 +68,9 @@ FALLBACK_CODES = {"drop": 0, "tfa": 1}
 # bytes are live per element at the peak (two keys, two sorted copies with int64 sort
 # indices, float64 prefix sums, sort scratch): 1 << 19 elements ≈ 37 MiB, so semi-hard at
 # B = 2048 stays under 64 MiB. A chunk has at least MIN_CHUNK_ROWS anchors as long as that
-# stays within MAX_CHUNK_ELEMENTS (N = 65536: 256 anchors, 2^24 elements, ≈ 1.2 GiB), so huge
-# batches take B / 256 chunks, not thousands of tiny ones.
+# stays within MAX_CHUNK_ELEMENTS and B / 32 anchors (N = 65536: 256 anchors, 2^24 elements,
+# ≈ 1.2 GiB; at most 1/32 of the batch keeps ~70 bytes per chunk element below one B×N float32
+# matrix), so huge batches take B / 256 chunks, not thousands of tiny ones.
 CHUNK_ELEMENTS = 1 << 19
 MIN_CHUNK_ROWS = 256
 MAX_CHUNK_ELEMENTS = 1 << 24
@@ -715,9 +716,9 @@ def _keep_code(keep_low: float, keep_high: float) -> int:
 
 def _chunk_rows(B: int, N: int, chunk_elements: int) -> int:
     """Anchors per chunk: chunk_elements // N, at least MIN_CHUNK_ROWS while the chunk stays
-    within MAX_CHUNK_ELEMENTS, at least 1."""
+    within MAX_CHUNK_ELEMENTS and B / 32 anchors, at least 1."""
     n = max(N, 1)
-    return max(1, min(B, max(chunk_elements // n, min(MIN_CHUNK_ROWS, MAX_CHUNK_ELEMENTS // n))))
+    return max(1, min(B, max(chunk_elements // n, min(MIN_CHUNK_ROWS, MAX_CHUNK_ELEMENTS // n, B // 32))))
 
 
 def _row_blocks(N: int, cols: int) -> int:
