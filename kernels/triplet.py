@@ -74,12 +74,13 @@ FALLBACK_CODES = {"drop": 0, "tfa": 1}
 CHUNK_ELEMENTS = 1 << 19
 MIN_CHUNK_ROWS = 256
 MAX_CHUNK_ELEMENTS = 1 << 24
-# The per-anchor kernels (window forward, scan rows, TFA rows) split each anchor's row into
-# blocks of this many columns (window) or sorted positives (scan, TFA), one program per
-# (anchor, block), so a launch has C·⌈N / cols⌉ programs; the per-block partial sums are
-# added on the host in a fixed order (deterministic, no atomics). Multiples of the lanes.
+# The per-anchor kernels split each anchor's row into blocks of WINDOW_COLS columns (window
+# forward) or POSITIVE_COLS sorted positives (scan rows, TFA rows: only the first ⌈P / cols⌉
+# blocks have work), one program per (anchor, block), so a launch has C·⌈N / cols⌉ programs;
+# the per-block partial sums are added on the host in a fixed order (deterministic, no
+# atomics). Multiples of the lanes (SEARCH_BLOCK, SCAN_BLOCK).
 WINDOW_COLS = 4096
-SCAN_COLS = 256
+POSITIVE_COLS = 256
 SEARCH_BLOCK = 128     # lanes of the search / coefficient kernels
 SCAN_BLOCK = 32        # BLOCK_P = BLOCK_N of the scan tiles (tl.dot needs >= 16)
 INF = float("inf")
@@ -899,22 +900,22 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
                 pos_key, neg_sorted, prefix, n_neg, *out, N, margin, mm, margin - keep_low, margin - keep_high,
                 MODE=mode, KEEP=keep, LOG_N=log_n, BLOCK=SEARCH_BLOCK, COLS=WINDOW_COLS)
         elif mode == 5:
-            blocks = _row_blocks(N, WINDOW_COLS)
+            blocks = _row_blocks(N, POSITIVE_COLS)
             out = _partial_outputs(c, blocks, dev)
             _host.launchable(_tfa_rows_kernel)[(c, blocks)](
                 r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, _unused(dev), *out,
                 _unused(dev), _unused(dev), _unused(dev), _unused(dev), _unused(dev, torch.int64),
                 N, D, r.stride(0), near_tol, margin,
                 SMOOTH=smooth, SWAP=swap, BACKWARD=False, KIND=kind, NEGATE=negate, PRECISION=precision,
-                LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32, COLS=WINDOW_COLS)
+                LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32, COLS=POSITIVE_COLS)
         else:
-            blocks = _row_blocks(N, SCAN_COLS)
+            blocks = _row_blocks(N, POSITIVE_COLS)
             out = _partial_outputs(c, blocks, dev)
             _host.launchable(_scan_rows_kernel)[(c, blocks)](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, _unused(dev), *out, _unused(dev),
                 N, D, r.stride(0), near_tol, margin, mm, keep_low, keep_high,
                 MODE=mode, SMOOTH=smooth, SWAP=swap, BACKWARD=False, KEEP=keep, KIND=kind, NEGATE=negate,
-                PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32, COLS=SCAN_COLS)
+                PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32, COLS=POSITIVE_COLS)
         parts.append(_reduce_partials(*out))
     return tuple(torch.cat(column) for column in zip(*parts))
 
@@ -949,11 +950,11 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
             an_slope = torch.zeros((c, N), dtype=torch.float32, device=dev)
             pn_coef = torch.zeros((c, N) if swap else (1,), dtype=torch.float32, device=dev)
             pn_n = torch.full((c, N) if swap else (1,), N, dtype=torch.int64, device=dev)
-            _host.launchable(_tfa_rows_kernel)[(c, _row_blocks(N, WINDOW_COLS))](
+            _host.launchable(_tfa_rows_kernel)[(c, _row_blocks(N, POSITIVE_COLS))](
                 r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, g, _unused(dev),
                 _unused(dev, torch.int64), _unused(dev, torch.int64), choice, slope, an_slope, pn_coef, pn_n, N, D, r.stride(0), near_tol, margin,
                 SMOOTH=smooth, SWAP=swap, BACKWARD=True, KIND=kind, NEGATE=negate, PRECISION=precision,
-                LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32, COLS=WINDOW_COLS)
+                LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32, COLS=POSITIVE_COLS)
             slope_prefix = torch.nn.functional.pad(an_slope.to(torch.float64).cumsum(1), (1, 0))
             _host.launchable(_tfa_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
                 pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, choice, slope, slope_prefix, coef, N,
@@ -969,10 +970,10 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
         else:
             common = dict(MODE=mode, SMOOTH=smooth, SWAP=swap, KEEP=keep, KIND=kind, NEGATE=negate,
                           PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
-            _host.launchable(_scan_rows_kernel)[(c, _row_blocks(N, SCAN_COLS))](
+            _host.launchable(_scan_rows_kernel)[(c, _row_blocks(N, POSITIVE_COLS))](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, _unused(dev), _unused(dev, torch.int64),
                 _unused(dev, torch.int64), coef,
-                N, D, r.stride(0), near_tol, margin, mm, keep_low, keep_high, BACKWARD=True, COLS=SCAN_COLS,
+                N, D, r.stride(0), near_tol, margin, mm, keep_low, keep_high, BACKWARD=True, COLS=POSITIVE_COLS,
                 **common)
             _host.launchable(_scan_negatives_kernel)[(c, triton.cdiv(N, SCAN_BLOCK))](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, coef,

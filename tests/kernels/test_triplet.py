@@ -352,7 +352,7 @@ def test_column_blocks_and_chunks_match_torch_path(monkeypatch, fields):
     one): values, counts, nonzero and gradients as the PyTorch path, bitwise equal on a rerun."""
     torch_path = pytest.importorskip("fastcontrast._torch.triplet")
     for name, value in (("CHUNK_ELEMENTS", 7 * 40), ("MIN_CHUNK_ROWS", 1), ("SEARCH_BLOCK", 16),
-                        ("SCAN_BLOCK", 16), ("WINDOW_COLS", 16), ("SCAN_COLS", 16)):
+                        ("SCAN_BLOCK", 16), ("WINDOW_COLS", 16), ("POSITIVE_COLS", 16)):
         monkeypatch.setattr(kt, name, value)
     assert kt._chunk_rows(40, 40, kt.CHUNK_ELEMENTS) == 7 and kt._row_blocks(40, kt.WINDOW_COLS) == 3
     cfg = TripletConfig(**fields)
@@ -469,7 +469,7 @@ KERNELS = [  # (kernel, pointer arguments, constexprs); other arguments are i32 
                                counts_ptr=I64, nonzero_ptr=I64, choice_ptr=F32, slope_ptr=F32,
                                an_slope_ptr=F32, pn_coef_ptr=F32, pn_n_ptr=I64),
      dict(SMOOTH=False, SWAP=True, BACKWARD=True, KIND=2, NEGATE=False, PRECISION="ieee", LOG_N=17, BLOCK=32,
-          BLOCK_D=32, COLS=4096)),
+          BLOCK_D=32, COLS=256)),
     (kt._tfa_weights_kernel, dict(pos_sorted_ptr=F32, pos_idx_ptr=I64, neg_sorted_ptr=F32, neg_idx_ptr=I64,
                                   n_pos_ptr=I32, n_neg_ptr=I32, choice_ptr=F32, slope_ptr=F32,
                                   slope_prefix_ptr=F64, coef_ptr=F32),
