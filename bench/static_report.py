@@ -255,7 +255,8 @@ def table(doc: dict) -> str:
 
 def triplet_programs_table(doc: dict) -> str:
     """The compiled triplet rows with the fewest programs of one of their launches at B = 65536."""
-    lines = ["| kernel | regs | stack B | LDL/STL | programs per launch at B = 65536 (fewest) |", "|---|---|---|---|---|"]
+    lines = ["| kernel | regs | stack B | LDL/STL | programs per launch at B = 65536 (fewest) |",
+             "|---|---|---|---|---|"]
     for r in doc["kernels"]:
         if "programs_per_launch_b65536" in r:
             lines.append(f"| {r['kernel']} | {r['registers']} | {r['stack_bytes']} | {r['spill_instructions']} | "

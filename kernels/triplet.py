@@ -504,7 +504,8 @@ def _tfa_rows_kernel(r_ptr, r_sq_ptr, pos_sorted_ptr, pos_idx_ptr, neg_sorted_pt
                      KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
                      LOG_N: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, COLS: tl.constexpr):
     """One (anchor, block of COLS sorted positives) per program. Forward: partial
-    Σ term(x − v* + m), #positives, #(term > 0) at [row, block]. swap: v* → min(v*, d(r_p, r_n*)) (share of v*: 1, ½ on a tie, 0).
+    Σ term(x − v* + m), #positives, #(term > 0) at [row, block].
+    swap: v* → min(v*, d(r_p, r_n*)) (share of v*: 1, ½ on a tie, 0).
     Backward, per sorted positive: its choice k (−1 when the anchor has no negative: no
     gradient), g·slope (to x), g·slope·share (to v*) and, with swap, the d_pn coefficient
     and n* (for `_segment_sum`)."""
