@@ -108,12 +108,101 @@ def triplet_variants():
                              divisible=("*", "M", "N", "D", "row_end", "stride_q", "stride_r"))))
     search = dict(LOG_N=17, BLOCK=kt.SEARCH_BLOCK)   # N = 65536
     out.append(("triplet window fwd semihard", kt._window_forward_kernel,
-                dict(prefix_ptr="*fp64", n_neg_ptr="*i32", counts_ptr="*i64", nonzero_ptr="*i64"),
-                dict(MODE=3, KEEP=0, **search), opts))
+                dict(prefix_ptr="*fp64", n_neg_ptr="*i32", values_ptr="*fp64", counts_ptr="*i64", nonzero_ptr="*i64"),
+                dict(MODE=3, KEEP=0, COLS=kt.WINDOW_COLS, **search), opts))
     out.append(("triplet window weights semihard", kt._window_weights_kernel,
                 dict(n_pos_ptr="*i32", n_neg_ptr="*i32"), dict(MODE=3, KEEP=0, KIND=2, NEGATE=False, **search),
                 opts))
     return out
+
+
+# Triplet configurations whose launches are counted at B = N = 65536 (D = 128, bf16 inputs).
+TRIPLET_LAUNCH_CASES = {
+    "semihard": dict(mining="semihard", margin=0.2, miner_margin=0.2),
+    "batch_all": dict(mining="batch_all", margin=0.2),
+    "all smooth": dict(mining="all", smooth=True, margin=0.2),
+    "semihard_tfa": dict(mining="semihard_tfa", margin=0.2),
+    "batch_hard": dict(mining="batch_hard", margin=0.2),
+}
+# the kernels of the compiled triplet rows, by row-name prefix
+TRIPLET_ROW_KERNELS = {"triplet distance rows": "_distance_rows_kernel", "triplet batch-hard": "_batch_hard_kernel",
+                       "triplet window fwd": "_window_forward_kernel",
+                       "triplet window weights": "_window_weights_kernel"}
+
+
+def triplet_launches(fields: dict, B: int = 65536, D: int = 128, dtype=None) -> dict:
+    """The Triton launches of one forward and one backward call of kernels/triplet.py at
+    B = N, from its own launch code run on meta tensors (the kernels are recorded, not run;
+    tiles as on the GPU): {"fwd"/"bwd": [(kernel name, grid), ...]}. The torch ops between
+    them (sorts, prefix sums, matmuls) are not counted."""
+    from unittest import mock
+
+    import torch
+    from fastcontrast.configs import TripletConfig
+    from fastcontrast.kernels import triplet as kt
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.name = kernel.fn.__name__ if hasattr(kernel, "fn") else kernel.__name__
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                calls.append((self.name, tuple(int(g) for g in grid)))
+            return launch
+
+    gpu_tiles = kt._tile_blocks
+    meta = torch.device("meta")
+    q = torch.empty((B, D), dtype=dtype or torch.bfloat16, device=meta)
+    labels = torch.empty((B,), dtype=torch.int32, device=meta)
+    cfg = TripletConfig(**fields)
+    codes = kt._codes(cfg)
+    out = {}
+    with mock.patch.object(kt._host, "launchable", Recorder), \
+            mock.patch.object(kt, "_tile_blocks", lambda device, *a, **k: gpu_tiles(torch.device("cuda"), *a, **k)), \
+            mock.patch.object(kt.metrics, "pairwise_backward",   # matmuls (its near-pair fix-up needs data)
+                              lambda coef, x, y, kind: (torch.empty_like(x), torch.empty_like(y))):
+        values, counts, nonzero, *saved = kt._fwd_impl(q, None, labels, None, *codes, 0.0, kt.CHUNK_ELEMENTS)
+        out["fwd"], calls[:] = list(calls), []
+        kt._bwd_impl(torch.empty((B,), device=meta), q, None, labels, None, *saved, *codes, 0.0, kt.CHUNK_ELEMENTS)
+        out["bwd"] = list(calls)
+    return out
+
+
+def programs(grid) -> int:
+    n = 1
+    for g in grid:
+        n *= g
+    return n
+
+
+def triplet_launch_summary(B: int = 65536) -> list[dict]:
+    """Per case and direction: Triton launches per call and, per kernel, its launches and the
+    fewest / most programs of one launch."""
+    rows = []
+    for case, fields in TRIPLET_LAUNCH_CASES.items():
+        for direction, calls in triplet_launches(fields, B).items():
+            kernels = {}
+            for name, grid in calls:
+                k = kernels.setdefault(name, dict(launches=0, min_programs=None, max_programs=0))
+                k["launches"] += 1
+                n = programs(grid)
+                k["min_programs"] = n if k["min_programs"] is None else min(k["min_programs"], n)
+                k["max_programs"] = max(k["max_programs"], n)
+            rows.append(dict(case=case, direction=direction, B=B, launches=len(calls), kernels=kernels))
+    return rows
+
+
+def triplet_launch_table(summary: list[dict]) -> str:
+    lines = ["| case | pass | Triton launches per call | kernel: launches × programs per launch (fewest–most) |",
+             "|---|---|---|---|"]
+    for row in summary:
+        per = "; ".join(f"{name.strip('_')}: {k['launches']} × {k['min_programs']}"
+                        + (f"–{k['max_programs']}" if k["max_programs"] != k["min_programs"] else "")
+                        for name, k in row["kernels"].items())
+        lines.append(f"| {row['case']} | {row['direction']} | {row['launches']} | {per} |")
+    return "\n".join(lines)
 
 
 YARDSTICK = "yardstick: bf16 QKᵀ + online LSE"
@@ -147,7 +236,13 @@ def build() -> dict:
     for r in rows:
         if r["kernel"].startswith("softmax"):
             r["vs_yardstick"] = round(r["main_loop_instructions"] / stick["main_loop_instructions"], 2)
-    return {"triton": triton.__version__, "target": "sm_90", "kernels": rows}
+    launches = triplet_launch_summary()
+    for r in rows:
+        for prefix, kernel in TRIPLET_ROW_KERNELS.items():
+            if r["kernel"].startswith(prefix):
+                r["programs_per_launch_b65536"] = min(row["kernels"][kernel]["min_programs"] for row in launches
+                                                      if kernel in row["kernels"])
+    return {"triton": triton.__version__, "target": "sm_90", "kernels": rows, "triplet_launches_b65536": launches}
 
 
 def yardstick_table(doc: dict) -> str:
@@ -174,6 +269,17 @@ def table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def triplet_programs_table(doc: dict) -> str:
+    """The compiled triplet rows with the fewest programs of one of their launches at B = 65536."""
+    lines = ["| kernel | regs | stack B | LDL/STL | programs per launch at B = 65536 (fewest) |",
+             "|---|---|---|---|---|"]
+    for r in doc["kernels"]:
+        if "programs_per_launch_b65536" in r:
+            lines.append(f"| {r['kernel']} | {r['registers']} | {r['stack_bytes']} | {r['spill_instructions']} | "
+                         f"{r['programs_per_launch_b65536']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -187,6 +293,10 @@ def main(argv=None) -> int:
     print(table(doc))
     print()
     print(yardstick_table(doc))
+    print()
+    print(triplet_programs_table(doc))
+    print()
+    print(triplet_launch_table(doc["triplet_launches_b65536"]))
     print(f"written: {path}")
     return 0
 

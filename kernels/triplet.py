@@ -7,7 +7,9 @@ Mining filters on t = v − x: all t ≤ mm, hard t ≤ mm and t ≤ 0, semihard
 easy t > mm; batch_all keeps every triplet.
 
 The anchors are processed in chunks of C rows; per chunk at most a few C×N buffers exist
-(never B×N, never B×N×N):
+(never B×N, never B×N×N). The per-anchor kernels run one program per (anchor, block of
+columns or sorted positives) and write partial sums that the host adds up per anchor in a
+fixed order, so every launch at B = 65536 has thousands of programs (deterministic, no atomics):
 
 1. `_distance_rows_kernel` writes the chunk's rows twice: neg_key = d on negatives, +inf
    elsewhere, and pos_key = d on positives, +inf elsewhere (distance_tile + pair_masks).
@@ -65,12 +67,20 @@ FALLBACK_CODES = {"drop": 0, "tfa": 1}
 # Elements of one C×N buffer: C = max(1, CHUNK_ELEMENTS // N) anchors per chunk. About 70
 # bytes are live per element at the peak (two keys, two sorted copies with int64 sort
 # indices, float64 prefix sums, sort scratch): 1 << 19 elements ≈ 37 MiB, so semi-hard at
-# B = 2048 stays under 64 MiB. At very large B (65536) raise it (e.g. 1 << 24: 256 anchors
-# per chunk, ≈ 1.2 GiB) to cut the number of launches. A chunk has at least MIN_CHUNK_ROWS
-# anchors (64 × N = 65536: 4M elements, ≈ 290 MiB) so huge batches are not cut into
-# thousands of tiny launches.
+# B = 2048 stays under 64 MiB. A chunk has at least MIN_CHUNK_ROWS anchors as long as that
+# stays within MAX_CHUNK_ELEMENTS and B / 32 anchors (N = 65536: 256 anchors, 2^24 elements,
+# ≈ 1.2 GiB; at most 1/32 of the batch keeps ~70 bytes per chunk element below one B×N float32
+# matrix), so huge batches take B / 256 chunks, not thousands of tiny ones.
 CHUNK_ELEMENTS = 1 << 19
-MIN_CHUNK_ROWS = 64
+MIN_CHUNK_ROWS = 256
+MAX_CHUNK_ELEMENTS = 1 << 24
+# The per-anchor kernels split each anchor's row into blocks of WINDOW_COLS columns (window
+# forward) or POSITIVE_COLS sorted positives (scan rows, TFA rows: only the first ⌈P / cols⌉
+# blocks have work), one program per (anchor, block), so a launch has C·⌈N / cols⌉ programs;
+# the per-block partial sums are added on the host in a fixed order (deterministic, no
+# atomics). Multiples of the lanes (SEARCH_BLOCK, SCAN_BLOCK).
+WINDOW_COLS = 4096
+POSITIVE_COLS = 256
 SEARCH_BLOCK = 128     # lanes of the search / coefficient kernels
 SCAN_BLOCK = 32        # BLOCK_P = BLOCK_N of the scan tiles (tl.dot needs >= 16)
 INF = float("inf")
@@ -209,18 +219,22 @@ def _window(x, neg_row, K, margin, mm, c_keep_hi, c_keep_lo, MODE: tl.constexpr,
 @triton.jit
 def _window_forward_kernel(pos_key_ptr, neg_sorted_ptr, prefix_ptr, n_neg_ptr,
                            values_ptr, counts_ptr, nonzero_ptr, N, margin, mm, c_keep_hi, c_keep_lo,
-                           MODE: tl.constexpr, KEEP: tl.constexpr, LOG_N: tl.constexpr, BLOCK: tl.constexpr):
-    """One anchor per program: Σ over its positives of c·(x + m) − (S[U] − S[lo]).
+                           MODE: tl.constexpr, KEEP: tl.constexpr, LOG_N: tl.constexpr, BLOCK: tl.constexpr,
+                           COLS: tl.constexpr):
+    """One (anchor, block of COLS columns) per program: its partial Σ over the block's
+    positives of c·(x + m) − (S[U] − S[lo]), #kept and #(term > 0), at [row, block].
     The positives are read unsorted (pos_key, +inf elsewhere): the forward pass needs one
     row sort only, of the negatives."""
     row = tl.program_id(0)
+    block = tl.program_id(1)
+    part = row * tl.num_programs(1) + block
     base = row.to(tl.int64) * N
     K = tl.load(n_neg_ptr + row)
     value = tl.zeros((BLOCK,), dtype=tl.float64)
     count = tl.zeros((BLOCK,), dtype=tl.int64)
     nonzero = tl.zeros((BLOCK,), dtype=tl.int64)
     prefix_row = prefix_ptr + row.to(tl.int64) * (N + 1)
-    for j0 in range(0, N, BLOCK):
+    for j0 in range(block * COLS, tl.minimum(N, block * COLS + COLS), BLOCK):
         offs = j0 + tl.arange(0, BLOCK)
         x = tl.load(pos_key_ptr + base + offs, mask=offs < N, other=JIT_INF)
         live = x < JIT_INF
@@ -232,9 +246,9 @@ def _window_forward_kernel(pos_key_ptr, neg_sorted_ptr, prefix_ptr, n_neg_ptr,
         value += c.to(tl.float64) * (x.to(tl.float64) + margin) - tl.where(c > 0, run, 0.0)
         count += tl.where(live, hi - lo, 0).to(tl.int64)
         nonzero += tl.where(live, w_hi - w_lo, 0).to(tl.int64)
-    tl.store(values_ptr + row, tl.sum(value, axis=0).to(tl.float32))
-    tl.store(counts_ptr + row, tl.sum(count, axis=0))
-    tl.store(nonzero_ptr + row, tl.sum(nonzero, axis=0))
+    tl.store(values_ptr + part, tl.sum(value, axis=0))
+    tl.store(counts_ptr + part, tl.sum(count, axis=0))
+    tl.store(nonzero_ptr + part, tl.sum(nonzero, axis=0))
 
 
 @triton.jit
@@ -329,16 +343,20 @@ def _scan_rows_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr,
                       MODE: tl.constexpr, SMOOTH: tl.constexpr, SWAP: tl.constexpr, BACKWARD: tl.constexpr,
                       KEEP: tl.constexpr,
                       KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
-                      BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """One anchor per program, its positives in blocks × all references in blocks.
-    Forward: Σ term, #kept, #(term > 0). Backward: coef at each positive, g·Σ_n slope."""
+                      BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                      COLS: tl.constexpr):
+    """One (anchor, block of COLS sorted positives) per program, its positives in blocks ×
+    all references in blocks. Forward: partial Σ term, #kept, #(term > 0) at [row, block].
+    Backward: coef at each of its positives, g·Σ_n slope."""
     row = tl.program_id(0)
+    block = tl.program_id(1)
+    part = row * tl.num_programs(1) + block
     base = row.to(tl.int64) * N
     P = tl.load(n_pos_ptr + row)
     value = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
     count = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.int32)
     nonzero = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.int32)
-    for p0 in range(0, P, BLOCK_P):
+    for p0 in range(block * COLS, tl.minimum(P, block * COLS + COLS), BLOCK_P):
         offs_p = p0 + tl.arange(0, BLOCK_P)
         x_ok = offs_p < P
         x = tl.load(pos_sorted_ptr + base + offs_p, mask=x_ok, other=0.0)
@@ -365,9 +383,9 @@ def _scan_rows_kernel(r_ptr, r_sq_ptr, neg_key_ptr, pos_sorted_ptr, pos_idx_ptr,
             w = _tile_coef(g * slope_sum, x, KIND, NEGATE)
             tl.store(coef_ptr + base + p_idx, w, mask=x_ok)
     if not BACKWARD:
-        tl.store(values_ptr + row, tl.sum(tl.sum(value, axis=1), axis=0))
-        tl.store(counts_ptr + row, tl.sum(tl.sum(count, axis=1), axis=0).to(tl.int64))
-        tl.store(nonzero_ptr + row, tl.sum(tl.sum(nonzero, axis=1), axis=0).to(tl.int64))
+        tl.store(values_ptr + part, tl.sum(tl.sum(value, axis=1), axis=0))
+        tl.store(counts_ptr + part, tl.sum(tl.sum(count, axis=1), axis=0).to(tl.int64))
+        tl.store(nonzero_ptr + part, tl.sum(tl.sum(nonzero, axis=1), axis=0).to(tl.int64))
 
 
 @triton.jit
@@ -484,19 +502,23 @@ def _tfa_rows_kernel(r_ptr, r_sq_ptr, pos_sorted_ptr, pos_idx_ptr, neg_sorted_pt
                      N, D, stride_r, near_tol, margin,
                      SMOOTH: tl.constexpr, SWAP: tl.constexpr, BACKWARD: tl.constexpr,
                      KIND: tl.constexpr, NEGATE: tl.constexpr, PRECISION: tl.constexpr,
-                     LOG_N: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
-    """One anchor per program, over its sorted positives. Forward: Σ term(x − v* + m),
-    #positives, #(term > 0). swap: v* → min(v*, d(r_p, r_n*)) (share of v*: 1, ½ on a tie, 0).
+                     LOG_N: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, COLS: tl.constexpr):
+    """One (anchor, block of COLS sorted positives) per program. Forward: partial
+    Σ term(x − v* + m), #positives, #(term > 0) at [row, block].
+    swap: v* → min(v*, d(r_p, r_n*)) (share of v*: 1, ½ on a tie, 0).
     Backward, per sorted positive: its choice k (−1 when the anchor has no negative: no
     gradient), g·slope (to x), g·slope·share (to v*) and, with swap, the d_pn coefficient
     and n* (for `_segment_sum`)."""
     row = tl.program_id(0)
+    block = tl.program_id(1)
+    part = row * tl.num_programs(1) + block
     base = row.to(tl.int64) * N
     P = tl.load(n_pos_ptr + row)
     K = tl.load(n_neg_ptr + row)
     value = tl.zeros((BLOCK,), dtype=tl.float32)
+    count = tl.zeros((BLOCK,), dtype=tl.int32)
     nonzero = tl.zeros((BLOCK,), dtype=tl.int32)
-    for p0 in range(0, P, BLOCK):
+    for p0 in range(block * COLS, tl.minimum(P, block * COLS + COLS), BLOCK):
         offs = p0 + tl.arange(0, BLOCK)
         live = offs < P
         x = tl.load(pos_sorted_ptr + base + offs, mask=live, other=0.0)
@@ -523,11 +545,12 @@ def _tfa_rows_kernel(r_ptr, r_sq_ptr, pos_sorted_ptr, pos_idx_ptr, neg_sorted_pt
                 tl.store(pn_n_ptr + base + offs, n_idx, mask=live)
         else:
             value += tl.where(live, term, 0.0)
+            count += live.to(tl.int32)
             nonzero += (live & (term > 0)).to(tl.int32)
     if not BACKWARD:
-        tl.store(values_ptr + row, tl.sum(value, axis=0))
-        tl.store(counts_ptr + row, P.to(tl.int64))
-        tl.store(nonzero_ptr + row, tl.sum(nonzero, axis=0).to(tl.int64))
+        tl.store(values_ptr + part, tl.sum(value, axis=0))
+        tl.store(counts_ptr + part, tl.sum(count, axis=0).to(tl.int64))
+        tl.store(nonzero_ptr + part, tl.sum(nonzero, axis=0).to(tl.int64))
 
 
 @triton.jit
@@ -694,7 +717,27 @@ def _keep_code(keep_low: float, keep_high: float) -> int:
 
 
 def _chunk_rows(B: int, N: int, chunk_elements: int) -> int:
-    return max(1, min(B, max(chunk_elements // max(N, 1), MIN_CHUNK_ROWS)))
+    """Anchors per chunk: chunk_elements // N, at least MIN_CHUNK_ROWS while the chunk stays
+    within MAX_CHUNK_ELEMENTS and B / 32 anchors, at least 1."""
+    n = max(N, 1)
+    return max(1, min(B, max(chunk_elements // n, min(MIN_CHUNK_ROWS, MAX_CHUNK_ELEMENTS // n, B // 32))))
+
+
+def _row_blocks(N: int, cols: int) -> int:
+    """Programs per anchor of the per-anchor kernels (grid (C, _row_blocks(N, cols)))."""
+    return max(1, triton.cdiv(N, cols))
+
+
+def _partial_outputs(c: int, blocks: int, device: torch.device):
+    """(values, counts, nonzero) per (anchor, block), float64 / int64."""
+    return (torch.empty((c, blocks), dtype=torch.float64, device=device),
+            torch.empty((c, blocks), dtype=torch.int64, device=device),
+            torch.empty((c, blocks), dtype=torch.int64, device=device))
+
+
+def _reduce_partials(values, counts, nonzero):
+    """Per-anchor sums of the blocks' partials, in a fixed order (torch.sum along the row)."""
+    return values.sum(1).to(torch.float32), counts.sum(1), nonzero.sum(1)
 
 
 def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision,
@@ -851,26 +894,30 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
         neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, prefix = _sorted_rows(
             q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, near_tol,
             prefix=sorted_path, sort_negatives=sorted_path or mode == 5, sort_positives=not sorted_path)
-        out = (torch.empty((c,), dtype=torch.float32, device=dev), torch.empty((c,), dtype=torch.int64, device=dev),
-               torch.empty((c,), dtype=torch.int64, device=dev))
-        parts.append(out)
         if sorted_path:
-            _host.launchable(_window_forward_kernel)[(c,)](
+            blocks = _row_blocks(N, WINDOW_COLS)
+            out = _partial_outputs(c, blocks, dev)
+            _host.launchable(_window_forward_kernel)[(c, blocks)](
                 pos_key, neg_sorted, prefix, n_neg, *out, N, margin, mm, margin - keep_low, margin - keep_high,
-                MODE=mode, KEEP=keep, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
+                MODE=mode, KEEP=keep, LOG_N=log_n, BLOCK=SEARCH_BLOCK, COLS=WINDOW_COLS)
         elif mode == 5:
-            _host.launchable(_tfa_rows_kernel)[(c,)](
+            blocks = _row_blocks(N, POSITIVE_COLS)
+            out = _partial_outputs(c, blocks, dev)
+            _host.launchable(_tfa_rows_kernel)[(c, blocks)](
                 r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, _unused(dev), *out,
                 _unused(dev), _unused(dev), _unused(dev), _unused(dev), _unused(dev, torch.int64),
                 N, D, r.stride(0), near_tol, margin,
                 SMOOTH=smooth, SWAP=swap, BACKWARD=False, KIND=kind, NEGATE=negate, PRECISION=precision,
-                LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32)
+                LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32, COLS=POSITIVE_COLS)
         else:
-            _host.launchable(_scan_rows_kernel)[(c,)](
+            blocks = _row_blocks(N, POSITIVE_COLS)
+            out = _partial_outputs(c, blocks, dev)
+            _host.launchable(_scan_rows_kernel)[(c, blocks)](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, _unused(dev), *out, _unused(dev),
                 N, D, r.stride(0), near_tol, margin, mm, keep_low, keep_high,
                 MODE=mode, SMOOTH=smooth, SWAP=swap, BACKWARD=False, KEEP=keep, KIND=kind, NEGATE=negate,
-                PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
+                PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32, COLS=POSITIVE_COLS)
+        parts.append(_reduce_partials(*out))
     return tuple(torch.cat(column) for column in zip(*parts))
 
 
@@ -904,11 +951,11 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
             an_slope = torch.zeros((c, N), dtype=torch.float32, device=dev)
             pn_coef = torch.zeros((c, N) if swap else (1,), dtype=torch.float32, device=dev)
             pn_n = torch.full((c, N) if swap else (1,), N, dtype=torch.int64, device=dev)
-            _host.launchable(_tfa_rows_kernel)[(c,)](
+            _host.launchable(_tfa_rows_kernel)[(c, _row_blocks(N, POSITIVE_COLS))](
                 r, r_sq, pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, g, _unused(dev),
                 _unused(dev, torch.int64), _unused(dev, torch.int64), choice, slope, an_slope, pn_coef, pn_n, N, D, r.stride(0), near_tol, margin,
                 SMOOTH=smooth, SWAP=swap, BACKWARD=True, KIND=kind, NEGATE=negate, PRECISION=precision,
-                LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32)
+                LOG_N=log_n, BLOCK=SCAN_BLOCK if swap else SEARCH_BLOCK, BLOCK_D=32, COLS=POSITIVE_COLS)
             slope_prefix = torch.nn.functional.pad(an_slope.to(torch.float64).cumsum(1), (1, 0))
             _host.launchable(_tfa_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
                 pos_sorted, pos_idx, neg_sorted, neg_idx, n_pos, n_neg, choice, slope, slope_prefix, coef, N,
@@ -924,10 +971,11 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
         else:
             common = dict(MODE=mode, SMOOTH=smooth, SWAP=swap, KEEP=keep, KIND=kind, NEGATE=negate,
                           PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
-            _host.launchable(_scan_rows_kernel)[(c,)](
+            _host.launchable(_scan_rows_kernel)[(c, _row_blocks(N, POSITIVE_COLS))](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, _unused(dev), _unused(dev, torch.int64),
                 _unused(dev, torch.int64), coef,
-                N, D, r.stride(0), near_tol, margin, mm, keep_low, keep_high, BACKWARD=True, **common)
+                N, D, r.stride(0), near_tol, margin, mm, keep_low, keep_high, BACKWARD=True, COLS=POSITIVE_COLS,
+                **common)
             _host.launchable(_scan_negatives_kernel)[(c, triton.cdiv(N, SCAN_BLOCK))](
                 r, r_sq, neg_key, pos_sorted, pos_idx, n_pos, g, coef,
                 N, D, r.stride(0), near_tol, margin, mm, keep_low, keep_high, **common)

@@ -88,3 +88,30 @@ def test_the_triplet_kernels_do_not_spill(report):
         if "batch-hard" in r["kernel"] and not r["kernel"].endswith("fp32"):
             mix = r["main_loop_mix"]
             assert mix.get("HGMMA", 0) + mix.get("HMMA", 0) > 0, r   # tensor cores for bf16 and tf32
+
+
+def test_the_triplet_rows_fill_the_gpu_at_b65536(report):
+    rows = [r for r in report["kernels"] if r["kernel"].startswith("triplet")]
+    assert all(r["programs_per_launch_b65536"] >= 2 * 132 for r in rows), rows
+
+
+def test_triplet_launches_at_b65536_fill_the_gpu_and_scale_with_the_chunks():
+    """Every Triton launch of a triplet forward or backward at B = N = 65536 has ≥ 2 programs
+    per SM of a 132-SM GPU, and a call makes O(B / chunk) launches (the launch code run on
+    meta tensors, bench/static_report.triplet_launches)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import static_report
+    from fastcontrast.kernels import triplet as kt
+
+    B = 65536
+    chunks = -(-B // kt._chunk_rows(B, B, kt.CHUNK_ELEMENTS))
+    assert chunks == 256
+    summary = static_report.triplet_launch_summary(B)
+    assert {row["case"] for row in summary} == set(static_report.TRIPLET_LAUNCH_CASES)
+    for row in summary:
+        assert row["launches"] <= 3 * chunks + 3, row
+        for name, k in row["kernels"].items():
+            assert k["min_programs"] >= 2 * 132, (row["case"], row["direction"], name, k)
+    window = [row for row in summary if row["case"] == "semihard" and row["direction"] == "fwd"][0]
+    assert window["kernels"]["_window_forward_kernel"] == dict(launches=chunks, min_programs=256 * 16,
+                                                               max_programs=256 * 16)

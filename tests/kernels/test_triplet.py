@@ -331,6 +331,46 @@ def test_term_keep_matches_torch_path(fields, keep):
         assert int(nonzero.sum()) == 0 and float(values.abs().sum()) == 0.0
 
 
+BLOCKED_CASES = [
+    dict(mining="semihard", margin=0.4, miner_margin=0.8),
+    dict(mining="batch_all", margin=0.3),
+    dict(mining="hard", margin=0.3, miner_margin=0.2, term_keep=(0.05, 0.25)),
+    dict(mining="easy", kind="dot", negate=True, margin=0.3, miner_margin=0.1),
+    dict(mining="all", smooth=True, margin=0.3, miner_margin=0.4),
+    dict(mining="batch_all", swap=True, margin=0.3),
+    dict(mining="semihard_tfa", margin=0.5),
+    dict(mining="semihard_tfa", swap=True, smooth=True, margin=0.5),
+]
+
+
+@pytest.mark.parametrize("fields", BLOCKED_CASES, ids=[
+    f"{c['mining']}{'-smooth' if c.get('smooth') else ''}{'-swap' if c.get('swap') else ''}"
+    f"{'-keep' if 'term_keep' in c else ''}" for c in BLOCKED_CASES])
+def test_column_blocks_and_chunks_match_torch_path(monkeypatch, fields):
+    """Several programs per anchor (blocks of 16 columns / sorted positives, a ragged last
+    one: N = 40, about 20 positives per anchor) and several chunks (7 anchors, a ragged last
+    one): values, counts, nonzero and gradients as the PyTorch path, bitwise equal on a rerun."""
+    torch_path = pytest.importorskip("fastcontrast._torch.triplet")
+    for name, value in (("CHUNK_ELEMENTS", 7 * 40), ("MIN_CHUNK_ROWS", 1), ("SEARCH_BLOCK", 16),
+                        ("SCAN_BLOCK", 16), ("WINDOW_COLS", 16), ("POSITIVE_COLS", 16)):
+        monkeypatch.setattr(kt, name, value)
+    assert kt._chunk_rows(40, 40, kt.CHUNK_ELEMENTS) == 7 and kt._row_blocks(40, kt.WINDOW_COLS) == 3
+    cfg = TripletConfig(**fields)
+    q, r, ql, rl, same = make_data(B=40, D=6, classes=2, style="dup", seed=11)
+    grad = torch.rand(40, generator=torch.Generator().manual_seed(4)) + 0.5
+    first = run_kernels(q, r, ql, rl, cfg, same, grad)
+    values, counts, nonzero, _, gq, gr = first
+    t_values, t_counts, t_nonzero, t_saved = torch_path.forward(q, r, ql, rl, cfg)
+    t_gq, t_gr = torch_path.backward(grad, q, r, ql, rl, cfg, t_saved)
+    assert torch.equal(counts.cpu(), t_counts) and torch.equal(nonzero.cpu(), t_nonzero)
+    assert int(counts.sum()) > 0
+    assert_close(values, t_values, torch.float32)
+    assert_close(gq.float() + gr.float(), t_gq + t_gr, torch.float32)
+    second = run_kernels(q, r, ql, rl, cfg, same, grad)
+    for a, b in zip(first[:3] + first[4:], second[:3] + second[4:]):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("kwargs", [dict(mining="semihard", distance="cosine"),
                                     dict(mining="semihard_tfa", margin=1.0, swap=True),
                                     dict(mining="batch_hard", hard_fallback="tfa", distance="squared_euclidean")],
@@ -409,14 +449,14 @@ KERNELS = [  # (kernel, pointer arguments, constexprs); other arguments are i32 
     (kt._distance_rows_kernel, dict(TILE, neg_key_ptr=F32, pos_key_ptr=F32),
      dict(KIND=2, NEGATE=False, PRECISION="ieee", BLOCK_M=64, BLOCK_N=64, BLOCK_D=32)),
     (kt._window_forward_kernel, dict(pos_key_ptr=F32, neg_sorted_ptr=F32, prefix_ptr=F64, n_neg_ptr=I32,
-                                     values_ptr=F32, counts_ptr=I64, nonzero_ptr=I64),
-     dict(MODE=3, KEEP=19, LOG_N=17, BLOCK=128)),
+                                     values_ptr=F64, counts_ptr=I64, nonzero_ptr=I64),
+     dict(MODE=3, KEEP=19, LOG_N=17, BLOCK=128, COLS=4096)),
     (kt._window_weights_kernel, dict(pos_key_ptr=F32, neg_key_ptr=F32, pos_sorted_ptr=F32, neg_sorted_ptr=F32,
                                      n_pos_ptr=I32, n_neg_ptr=I32, grad_ptr=F32, coef_ptr=F32),
      dict(MODE=2, KEEP=19, KIND=2, NEGATE=False, LOG_N=17, BLOCK=128)),
-    (kt._scan_rows_kernel, dict(ROW, values_ptr=F32, counts_ptr=I64, nonzero_ptr=I64, coef_ptr=F32),
+    (kt._scan_rows_kernel, dict(ROW, values_ptr=F64, counts_ptr=I64, nonzero_ptr=I64, coef_ptr=F32),
      dict(MODE=3, SMOOTH=True, SWAP=True, BACKWARD=True, KEEP=16, KIND=2, NEGATE=False, PRECISION="ieee",
-          BLOCK_P=32, BLOCK_N=32, BLOCK_D=32)),
+          BLOCK_P=32, BLOCK_N=32, BLOCK_D=32, COLS=256)),
     (kt._scan_negatives_kernel, dict(ROW, coef_ptr=F32),
      dict(MODE=1, SMOOTH=False, SWAP=True, KEEP=0, KIND=0, NEGATE=True, PRECISION="ieee", BLOCK_P=32, BLOCK_N=32,
           BLOCK_D=32)),
@@ -425,11 +465,11 @@ KERNELS = [  # (kernel, pointer arguments, constexprs); other arguments are i32 
      dict(SIDE=1, MODE=3, SMOOTH=True, KEEP=16, KIND=2, NEGATE=False, PRECISION="ieee", BLOCK_X=32, BLOCK_Y=32,
           BLOCK_D=32, BLOCK_DO=64)),
     (kt._tfa_rows_kernel, dict(r_ptr=F16, r_sq_ptr=F32, pos_sorted_ptr=F32, pos_idx_ptr=I64, neg_sorted_ptr=F32,
-                               neg_idx_ptr=I64, n_pos_ptr=I32, n_neg_ptr=I32, grad_ptr=F32, values_ptr=F32,
+                               neg_idx_ptr=I64, n_pos_ptr=I32, n_neg_ptr=I32, grad_ptr=F32, values_ptr=F64,
                                counts_ptr=I64, nonzero_ptr=I64, choice_ptr=F32, slope_ptr=F32,
                                an_slope_ptr=F32, pn_coef_ptr=F32, pn_n_ptr=I64),
      dict(SMOOTH=False, SWAP=True, BACKWARD=True, KIND=2, NEGATE=False, PRECISION="ieee", LOG_N=17, BLOCK=32,
-          BLOCK_D=32)),
+          BLOCK_D=32, COLS=256)),
     (kt._tfa_weights_kernel, dict(pos_sorted_ptr=F32, pos_idx_ptr=I64, neg_sorted_ptr=F32, neg_idx_ptr=I64,
                                   n_pos_ptr=I32, n_neg_ptr=I32, choice_ptr=F32, slope_ptr=F32,
                                   slope_prefix_ptr=F64, coef_ptr=F32),
