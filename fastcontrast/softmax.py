@@ -607,6 +607,11 @@ class NPairLoss(_SoftmaxLoss):
         logits = logits.masked_fill(~valid[None, :], torch.finfo(logits.dtype).min)
         values = torch.logsumexp(logits, 1) - logits.diagonal()
         values = torch.where(valid, values, torch.zeros_like(values))
+        return self._terms_with_penalty(values, valid, embeddings, anchors, positives)
+
+    def _terms_with_penalty(self, values, valid, embeddings, anchors, positives):
+        """LossTerms of the pairs' values (0 on invalid slots), with Sohn's L2 penalty on the
+        raw anchor and positive rows as a second column when l2_reg > 0."""
         ones = valid.long()
         nonzero = (values.detach() > 0).long()
         if self.l2_reg == 0:
@@ -631,16 +636,7 @@ class NPairLoss(_SoftmaxLoss):
         values, _ = softmax_values(qa, qp, ids, torch.where(valid, ids, -1), kind=self.metric.kind,
                                    variant="supcon", self_offset=-1, temperature=1.0, backend=backend,
                                    masked_refs=True)
-        ones = valid.long()
-        nonzero = (values.detach() > 0).long()
-        if self.l2_reg == 0:
-            return LossTerms(values, ones, nonzero)
-        fa = embeddings[anchors].to(values.dtype)
-        fp = embeddings[positives].to(values.dtype)
-        penalty = 0.25 * self.l2_reg * ((fa * fa).sum(1) + (fp * fp).sum(1))
-        penalty = torch.where(valid, penalty, torch.zeros_like(penalty))
-        return LossTerms(torch.stack([values, penalty], 1), torch.stack([ones, ones], 1),
-                         torch.stack([nonzero, (penalty.detach() > 0).long()], 1))
+        return self._terms_with_penalty(values, valid, embeddings, anchors, positives)
 
     def _pair_terms(self, embeddings, labels, pairs, part: slice | None = None, selected=None):
         if pairs is None and selected is None and part is None:
