@@ -85,13 +85,14 @@ def _tile_coef(gh, t, KIND: tl.constexpr, NEGATE: tl.constexpr):
 
 @triton.jit
 def _bounded(pos, t, bounds_ptr, offs_m, M, bound_slack, NEGATE: tl.constexpr):
-    """pos restricted by the row bounds (a fused miner selection): l − slack < bounds_i0."""
+    """pos restricted by the row bounds (a fused miner selection): l − slack < b_i0."""
     if NEGATE:
         logits = -t
     else:
         logits = t
-    upper = tl.load(bounds_ptr + offs_m.to(tl.int64) * 2, mask=offs_m < M, other=float("-inf"))
-    return pos & ((logits - bound_slack) < upper[:, None])
+    pos_below, neg_above = tiles.load_row_bounds(bounds_ptr, offs_m, M)
+    kept, _ = tiles.row_bounded(pos, pos, logits, pos_below, neg_above, bound_slack)
+    return kept
 
 
 @triton.jit

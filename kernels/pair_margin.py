@@ -77,22 +77,14 @@ def _row_shift(shift_ptr, offs_m, M, HAS_SHIFT: tl.constexpr):
 
 
 @triton.jit
-def _load_bounds(bounds_ptr, offs_m, M):
-    """Anchor i's (pos_above, neg_below) row bounds as columns; rows past M select nothing."""
-    in_m = offs_m < M
-    pos_above = tl.load(bounds_ptr + 2 * offs_m, mask=in_m, other=float("inf"))
-    neg_below = tl.load(bounds_ptr + 2 * offs_m + 1, mask=in_m, other=float("-inf"))
-    return pos_above[:, None], neg_below[:, None]
-
-
-@triton.jit
 def _row_bounded(t, pos, neg, pos_above, neg_below, bound_slack, NEGATE: tl.constexpr):
-    """(pos, neg) narrowed to the selected pairs: d + slack > pos_above, d − slack < neg_below."""
+    """(pos, neg) narrowed to the selected pairs, the bounds in distance units (host side):
+    d + slack > pos_above, d − slack < neg_below — tiles.row_bounded on l = −d."""
     if NEGATE:
-        d = -t
+        l = t  # d = −t
     else:
-        d = t
-    return pos & (d + bound_slack > pos_above), neg & (d - bound_slack < neg_below)
+        l = -t
+    return tiles.row_bounded(pos, neg, l, -pos_above, -neg_below, bound_slack)
 
 
 @triton.jit
@@ -155,7 +147,7 @@ def _pair_margin_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
     unit = tl.load(unit_ptr)  # true distance = unit × the frame's (see _host.frame)
     sh = _row_shift(shift_ptr, offs_m, M, HAS_SHIFT)
     if ROW_BOUNDS:
-        pos_above, neg_below = _load_bounds(bounds_ptr, offs_m, M)
+        pos_above, neg_below = tiles.load_row_bounds(bounds_ptr, offs_m, M)
     sum_pos = tl.zeros((BLOCK_M,), tl.float32)
     sum_neg = tl.zeros((BLOCK_M,), tl.float32)
     n_pos = tl.zeros((BLOCK_M,), tl.int32)
@@ -221,7 +213,7 @@ def _pair_margin_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
     g_pos = tl.load(grad_ptr + offs_m.to(tl.int64) * 2, mask=in_m, other=0.0)
     g_neg = tl.load(grad_ptr + offs_m.to(tl.int64) * 2 + 1, mask=in_m, other=0.0)
     if ROW_BOUNDS:
-        pos_above, neg_below = _load_bounds(bounds_ptr, offs_m, M)
+        pos_above, neg_below = tiles.load_row_bounds(bounds_ptr, offs_m, M)
 
     acc = tl.zeros((BLOCK_M, BLOCK_DO), tl.float32)  # Σ_j c_ij r_j
     coef_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ_j c_ij (distance kinds)
@@ -271,7 +263,7 @@ def _pair_margin_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab
                                       stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         if ROW_BOUNDS:  # this anchor tile's bounds
-            pos_above, neg_below = _load_bounds(bounds_ptr, offs_m, M)
+            pos_above, neg_below = tiles.load_row_bounds(bounds_ptr, offs_m, M)
             pos, neg = _row_bounded(t_frame * unit, pos, neg, pos_above, neg_below, bound_slack, NEGATE)
         if FILTERED:
             pos, neg = _kept(t_frame * unit, pos, neg, pos_margin + sh, neg_margin + sh, pos_low, pos_high,

@@ -178,23 +178,6 @@ def _weighted_grad(logits, pos, neg, lse_p, lse_n, g, sp, sn, shp, shn, VARIANT:
 
 
 @triton.jit
-def _row_bounded(pos, neg, logits, pos_below, neg_above, slack):
-    """The masks restricted to a fused miner selection: positives with l − slack < pos_below,
-    negatives with l + slack > neg_above (per-anchor bounds, shaped to broadcast on the tile)."""
-    return pos & (logits - slack < pos_below), neg & (logits + slack > neg_above)
-
-
-@triton.jit
-def _load_bounds(bounds_ptr, tau_ptr, offs_m, M):
-    """(pos_below, neg_above, slack) of anchors offs_m: row i's bounds at bounds_ptr[2i], [2i + 1];
-    rows past M get bounds that keep nothing."""
-    in_m = offs_m < M
-    pos_below = tl.load(bounds_ptr + 2 * offs_m, mask=in_m, other=float("-inf"))
-    neg_above = tl.load(bounds_ptr + 2 * offs_m + 1, mask=in_m, other=float("inf"))
-    return pos_below, neg_above, tl.load(tau_ptr + 5)
-
-
-@triton.jit
 def _logit_grad(logits, valid, pos, neg, lse, aux, g, bias, VARIANT: tl.constexpr, sp, sn, shp, shn):
     """W_ij = g_i · ∂v_i/∂l_ij (see the module docstring); 0 outside the masks. The anchor
     statistics lse, aux, g come as a column (BLOCK_M, 1) — or as a row (1, BLOCK_N) for the
@@ -559,7 +542,8 @@ def _softmax_weighted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_
     b over the negatives); lse ← LSE_P a, aux ← LSE_N b (−inf when empty)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     if ROW_BOUNDS:
-        pos_below, neg_above, slack = _load_bounds(bounds_ptr, tau_ptr, offs_m, M)
+        pos_below, neg_above = tiles.load_row_bounds(bounds_ptr, offs_m, M)
+        slack = tl.load(tau_ptr + 5)  # the bound slack, after the variant's parameters
     inv_tau = 1.0 / tl.load(tau_ptr)
     sp = tl.load(tau_ptr + 1)
     sn = tl.load(tau_ptr + 2)
@@ -576,7 +560,7 @@ def _softmax_weighted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS)
         if ROW_BOUNDS:
-            pos, neg = _row_bounded(pos, neg, logits, pos_below[:, None], neg_above[:, None], slack)
+            pos, neg = tiles.row_bounded(pos, neg, logits, pos_below, neg_above, slack)
         a, b, _, _ = _pair_terms(logits, sp, sn, shp, shn, VARIANT)
         a = tl.where(pos, a, float("-inf"))
         b = tl.where(neg, b, float("-inf"))
@@ -623,7 +607,8 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
     aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
     if ROW_BOUNDS:
-        pos_below, neg_above, slack = _load_bounds(bounds_ptr, tau_ptr, offs_m, M)
+        pos_below, neg_above = tiles.load_row_bounds(bounds_ptr, offs_m, M)
+        slack = tl.load(tau_ptr + 5)  # the bound slack, after the variant's parameters
 
     acc = tl.zeros((BLOCK_M, BLOCK_DO), tl.float32)  # Σ_j c_ij r_j
     coef_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ_j c_ij (distance kinds)
@@ -635,7 +620,7 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS)
         if ROW_BOUNDS:
-            pos, neg = _row_bounded(pos, neg, logits, pos_below[:, None], neg_above[:, None], slack)
+            pos, neg = tiles.row_bounded(pos, neg, logits, pos_below, neg_above, slack)
         w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
                         sp, sn, shp, shn)
         if SYMMETRIC:  # + the reverse direction: the references as anchors, column statistics
@@ -695,8 +680,9 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS)
         if ROW_BOUNDS:  # this anchor tile's bounds
-            pos_below, neg_above, slack = _load_bounds(bounds_ptr, tau_ptr, offs_m, M)
-            pos, neg = _row_bounded(pos, neg, logits, pos_below[:, None], neg_above[:, None], slack)
+            pos_below, neg_above = tiles.load_row_bounds(bounds_ptr, offs_m, M)
+            slack = tl.load(tau_ptr + 5)  # the bound slack, after the variant's parameters
+            pos, neg = tiles.row_bounded(pos, neg, logits, pos_below, neg_above, slack)
         w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
                         sp, sn, shp, shn)
         if SYMMETRIC:
@@ -759,8 +745,9 @@ def _softmax_bwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
                                 near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS)
         if ROW_BOUNDS:  # this anchor block's bounds
-            pos_below, neg_above, slack = _load_bounds(bounds_ptr, tau_ptr, offs_m, M)
-            pos, neg = _row_bounded(pos, neg, logits, pos_below[:, None], neg_above[:, None], slack)
+            pos_below, neg_above = tiles.load_row_bounds(bounds_ptr, offs_m, M)
+            slack = tl.load(tau_ptr + 5)  # the bound slack, after the variant's parameters
+            pos, neg = tiles.row_bounded(pos, neg, logits, pos_below, neg_above, slack)
         w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
                         sp, sn, shp, shn)
         if SYMMETRIC:

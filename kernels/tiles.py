@@ -141,6 +141,23 @@ def pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_R
 
 
 @triton.jit
+def load_row_bounds(bounds_ptr, offs_m, M):
+    """A fused miner selection's row bounds (the kernels' ROW_BOUNDS): anchor i's (b_i0, b_i1)
+    at bounds_ptr[2i], [2i + 1], as columns; rows past M have no valid pair anyway."""
+    in_m = offs_m < M
+    b0 = tl.load(bounds_ptr + 2 * offs_m, mask=in_m, other=float("-inf"))
+    b1 = tl.load(bounds_ptr + 2 * offs_m + 1, mask=in_m, other=float("inf"))
+    return b0[:, None], b1[:, None]
+
+
+@triton.jit
+def row_bounded(pos, neg, l, pos_below, neg_above, slack):
+    """The masks restricted to a fused miner selection, in units of l (a similarity, or −d):
+    positives with l − slack < pos_below, negatives with l + slack > neg_above."""
+    return pos & (l - slack < pos_below), neg & (l + slack > neg_above)
+
+
+@triton.jit
 def load_rows(ptr, offs_rows, offs_d, n_rows, D, stride):
     """Rows offs_rows, columns offs_d of a row-major n_rows×D matrix (0 outside it)."""
     mask = (offs_rows[:, None] < n_rows) & (offs_d[None, :] < D)
