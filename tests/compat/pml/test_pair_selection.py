@@ -190,6 +190,18 @@ def _run(loss_name, miner_name, dist, x, y, refs=(), reducer=None):
     return got, expected, xf, xr
 
 
+def _check_lp_mined_step(theirs, ours, miner_name, x, y):
+    """PML's miner + loss against ours (float64, Lp distance): loss value and embedding gradient."""
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    mkw = MINER_KW[miner_name]["lp"]
+    expected = theirs(xr, y, getattr(pml_miners, miner_name)(**mkw, distance=pml_distances.LpDistance())(xr, y))
+    got = ours(xf, y, getattr(miners, miner_name)(**mkw, distance=distances.LpDistance())(xf, y))
+    torch.testing.assert_close(got, expected, **TOL[torch.float64])
+    expected.backward()
+    got.backward()
+    torch.testing.assert_close(xf.grad, xr.grad, **TOL[torch.float64])
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("loss_name,miner_name,dist", FUSED)
 @pytest.mark.parametrize("shape", [(13, 3), (9, "one_class"), (11, "distinct"), (10, "duplicates"), (1, 1),
@@ -252,16 +264,9 @@ def test_fused_selection_margin_loss_beta(miner_name, options, never_listed):
     """MarginLoss's mined triplets (every mined positive pair with every mined negative pair of
     its anchor) counted per anchor, with the learned β's gradient (one β, one per class)."""
     x, y = _batch(18, 4, torch.float64, seed=13)
-    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-    mkw = MINER_KW[miner_name]["lp"]
     theirs = pml_losses.MarginLoss(**options)
     ours = losses.MarginLoss(**options, backend="torch")
-    expected = theirs(xr, y, getattr(pml_miners, miner_name)(**mkw, distance=pml_distances.LpDistance())(xr, y))
-    got = ours(xf, y, getattr(miners, miner_name)(**mkw, distance=distances.LpDistance())(xf, y))
-    torch.testing.assert_close(got, expected, **TOL[torch.float64])
-    expected.backward()
-    got.backward()
-    torch.testing.assert_close(xf.grad, xr.grad, **TOL[torch.float64])
+    _check_lp_mined_step(theirs, ours, miner_name, x, y)
     torch.testing.assert_close(ours.beta.grad, theirs.beta.grad, **TOL[torch.float32])  # β is a float32 Parameter
 
 
@@ -337,15 +342,8 @@ def test_fused_selection_with_threshold_reducer(miner_name, window, never_listed
     """ContrastiveLoss's fused ThresholdReducer (term bounds) on top of the fused selection
     (row bounds): the reducer sees exactly the mined pairs' terms, as in PML."""
     x, y = _batch(20, 3, torch.float64, seed=15)
-    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-    mkw = MINER_KW[miner_name]["lp"]
     theirs = pml_losses.ContrastiveLoss(pos_margin=0.1, neg_margin=1.1,
                                         reducer=pml_reducers.ThresholdReducer(**window))
     ours = losses.ContrastiveLoss(pos_margin=0.1, neg_margin=1.1, reducer=pml_reducers.ThresholdReducer(**window),
                                   backend="torch")
-    expected = theirs(xr, y, getattr(pml_miners, miner_name)(**mkw, distance=pml_distances.LpDistance())(xr, y))
-    got = ours(xf, y, getattr(miners, miner_name)(**mkw, distance=distances.LpDistance())(xf, y))
-    torch.testing.assert_close(got, expected, **TOL[torch.float64])
-    expected.backward()
-    got.backward()
-    torch.testing.assert_close(xf.grad, xr.grad, **TOL[torch.float64])
+    _check_lp_mined_step(theirs, ours, miner_name, x, y)
