@@ -233,6 +233,29 @@ def _tile_coef(w, t, inv_tau, KIND: tl.constexpr):
     return c
 
 
+@triton.jit
+def _grad_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+               near_tol, self_offset, inv_tau, bias, sp, sn, shp, shn, g, lse, aux, rev_g, rev_lse, rev_aux,
+               pos_below, neg_above, slack, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
+               SYMMETRIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+               ROW_BOUNDS: tl.constexpr, MASKED_REFS: tl.constexpr):
+    """One backward tile, shared by the three backward kernels: (logits, t, W, c) with W_ij =
+    g_i·∂v_i/∂l_ij (+ the reverse direction's column term when SYMMETRIC) and c = ∂L/∂(tile
+    entry). Anchor statistics g, lse, aux (and row bounds) are rows (BLOCK_M,), the reverse
+    direction's rev_g, rev_lse, rev_aux columns (BLOCK_N,)."""
+    logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                            near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+    valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS)
+    if ROW_BOUNDS:
+        pos, neg = tiles.row_bounded(pos, neg, logits, pos_below, neg_above, slack)
+    w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
+                    sp, sn, shp, shn)
+    if SYMMETRIC:  # + the reverse direction: the references as anchors, column statistics
+        w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], bias,
+                         VARIANT, sp, sn, shp, shn)
+    return logits, t, w, _tile_coef(w, t, inv_tau, KIND)
+
+
 # --------------------------------------------------------------------------------------------
 # Forward: row statistics and per-anchor values
 # --------------------------------------------------------------------------------------------
@@ -609,6 +632,10 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     if ROW_BOUNDS:
         pos_below, neg_above = tiles.load_row_bounds(bounds_ptr, offs_m, M)
         slack = tl.load(tau_ptr + 5)  # the bound slack, after the variant's parameters
+    else:
+        pos_below = 0.0
+        neg_above = 0.0
+        slack = 0.0
 
     acc = tl.zeros((BLOCK_M, BLOCK_DO), tl.float32)  # Σ_j c_ij r_j
     coef_sum = tl.zeros((BLOCK_M,), tl.float32)      # Σ_j c_ij (distance kinds)
@@ -616,25 +643,24 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     bias_part = tl.zeros((BLOCK_M,), tl.float32)     # Σ_j W_ij (sigmoid)
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS)
-        if ROW_BOUNDS:
-            pos, neg = tiles.row_bounded(pos, neg, logits, pos_below, neg_above, slack)
-        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
-                        sp, sn, shp, shn)
-        if SYMMETRIC:  # + the reverse direction: the references as anchors, column statistics
+        if SYMMETRIC:  # the reverse direction's statistics: this tile's columns
             in_n = offs_n < N
             rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
             rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
             rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
-            w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], bias,
-                             VARIANT, sp, sn, shp, shn)
+        else:
+            rev_g = 0.0
+            rev_lse = 0.0
+            rev_aux = 0.0
+        logits, t, w, c = _grad_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, D,
+                                     stride_q, stride_r, near_tol, self_offset, inv_tau, bias, sp, sn, shp, shn,
+                                     g, lse, aux, rev_g, rev_lse, rev_aux, pos_below, neg_above, slack,
+                                     KIND, VARIANT, PRECISION, SYMMETRIC, BLOCK_M, BLOCK_N, BLOCK_D,
+                                     ROW_BOUNDS, MASKED_REFS)
         if TAU_GRAD:
             tau_part += tl.sum(w * logits, 1)
         if BIAS_GRAD:
             bias_part += tl.sum(w, 1)
-        c = _tile_coef(w, t, inv_tau, KIND)
         r_chunk = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)
         acc, coef_sum = tiles.accumulate_row_grad(acc, coef_sum, c, t, r_chunk, q_ptr, r_ptr, offs_m, n0, offs_do,
                                                   M, N, D, stride_q, stride_r, q_sq_ptr, r_sq_ptr, offs_m, offs_n,
@@ -667,6 +693,14 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
         rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
         rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
+    else:
+        rev_g = 0.0
+        rev_lse = 0.0
+        rev_aux = 0.0
+    if ROW_BOUNDS:
+        slack = tl.load(tau_ptr + 5)  # the bound slack, after the variant's parameters
+    else:
+        slack = 0.0
 
     acc = tl.zeros((BLOCK_N, BLOCK_DO), tl.float32)  # Σ_i c_ij q_i
     coef_sum = tl.zeros((BLOCK_N,), tl.float32)      # Σ_i c_ij (distance kinds)
@@ -676,19 +710,16 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
         g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
         lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
         aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
-        logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS)
         if ROW_BOUNDS:  # this anchor tile's bounds
             pos_below, neg_above = tiles.load_row_bounds(bounds_ptr, offs_m, M)
-            slack = tl.load(tau_ptr + 5)  # the bound slack, after the variant's parameters
-            pos, neg = tiles.row_bounded(pos, neg, logits, pos_below, neg_above, slack)
-        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
-                        sp, sn, shp, shn)
-        if SYMMETRIC:
-            w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], bias,
-                             VARIANT, sp, sn, shp, shn)
-        c = _tile_coef(w, t, inv_tau, KIND)
+        else:
+            pos_below = 0.0
+            neg_above = 0.0
+        logits, t, w, c = _grad_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, D,
+                                     stride_q, stride_r, near_tol, self_offset, inv_tau, bias, sp, sn, shp, shn,
+                                     g, lse, aux, rev_g, rev_lse, rev_aux, pos_below, neg_above, slack,
+                                     KIND, VARIANT, PRECISION, SYMMETRIC, BLOCK_M, BLOCK_N, BLOCK_D,
+                                     ROW_BOUNDS, MASKED_REFS)
         q_chunk = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
         acc, coef_sum = tiles.accumulate_row_grad(acc, coef_sum, c, t, q_chunk, r_ptr, q_ptr, offs_n, m0, offs_do,
                                                   N, M, D, stride_r, stride_q, q_sq_ptr, r_sq_ptr, offs_m, offs_n,
@@ -727,6 +758,14 @@ def _softmax_bwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
         rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
         rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
+    else:
+        rev_g = 0.0
+        rev_lse = 0.0
+        rev_aux = 0.0
+    if ROW_BOUNDS:
+        slack = tl.load(tau_ptr + 5)  # the bound slack, after the variant's parameters
+    else:
+        slack = 0.0
     if D <= BLOCK_DO:
         r_rows = tiles.load_rows(r_ptr, offs_n, offs_do, N, D, stride_r)  # the program's reference rows
     else:
@@ -741,19 +780,16 @@ def _softmax_bwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
         lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
         aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
-        logits, t = _logit_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                near_tol, inv_tau, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-        valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset, MASKED_REFS)
         if ROW_BOUNDS:  # this anchor block's bounds
             pos_below, neg_above = tiles.load_row_bounds(bounds_ptr, offs_m, M)
-            slack = tl.load(tau_ptr + 5)  # the bound slack, after the variant's parameters
-            pos, neg = tiles.row_bounded(pos, neg, logits, pos_below, neg_above, slack)
-        w = _logit_grad(logits, valid, pos, neg, lse[:, None], aux[:, None], g[:, None], bias, VARIANT,
-                        sp, sn, shp, shn)
-        if SYMMETRIC:
-            w += _logit_grad(logits, valid, pos, neg, rev_lse[None, :], rev_aux[None, :], rev_g[None, :], bias,
-                             VARIANT, sp, sn, shp, shn)
-        c = _tile_coef(w, t, inv_tau, KIND)
+        else:
+            pos_below = 0.0
+            neg_above = 0.0
+        logits, t, w, c = _grad_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, D,
+                                     stride_q, stride_r, near_tol, self_offset, inv_tau, bias, sp, sn, shp, shn,
+                                     g, lse, aux, rev_g, rev_lse, rev_aux, pos_below, neg_above, slack,
+                                     KIND, VARIANT, PRECISION, SYMMETRIC, BLOCK_M, BLOCK_N, BLOCK_D,
+                                     ROW_BOUNDS, MASKED_REFS)
         rows64 = offs_m.to(tl.int64)
         if D <= BLOCK_DO:  # whole rows: grad_r in registers, the tile's grad_q share made before the wait
             q_rows = tiles.load_rows(q_ptr, offs_m, offs_do, M, D, stride_q)
