@@ -101,6 +101,23 @@ def _row_lse(lse_ptr, offs, n):
     return tl.load(lse_ptr + offs, mask=offs < n, other=float("-inf"))
 
 
+@triton.jit
+def _hinge_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, bounds_ptr, pos, unit, lse_row, lse_col, offs_m, offs_n, M, N, D,
+                stride_q, stride_r, near_tol, shift_pos, bound_slack, KIND: tl.constexpr, NEGATE: tl.constexpr,
+                PRECISION: tl.constexpr, ROW_BOUNDS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_D: tl.constexpr):
+    """One tile that holds a positive pair, shared by the three kernels: (t in the kernels'
+    frame, t in true units, the positives after the row bounds, U, whether U is finite,
+    the self-pair mask, h)."""
+    t_frame = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
+                                  near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+    t = t_frame * unit
+    if ROW_BOUNDS:
+        pos = _bounded(pos, t, bounds_ptr, offs_m, M, bound_slack, NEGATE)
+    union, finite, itself, h = _pair_hinges(t, pos, lse_row, lse_col, offs_m, offs_n, shift_pos, NEGATE)
+    return t_frame, t, pos, union, finite, itself, h
+
+
 # --------------------------------------------------------------------------------------------
 # Forward: v_i and |P_i|
 # --------------------------------------------------------------------------------------------
@@ -120,12 +137,10 @@ def _lifted_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, u
         offs_n = n0 + tl.arange(0, BLOCK_N)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         if tl.sum(pos.to(tl.int32)) > 0:
-            t = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
-                                    near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION) * unit
-            if ROW_BOUNDS:
-                pos = _bounded(pos, t, bounds_ptr, offs_m, M, bound_slack, NEGATE)
-            _, _, _, h = _pair_hinges(t, pos, lse_row, _row_lse(lse_ptr, offs_n, M), offs_m, offs_n, shift_pos,
-                                      NEGATE)
+            _, _, pos, _, _, _, h = _hinge_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, bounds_ptr, pos, unit, lse_row,
+                                                _row_lse(lse_ptr, offs_n, M), offs_m, offs_n, M, N, D, stride_q,
+                                                stride_r, near_tol, shift_pos, bound_slack, KIND, NEGATE,
+                                                PRECISION, ROW_BOUNDS, BLOCK_M, BLOCK_N, BLOCK_D)
             total += tl.sum(h * h, 1)
             n_pos += tl.sum(pos.to(tl.int32), 1)
     in_m = offs_m < M
@@ -159,13 +174,10 @@ def _lifted_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
         offs_n = n0 + tl.arange(0, BLOCK_N)
         valid, pos, neg = tiles.pair_masks(q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, self_offset)
         if tl.sum(pos.to(tl.int32)) > 0:
-            t_frame = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
-                                          stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-            t = t_frame * unit
-            if ROW_BOUNDS:
-                pos = _bounded(pos, t, bounds_ptr, offs_m, M, bound_slack, NEGATE)
-            union, finite, _, h = _pair_hinges(t, pos, lse_row, _row_lse(lse_ptr, offs_n, M), offs_m, offs_n,
-                                               shift_pos, NEGATE)
+            t_frame, t, pos, union, finite, _, h = _hinge_tile(
+                q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, bounds_ptr, pos, unit, lse_row, _row_lse(lse_ptr, offs_n, M),
+                offs_m, offs_n, M, N, D, stride_q, stride_r, near_tol, shift_pos, bound_slack, KIND, NEGATE,
+                PRECISION, ROW_BOUNDS, BLOCK_M, BLOCK_N, BLOCK_D)
             gh = g[:, None] * h
             share = tl.exp(lse_row[:, None] - tl.where(finite, union, 0.0))  # e^{L_i − U_ip}
             weight += tl.sum(tl.where(finite & pos, gh * share, 0.0), 1)
@@ -204,12 +216,10 @@ def _lifted_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr,
             in_m = offs_m < M
             g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
             lse_row = _row_lse(lse_ptr, offs_m, M)
-            t_frame = tiles.distance_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, D, stride_q,
-                                          stride_r, near_tol, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-            t = t_frame * unit
-            if ROW_BOUNDS:
-                pos = _bounded(pos, t, bounds_ptr, offs_m, M, bound_slack, NEGATE)
-            union, finite, itself, h = _pair_hinges(t, pos, lse_row, lse_col, offs_m, offs_n, shift_pos, NEGATE)
+            t_frame, t, pos, union, finite, itself, h = _hinge_tile(
+                q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, bounds_ptr, pos, unit, lse_row, lse_col, offs_m, offs_n, M, N, D,
+                stride_q, stride_r, near_tol, shift_pos, bound_slack, KIND, NEGATE, PRECISION, ROW_BOUNDS,
+                BLOCK_M, BLOCK_N, BLOCK_D)
             gh = g[:, None] * h
             share = tl.exp(lse_col[None, :] - tl.where(finite, union, 0.0))  # e^{L_p − U_ip}
             weight += tl.sum(tl.where(finite & pos & ~itself, gh * share, 0.0), 0)
