@@ -232,6 +232,12 @@ _LOW, _HIGH = (0, 1) if sys.byteorder == "little" else (1, 0)
 _DEAD_HIGH = (1 << 31) - 1      # a dead column's high word: after every finite value's
 
 
+def _tie_word(tie: int) -> int:
+    """tie << 30 as a signed int32 (the low word compares unsigned inside the int64 key)."""
+    w = tie << 30
+    return w - (1 << 32) if w >= 1 << 31 else w
+
+
 def _sortable_high(v, out, nonneg: bool = False):
     """out (int32, any strides) = an order-preserving signed map of the float32 values v
     (−0.0 taken as +0.0): their bits, the magnitude bits flipped for negative values; with
@@ -271,10 +277,9 @@ class _Sweep:
 
     def _packed(self, segments, bounds, dead, skip, c, n, total, nonneg):
         # key (int64) = the value's sortable int32 (`_sortable_high`) in the high word and
-        # tie class << b | position (b ≤ 28 bits) in the low word; a dead column gets the high
+        # tie class << 30 | position (< 2^28) in the low word; a dead column gets the high
         # word _DEAD_HIGH (after every live key: live values are finite). Both words are
         # written through int32 views; the keys are sorted values only, in place.
-        b = max(total - 1, 1).bit_length()
         dev = segments[0][0].device
         width = sum(v.shape[1] for v, _ in segments) + total - n
         words = torch.empty(c, width, 2, dtype=torch.int32, device=dev)
@@ -282,7 +287,7 @@ class _Sweep:
         j = 0
         for v, pos in segments:
             w = v.shape[1]
-            low[:, j:j + w] = (_NEG << b) | torch.arange(pos, pos + w, dtype=torch.int32, device=dev)
+            low[:, j:j + w] = _tie_word(_NEG) | torch.arange(pos, pos + w, dtype=torch.int32, device=dev)
             _sortable_high(v, high[:, j:j + w], nonneg)
             j += w
         if isinstance(dead, torch.Tensor):
@@ -294,7 +299,7 @@ class _Sweep:
         pos = n
         for t, tie, t_nonneg in bounds:
             w = t.shape[1]
-            low[:, j:j + w] = (tie << b) | torch.arange(pos, pos + w, dtype=torch.int32, device=dev)
+            low[:, j:j + w] = _tie_word(tie) | torch.arange(pos, pos + w, dtype=torch.int32, device=dev)
             _sortable_high(t, high[:, j:j + w], t_nonneg)
             j, pos = j + w, pos + w
         key = words.view(torch.int64).view(c, width)
@@ -302,10 +307,10 @@ class _Sweep:
             key.numpy().sort(axis=1)
         else:
             key = torch.sort(key, dim=1)[0]
+        # positions: the low 30 bits; as signed int32 the low words of negatives, and only
+        # theirs, are ≥ 2^30
         low = key.view(torch.int32).view(c, width, 2)[..., _LOW]
-        idx = torch.empty(c, width, dtype=torch.int64, device=dev)
-        torch.bitwise_and(low, (1 << b) - 1, out=idx)
-        return idx, torch.bitwise_right_shift(low, b).bitwise_and_(1)
+        return key & ((1 << 30) - 1), low >= (1 << 30)
 
     def _rowwise(self, segments, bounds, dead, skip, c, n, total):
         # stable row sorts: by tie class, then by value (dead entries +inf; live values are finite)
@@ -433,7 +438,7 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
         # v = Σ_p Σ_{n in its run} (x + m − d_an) = Σ_p active·(x + m) + Σ_n (∂v/∂d_an)·d_an
         kept = torch.where(p_ok, hi - m_lo, zero)
         in_keep = torch.where(p_ok, w_hi - w_lo, zero) if cfg.filtered else active
-        v = (active.double() * (x + cfg.margin).double()).sum(1) + grad.to(torch.float64, copy=True).mul_(d).sum(1)
+        v = (active.double() * (x + cfg.margin).double()).sum(1) + _rowdot64(grad, d)
         values = (v.to(d.dtype), kept.sum(1), in_keep.sum(1))
     if g is None:
         return values, None
@@ -441,6 +446,15 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
     if not bool((g == 1).all()):
         grad *= g[:, None]
     return values, grad
+
+
+def _rowdot64(a, b, rows: int = 16):
+    """Σ_j a_ij·b_ij per row, products and sums in float64, a few rows at a time (the float64
+    copy then stays in cache)."""
+    out = torch.empty(a.shape[0], dtype=torch.float64, device=a.device)
+    for r0 in range(0, a.shape[0], rows):
+        out[r0:r0 + rows] = a[r0:r0 + rows].to(torch.float64, copy=True).mul_(b[r0:r0 + rows]).sum(1)
+    return out
 
 
 def _grouped(cfg: TripletConfig):
