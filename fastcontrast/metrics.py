@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from ._validation import check_choice
@@ -241,9 +242,22 @@ def near_tolerance(dtype: torch.dtype, precision: str = "ieee") -> float:
     return RECOMPUTE * torch.finfo(compute_dtype(dtype)).eps
 
 
-def _near_pairs(sq: torch.Tensor, scale: torch.Tensor, tol: float):
-    """Index pairs (i, j) of the entries of a squared-distance tile inside the band."""
-    return (sq <= scale.mul_(tol)).nonzero(as_tuple=True)
+def _near_pairs(sq: torch.Tensor, x_sq: torch.Tensor, y_sq: torch.Tensor, tol: float):
+    """Index pairs (i, j) of the entries of a squared-distance tile inside the band,
+    max(sq, 0) ≤ fl(fl(‖x_i‖² + ‖y_j‖²)·tol) (every sq ≤ 0 is one). Screened first against
+    the row bound fl(fl(‖x_i‖² + max_j ‖y_j‖²)·tol) (rounding is monotone, so no pair in the band
+    is missed), then tested exactly on the few candidates."""
+    if y_sq.shape[0] == 0 or x_sq.shape[0] == 0:
+        return sq.new_zeros(0, dtype=torch.long), sq.new_zeros(0, dtype=torch.long)
+    bound = (x_sq + y_sq.amax()).mul_(tol)
+    screen = sq <= bound[:, None]
+    if screen.device.type == "cpu":    # numpy's flat search is several times faster there
+        flat = torch.from_numpy(np.flatnonzero(screen.numpy()))
+        i, j = torch.div(flat, sq.shape[1], rounding_mode="floor"), flat % sq.shape[1]
+    else:
+        i, j = screen.nonzero(as_tuple=True)
+    keep = sq[i, j].clamp_min_(0.0) <= (x_sq[i] + y_sq[j]).mul_(tol)
+    return i[keep], j[keep]
 
 
 def _difference_sq(x, y, i, j):
@@ -295,9 +309,10 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
             x_sq = (x * x).sum(1)
         if y_sq is None:
             y_sq = (y * y).sum(1)
-        scale = x_sq[:, None] + y_sq[None, :]
-        out = torch.addmm(scale, x, y.T, alpha=-2.0).clamp_min_(0.0)  # ‖x‖² + ‖y‖² − 2x·y
-        near = _near_pairs(out, scale, near_tolerance(x.dtype, matmul_precision(x.dtype, x.device)))
+        # ‖x‖² + ‖y‖² − 2x·y, accumulated into the norms' sum in place; the entries ≤ 0 are all
+        # in the near band (recomputed below), so no clamp is needed
+        out = torch.add(x_sq[:, None], y_sq[None, :]).addmm_(x, y.T, alpha=-2.0)
+        near = _near_pairs(out, x_sq, y_sq, near_tolerance(x.dtype, matmul_precision(x.dtype, x.device)))
         if near[0].numel():
             out[near] = _difference_sq(x if x_abs is None else x_abs, y if y_abs is None else y_abs, *near)
         if kind == "euclidean":
@@ -587,7 +602,7 @@ def pairwise_differentiable(x: torch.Tensor, y: torch.Tensor, kind: str) -> torc
     x_sq, y_sq = (xc * xc).sum(1), (yc * yc).sum(1)
     scale = x_sq[:, None] + y_sq[None, :]
     sq = (scale - 2.0 * xc @ yc.T).clamp_min(0.0)
-    i, j = _near_pairs(sq.detach(), scale.detach().clone(), near_tolerance(cd))
+    i, j = _near_pairs(sq.detach(), x_sq.detach(), y_sq.detach(), near_tolerance(cd))
     if i.numel():
         diff = xa[i] - ya[j]
         sq = sq.index_put((i, j), (diff * diff).sum(1))

@@ -44,6 +44,7 @@ semihard_tfa: for each positive pair, the first negative of the sorted row stric
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -203,37 +204,48 @@ _LT, _NEG, _LE = 0, 1, 2   # tie classes: "<" bound, negative, "≤" bound
 
 def _bounds(x, cfg: TripletConfig):
     """The thresholds of the positives x (chunk × P_max) the mining filter and the hinge need:
-    ([(name, threshold, tie class)], same float expressions as _kept)."""
+    ([(name, threshold, tie class, whether it is ≥ +0 wherever x is)], same float expressions
+    as _kept)."""
     mining, mm = cfg.mining, cfg.miner_margin
     out = []
     if mining == "all":
-        out.append(("hi", x + mm, _LE))
+        out.append(("hi", x + mm, _LE, mm >= 0))
     elif mining == "hard":
-        out.append(("hi", torch.minimum(x + mm, x), _LE))
+        out.append(("hi", torch.minimum(x + mm, x), _LE, mm >= 0))
     elif mining == "semihard":
-        out += [("lo", x, _LE), ("hi", x + mm, _LE)]
+        out += [("lo", x, _LE, True), ("hi", x + mm, _LE, mm >= 0)]
     elif mining == "easy":
-        out.append(("lo", x + mm, _LE))
+        out.append(("lo", x + mm, _LE, mm >= 0))
     elif mining != "batch_all":
         raise ValueError(f"unknown triplet mining {mining!r}")
-    out.append(("act", x + cfg.margin, _LT))
+    out.append(("act", x + cfg.margin, _LT, cfg.margin >= 0))
     low, high = cfg.term_keep
     if low >= 0 and low != 0:          # relu(h) > low ≥ 0  ⟺  d_an < x + (m − low)
-        out.append(("keep_hi", x + (cfg.margin - low), _LT))
+        out.append(("keep_hi", x + (cfg.margin - low), _LT, cfg.margin - low >= 0))
     if 0 < high < math.inf:            # relu(h) < high     ⟺  d_an > x + (m − high)
-        out.append(("keep_lo", x + (cfg.margin - high), _LE))
+        out.append(("keep_lo", x + (cfg.margin - high), _LE, cfg.margin - high >= 0))
     return out
 
 
-def _sortable_bits(v, shift: int, out, nonneg: bool = False):
-    """out (int64) = u(v) << shift, u an order-preserving map of the float32 values v onto
-    [0, 2^32) (−0.0 taken as +0.0). nonneg (every v ≥ +0): out holds the plain bits shifted,
-    and the caller ORs in 2^31 << shift (bit 31 of u is then free) to get the same keys."""
-    i = (v + 0.0).view(torch.int32)
-    if nonneg:
-        return out.copy_(i).bitwise_left_shift_(shift)
-    i = i.long()
-    return torch.bitwise_left_shift((i ^ ((i >> 63) & 0x7FFFFFFF)) + (1 << 31), shift, out=out)
+# int32 word order of an int64 key: (low, high) on little-endian machines
+_LOW, _HIGH = (0, 1) if sys.byteorder == "little" else (1, 0)
+_DEAD_HIGH = (1 << 31) - 1      # a dead column's high word: after every finite value's
+
+
+def _tie_word(tie: int) -> int:
+    """tie << 30 as a signed int32 (the low word compares unsigned inside the int64 key)."""
+    w = tie << 30
+    return w - (1 << 32) if w >= 1 << 31 else w
+
+
+def _sortable_high(v, out, nonneg: bool = False):
+    """out (int32, any strides) = an order-preserving signed map of the float32 values v
+    (−0.0 taken as +0.0): their bits, the magnitude bits flipped for negative values; with
+    nonneg (every v ≥ +0) the bits themselves."""
+    torch.add(v, 0.0, out=out.view(torch.float32))
+    if not nonneg:
+        out.bitwise_xor_((out >> 31).bitwise_and_(0x7FFFFFFF))
+    return out
 
 
 class _Sweep:
@@ -247,7 +259,7 @@ class _Sweep:
 
     def __init__(self, d, bounds, skip=None, dead=None, nonneg=False):
         c, n = d.shape
-        total = n + sum(t.shape[1] for t, _ in bounds)     # positions: columns, then bound slots
+        total = n + sum(t.shape[1] for t, _, _ in bounds)     # positions: columns, then bound slots
         segments = [(d, 0)] if skip is None else [(d[:, :skip[0]], 0), (d[:, skip[1]:], skip[1])]
         if PACKED_SORT and d.dtype == torch.float32 and total < (1 << 28):
             idx, is_neg = self._packed(segments, bounds, dead, skip, c, n, total, nonneg)
@@ -256,52 +268,58 @@ class _Sweep:
         # the inclusive count of negatives at every entry, put back at its position: a
         # negative's column gets 1 + its rank, a bound's slot the negatives before it (a dead
         # column sorts last and gets a rank past every window)
-        at = torch.empty(c, total, dtype=torch.long, device=d.device).scatter_(1, idx, is_neg.cumsum(1))
+        # (int32: counts < 2^28)
+        at = torch.empty(c, total, dtype=torch.int32, device=d.device)
+        at.scatter_(1, idx, torch.cumsum(is_neg, 1, dtype=torch.int32))
         if skip is not None:
             at[:, skip[0]:skip[1]] = 0
-        self.bound_counts, self._rank1 = at[:, n:], at[:, :n]
+        self.bound_counts, self._rank1 = at[:, n:].long(), at[:, :n].long()
 
     def _packed(self, segments, bounds, dead, skip, c, n, total, nonneg):
-        # key = u(value) << (b + 2) | tie class << b | position (b bits); a dead column gets bit
-        # 62 (after every live key: u < 2^32, b ≤ 28). Sorted values only, in place.
-        b = max(total - 1, 1).bit_length()
-        shift, dev = b + 2, segments[0][0].device
+        # key (int64) = the value's sortable int32 (`_sortable_high`) in the high word and
+        # tie class << 30 | position (< 2^28) in the low word; a dead column gets the high
+        # word _DEAD_HIGH (after every live key: live values are finite). Both words are
+        # written through int32 views; the keys are sorted values only, in place.
+        dev = segments[0][0].device
         width = sum(v.shape[1] for v, _ in segments) + total - n
-        key = torch.empty(c, width, dtype=torch.long, device=dev)
+        words = torch.empty(c, width, 2, dtype=torch.int32, device=dev)
+        low, high = words[..., _LOW], words[..., _HIGH]
         j = 0
         for v, pos in segments:
             w = v.shape[1]
-            low = (_NEG << b) | torch.arange(pos, pos + w, device=dev)
-            if nonneg:
-                low |= (1 << 31) << shift
-            _sortable_bits(v, shift, key[:, j:j + w], nonneg).bitwise_or_(low)
+            low[:, j:j + w] = _tie_word(_NEG) | torch.arange(pos, pos + w, dtype=torch.int32, device=dev)
+            _sortable_high(v, high[:, j:j + w], nonneg)
             j += w
         if isinstance(dead, torch.Tensor):
-            key[:, :n] |= dead.long() << 62
+            high[:, :n].masked_fill_(dead, _DEAD_HIGH)
         elif dead is not None and dead[0].numel():
             rows, cols = dead
             kpos = cols if skip is None else torch.where(cols < skip[0], cols, cols - (skip[1] - skip[0]))
-            key[rows, kpos] |= 1 << 62
+            high[rows, kpos] = _DEAD_HIGH
         pos = n
-        for t, tie in bounds:
+        for t, tie, t_nonneg in bounds:
             w = t.shape[1]
-            low = (tie << b) | torch.arange(pos, pos + w, device=dev)
-            _sortable_bits(t, shift, key[:, j:j + w]).bitwise_or_(low)
+            low[:, j:j + w] = _tie_word(tie) | torch.arange(pos, pos + w, dtype=torch.int32, device=dev)
+            _sortable_high(t, high[:, j:j + w], t_nonneg)
             j, pos = j + w, pos + w
+        key = words.view(torch.int64).view(c, width)
         if dev.type == "cpu":
             key.numpy().sort(axis=1)
         else:
             key = torch.sort(key, dim=1)[0]
-        return key & ((1 << b) - 1), key.bitwise_right_shift_(b).bitwise_and_(1)
+        # positions: the low 30 bits; as signed int32 the low words of negatives, and only
+        # theirs, are ≥ 2^30
+        low = key.view(torch.int32).view(c, width, 2)[..., _LOW]
+        return key & ((1 << 30) - 1), low >= (1 << 30)
 
     def _rowwise(self, segments, bounds, dead, skip, c, n, total):
         # stable row sorts: by tie class, then by value (dead entries +inf; live values are finite)
         dev = segments[0][0].device
-        layout = torch.cat([v for v, _ in segments] + [t for t, _ in bounds], 1)
+        layout = torch.cat([v for v, _ in segments] + [t for t, _, _ in bounds], 1)
         position = torch.cat([torch.arange(p, p + v.shape[1], device=dev) for v, p in segments] +
                              [torch.arange(n, total, device=dev)])
         tie = torch.cat([torch.full(v.shape, _NEG, dtype=torch.int8, device=dev) for v, _ in segments] +
-                        [torch.full(t.shape, k, dtype=torch.int8, device=dev) for t, k in bounds], 1)
+                        [torch.full(t.shape, k, dtype=torch.int8, device=dev) for t, k, _ in bounds], 1)
         live = torch.ones(layout.shape, dtype=torch.bool, device=dev)
         if isinstance(dead, torch.Tensor):
             live[:, :n] = ~dead
@@ -384,14 +402,14 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
         sc = grp.self_col[rows]
         out_self = (sc >= 0) & ((sc < s0) | (sc >= e0))
         dead = (out_self.nonzero()[:, 0], sc[out_self])
-        sw = _Sweep(d, [(t, k) for _, t, k in bounds], skip=(s0, e0), dead=dead, nonneg=nonneg)
+        sw = _Sweep(d, [(t, k, nonneg and z) for _, t, k, z in bounds], skip=(s0, e0), dead=dead, nonneg=nonneg)
     else:
         # not a negative: the columns in [start, end) and the self column
         col = torch.arange(n, device=dev)
         dead = ((col[None, :] >= start[:, None]) & (col[None, :] < grp.end[rows, None])) | \
             (col[None, :] == grp.self_col[rows, None])
-        sw = _Sweep(d, [(t, k) for _, t, k in bounds], dead=dead, nonneg=nonneg)
-    found = {name: sw.bound_counts[:, k * p_max:(k + 1) * p_max] for k, (name, _, _) in enumerate(bounds)}
+        sw = _Sweep(d, [(t, k, nonneg and z) for _, t, k, z in bounds], dead=dead, nonneg=nonneg)
+    found = {name: sw.bound_counts[:, k * p_max:(k + 1) * p_max] for k, (name, _, _, _) in enumerate(bounds)}
     n_neg = grp.n_neg[rows, None].expand(c, p_max)
     zero = torch.zeros_like(n_neg)
     m_lo = found.get("lo", zero)
@@ -420,7 +438,7 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
         # v = Σ_p Σ_{n in its run} (x + m − d_an) = Σ_p active·(x + m) + Σ_n (∂v/∂d_an)·d_an
         kept = torch.where(p_ok, hi - m_lo, zero)
         in_keep = torch.where(p_ok, w_hi - w_lo, zero) if cfg.filtered else active
-        v = (active.double() * (x + cfg.margin).double()).sum(1) + grad.to(torch.float64, copy=True).mul_(d).sum(1)
+        v = (active.double() * (x + cfg.margin).double()).sum(1) + _rowdot64(grad, d)
         values = (v.to(d.dtype), kept.sum(1), in_keep.sum(1))
     if g is None:
         return values, None
@@ -428,6 +446,15 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
     if not bool((g == 1).all()):
         grad *= g[:, None]
     return values, grad
+
+
+def _rowdot64(a, b, rows: int = 16):
+    """Σ_j a_ij·b_ij per row, products and sums in float64, a few rows at a time (the float64
+    copy then stays in cache)."""
+    out = torch.empty(a.shape[0], dtype=torch.float64, device=a.device)
+    for r0 in range(0, a.shape[0], rows):
+        out[r0:r0 + rows] = a[r0:r0 + rows].to(torch.float64, copy=True).mul_(b[r0:r0 + rows]).sum(1)
+    return out
 
 
 def _grouped(cfg: TripletConfig):

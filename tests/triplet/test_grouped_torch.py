@@ -110,3 +110,52 @@ def test_sweep_pieces_give_identical_results(mining, dtype, gen, monkeypatch):
         assert torch.equal(got[1], base[1]) and torch.equal(got[2], base[2]), (budget, min_rows)
         torch.testing.assert_close(got[0], base[0], rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(got[3], base[3], rtol=1e-5, atol=1e-6)
+
+
+def _labels(kind, gen):
+    """Label structures the sweep's grouping must not mind: singletons (anchors without a
+    positive), one class of 90%, lonely anchors next to ordinary classes."""
+    if kind == "size_one_classes":
+        y = torch.arange(20)
+        y[7] = 3
+    elif kind == "one_class_90_percent":
+        y = torch.zeros(20, dtype=torch.long)
+        y[4], y[11] = 1, 2
+    else:                                  # "lonely_anchors": two classes of 8 and 4 singletons
+        y = torch.tensor([0] * 8 + [1] * 8 + [2, 3, 4, 5])
+    return y[torch.randperm(y.shape[0], generator=gen)]
+
+
+@pytest.mark.parametrize("mining", FILTER_MODES)
+@pytest.mark.parametrize("labels", ["size_one_classes", "one_class_90_percent", "lonely_anchors"])
+def test_against_pml_in_every_label_order(mining, labels, gen):
+    """fc.triplet_margin_loss on the PyTorch path against pytorch-metric-learning's
+    TripletMarginLoss (batch_all: no miner; a filter: its TripletMarginMiner), values and
+    gradients, with the batch in sorted, reversed, interleaved and random label order."""
+    pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
+    pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
+    import fastcontrast as fc
+    y = _labels(labels, gen)
+    x = torch.randn(y.shape[0], 6, generator=gen, dtype=torch.float64)
+    margin, mm = 0.3, 0.1               # the miner window cuts into the active triplets
+    for name, perm in _orders(y, gen).items():
+        xp, yp = x[perm].clone(), y[perm].clone()
+        e1, e2 = xp.clone().requires_grad_(), xp.clone().requires_grad_()
+        got = fc.triplet_margin_loss(e1, yp, mining=mining, margin=margin, miner_margin=mm, backend="torch")
+        loss = pml_losses.TripletMarginLoss(margin=margin)
+        if mining == "batch_all":
+            want = loss(e2, yp)
+        else:
+            want = loss(e2, yp, pml_miners.TripletMarginMiner(margin=mm, type_of_triplets=mining)(e2, yp))
+        got.backward()
+        want.backward()
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12, msg=f"{labels} {name}")
+        torch.testing.assert_close(e1.grad, e2.grad, rtol=1e-7, atol=1e-10, msg=f"{labels} {name}")
+
+
+@pytest.mark.parametrize("mining", FILTER_MODES)
+def test_lonely_anchors_against_reference(mining, sort_path, gen):
+    y = _labels("lonely_anchors", gen)
+    q = torch.randn(y.shape[0], 5, generator=gen, dtype=torch.float64)
+    dtype = torch.float32 if sort_path == "flat" else torch.float64
+    check(q, q, y, y, cfg_for(mining, "euclidean", False), gen, dtype=dtype)
