@@ -383,7 +383,9 @@ def _ntxent_positive_tile(value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_
     pos = (q_lab[:, None] == r_lab[None, :]) & (offs_n[None, :] != self_cols[:, None])
     s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q,
                             stride_r, near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, False)
-    x2 = tl.where(pos, lse2[:, None] - s * scale2, float("-inf"))
+    # x2 = (lse2 on positives, −inf elsewhere) − s·c: the select needs no tile product and
+    # leaves a float tile, not 32 predicates per thread held across it
+    x2 = tl.where(pos, lse2[:, None], float("-inf")) - s * scale2
     e = tl.math.exp2(-tl.abs(x2))
     one_e = 1.0 + e
     # Σ_j log2(1 + e_j) = log2 Π_j (1 + e_j): the row's product minus 1 (no rounding of
@@ -435,7 +437,12 @@ def _ntxent_positive_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
     lse2 = lse * 1.4426950408889634
     value = tl.zeros((BLOCK_M,), tl.float32)
     aux = tl.zeros((BLOCK_M,), tl.float32)
-    for n0 in range(lo, hi, BLOCK_N):
+    # tiles aligned to BLOCK_N (at most one more than cdiv(hi − lo, BLOCK_N)): the labels of a
+    # tile are then read in vector loads, which unaligned starts made 16 scalar loads with
+    # their address arithmetic per thread
+    n_lo = (lo // BLOCK_N) * BLOCK_N
+    for k in range(0, tl.cdiv(hi - n_lo, BLOCK_N)):
+        n0 = tl.multiple_of(n_lo + k * BLOCK_N, BLOCK_N)
         value, aux = _ntxent_positive_tile(
             value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols, offs_m,
             n0, M, N, stride_q, stride_r, near_tol, scale2, D, KIND, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D)
