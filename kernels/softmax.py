@@ -31,7 +31,7 @@ additive −inf bias), then a second launch (_ntxent_positive_kernel) works on l
 copies of the anchors and references (stable argsorts once per call, O((B + N)·D)): a block
 of sorted anchors with labels first … last holds all its positives in the sorted reference
 columns [start(first), end(last)) and visits only those tiles — about N/C + BLOCK_M columns
-for C balanced classes, one or two tiles for SimCLR's two views per label — with no
+for C balanced classes, BLOCK_M/BLOCK_N tiles for SimCLR's two views per label — with no
 per-tile "any positive?" test; value and aux are written back in the caller's row order.
 
 Backward (the FlashAttention pattern without V): W_ij = g_i·∂v_i/∂l_ij is recomputed per tile
@@ -410,11 +410,12 @@ def _ntxent_positive_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_p
     their labels and squared norms: copies in that order; q_order: each sorted anchor's row
     in the caller's order, where lse is read and value and aux are written; self_ptr: the
     sorted column of its self pair, −1 for none; the sorted references padded with BLOCK_N
-    zero rows of label −2, so that no tile needs a row mask). A block of sorted anchors with labels
-    first … last has all its positives in the sorted reference columns
-    [label_start[first], label_start[last] + r_count[last]): it visits only the tiles there
-    (about N/C columns for C balanced classes, one tile for SimCLR's two views per label), and
-    none when no row of the block has a negative (every L_i = −inf: v = aux = 0)."""
+    zero rows of label −2, so that no tile needs a row mask). A block of sorted anchors with
+    labels first … last has all its positives in the sorted reference columns
+    [label_start[first], label_start[last] + r_count[last]): it visits only the BLOCK_N-aligned
+    tiles there (about N/C + BLOCK_M columns for C balanced classes, BLOCK_M/BLOCK_N tiles for
+    SimCLR's two views per label), none when no row of the block has a negative (every
+    L_i = −inf: v = aux = 0)."""
     m0 = tl.program_id(0) * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     in_m = offs_m < M
