@@ -45,6 +45,11 @@ def variants():
         common = dict(D=128, KIND=0, VARIANT=variant, PRECISION="ieee")
         out.append((f"softmax fwd {variant_name} dot bf16", sm._softmax_fwd_kernel, ptrs,
                     dict(common, BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d, MASKED_REFS=False), opts))
+        if variant_name == "ntxent":  # its positive pass over label-sorted rows (a second launch)
+            out.append(("softmax fwd ntxent positive pass dot bf16", sm._ntxent_positive_kernel,
+                        dict(ptrs, q_order_ptr="*i32", self_ptr="*i32"),
+                        dict(D=128, KIND=0, PRECISION="ieee", BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=b.fwd_d),
+                        opts))
         if variant_name == "supcon":
             bwd = dict(common, SYMMETRIC=False, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, BLOCK_D=b.bwd_d,
                        BLOCK_DO=b.block_do, ROW_BOUNDS=False, MASKED_REFS=False)
@@ -217,6 +222,63 @@ def _yardstick(b, opts):
             dict(BLOCK_M=b.fwd_m, BLOCK_N=b.fwd_n, BLOCK_D=128), opts)
 
 
+def ntxent_visits(labels, block_m: int = 128, block_n: int = 64) -> tuple[int, int]:
+    """(tiles the NT-Xent positive pass visits, tiles the LSE pass visits) over all anchor blocks
+    (kernels/softmax._ntxent_positive_kernel's range rule: the sorted anchor block with
+    labels first … last visits the block_n-aligned tiles covering the sorted columns
+    [start(first), end(last))), for anchors = references with these labels (each anchor has
+    negatives)."""
+    import torch
+
+    y = torch.sort(torch.as_tensor(labels)).values
+    n = y.numel()
+    counts = torch.bincount(y)
+    start = torch.cumsum(counts, 0) - counts
+    visits = 0
+    for m0 in range(0, n, block_m):
+        first, last = int(y[m0]), int(y[min(m0 + block_m, n) - 1])
+        lo = int(start[first]) // block_n * block_n
+        visits += -(-int(start[last] + counts[last] - lo) // block_n)
+    lse_tiles = -(-n // block_n) * -(-n // block_m)
+    return visits, lse_tiles
+
+
+# label sets for the NT-Xent per-tile estimate (B = N): SimCLR's two views per label and ten
+# balanced classes, interleaved
+NTXENT_LABELS = {"views (2 rows per label)": lambda n: [i // 2 for i in range(n)],
+                 "10 classes": lambda n: [(i * 7919) % 10 for i in range(n)]}
+
+
+def ntxent_per_tile(doc: dict, sizes=(16384, 4096)) -> list[dict]:
+    """NT-Xent's forward per tile of work (one LSE-pass tile): the LSE loop's body plus the
+    positive pass's body times its visits per LSE tile (static counts, not a measurement)."""
+    rows = {r["kernel"]: r for r in doc["kernels"]}
+    (stick,) = [r for r in doc["kernels"] if r["kernel"].startswith(YARDSTICK)]
+    lse = rows["softmax fwd ntxent dot bf16"]
+    pos = rows["softmax fwd ntxent positive pass dot bf16"]
+    b = lse["constexprs"]
+    out = []
+    for n in sizes:
+        for name, make in NTXENT_LABELS.items():
+            visits, lse_tiles = ntxent_visits(make(n), b["BLOCK_M"], b["BLOCK_N"])
+            share = visits / lse_tiles
+            per_tile = lse["main_loop_instructions"] + share * pos["main_loop_instructions"]
+            out.append(dict(labels=name, B=n, positive_tiles=visits, lse_tiles=lse_tiles,
+                            positive_tiles_per_lse_tile=round(share, 4),
+                            instructions_per_tile=round(per_tile, 1),
+                            vs_yardstick=round(per_tile / stick["main_loop_instructions"], 2)))
+    return out
+
+
+def ntxent_table(doc: dict) -> str:
+    lines = ["| NT-Xent forward, B = N | labels | positive-pass tiles per LSE tile | instr per tile of work | "
+             "× yardstick |", "|---|---|---|---|---|"]
+    for r in doc["ntxent_per_tile"]:
+        lines.append(f"| {r['B']} | {r['labels']} | {r['positive_tiles_per_lse_tile']} | "
+                     f"{r['instructions_per_tile']} | {r['vs_yardstick']} |")
+    return "\n".join(lines)
+
+
 def build() -> dict:
     import triton
     from fastcontrast.bench.sm90 import compile_for_sm90, resource_report
@@ -242,7 +304,9 @@ def build() -> dict:
             if r["kernel"].startswith(prefix):
                 r["programs_per_launch_b65536"] = min(row["kernels"][kernel]["min_programs"] for row in launches
                                                       if kernel in row["kernels"])
-    return {"triton": triton.__version__, "target": "sm_90", "kernels": rows, "triplet_launches_b65536": launches}
+    doc = {"triton": triton.__version__, "target": "sm_90", "kernels": rows, "triplet_launches_b65536": launches}
+    doc["ntxent_per_tile"] = ntxent_per_tile(doc)
+    return doc
 
 
 def yardstick_table(doc: dict) -> str:
@@ -293,6 +357,8 @@ def main(argv=None) -> int:
     print(table(doc))
     print()
     print(yardstick_table(doc))
+    print()
+    print(ntxent_table(doc))
     print()
     print(triplet_programs_table(doc))
     print()

@@ -25,9 +25,14 @@ over the interior tiles); |P_i| comes from per-label reference counts, and for t
 Σ_p s_ip = q_i·(Σ_{y'_j = y_i} r_j − [self positive] r_self) from per-label reference sums
 (a deterministic per-label kernel), not from the tiles.
 Stored per row (O(B)): lse = LSE_i (supcon) or L_i (ntxent, dcl), aux = 1/|P_i| (0 when
-none; supcon, dcl) or S_i (ntxent); nothing for sigmoid. ntxent needs L_i before its positive terms, so it makes a second
-pass over the tiles that hold a positive (cheap for SimCLR-style labels: most tiles have
-none and are skipped before any dot product).
+none; supcon, dcl) or S_i (ntxent); nothing for sigmoid. ntxent needs L_i before its positive
+terms: the row kernel stores L_i (its loop: the LSE over the negatives, positives masked by an
+additive −inf bias), then a second launch (_ntxent_positive_kernel) works on label-sorted
+copies of the anchors and references (stable argsorts once per call, O((B + N)·D)): a block
+of sorted anchors with labels first … last holds all its positives in the sorted reference
+columns [start(first), end(last)) and visits only those tiles — about N/C + BLOCK_M columns
+for C balanced classes, BLOCK_M/BLOCK_N tiles for SimCLR's two views per label — with no
+per-tile "any positive?" test; value and aux are written back in the caller's row order.
 
 Backward (the FlashAttention pattern without V): W_ij = g_i·∂v_i/∂l_ij is recomputed per tile
 from the row statistics. With c_ij = ∂L/∂(tile entry):
@@ -372,7 +377,9 @@ def _fwd_tile(run_max, run_sum, run_neg, pos_s_sum, pair_sum, q_blk, q_ptr, r_pt
         if VARIANT == 0:
             in_lse = s
         else:
-            in_lse = tl.where(same, float("-inf"), s)
+            # an additive bias, not tl.where(same, −inf, s): that select built 468 instructions
+            # (its 32 predicates per thread moved through registers, P2R/LOP3), this one 365
+            in_lse = s + tl.where(same, float("-inf"), 0.0)
         new_max = tl.maximum(run_max, tl.max(in_lse, 1))
         shift = tl.where(new_max == float("-inf"), 0.0, new_max) * scale2  # rows with nothing yet: no NaN
         rescale = tl.math.exp2(run_max * scale2 - shift)
@@ -388,33 +395,83 @@ def _fwd_tile(run_max, run_sum, run_neg, pos_s_sum, pair_sum, q_blk, q_ptr, r_pt
 def _ntxent_positive_tile(value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols,
                           offs_m, n0, M, N, stride_q, stride_r, near_tol, scale2,
                           D: tl.constexpr, KIND: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                          BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr):
+                          BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """One tile's share of NT-Xent's Σ_p log2(1 + 2^x2) and Σ_p σ(x), x2 = (L_i − l_ip)·log2 e,
-    skipped when the tile holds no positive. With e = 2^−|x2|: log2(1 + 2^x2) = max(x2, 0) +
-    log2(1 + e) (a series below e = 1e-4, where 1 + e rounds) and σ(x) = (x ≥ 0 ? 1 : e)/(1 + e);
-    non-positives enter as x2 = −inf, which gives 0 to both."""
+    on label-sorted rows (_ntxent_positive_kernel). With e = 2^−|x2|: log2(1 + 2^x2) =
+    max(x2, 0) + log2(1 + e) (a series below e = 1e-4, where 1 + e rounds) and
+    σ(x) = (x ≥ 0 ? 1 : e)/(1 + e); non-positives (other labels, the self pair, padded and
+    masked-out columns) enter as x2 = −inf, which gives 0 to both."""
     offs_n = n0 + tl.arange(0, BLOCK_N)
-    if MASKED:
-        r_lab = tl.load(r_lab_ptr + offs_n, mask=offs_n < N, other=-2)  # padded columns: no label matches
-        pos = (q_lab[:, None] == r_lab[None, :]) & (offs_n[None, :] != self_cols[:, None])
+    r_lab = tl.load(r_lab_ptr + offs_n)  # the rows run BLOCK_N past N: label −2 there, no match
+    pos = (q_lab[:, None] == r_lab[None, :]) & (offs_n[None, :] != self_cols[:, None])
+    s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q,
+                            stride_r, near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, False)
+    # x2 = (lse2 on positives, −inf elsewhere) − s·c: the select needs no tile product and
+    # leaves a float tile, not 32 predicates per thread held across it
+    x2 = tl.where(pos, lse2[:, None], float("-inf")) - s * scale2
+    e = tl.math.exp2(-tl.abs(x2))
+    one_e = 1.0 + e
+    # Σ_j log2(1 + e_j) = log2 Π_j (1 + e_j): the row's product minus 1 (no rounding of
+    # small e_j) by a reduction, one logarithm per row and tile (Π ≤ 2^BLOCK_N)
+    prod_m1 = tl.reduce(e, 1, _product_minus_one)
+    value += tl.sum(tl.maximum(x2, 0.0), 1) + _log1p(prod_m1) * 1.4426950408889634
+    if APPROX_FDIV:  # 1 + e lies in [1, 2]: the approximate division is within 2 ulp
+        aux += tl.sum(tl.math.fdiv(tl.where(x2 >= 0.0, 1.0, e), one_e, approx=True), 1)
     else:
-        r_lab = tl.load(r_lab_ptr + offs_n)
-        pos = q_lab[:, None] == r_lab[None, :]  # masked-out columns (−1) match no anchor's label
-    if tl.sum(pos.to(tl.int32)) > 0:
-        s, t = _similarity_tile(q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, offs_m, offs_n, M, N, stride_q,
-                                stride_r, near_tol, D, KIND, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, MASKED)
-        x2 = tl.where(pos, lse2[:, None] - s * scale2, float("-inf"))
-        e = tl.math.exp2(-tl.abs(x2))
-        one_e = 1.0 + e
-        # Σ_j log2(1 + e_j) = log2 Π_j (1 + e_j): the row's product minus 1 (no rounding of
-        # small e_j) by a reduction, one logarithm per row and tile (Π ≤ 2^BLOCK_N)
-        prod_m1 = tl.reduce(e, 1, _product_minus_one)
-        value += tl.sum(tl.maximum(x2, 0.0), 1) + _log1p(prod_m1) * 1.4426950408889634
-        if APPROX_FDIV:  # 1 + e lies in [1, 2]: the approximate division is within 2 ulp
-            aux += tl.sum(tl.math.fdiv(tl.where(x2 >= 0.0, 1.0, e), one_e, approx=True), 1)
-        else:
-            aux += tl.sum(tl.where(x2 >= 0.0, 1.0, e) / one_e, 1)
+        aux += tl.sum(tl.where(x2 >= 0.0, 1.0, e) / one_e, 1)
     return value, aux
+
+
+@triton.jit
+def _ntxent_positive_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, q_order_ptr, self_ptr,
+                            label_start_ptr, r_count_ptr, tau_ptr, lse_ptr, values_ptr, aux_ptr,
+                            M, N, stride_q, stride_r, near_tol,
+                            D: tl.constexpr, KIND: tl.constexpr, PRECISION: tl.constexpr,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """NT-Xent's positive pass: v_i = Σ_p softplus(L_i − l_ip) and aux_i = Σ_p σ(L_i − l_ip),
+    L_i = lse_i from _softmax_fwd_kernel. Anchors and references come sorted by label (q, r,
+    their labels and squared norms: copies in that order; q_order: each sorted anchor's row
+    in the caller's order, where lse is read and value and aux are written; self_ptr: the
+    sorted column of its self pair, −1 for none; the sorted references padded with BLOCK_N
+    zero rows of label −2, so that no tile needs a row mask). A block of sorted anchors with
+    labels first … last has all its positives in the sorted reference columns
+    [label_start[first], label_start[last] + r_count[last]): it visits only the BLOCK_N-aligned
+    tiles there (about N/C + BLOCK_M columns for C balanced classes, BLOCK_M/BLOCK_N tiles for
+    SimCLR's two views per label), none when no row of the block has a negative (every
+    L_i = −inf: v = aux = 0)."""
+    m0 = tl.program_id(0) * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    in_m = offs_m < M
+    scale2 = 1.4426950408889634 / tl.load(tau_ptr)
+    q_lab = tl.load(q_lab_ptr + offs_m, mask=in_m, other=-1)
+    rows = tl.load(q_order_ptr + offs_m, mask=in_m, other=0)
+    self_cols = tl.load(self_ptr + offs_m, mask=in_m, other=-1)
+    lse = tl.load(lse_ptr + rows, mask=in_m, other=float("-inf"))
+    first = tl.load(q_lab_ptr + m0)
+    last = tl.load(q_lab_ptr + tl.minimum(m0 + BLOCK_M, M) - 1)
+    lo = tl.load(label_start_ptr + first)
+    hi = tl.load(label_start_ptr + last) + tl.load(r_count_ptr + last)
+    hi = tl.where(tl.max(lse) > float("-inf"), hi, lo)
+    if D <= BLOCK_D:
+        q_blk = tiles.row_block(q_ptr, offs_m, M, stride_q, D, BLOCK_D)
+    else:
+        q_blk = 0.0
+    # in base 2 (lse2 = L_i·log2 e, x2 = lse2 − s·c): value and aux as sums of log2(1 + 2^x2)
+    # and σ, the value scaled by ln 2 once per row
+    lse2 = lse * 1.4426950408889634
+    value = tl.zeros((BLOCK_M,), tl.float32)
+    aux = tl.zeros((BLOCK_M,), tl.float32)
+    # tiles aligned to BLOCK_N (at most one more than cdiv(hi − lo, BLOCK_N)): the labels of a
+    # tile are then read in vector loads, which unaligned starts made 16 scalar loads with
+    # their address arithmetic per thread
+    n_lo = (lo // BLOCK_N) * BLOCK_N
+    for k in range(0, tl.cdiv(hi - n_lo, BLOCK_N)):
+        n0 = tl.multiple_of(n_lo + k * BLOCK_N, BLOCK_N)
+        value, aux = _ntxent_positive_tile(
+            value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols, offs_m,
+            n0, M, N, stride_q, stride_r, near_tol, scale2, D, KIND, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D)
+    tl.store(values_ptr + rows, value * 0.6931471805599453, mask=in_m)
+    tl.store(aux_ptr + rows, aux, mask=in_m)
 
 
 @triton.jit
@@ -522,36 +579,14 @@ def _softmax_fwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         value = pair_sum
         aux = tl.zeros((BLOCK_M,), tl.float32)
         lse = tl.zeros((BLOCK_M,), tl.float32)
-    else:
-        # pass 2: softplus(L_i − l_ip) and σ(L_i − l_ip) over the positives, only on the tiles that
-        # hold one; interior tiles unmasked, edge tiles masked, as in pass 1. In base 2 (lse2 =
-        # L_i·log2 e, x2 = lse2 − s·c): value and aux as sums of log2(1 + 2^x2) and σ, the value
-        # scaled by ln 2 once per row
-        lse2 = lse * 1.4426950408889634
-        value = tl.zeros((BLOCK_M,), tl.float32)
-        aux = tl.zeros((BLOCK_M,), tl.float32)
-        for k in range(0, n_full - skip):
-            value, aux = _ntxent_positive_tile(
-                value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols, offs_m,
-                (k + tl.where(k >= full_lo, skip, 0)) * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2,
-                D, KIND, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, False)
-        for j in tl.static_range((BLOCK_M + BLOCK_N - 2) // BLOCK_N + 1):
-            if self_lo + j < self_hi:
-                value, aux = _ntxent_positive_tile(
-                    value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols, offs_m,
-                    (self_lo + j) * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2,
-                    D, KIND, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True)
-        if (n_full < n_tiles) & ((n_full < self_lo) | (n_full >= self_hi)):
-            value, aux = _ntxent_positive_tile(
-                value, aux, lse2, q_blk, q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, r_lab_ptr, q_lab, self_cols, offs_m,
-                n_full * BLOCK_N, M, N, stride_q, stride_r, near_tol, scale2,
-                D, KIND, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True)
-        value = value * 0.6931471805599453
+    # ntxent: L_i goes to lse; value and aux come from _ntxent_positive_kernel (the positive
+    # pass over label-sorted rows), which reads it back
 
-    tl.store(values_ptr + offs_m, value, mask=in_m)
+    if VARIANT != 1:
+        tl.store(values_ptr + offs_m, value, mask=in_m)
+        tl.store(aux_ptr + offs_m, aux, mask=in_m)
     tl.store(n_pos_ptr + offs_m, n_pos.to(tl.int64), mask=in_m)
     tl.store(lse_ptr + offs_m, lse, mask=in_m)
-    tl.store(aux_ptr + offs_m, aux, mask=in_m)
 
 
 @triton.jit
@@ -947,7 +982,51 @@ def _fwd_impl(q: torch.Tensor, r: torch.Tensor, q_labels: torch.Tensor, r_labels
             q, r, q_sq, r_sq, q_labels, r_labels, r_count, label_sum, label_start, temperature, bias, values, n_pos,
             lse, aux,
             M, N, q.stride(0), r.stride(0), near_tol, self_offset, MASKED_REFS=masked_refs, **launch)
+        if variant == VARIANT_CODES["ntxent"]:
+            _ntxent_positive_pass(q, r, q_sq, r_sq, q_labels, r_labels, r_count, temperature, lse, values, aux,
+                                  kind, self_offset, precision, near_tol, block_m, block_n, block_d, num_warps,
+                                  num_stages)
     return values, n_pos, lse, aux
+
+
+def _label_order(r_labels: torch.Tensor, r_count: torch.Tensor):
+    """(order (N,) int64, label_start (M + N,) int32): the reference rows sorted by label (stable;
+    masked-out references, id −1, after every label) and where label c's rows begin there."""
+    key = torch.where(r_labels >= 0, r_labels, r_count.numel())  # −1 last
+    order = torch.argsort(key, stable=True)
+    label_start = (torch.cumsum(r_count, 0, dtype=torch.int32) - r_count).contiguous()
+    return order, label_start
+
+
+def _ntxent_positive_pass(q, r, q_sq, r_sq, q_labels, r_labels, r_count, temperature, lse, values, aux, kind,
+                          self_offset, precision, near_tol, block_m, block_n, block_d, num_warps, num_stages):
+    """values and aux of NT-Xent from lse (L_i): anchors and references sorted by label once
+    per call (stable argsorts, row copies in that order: O((M + N)·D)), each self pair's column
+    mapped into the sorted references (−1: none), then _ntxent_positive_kernel over the
+    blocks of sorted anchors. No host sync."""
+    M, D = q.shape
+    N = r.shape[0]
+    r_order, label_start = _label_order(r_labels, r_count)
+    q_order = torch.argsort(q_labels, stable=True)
+    self_cols = torch.full((M,), -1, dtype=torch.int32, device=q.device)
+    if self_offset >= 0 and N > 0:
+        sorted_col = torch.empty((N,), dtype=torch.int32, device=q.device)
+        sorted_col[r_order] = torch.arange(N, dtype=torch.int32, device=q.device)
+        col = q_order + self_offset
+        self_cols = torch.where(col < N, sorted_col[col.clamp(max=N - 1)], self_cols)
+
+    # the sorted references and their labels run block_n rows past N (zeros, label −2)
+    r_s = torch.cat([r.index_select(0, r_order), r.new_zeros((block_n, D))])
+    r_lab_s = torch.cat([r_labels.index_select(0, r_order), r_labels.new_full((block_n,), -2)])
+    q_s = q.index_select(0, q_order).contiguous()
+    if kind != tiles.KIND_CODES["dot"]:  # else placeholders
+        q_sq, r_sq = q_sq.index_select(0, q_order), r_sq.index_select(0, r_order)
+    _host.launchable(_ntxent_positive_kernel)[(triton.cdiv(M, block_m),)](
+        q_s, r_s, q_sq, r_sq, q_labels.index_select(0, q_order).contiguous(), r_lab_s, q_order.to(torch.int32),
+        self_cols, label_start, r_count,
+        temperature, lse, values, aux, M, N, q_s.stride(0), r_s.stride(0), near_tol,
+        D=D, KIND=kind, PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+        num_warps=num_warps, num_stages=num_stages)
 
 
 def _label_sums(r: torch.Tensor, r_labels: torch.Tensor, r_count: torch.Tensor, kind: int, variant: int):
@@ -958,9 +1037,8 @@ def _label_sums(r: torch.Tensor, r_labels: torch.Tensor, r_count: torch.Tensor, 
     if kind != tiles.KIND_CODES["dot"] or variant not in (VARIANT_CODES["supcon"], VARIANT_CODES["dcl"]):
         return r.new_empty((1,), dtype=torch.float32), r_count.new_zeros((1,))
     N, D = r.shape
-    key = torch.where(r_labels >= 0, r_labels, r_count.numel())  # −1 last
-    order = torch.argsort(key, stable=True).to(torch.int32)
-    label_start = (torch.cumsum(r_count, 0, dtype=torch.int32) - r_count).contiguous()
+    order, label_start = _label_order(r_labels, r_count)
+    order = order.to(torch.int32)
     label_sum = torch.empty((max(N, 1), D), dtype=torch.float32, device=r.device)
     block_d = _host.pow2(D, 16, 128)
     grid = (r_count.numel(), triton.cdiv(D, block_d))

@@ -67,6 +67,8 @@ def make_case(B, N, D, labels, self_offset, dtype, seed=0):
         ql = torch.arange(B)
     elif labels == "views":  # SimCLR: rows i and i + B/2 are two views of one sample
         ql = torch.arange(B) % (B // 2)
+    elif labels == "classes":  # ten classes in random order (NT-Xent with class labels)
+        ql = torch.randint(0, 10, (B,), generator=g)
     else:
         ql = torch.randint(0, 4, (B,), generator=g)
         ql[0] = 99  # an anchor without positives
@@ -215,6 +217,32 @@ def test_single_class(variant, kind):
 def test_all_distinct_labels(variant, kind):
     values, n_pos, grad_q, grad_r = check(variant, kind, 20, None, 16, 0, labels="distinct")
     assert (n_pos == 0).all() and (values == 0).all() and (grad_q == 0).all() and (grad_r == 0).all()
+
+
+@pytest.mark.parametrize("dtype,kind,N,self_offset", [
+    (torch.float32, "dot", None, 0), (torch.float16, "sqeuclidean", 70, 9), (torch.bfloat16, "euclidean", 60, -1)])
+def test_ntxent_class_labels(dtype, kind, N, self_offset):
+    # the positive pass over label-sorted rows: anchor blocks spanning several labels, label
+    # ranges starting and ending inside reference tiles, self pairs scattered in sorted order
+    check("ntxent", kind, 53, N, 20, self_offset, labels="classes", dtype=dtype)
+
+
+def test_ntxent_masked_refs_with_self_pairs():
+    q, r, ql, rl = make_case(37, None, 12, "classes", 0, torch.float32, seed=5)
+    drop = torch.zeros(37, dtype=torch.bool)
+    drop[[1, 8, 20, 36]] = True
+    cfg = SoftmaxConfig(kind="dot", variant="ntxent", self_offset=0, masked_refs=True)
+    q, ql, drop, tau = on_device(q, ql, drop, torch.tensor(0.2))
+    values, n_pos, _ = kernel.forward(q, q, ql, torch.where(drop, -1, ql), cfg, tau)
+    q64 = q.cpu().double()
+    logits = q64 @ q64[~drop.cpu()].T / 0.2
+    cols = torch.arange(37)[~drop.cpu()]
+    same = ql.cpu()[:, None] == ql.cpu()[~drop.cpu()][None, :]
+    valid = cols[None, :] != torch.arange(37)[:, None]
+    lse_neg = logits.masked_fill(~(valid & ~same), BIG_NEG).logsumexp(1)
+    want = (F.softplus(lse_neg[:, None] - logits) * (valid & same)).sum(1)
+    torch.testing.assert_close(values.cpu().double(), want, rtol=1e-4, atol=1e-5)
+    assert torch.equal(n_pos.cpu(), (valid & same).sum(1))
 
 
 def test_simclr_views():

@@ -33,7 +33,7 @@ def report():
 
 def test_every_benchmarked_kernel_builds_and_is_read(report):
     names = [r["kernel"] for r in report["kernels"]]
-    assert len(names) == 26 and any("softmax fwd" in n for n in names)
+    assert len(names) == 27 and any("softmax fwd" in n for n in names)
     assert sum(n.startswith("triplet") for n in names) == 8
     for r in report["kernels"]:
         assert r["registers"] and r["main_loop_instructions"] > 0, r
@@ -115,3 +115,19 @@ def test_triplet_launches_at_b65536_fill_the_gpu_and_scale_with_the_chunks():
     window = [row for row in summary if row["case"] == "semihard" and row["direction"] == "fwd"][0]
     assert window["kernels"]["_window_forward_kernel"] == dict(launches=chunks, min_programs=256 * 16,
                                                                max_programs=256 * 16)
+
+
+def test_the_ntxent_forward_per_tile_of_work(report):
+    """NT-Xent's forward per tile of work: the LSE loop plus the positive pass's loop times its
+    tile visits per LSE tile (label-sorted rows: about 1/C of the tiles for C classes), within
+    2× the yardstick at B = 16384 for SimCLR's view labels and for ten classes."""
+    rows = {r["kernel"]: r for r in report["kernels"]}
+    lse = rows["softmax fwd ntxent dot bf16"]["main_loop_instructions"]
+    pos = rows["softmax fwd ntxent positive pass dot bf16"]["main_loop_instructions"]
+    est = {(r["B"], r["labels"]): r for r in report["ntxent_per_tile"]}
+    views = est[(16384, "views (2 rows per label)")]  # 128 sorted rows = 64 labels: two tiles of 64
+    assert views["positive_tiles"] == 2 * 128 and views["lse_tiles"] == 128 * 256, views
+    for (B, labels), r in est.items():
+        assert r["instructions_per_tile"] == round(lse + r["positive_tiles"] / r["lse_tiles"] * pos, 1), r
+        if B == 16384:
+            assert r["vs_yardstick"] <= 2.0, r
