@@ -24,9 +24,19 @@ fixed order, so every launch at B = 65536 has thousands of programs (determinist
    and ∂/∂v = −#{positives x for which v is kept and active}, the same search run on the
    anchor's sorted positives (each condition bounds x from one side). Both directions
    evaluate the same float expressions (v ≤ fl(x + mm), v < fl(x + m), v ≤ x) so they agree
-   on every triplet. cfg.term_keep = (low, high) (ThresholdReducer: only low < term < high
-   counts) is two more one-sided bounds of the same kind, v < fl(x + (m − low)) and
-   v > fl(x + (m − high)), so the kept terms stay one contiguous run (KEEP, `_keep_code`).
+   on every triplet. Label grouping (`_grouping`, once per call, sync-free): a stable argsort
+   of the reference labels r_perm and per anchor the slots [start, end) of r_perm with its
+   label (torch.searchsorted), so its positives are one contiguous slot range. The forward
+   kernel loops over those P slots only (gathering x = pos_key[r_perm[slot]]; the self
+   column reads +inf and is skipped), not over N columns; the weights kernel walks the row in
+   slot order, so a block of lanes is all negatives or all positives except at the range's
+   two ends, and each side's searches run only in blocks holding that side (a block-uniform
+   branch): about one set of searches per lane instead of both. The bounds are still
+   fixed-length binary searches, not a merge sweep: a sweep needs the positives sorted per
+   anchor in a fixed-width buffer (P_max is data-dependent, a host sync to size) or a blocked
+   merge path; the searches are independent per lane, so they keep every launch full.
+   cfg.term_keep = (low, high) (ThresholdReducer: only low < term < high counts) is two more
+   one-sided bounds of the same kind, v < fl(x + (m − low)) and v > fl(x + (m − high)), so the kept terms stay one contiguous run (KEEP, `_keep_code`).
 4. Scan path (smooth or swap): per anchor, positives × negatives in BLOCK_P×BLOCK_N tiles,
    O(B·P·N) (O(B·P·N·D) with swap: d_pn = d(r_p, r_n) is a distance tile of r with itself).
    swap: v → min(v, d_pn) in the term; on an exact tie the gradient is split in half.
