@@ -24,9 +24,19 @@ fixed order, so every launch at B = 65536 has thousands of programs (determinist
    and ∂/∂v = −#{positives x for which v is kept and active}, the same search run on the
    anchor's sorted positives (each condition bounds x from one side). Both directions
    evaluate the same float expressions (v ≤ fl(x + mm), v < fl(x + m), v ≤ x) so they agree
-   on every triplet. cfg.term_keep = (low, high) (ThresholdReducer: only low < term < high
-   counts) is two more one-sided bounds of the same kind, v < fl(x + (m − low)) and
-   v > fl(x + (m − high)), so the kept terms stay one contiguous run (KEEP, `_keep_code`).
+   on every triplet. Label grouping (`_grouping`, once per call, sync-free): a stable argsort
+   of the reference labels r_perm and per anchor the slots [start, end) of r_perm with its
+   label (torch.searchsorted), so its positives are one contiguous slot range. The forward
+   kernel loops over those P slots only (gathering x = pos_key[r_perm[slot]]; the self
+   column reads +inf and is skipped), not over N columns; the weights kernel walks the row in
+   slot order, so a block of lanes is all negatives or all positives except at the range's
+   two ends, and each side's searches run only in blocks holding that side (a block-uniform
+   branch): about one set of searches per lane instead of both. The bounds are still
+   fixed-length binary searches, not a merge sweep: a sweep needs the positives sorted per
+   anchor in a fixed-width buffer (P_max is data-dependent, a host sync to size) or a blocked
+   merge path; the searches are independent per lane, so they keep every launch full.
+   cfg.term_keep = (low, high) (ThresholdReducer: only low < term < high counts) is two more
+   one-sided bounds of the same kind, v < fl(x + (m − low)) and v > fl(x + (m − high)), so the kept terms stay one contiguous run (KEEP, `_keep_code`).
 4. Scan path (smooth or swap): per anchor, positives × negatives in BLOCK_P×BLOCK_N tiles,
    O(B·P·N) (O(B·P·N·D) with swap: d_pn = d(r_p, r_n) is a distance tile of r with itself).
    swap: v → min(v, d_pn) in the term; on an exact tie the gradient is split in half.
@@ -217,32 +227,39 @@ def _window(x, neg_row, K, margin, mm, c_keep_hi, c_keep_lo, MODE: tl.constexpr,
 
 
 @triton.jit
-def _window_forward_kernel(pos_key_ptr, neg_sorted_ptr, prefix_ptr, n_neg_ptr,
+def _window_forward_kernel(pos_key_ptr, neg_sorted_ptr, prefix_ptr, n_neg_ptr, r_perm_ptr, start_ptr, end_ptr,
                            values_ptr, counts_ptr, nonzero_ptr, N, margin, mm, c_keep_hi, c_keep_lo,
                            MODE: tl.constexpr, KEEP: tl.constexpr, LOG_N: tl.constexpr, BLOCK: tl.constexpr,
                            COLS: tl.constexpr):
-    """One (anchor, block of COLS columns) per program: its partial Σ over the block's
+    """One (anchor, block of COLS grouped slots) per program: its partial Σ over the block's
     positives of c·(x + m) − (S[U] − S[lo]), #kept and #(term > 0), at [row, block].
-    The positives are read unsorted (pos_key, +inf elsewhere): the forward pass needs one
-    row sort only, of the negatives."""
+    The anchor's positives are the grouped slots [start, end) (`_Grouping`), the columns
+    r_perm[start:end] of its row (the self column among them reads +inf from pos_key and is
+    skipped): a program loops over its slots inside that range only, so the work per anchor
+    is P positives, not N columns, and the blocks past ⌈P / COLS⌉ have none. The positives
+    are read unsorted: the forward pass needs one row sort only, of the negatives."""
     row = tl.program_id(0)
     block = tl.program_id(1)
     part = row * tl.num_programs(1) + block
     base = row.to(tl.int64) * N
     K = tl.load(n_neg_ptr + row)
+    start = tl.load(start_ptr + row)
+    end = tl.load(end_ptr + row)
     value = tl.zeros((BLOCK,), dtype=tl.float64)
     count = tl.zeros((BLOCK,), dtype=tl.int64)
     nonzero = tl.zeros((BLOCK,), dtype=tl.int64)
     prefix_row = prefix_ptr + row.to(tl.int64) * (N + 1)
-    for j0 in range(block * COLS, tl.minimum(N, block * COLS + COLS), BLOCK):
-        offs = j0 + tl.arange(0, BLOCK)
-        x = tl.load(pos_key_ptr + base + offs, mask=offs < N, other=JIT_INF)
+    for j0 in range(start + block * COLS, tl.minimum(end, start + block * COLS + COLS), BLOCK):
+        slots = j0 + tl.arange(0, BLOCK)
+        inside = slots < end
+        col = tl.load(r_perm_ptr + slots, mask=inside, other=0)
+        x = tl.load(pos_key_ptr + base + col, mask=inside, other=JIT_INF)
         live = x < JIT_INF
         x = tl.where(live, x, 0.0)
-        lo, hi, w_lo, w_hi, end = _window(x, neg_sorted_ptr + base, K, margin, mm, c_keep_hi, c_keep_lo,
-                                          MODE, KEEP, LOG_N)
-        run = tl.load(prefix_row + end, mask=live, other=0.0) - tl.load(prefix_row + w_lo, mask=live, other=0.0)
-        c = tl.where(live, end - w_lo, 0)
+        lo, hi, w_lo, w_hi, end_run = _window(x, neg_sorted_ptr + base, K, margin, mm, c_keep_hi, c_keep_lo,
+                                              MODE, KEEP, LOG_N)
+        run = tl.load(prefix_row + end_run, mask=live, other=0.0) - tl.load(prefix_row + w_lo, mask=live, other=0.0)
+        c = tl.where(live, end_run - w_lo, 0)
         value += c.to(tl.float64) * (x.to(tl.float64) + margin) - tl.where(c > 0, run, 0.0)
         count += tl.where(live, hi - lo, 0).to(tl.int64)
         nonzero += tl.where(live, w_hi - w_lo, 0).to(tl.int64)
@@ -253,15 +270,20 @@ def _window_forward_kernel(pos_key_ptr, neg_sorted_ptr, prefix_ptr, n_neg_ptr,
 
 @triton.jit
 def _window_weights_kernel(pos_key_ptr, neg_key_ptr, pos_sorted_ptr, neg_sorted_ptr, n_pos_ptr, n_neg_ptr,
-                           grad_ptr, coef_ptr, N, margin, mm, c_keep_hi, c_keep_lo,
+                           r_perm_ptr, start_ptr, end_ptr, grad_ptr, coef_ptr, N, margin, mm, c_keep_hi, c_keep_lo,
                            MODE: tl.constexpr, KEEP: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr,
                            LOG_N: tl.constexpr, BLOCK: tl.constexpr):
-    """coef[a, j] for one block of references j of one anchor a:
-    positive j (x = d_aj): g·c(x); negative j (v = d_aj): −g·#{x : v kept and active}."""
+    """coef[a, j] for one block of BLOCK grouped slots of one anchor a (j = r_perm[slot]):
+    positive j (x = d_aj): g·c(x); negative j (v = d_aj): −g·#{x : v kept and active}.
+    The anchor's positives are the slots [start, end), so a block is all negatives unless it
+    meets that range, and all positives if inside it: each side's searches run only in the
+    blocks that hold that side (a block-uniform branch), about one search set per lane."""
     row = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    b0 = tl.program_id(1) * BLOCK
+    slots = b0 + tl.arange(0, BLOCK)
     base = row.to(tl.int64) * N
-    inside = offs < N
+    inside = slots < N
+    offs = tl.load(r_perm_ptr + slots, mask=inside, other=0)
     pk = tl.load(pos_key_ptr + base + offs, mask=inside, other=JIT_INF)
     nk = tl.load(neg_key_ptr + base + offs, mask=inside, other=JIT_INF)
     is_pos = pk < JIT_INF
@@ -270,28 +292,34 @@ def _window_weights_kernel(pos_key_ptr, neg_key_ptr, pos_sorted_ptr, neg_sorted_
     P = tl.load(n_pos_ptr + row)
     K = tl.load(n_neg_ptr + row)
     g = tl.load(grad_ptr + row)
-    # positives: the length of the active run of sorted negatives
-    lo, hi, w_lo, w_hi, end = _window(d, neg_sorted_ptr + base, K, margin, mm, c_keep_hi, c_keep_lo,
-                                      MODE, KEEP, LOG_N)
-    w_pos = (end - w_lo).to(tl.float32)
-    # negatives: positives x failing an "x large enough" condition form a prefix of length
-    # `first`, those meeting every "x small enough" condition a prefix of length `last`
-    pos_row = pos_sorted_ptr + base
-    first = _count_below(pos_row, P, d, margin, False, LOG_N)                        # fl(x + m) ≤ v
-    if MODE == 1 or MODE == 2 or MODE == 3:
-        first = tl.maximum(first, _count_below(pos_row, P, d, mm, True, LOG_N))      # fl(x + mm) < v
-    if MODE == 2:
-        first = tl.maximum(first, _count_below(pos_row, P, d, 0.0, True, LOG_N))     # x < v
-    last = tl.zeros_like(first) + P
-    if MODE == 3:
-        last = _count_below(pos_row, P, d, 0.0, True, LOG_N)                         # x < v
-    if MODE == 4:
-        last = _count_below(pos_row, P, d, mm, True, LOG_N)                          # fl(x + mm) < v
-    if (KEEP & 1) != 0:
-        first = tl.maximum(first, _count_below(pos_row, P, d, c_keep_hi, False, LOG_N))  # fl(x + c) ≤ v
-    if (KEEP & 2) != 0:
-        last = tl.minimum(last, _count_below(pos_row, P, d, c_keep_lo, True, LOG_N))     # fl(x + c) < v
-    w_neg = -tl.maximum(last - first, 0).to(tl.float32)
+    start = tl.load(start_ptr + row)
+    end = tl.load(end_ptr + row)
+    w_pos = tl.zeros((BLOCK,), dtype=tl.float32)
+    w_neg = tl.zeros((BLOCK,), dtype=tl.float32)
+    if (b0 < end) & (b0 + BLOCK > start):
+        # positives: the length of the active run of sorted negatives
+        lo, hi, w_lo, w_hi, run_end = _window(d, neg_sorted_ptr + base, K, margin, mm, c_keep_hi, c_keep_lo,
+                                              MODE, KEEP, LOG_N)
+        w_pos = (run_end - w_lo).to(tl.float32)
+    if (b0 < start) | (b0 + BLOCK > end):
+        # negatives: positives x failing an "x large enough" condition form a prefix of length
+        # `first`, those meeting every "x small enough" condition a prefix of length `last`
+        pos_row = pos_sorted_ptr + base
+        first = _count_below(pos_row, P, d, margin, False, LOG_N)                        # fl(x + m) ≤ v
+        if MODE == 1 or MODE == 2 or MODE == 3:
+            first = tl.maximum(first, _count_below(pos_row, P, d, mm, True, LOG_N))      # fl(x + mm) < v
+        if MODE == 2:
+            first = tl.maximum(first, _count_below(pos_row, P, d, 0.0, True, LOG_N))     # x < v
+        last = tl.zeros_like(first) + P
+        if MODE == 3:
+            last = _count_below(pos_row, P, d, 0.0, True, LOG_N)                         # x < v
+        if MODE == 4:
+            last = _count_below(pos_row, P, d, mm, True, LOG_N)                          # fl(x + mm) < v
+        if (KEEP & 1) != 0:
+            first = tl.maximum(first, _count_below(pos_row, P, d, c_keep_hi, False, LOG_N))  # fl(x + c) ≤ v
+        if (KEEP & 2) != 0:
+            last = tl.minimum(last, _count_below(pos_row, P, d, c_keep_lo, True, LOG_N))     # fl(x + c) < v
+        w_neg = -tl.maximum(last - first, 0).to(tl.float32)
     if (KEEP & 8) != 0:
         w_pos = w_pos * 0.0
         w_neg = w_neg * 0.0
@@ -880,6 +908,16 @@ def _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, neg
     return grad_q, grad_r
 
 
+def _grouping(q_labels: torch.Tensor, r_labels: torch.Tensor):
+    """Label grouping of one call, sync-free: (r_perm, start, end) with r_perm (N,) int32 the
+    stable argsort of the reference labels, and per anchor (B,) int32 the slots [start, end) of
+    r_perm holding the references with its label (its positives and maybe its self column)."""
+    r_sorted, r_perm = torch.sort(r_labels, stable=True)
+    start = torch.searchsorted(r_sorted, q_labels, right=False).to(torch.int32)
+    end = torch.searchsorted(r_sorted, q_labels, right=True).to(torch.int32)
+    return r_perm.to(torch.int32), start, end
+
+
 def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin, mm,
                  self_offset, precision, keep_low, keep_high, near_tol, chunk_elements):
     B, N, D = int(q.shape[0]), int(r.shape[0]), int(q.shape[1])
@@ -888,6 +926,8 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
     parts = []
     log_n = max(1, N.bit_length())
     sorted_path = mode <= 4 and not smooth and not swap
+    if sorted_path:
+        r_perm, g_start, g_end = _grouping(q_labels, r_labels)
     for row0 in range(0, B, _chunk_rows(B, N, chunk_elements)):
         row_end = min(B, row0 + _chunk_rows(B, N, chunk_elements))
         c = row_end - row0
@@ -898,7 +938,8 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
             blocks = _row_blocks(N, WINDOW_COLS)
             out = _partial_outputs(c, blocks, dev)
             _host.launchable(_window_forward_kernel)[(c, blocks)](
-                pos_key, neg_sorted, prefix, n_neg, *out, N, margin, mm, margin - keep_low, margin - keep_high,
+                pos_key, neg_sorted, prefix, n_neg, r_perm, g_start[row0:row_end], g_end[row0:row_end], *out,
+                N, margin, mm, margin - keep_low, margin - keep_high,
                 MODE=mode, KEEP=keep, LOG_N=log_n, BLOCK=SEARCH_BLOCK, COLS=WINDOW_COLS)
         elif mode == 5:
             blocks = _row_blocks(N, POSITIVE_COLS)
@@ -932,6 +973,8 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
     log_n = max(1, N.bit_length())
     row_kind = "dot" if kind == 0 else "sqeuclidean"
     sorted_path = mode <= 4 and not smooth and not swap
+    if sorted_path:
+        r_perm, g_start, g_end = _grouping(q_labels, r_labels)
     for row0 in range(0, B, _chunk_rows(B, N, chunk_elements)):
         row_end = min(B, row0 + _chunk_rows(B, N, chunk_elements))
         c = row_end - row0
@@ -942,7 +985,8 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
         coef = torch.zeros((c, N), dtype=torch.float32, device=dev)
         if sorted_path:
             _host.launchable(_window_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
-                pos_key, neg_key, pos_sorted, neg_sorted, n_pos, n_neg, g, coef, N, margin, mm,
+                pos_key, neg_key, pos_sorted, neg_sorted, n_pos, n_neg, r_perm, g_start[row0:row_end],
+                g_end[row0:row_end], g, coef, N, margin, mm,
                 margin - keep_low, margin - keep_high,
                 MODE=mode, KEEP=keep, KIND=kind, NEGATE=negate, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
         elif mode == 5:

@@ -371,6 +371,41 @@ def test_column_blocks_and_chunks_match_torch_path(monkeypatch, fields):
         assert torch.equal(a, b)
 
 
+ORDER_CASES = [dict(mining="semihard", margin=0.4, miner_margin=0.8), dict(mining="batch_all", margin=0.3)]
+
+
+@pytest.mark.parametrize("fields", ORDER_CASES, ids=[c["mining"] for c in ORDER_CASES])
+def test_label_orders_give_the_same_results(monkeypatch, fields):
+    """The sorted path groups references by label (kernels/triplet._grouping): one class with
+    90% of the batch, two classes of size 1 (lonely anchors), duplicate rows, in sorted,
+    reversed, interleaved and random row orders give the same per-row results as the PyTorch
+    path (counts exact), with blocks of 16 grouped slots (positive ranges split across programs)."""
+    torch_path = pytest.importorskip("fastcontrast._torch.triplet")
+    for name, value in (("SEARCH_BLOCK", 16), ("WINDOW_COLS", 16)):
+        monkeypatch.setattr(kt, name, value)
+    cfg = TripletConfig(**fields)
+    B = 20
+    q = torch.randn(B, 5, generator=torch.Generator().manual_seed(3))
+    q[4], q[9] = q[1], q[18]
+    labels = torch.zeros(B, dtype=torch.int64)
+    labels[18:] = torch.tensor([1, 2])
+    grad = torch.rand(B, generator=torch.Generator().manual_seed(5)) + 0.5
+    t_values, t_counts, t_nonzero, t_saved = torch_path.forward(q, q, labels, labels, cfg)
+    t_gq, t_gr = torch_path.backward(grad, q, q, labels, labels, cfg, t_saved)
+    orders = {"sorted": torch.arange(B), "reversed": torch.arange(B).flip(0),
+              "interleaved": torch.cat([torch.arange(0, B, 2), torch.arange(1, B, 2)]),
+              "random": torch.randperm(B, generator=torch.Generator().manual_seed(8))}
+    for name, perm in orders.items():
+        values, counts, nonzero, _, gq, gr = run_kernels(q[perm], q[perm], labels[perm], labels[perm], cfg, True,
+                                                         grad[perm])
+        inv = torch.empty_like(perm)
+        inv[perm] = torch.arange(B)
+        assert torch.equal(counts.cpu()[inv], t_counts) and torch.equal(nonzero.cpu()[inv], t_nonzero), name
+        assert int(counts.sum()) > 0
+        assert_close(values[inv.to(values.device)], t_values, torch.float32)
+        assert_close((gq.float() + gr.float())[inv.to(gq.device)], t_gq + t_gr, torch.float32)
+
+
 @pytest.mark.parametrize("kwargs", [dict(mining="semihard", distance="cosine"),
                                     dict(mining="semihard_tfa", margin=1.0, swap=True),
                                     dict(mining="batch_hard", hard_fallback="tfa", distance="squared_euclidean")],
@@ -449,10 +484,12 @@ KERNELS = [  # (kernel, pointer arguments, constexprs); other arguments are i32 
     (kt._distance_rows_kernel, dict(TILE, neg_key_ptr=F32, pos_key_ptr=F32),
      dict(KIND=2, NEGATE=False, PRECISION="ieee", BLOCK_M=64, BLOCK_N=64, BLOCK_D=32)),
     (kt._window_forward_kernel, dict(pos_key_ptr=F32, neg_sorted_ptr=F32, prefix_ptr=F64, n_neg_ptr=I32,
-                                     values_ptr=F64, counts_ptr=I64, nonzero_ptr=I64),
+                                     r_perm_ptr=I32, start_ptr=I32, end_ptr=I32, values_ptr=F64, counts_ptr=I64,
+                                     nonzero_ptr=I64),
      dict(MODE=3, KEEP=19, LOG_N=17, BLOCK=128, COLS=4096)),
     (kt._window_weights_kernel, dict(pos_key_ptr=F32, neg_key_ptr=F32, pos_sorted_ptr=F32, neg_sorted_ptr=F32,
-                                     n_pos_ptr=I32, n_neg_ptr=I32, grad_ptr=F32, coef_ptr=F32),
+                                     n_pos_ptr=I32, n_neg_ptr=I32, r_perm_ptr=I32, start_ptr=I32, end_ptr=I32,
+                                     grad_ptr=F32, coef_ptr=F32),
      dict(MODE=2, KEEP=19, KIND=2, NEGATE=False, LOG_N=17, BLOCK=128)),
     (kt._scan_rows_kernel, dict(ROW, values_ptr=F64, counts_ptr=I64, nonzero_ptr=I64, coef_ptr=F32),
      dict(MODE=3, SMOOTH=True, SWAP=True, BACKWARD=True, KEEP=16, KIND=2, NEGATE=False, PRECISION="ieee",
