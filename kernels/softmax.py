@@ -239,6 +239,36 @@ def _tile_coef(w, t, inv_tau, KIND: tl.constexpr):
 
 
 @triton.jit
+def _anchor_stats(grad_ptr, lse_ptr, aux_ptr, bounds_ptr, offs_m, M, ROW_BOUNDS: tl.constexpr):
+    """An anchor block's statistics for the backward: g, lse, aux and (ROW_BOUNDS) its row
+    bounds (unused zeros otherwise)."""
+    in_m = offs_m < M
+    g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
+    lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
+    aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
+    if ROW_BOUNDS:
+        pos_below, neg_above = tiles.load_row_bounds(bounds_ptr, offs_m, M)
+    else:
+        pos_below = 0.0
+        neg_above = 0.0
+    return g, lse, aux, pos_below, neg_above
+
+@triton.jit
+def _reverse_stats(rev_grad_ptr, rev_lse_ptr, rev_aux_ptr, offs_n, N, SYMMETRIC: tl.constexpr):
+    """The reverse direction's statistics (g, lse, aux) at the columns offs_n of a symmetric
+    loss; unused zeros otherwise."""
+    if SYMMETRIC:
+        in_n = offs_n < N
+        rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
+        rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
+        rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
+    else:
+        rev_g = 0.0
+        rev_lse = 0.0
+        rev_aux = 0.0
+    return rev_g, rev_lse, rev_aux
+
+@triton.jit
 def _grad_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, D, stride_q, stride_r,
                near_tol, self_offset, inv_tau, bias, sp, sn, shp, shn, g, lse, aux, rev_g, rev_lse, rev_aux,
                pos_below, neg_above, slack, KIND: tl.constexpr, VARIANT: tl.constexpr, PRECISION: tl.constexpr,
@@ -661,15 +691,10 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     inv_tau = 1.0 / tl.load(tau_ptr)
     bias = tl.load(bias_ptr)
     sp, sn, shp, shn = _variant_params(tau_ptr, VARIANT)
-    g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
-    lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
-    aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
+    g, lse, aux, pos_below, neg_above = _anchor_stats(grad_ptr, lse_ptr, aux_ptr, bounds_ptr, offs_m, M, ROW_BOUNDS)
     if ROW_BOUNDS:
-        pos_below, neg_above = tiles.load_row_bounds(bounds_ptr, offs_m, M)
         slack = tl.load(tau_ptr + 5)  # the bound slack, after the variant's parameters
     else:
-        pos_below = 0.0
-        neg_above = 0.0
         slack = 0.0
 
     acc = tl.zeros((BLOCK_M, BLOCK_DO), tl.float32)  # Σ_j c_ij r_j
@@ -678,15 +703,7 @@ def _softmax_bwd_q_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     bias_part = tl.zeros((BLOCK_M,), tl.float32)     # Σ_j W_ij (sigmoid)
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        if SYMMETRIC:  # the reverse direction's statistics: this tile's columns
-            in_n = offs_n < N
-            rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
-            rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
-            rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
-        else:
-            rev_g = 0.0
-            rev_lse = 0.0
-            rev_aux = 0.0
+        rev_g, rev_lse, rev_aux = _reverse_stats(rev_grad_ptr, rev_lse_ptr, rev_aux_ptr, offs_n, N, SYMMETRIC)
         logits, t, w, c = _grad_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, D,
                                      stride_q, stride_r, near_tol, self_offset, inv_tau, bias, sp, sn, shp, shn,
                                      g, lse, aux, rev_g, rev_lse, rev_aux, pos_below, neg_above, slack,
@@ -723,15 +740,7 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     inv_tau = 1.0 / tl.load(tau_ptr)
     bias = tl.load(bias_ptr)
     sp, sn, shp, shn = _variant_params(tau_ptr, VARIANT)
-    if SYMMETRIC:
-        in_n = offs_n < N
-        rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
-        rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
-        rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
-    else:
-        rev_g = 0.0
-        rev_lse = 0.0
-        rev_aux = 0.0
+    rev_g, rev_lse, rev_aux = _reverse_stats(rev_grad_ptr, rev_lse_ptr, rev_aux_ptr, offs_n, N, SYMMETRIC)
     if ROW_BOUNDS:
         slack = tl.load(tau_ptr + 5)  # the bound slack, after the variant's parameters
     else:
@@ -742,14 +751,8 @@ def _softmax_bwd_r_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr
     for m0 in range(0, M, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         in_m = offs_m < M
-        g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
-        lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
-        aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
-        if ROW_BOUNDS:  # this anchor tile's bounds
-            pos_below, neg_above = tiles.load_row_bounds(bounds_ptr, offs_m, M)
-        else:
-            pos_below = 0.0
-            neg_above = 0.0
+        g, lse, aux, pos_below, neg_above = _anchor_stats(grad_ptr, lse_ptr, aux_ptr, bounds_ptr, offs_m, M,
+                                                          ROW_BOUNDS)  # this anchor tile's
         logits, t, w, c = _grad_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, D,
                                      stride_q, stride_r, near_tol, self_offset, inv_tau, bias, sp, sn, shp, shn,
                                      g, lse, aux, rev_g, rev_lse, rev_aux, pos_below, neg_above, slack,
@@ -788,15 +791,7 @@ def _softmax_bwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
     inv_tau = 1.0 / tl.load(tau_ptr)
     bias = tl.load(bias_ptr)
     sp, sn, shp, shn = _variant_params(tau_ptr, VARIANT)
-    if SYMMETRIC:
-        in_n = offs_n < N
-        rev_g = tl.load(rev_grad_ptr + offs_n, mask=in_n, other=0.0)
-        rev_lse = tl.load(rev_lse_ptr + offs_n, mask=in_n, other=0.0)
-        rev_aux = tl.load(rev_aux_ptr + offs_n, mask=in_n, other=0.0)
-    else:
-        rev_g = 0.0
-        rev_lse = 0.0
-        rev_aux = 0.0
+    rev_g, rev_lse, rev_aux = _reverse_stats(rev_grad_ptr, rev_lse_ptr, rev_aux_ptr, offs_n, N, SYMMETRIC)
     if ROW_BOUNDS:
         slack = tl.load(tau_ptr + 5)  # the bound slack, after the variant's parameters
     else:
@@ -812,14 +807,8 @@ def _softmax_bwd_kernel(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, 
         m0 = i * BLOCK_M
         offs_m = m0 + tl.arange(0, BLOCK_M)
         in_m = offs_m < M
-        g = tl.load(grad_ptr + offs_m, mask=in_m, other=0.0)
-        lse = tl.load(lse_ptr + offs_m, mask=in_m, other=0.0)
-        aux = tl.load(aux_ptr + offs_m, mask=in_m, other=0.0)
-        if ROW_BOUNDS:  # this anchor block's bounds
-            pos_below, neg_above = tiles.load_row_bounds(bounds_ptr, offs_m, M)
-        else:
-            pos_below = 0.0
-            neg_above = 0.0
+        g, lse, aux, pos_below, neg_above = _anchor_stats(grad_ptr, lse_ptr, aux_ptr, bounds_ptr, offs_m, M,
+                                                          ROW_BOUNDS)  # this anchor block's
         logits, t, w, c = _grad_tile(q_ptr, r_ptr, q_sq_ptr, r_sq_ptr, q_lab_ptr, r_lab_ptr, offs_m, offs_n, M, N, D,
                                      stride_q, stride_r, near_tol, self_offset, inv_tau, bias, sp, sn, shp, shn,
                                      g, lse, aux, rev_g, rev_lse, rev_aux, pos_below, neg_above, slack,
