@@ -19,8 +19,8 @@ grep -q "smoke:" "$work/out"/*-summary.md
 echo "--- gpu checks: kernel tests on triton 3.6.0 (at ${SECONDS} s)"
 python3 -m venv "$work/venv36"
 "$work/venv36/bin/pip" install -q torch==2.13.0
-"$work/venv36/bin/pip" install -q "triton==3.6.0" "numpy<2.4" "pytest>=7" pytest-timeout "hypothesis>=6"
+"$work/venv36/bin/pip" install -q "triton==3.6.0" "numpy<2.4" "pytest>=7" pytest-timeout pytest-xdist "hypothesis>=6"
 "$work/venv36/bin/pip" install -q --no-deps -e .
 "$work/venv36/bin/python" -c "import triton; assert triton.__version__ == '3.6.0', triton.__version__"
-"$work/venv36/bin/python" -m pytest tests/kernels -q -p no:cacheprovider -o addopts="" --timeout 900
+"$work/venv36/bin/python" -m pytest tests/kernels -n auto -q -p no:cacheprovider -o addopts="" --timeout 900
 echo "--- gpu checks: done (at ${SECONDS} s)"
