@@ -14,8 +14,10 @@ fixed order, so every launch at B = 65536 has thousands of programs (determinist
 1. `_distance_rows_kernel` writes the chunk's rows twice: neg_key = d on negatives, +inf
    elsewhere, and pos_key = d on positives, +inf elsewhere (distance_tile + pair_masks).
 2. torch.sort of the rows each step needs (a segmented sort per row; forward of the sorted
-   path: negatives only, backward and semihard_tfa: both; scan path: positives only) and
-   float64 prefix sums of the sorted negatives S[k] = Σ_{i<k} v_i.
+   path: negatives only; its backward: one sort of integer keys that puts each row's sorted
+   negatives and then its sorted positives side by side (`_merged_sort`), instead of two
+   sorts; semihard_tfa: both, with indices; scan path: positives only) and float64 prefix
+   sums of the sorted negatives S[k] = Σ_{i<k} v_i.
 3. Sorted path (batch_all and filters, relu, no swap), O(B·N log N):
    for a positive x every condition bounds v from one side, so the kept and active
    negatives are a contiguous run [lo, U) of the sorted row, found by a fixed-length
@@ -269,7 +271,7 @@ def _window_forward_kernel(pos_key_ptr, neg_sorted_ptr, prefix_ptr, n_neg_ptr, r
 
 
 @triton.jit
-def _window_weights_kernel(pos_key_ptr, neg_key_ptr, pos_sorted_ptr, neg_sorted_ptr, n_pos_ptr, n_neg_ptr,
+def _window_weights_kernel(pos_key_ptr, neg_key_ptr, both_sorted_ptr, n_pos_ptr, n_neg_ptr,
                            r_perm_ptr, start_ptr, end_ptr, grad_ptr, coef_ptr, N, margin, mm, c_keep_hi, c_keep_lo,
                            MODE: tl.constexpr, KEEP: tl.constexpr, KIND: tl.constexpr, NEGATE: tl.constexpr,
                            LOG_N: tl.constexpr, BLOCK: tl.constexpr):
@@ -277,7 +279,9 @@ def _window_weights_kernel(pos_key_ptr, neg_key_ptr, pos_sorted_ptr, neg_sorted_
     positive j (x = d_aj): g·c(x); negative j (v = d_aj): −g·#{x : v kept and active}.
     The anchor's positives are the slots [start, end), so a block is all negatives unless it
     meets that range, and all positives if inside it: each side's searches run only in the
-    blocks that hold that side (a block-uniform branch), about one search set per lane."""
+    blocks that hold that side (a block-uniform branch), about one search set per lane.
+    both_sorted: per row the K negatives ascending, then the P positives ascending
+    (`_merged_sort`)."""
     row = tl.program_id(0)
     b0 = tl.program_id(1) * BLOCK
     slots = b0 + tl.arange(0, BLOCK)
@@ -298,13 +302,13 @@ def _window_weights_kernel(pos_key_ptr, neg_key_ptr, pos_sorted_ptr, neg_sorted_
     w_neg = tl.zeros((BLOCK,), dtype=tl.float32)
     if (b0 < end) & (b0 + BLOCK > start):
         # positives: the length of the active run of sorted negatives
-        lo, hi, w_lo, w_hi, run_end = _window(d, neg_sorted_ptr + base, K, margin, mm, c_keep_hi, c_keep_lo,
+        lo, hi, w_lo, w_hi, run_end = _window(d, both_sorted_ptr + base, K, margin, mm, c_keep_hi, c_keep_lo,
                                               MODE, KEEP, LOG_N)
         w_pos = (run_end - w_lo).to(tl.float32)
     if (b0 < start) | (b0 + BLOCK > end):
         # negatives: positives x failing an "x large enough" condition form a prefix of length
         # `first`, those meeting every "x small enough" condition a prefix of length `last`
-        pos_row = pos_sorted_ptr + base
+        pos_row = both_sorted_ptr + base + K
         first = _count_below(pos_row, P, d, margin, False, LOG_N)                        # fl(x + m) ≤ v
         if MODE == 1 or MODE == 2 or MODE == 3:
             first = tl.maximum(first, _count_below(pos_row, P, d, mm, True, LOG_N))      # fl(x + mm) < v
@@ -799,6 +803,26 @@ def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, nega
     return neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, neg_prefix
 
 
+def _merged_sort(neg_key, pos_key, nonneg: bool):
+    """One row sort for both sides of the sorted path's backward: per row the negatives
+    ascending in [0, K), then the positives ascending in [K, K + P), then +inf (float32 C×N;
+    the values only, so no stable sort is needed). Each entry is one integer key, the side in
+    its top bits and an order-preserving map of the value below: with every distance ≥ +0
+    (nonneg: the euclidean kinds, not negated) an int32 (negatives get the sign bit, so they
+    sort first, and a −0.0 positive is read as +0.0), else an int64 (side << 32 | the float's
+    bits mapped to an unsigned order)."""
+    nb, pb = neg_key.view(torch.int32), pos_key.view(torch.int32)
+    is_neg = neg_key < INF
+    if nonneg:
+        key = torch.where(is_neg, nb | -(1 << 31), pb & 0x7FFFFFFF)
+        return (torch.sort(key, dim=1)[0] & 0x7FFFFFFF).view(torch.float32)
+    v = torch.where(is_neg, nb, pb).to(torch.int64)
+    u = torch.where(v < 0, ~v, v + (1 << 31))          # negative floats: larger magnitude first
+    key = torch.where(is_neg, u, u | (1 << 32))
+    s = torch.sort(key, dim=1)[0] & 0xFFFFFFFF
+    return torch.where(s >= 1 << 31, s - (1 << 31), ~s).to(torch.int32).view(torch.float32)
+
+
 def _coef_torch(w, d, kind: int, negate: bool):
     """Torch twin of _tile_coef for per-anchor selections (batch_hard)."""
     if negate:
@@ -981,11 +1005,12 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
         g = grad_values[row0:row_end].contiguous()
         neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, _ = _sorted_rows(
             q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, near_tol,
-            prefix=False, sort_negatives=sorted_path or mode == 5)
+            prefix=False, sort_negatives=mode == 5, sort_positives=not sorted_path)
         coef = torch.zeros((c, N), dtype=torch.float32, device=dev)
         if sorted_path:
             _host.launchable(_window_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
-                pos_key, neg_key, pos_sorted, neg_sorted, n_pos, n_neg, r_perm, g_start[row0:row_end],
+                pos_key, neg_key, _merged_sort(neg_key, pos_key, kind != 0 and not negate), n_pos, n_neg, r_perm,
+                g_start[row0:row_end],
                 g_end[row0:row_end], g, coef, N, margin, mm,
                 margin - keep_low, margin - keep_high,
                 MODE=mode, KEEP=keep, KIND=kind, NEGATE=negate, LOG_N=log_n, BLOCK=SEARCH_BLOCK)

@@ -371,6 +371,35 @@ def test_column_blocks_and_chunks_match_torch_path(monkeypatch, fields):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("nonneg", [True, False], ids=["int32-keys", "int64-keys"])
+def test_merged_sort_is_both_sorts_side_by_side(nonneg):
+    """kernels/triplet._merged_sort: one sort gives, per row, exactly the sorted negatives and
+    then the sorted positives (value for value, ±0, subnormals, +inf padding included), as
+    the two separate row sorts would; a row with no negative or no positive included."""
+    gen = torch.Generator().manual_seed(11)
+    c, n = 7, 53
+    d = torch.randn(c, n, generator=gen) * torch.logspace(-42, 3, n)[torch.randperm(n, generator=gen)]
+    d[:, :5] = torch.tensor([0.0, -0.0, 1e-45, 2e-45, 3.0])
+    d[:, 5:8] = d[:, 8:11]                                     # ties
+    if nonneg:
+        d = d.abs()
+        d[:, 1] = -0.0                                         # sqrt(-0.0) is -0.0
+    side = torch.randint(0, 3, (c, n), generator=gen)         # 0 negative, 1 positive, 2 neither
+    side[0] = 1
+    side[1] = 0
+    neg_key = torch.where(side == 0, d, torch.inf)
+    pos_key = torch.where(side == 1, d, torch.inf)
+    both = kt._merged_sort(neg_key, pos_key, nonneg)
+    neg_sorted, pos_sorted = neg_key.sort(1)[0], pos_key.sort(1)[0]
+    for i in range(c):
+        k, p = int((side[i] == 0).sum()), int((side[i] == 1).sum())
+        assert torch.equal(both[i, :k], neg_sorted[i, :k]), i
+        assert torch.equal(both[i, k:k + p], pos_sorted[i, :p]), i
+        assert torch.isinf(both[i, k + p:]).all(), i
+        if not nonneg:
+            assert torch.equal(torch.signbit(both[i, :k]), torch.signbit(neg_sorted[i, :k])), i
+
+
 ORDER_CASES = [dict(mining="semihard", margin=0.4, miner_margin=0.8), dict(mining="batch_all", margin=0.3)]
 
 
