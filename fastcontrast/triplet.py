@@ -100,21 +100,24 @@ _torch_backward_op = opaque_op("torch_triplet_bwd", f"(Tensor grad_values, {_SIG
 
 
 class TripletFunction(torch.autograd.Function):
-    """(q, r, q_labels, r_labels, cfg, backend) → per-anchor (values, counts, nonzero); only
-    `values` is differentiable. r = None (and r_labels = None) means the references are the
-    anchors themselves: q's gradient is then the sum of both roles."""
+    """(q, r, q_labels, r_labels, cfg, backend, grad_expected, uniform_grad) → per-anchor
+    (values, counts, nonzero); only `values` is differentiable. r = None (and r_labels = None)
+    means the references are the anchors themselves: q's gradient is then the sum of both roles."""
 
     @staticmethod
     @full_precision
-    def forward(ctx, q, r, q_labels, r_labels, cfg: TripletConfig, backend: str, grad_expected: bool = False):
+    def forward(ctx, q, r, q_labels, r_labels, cfg: TripletConfig, backend: str, grad_expected: bool = False,
+                uniform_grad: bool = False):
         impl = _implementation(backend)
         inputs = (*with_references(q, r, q_labels, r_labels), cfg)
         ctx.opaque = backend == "torch" and compiling()
         if ctx.opaque:
             values, counts, nonzero = _torch_forward_op(q, r, q_labels, r_labels, config_code(cfg))
             saved = ()
-        elif backend == "torch" and grad_expected and any(ctx.needs_input_grad[:2]):
-            # the PyTorch path computes the unit gradients in the same pass (see its forward)
+        elif grad_expected and any(ctx.needs_input_grad[:2]) and (backend == "torch" or uniform_grad):
+            # the unit gradients in the same pass (see the forwards): the PyTorch path checks in
+            # backward that the incoming gradient is uniform; the Triton path, sync-free, takes
+            # the caller's word (uniform_grad: the loss reduces the values with "mean" or "sum")
             values, counts, nonzero, saved = impl.forward(*inputs, unit_grad=True)
         else:
             values, counts, nonzero, saved = impl.forward(*inputs)
@@ -136,7 +139,7 @@ class TripletFunction(torch.autograd.Function):
                                                                    r_labels, ctx.cfg, saved)
         if ctx.same:
             grad_q, grad_r = grad_q + grad_r, None
-        return grad_q, grad_r, None, None, None, None, None
+        return grad_q, grad_r, None, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- explicit triplets
@@ -347,11 +350,14 @@ class TripletMarginLoss(nn.Module):
 
     @full_precision
     def terms(self, embeddings, labels, ref_emb=None, ref_labels=None, self_offset: int = 0,
-              _config: TripletConfig | None = None, *, term_bounds=None) -> LossTerms:
+              _config: TripletConfig | None = None, *, term_bounds=None, _uniform_grad: bool = False) -> LossTerms:
         """Per-anchor sums of terms, term counts and counts of terms > 0. Reference row
         i + self_offset is query row i's self pair (−1: none). term_bounds (low, high)
         (None: unbounded) keeps only the terms with low < term < high in the sums and in
-        nonzero (pytorch-metric-learning's ThresholdReducer), inside the same pass."""
+        nonzero (pytorch-metric-learning's ThresholdReducer), inside the same pass.
+        _uniform_grad (internal): the caller reduces the values with "mean" or "sum", so their
+        gradient is one number for every anchor (lets the Triton path finish the gradient in
+        the forward pass)."""
         check_query_ref(embeddings, labels, ref_emb, ref_labels)
         self._check_margins(embeddings.dtype)
         if isinstance(self_offset, bool) or not isinstance(self_offset, int) or self_offset < -1:
@@ -367,7 +373,7 @@ class TripletMarginLoss(nn.Module):
         q_labels = labels.long()
         r_labels = None if ref_labels is None else ref_labels.long()
         values, counts, nonzero = TripletFunction.apply(q, r, q_labels, r_labels, cfg, backend,
-                                                        torch.is_grad_enabled())
+                                                        torch.is_grad_enabled(), bool(_uniform_grad))
         return LossTerms(values, counts, nonzero)
 
     def reduce(self, terms: LossTerms, denominators=None):
@@ -394,10 +400,13 @@ class TripletMarginLoss(nn.Module):
 
     @full_precision
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
-        return self.reduce(self._forward_terms(embeddings, labels, indices_tuple, ref_emb, ref_labels))
+        # "mean" and "sum" give every anchor's value the same gradient (unless a subclass reduces)
+        uniform = self.reduction != "none" and type(self).reduce is TripletMarginLoss.reduce
+        return self.reduce(self._forward_terms(embeddings, labels, indices_tuple, ref_emb, ref_labels,
+                                               uniform_grad=uniform))
 
     def _forward_terms(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, self_offset=None,
-                       term_bounds=None):
+                       term_bounds=None, uniform_grad: bool = False):
         if self_offset is None:
             self_offset = 0 if ref_emb is None else -1
         if isinstance(indices_tuple, MinedTriplets):
@@ -413,13 +422,14 @@ class TripletMarginLoss(nn.Module):
                 cfg = self.config(self_offset, mining=sel.mining, miner_margin=sel.miner_margin,
                                   hard_fallback=sel.hard_fallback)
                 return self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, _config=cfg,
-                                  term_bounds=term_bounds)
+                                  term_bounds=term_bounds, _uniform_grad=uniform_grad)
             indices_tuple = sel.materialize()
         if indices_tuple is not None:
             return self.explicit_terms(embeddings, indices_tuple, ref_emb, labels, term_bounds=term_bounds)
         if labels is None:
             raise ValueError("labels is required unless indices_tuple is given")
-        return self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, term_bounds=term_bounds)
+        return self.terms(embeddings, labels, ref_emb, ref_labels, self_offset, term_bounds=term_bounds,
+                          _uniform_grad=uniform_grad)
 
 
 def triplet_margin_loss(embeddings, labels=None, *, margin: float = 0.05, mining: str = "all",

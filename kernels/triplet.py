@@ -13,11 +13,13 @@ fixed order, so every launch at B = 65536 has thousands of programs (determinist
 
 1. `_distance_rows_kernel` writes the chunk's rows twice: neg_key = d on negatives, +inf
    elsewhere, and pos_key = d on positives, +inf elsewhere (distance_tile + pair_masks).
-2. torch.sort of the rows each step needs (a segmented sort per row; forward of the sorted
-   path: negatives only; its backward: one sort of integer keys that puts each row's sorted
-   negatives and then its sorted positives side by side (`_merged_sort`), instead of two
-   sorts; semihard_tfa: both, with indices; scan path: positives only) and float64 prefix
-   sums of the sorted negatives S[k] = Σ_{i<k} v_i.
+2. torch.sort of the rows each step needs (a segmented sort per row; sorted path, forward
+   and backward: one sort of integer keys that puts each row's sorted negatives and then its
+   sorted positives side by side (`_merged_sort`), instead of two sorts; semihard_tfa: both,
+   with indices; scan path: positives only) and float64 prefix sums of the sorted negatives
+   S[k] = Σ_{i<k} v_i. When the upstream gradient is one number for every anchor (a "mean"
+   or "sum" reduction; the caller says so) the sorted path's forward also computes the
+   gradients for dL/dvalues = 1 from the same tiles and sort, and backward only scales them.
 3. Sorted path (batch_all and filters, relu, no swap), O(B·N log N):
    for a positive x every condition bounds v from one side, so the kept and active
    negatives are a contiguous run [lo, U) of the sorted row, found by a fixed-length
@@ -239,7 +241,7 @@ def _window_forward_kernel(pos_key_ptr, neg_sorted_ptr, prefix_ptr, n_neg_ptr, r
     r_perm[start:end] of its row (the self column among them reads +inf from pos_key and is
     skipped): a program loops over its slots inside that range only, so the work per anchor
     is P positives, not N columns, and the blocks past ⌈P / COLS⌉ have none. The positives
-    are read unsorted: the forward pass needs one row sort only, of the negatives."""
+    are read unsorted from pos_key; neg_sorted is a `_merged_sort` row (negatives in [0, K))."""
     row = tl.program_id(0)
     block = tl.program_id(1)
     part = row * tl.num_programs(1) + block
@@ -773,11 +775,11 @@ def _reduce_partials(values, counts, nonzero):
 
 
 def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision,
-                 near_tol, prefix: bool, sort_negatives: bool = True, sort_positives: bool = True):
-    """The chunk's keys, their row-sorted copies (stable: lowest index first among ties),
-    positive/negative counts and, if asked, the float64 prefix sums of the sorted negatives.
-    A sort that is not asked for returns the unsorted keys (and no indices): the scan path
-    reads the negatives unsorted, the sorted path's forward the positives."""
+                 near_tol, sort_negatives: bool = True, sort_positives: bool = True):
+    """The chunk's keys, their row-sorted copies (stable: lowest index first among ties) and
+    positive/negative counts. A sort that is not asked for returns the unsorted keys (and no
+    indices): the scan path reads the negatives unsorted, the sorted path sorts both sides at
+    once (`_merged_sort`)."""
     c, N, D = row_end - row0, r.shape[0], q.shape[1]
     neg_key = torch.empty((c, N), dtype=torch.float32, device=q.device)
     pos_key = torch.empty((c, N), dtype=torch.float32, device=q.device)
@@ -796,15 +798,11 @@ def _sorted_rows(q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, nega
         pos_sorted, pos_idx = pos_key, None
     n_neg = torch.isfinite(neg_sorted).sum(1).to(torch.int32)
     n_pos = torch.isfinite(pos_sorted).sum(1).to(torch.int32)
-    neg_prefix = None
-    if prefix:
-        finite = torch.where(torch.isfinite(neg_sorted), neg_sorted, 0.0).to(torch.float64)
-        neg_prefix = torch.nn.functional.pad(finite.cumsum(1), (1, 0))
-    return neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, neg_prefix
+    return neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos
 
 
 def _merged_sort(neg_key, pos_key, nonneg: bool):
-    """One row sort for both sides of the sorted path's backward: per row the negatives
+    """One row sort for both sides of the sorted path: per row the negatives
     ascending in [0, K), then the positives ascending in [K, K + P), then +inf (float32 C×N;
     the values only, so no stable sort is needed). Each entry is one integer key, the side in
     its top bits and an order-preserving map of the value below: with every distance ≥ +0
@@ -821,6 +819,28 @@ def _merged_sort(neg_key, pos_key, nonneg: bool):
     key = torch.where(is_neg, u, u | (1 << 32))
     s = torch.sort(key, dim=1)[0] & 0xFFFFFFFF
     return torch.where(s >= 1 << 31, s - (1 << 31), ~s).to(torch.int32).view(torch.float32)
+
+
+def _negative_prefix(both_sorted, n_neg):
+    """Float64 prefix sums S[k] = Σ_{i<k} v_i of each row's sorted negatives, (C, N + 1); a
+    `_merged_sort` row holds its positives past K, so S is zero-extended there (never read)."""
+    cols = torch.arange(both_sorted.shape[1], device=both_sorted.device)
+    negatives = torch.where(cols < n_neg[:, None], both_sorted, 0.0).to(torch.float64)
+    return torch.nn.functional.pad(negatives.cumsum(1), (1, 0))
+
+
+def _window_coef(g, keys, grouping, kind, negate, mode, keep, margin, mm, keep_low, keep_high, log_n):
+    """The sorted path's C×N coefficient matrix E for the upstream gradients g (C,):
+    keys = (neg_key, pos_key, both_sorted, n_pos, n_neg) of the chunk, grouping = its rows'
+    (r_perm, start, end)."""
+    neg_key, pos_key, both_sorted, n_pos, n_neg = keys
+    c, N = neg_key.shape
+    coef = torch.zeros((c, N), dtype=torch.float32, device=neg_key.device)
+    _host.launchable(_window_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
+        pos_key, neg_key, both_sorted, n_pos, n_neg, *grouping, g, coef, N, margin, mm,
+        margin - keep_low, margin - keep_high,
+        MODE=mode, KEEP=keep, KIND=kind, NEGATE=negate, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
+    return coef
 
 
 def _coef_torch(w, d, kind: int, negate: bool):
@@ -943,28 +963,44 @@ def _grouping(q_labels: torch.Tensor, r_labels: torch.Tensor):
 
 
 def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin, mm,
-                 self_offset, precision, keep_low, keep_high, near_tol, chunk_elements):
+                 self_offset, precision, keep_low, keep_high, near_tol, chunk_elements, unit_grad=False):
+    """-> (values, counts, nonzero, units): units = (dL/dq, dL/dr) for dL/dvalues = 1, float32,
+    computed in the same pass on the sorted path when unit_grad, else None."""
     B, N, D = int(q.shape[0]), int(r.shape[0]), int(q.shape[1])
     dev = q.device
     keep = _keep_code(keep_low, keep_high)
     parts = []
     log_n = max(1, N.bit_length())
     sorted_path = mode <= 4 and not smooth and not swap
+    units = None
     if sorted_path:
         r_perm, g_start, g_end = _grouping(q_labels, r_labels)
+        if unit_grad:
+            q_f, r_f = q.float(), r.float()
+            units = (torch.empty((B, D), dtype=torch.float32, device=dev),
+                     torch.zeros((N, D), dtype=torch.float32, device=dev))
     for row0 in range(0, B, _chunk_rows(B, N, chunk_elements)):
         row_end = min(B, row0 + _chunk_rows(B, N, chunk_elements))
         c = row_end - row0
-        neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, prefix = _sorted_rows(
+        neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos = _sorted_rows(
             q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, near_tol,
-            prefix=sorted_path, sort_negatives=sorted_path or mode == 5, sort_positives=not sorted_path)
+            sort_negatives=mode == 5, sort_positives=not sorted_path)
         if sorted_path:
+            both_sorted = _merged_sort(neg_key, pos_key, kind != 0 and not negate)
+            grouping = (r_perm, g_start[row0:row_end], g_end[row0:row_end])
             blocks = _row_blocks(N, WINDOW_COLS)
             out = _partial_outputs(c, blocks, dev)
             _host.launchable(_window_forward_kernel)[(c, blocks)](
-                pos_key, neg_sorted, prefix, n_neg, r_perm, g_start[row0:row_end], g_end[row0:row_end], *out,
+                pos_key, both_sorted, _negative_prefix(both_sorted, n_neg), n_neg, *grouping, *out,
                 N, margin, mm, margin - keep_low, margin - keep_high,
                 MODE=mode, KEEP=keep, LOG_N=log_n, BLOCK=SEARCH_BLOCK, COLS=WINDOW_COLS)
+            if units is not None:
+                coef = _window_coef(torch.ones(c, dtype=torch.float32, device=dev),
+                                    (neg_key, pos_key, both_sorted, n_pos, n_neg), grouping,
+                                    kind, negate, mode, keep, margin, mm, keep_low, keep_high, log_n)
+                gq, gr = metrics.pairwise_backward(coef, q_f[row0:row_end], r_f, "dot" if kind == 0 else "sqeuclidean")
+                units[0][row0:row_end] = gq
+                units[1].add_(gr)
         elif mode == 5:
             blocks = _row_blocks(N, POSITIVE_COLS)
             out = _partial_outputs(c, blocks, dev)
@@ -983,7 +1019,8 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
                 MODE=mode, SMOOTH=smooth, SWAP=swap, BACKWARD=False, KEEP=keep, KIND=kind, NEGATE=negate,
                 PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32, COLS=POSITIVE_COLS)
         parts.append(_reduce_partials(*out))
-    return tuple(torch.cat(column) for column in zip(*parts))
+    values, counts, nonzero = (torch.cat(column) for column in zip(*parts))
+    return values, counts, nonzero, units
 
 
 def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin,
@@ -1003,18 +1040,15 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
         row_end = min(B, row0 + _chunk_rows(B, N, chunk_elements))
         c = row_end - row0
         g = grad_values[row0:row_end].contiguous()
-        neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos, _ = _sorted_rows(
+        neg_key, pos_key, neg_sorted, neg_idx, pos_sorted, pos_idx, n_neg, n_pos = _sorted_rows(
             q, r, q_sq, r_sq, q_labels, r_labels, row0, row_end, kind, negate, self_offset, precision, near_tol,
-            prefix=False, sort_negatives=mode == 5, sort_positives=not sorted_path)
-        coef = torch.zeros((c, N), dtype=torch.float32, device=dev)
+            sort_negatives=mode == 5, sort_positives=not sorted_path)
         if sorted_path:
-            _host.launchable(_window_weights_kernel)[(c, triton.cdiv(N, SEARCH_BLOCK))](
-                pos_key, neg_key, _merged_sort(neg_key, pos_key, kind != 0 and not negate), n_pos, n_neg, r_perm,
-                g_start[row0:row_end],
-                g_end[row0:row_end], g, coef, N, margin, mm,
-                margin - keep_low, margin - keep_high,
-                MODE=mode, KEEP=keep, KIND=kind, NEGATE=negate, LOG_N=log_n, BLOCK=SEARCH_BLOCK)
+            keys = (neg_key, pos_key, _merged_sort(neg_key, pos_key, kind != 0 and not negate), n_pos, n_neg)
+            coef = _window_coef(g, keys, (r_perm, g_start[row0:row_end], g_end[row0:row_end]),
+                                kind, negate, mode, keep, margin, mm, keep_low, keep_high, log_n)
         elif mode == 5:
+            coef = torch.zeros((c, N), dtype=torch.float32, device=dev)
             choice = torch.empty((c, N), dtype=torch.float32, device=dev)
             slope = torch.zeros((c, N), dtype=torch.float32, device=dev)
             an_slope = torch.zeros((c, N), dtype=torch.float32, device=dev)
@@ -1038,6 +1072,7 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
                                        torch.cat([n_tgt.clamp_max(N - 1), p_tgt.clamp_max(N - 1)]),
                                        torch.cat([w, w]), kind)
         else:
+            coef = torch.zeros((c, N), dtype=torch.float32, device=dev)
             common = dict(MODE=mode, SMOOTH=smooth, SWAP=swap, KEEP=keep, KIND=kind, NEGATE=negate,
                           PRECISION=precision, BLOCK_P=SCAN_BLOCK, BLOCK_N=SCAN_BLOCK, BLOCK_D=32)
             _host.launchable(_scan_rows_kernel)[(c, _row_blocks(N, POSITIVE_COLS))](
@@ -1068,29 +1103,41 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
 def _fwd_impl(q: torch.Tensor, r: Optional[torch.Tensor], q_labels: torch.Tensor, r_labels: Optional[torch.Tensor],
               kind: int, negate: bool, mode: int, smooth: bool, swap: bool, fallback: int, margin: float,
               miner_margin: float, self_offset: int, precision: str, keep_low: float, keep_high: float,
-              near_tol: float, chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                         torch.Tensor, torch.Tensor]:
+              near_tol: float, chunk_elements: int, unit_grad: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                         torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (values, counts, nonzero, p_idx, n_idx, d_ap, d_an, d_pn, unit_q, unit_r): the batch_hard
+    selection (empty in the other modes) and, when unit_grad and the mode takes the sorted path,
+    dL/dq and dL/dr for dL/dvalues = 1 (float32 (B, D), (N, D); empty (0,) otherwise)."""
     r, r_labels = (q if r is None else r), (q_labels if r_labels is None else r_labels)
     q_sq = _host.squared_norms(q, kind)
     r_sq = q_sq if r is q else _host.squared_norms(r, kind)
-    if mode == 6:
-        return _batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, swap, fallback,
-                               margin, self_offset, precision, keep_low, keep_high, near_tol)
-    values, counts, nonzero = _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap,
-                                           margin, miner_margin, self_offset, precision, keep_low, keep_high,
-                                           near_tol, chunk_elements)
-    none_i = torch.empty((0,), dtype=torch.int64, device=q.device)
     none_f = torch.empty((0,), dtype=torch.float32, device=q.device)
-    return values, counts, nonzero, none_i, none_i.clone(), none_f, none_f.clone(), none_f.clone()
+    if mode == 6:
+        return (*_batch_hard_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, smooth, swap, fallback,
+                                 margin, self_offset, precision, keep_low, keep_high, near_tol),
+                none_f, none_f.clone())
+    values, counts, nonzero, units = _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth,
+                                                  swap, margin, miner_margin, self_offset, precision, keep_low,
+                                                  keep_high, near_tol, chunk_elements, unit_grad)
+    none_i = torch.empty((0,), dtype=torch.int64, device=q.device)
+    unit_q, unit_r = units if units is not None else (none_f.clone(), none_f.clone())
+    return (values, counts, nonzero, none_i, none_i.clone(), none_f, none_f.clone(), none_f.clone(),
+            unit_q, unit_r)
 
 
 def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: Optional[torch.Tensor], q_labels: torch.Tensor,
               r_labels: Optional[torch.Tensor], p_idx: torch.Tensor, n_idx: torch.Tensor, d_ap: torch.Tensor,
-              d_an: torch.Tensor, d_pn: torch.Tensor, kind: int, negate: bool, mode: int, smooth: bool,
-              swap: bool, fallback: int, margin: float, miner_margin: float, self_offset: int, precision: str,
-              keep_low: float, keep_high: float, near_tol: float, chunk_elements: int
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+              d_an: torch.Tensor, d_pn: torch.Tensor, unit_q: torch.Tensor, unit_r: torch.Tensor, kind: int,
+              negate: bool, mode: int, smooth: bool, swap: bool, fallback: int, margin: float, miner_margin: float,
+              self_offset: int, precision: str, keep_low: float, keep_high: float, near_tol: float,
+              chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients for grad_values; with the forward's unit gradients (2-D unit_q, unit_r: the
+    caller promised a grad_values that is the same for every anchor) a scaling, sync-free."""
     r, r_labels = (q if r is None else r), (q_labels if r_labels is None else r_labels)
+    if unit_q.dim() == 2 and q.shape[0] > 0:
+        g = grad_values[:1].to(torch.float32)
+        return (g * unit_q).to(q.dtype), (g * unit_r).to(r.dtype)
     if mode == 6:
         grad_q, grad_r = _batch_hard_bwd(grad_values, q, r, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate,
                                          smooth, margin, keep_low, keep_high)
@@ -1104,18 +1151,20 @@ def _bwd_impl(grad_values: torch.Tensor, q: torch.Tensor, r: Optional[torch.Tens
 
 
 def _fwd_fake(q, r, q_labels, r_labels, kind, negate, mode, smooth, swap, fallback, margin, miner_margin,
-              self_offset, precision, keep_low, keep_high, near_tol, chunk_elements):
-    B = q.shape[0]
+              self_offset, precision, keep_low, keep_high, near_tol, chunk_elements, unit_grad=False):
+    B, N, D = q.shape[0], (q if r is None else r).shape[0], q.shape[1]
     k = B if mode == 6 else 0
     f32, i64 = dict(dtype=torch.float32, device=q.device), dict(dtype=torch.int64, device=q.device)
+    units = unit_grad and mode <= 4 and not smooth and not swap
     return (q.new_empty((B,), **f32), q.new_empty((B,), **i64), q.new_empty((B,), **i64),
             q.new_empty((k,), **i64), q.new_empty((k,), **i64),
-            q.new_empty((k,), **f32), q.new_empty((k,), **f32), q.new_empty((k,), **f32))
+            q.new_empty((k,), **f32), q.new_empty((k,), **f32), q.new_empty((k,), **f32),
+            q.new_empty((B, D) if units else (0,), **f32), q.new_empty((N, D) if units else (0,), **f32))
 
 
-def _bwd_fake(grad_values, q, r, q_labels, r_labels, p_idx, n_idx, d_ap, d_an, d_pn, kind, negate, mode, smooth,
-              swap, fallback, margin, miner_margin, self_offset, precision, keep_low, keep_high, near_tol,
-              chunk_elements):
+def _bwd_fake(grad_values, q, r, q_labels, r_labels, p_idx, n_idx, d_ap, d_an, d_pn, unit_q, unit_r, kind, negate,
+              mode, smooth, swap, fallback, margin, miner_margin, self_offset, precision, keep_low, keep_high,
+              near_tol, chunk_elements):
     return torch.empty_like(q), torch.empty_like(q if r is None else r)
 
 
@@ -1136,16 +1185,20 @@ def _codes(cfg: TripletConfig):
             float(cfg.miner_margin), int(cfg.self_offset), cfg.precision, low, high)
 
 
-def forward(q, r, q_labels, r_labels, cfg: TripletConfig):
+def forward(q, r, q_labels, r_labels, cfg: TripletConfig, unit_grad: bool = False):
     """-> (values (B,) float32, counts (B,) int64, nonzero (B,) int64, saved).
-    saved = (p_idx, n_idx, d_ap, d_an, d_pn), each (B,) for batch_hard (the selected positive
-    and negative per anchor, −1 where none; d_pn = +inf without swap), empty otherwise."""
+    saved = (p_idx, n_idx, d_ap, d_an, d_pn, unit_q, unit_r): the first five (B,) for
+    batch_hard (the selected positive and negative per anchor, −1 where none; d_pn = +inf
+    without swap), empty otherwise; unit_grad=True is the caller's promise that backward's
+    grad_values will be the same for every anchor (a "mean" or "sum" reduction): the sorted
+    path then also computes the gradients for dL/dvalues = 1 here, from the same distance
+    tiles and row sorts, and backward only scales them."""
     codes = _codes(cfg)
     same, same_labels = r is q, r_labels is q_labels
     q, r, q_labels, r_labels = _host.prepare(q, r, q_labels, r_labels, "triplet")
     values, counts, nonzero, *saved = triplet_fwd_op(
         q, None if same else r, q_labels, None if same_labels else r_labels, *codes,
-        metrics.near_tolerance(q.dtype, cfg.precision), CHUNK_ELEMENTS)
+        metrics.near_tolerance(q.dtype, cfg.precision), CHUNK_ELEMENTS, bool(unit_grad))
     return values, counts, nonzero, tuple(saved)
 
 

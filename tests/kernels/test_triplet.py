@@ -457,6 +457,47 @@ def test_public_loss_same_on_both_backends(kwargs):
         assert_close(results[1][1], results[0][1], torch.float32)
 
 
+UNIT_CASES = [dict(mining="semihard", reduction="mean", average="avg_nonzero"),
+              dict(mining="batch_all", reduction="mean", average="mean", distance="cosine"),
+              dict(mining="all", reduction="sum", miner_margin=0.3)]
+
+
+@pytest.mark.parametrize("kwargs", UNIT_CASES, ids=[f"{c['mining']}-{c['reduction']}" for c in UNIT_CASES])
+def test_mean_and_sum_finish_the_gradient_in_the_forward_pass(monkeypatch, kwargs):
+    """reduction "mean"/"sum" on the Triton path: the forward computes the unit gradients and
+    backward only scales them (the chunked backward never runs); the gradients equal those of
+    the same loss built from terms() (no promise, the full backward), with and without a
+    reference set. reduction="none" under non-uniform upstream weights keeps the full backward."""
+    import fastcontrast as fc
+
+    q, r, ql, rl, _ = make_data(B=13, D=6, N=10, classes=3, self_offset=-1, seed=5)
+    for ref, ref_labels in ((None, None), (r, rl)):
+        loss_fn = fc.TripletMarginLoss(margin=0.2, backend="triton", **kwargs)
+        expected_x = q.clone().requires_grad_()
+        terms = loss_fn.terms(expected_x, ql, ref, ref_labels, -1 if ref is not None else 0)
+        expected = loss_fn.reduce(terms)
+        expected.backward()
+        assert float(expected_x.grad.abs().sum()) > 0
+
+        x = q.clone().requires_grad_()
+        loss = loss_fn(x, ql, ref_emb=ref, ref_labels=ref_labels)
+        with monkeypatch.context() as m:
+            m.setattr(kt, "_chunked_bwd", lambda *a, **k: pytest.fail("the chunked backward ran"))
+            (3.0 * loss).backward()
+        assert_close(loss.detach(), expected.detach(), torch.float32)
+        assert_close(x.grad, 3.0 * expected_x.grad, torch.float32)
+
+    weights = torch.linspace(0.5, 2.0, q.shape[0])
+    grads = []
+    for backend in ("torch", "triton"):
+        x = q.clone().requires_grad_()
+        per_anchor = fc.TripletMarginLoss(margin=0.2, backend=backend, **{**kwargs, "reduction": "none"})(x, ql)
+        (per_anchor * weights).sum().backward()
+        grads.append(x.grad)
+    assert float(grads[0].abs().sum()) > 0
+    assert_close(grads[1], grads[0], torch.float32)
+
+
 # ------------------------------------------------------------------------------------------
 # torch.compile of a training step (opaque custom ops under the interpreter)
 # ------------------------------------------------------------------------------------------

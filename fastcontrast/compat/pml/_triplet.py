@@ -155,7 +155,7 @@ class TripletMarginLoss(PMLLossBase):
         if plans is not None and hasattr(plans[0], "term_bounds"):
             bounds = plans[0].term_bounds  # ThresholdReducer: only the terms in (low, high) count
         terms = self.loss._forward_terms(embeddings, labels, indices_tuple, ref_emb, ref_labels, self_offset,
-                                         term_bounds=bounds)
+                                         term_bounds=bounds, uniform_grad=plans is None)  # core: a "mean"
         if isinstance(indices_tuple, MinedTriplets) and hasattr(indices_tuple, "note_counts"):
             indices_tuple.note_counts(terms.counts)
         if plans is None:
