@@ -962,6 +962,11 @@ def _grouping(q_labels: torch.Tensor, r_labels: torch.Tensor):
     return r_perm.to(torch.int32), start, end
 
 
+def _sorted_path(mode: int, smooth: bool, swap: bool) -> bool:
+    """Whether a mode takes the sorted path (batch_all and the filters, relu, no swap)."""
+    return mode <= 4 and not smooth and not swap
+
+
 def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smooth, swap, margin, mm,
                  self_offset, precision, keep_low, keep_high, near_tol, chunk_elements, unit_grad=False):
     """-> (values, counts, nonzero, units): units = (dL/dq, dL/dr) for dL/dvalues = 1, float32,
@@ -971,8 +976,9 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
     keep = _keep_code(keep_low, keep_high)
     parts = []
     log_n = max(1, N.bit_length())
-    sorted_path = mode <= 4 and not smooth and not swap
+    sorted_path = _sorted_path(mode, smooth, swap)
     units = None
+    row_kind = "dot" if kind == 0 else "sqeuclidean"
     if sorted_path:
         r_perm, g_start, g_end = _grouping(q_labels, r_labels)
         if unit_grad:
@@ -998,7 +1004,7 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
                 coef = _window_coef(torch.ones(c, dtype=torch.float32, device=dev),
                                     (neg_key, pos_key, both_sorted, n_pos, n_neg), grouping,
                                     kind, negate, mode, keep, margin, mm, keep_low, keep_high, log_n)
-                gq, gr = metrics.pairwise_backward(coef, q_f[row0:row_end], r_f, "dot" if kind == 0 else "sqeuclidean")
+                gq, gr = metrics.pairwise_backward(coef, q_f[row0:row_end], r_f, row_kind)
                 units[0][row0:row_end] = gq
                 units[1].add_(gr)
         elif mode == 5:
@@ -1033,7 +1039,7 @@ def _chunked_bwd(grad_values, q, r, q_sq, r_sq, q_labels, r_labels, kind, negate
     grad_r = torch.zeros((N, D), dtype=torch.float32, device=dev)
     log_n = max(1, N.bit_length())
     row_kind = "dot" if kind == 0 else "sqeuclidean"
-    sorted_path = mode <= 4 and not smooth and not swap
+    sorted_path = _sorted_path(mode, smooth, swap)
     if sorted_path:
         r_perm, g_start, g_end = _grouping(q_labels, r_labels)
     for row0 in range(0, B, _chunk_rows(B, N, chunk_elements)):
@@ -1155,7 +1161,7 @@ def _fwd_fake(q, r, q_labels, r_labels, kind, negate, mode, smooth, swap, fallba
     B, N, D = q.shape[0], (q if r is None else r).shape[0], q.shape[1]
     k = B if mode == 6 else 0
     f32, i64 = dict(dtype=torch.float32, device=q.device), dict(dtype=torch.int64, device=q.device)
-    units = unit_grad and mode <= 4 and not smooth and not swap
+    units = unit_grad and _sorted_path(mode, smooth, swap)
     return (q.new_empty((B,), **f32), q.new_empty((B,), **i64), q.new_empty((B,), **i64),
             q.new_empty((k,), **i64), q.new_empty((k,), **i64),
             q.new_empty((k,), **f32), q.new_empty((k,), **f32), q.new_empty((k,), **f32),
