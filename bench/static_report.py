@@ -114,8 +114,8 @@ def triplet_variants():
     search = dict(LOG_N=17, BLOCK=kt.SEARCH_BLOCK)   # N = 65536
     grouped = dict(r_perm_ptr="*i32", start_ptr="*i32", end_ptr="*i32")   # kernels/triplet._grouping
     out.append(("triplet window fwd semihard", kt._window_forward_kernel,
-                dict(prefix_ptr="*fp64", n_neg_ptr="*i32", values_ptr="*fp64", counts_ptr="*i64", nonzero_ptr="*i64",
-                     **grouped),
+                dict(prefix_ptr="*fp64", n_neg_ptr="*i32", n_pos_ptr="*i32", values_ptr="*fp64", counts_ptr="*i64",
+                     nonzero_ptr="*i64"),
                 dict(MODE=3, KEEP=0, COLS=kt.WINDOW_COLS, **search), opts))
     out.append(("triplet window weights semihard", kt._window_weights_kernel,
                 dict(n_pos_ptr="*i32", n_neg_ptr="*i32", **grouped),

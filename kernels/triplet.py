@@ -31,8 +31,8 @@ fixed order, so every launch at B = 65536 has thousands of programs (determinist
    on every triplet. Label grouping (`_grouping`, once per call, sync-free): a stable argsort
    of the reference labels r_perm and per anchor the slots [start, end) of r_perm with its
    label (torch.searchsorted), so its positives are one contiguous slot range. The forward
-   kernel loops over those P slots only (gathering x = pos_key[r_perm[slot]]; the self
-   column reads +inf and is skipped), not over N columns; the weights kernel walks the row in
+   kernel reads the P positives from the merged sort's row, ascending (so the lanes of a block
+   search along nearly the same path), not N columns; the weights kernel walks the row in
    slot order, so a block of lanes is all negatives or all positives except at the range's
    two ends, and each side's searches run only in blocks holding that side (a block-uniform
    branch): about one set of searches per lane instead of both. The bounds are still
@@ -231,36 +231,32 @@ def _window(x, neg_row, K, margin, mm, c_keep_hi, c_keep_lo, MODE: tl.constexpr,
 
 
 @triton.jit
-def _window_forward_kernel(pos_key_ptr, neg_sorted_ptr, prefix_ptr, n_neg_ptr, r_perm_ptr, start_ptr, end_ptr,
-                           values_ptr, counts_ptr, nonzero_ptr, N, margin, mm, c_keep_hi, c_keep_lo,
+def _window_forward_kernel(both_sorted_ptr, prefix_ptr, n_neg_ptr, n_pos_ptr, values_ptr, counts_ptr, nonzero_ptr,
+                           N, margin, mm, c_keep_hi, c_keep_lo,
                            MODE: tl.constexpr, KEEP: tl.constexpr, LOG_N: tl.constexpr, BLOCK: tl.constexpr,
                            COLS: tl.constexpr):
-    """One (anchor, block of COLS grouped slots) per program: its partial Σ over the block's
+    """One (anchor, block of COLS positives) per program: its partial Σ over the block's
     positives of c·(x + m) − (S[U] − S[lo]), #kept and #(term > 0), at [row, block].
-    The anchor's positives are the grouped slots [start, end) (`_Grouping`), the columns
-    r_perm[start:end] of its row (the self column among them reads +inf from pos_key and is
-    skipped): a program loops over its slots inside that range only, so the work per anchor
-    is P positives, not N columns, and the blocks past ⌈P / COLS⌉ have none. The positives
-    are read unsorted from pos_key; neg_sorted is a `_merged_sort` row (negatives in [0, K))."""
+    both_sorted is a `_merged_sort` row: the K negatives ascending, then the P positives
+    ascending, so the work per anchor is P positives, not N columns, and the blocks past
+    ⌈P / COLS⌉ have none. The lanes take consecutive sorted positives: their searches walk
+    nearly the same path through the negatives (shared loads, L1 hits) instead of scattering
+    over the whole row."""
     row = tl.program_id(0)
     block = tl.program_id(1)
     part = row * tl.num_programs(1) + block
     base = row.to(tl.int64) * N
     K = tl.load(n_neg_ptr + row)
-    start = tl.load(start_ptr + row)
-    end = tl.load(end_ptr + row)
+    P = tl.load(n_pos_ptr + row)
     value = tl.zeros((BLOCK,), dtype=tl.float64)
     count = tl.zeros((BLOCK,), dtype=tl.int64)
     nonzero = tl.zeros((BLOCK,), dtype=tl.int64)
     prefix_row = prefix_ptr + row.to(tl.int64) * (N + 1)
-    for j0 in range(start + block * COLS, tl.minimum(end, start + block * COLS + COLS), BLOCK):
-        slots = j0 + tl.arange(0, BLOCK)
-        inside = slots < end
-        col = tl.load(r_perm_ptr + slots, mask=inside, other=0)
-        x = tl.load(pos_key_ptr + base + col, mask=inside, other=JIT_INF)
-        live = x < JIT_INF
-        x = tl.where(live, x, 0.0)
-        lo, hi, w_lo, w_hi, end_run = _window(x, neg_sorted_ptr + base, K, margin, mm, c_keep_hi, c_keep_lo,
+    for j0 in range(block * COLS, tl.minimum(P, block * COLS + COLS), BLOCK):
+        j = j0 + tl.arange(0, BLOCK)
+        live = j < P
+        x = tl.load(both_sorted_ptr + base + K + j, mask=live, other=0.0)
+        lo, hi, w_lo, w_hi, end_run = _window(x, both_sorted_ptr + base, K, margin, mm, c_keep_hi, c_keep_lo,
                                               MODE, KEEP, LOG_N)
         run = tl.load(prefix_row + end_run, mask=live, other=0.0) - tl.load(prefix_row + w_lo, mask=live, other=0.0)
         c = tl.where(live, end_run - w_lo, 0)
@@ -997,7 +993,7 @@ def _chunked_fwd(q, r, q_sq, r_sq, q_labels, r_labels, kind, negate, mode, smoot
             blocks = _row_blocks(N, WINDOW_COLS)
             out = _partial_outputs(c, blocks, dev)
             _host.launchable(_window_forward_kernel)[(c, blocks)](
-                pos_key, both_sorted, _negative_prefix(both_sorted, n_neg), n_neg, *grouping, *out,
+                both_sorted, _negative_prefix(both_sorted, n_neg), n_neg, n_pos, *out,
                 N, margin, mm, margin - keep_low, margin - keep_high,
                 MODE=mode, KEEP=keep, LOG_N=log_n, BLOCK=SEARCH_BLOCK, COLS=WINDOW_COLS)
             if units is not None:

@@ -553,9 +553,8 @@ ROW = dict(r_ptr=F16, r_sq_ptr=F32, neg_key_ptr=F32, pos_sorted_ptr=F32, pos_idx
 KERNELS = [  # (kernel, pointer arguments, constexprs); other arguments are i32 / fp32 scalars
     (kt._distance_rows_kernel, dict(TILE, neg_key_ptr=F32, pos_key_ptr=F32),
      dict(KIND=2, NEGATE=False, PRECISION="ieee", BLOCK_M=64, BLOCK_N=64, BLOCK_D=32)),
-    (kt._window_forward_kernel, dict(pos_key_ptr=F32, neg_sorted_ptr=F32, prefix_ptr=F64, n_neg_ptr=I32,
-                                     r_perm_ptr=I32, start_ptr=I32, end_ptr=I32, values_ptr=F64, counts_ptr=I64,
-                                     nonzero_ptr=I64),
+    (kt._window_forward_kernel, dict(both_sorted_ptr=F32, prefix_ptr=F64, n_neg_ptr=I32, n_pos_ptr=I32,
+                                     values_ptr=F64, counts_ptr=I64, nonzero_ptr=I64),
      dict(MODE=3, KEEP=19, LOG_N=17, BLOCK=128, COLS=4096)),
     (kt._window_weights_kernel, dict(pos_key_ptr=F32, neg_key_ptr=F32, pos_sorted_ptr=F32, neg_sorted_ptr=F32,
                                      n_pos_ptr=I32, n_neg_ptr=I32, r_perm_ptr=I32, start_ptr=I32, end_ptr=I32,
