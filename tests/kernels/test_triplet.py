@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 triton = pytest.importorskip("triton")
 
@@ -542,6 +543,55 @@ def test_torch_compile_training_step():
 # ------------------------------------------------------------------------------------------
 # compiled for a GPU target without a GPU: what the interpreter does not check
 # ------------------------------------------------------------------------------------------
+SORTED_KINDS = {"euclidean": dict(kind="euclidean"), "sqeuclidean": dict(kind="sqeuclidean"),
+                "dot": dict(kind="dot"), "similarity": dict(kind="dot", negate=True)}
+
+
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.generate])   # no shrinking: each example is seconds in the interpreter
+@given(B=st.integers(8, 16), D=st.integers(1, 6), classes=st.integers(1, 5),
+       style=st.sampled_from(["randn", "dup", "int", "wide-int"]),
+       mining=st.sampled_from(["batch_all", "all", "hard", "semihard", "easy"]),
+       kind=st.sampled_from(sorted(SORTED_KINDS)), margin=st.sampled_from([0.0, 0.05, 0.3, 1.0]),
+       miner_margin=st.sampled_from([0.0, 0.1, 0.5, 2.0]),
+       keep=st.sampled_from([(0.0, math.inf), (0.1, math.inf), (-1.0, 0.25), (0.05, 0.25)]),
+       small_blocks=st.booleans(), with_refs=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_sorted_path_configs_match_torch_path(B, D, classes, style, mining, kind, margin, miner_margin,
+                                                      keep, small_blocks, with_refs, seed):
+    """Random combinations of the sorted path's axes (mode, distance, margins, ThresholdReducer
+    window, a reference set or not, blocks of 16 lanes and chunks of 5 rows or the defaults,
+    ties and duplicates): counts, values and both gradients equal the PyTorch path's, for a
+    per-anchor upstream gradient and for the unit gradients of the forward (mean/sum)."""
+    torch_path = pytest.importorskip("fastcontrast._torch.triplet")
+    with pytest.MonkeyPatch.context() as mp:
+        if small_blocks:
+            for name, value in (("CHUNK_ELEMENTS", 5 * 30), ("MIN_CHUNK_ROWS", 1), ("SEARCH_BLOCK", 16),
+                                ("WINDOW_COLS", 16)):
+                mp.setattr(kt, name, value)
+        cfg = TripletConfig(**SORTED_KINDS[kind], mining=mining, margin=margin, miner_margin=miner_margin,
+                            term_keep=keep, self_offset=-1 if with_refs else 0)
+        if with_refs:
+            q, r, ql, rl, same = make_data(B=B, D=D, N=B + 5, classes=classes, style=style, self_offset=-1, seed=seed)
+        else:
+            q, r, ql, rl, same = make_data(B=B, D=D, classes=classes, style=style, seed=seed)
+        for grad, unit in ((torch.rand(B, generator=torch.Generator().manual_seed(seed)) + 0.5, False),
+                           (torch.full((B,), 1.7), True)):
+            qk, rk = q.to(DEVICE), (q if same else r).to(DEVICE)
+            qlk, rlk = ql.to(DEVICE), (ql if same else rl).to(DEVICE)
+            values, counts, nonzero, saved = kt.forward(qk, qk if same else rk, qlk, qlk if same else rlk, cfg,
+                                                        unit_grad=unit)
+            gq, gr = kt.backward(grad.to(DEVICE), qk, qk if same else rk, qlk, qlk if same else rlk, cfg, saved)
+            t_values, t_counts, t_nonzero, t_saved = torch_path.forward(q, r, ql, rl, cfg)
+            t_gq, t_gr = torch_path.backward(grad, q, r, ql, rl, cfg, t_saved)
+            assert torch.equal(counts.cpu(), t_counts) and torch.equal(nonzero.cpu(), t_nonzero)
+            assert_close(values, t_values, torch.float32)
+            if same:
+                assert_close(gq.float() + gr.float(), t_gq + t_gr, torch.float32)
+            else:
+                assert_close(gq.float(), t_gq, torch.float32)
+                assert_close(gr.float(), t_gr, torch.float32)
+
+
 _SM90_COMPILE = r"""
 from fastcontrast.kernels import triplet as kt
 from tests.kernels.sm90 import build_all
