@@ -126,11 +126,11 @@ def make_data(B, D, N=None, classes=3, style="randn", self_offset=0, seed=0):
     return q, r, ql, rl, False
 
 
-def run_kernels(q, r, ql, rl, cfg, same, grad, dtype=torch.float32):
+def run_kernels(q, r, ql, rl, cfg, same, grad, dtype=torch.float32, unit_grad=False):
     qk = q.to(DEVICE, dtype)
     rk = qk if same else r.to(DEVICE, dtype)
     qlk, rlk = ql.to(DEVICE), (ql if same else rl).to(DEVICE)
-    values, counts, nonzero, saved = kt.forward(qk, rk, qlk, rlk, cfg)
+    values, counts, nonzero, saved = kt.forward(qk, rk, qlk, rlk, cfg, unit_grad=unit_grad)
     gq, gr = kt.backward(grad.to(DEVICE), qk, rk, qlk, rlk, cfg, saved)
     assert gq.dtype == dtype and gr.dtype == dtype
     assert values.dtype == torch.float32 and counts.dtype == torch.int64 and nonzero.dtype == torch.int64
@@ -540,9 +540,6 @@ def test_torch_compile_training_step():
     assert eager[1].abs().sum() > 0
 
 
-# ------------------------------------------------------------------------------------------
-# compiled for a GPU target without a GPU: what the interpreter does not check
-# ------------------------------------------------------------------------------------------
 SORTED_KINDS = {"euclidean": dict(kind="euclidean"), "sqeuclidean": dict(kind="sqeuclidean"),
                 "dot": dict(kind="dot"), "similarity": dict(kind="dot", negate=True)}
 
@@ -576,11 +573,7 @@ def test_random_sorted_path_configs_match_torch_path(B, D, classes, style, minin
             q, r, ql, rl, same = make_data(B=B, D=D, classes=classes, style=style, seed=seed)
         for grad, unit in ((torch.rand(B, generator=torch.Generator().manual_seed(seed)) + 0.5, False),
                            (torch.full((B,), 1.7), True)):
-            qk, rk = q.to(DEVICE), (q if same else r).to(DEVICE)
-            qlk, rlk = ql.to(DEVICE), (ql if same else rl).to(DEVICE)
-            values, counts, nonzero, saved = kt.forward(qk, qk if same else rk, qlk, qlk if same else rlk, cfg,
-                                                        unit_grad=unit)
-            gq, gr = kt.backward(grad.to(DEVICE), qk, qk if same else rk, qlk, qlk if same else rlk, cfg, saved)
+            values, counts, nonzero, _, gq, gr = run_kernels(q, r, ql, rl, cfg, same, grad, unit_grad=unit)
             t_values, t_counts, t_nonzero, t_saved = torch_path.forward(q, r, ql, rl, cfg)
             t_gq, t_gr = torch_path.backward(grad, q, r, ql, rl, cfg, t_saved)
             assert torch.equal(counts.cpu(), t_counts) and torch.equal(nonzero.cpu(), t_nonzero)
@@ -592,6 +585,9 @@ def test_random_sorted_path_configs_match_torch_path(B, D, classes, style, minin
                 assert_close(gr.float(), t_gr, torch.float32)
 
 
+# ------------------------------------------------------------------------------------------
+# compiled for a GPU target without a GPU: what the interpreter does not check
+# ------------------------------------------------------------------------------------------
 _SM90_COMPILE = r"""
 from fastcontrast.kernels import triplet as kt
 from tests.kernels.sm90 import build_all
