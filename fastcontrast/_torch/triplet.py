@@ -51,6 +51,7 @@ import torch.nn.functional as F
 
 from ..configs import TripletConfig
 from ..metrics import Frame, chunks, compute_dtype
+from . import triplet_rows
 
 # Elements per chunk×N tile (and per streamed block); tests lower it to force tiny chunks.
 CHUNK_BUDGET = 1 << 21
@@ -270,35 +271,54 @@ class _Sweep:
         c, n = d.shape
         total = n + sum(t.shape[1] for t, _, _ in bounds)     # positions: columns, then bound slots
         segments = [(d, 0)] if skip is None else [(d[:, :skip[0]], 0), (d[:, skip[1]:], skip[1])]
-        if PACKED_SORT and d.dtype == torch.float32 and total < (1 << 28):
-            idx, is_neg = self._packed(segments, bounds, dead, skip, c, n, total, nonneg)
-        else:
-            idx, is_neg = self._rowwise(segments, bounds, dead, skip, c, n, total)
         # the inclusive count of negatives at every entry, put back at its position: a
         # negative's column gets 1 + its rank, a bound's slot the negatives before it (a dead
         # column sorts last and gets a rank past every window)
         # (int32: counts < 2^28)
         at = torch.empty(c, total, dtype=torch.int32, device=d.device)
-        at.scatter_(1, idx, torch.cumsum(is_neg, 1, dtype=torch.int32))
+        packed = PACKED_SORT and d.dtype == torch.float32 and total < (1 << 28)
+        # float32 on the CPU with numba: the passes after the sort are compiled row loops
+        self.compiled = packed and d.device.type == "cpu" and triplet_rows.AVAILABLE
+        if packed:
+            key = self._packed(segments, bounds, dead, skip, c, n, nonneg)
+            if self.compiled:
+                triplet_rows.merged_counts(key.numpy(), at.numpy())
+            else:
+                # positions: the low 30 bits; as signed int32 the low words of negatives, and
+                # only theirs, are ≥ 2^30
+                low = key.view(torch.int32).view(key.shape[0], key.shape[1], 2)[..., _LOW]
+                at.scatter_(1, key & ((1 << 30) - 1), torch.cumsum(low >= (1 << 30), 1, dtype=torch.int32))
+        else:
+            idx, is_neg = self._rowwise(segments, bounds, dead, skip, c, n, total)
+            at.scatter_(1, idx, torch.cumsum(is_neg, 1, dtype=torch.int32))
         if skip is not None:
             at[:, skip[0]:skip[1]] = 0
-        self.bound_counts, self._rank1 = at[:, n:].long(), at[:, :n].long()
+        self._at, self._n = at, n
+        self.bound_counts = at[:, n:].long()
 
-    def _packed(self, segments, bounds, dead, skip, c, n, total, nonneg):
+    def _packed(self, segments, bounds, dead, skip, c, n, nonneg):
         # key (int64) = the value's sortable int32 (`_sortable_high`) in the high word and
         # tie class << 30 | position (< 2^28) in the low word; a dead column gets the high
         # word _DEAD_HIGH (after every live key: live values are finite). Both words are
         # written through int32 views; the keys are sorted values only, in place.
         dev = segments[0][0].device
-        width = sum(v.shape[1] for v, _ in segments) + total - n
+        width = sum(v.shape[1] for v, _ in segments) + sum(t.shape[1] for t, _, _ in bounds)
         words = torch.empty(c, width, 2, dtype=torch.int32, device=dev)
+        key = words.view(torch.int64).view(c, width)
         low, high = words[..., _LOW], words[..., _HIGH]
+
+        def pack(v, pos, tie, v_nonneg, j):
+            if self.compiled:
+                triplet_rows.pack_keys(v.numpy(), pos, _tie_word(tie), v_nonneg, _HIGH, key.numpy(), j)
+                return
+            w = v.shape[1]
+            low[:, j:j + w] = _tie_word(tie) | torch.arange(pos, pos + w, dtype=torch.int32, device=dev)
+            _sortable_high(v, high[:, j:j + w], v_nonneg)
+
         j = 0
         for v, pos in segments:
-            w = v.shape[1]
-            low[:, j:j + w] = _tie_word(_NEG) | torch.arange(pos, pos + w, dtype=torch.int32, device=dev)
-            _sortable_high(v, high[:, j:j + w], nonneg)
-            j += w
+            pack(v, pos, _NEG, nonneg, j)
+            j += v.shape[1]
         if isinstance(dead, torch.Tensor):
             high[:, :n].masked_fill_(dead, _DEAD_HIGH)
         elif dead is not None and dead[0].numel():
@@ -307,15 +327,9 @@ class _Sweep:
             high[rows, kpos] = _DEAD_HIGH
         pos = n
         for t, tie, t_nonneg in bounds:
-            w = t.shape[1]
-            low[:, j:j + w] = _tie_word(tie) | torch.arange(pos, pos + w, dtype=torch.int32, device=dev)
-            _sortable_high(t, high[:, j:j + w], t_nonneg)
-            j, pos = j + w, pos + w
-        key = _sort_rows(words.view(torch.int64).view(c, width))
-        # positions: the low 30 bits; as signed int32 the low words of negatives, and only
-        # theirs, are ≥ 2^30
-        low = key.view(torch.int32).view(c, width, 2)[..., _LOW]
-        return key & ((1 << 30) - 1), low >= (1 << 30)
+            pack(t, pos, tie, t_nonneg, j)
+            j, pos = j + t.shape[1], pos + t.shape[1]
+        return _sort_rows(key)
 
     def _rowwise(self, segments, bounds, dead, skip, c, n, total):
         # stable row sorts: by tie class, then by value (dead entries +inf; live values are finite)
@@ -337,10 +351,26 @@ class _Sweep:
         # a dead column (+inf, after every live entry) counts as a negative ranked past every window
         return position[perm], (tie == _NEG).gather(1, perm).long()
 
-    def to_columns(self, cover, out=None):
-        """cover (chunk × (N + 1)) read at 1 + rank for every negative → its tile column
-        (chunk × N, written into `out` when given)."""
-        return torch.gather(cover, 1, self._rank1, out=out) if out is not None else cover.gather(1, self._rank1)
+    def runs_to_columns(self, w_lo, ahi, d, out=None, want_dots=True):
+        """The runs [w_lo, ahi) of ranks (chunk × P_max, ahi ≥ w_lo) → (grad, dots): grad
+        (chunk × N, written into `out` when given) = −#{runs holding the negative} at every
+        negative's tile column, 0 at the others; dots = Σ_j grad·d per row in float64, or
+        None when not wanted."""
+        c, n = self._at.shape[0], self._n
+        if self.compiled:
+            grad = torch.empty(c, n, dtype=d.dtype) if out is None else out
+            dots = torch.empty(c, dtype=torch.float64)
+            triplet_rows.cover_columns(self._at.numpy(), n, w_lo.contiguous().numpy(), ahi.contiguous().numpy(),
+                                       d.contiguous().numpy(), grad.numpy(), dots.numpy())
+            return grad, dots
+        # cover[1 + k] = −#{runs holding the negative of rank k}: a difference array (−1
+        # after w_lo, +1 after ahi), summed up, read at every column's 1 + rank
+        ones = torch.ones(w_lo.shape, dtype=d.dtype, device=d.device)
+        cover = torch.zeros(c, n + 2, dtype=d.dtype, device=d.device)
+        cover.scatter_add_(1, w_lo + 1, -ones).scatter_add_(1, ahi + 1, ones).cumsum_(1)
+        rank1 = self._at[:, :n].long()
+        grad = torch.gather(cover, 1, rank1, out=out) if out is not None else cover.gather(1, rank1)
+        return grad, (_rowdot64(grad, d) if want_dots else None)
 
 
 class _Groups:
@@ -432,18 +462,14 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
     # [w_lo, ahi): the kept terms that are > 0 (the others add 0 and have no gradient)
     ahi = torch.where(p_ok, torch.maximum(torch.minimum(w_hi, a_end), w_lo), w_lo)
     active = ahi - w_lo
-    # cover[1 + k] = −#{positives whose active run [w_lo, ahi) holds the negative of rank k}
-    # (a difference array: −1 after w_lo, +1 after ahi) = ∂v/∂d_an of that negative
-    ones = torch.ones(c, p_max, dtype=d.dtype, device=dev)
-    cover = torch.zeros(c, n + 2, dtype=d.dtype, device=dev)
-    cover.scatter_add_(1, w_lo + 1, -ones).scatter_add_(1, ahi + 1, ones)
-    grad = sw.to_columns(cover.cumsum_(1), out=out)       # ∂v/∂d: negatives' part
+    # ∂v/∂d_an = −#{positives whose active run [w_lo, ahi) holds the negative}
+    grad, dots = sw.runs_to_columns(w_lo, ahi, d, out=out, want_dots=want_values)
     values = None
     if want_values:
         # v = Σ_p Σ_{n in its run} (x + m − d_an) = Σ_p active·(x + m) + Σ_n (∂v/∂d_an)·d_an
         kept = torch.where(p_ok, hi - m_lo, zero)
         in_keep = torch.where(p_ok, w_hi - w_lo, zero) if cfg.filtered else active
-        v = (active.double() * (x + cfg.margin).double()).sum(1) + _rowdot64(grad, d)
+        v = (active.double() * (x + cfg.margin).double()).sum(1) + dots
         values = (v.to(d.dtype), kept.sum(1), in_keep.sum(1))
     if g is None:
         return values, None

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fastcontrast._torch import triplet as impl
+from fastcontrast._torch import triplet_rows
 from tests.triplet.test_triplet_torch import KINDS, cfg_for, check, run
 
 FILTER_MODES = ["batch_all", "all", "hard", "semihard", "easy"]
@@ -20,10 +21,15 @@ def _orders(y, gen):
     return {"sorted": srt, "reversed": rev, "interleaved": inter, "random": rnd}
 
 
-@pytest.fixture(params=["rowwise", "flat"])
+@pytest.fixture(params=["rowwise", "flat", "compiled"])
 def sort_path(request, monkeypatch):
-    monkeypatch.setattr(impl, "PACKED_SORT", request.param == "flat")
-    return request.param
+    """rowwise: stable row sorts; flat: packed keys with the torch passes; compiled: packed
+    keys with the compiled row passes (numba)."""
+    if request.param == "compiled" and not triplet_rows.AVAILABLE:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(impl, "PACKED_SORT", request.param != "rowwise")
+    monkeypatch.setattr(triplet_rows, "AVAILABLE", request.param == "compiled")
+    return "flat" if request.param == "compiled" else request.param
 
 
 @pytest.mark.parametrize("mining", FILTER_MODES)

@@ -1,0 +1,136 @@
+"""The compiled row passes of the triplet sweep (numba) against the torch passes they replace,
+and each pass against a plain loop."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fastcontrast._torch import triplet as impl
+from fastcontrast._torch import triplet_rows
+from tests.triplet.test_triplet_torch import KINDS, cfg_for, run
+
+pytestmark = pytest.mark.skipif(not triplet_rows.AVAILABLE, reason="numba is not installed")
+
+FILTER_MODES = ["batch_all", "all", "hard", "semihard", "easy"]
+KEEPS = [(0.0, math.inf), (0.1, math.inf), (-1.0, 0.4), (0.05, 0.3)]
+
+
+def _both(monkeypatch, *args):
+    """run(*args) with the compiled passes, then with the torch passes."""
+    monkeypatch.setattr(triplet_rows, "AVAILABLE", True)
+    compiled = run(*args)
+    monkeypatch.setattr(triplet_rows, "AVAILABLE", False)
+    torch_passes = run(*args)
+    monkeypatch.setattr(triplet_rows, "AVAILABLE", True)
+    return compiled, torch_passes
+
+
+def _same(a, b, msg):
+    assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]), f"counts {msg}"
+    # the values' float64 sums run in another order: at most an ulp of float32 apart
+    torch.testing.assert_close(a[0], b[0], rtol=2e-7, atol=0, msg=f"values {msg}")
+    ga = a[3] if isinstance(a[3], tuple) else (a[3],)
+    gb = b[3] if isinstance(b[3], tuple) else (b[3],)
+    for x, y in zip(ga, gb):          # the gradient coefficients are integers: bitwise equal
+        assert torch.equal(x, y), f"grad {msg}"
+
+
+@pytest.mark.parametrize("mining", FILTER_MODES)
+@pytest.mark.parametrize("kind,negate", KINDS)
+@pytest.mark.parametrize("keep", KEEPS)
+def test_compiled_passes_match_torch_passes(mining, kind, negate, keep, gen, monkeypatch):
+    q = torch.randn(29, 6, generator=gen)
+    y = torch.randint(0, 4, (29,), generator=gen)
+    q[7] = q[2]                                     # ties across the merged rows
+    q[11] = -0.0 * q[11]                            # −0.0 entries (dot: −0.0 products)
+    g = torch.rand(29, generator=gen) + 0.5
+    cfg = cfg_for(mining, kind, negate, term_keep=keep)
+    a, b = _both(monkeypatch, q, q, y, y, cfg, g)
+    _same(a, b, cfg)
+
+
+@pytest.mark.parametrize("mining", FILTER_MODES)
+def test_compiled_passes_in_pieces_and_reference_sets(mining, gen, monkeypatch):
+    """Pieces of one label group (its positives dropped from the rows) and mixed pieces (dead
+    columns), a reference set, and a self offset into it."""
+    q = torch.randn(21, 5, generator=gen)
+    r = torch.randn(33, 5, generator=gen)
+    ql, rl = torch.randint(0, 3, (21,), generator=gen), torch.randint(0, 3, (33,), generator=gen)
+    r[6:27], rl[6:27] = q, ql
+    g = torch.rand(21, generator=gen) + 0.5
+    for budget, min_rows in ((1 << 30, 1 << 30), (200, 2), (1, 1)):
+        monkeypatch.setattr(impl, "SWEEP_BUDGET", budget)
+        monkeypatch.setattr(impl, "MIN_GROUP_ROWS", min_rows)
+        for offset in (-1, 6):
+            cfg = cfg_for(mining, "euclidean", False, self_offset=offset)
+            a, b = _both(monkeypatch, q, r, ql, rl, cfg, g)
+            _same(a, b, (budget, offset))
+        a, b = _both(monkeypatch, q, q, ql, ql, cfg_for(mining, "dot", True), g)
+        _same(a, b, (budget, "self"))
+
+
+def test_compiled_path_is_taken(gen, monkeypatch):
+    """The float32 CPU sweep calls the compiled passes (so the comparisons above compare
+    two different implementations)."""
+    calls = []
+    for name in ("pack_keys", "merged_counts", "cover_columns"):
+        fn = getattr(triplet_rows, name)
+        monkeypatch.setattr(triplet_rows, name, lambda *a, _fn=fn, _n=name: (calls.append(_n), _fn(*a))[1])
+    q = torch.randn(12, 4, generator=gen)
+    y = torch.randint(0, 3, (12,), generator=gen)
+    run(q, q, y, y, cfg_for("semihard", "euclidean", False), torch.ones(12))
+    assert {"pack_keys", "merged_counts", "cover_columns"} <= set(calls)
+
+
+def test_pack_keys_order_and_words(gen):
+    """Keys sort like (value, tie class, position); −0.0 sorts with +0.0; the low word holds
+    tie_word | position."""
+    v = np.array([[1.5, -2.0, 0.0, -0.0, -1e-40, 3e38, -3e38, 0.25]], dtype=np.float32)
+    key = np.empty((1, 8), np.int64)
+    high = 1 if np.little_endian else 0
+    triplet_rows.pack_keys(v, 10, 1 << 30, False, high, key, 0)
+    words = key.view(np.int32).reshape(1, 8, 2)
+    assert list(words[0, :, 1 - high]) == [(1 << 30) | (10 + k) for k in range(8)]
+    order = np.argsort(key[0], kind="stable")
+    by_value = sorted(range(8), key=lambda k: (float(v[0, k]) + 0.0, k))
+    assert list(order) == by_value
+    # nonneg: the bits themselves (positive values only)
+    w = np.abs(v)
+    w[0, 7] = -0.0                      # ≥ +0 too: its key is +0.0's
+    triplet_rows.pack_keys(w, 0, 0, True, high, key, 0)
+    assert list(key.view(np.int32).reshape(1, 8, 2)[0, :, high]) == list((w + np.float32(0)).view(np.int32)[0])
+
+
+def test_merged_counts_and_cover_columns_against_loops(gen):
+    rng = np.random.default_rng(5)
+    c, n, e = 3, 11, 4                         # 11 columns, 4 bound slots
+    lows = []
+    for r in range(c):
+        tie = rng.integers(0, 3, n + e)
+        tie[:n] = 1                            # the columns are negatives
+        lows.append((tie.astype(np.int64) << 30) | np.arange(n + e))
+    lows = np.array(lows)
+    highs = rng.integers(-5, 5, (c, n + e))
+    key = (highs << 32) | lows
+    key.sort(axis=1)
+    at = np.zeros((c, n + e), np.int32)
+    triplet_rows.merged_counts(key, at)
+    for r in range(c):
+        count = 0
+        for k in key[r]:
+            low = int(k) & 0xFFFFFFFF
+            count += low >= (1 << 30) and low < (2 << 30)
+            assert at[r, low & ((1 << 30) - 1)] == count
+    w_lo = rng.integers(0, n + 1, (c, 5))
+    ahi = np.maximum(w_lo, rng.integers(0, n + 1, (c, 5)))
+    d = rng.random((c, n)).astype(np.float32)
+    grad = np.empty((c, n), np.float32)
+    dots = np.empty(c)
+    triplet_rows.cover_columns(at, n, w_lo, ahi, d, grad, dots)
+    for r in range(c):
+        for j in range(n):
+            rank = at[r, j] - 1               # the column's rank among the row's negatives
+            want = -sum(lo <= rank < hi for lo, hi in zip(w_lo[r], ahi[r]))
+            assert grad[r, j] == want
+        assert dots[r] == pytest.approx(float((grad[r].astype(np.float64) * d[r]).sum()), rel=1e-15)
