@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import sys
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -309,7 +310,7 @@ class _Sweep:
 
         def pack(v, pos, tie, v_nonneg, j):
             if self.compiled:
-                triplet_rows.pack_keys(v.numpy(), pos, _tie_word(tie), v_nonneg, _HIGH, key.numpy(), j)
+                triplet_rows.pack_keys(v.numpy().view(np.int32), pos, _tie_word(tie), v_nonneg, key.numpy(), j)
                 return
             w = v.shape[1]
             low[:, j:j + w] = _tie_word(tie) | torch.arange(pos, pos + w, dtype=torch.int32, device=dev)

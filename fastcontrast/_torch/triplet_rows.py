@@ -3,9 +3,11 @@
 The grouped sweep of `_torch/triplet.py` spends most of its CPU time not in the sort or the
 matmuls but in about a dozen elementwise torch passes over chunk × N buffers (cumulative
 counts, their scatter, int64 copies of them, the coverage's gather to columns, the float64
-row dots). The two functions here do the same work in one pass per row each, with the same
-integer and float results:
+row dots). The three functions here do the same work in one pass per row each, with the
+same integer and float results:
 
+    pack_keys       float32 values → the sort's int64 keys (the value's order-preserving
+                    int32 in the high word, tie class << 30 | position in the low word)
     merged_counts   a sorted merged row of packed keys → at[r, position] = the number of
                     negatives up to and including that entry (a negative's column gets
                     1 + its rank, a bound's slot the negatives before it)
@@ -32,26 +34,26 @@ except ImportError:          # numba missing or disabled: the torch passes are u
 AVAILABLE = numba is not None
 
 if AVAILABLE:
-    _LOW_MASK = (1 << 30) - 1
-    _NEG_LOW = 1 << 30          # a negative's low word: tie class 1 << 30 | position
+    _LOW_MASK = (1 << 30) - 1   # the low word: tie class << 30 | position; negatives' class is 1
 
     @numba.njit(cache=True, nogil=True)
-    def pack_keys(v, position, tie_word, nonneg, high, key, j0):
-        """key[r, j0 + k] (c × W int64) = the order-preserving int32 of v[r, k] (float32,
-        −0.0 as +0.0; with nonneg its bits, else the magnitude bits of negatives flipped) in
-        the high word (index `high` of the int32 pair) and tie_word | (position + k) in the
-        low word (as unsigned: it orders ties inside the int64 key)."""
-        words = key.view(np.int32)
-        floats = key.view(np.float32)
-        c, w = v.shape
+    def pack_keys(bits, position, tie_word, nonneg, key, j0):
+        """key[r, j0 + k] (c × W int64) = the order-preserving int32 of the float32 whose
+        bits are bits[r, k] (int32; −0.0 taken as +0.0; with nonneg the bits themselves, else
+        the magnitude bits of negatives flipped) in the high word and tie_word | (position + k)
+        in the low word (unsigned: it orders ties inside the int64 key)."""
+        c, w = bits.shape
         for r in range(c):
+            src = bits[r]
+            dst = key[r]
             for k in range(w):
-                at = 2 * (j0 + k)
-                floats[r, at + high] = v[r, k] + np.float32(0.0)
+                b = src[k]
+                if b == -0x80000000:           # −0.0
+                    b = 0
                 if not nonneg:
-                    b = words[r, at + high]
-                    words[r, at + high] = b ^ ((b >> 31) & 0x7FFFFFFF)
-                words[r, at + 1 - high] = tie_word | np.int32(position + k)
+                    b ^= (b >> 31) & 0x7FFFFFFF
+                low = np.int64(np.uint32(tie_word | np.int32(position + k)))
+                dst[j0 + k] = (np.int64(b) << 32) | low
 
     @numba.njit(cache=True, nogil=True)
     def merged_counts(key, out):
@@ -59,11 +61,13 @@ if AVAILABLE:
         out (c × total int32): out[r, position] = negatives among key[r, :k + 1]."""
         c, w = key.shape
         for r in range(c):
+            src = key[r]
+            dst = out[r]
             count = np.int32(0)
             for k in range(w):
-                low = np.int32(key[r, k] & 0xFFFFFFFF)
-                count += np.int32(low >= _NEG_LOW)
-                out[r, low & _LOW_MASK] = count
+                low = np.uint32(src[k] & 0xFFFFFFFF)
+                count += np.int32((low >> 30) == 1)
+                dst[low & _LOW_MASK] = count
 
     @numba.njit(cache=True, nogil=True)
     def cover_columns(at, n, w_lo, ahi, d, grad, dots):
@@ -75,16 +79,18 @@ if AVAILABLE:
         cover = np.zeros(n + 2, dtype=np.float32)
         for r in range(c):
             cover[:] = 0.0
+            lo_r, hi_r = w_lo[r], ahi[r]
             for i in range(p):
-                cover[w_lo[r, i] + 1] -= 1.0
-                cover[ahi[r, i] + 1] += 1.0
+                cover[lo_r[i] + 1] -= 1.0
+                cover[hi_r[i] + 1] += 1.0
             run = np.float32(0.0)
             for k in range(n + 2):
                 run += cover[k]
                 cover[k] = run
+            at_r, d_r, g_r = at[r], d[r], grad[r]
             acc = 0.0
             for j in range(n):
-                g = cover[at[r, j]]
-                grad[r, j] = g
-                acc += np.float64(g) * np.float64(d[r, j])
+                g = cover[at_r[j]]
+                g_r[j] = g
+                acc += np.float64(g) * np.float64(d_r[j])
             dots[r] = acc

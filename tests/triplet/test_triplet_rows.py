@@ -88,18 +88,17 @@ def test_pack_keys_order_and_words(gen):
     tie_word | position."""
     v = np.array([[1.5, -2.0, 0.0, -0.0, -1e-40, 3e38, -3e38, 0.25]], dtype=np.float32)
     key = np.empty((1, 8), np.int64)
-    high = 1 if np.little_endian else 0
-    triplet_rows.pack_keys(v, 10, 1 << 30, False, high, key, 0)
-    words = key.view(np.int32).reshape(1, 8, 2)
-    assert list(words[0, :, 1 - high]) == [(1 << 30) | (10 + k) for k in range(8)]
+    triplet_rows.pack_keys(v.view(np.int32), 10, 1 << 30, False, key, 0)
+    assert list(key[0] & 0xFFFFFFFF) == [(1 << 30) | (10 + k) for k in range(8)]
     order = np.argsort(key[0], kind="stable")
     by_value = sorted(range(8), key=lambda k: (float(v[0, k]) + 0.0, k))
     assert list(order) == by_value
     # nonneg: the bits themselves (positive values only)
     w = np.abs(v)
     w[0, 7] = -0.0                      # ≥ +0 too: its key is +0.0's
-    triplet_rows.pack_keys(w, 0, 0, True, high, key, 0)
-    assert list(key.view(np.int32).reshape(1, 8, 2)[0, :, high]) == list((w + np.float32(0)).view(np.int32)[0])
+    triplet_rows.pack_keys(w.view(np.int32), 0, -(1 << 31), True, key, 0)   # tie class 2: low word ≥ 2^31
+    assert list(key[0] >> 32) == list((w + np.float32(0)).view(np.int32)[0])
+    assert list(key[0] & 0xFFFFFFFF) == [(2 << 30) | k for k in range(8)]
 
 
 def test_merged_counts_and_cover_columns_against_loops(gen):
