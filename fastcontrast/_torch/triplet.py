@@ -278,8 +278,8 @@ class _Sweep:
         # (int32: counts < 2^28)
         at = torch.empty(c, total, dtype=torch.int32, device=d.device)
         packed = PACKED_SORT and d.dtype == torch.float32 and total < (1 << 28)
-        # float32 on the CPU with numba: the passes after the sort are compiled row loops
-        self.compiled = packed and d.device.type == "cpu" and triplet_rows.AVAILABLE
+        # float32 on the CPU with numba: the passes around the sort are compiled row loops
+        self.compiled = packed and d.device.type == "cpu" and triplet_rows.usable(c * total)
         if packed:
             key = self._packed(segments, bounds, dead, skip, c, n, nonneg)
             if self.compiled:

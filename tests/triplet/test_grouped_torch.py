@@ -29,6 +29,7 @@ def sort_path(request, monkeypatch):
         pytest.skip("numba is not installed")
     monkeypatch.setattr(impl, "PACKED_SORT", request.param != "rowwise")
     monkeypatch.setattr(triplet_rows, "AVAILABLE", request.param == "compiled")
+    monkeypatch.setattr(triplet_rows, "MIN_ELEMENTS", 0)
     return "flat" if request.param == "compiled" else request.param
 
 

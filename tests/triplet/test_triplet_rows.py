@@ -12,6 +12,12 @@ from tests.triplet.test_triplet_torch import KINDS, cfg_for, run
 
 pytestmark = pytest.mark.skipif(not triplet_rows.AVAILABLE, reason="numba is not installed")
 
+
+@pytest.fixture(autouse=True)
+def every_piece_compiled(monkeypatch):
+    """The compiled passes for pieces of any size (by default small ones keep the torch passes)."""
+    monkeypatch.setattr(triplet_rows, "MIN_ELEMENTS", 0)
+
 FILTER_MODES = ["batch_all", "all", "hard", "semihard", "easy"]
 KEEPS = [(0.0, math.inf), (0.1, math.inf), (-1.0, 0.4), (0.05, 0.3)]
 
@@ -83,6 +89,17 @@ def test_compiled_path_is_taken(gen, monkeypatch):
     assert {"pack_keys", "merged_counts", "cover_columns"} <= set(calls)
 
 
+def test_small_pieces_keep_the_torch_passes(gen, monkeypatch):
+    calls = []
+    for name in ("pack_keys", "merged_counts", "cover_columns"):
+        monkeypatch.setattr(triplet_rows, name, lambda *a, _n=name: calls.append(_n))
+    monkeypatch.setattr(triplet_rows, "MIN_ELEMENTS", 1 << 16)
+    q = torch.randn(12, 4, generator=gen)
+    y = torch.randint(0, 3, (12,), generator=gen)
+    run(q, q, y, y, cfg_for("semihard", "euclidean", False), torch.ones(12))
+    assert calls == [] and triplet_rows.usable(1 << 16) and not triplet_rows.usable((1 << 16) - 1)
+
+
 def test_pack_keys_order_and_words(gen):
     """Keys sort like (value, tie class, position); −0.0 sorts with +0.0; the low word holds
     tie_word | position."""
@@ -133,3 +150,13 @@ def test_merged_counts_and_cover_columns_against_loops(gen):
             want = -sum(lo <= rank < hi for lo, hi in zip(w_lo[r], ahi[r]))
             assert grad[r, j] == want
         assert dots[r] == pytest.approx(float((grad[r].astype(np.float64) * d[r]).sum()), rel=1e-15)
+
+
+def test_numba_is_imported_only_when_a_piece_needs_it():
+    import subprocess
+    import sys
+    code = ("import sys, torch, fastcontrast as fc\n"
+            "x, y = torch.randn(16, 4, requires_grad=True), torch.arange(16) % 3\n"
+            "fc.triplet_margin_loss(x, y, mining='semihard', backend='torch').backward()\n"
+            "assert 'numba' not in sys.modules, 'numba imported for a small batch'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
