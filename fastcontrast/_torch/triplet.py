@@ -294,8 +294,12 @@ class _Sweep:
             at.scatter_(1, idx, torch.cumsum(is_neg, 1, dtype=torch.int32))
         if skip is not None:
             at[:, skip[0]:skip[1]] = 0
-        self._at, self._n = at, n
-        self.bound_counts = at[:, n:].long()
+        self.at, self._n = at, n
+
+    @property
+    def bound_counts(self):
+        """chunk × E·P_max int64: the negatives before each bound."""
+        return self.at[:, self._n:].long()
 
     def _packed(self, segments, bounds, dead, skip, c, n, nonneg):
         # key (int64) = the value's sortable int32 (`_sortable_high`) in the high word and
@@ -357,19 +361,13 @@ class _Sweep:
         (chunk × N, written into `out` when given) = −#{runs holding the negative} at every
         negative's tile column, 0 at the others; dots = Σ_j grad·d per row in float64, or
         None when not wanted."""
-        c, n = self._at.shape[0], self._n
-        if self.compiled:
-            grad = torch.empty(c, n, dtype=d.dtype) if out is None else out
-            dots = torch.empty(c, dtype=torch.float64)
-            triplet_rows.cover_columns(self._at.numpy(), n, w_lo.contiguous().numpy(), ahi.contiguous().numpy(),
-                                       d.contiguous().numpy(), grad.numpy(), dots.numpy())
-            return grad, dots
+        c, n = self.at.shape[0], self._n
         # cover[1 + k] = −#{runs holding the negative of rank k}: a difference array (−1
         # after w_lo, +1 after ahi), summed up, read at every column's 1 + rank
         ones = torch.ones(w_lo.shape, dtype=d.dtype, device=d.device)
         cover = torch.zeros(c, n + 2, dtype=d.dtype, device=d.device)
         cover.scatter_add_(1, w_lo + 1, -ones).scatter_add_(1, ahi + 1, ones).cumsum_(1)
-        rank1 = self._at[:, :n].long()
+        rank1 = self.at[:, :n].long()
         grad = torch.gather(cover, 1, rank1, out=out) if out is not None else cover.gather(1, rank1)
         return grad, (_rowdot64(grad, d) if want_dots else None)
 
@@ -445,6 +443,8 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
         dead = ((col[None, :] >= start[:, None]) & (col[None, :] < grp.end[rows, None])) | \
             (col[None, :] == grp.self_col[rows, None])
         sw = _Sweep(d, [(t, k, nonneg and z) for _, t, k, z in bounds], dead=dead, nonneg=nonneg)
+    if sw.compiled:
+        return _compiled_windows(sw, d, grp, rows, cfg, bounds, x, p_col, n_pos, g, want_values, out)
     found = {name: sw.bound_counts[:, k * p_max:(k + 1) * p_max] for k, (name, _, _, _) in enumerate(bounds)}
     n_neg = grp.n_neg[rows, None].expand(c, p_max)
     zero = torch.zeros_like(n_neg)
@@ -478,6 +478,25 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
     if not bool((g == 1).all()):
         grad *= g[:, None]
     return values, grad
+
+
+def _compiled_windows(sw, d, grp: _Groups, rows: slice, cfg: TripletConfig, bounds, x, p_col, n_pos, g,
+                      want_values, out):
+    """The rest of _grouped_chunk in one compiled pass per row (`triplet_rows.windows`): the
+    same windows, counts and gradient coefficients from the bound counts."""
+    c, n = d.shape
+    names = [name for name, _, _, _ in bounds]
+    slots = np.array([names.index(k) if k in names else -1 for k in ("lo", "hi", "act", "keep_lo", "keep_hi")])
+    low, high = cfg.term_keep
+    grad = torch.empty_like(d) if out is None else out
+    scale = torch.ones(c, dtype=d.dtype) if g is None else g.to(d.dtype).contiguous()
+    values = torch.empty(c, dtype=torch.float64)
+    counts, nonzero = torch.empty(c, dtype=torch.int64), torch.empty(c, dtype=torch.int64)
+    triplet_rows.windows(sw.at.numpy(), n, slots, n_pos.contiguous().numpy(), grp.n_neg[rows].contiguous().numpy(),
+                         x.contiguous().numpy(), float(cfg.margin), float(low), float(high), cfg.filtered,
+                         p_col.contiguous().numpy(), scale.numpy(), d.contiguous().numpy(), grad.numpy(),
+                         values.numpy(), counts.numpy(), nonzero.numpy())
+    return ((values.to(d.dtype), counts, nonzero) if want_values else None), (None if g is None else grad)
 
 
 def _rowdot64(a, b, elements: int = 1 << 15):

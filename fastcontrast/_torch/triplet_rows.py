@@ -1,20 +1,22 @@
 """Compiled row passes of the triplet sweep on the CPU (numba; optional).
 
-The grouped sweep of `_torch/triplet.py` spends most of its CPU time not in the sort or the
-matmuls but in about a dozen elementwise torch passes over chunk × N buffers (cumulative
-counts, their scatter, int64 copies of them, the coverage's gather to columns, the float64
-row dots). The three functions here do the same work in one pass per row each, with the
-same integer and float results:
+With torch ops alone, the grouped sweep of `_torch/triplet.py` spends most of its CPU time
+not in the sort or the matmuls but in about a dozen elementwise passes over chunk × N
+buffers (the sort keys, cumulative counts, their scatter, int64 copies of them, the
+coverage's gather to columns, the float64 row dots) and some forty small ops on the
+chunk × P_max windows. The three functions here do that work in one pass per row each, with
+the same integer results and gradients (the values' float64 sums run in another order):
 
     pack_keys       float32 values → the sort's int64 keys (the value's order-preserving
                     int32 in the high word, tie class << 30 | position in the low word)
     merged_counts   a sorted merged row of packed keys → at[r, position] = the number of
                     negatives up to and including that entry (a negative's column gets
                     1 + its rank, a bound's slot the negatives before it)
-    cover_columns   the active runs [w_lo, ahi) of a row's positives → the difference array
-                    cover (−1 after w_lo, +1 after ahi), its prefix sum read at every
-                    column's 1 + rank (∂v/∂d_an, 0 off the negatives), and Σ_j grad·d in
-                    float64 (exact products; one sum per row, in column order)
+    windows         the bound counts → every positive's mining, term and active windows,
+                    the runs' difference array and its prefix sum read at every column's
+                    1 + rank (∂v/∂d_an, 0 off the negatives), the runs' lengths at the
+                    positives' columns, times the upstream gradient; the values (Σ with the
+                    float64 row dot, exact products, one sum per row) and the counts
 
 Used when numba is installed (and imports) and FASTCONTRAST_NUMBA is not "0", for pieces of
 at least MIN_ELEMENTS merged entries; otherwise the torch passes run. numba is imported, and
@@ -52,7 +54,7 @@ def usable(elements: int) -> bool:
 def _load() -> dict:
     if not _compiled:
         import numba
-        for fn in (_pack_keys, _merged_counts, _cover_columns):
+        for fn in (_pack_keys, _merged_counts, _windows):
             _compiled[fn.__name__[1:]] = numba.njit(cache=True, nogil=True)(fn)
     return _compiled
 
@@ -65,8 +67,10 @@ def merged_counts(key, out):
     _load()["merged_counts"](key, out)
 
 
-def cover_columns(at, n, w_lo, ahi, d, grad, dots):
-    _load()["cover_columns"](at, n, w_lo, ahi, d, grad, dots)
+def windows(at, n, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, g, d, grad, values, counts,
+            nonzero):
+    _load()["windows"](at, n, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, g, d, grad, values,
+                       counts, nonzero)
 
 
 # ----------------------------------------------------------------------------- the row loops
@@ -105,27 +109,64 @@ def _merged_counts(key, out):
             dst[low & _LOW_MASK] = count
 
 
-def _cover_columns(at, n, w_lo, ahi, d, grad, dots):
-    """at (c × ≥ n int32: 1 + rank at a negative's column, 0 or a rank past every run
-    elsewhere), w_lo, ahi (c × P int64 run bounds, ahi ≥ w_lo), d (c × n float32) →
-    grad (c × n float32) = −#{runs holding the column's negative}; dots[r] = Σ_j
-    grad[r, j]·d[r, j] in float64."""
-    c, p = w_lo.shape
+def _windows(at, n, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, g, d, grad, values, counts,
+             nonzero):
+    """The whole sweep of a piece after its merged counts, as `_torch/triplet._grouped_chunk`
+    computes it from the bound counts: for each positive i < n_pos[r] (x[r, i], column
+    p_col[r, i]) the mining window [m_lo, hi) and the term window [w_lo, w_hi) of ranks, the
+    active run [w_lo, ahi), and from the runs
+        grad[r] = g[r]·(∂v/∂d): −#{runs holding the negative} at its column, the run's length
+                  at the positive's column, 0 elsewhere
+        values[r] = Σ_i active·(x + m) + Σ_j (∂v/∂d_j)·d_j (float64), counts[r] = Σ_i (hi − m_lo),
+        nonzero[r] = Σ_i (w_hi − w_lo) (filtered) or Σ_i active.
+    slots[k] = the bound index of lo, hi, act, keep_lo, keep_hi (−1: that bound is absent);
+    bound b of positive i is counted at at[r, n + b·P + i]."""
+    c, p = x.shape
+    m32 = np.float32(margin)
     cover = np.zeros(n + 2, dtype=np.float32)
+    w_lo = np.zeros(p, dtype=np.int64)
+    ahi = np.zeros(p, dtype=np.int64)
+    lo_k, hi_k, act_k, klo_k, khi_k = slots[0], slots[1], slots[2], slots[3], slots[4]
     for r in range(c):
+        at_r, x_r = at[r], x[r]
+        k_neg = n_neg[r]
+        value = 0.0
+        kept_sum = 0
+        keep_sum = 0
+        for i in range(n_pos[r]):
+            m_lo = np.int64(at_r[n + lo_k * p + i]) if lo_k >= 0 else np.int64(0)
+            hi = np.int64(at_r[n + hi_k * p + i]) if hi_k >= 0 else k_neg
+            hi = max(hi, m_lo)
+            a_end = np.int64(at_r[n + act_k * p + i])
+            lo_w = max(np.int64(at_r[n + klo_k * p + i]), m_lo) if klo_k >= 0 else m_lo
+            hi_w = hi
+            if low >= 0:
+                hi_w = min(hi, np.int64(at_r[n + khi_k * p + i]) if khi_k >= 0 else a_end)
+            if high <= 0:
+                hi_w = lo_w
+            hi_w = max(hi_w, lo_w)
+            w_lo[i] = lo_w
+            ahi[i] = max(min(hi_w, a_end), lo_w)
+            active = ahi[i] - lo_w
+            value += np.float64(active) * np.float64(x_r[i] + m32)
+            kept_sum += hi - m_lo
+            keep_sum += (hi_w - lo_w) if filtered else active
         cover[:] = 0.0
-        lo_r, hi_r = w_lo[r], ahi[r]
-        for i in range(p):
-            cover[lo_r[i] + 1] -= 1.0
-            cover[hi_r[i] + 1] += 1.0
+        for i in range(n_pos[r]):
+            cover[w_lo[i] + 1] -= 1.0
+            cover[ahi[i] + 1] += 1.0
         run = np.float32(0.0)
         for k in range(n + 2):
             run += cover[k]
             cover[k] = run
-        at_r, d_r, g_r = at[r], d[r], grad[r]
-        acc = 0.0
+        d_r, g_r, scale = d[r], grad[r], g[r]
+        dot = 0.0
         for j in range(n):
-            g = cover[at_r[j]]
-            g_r[j] = g
-            acc += np.float64(g) * np.float64(d_r[j])
-        dots[r] = acc
+            v = cover[at_r[j]]
+            dot += np.float64(v) * np.float64(d_r[j])
+            g_r[j] = v * scale
+        for i in range(n_pos[r]):
+            g_r[p_col[r, i]] += np.float32(ahi[i] - w_lo[i]) * scale
+        values[r] = value + dot
+        counts[r] = kept_sum
+        nonzero[r] = keep_sum
