@@ -324,7 +324,8 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
 
 def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind: str,
                       tile: torch.Tensor | None = None, near=None, x_abs: torch.Tensor | None = None,
-                      y_abs: torch.Tensor | None = None, unit=None) -> tuple[torch.Tensor, torch.Tensor]:
+                      y_abs: torch.Tensor | None = None, unit=None,
+                      prescaled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Given dL/dtile for tile = pairwise(x, y, kind), the gradients (dL/dx, dL/dy).
 
     d = ‖x‖² + ‖y‖² − 2x·y gives ∂L/∂x_i = 2(Σ_j g_ij) x_i − 2 Σ_j g_ij y_j; near pairs take
@@ -341,6 +342,10 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
         y_abs (Tensor (n, D) or None, default None): y before centering.
         unit (Tensor (0-dim, a power of two) or None, default None): the given tile is
             unit · pairwise(x, y, kind) (a Frame's true tile); None: unit 1.
+        prescaled (bool, default False): "euclidean" only: grad is already the caller's own
+            buffer holding dL/dtile / max(2d, tiny), 0 where d = 0 (d = tile / unit), the
+            first step below, computed elsewhere in the same float32 operations; it is
+            updated in place.
 
     Returns:
         tuple[Tensor (m, D), Tensor (n, D)]: dL/dx and dL/dy.
@@ -363,7 +368,7 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
         tile, near = pairwise(x, y, kind, return_near=True, x_abs=x_abs, y_abs=y_abs)
         unit = None
     own = kind == "euclidean"          # grad is then a new tensor, updated in place below
-    if own:
+    if own and not prescaled:
         # one buffer for grad / max(2d, tiny), 0 where d = 0 (a fresh c×N buffer per step costs
         # more than the arithmetic on CPU); 2d = tile · (2 / unit), exact for a power of two
         scaled = torch.mul(tile, 2.0 if unit is None else 2.0 / unit).clamp_min_(torch.finfo(tile.dtype).tiny)
@@ -488,9 +493,11 @@ class Frame:
         t, near = pairwise(x, self.r, self.kind, x_sq, self.r_sq, return_near=True, x_abs=x_abs, y_abs=self.r_abs)
         return t.mul_(self.unit), near
 
-    def tile_backward(self, grad, x, tile, near, x_abs=None):
-        """(∂L/∂x, ∂L/∂r) in true units, given ∂L/∂tile for tile, near = self.tile(x, ., x_abs)."""
-        gx, gr = pairwise_backward(grad, x, self.r, self.kind, tile, near, x_abs, self.r_abs, unit=self.unit)
+    def tile_backward(self, grad, x, tile, near, x_abs=None, prescaled=False):
+        """(∂L/∂x, ∂L/∂r) in true units, given ∂L/∂tile for tile, near = self.tile(x, ., x_abs)
+        (prescaled: see pairwise_backward)."""
+        gx, gr = pairwise_backward(grad, x, self.r, self.kind, tile, near, x_abs, self.r_abs, unit=self.unit,
+                                   prescaled=prescaled)
         if isinstance(self.factor, float) and self.factor == 1.0:
             return gx, gr
         return gx * self.factor, gr * self.factor

@@ -102,12 +102,12 @@ def _masks(q_labels, r_labels, rows: slice, self_offset: int):
     return same, neg
 
 
-def _tile_backward(grad_d, qc, refs: _Refs, raw, cfg: TripletConfig):
+def _tile_backward(grad_d, qc, refs: _Refs, raw, cfg: TripletConfig, prescaled=False):
     """dL/d(signed tile) → (dL/dq chunk, dL/dr); raw = (true tile, near pairs, uncentered
-    rows) from _tile."""
+    rows) from _tile; prescaled: see metrics.pairwise_backward."""
     g = -grad_d if cfg.negate else grad_d
     tile, near, q_abs = raw
-    return refs.frame.tile_backward(g, qc, tile, near, q_abs)
+    return refs.frame.tile_backward(g, qc, tile, near, q_abs, prescaled=prescaled)
 
 
 def _rowdist(x, y, refs: _Refs, negate: bool):
@@ -268,7 +268,7 @@ class _Sweep:
     `to_columns(cover)`, which reads a table indexed by 1 + a negative's rank in its row
     (entry 0: 0) at every negative's tile column (0 at the other columns)."""
 
-    def __init__(self, d, bounds, skip=None, dead=None, nonneg=False):
+    def __init__(self, d, bounds, skip=None, dead=None, nonneg=False, compiled=False):
         c, n = d.shape
         total = n + sum(t.shape[1] for t, _, _ in bounds)     # positions: columns, then bound slots
         segments = [(d, 0)] if skip is None else [(d[:, :skip[0]], 0), (d[:, skip[1]:], skip[1])]
@@ -278,8 +278,7 @@ class _Sweep:
         # (int32: counts < 2^28)
         at = torch.empty(c, total, dtype=torch.int32, device=d.device)
         packed = PACKED_SORT and d.dtype == torch.float32 and total < (1 << 28)
-        # float32 on the CPU with numba: the passes around the sort are compiled row loops
-        self.compiled = packed and d.device.type == "cpu" and triplet_rows.usable(c * total)
+        self.compiled = compiled and packed     # the passes around the sort as compiled row loops
         if packed:
             key = self._packed(segments, bounds, dead, skip, c, n, nonneg)
             if self.compiled:
@@ -410,10 +409,14 @@ class _Groups:
         return [(a, e) for a, e in zip(firsts[:-1], firsts[1:]) if e - a >= min_rows]
 
 
-def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, want_values=True, out=None):
+def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, want_values=True, out=None,
+                   compiled=False, tile_scale=0.0):
     """Batch-all / filters on one chunk of permuted anchors (d: chunk × N, permuted columns).
     Returns ((values, counts, nonzero) or None, dL/d(signed tile) for dL/dvalues = g or None);
-    the gradient is written into `out` (chunk × N) when given."""
+    the gradient is written into `out` (chunk × N) when given. compiled: the passes around the
+    sort as compiled row loops (float32 on the CPU, `triplet_rows`); with tile_scale = 2 / unit
+    (Euclidean) they return the gradient already divided by the zero-safe 2d, as
+    metrics.pairwise_backward(prescaled=True) takes it."""
     c, n = d.shape
     dev = d.device
     start, n_pos, self_rank = grp.start[rows], grp.n_pos[rows], grp.self_rank[rows]
@@ -436,15 +439,16 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
         sc = grp.self_col[rows]
         out_self = (sc >= 0) & ((sc < s0) | (sc >= e0))
         dead = (out_self.nonzero()[:, 0], sc[out_self])
-        sw = _Sweep(d, [(t, k, nonneg and z) for _, t, k, z in bounds], skip=(s0, e0), dead=dead, nonneg=nonneg)
+        sw = _Sweep(d, [(t, k, nonneg and z) for _, t, k, z in bounds], skip=(s0, e0), dead=dead, nonneg=nonneg,
+                    compiled=compiled)
     else:
         # not a negative: the columns in [start, end) and the self column
         col = torch.arange(n, device=dev)
         dead = ((col[None, :] >= start[:, None]) & (col[None, :] < grp.end[rows, None])) | \
             (col[None, :] == grp.self_col[rows, None])
-        sw = _Sweep(d, [(t, k, nonneg and z) for _, t, k, z in bounds], dead=dead, nonneg=nonneg)
+        sw = _Sweep(d, [(t, k, nonneg and z) for _, t, k, z in bounds], dead=dead, nonneg=nonneg, compiled=compiled)
     if sw.compiled:
-        return _compiled_windows(sw, d, grp, rows, cfg, bounds, x, p_col, n_pos, g, want_values, out)
+        return _compiled_windows(sw, d, grp, rows, cfg, bounds, x, p_col, n_pos, g, want_values, out, tile_scale)
     found = {name: sw.bound_counts[:, k * p_max:(k + 1) * p_max] for k, (name, _, _, _) in enumerate(bounds)}
     n_neg = grp.n_neg[rows, None].expand(c, p_max)
     zero = torch.zeros_like(n_neg)
@@ -481,7 +485,7 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
 
 
 def _compiled_windows(sw, d, grp: _Groups, rows: slice, cfg: TripletConfig, bounds, x, p_col, n_pos, g,
-                      want_values, out):
+                      want_values, out, tile_scale):
     """The rest of _grouped_chunk in one compiled pass per row (`triplet_rows.windows`): the
     same windows, counts and gradient coefficients from the bound counts."""
     c, n = d.shape
@@ -494,7 +498,7 @@ def _compiled_windows(sw, d, grp: _Groups, rows: slice, cfg: TripletConfig, boun
     counts, nonzero = torch.empty(c, dtype=torch.int64), torch.empty(c, dtype=torch.int64)
     triplet_rows.windows(sw.at.numpy(), n, slots, n_pos.contiguous().numpy(), grp.n_neg[rows].contiguous().numpy(),
                          x.contiguous().numpy(), float(cfg.margin), float(low), float(high), cfg.filtered,
-                         p_col.contiguous().numpy(), scale.numpy(), d.contiguous().numpy(), grad.numpy(),
+                         p_col.contiguous().numpy(), scale.numpy(), d.contiguous().numpy(), tile_scale, grad.numpy(),
                          values.numpy(), counts.numpy(), nonzero.numpy())
     return ((values.to(d.dtype), counts, nonzero) if want_values else None), (None if g is None else grad)
 
@@ -551,19 +555,26 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
     # tiles of at least TILE_ROWS anchors while that stays within 2·CHUNK_BUDGET elements: the
     # gradient's O(N·D) passes per tile then weigh little against its O(rows·N·D) matmuls
     budget = min(max(CHUNK_BUDGET, TILE_ROWS * n), 2 * CHUNK_BUDGET)
+    packed = PACKED_SORT and cd == torch.float32 and dev.type == "cpu" and width < (1 << 28)
     for rows in chunks(b, n, budget):
         if g is not None and not want_values and not bool((gp[rows] != 0).any()):
             continue
         qc, raw, d = _tile(qp, refs, rows, cfg)
         grad = torch.empty_like(d) if g is not None else None
+        # one choice per tile: the compiled passes, and with them the Euclidean 1/(2d) folded
+        # into the gradient they write, or the torch passes
+        compiled = packed and triplet_rows.usable((rows.stop - rows.start) * width)
+        prescaled = compiled and grad is not None and cfg.kind == "euclidean" and not cfg.negate
+        tile_scale = float(2.0 / refs.frame.unit) if prescaled else 0.0
         for part in _pieces(rows, big_groups, step):
             local = slice(part.start - rows.start, part.stop - rows.start)
             out, _ = _grouped_chunk(d[local], grp, part, cfg, g=None if g is None else gp[part],
-                                    want_values=want_values, out=None if grad is None else grad[local])
+                                    want_values=want_values, out=None if grad is None else grad[local],
+                                    compiled=compiled, tile_scale=tile_scale)
             if want_values:
                 values[part], counts[part], nonzero[part] = out
         if grad is not None:
-            gq, gr = _tile_backward(grad, qc, refs, raw, cfg)
+            gq, gr = _tile_backward(grad, qc, refs, raw, cfg, prescaled=prescaled)
             grad_q[rows] += gq
             grad_r += gr
         raw = d = grad = gq = gr = None      # free this tile before the next one is computed

@@ -67,10 +67,10 @@ def merged_counts(key, out):
     _load()["merged_counts"](key, out)
 
 
-def windows(at, n, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, g, d, grad, values, counts,
-            nonzero):
-    _load()["windows"](at, n, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, g, d, grad, values,
-                       counts, nonzero)
+def windows(at, n, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, g, d, tile_scale, grad, values,
+            counts, nonzero):
+    _load()["windows"](at, n, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, g, d, tile_scale, grad,
+                       values, counts, nonzero)
 
 
 # ----------------------------------------------------------------------------- the row loops
@@ -109,8 +109,8 @@ def _merged_counts(key, out):
             dst[low & _LOW_MASK] = count
 
 
-def _windows(at, n, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, g, d, grad, values, counts,
-             nonzero):
+def _windows(at, n, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, g, d, tile_scale, grad, values,
+             counts, nonzero):
     """The whole sweep of a piece after its merged counts, as `_torch/triplet._grouped_chunk`
     computes it from the bound counts: for each positive i < n_pos[r] (x[r, i], column
     p_col[r, i]) the mining window [m_lo, hi) and the term window [w_lo, w_hi) of ranks, the
@@ -120,9 +120,13 @@ def _windows(at, n, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, 
         values[r] = Σ_i active·(x + m) + Σ_j (∂v/∂d_j)·d_j (float64), counts[r] = Σ_i (hi − m_lo),
         nonzero[r] = Σ_i (w_hi − w_lo) (filtered) or Σ_i active.
     slots[k] = the bound index of lo, hi, act, keep_lo, keep_hi (−1: that bound is absent);
-    bound b of positive i is counted at at[r, n + b·P + i]."""
+    bound b of positive i is counted at at[r, n + b·P + i]. tile_scale > 0 (Euclidean, d the
+    true tile, tile_scale = 2 / unit): grad is divided by max(d·tile_scale, tiny), 0 where
+    d ≤ 0, in the float32 operations of metrics.pairwise_backward."""
     c, p = x.shape
     m32 = np.float32(margin)
+    two_over_unit = np.float32(tile_scale)
+    tiny = np.float32(np.finfo(np.float32).tiny)
     cover = np.zeros(n + 2, dtype=np.float32)
     w_lo = np.zeros(p, dtype=np.int64)
     ahi = np.zeros(p, dtype=np.int64)
@@ -167,6 +171,10 @@ def _windows(at, n, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, 
             g_r[j] = v * scale
         for i in range(n_pos[r]):
             g_r[p_col[r, i]] += np.float32(ahi[i] - w_lo[i]) * scale
+        if tile_scale > 0:
+            for j in range(n):
+                t = d_r[j]
+                g_r[j] = g_r[j] / max(t * two_over_unit, tiny) if t > 0 else np.float32(0.0)
         values[r] = value + dot
         counts[r] = kept_sum
         nonzero[r] = keep_sum
