@@ -77,6 +77,24 @@ def test_tile_gradients_near_duplicates(gap, kind, gen):
     assert float(err.max()) < 1e-3, float(err.max())
 
 
+@pytest.mark.parametrize("gap", [1e-4, 1e-1])
+def test_prescaled_euclidean_gradient_is_the_same_backward(gap, gen):
+    """pairwise_backward(prescaled=True) given grad / max(2d, tiny) (0 at d = 0) is the plain
+    call bit for bit, near pairs and coincident rows included."""
+    x = batch("random", 11, 5, 3.0, gap, gen).float()
+    x[4] = x[3]                                   # d = 0 off the diagonal
+    frame = metrics.Frame(x, x, "euclidean")
+    xs, x_sq, xa = frame.rows(slice(0, 11))
+    tile, near = frame.tile(xs, x_sq, xa)
+    assert near[0].numel() > 0
+    g = torch.randn(11, 11, generator=gen)
+    scaled = (tile * (2.0 / frame.unit)).clamp_min(torch.finfo(torch.float32).tiny)
+    pre = torch.where(tile > 0, g / scaled, torch.zeros(()))
+    plain = frame.tile_backward(g.clone(), xs, tile, near, xa)
+    got = frame.tile_backward(pre, xs, tile, near, xa, prescaled=True)
+    assert torch.equal(plain[0], got[0]) and torch.equal(plain[1], got[1])
+
+
 def test_identical_rows_have_zero_gradient():
     x = torch.tensor([[1.0, 2.0], [1.0, 2.0], [0.0, 5.0]])
     frame = metrics.Frame(x, x, "euclidean")
