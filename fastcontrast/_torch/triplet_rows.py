@@ -18,10 +18,10 @@ the same integer results and gradients (the values' float64 sums run in another 
                     positives' columns, times the upstream gradient; the values (Σ with the
                     float64 row dot, exact products, one sum per row) and the counts
 
-Used when numba is installed (and imports) and FASTCONTRAST_NUMBA is not "0", for pieces of
-at least MIN_ELEMENTS merged entries; otherwise the torch passes run. numba is imported, and
-the functions compiled (cached beside this file where that is writable), on the first piece
-that uses them, so small batches never pay for either.
+Used when numba is installed (and imports) and FASTCONTRAST_NUMBA is not "0", for tiles of
+at least MIN_ELEMENTS merged entries (the caller decides once per tile); otherwise the torch
+passes run. numba is imported, and the functions compiled (cached beside this file where that
+is writable), on the first tile that uses them, so small batches never pay for either.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import os
 import numpy as np
 
 AVAILABLE = os.environ.get("FASTCONTRAST_NUMBA", "1") != "0" and importlib.util.find_spec("numba") is not None
-# Pieces below this many merged entries keep the torch passes (the compiled ones gain little
+# Tiles below this many merged entries keep the torch passes (the compiled ones gain little
 # there, and the first use costs numba's import and compilation, about 1-3 s).
 MIN_ELEMENTS = 1 << 16
 _LOW_MASK = (1 << 30) - 1   # the low word: tie class << 30 | position; negatives' class is 1
@@ -39,7 +39,7 @@ _compiled: dict = {}
 
 
 def usable(elements: int) -> bool:
-    """Whether a piece of `elements` merged entries takes the compiled passes (compiling them
+    """Whether a tile of `elements` merged entries takes the compiled passes (compiling them
     on the first call that says yes; False for good if numba fails to import)."""
     global AVAILABLE
     if not AVAILABLE or elements < MIN_ELEMENTS:
