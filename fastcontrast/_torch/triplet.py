@@ -9,7 +9,8 @@ sweep's piece × (N + E·P_max) merged rows, is the largest thing alive, and bac
 recomputes the tile from q and r.
 
 batch_all and the miner filters ("all", "hard", "semihard", "easy"), relu, no swap —
-    label-grouped sweep, O(B·N log N) (see `_Sweep` and `_grouped_chunk`): references and
+    label-grouped sweep, O(B·N log N) (see `_Sweep` and `_grouped_chunk`; for float32 on the
+    CPU the passes around the sort are compiled row loops, `triplet_rows`): references and
     anchors are permuted once per call by a stable argsort of their labels, so each anchor's
     positives are one contiguous column range. For a positive with x = d_ap, every condition
     on a negative (filter on t = d_an − x with the miner margin mm, and the hinge
@@ -264,9 +265,10 @@ class _Sweep:
     `skip`, a column range [s, e) dropped, and but `dead`, a chunk × N mask or (rows, columns)
     pairs) and the bounds (blocks of chunk × P_max thresholds with their tie classes; the dead
     slots' counts are computed and ignored). Gives `bound_counts` (chunk × E·P_max: the
-    negatives before each bound, #{v < t} or #{v ≤ t} by its tie class) and
-    `to_columns(cover)`, which reads a table indexed by 1 + a negative's rank in its row
-    (entry 0: 0) at every negative's tile column (0 at the other columns)."""
+    negatives before each bound, #{v < t} or #{v ≤ t} by its tie class), `at` (chunk ×
+    (N + E·P_max) int32: 1 + a negative's rank at its column, the bound counts after them) and
+    `runs_to_columns`. With `compiled` (float32 on the CPU) the key packing and the counts
+    are `triplet_rows`' compiled row loops."""
 
     def __init__(self, d, bounds, skip=None, dead=None, nonneg=False, compiled=False):
         c, n = d.shape

@@ -32,7 +32,7 @@ import numpy as np
 
 AVAILABLE = os.environ.get("FASTCONTRAST_NUMBA", "1") != "0" and importlib.util.find_spec("numba") is not None
 # Tiles below this many merged entries keep the torch passes (the compiled ones gain little
-# there, and the first use costs numba's import and compilation, about 1-3 s).
+# there, and the first use costs numba's import and compilation).
 MIN_ELEMENTS = 1 << 16
 _LOW_MASK = (1 << 30) - 1   # the low word: tie class << 30 | position; negatives' class is 1
 _compiled: dict = {}
