@@ -45,7 +45,7 @@ def mark(owner, name, label):
 mark(tt, "_sort_rows", "row sort (numpy)")
 compiled = rows_mod.AVAILABLE
 if compiled:
-    for name in ("pack_keys", "merged_counts", "windows"):
+    for name in ("pack_keys", "sweep"):
         mark(rows_mod, name, "compiled passes (numba)")
 step()
 c = time.process_time(); step(); unprofiled = time.process_time() - c

@@ -267,35 +267,38 @@ class _Sweep:
     slots' counts are computed and ignored). Gives `bound_counts` (chunk × E·P_max: the
     negatives before each bound, #{v < t} or #{v ≤ t} by its tie class), `at` (chunk ×
     (N + E·P_max) int32: 1 + a negative's rank at its column, the bound counts after them) and
-    `runs_to_columns`. With `compiled` (float32 on the CPU) the key packing and the counts
-    are `triplet_rows`' compiled row loops."""
+    `runs_to_columns`. With `compiled` (float32 on the CPU) the keys are packed by
+    `triplet_rows.pack_keys` and kept sorted as `key` (chunk × (N − skipped + E·P_max) int64)
+    for `triplet_rows.sweep`, in place of `at`."""
 
     def __init__(self, d, bounds, skip=None, dead=None, nonneg=False, compiled=False):
         c, n = d.shape
         total = n + sum(t.shape[1] for t, _, _ in bounds)     # positions: columns, then bound slots
         segments = [(d, 0)] if skip is None else [(d[:, :skip[0]], 0), (d[:, skip[1]:], skip[1])]
+        packed = PACKED_SORT and d.dtype == torch.float32 and total < (1 << 28)
+        self.compiled = compiled and packed     # the passes around the sort as compiled row loops
+        self._n, self.skip = n, (0, 0) if skip is None else skip
+        if self.compiled:
+            # triplet_rows.sweep reads the sorted keys themselves
+            self.key = self._packed(segments, bounds, dead, skip, c, n, nonneg)
+            return
         # the inclusive count of negatives at every entry, put back at its position: a
         # negative's column gets 1 + its rank, a bound's slot the negatives before it (a dead
         # column sorts last and gets a rank past every window)
         # (int32: counts < 2^28)
         at = torch.empty(c, total, dtype=torch.int32, device=d.device)
-        packed = PACKED_SORT and d.dtype == torch.float32 and total < (1 << 28)
-        self.compiled = compiled and packed     # the passes around the sort as compiled row loops
         if packed:
             key = self._packed(segments, bounds, dead, skip, c, n, nonneg)
-            if self.compiled:
-                triplet_rows.merged_counts(key.numpy(), at.numpy())
-            else:
-                # positions: the low 30 bits; as signed int32 the low words of negatives, and
-                # only theirs, are ≥ 2^30
-                low = key.view(torch.int32).view(key.shape[0], key.shape[1], 2)[..., _LOW]
-                at.scatter_(1, key & ((1 << 30) - 1), torch.cumsum(low >= (1 << 30), 1, dtype=torch.int32))
+            # positions: the low 30 bits; as signed int32 the low words of negatives, and
+            # only theirs, are ≥ 2^30
+            low = key.view(torch.int32).view(key.shape[0], key.shape[1], 2)[..., _LOW]
+            at.scatter_(1, key & ((1 << 30) - 1), torch.cumsum(low >= (1 << 30), 1, dtype=torch.int32))
         else:
             idx, is_neg = self._rowwise(segments, bounds, dead, skip, c, n, total)
             at.scatter_(1, idx, torch.cumsum(is_neg, 1, dtype=torch.int32))
         if skip is not None:
             at[:, skip[0]:skip[1]] = 0
-        self.at, self._n = at, n
+        self.at = at
 
     @property
     def bound_counts(self):
@@ -450,7 +453,7 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
             (col[None, :] == grp.self_col[rows, None])
         sw = _Sweep(d, [(t, k, nonneg and z) for _, t, k, z in bounds], dead=dead, nonneg=nonneg, compiled=compiled)
     if sw.compiled:
-        return _compiled_windows(sw, d, grp, rows, cfg, bounds, x, p_col, n_pos, g, want_values, out, tile_scale)
+        return _compiled_sweep(sw, d, grp, rows, cfg, bounds, x, p_col, n_pos, g, want_values, out, tile_scale)
     found = {name: sw.bound_counts[:, k * p_max:(k + 1) * p_max] for k, (name, _, _, _) in enumerate(bounds)}
     n_neg = grp.n_neg[rows, None].expand(c, p_max)
     zero = torch.zeros_like(n_neg)
@@ -486,10 +489,10 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
     return values, grad
 
 
-def _compiled_windows(sw, d, grp: _Groups, rows: slice, cfg: TripletConfig, bounds, x, p_col, n_pos, g,
+def _compiled_sweep(sw, d, grp: _Groups, rows: slice, cfg: TripletConfig, bounds, x, p_col, n_pos, g,
                       want_values, out, tile_scale):
-    """The rest of _grouped_chunk in one compiled pass per row (`triplet_rows.windows`): the
-    same windows, counts and gradient coefficients from the bound counts."""
+    """The rest of _grouped_chunk as compiled row passes (`triplet_rows.sweep`): the same
+    windows, counts and gradient coefficients from the sorted merged rows."""
     c, n = d.shape
     names = [name for name, _, _, _ in bounds]
     slots = np.array([names.index(k) if k in names else -1 for k in ("lo", "hi", "act", "keep_lo", "keep_hi")])
@@ -498,10 +501,10 @@ def _compiled_windows(sw, d, grp: _Groups, rows: slice, cfg: TripletConfig, boun
     scale = torch.ones(c, dtype=d.dtype) if g is None else g.to(d.dtype).contiguous()
     values = torch.empty(c, dtype=torch.float64)
     counts, nonzero = torch.empty(c, dtype=torch.int64), torch.empty(c, dtype=torch.int64)
-    triplet_rows.windows(sw.at.numpy(), n, slots, n_pos.contiguous().numpy(), grp.n_neg[rows].contiguous().numpy(),
-                         x.contiguous().numpy(), float(cfg.margin), float(low), float(high), cfg.filtered,
-                         p_col.contiguous().numpy(), scale.numpy(), d.contiguous().numpy(), tile_scale, grad.numpy(),
-                         values.numpy(), counts.numpy(), nonzero.numpy())
+    triplet_rows.sweep(sw.key.numpy(), n, sw.skip, slots, n_pos.contiguous().numpy(),
+                       grp.n_neg[rows].contiguous().numpy(), x.contiguous().numpy(), float(cfg.margin), float(low),
+                       float(high), cfg.filtered, p_col.contiguous().numpy(), scale.numpy(), d.contiguous().numpy(),
+                       tile_scale, grad.numpy(), values.numpy(), counts.numpy(), nonzero.numpy())
     return ((values.to(d.dtype), counts, nonzero) if want_values else None), (None if g is None else grad)
 
 

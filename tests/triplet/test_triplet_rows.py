@@ -80,18 +80,18 @@ def test_compiled_path_is_taken(gen, monkeypatch):
     """The float32 CPU sweep calls the compiled passes (so the comparisons above compare
     two different implementations)."""
     calls = []
-    for name in ("pack_keys", "merged_counts", "windows"):
+    for name in ("pack_keys", "sweep"):
         fn = getattr(triplet_rows, name)
         monkeypatch.setattr(triplet_rows, name, lambda *a, _fn=fn, _n=name: (calls.append(_n), _fn(*a))[1])
     q = torch.randn(12, 4, generator=gen)
     y = torch.randint(0, 3, (12,), generator=gen)
     run(q, q, y, y, cfg_for("semihard", "euclidean", False), torch.ones(12))
-    assert {"pack_keys", "merged_counts", "windows"} <= set(calls)
+    assert {"pack_keys", "sweep"} <= set(calls)
 
 
 def test_small_pieces_keep_the_torch_passes(gen, monkeypatch):
     calls = []
-    for name in ("pack_keys", "merged_counts", "windows"):
+    for name in ("pack_keys", "sweep"):
         monkeypatch.setattr(triplet_rows, name, lambda *a, _n=name: calls.append(_n))
     monkeypatch.setattr(triplet_rows, "MIN_ELEMENTS", 1 << 16)
     q = torch.randn(12, 4, generator=gen)
@@ -116,28 +116,6 @@ def test_pack_keys_order_and_words(gen):
     triplet_rows.pack_keys(w.view(np.int32), 0, -(1 << 31), True, key, 0)   # tie class 2: low word ≥ 2^31
     assert list(key[0] >> 32) == list((w + np.float32(0)).view(np.int32)[0])
     assert list(key[0] & 0xFFFFFFFF) == [(2 << 30) | k for k in range(8)]
-
-
-def test_merged_counts_against_a_loop(gen):
-    rng = np.random.default_rng(5)
-    c, n, e = 3, 11, 4                         # 11 columns, 4 bound slots
-    lows = []
-    for r in range(c):
-        tie = rng.integers(0, 3, n + e)
-        tie[:n] = 1                            # the columns are negatives
-        lows.append((tie.astype(np.int64) << 30) | np.arange(n + e))
-    lows = np.array(lows)
-    highs = rng.integers(-5, 5, (c, n + e))
-    key = (highs << 32) | lows
-    key.sort(axis=1)
-    at = np.zeros((c, n + e), np.int32)
-    triplet_rows.merged_counts(key, at)
-    for r in range(c):
-        count = 0
-        for k in key[r]:
-            low = int(k) & 0xFFFFFFFF
-            count += low >= (1 << 30) and low < (2 << 30)
-            assert at[r, low & ((1 << 30) - 1)] == count
 
 
 def test_numba_is_imported_only_when_a_piece_needs_it():
