@@ -77,6 +77,8 @@ def main():
     ap.add_argument("--sizes", default="2048,8192", help="batch sizes run by both (default: %(default)s)")
     ap.add_argument("--new-only-sizes", default="16384", help="batch sizes run by this checkout only")
     ap.add_argument("--modes", default="semihard,batch_all")
+    ap.add_argument("--repeats", type=int, default=0,
+                    help="timed steps per case (default: 3 up to B = 2048, 2 up to 8192, else 1)")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = ap.parse_args()
@@ -91,7 +93,7 @@ def main():
             for impl in ("old", "new")]
     plan += [(b, m, "new") for b in map(int, filter(None, args.new_only_sizes.split(","))) for m in args.modes.split(",")]
     for b, mining, impl in plan:
-        repeats = 3 if b <= 2048 else (2 if b <= 8192 else 1)
+        repeats = args.repeats or (3 if b <= 2048 else (2 if b <= 8192 else 1))
         res = run_case(old_dir if impl == "old" else here, b, mining, repeats, args.timeout)
         res.update(B=b, mining=mining, impl=impl, commit=args.old if impl == "old" else head)
         if "seconds" in res:
