@@ -490,7 +490,7 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
 
 
 def _compiled_sweep(sw, d, grp: _Groups, rows: slice, cfg: TripletConfig, bounds, x, p_col, n_pos, g,
-                      want_values, out, tile_scale):
+                    want_values, out, tile_scale):
     """The rest of _grouped_chunk as compiled row passes (`triplet_rows.sweep`): the same
     windows, counts and gradient coefficients from the sorted merged rows."""
     c, n = d.shape

@@ -175,7 +175,7 @@ def _sweep(key, n, skip_lo, skip_hi, slots, n_pos, n_neg, x, margin, low, high, 
         for i in range(n_pos[r]):
             g_r[p_col[r, i]] += np.float32(ahi[i] - w_lo[i]) * scale
         if tile_scale > 0:
-            for j in range(d_r.shape[0]):
+            for j in range(n):
                 t = d_r[j]
                 g_r[j] = g_r[j] / max(t * two_over_unit, tiny) if t > 0 else np.float32(0.0)
         values[r] = value + dot
