@@ -47,6 +47,7 @@ RECOMPUTE = 4096.0
 RECOMPUTE_TF32 = 16.0
 TF32_EPS = 2.0 ** -11
 NEAR_BLOCK = 1 << 18  # elements of one block of near pairs recomputed at a time (pairs × D)
+SCREEN_BLOCK = 1 << 16  # entries of one row block of the near-band screen on the CPU (its bool mask: 64 KiB)
 
 
 @dataclass(frozen=True)
@@ -250,12 +251,23 @@ def _near_pairs(sq: torch.Tensor, x_sq: torch.Tensor, y_sq: torch.Tensor, tol: f
     if y_sq.shape[0] == 0 or x_sq.shape[0] == 0:
         return sq.new_zeros(0, dtype=torch.long), sq.new_zeros(0, dtype=torch.long)
     bound = (x_sq + y_sq.amax()).mul_(tol)
-    screen = sq <= bound[:, None]
-    if screen.device.type == "cpu":    # numpy's flat search is several times faster there
-        flat = torch.from_numpy(np.flatnonzero(screen.numpy()))
-        i, j = torch.div(flat, sq.shape[1], rounding_mode="floor"), flat % sq.shape[1]
+    if sq.device.type == "cpu":
+        # row blocks screened into one small mask (a fresh tile-sized mask pays its page
+        # faults on every tile), searched by numpy's flat search (several times faster there)
+        m, n = sq.shape
+        rows = max(1, SCREEN_BLOCK // max(n, 1))
+        mask = torch.empty(min(rows, m) * n, dtype=torch.bool)
+        found = []
+        for r0 in range(0, m, rows):
+            part = sq[r0:r0 + rows]
+            screen = torch.le(part, bound[r0:r0 + rows, None], out=mask[:part.numel()].view(part.shape))
+            flat = np.flatnonzero(screen.numpy())
+            if flat.size:
+                found.append(torch.from_numpy(flat) + r0 * n)
+        flat = torch.cat(found) if found else torch.zeros(0, dtype=torch.long)
+        i, j = torch.div(flat, n, rounding_mode="floor"), flat % n
     else:
-        i, j = screen.nonzero(as_tuple=True)
+        i, j = (sq <= bound[:, None]).nonzero(as_tuple=True)
     keep = sq[i, j].clamp_min_(0.0) <= (x_sq[i] + y_sq[j]).mul_(tol)
     return i[keep], j[keep]
 
@@ -272,7 +284,8 @@ def _difference_sq(x, y, i, j):
 
 def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
              x_sq: torch.Tensor | None = None, y_sq: torch.Tensor | None = None,
-             return_near: bool = False, x_abs: torch.Tensor | None = None, y_abs: torch.Tensor | None = None):
+             return_near: bool = False, x_abs: torch.Tensor | None = None, y_abs: torch.Tensor | None = None,
+             out: torch.Tensor | None = None):
     """The m × n tile of `kind` between the rows of x and y, without autograd.
 
     dot: x·yᵀ; sqeuclidean: ‖x‖² + ‖y‖² − 2x·y, entries within the near band recomputed from
@@ -288,6 +301,9 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
         x_abs (Tensor (m, D) or None, default None): x before centering (a Frame's), for the
             near pairs' differences.
         y_abs (Tensor (n, D) or None, default None): y before centering.
+        out (Tensor (m, n) or None, default None): a contiguous buffer of the compute dtype to
+            write the tile into (a caller computing many tiles of one shape reuses one: on the
+            CPU every fresh buffer of several MiB pays its page faults again).
 
     Returns:
         Tensor (m, n), or (Tensor (m, n), (rows, cols)) with return_near.
@@ -303,7 +319,7 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
     """
     near = None
     if kind == "dot":
-        out = x @ y.T
+        out = x @ y.T if out is None else torch.matmul(x, y.T, out=out)
     elif kind in ("sqeuclidean", "euclidean"):
         if x_sq is None:
             x_sq = (x * x).sum(1)
@@ -311,7 +327,7 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
             y_sq = (y * y).sum(1)
         # ‖x‖² + ‖y‖² − 2x·y, accumulated into the norms' sum in place; the entries ≤ 0 are all
         # in the near band (recomputed below), so no clamp is needed
-        out = torch.add(x_sq[:, None], y_sq[None, :]).addmm_(x, y.T, alpha=-2.0)
+        out = torch.add(x_sq[:, None], y_sq[None, :], out=out).addmm_(x, y.T, alpha=-2.0)
         near = _near_pairs(out, x_sq, y_sq, near_tolerance(x.dtype, matmul_precision(x.dtype, x.device)))
         if near[0].numel():
             out[near] = _difference_sq(x if x_abs is None else x_abs, y if y_abs is None else y_abs, *near)
@@ -325,7 +341,7 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, kind: str,
 def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind: str,
                       tile: torch.Tensor | None = None, near=None, x_abs: torch.Tensor | None = None,
                       y_abs: torch.Tensor | None = None, unit=None,
-                      prescaled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                      prescaled: bool = False, y_out=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Given dL/dtile for tile = pairwise(x, y, kind), the gradients (dL/dx, dL/dy).
 
     d = ‖x‖² + ‖y‖² − 2x·y gives ∂L/∂x_i = 2(Σ_j g_ij) x_i − 2 Σ_j g_ij y_j; near pairs take
@@ -346,6 +362,9 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
             buffer holding dL/dtile / max(2d, tiny), 0 where d = 0 (d = tile / unit), the
             first step below, computed elsewhere in the same float32 operations; it is
             updated in place.
+        y_out (tuple of two Tensors (n, D) or None, default None): buffers of y's dtype: dL/dy
+            is written into the first, the second is scratch (a caller looping over tiles
+            reuses them; on the CPU a fresh buffer of several MiB pays its page faults again).
 
     Returns:
         tuple[Tensor (m, D), Tensor (n, D)]: dL/dx and dL/dy.
@@ -361,7 +380,7 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
         tensor([[0.6000, 0.8000]])
     """
     if kind == "dot":
-        return grad @ y, grad.T @ x
+        return grad @ y, (grad.T @ x if y_out is None else torch.matmul(grad.T, x, out=y_out[0]))
     if kind not in ("sqeuclidean", "euclidean"):
         raise ValueError(f"unknown kernel kind {kind!r}")
     if near is None or (kind == "euclidean" and tile is None):
@@ -384,7 +403,10 @@ def pairwise_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind
             grad = grad.index_put((i, j), torch.zeros_like(g_near))
     # d = ‖x‖² + ‖y‖² − 2x·y  ⇒  ∂/∂x_i = 2(Σ_j g_ij) x_i − 2 Σ_j g_ij y_j
     gx = (grad.sum(1, keepdim=True) * x).sub_(grad @ y).mul_(2.0)
-    gy = (grad.sum(0)[:, None] * y).sub_(grad.T @ x).mul_(2.0)
+    if y_out is None:
+        gy = (grad.sum(0)[:, None] * y).sub_(grad.T @ x).mul_(2.0)
+    else:
+        gy = torch.mul(grad.sum(0)[:, None], y, out=y_out[0]).sub_(torch.matmul(grad.T, x, out=y_out[1])).mul_(2.0)
     if g_near is not None:
         xa, ya = (x if x_abs is None else x_abs), (y if y_abs is None else y_abs)
         step = max(1, NEAR_BLOCK // max(x.shape[1], 1))
@@ -488,19 +510,21 @@ class Frame:
         """The same for reference rows (an index tensor or slice)."""
         return self.r[rows], (None if self.r_sq is None else self.r_sq[rows]), self.r_abs[rows]
 
-    def tile(self, x, x_sq=None, x_abs=None):
-        """(true tile between frame rows x (x_abs uncentered) and all references, near pairs)."""
-        t, near = pairwise(x, self.r, self.kind, x_sq, self.r_sq, return_near=True, x_abs=x_abs, y_abs=self.r_abs)
+    def tile(self, x, x_sq=None, x_abs=None, out=None):
+        """(true tile between frame rows x (x_abs uncentered) and all references, near pairs),
+        written into `out` when given (see pairwise)."""
+        t, near = pairwise(x, self.r, self.kind, x_sq, self.r_sq, return_near=True, x_abs=x_abs, y_abs=self.r_abs,
+                           out=out)
         return t.mul_(self.unit), near
 
-    def tile_backward(self, grad, x, tile, near, x_abs=None, prescaled=False):
+    def tile_backward(self, grad, x, tile, near, x_abs=None, prescaled=False, r_out=None):
         """(∂L/∂x, ∂L/∂r) in true units, given ∂L/∂tile for tile, near = self.tile(x, ., x_abs)
-        (prescaled: see pairwise_backward)."""
+        (prescaled, r_out: see pairwise_backward's prescaled and y_out)."""
         gx, gr = pairwise_backward(grad, x, self.r, self.kind, tile, near, x_abs, self.r_abs, unit=self.unit,
-                                   prescaled=prescaled)
+                                   prescaled=prescaled, y_out=r_out)
         if isinstance(self.factor, float) and self.factor == 1.0:
             return gx, gr
-        return gx * self.factor, gr * self.factor
+        return gx * self.factor, (gr * self.factor if r_out is None else gr.mul_(self.factor))
 
     def sq_backward(self, grad_sq, x, near, x_abs=None):
         """(∂L/∂x, ∂L/∂r) in true units, given ∂L/∂(true squared distance) for the tile of

@@ -95,6 +95,32 @@ def test_prescaled_euclidean_gradient_is_the_same_backward(gap, gen):
     assert torch.equal(plain[0], got[0]) and torch.equal(plain[1], got[1])
 
 
+@pytest.mark.parametrize("kind", ["euclidean", "sqeuclidean", "dot"])
+@pytest.mark.parametrize("screen_block", [1, 7, 1 << 16])
+def test_reused_buffers_and_screen_blocks_change_nothing(kind, screen_block, monkeypatch, gen):
+    """The tile written into a caller's (dirty) buffer, dL/dr into its two (n, D) buffers, and
+    the CPU near-band screen in row blocks of any size (one row, a ragged 7 entries, the whole
+    tile) give the plain calls' tile, near pairs and gradients bit for bit."""
+    x = batch("clustered", 13, 6, 3.0, 1e-4, gen).float()
+    y = torch.cat([x[:5], batch("random", 8, 6, 3.0, 0.0, gen).float()])
+    frame = metrics.Frame(x, y, kind)
+    xs, x_sq, xa = frame.rows(slice(0, 13))
+    tile, near = frame.tile(xs, x_sq, xa)
+    g = torch.randn(13, 13, generator=gen)
+    plain = frame.tile_backward(g, xs, tile, near, xa)
+    monkeypatch.setattr(metrics, "SCREEN_BLOCK", screen_block)
+    buf = torch.full((13, 13), float("nan"))
+    r_out = (torch.full((13, 6), float("nan")), torch.full((13, 6), float("nan")))
+    got, got_near = frame.tile(xs, x_sq, xa, out=buf)
+    assert got.data_ptr() == buf.data_ptr() and torch.equal(got, tile)
+    if kind != "dot":
+        assert near[0].numel() > 0
+        assert torch.equal(got_near[0], near[0]) and torch.equal(got_near[1], near[1])
+    gq, gr = frame.tile_backward(g, xs, got, got_near, xa, r_out=r_out)
+    assert gr.data_ptr() == r_out[0].data_ptr()
+    assert torch.equal(gq, plain[0]) and torch.equal(gr, plain[1])
+
+
 def test_identical_rows_have_zero_gradient():
     x = torch.tensor([[1.0, 2.0], [1.0, 2.0], [0.0, 5.0]])
     frame = metrics.Frame(x, x, "euclidean")

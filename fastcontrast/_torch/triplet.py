@@ -83,10 +83,11 @@ class _Refs:
         self.sq = self.frame.r_sq
 
 
-def _tile(q, refs: _Refs, rows: slice, cfg: TripletConfig):
-    """(q chunk in the frame, true raw tile, its near pairs, signed distance tile d)."""
+def _tile(q, refs: _Refs, rows: slice, cfg: TripletConfig, out=None):
+    """(q chunk in the frame, true raw tile, its near pairs, signed distance tile d); the raw
+    tile is written into `out` when given."""
     qc, q_sq, q_abs = refs.frame.rows(rows)
-    raw, near = refs.frame.tile(qc, q_sq, q_abs)
+    raw, near = refs.frame.tile(qc, q_sq, q_abs, out=out)
     return qc, (raw, near, q_abs), (-raw if cfg.negate else raw)
 
 
@@ -103,12 +104,12 @@ def _masks(q_labels, r_labels, rows: slice, self_offset: int):
     return same, neg
 
 
-def _tile_backward(grad_d, qc, refs: _Refs, raw, cfg: TripletConfig, prescaled=False):
+def _tile_backward(grad_d, qc, refs: _Refs, raw, cfg: TripletConfig, prescaled=False, r_out=None):
     """dL/d(signed tile) → (dL/dq chunk, dL/dr); raw = (true tile, near pairs, uncentered
-    rows) from _tile; prescaled: see metrics.pairwise_backward."""
+    rows) from _tile; prescaled, r_out: see metrics.pairwise_backward's prescaled and y_out."""
     g = -grad_d if cfg.negate else grad_d
     tile, near, q_abs = raw
-    return refs.frame.tile_backward(g, qc, tile, near, q_abs, prescaled=prescaled)
+    return refs.frame.tile_backward(g, qc, tile, near, q_abs, prescaled=prescaled, r_out=r_out)
 
 
 def _rowdist(x, y, refs: _Refs, negate: bool):
@@ -561,11 +562,20 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
     # gradient's O(N·D) passes per tile then weigh little against its O(rows·N·D) matmuls
     budget = min(max(CHUNK_BUDGET, TILE_ROWS * n), 2 * CHUNK_BUDGET)
     packed = PACKED_SORT and cd == torch.float32 and dev.type == "cpu" and width < (1 << 28)
+    # the tile, its gradient and the references' gradient terms live in buffers of the first
+    # (largest) tile's size, reused by every tile: on the CPU a fresh buffer of several MiB
+    # pays its page faults on every tile (about as much time as the tile's matmuls)
+    tile_buf = grad_buf = None
     for rows in chunks(b, n, budget):
         if g is not None and not want_values and not bool((gp[rows] != 0).any()):
             continue
-        qc, raw, d = _tile(qp, refs, rows, cfg)
-        grad = torch.empty_like(d) if g is not None else None
+        c = rows.stop - rows.start
+        if tile_buf is None:
+            tile_buf = torch.empty(c, n, dtype=cd, device=dev)
+            grad_buf = torch.empty(c, n, dtype=cd, device=dev) if g is not None else None
+            r_bufs = (torch.empty_like(refs.r), torch.empty_like(refs.r)) if g is not None else None
+        qc, raw, d = _tile(qp, refs, rows, cfg, out=tile_buf[:c])
+        grad = grad_buf[:c] if g is not None else None
         # one choice per tile: the compiled passes, and with them the Euclidean 1/(2d) folded
         # into the gradient they write, or the torch passes
         compiled = packed and triplet_rows.usable((rows.stop - rows.start) * width)
@@ -579,10 +589,10 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
             if want_values:
                 values[part], counts[part], nonzero[part] = out
         if grad is not None:
-            gq, gr = _tile_backward(grad, qc, refs, raw, cfg, prescaled=prescaled)
+            gq, gr = _tile_backward(grad, qc, refs, raw, cfg, prescaled=prescaled, r_out=r_bufs)
             grad_q[rows] += gq
             grad_r += gr
-        raw = d = grad = gq = gr = None      # free this tile before the next one is computed
+        raw = d = grad = gq = gr = None      # this tile's other tensors go before the next one is computed
     out = None
     if want_values:
         out = tuple(torch.empty_like(t).index_copy_(0, grp.q_perm, t) for t in (values, counts, nonzero))
