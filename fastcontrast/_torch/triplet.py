@@ -62,6 +62,11 @@ CHUNK_BUDGET = 1 << 21
 SWEEP_BUDGET = 1 << 19
 MIN_GROUP_ROWS = 4
 TILE_ROWS = 512
+# On a GPU each torch op is a kernel launch and each piece a few host syncs, while the CPU
+# sizes above are chosen for its caches: the grouped sweep's tiles and pieces are
+# GPU_BUDGET_SCALE times larger there (B = 65536: 512-row tiles of 128 MiB, a few hundred MiB
+# live in all; a sizing not yet timed on a GPU).
+GPU_BUDGET_SCALE = 8
 # float32 merged rows sort as packed int64 keys (values only); False (tests) or other dtypes:
 # stable row-wise sorts of the same layout.
 PACKED_SORT = True
@@ -556,11 +561,12 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
         grad_r = torch.zeros(refs.r.shape, dtype=cd, device=dev)
     n_bounds = len(_bounds(torch.zeros(1, 1, dtype=cd, device=dev), cfg))
     width = n + n_bounds * int(grp.n_pos.max()) if b else n
-    step = max(1, SWEEP_BUDGET // max(width, 1))
+    scale = 1 if dev.type == "cpu" else GPU_BUDGET_SCALE
+    step = max(1, scale * SWEEP_BUDGET // max(width, 1))
     big_groups = grp.runs(MIN_GROUP_ROWS)
     # tiles of at least TILE_ROWS anchors while that stays within 2·CHUNK_BUDGET elements: the
     # gradient's O(N·D) passes per tile then weigh little against its O(rows·N·D) matmuls
-    budget = min(max(CHUNK_BUDGET, TILE_ROWS * n), 2 * CHUNK_BUDGET)
+    budget = scale * min(max(CHUNK_BUDGET, TILE_ROWS * n), 2 * CHUNK_BUDGET)
     packed = PACKED_SORT and cd == torch.float32 and dev.type == "cpu" and width < (1 << 28)
     # the tile, its gradient and the references' gradient terms live in buffers of the first
     # (largest) tile's size, reused by every tile: on the CPU a fresh buffer of several MiB
