@@ -270,6 +270,10 @@ def _gpu() -> list[Entry]:
                  "contrastive-pair-margin", "lifted", "margin"):
         pml = () if loss in ("lifted", "margin") else ("pml",)
         out.append(E(C(loss, 4096, device="cuda"), (FC_TRITON, FC_TORCH, "dense-eager") + pml))
+    # issue 14, last (a cut run loses it first): the grouped sweep with torch ops (one merged
+    # sort per row, then scans) on the GPU, against the Triton path's binary searches above
+    out.append(E(C("triplet-semihard", 65536, device="cuda"), (FC_TORCH,),
+                 note="the merged-sort sweep on the GPU; compare with the Triton row at B = 65536"))
     return out
 
 

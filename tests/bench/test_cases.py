@@ -32,6 +32,16 @@ def test_gpu_suite_holds_the_acceptance_cases_of_the_kernel_issues():
     assert all(e.case.device == "cuda" for e in suite("gpu"))
 
 
+def test_gpu_suite_ends_with_the_torch_sweep_at_65536():
+    """Issue 14's design comparison (the merged-sort sweep in torch ops against the Triton
+    searches, both at B = 65536) is the last entry, so a run cut short loses nothing else."""
+    entries = suite("gpu")
+    last = entries[-1]
+    assert (last.case.loss, last.case.B, last.impls) == ("triplet-semihard", 65536, ("fastcontrast-torch",))
+    assert any(e.case.loss == "triplet-semihard" and e.case.B == 65536 and "fastcontrast-triton" in e.impls
+               for e in entries[:-1])
+
+
 def test_cpu_headline_suite_is_the_foundation_issue_table():
     got = [(e.case.loss, e.case.B, e.impls) for e in suite("cpu-headline")]
     assert got == [("triplet-semihard", 1024, ("fastcontrast-torch", "pml")),
