@@ -569,9 +569,9 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
     budget = scale * min(max(CHUNK_BUDGET, TILE_ROWS * n), 2 * CHUNK_BUDGET)
     packed = PACKED_SORT and cd == torch.float32 and dev.type == "cpu" and width < (1 << 28)
     # the tile, its gradient and the references' gradient terms live in buffers of the first
-    # (largest) tile's size, reused by every tile: on the CPU a fresh buffer of several MiB
-    # pays its page faults on every tile (about as much time as the tile's matmuls)
-    tile_buf = grad_buf = None
+    # (largest) tile's size, reused by every tile: fewer live buffers at the peak, and no page
+    # faults of fresh ones where first touches are slow
+    tile_buf = grad_buf = r_bufs = None
     for rows in chunks(b, n, budget):
         if g is not None and not want_values and not bool((gp[rows] != 0).any()):
             continue
@@ -584,7 +584,7 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
         grad = grad_buf[:c] if g is not None else None
         # one choice per tile: the compiled passes, and with them the Euclidean 1/(2d) folded
         # into the gradient they write, or the torch passes
-        compiled = packed and triplet_rows.usable((rows.stop - rows.start) * width)
+        compiled = packed and triplet_rows.usable(c * width)
         prescaled = compiled and grad is not None and cfg.kind == "euclidean" and not cfg.negate
         tile_scale = float(2.0 / refs.frame.unit) if prescaled else 0.0
         for part in _pieces(rows, big_groups, step):
