@@ -644,6 +644,13 @@ def pairwise_differentiable(x: torch.Tensor, y: torch.Tensor, kind: str) -> torc
     return torch.where(positive, root * s, torch.zeros_like(sq))
 
 
+def row_counts(mask: torch.Tensor) -> torch.Tensor:
+    """The True entries of each row of a 2-D bool tensor, int64. The mask's bytes are summed
+    with an int32 accumulator: a plain bool .sum(1) first copies the whole mask to int64
+    (about 12× slower on the CPU at tile sizes)."""
+    return mask.view(torch.uint8).sum(1, dtype=torch.int32).long()
+
+
 def chunk_rows(m: int, n: int, budget_elems: int = 1 << 22) -> int:
     """Rows per anchor chunk so that a chunk × n tile holds about budget_elems elements.
 

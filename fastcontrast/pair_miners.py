@@ -194,8 +194,8 @@ def multi_similarity_bounds(embeddings, labels, *, epsilon=0.1, distance="cosine
         max_neg = torch.where(neg, l, -inf).amax(1)
         min_pos = torch.where(pos, l, inf).amin(1)
         bounds[rows, 0], bounds[rows, 1] = max_neg, min_pos
-        counts[rows, 0] = (pos & (l - eps < max_neg[:, None])).sum(1)
-        counts[rows, 1] = (neg & (l + eps > min_pos[:, None])).sum(1)
+        counts[rows, 0] = metrics.row_counts(pos & (l - eps < max_neg[:, None]))
+        counts[rows, 1] = metrics.row_counts(neg & (l + eps > min_pos[:, None]))
     # a batch without a positive or without a negative pair mines nothing (as PML): decided on
     # the device, so that no value is read on the host
     totals = pair_counts(labels, labels if ref_labels is None else ref_labels, self_offset).sum(0)

@@ -150,3 +150,11 @@ def test_row_distances_match_the_tile():
     d = metrics.row_distances(x[:-1], x[1:], "euclidean")
     exact = (x[:-1].double() - x[1:].double()).norm(dim=1)
     torch.testing.assert_close(d.double(), exact, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (7, 13), (5, 70000)])
+def test_row_counts_match_the_bool_sum(shape, gen):
+    mask = torch.rand(shape, generator=gen) < 0.6
+    for m in (mask, mask[:, ::2], mask.t().contiguous().t()):     # contiguous and strided
+        got = metrics.row_counts(m)
+        assert got.dtype == torch.int64 and torch.equal(got, m.sum(1))

@@ -124,16 +124,16 @@ def forward(q, r, q_labels, r_labels, cfg: PairMarginConfig, shift=None, bounds=
             active = term > 0
         if sel is not None:
             active &= sel
-            counts[rows, 0] = pos_sel.sum(1)
-            counts[rows, 1] = sel.sum(1) - counts[rows, 0]
+            counts[rows, 0] = metrics.row_counts(pos_sel)
+            counts[rows, 1] = metrics.row_counts(sel) - counts[rows, 0]
         if cfg.filtered or sel is not None:
             term = torch.where(active, term, 0.0)
         pos_sum = torch.where(same, term, 0.0).sum(1)
         values[rows, 0] = pos_sum
         values[rows, 1] = term.sum(1) - pos_sum
-        nz_pos = (active & same).sum(1)
+        nz_pos = metrics.row_counts(active & same)
         nonzero[rows, 0] = nz_pos
-        nonzero[rows, 1] = active.sum(1) - nz_pos
+        nonzero[rows, 1] = metrics.row_counts(active) - nz_pos
     if counts is None:
         counts = pair_counts(q_labels, r_labels, cfg.self_offset)
     return values, counts, nonzero, ()

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from ..configs import TripletConfig
-from ..metrics import Frame, chunks, compute_dtype
+from ..metrics import Frame, chunks, compute_dtype, row_counts
 from . import triplet_rows
 
 # Elements per chunk×N tile (and per streamed block); tests lower it to force tiny chunks.
@@ -166,18 +166,35 @@ def _kept(x, z, cfg: TripletConfig):
 
 # ----------------------------------------------------------------------------- sorted path
 
-def _padded_sort(d, mask, stable=False):
-    """Row-wise ascending sort of d where mask, +inf elsewhere: (values, order, row counts).
-    `stable` keeps equal values in increasing column order."""
-    vals, order = torch.sort(torch.where(mask, d, float("inf")), dim=1, stable=stable)
-    return vals, order, mask.sum(1)
+def _padded_sort(d, mask):
+    """Row-wise ascending stable sort of d where mask, +inf elsewhere: (values, order, row
+    counts); equal values keep increasing column order. float32 on the CPU sorts one packed
+    int64 key per entry, values only (the value's order-preserving bits over its column, the
+    masked-out entries after every value: `_sortable_high`, `_sort_rows`), the same order as a
+    stable sort and much faster than one with indices."""
+    counts = row_counts(mask)
+    c, n = d.shape
+    if not (PACKED_SORT and d.dtype == torch.float32 and d.device.type == "cpu" and n < (1 << 31)):
+        vals, order = torch.sort(torch.where(mask, d, float("inf")), dim=1, stable=True)
+        return vals, order, counts
+    words = torch.empty(c, n, 2, dtype=torch.int32)
+    key = words.view(torch.int64).view(c, n)
+    if triplet_rows.usable(c * n):
+        triplet_rows.pack_keys(d.numpy().view(np.int32), 0, 0, False, key.numpy(), 0)
+    else:
+        words[..., _LOW] = torch.arange(n, dtype=torch.int32)
+        _sortable_high(d, words[..., _HIGH])
+    words[..., _HIGH].masked_fill_(~mask, _DEAD_HIGH)
+    order = _sort_rows(key).bitwise_and_(0xFFFFFFFF)          # the low words: the columns
+    vals = d.gather(1, order).masked_fill_(torch.arange(n)[None, :] >= counts[:, None], float("inf"))
+    return vals, order, counts
 
 
 def _compact(d, mask):
     """The masked columns of each row moved to the front, in increasing column order:
     (column index, valid, d) of shape chunk×K, K = the largest row count."""
     c = mask.shape[0]
-    counts = mask.sum(1)
+    counts = row_counts(mask)
     k = int(counts.max()) if c else 0
     rows, cols = mask.nonzero(as_tuple=True)           # row-major: rows ascending, then columns
     starts = counts.cumsum(0) - counts
@@ -612,9 +629,10 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
 
 # ----------------------------------------------------------------------------- smooth path
 
-def _streamed_chunk(d, pos, neg, cfg: TripletConfig, g=None):
+def _streamed_chunk(d, pos, neg, cfg: TripletConfig, g=None, want_values=True):
     """Batch-all / filters by streaming negatives in column blocks (any term, used for smooth).
-    Forward (g None): (values, counts, nonzero). Backward: dL/d(signed tile)."""
+    -> ((values, counts, nonzero) or None, dL/d(signed tile) for dL/dvalues = g or None), both
+    from the same blocks."""
     c, n = d.shape
     pidx, pvalid, x = _compact(d, pos)
     p_max = x.shape[1]
@@ -624,34 +642,35 @@ def _streamed_chunk(d, pos, neg, cfg: TripletConfig, g=None):
     grad = torch.zeros_like(d) if g is not None else None
     grad_x = torch.zeros_like(x) if g is not None else None
     if p_max == 0:
-        return (values, counts, nonzero) if g is None else grad
+        return ((values, counts, nonzero) if want_values else None), grad
     block = max(1, CHUNK_BUDGET // max(c * p_max, 1))
     for j0 in range(0, n, block):
         z = d[:, j0:j0 + block]
         keep = pvalid[:, :, None] & neg[:, None, j0:j0 + block] & _kept(x[:, :, None], z[:, None, :], cfg)
         h = x[:, :, None] - z[:, None, :] + cfg.margin
-        in_keep = _in_keep(_term(h, cfg.smooth), cfg)
+        term = _term(h, cfg.smooth)
+        in_keep = _in_keep(term, cfg)
         window = keep if in_keep is None else keep & in_keep
-        if g is None:
-            term = torch.where(window, _term(h, cfg.smooth), torch.zeros_like(h))
+        if want_values:
+            term = torch.where(window, term, torch.zeros_like(h))
             values += term.sum((1, 2))
             counts += keep.sum((1, 2))
             nonzero += (term > 0).sum((1, 2)) if in_keep is None else window.sum((1, 2))
-        else:
+        if g is not None:
             w = torch.where(window, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[:, None, None]
             grad_x += w.sum(2)
             grad[:, j0:j0 + block] -= w.sum(1)
-    if g is None:
-        return values, counts, nonzero
-    grad.scatter_add_(1, pidx, torch.where(pvalid, grad_x, torch.zeros_like(grad_x)))
-    return grad
+    if g is not None:
+        grad.scatter_add_(1, pidx, torch.where(pvalid, grad_x, torch.zeros_like(grad_x)))
+    return ((values, counts, nonzero) if want_values else None), grad
 
 
 # ----------------------------------------------------------------------------- swap path
 
-def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=None):
+def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=None, want_values=True):
     """Batch-all / filters with swap: (anchor, positive) pairs in blocks, each block with its
-    rows d(r_p, ·). Forward: (values, counts, nonzero). Backward: dL/d(signed tile), and the
+    rows d(r_p, ·) computed once for the values and the gradient.
+    -> ((values, counts, nonzero) or None, dL/d(signed tile) for dL/dvalues = g or None); the
     d_pn gradients are added into grad_r."""
     c, n = d.shape
     a_loc, p_col = pos.nonzero(as_tuple=True)
@@ -670,13 +689,15 @@ def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=Non
         keep = neg[al] & _kept(x[:, None], z, cfg)
         e = torch.minimum(z, d_pn)
         h = x[:, None] - e + cfg.margin
-        in_keep = _in_keep(_term(h, cfg.smooth), cfg)
+        term = _term(h, cfg.smooth)
+        in_keep = _in_keep(term, cfg)
         window = keep if in_keep is None else keep & in_keep
-        if g is None:
-            term = torch.where(window, _term(h, cfg.smooth), torch.zeros_like(h))
+        if want_values:
+            term = torch.where(window, term, torch.zeros_like(h))
             values.index_add_(0, al, term.sum(1))
             counts.index_add_(0, al, keep.sum(1))
             nonzero.index_add_(0, al, (term > 0).sum(1) if in_keep is None else window.sum(1))
+        if g is None:
             continue
         w = torch.where(window, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[al, None]
         share_an = torch.where(z < d_pn, 1.0, torch.where(z == d_pn, 0.5, 0.0)).to(d.dtype)
@@ -688,7 +709,7 @@ def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=Non
         gx, gy = refs.frame.tile_backward(g_pn, rp, raw_pn, near_pn, rp_abs)
         grad_r.index_add_(0, pc, gx)
         grad_r += gy
-    return (values, counts, nonzero) if g is None else grad
+    return ((values, counts, nonzero) if want_values else None), grad
 
 
 # ----------------------------------------------------------------------------- selections
@@ -715,13 +736,13 @@ def _batch_hard_select(d, pos, neg, cfg: TripletConfig):
     return d_ap, p_idx, has_p, d_an, n_idx, has_n, valid
 
 
-def _semihard_tfa_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=None):
+def _semihard_tfa_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=None, want_values=True):
     """semihard_tfa on one chunk, positives compacted (chunk × P_max). For each positive
     x = d_ap: the first sorted negative strictly above x, else the farthest negative (the
     first of its ties), else d_an = 0 (no negative at all; no gradient).
-    Forward: (values, counts, nonzero). Backward: dL/d(signed tile); swap's d_pn gradients
-    are added into grad_r."""
-    s, order, n_neg = _padded_sort(d, neg, stable=True)
+    -> ((values, counts, nonzero) or None, dL/d(signed tile) for dL/dvalues = g or None),
+    from one sort; swap's d_pn gradients are added into grad_r."""
+    s, order, n_neg = _padded_sort(d, neg)
     p_col, p_ok, x = _compact(d, pos)
     n = d.shape[1]
     above = torch.searchsorted(s, x, right=True)
@@ -743,9 +764,12 @@ def _semihard_tfa_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, gr
     h = x - e + cfg.margin
     in_keep = _in_keep(_term(h, cfg.smooth), cfg)
     window = p_ok if in_keep is None else p_ok & in_keep
-    if g is None:
+    values = None
+    if want_values:
         term = torch.where(window, _term(h, cfg.smooth), torch.zeros_like(h))
-        return term.sum(1), p_ok.sum(1), (term > 0).sum(1) if in_keep is None else window.sum(1)
+        values = (term.sum(1), p_ok.sum(1), (term > 0).sum(1) if in_keep is None else window.sum(1))
+    if g is None:
+        return values, None
     w = torch.where(window, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[:, None]
     grad = torch.zeros_like(d)
     grad.scatter_add_(1, p_col, w)
@@ -755,7 +779,7 @@ def _semihard_tfa_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, gr
         gp, gn = _rowdist_backward(g_pn, rp, rn, d_pn, refs, cfg.negate)
         grad_r.index_add_(0, p_col[a_loc, slot], gp)
         grad_r.index_add_(0, n_col[a_loc, slot], gn)
-    return grad
+    return values, grad
 
 
 # ----------------------------------------------------------------------------- the seam
@@ -766,20 +790,16 @@ def _check(cfg: TripletConfig):
 
 
 def _chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=None, want_values=True):
-    """One chunk of every mode but batch_hard: (values, counts, nonzero) or None, and the
-    gradient tile for dL/dvalues = g, or None (swap paths add their d_pn part into grad_r)."""
+    """One chunk of every mode but batch_hard and the grouped ones: (values, counts, nonzero)
+    or None, and the gradient tile for dL/dvalues = g, or None (swap paths add their d_pn part
+    into grad_r), from one pass over the chunk."""
     if cfg.mining == "semihard_tfa":
-        def run(gg):
-            return _semihard_tfa_chunk(d, pos, neg, refs, cfg, g=gg, grad_r=grad_r)
-    elif cfg.swap:
-        def run(gg):
-            return _swap_chunk(d, pos, neg, refs, cfg, g=gg, grad_r=grad_r)
-    elif cfg.smooth:
-        def run(gg):
-            return _streamed_chunk(d, pos, neg, cfg, g=gg)
-    else:
-        raise AssertionError("batch_all and the filters without smooth/swap take the grouped sweep")
-    return (run(None) if want_values else None), (run(g) if g is not None else None)
+        return _semihard_tfa_chunk(d, pos, neg, refs, cfg, g=g, grad_r=grad_r, want_values=want_values)
+    if cfg.swap:
+        return _swap_chunk(d, pos, neg, refs, cfg, g=g, grad_r=grad_r, want_values=want_values)
+    if cfg.smooth:
+        return _streamed_chunk(d, pos, neg, cfg, g=g, want_values=want_values)
+    raise AssertionError("batch_all and the filters without smooth/swap take the grouped sweep")
 
 
 def forward(q, r, q_labels, r_labels, cfg: TripletConfig, unit_grad: bool = False):

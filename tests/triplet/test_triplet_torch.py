@@ -194,3 +194,43 @@ def test_unit_gradients_in_forward(mining, gen):
             slow = impl.backward(g, q, r, ql, rl, cfg, plain)
             assert_close(fast[0], slow[0])
             assert_close(fast[1], slow[1])
+
+
+@pytest.mark.parametrize("mining,kw", [("semihard_tfa", {}), ("semihard_tfa", dict(swap=True)),
+                                       ("batch_all", dict(smooth=True)), ("semihard", dict(swap=True))])
+def test_unit_gradients_take_no_second_pass(mining, kw, gen, monkeypatch):
+    """forward(unit_grad=True) computes the values and the unit gradients from the same sort
+    (semihard_tfa) or the same blocks (smooth, swap): as many sorts / filter blocks as without."""
+    q = torch.randn(14, 4, generator=gen)
+    y = torch.randint(0, 3, (14,), generator=gen)
+    cfg = cfg_for(mining, "euclidean", False, **kw)
+    calls = []
+    for name in ("_padded_sort", "_kept"):
+        fn = getattr(impl, name)
+        monkeypatch.setattr(impl, name, lambda *a, _fn=fn, _name=name, **k: calls.append(_name) or _fn(*a, **k))
+    impl.forward(q, q, y, y, cfg)
+    plain = list(calls)
+    calls.clear()
+    impl.forward(q, q, y, y, cfg, unit_grad=True)
+    assert plain and calls == plain
+
+
+@pytest.mark.parametrize("shape", [(7, 13), (40, 2000)])   # the second one packs with numba when installed
+@pytest.mark.parametrize("numba", [True, False])
+def test_packed_negative_sort_is_the_stable_sort(shape, numba, gen, monkeypatch):
+    """float32 on the CPU: _padded_sort's packed int64 keys give the stable sort's values, order
+    and counts, with ties, ±0.0, negative values and masked-out entries."""
+    c, n = shape
+    d = torch.randint(-3, 4, (c, n), generator=gen).float() * 0.5      # many ties, negatives
+    d[torch.rand(c, n, generator=gen) < 0.2] = -0.0
+    d[torch.rand(c, n, generator=gen) < 0.2] = 0.0
+    mask = torch.rand(c, n, generator=gen) < 0.7
+    mask[0] = False                                                   # a row without negatives
+    monkeypatch.setattr(impl.triplet_rows, "AVAILABLE", numba and impl.triplet_rows.AVAILABLE)
+    vals, order, counts = impl._padded_sort(d, mask)
+    monkeypatch.setattr(impl, "PACKED_SORT", False)
+    ref_vals, ref_order, ref_counts = impl._padded_sort(d, mask)
+    assert torch.equal(counts, ref_counts) and torch.equal(counts, mask.sum(1))
+    live = torch.arange(n)[None, :] < counts[:, None]
+    assert torch.equal(torch.where(live, order, -1), torch.where(live, ref_order, -1))
+    assert torch.equal(vals.view(torch.int32), ref_vals.view(torch.int32))   # the same bits, −0.0 kept
