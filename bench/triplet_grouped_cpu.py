@@ -1,9 +1,9 @@
 """CPU benchmark of the triplet family's PyTorch path: this checkout against an older commit.
 
 Semi-hard with pytorch-metric-learning semantics (miner margin 0.2, loss margin 0.05,
-normalized Euclidean) and batch-all, D = 128, 10 classes, forward + backward. Every case runs
-in a fresh process; the older commit is exported with `git archive` into a temporary folder
-and imported from there. In the same process, one B×D·D×B matmul is timed: the ratio
+normalized Euclidean) and batch-all by default (--modes: any mining, with +smooth or +swap),
+D = 128, 10 classes, forward + backward. Every case runs in a fresh process; the older commit
+is exported with `git archive` into a temporary folder and imported from there. In the same process, one B×D·D×B matmul is timed: the ratio
 loss time / matmul time is a yardstick that does not depend much on the machine.
 
     OMP_NUM_THREADS=1 python bench/triplet_grouped_cpu.py --old aeaf219 --out bench/results/cpu-...
@@ -26,14 +26,15 @@ CHILD = r"""
 import json, resource, statistics, sys, time
 import torch
 import fastcontrast as fc
-B, mining, repeats = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+B, (mining, *options), repeats = int(sys.argv[1]), sys.argv[2].split("+"), int(sys.argv[3])
 gen = torch.Generator().manual_seed(0)
 def inputs(b):
     x = torch.randn(b, 128, generator=gen).requires_grad_()
     return x, torch.randint(0, 10, (b,), generator=gen)
 def step(x, y):
     loss = fc.triplet_margin_loss(x, y, mining=mining, margin=0.05, miner_margin=0.2,
-                                  distance="euclidean", normalize=True, backend="torch")
+                                  distance="euclidean", normalize=True, backend="torch",
+                                  **{option: True for option in options})
     loss.backward()
     return float(loss.detach())
 step(*inputs(256))                                  # warm-up at a small size
@@ -76,7 +77,8 @@ def main():
     ap.add_argument("--old", default="aeaf219", help="commit to compare with (default: %(default)s)")
     ap.add_argument("--sizes", default="2048,8192", help="batch sizes run by both (default: %(default)s)")
     ap.add_argument("--new-only-sizes", default="16384", help="batch sizes run by this checkout only")
-    ap.add_argument("--modes", default="semihard,batch_all")
+    ap.add_argument("--modes", default="semihard,batch_all",
+                    help="mining modes, each optionally with +smooth and/or +swap (e.g. batch_all+smooth)")
     ap.add_argument("--repeats", type=int, default=0,
                     help="timed steps per case (default: 3 up to B = 2048, 2 up to 8192, else 1)")
     ap.add_argument("--timeout", type=float, default=900.0)
