@@ -645,9 +645,28 @@ def pairwise_differentiable(x: torch.Tensor, y: torch.Tensor, kind: str) -> torc
 
 
 def row_counts(mask: torch.Tensor) -> torch.Tensor:
-    """The True entries of each row of a 2-D bool tensor, int64. The mask's bytes are summed
-    with an int32 accumulator: a plain bool .sum(1) first copies the whole mask to int64
-    (about 12× slower on the CPU at tile sizes)."""
+    """The number of True entries in each row of a 2-D bool mask.
+
+    Equal to mask.sum(1), but the mask's bytes are summed with an int32 accumulator: a bool
+    .sum(1) first converts the whole mask to int64 (about 12× slower on the CPU at tile sizes).
+
+    Args:
+        mask (Tensor): bool, shape (rows, columns), any strides, fewer than 2**31 columns.
+
+    Returns:
+        Tensor: int64, shape (rows,).
+
+    Raises:
+        TypeError: mask is not a bool tensor.
+
+    Example:
+        >>> import torch
+        >>> from fastcontrast import metrics
+        >>> metrics.row_counts(torch.tensor([[True, False, True], [False, False, False]]))
+        tensor([2, 0])
+    """
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask: expected a bool tensor, got {mask.dtype}")
     return mask.view(torch.uint8).sum(1, dtype=torch.int32).long()
 
 

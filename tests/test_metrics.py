@@ -158,3 +158,5 @@ def test_row_counts_match_the_bool_sum(shape, gen):
     for m in (mask, mask[:, ::2], mask.t().contiguous().t()):     # contiguous and strided
         got = metrics.row_counts(m)
         assert got.dtype == torch.int64 and torch.equal(got, m.sum(1))
+    with pytest.raises(TypeError, match="mask"):
+        metrics.row_counts(mask.float())
