@@ -654,8 +654,8 @@ def _streamed_chunk(d, pos, neg, cfg: TripletConfig, g=None, want_values=True):
         if want_values:
             term = torch.where(window, term, torch.zeros_like(h))
             values += term.sum((1, 2))
-            counts += keep.sum((1, 2))
-            nonzero += (term > 0).sum((1, 2)) if in_keep is None else window.sum((1, 2))
+            counts += row_counts(keep.view(c, -1))
+            nonzero += row_counts((term > 0 if in_keep is None else window).view(c, -1))
         if g is not None:
             w = torch.where(window, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[:, None, None]
             grad_x += w.sum(2)
@@ -695,8 +695,8 @@ def _swap_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, grad_r=Non
         if want_values:
             term = torch.where(window, term, torch.zeros_like(h))
             values.index_add_(0, al, term.sum(1))
-            counts.index_add_(0, al, keep.sum(1))
-            nonzero.index_add_(0, al, (term > 0).sum(1) if in_keep is None else window.sum(1))
+            counts.index_add_(0, al, row_counts(keep))
+            nonzero.index_add_(0, al, row_counts(term > 0 if in_keep is None else window))
         if g is None:
             continue
         w = torch.where(window, _term_grad(h, cfg.smooth), torch.zeros_like(h)) * g[al, None]
