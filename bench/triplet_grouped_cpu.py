@@ -3,8 +3,9 @@
 Semi-hard with pytorch-metric-learning semantics (miner margin 0.2, loss margin 0.05,
 normalized Euclidean) and batch-all by default (--modes: any mining, with +smooth or +swap),
 D = 128, 10 classes, forward + backward. Every case runs in a fresh process; the older commit
-is exported with `git archive` into a temporary folder and imported from there. In the same process, one B×D·D×B matmul is timed: the ratio
-loss time / matmul time is a yardstick that does not depend much on the machine.
+is exported with `git archive` into a temporary folder and imported from there. In the same
+process, one B×D·D×B matmul is timed: the ratio loss time / matmul time is a yardstick that
+does not depend much on the machine.
 
     OMP_NUM_THREADS=1 python bench/triplet_grouped_cpu.py --old aeaf219 --out bench/results/cpu-...
 

@@ -647,8 +647,8 @@ def pairwise_differentiable(x: torch.Tensor, y: torch.Tensor, kind: str) -> torc
 def row_counts(mask: torch.Tensor) -> torch.Tensor:
     """The number of True entries in each row of a 2-D bool mask.
 
-    Equal to mask.sum(1), but the mask's bytes are summed with an int32 accumulator: a bool
-    .sum(1) first converts the whole mask to int64 (about 12× slower on the CPU at tile sizes).
+    Equal to mask.sum(1), but the mask's bytes are summed with an int32 accumulator, where a
+    bool .sum(1) first converts the whole mask to an int64 tensor.
 
     Args:
         mask (Tensor): bool, shape (rows, columns), any strides, fewer than 2**31 columns.

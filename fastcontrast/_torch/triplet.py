@@ -762,11 +762,12 @@ def _semihard_tfa_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, gr
         e = e.index_put((a_loc, slot), torch.minimum(za, d_pn))
         share_an = share_an.index_put((a_loc, slot), pair_share)
     h = x - e + cfg.margin
-    in_keep = _in_keep(_term(h, cfg.smooth), cfg)
+    term = _term(h, cfg.smooth)
+    in_keep = _in_keep(term, cfg)
     window = p_ok if in_keep is None else p_ok & in_keep
     values = None
     if want_values:
-        term = torch.where(window, _term(h, cfg.smooth), torch.zeros_like(h))
+        term = torch.where(window, term, torch.zeros_like(h))
         values = (term.sum(1), p_ok.sum(1), (term > 0).sum(1) if in_keep is None else window.sum(1))
     if g is None:
         return values, None
