@@ -255,7 +255,7 @@ def _bounds(x, cfg: TripletConfig):
 
 # int32 word order of an int64 key: (low, high) on little-endian machines
 _LOW, _HIGH = (0, 1) if sys.byteorder == "little" else (1, 0)
-_DEAD_HIGH = (1 << 31) - 1      # a dead column's high word: after every finite value's
+_DEAD_HIGH = triplet_rows.DEAD_HIGH      # a dead column's high word: after every finite value's
 
 
 def _tie_word(tie: int) -> int:
@@ -290,21 +290,14 @@ class _Sweep:
     slots' counts are computed and ignored). Gives `bound_counts` (chunk × E·P_max: the
     negatives before each bound, #{v < t} or #{v ≤ t} by its tie class), `at` (chunk ×
     (N + E·P_max) int32: 1 + a negative's rank at its column, the bound counts after them) and
-    `runs_to_columns`. With `compiled` (float32 on the CPU) the keys are packed by
-    `triplet_rows.pack_keys` and kept sorted as `key` (chunk × (N − skipped + E·P_max) int64)
-    for `triplet_rows.sweep`, in place of `at`."""
+    `runs_to_columns`. (The compiled passes build the same keys in `_compiled_sweep`.)"""
 
-    def __init__(self, d, bounds, skip=None, dead=None, nonneg=False, compiled=False):
+    def __init__(self, d, bounds, skip=None, dead=None, nonneg=False):
         c, n = d.shape
         total = n + sum(t.shape[1] for t, _, _ in bounds)     # positions: columns, then bound slots
         segments = [(d, 0)] if skip is None else [(d[:, :skip[0]], 0), (d[:, skip[1]:], skip[1])]
         packed = PACKED_SORT and d.dtype == torch.float32 and total < (1 << 28)
-        self.compiled = compiled and packed     # the passes around the sort as compiled row loops
-        self._n, self.skip = n, (0, 0) if skip is None else skip
-        if self.compiled:
-            # triplet_rows.sweep reads the sorted keys themselves
-            self.key = self._packed(segments, bounds, dead, skip, c, n, nonneg)
-            return
+        self._n = n
         # the inclusive count of negatives at every entry, put back at its position: a
         # negative's column gets 1 + its rank, a bound's slot the negatives before it (a dead
         # column sorts last and gets a rank past every window)
@@ -340,9 +333,6 @@ class _Sweep:
         low, high = words[..., _LOW], words[..., _HIGH]
 
         def pack(v, pos, tie, v_nonneg, j):
-            if self.compiled:
-                triplet_rows.pack_keys(v.numpy().view(np.int32), pos, _tie_word(tie), v_nonneg, key.numpy(), j)
-                return
             w = v.shape[1]
             low[:, j:j + w] = _tie_word(tie) | torch.arange(pos, pos + w, dtype=torch.int32, device=dev)
             _sortable_high(v, high[:, j:j + w], v_nonneg)
@@ -438,13 +428,15 @@ class _Groups:
 
 
 def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, want_values=True, out=None,
-                   compiled=False, tile_scale=0.0):
+                   compiled=False, tile_scale=0.0, pieces=None):
     """Batch-all / filters on one chunk of permuted anchors (d: chunk × N, permuted columns).
     Returns ((values, counts, nonzero) or None, dL/d(signed tile) for dL/dvalues = g or None);
     the gradient is written into `out` (chunk × N) when given. compiled: the passes around the
     sort as compiled row loops (float32 on the CPU, `triplet_rows`); with tile_scale = 2 / unit
     (Euclidean) they return the gradient already divided by the zero-safe 2d, as
-    metrics.pairwise_backward(prescaled=True) takes it."""
+    metrics.pairwise_backward(prescaled=True) takes it. Given a list `pieces`, the compiled
+    passes are appended to it as a triplet_rows.Piece instead of run: the returned tensors
+    hold the results once triplet_rows.run(pieces) has run (the values in float64)."""
     c, n = d.shape
     dev = d.device
     start, n_pos, self_rank = grp.start[rows], grp.n_pos[rows], grp.self_rank[rows]
@@ -462,21 +454,23 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
     bounds = _bounds(x, cfg)
     nonneg = cfg.kind != "dot" and not cfg.negate
     s0, e0 = int(start[0]), int(grp.end[rows.start])
-    if bool((start == s0).all()) and bool((grp.end[rows] == e0).all()):
+    one_group = bool((start == s0).all()) and bool((grp.end[rows] == e0).all())
+    sweep_bounds = [(t, k, nonneg and z) for _, t, k, z in bounds]
+    if compiled:
+        return _compiled_sweep(d, grp, rows, cfg, bounds, sweep_bounds, x, p_col, n_pos, g, want_values, out,
+                               tile_scale, (s0, e0) if one_group else (0, 0), nonneg, pieces)
+    if one_group:
         # one label group: the negatives are the columns outside [s0, e0) but a self column there
         sc = grp.self_col[rows]
         out_self = (sc >= 0) & ((sc < s0) | (sc >= e0))
         dead = (out_self.nonzero()[:, 0], sc[out_self])
-        sw = _Sweep(d, [(t, k, nonneg and z) for _, t, k, z in bounds], skip=(s0, e0), dead=dead, nonneg=nonneg,
-                    compiled=compiled)
+        sw = _Sweep(d, sweep_bounds, skip=(s0, e0), dead=dead, nonneg=nonneg)
     else:
         # not a negative: the columns in [start, end) and the self column
         col = torch.arange(n, device=dev)
         dead = ((col[None, :] >= start[:, None]) & (col[None, :] < grp.end[rows, None])) | \
             (col[None, :] == grp.self_col[rows, None])
-        sw = _Sweep(d, [(t, k, nonneg and z) for _, t, k, z in bounds], dead=dead, nonneg=nonneg, compiled=compiled)
-    if sw.compiled:
-        return _compiled_sweep(sw, d, grp, rows, cfg, bounds, x, p_col, n_pos, g, want_values, out, tile_scale)
+        sw = _Sweep(d, sweep_bounds, dead=dead, nonneg=nonneg)
     found = {name: sw.bound_counts[:, k * p_max:(k + 1) * p_max] for k, (name, _, _, _) in enumerate(bounds)}
     n_neg = grp.n_neg[rows, None].expand(c, p_max)
     zero = torch.zeros_like(n_neg)
@@ -512,10 +506,11 @@ def _grouped_chunk(d, grp: _Groups, rows: slice, cfg: TripletConfig, g=None, wan
     return values, grad
 
 
-def _compiled_sweep(sw, d, grp: _Groups, rows: slice, cfg: TripletConfig, bounds, x, p_col, n_pos, g,
-                    want_values, out, tile_scale):
-    """The rest of _grouped_chunk as compiled row passes (`triplet_rows.sweep`): the same
-    windows, counts and gradient coefficients from the sorted merged rows."""
+def _compiled_sweep(d, grp: _Groups, rows: slice, cfg: TripletConfig, bounds, sweep_bounds, x, p_col, n_pos, g,
+                    want_values, out, tile_scale, skip, nonneg, pieces):
+    """The rest of _grouped_chunk as compiled row passes (`triplet_rows.Piece`): the merged
+    rows' keys as `_Sweep._packed` lays them out (the tile columns but [skip), then the bound
+    blocks), sorted, and from them the same windows, counts and gradient coefficients."""
     c, n = d.shape
     names = [name for name, _, _, _ in bounds]
     slots = np.array([names.index(k) if k in names else -1 for k in ("lo", "hi", "act", "keep_lo", "keep_hi")])
@@ -524,11 +519,25 @@ def _compiled_sweep(sw, d, grp: _Groups, rows: slice, cfg: TripletConfig, bounds
     scale = torch.ones(c, dtype=d.dtype) if g is None else g.to(d.dtype).contiguous()
     values = torch.empty(c, dtype=torch.float64)
     counts, nonzero = torch.empty(c, dtype=torch.int64), torch.empty(c, dtype=torch.int64)
-    triplet_rows.sweep(sw.key.numpy(), n, sw.skip, slots, n_pos.contiguous().numpy(),
-                       grp.n_neg[rows].contiguous().numpy(), x.contiguous().numpy(), float(cfg.margin), float(low),
-                       float(high), cfg.filtered, p_col.contiguous().numpy(), scale.numpy(), d.contiguous().numpy(),
-                       tile_scale, grad.numpy(), values.numpy(), counts.numpy(), nonzero.numpy())
-    return ((values.to(d.dtype), counts, nonzero) if want_values else None), (None if g is None else grad)
+    bits = d.numpy().view(np.int32)
+    neg = _tie_word(_NEG)
+    packs = [(bits, 0, neg, nonneg, 0)] if skip[1] == skip[0] else \
+        [(bits[:, :skip[0]], 0, neg, nonneg, 0), (bits[:, skip[1]:], skip[1], neg, nonneg, skip[0])]
+    j, pos = n - (skip[1] - skip[0]), n
+    for t, tie, t_nonneg in sweep_bounds:
+        packs.append((t.contiguous().numpy().view(np.int32), pos, _tie_word(tie), t_nonneg, j))
+        j, pos = j + t.shape[1], pos + t.shape[1]
+    dead = tuple(t.contiguous().numpy() for t in (grp.start[rows], grp.end[rows], grp.self_col[rows])) + skip
+    piece = triplet_rows.Piece(c, j, packs, dead, (
+        n, skip, slots, n_pos.contiguous().numpy(), grp.n_neg[rows].contiguous().numpy(), x.contiguous().numpy(),
+        float(cfg.margin), float(low), float(high), cfg.filtered, p_col.contiguous().numpy(), scale.numpy(),
+        d.numpy(), tile_scale, grad.numpy(), values.numpy(), counts.numpy(), nonzero.numpy()))
+    if pieces is None:
+        triplet_rows.run([piece])
+        values = values.to(d.dtype)
+    else:
+        pieces.append(piece)
+    return ((values, counts, nonzero) if want_values else None), (None if g is None else grad)
 
 
 def _rowdot64(a, b, elements: int = 1 << 15):
@@ -604,12 +613,19 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
         compiled = packed and triplet_rows.usable(c * width)
         prescaled = compiled and grad is not None and cfg.kind == "euclidean" and not cfg.negate
         tile_scale = float(2.0 / refs.frame.unit) if prescaled else 0.0
+        # the compiled passes of the tile's pieces run together, on torch's thread count
+        deferred = [] if compiled else None
+        results = []
         for part in _pieces(rows, big_groups, step):
             local = slice(part.start - rows.start, part.stop - rows.start)
             out, _ = _grouped_chunk(d[local], grp, part, cfg, g=None if g is None else gp[part],
                                     want_values=want_values, out=None if grad is None else grad[local],
-                                    compiled=compiled, tile_scale=tile_scale)
-            if want_values:
+                                    compiled=compiled, tile_scale=tile_scale, pieces=deferred)
+            results.append((part, out))
+        if compiled:
+            triplet_rows.run(deferred)
+        if want_values:
+            for part, out in results:
                 values[part], counts[part], nonzero[part] = out
         if grad is not None:
             gq, gr = _tile_backward(grad, qc, refs, raw, cfg, prescaled=prescaled, r_out=r_bufs)

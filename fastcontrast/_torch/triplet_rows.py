@@ -9,6 +9,8 @@ the same integer results and gradients (the values' float64 sums run in another 
 
     pack_keys   float32 values → the sort's int64 keys (the value's order-preserving int32 in
                 the high word, tie class << 30 | position in the low word)
+    mark_dead   the keys of the columns that are no negatives of their row (its label group
+                and its self column) get the high word DEAD_HIGH: they sort after every value
     sweep       a piece's sorted merged rows → every positive's mining, term and active
                 windows: one walk along the row counts the negatives before each bound, the
                 runs' difference array summed up gives −#{runs holding it} for each
@@ -16,6 +18,10 @@ the same integer results and gradients (the values' float64 sums run in another 
                 and the run lengths go to the positives' columns, all times the upstream
                 gradient; the values (Σ with the float64 dot of the coefficients and the
                 distances in rank order, exact products) and the counts
+
+A piece's whole job (pack, mark, numpy's row sort, sweep) is one `Piece`; `run` runs a tile's
+pieces on torch.get_num_threads() threads (every step releases the GIL, each thread packs
+into a key buffer of its own), so the sweep uses the cores the tile's matmuls use.
 
 Used when numba is installed (and imports) and FASTCONTRAST_NUMBA is not "0", for tiles of
 at least MIN_ELEMENTS merged entries (the caller decides once per tile); otherwise the torch
@@ -26,15 +32,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 
 AVAILABLE = os.environ.get("FASTCONTRAST_NUMBA", "1") != "0" and importlib.util.find_spec("numba") is not None
 # Tiles below this many merged entries keep the torch passes (the compiled ones gain little
 # there, and the first use costs numba's import and compilation).
 MIN_ELEMENTS = 1 << 16
 _LOW_MASK = (1 << 30) - 1   # the low word: tie class << 30 | position; negatives' class is 1
+DEAD_HIGH = (1 << 31) - 1    # a dead column's high word: after every finite value's
 _compiled: dict = {}
+_pools: dict = {}
 
 
 def usable(elements: int) -> bool:
@@ -53,13 +64,67 @@ def usable(elements: int) -> bool:
 def _load() -> dict:
     if not _compiled:
         import numba
-        for fn in (_pack_keys, _sweep):
+        for fn in (_pack_keys, _mark_dead, _sweep):
             _compiled[fn.__name__[1:]] = numba.njit(cache=True, nogil=True)(fn)
     return _compiled
 
 
 def pack_keys(bits, position, tie_word, nonneg, key, j0):
     _load()["pack_keys"](bits, position, tie_word, nonneg, key, j0)
+
+
+def mark_dead(key, start, end, self_col, skip_lo, skip_hi):
+    _load()["mark_dead"](key, start, end, self_col, skip_lo, skip_hi)
+
+
+class Piece:
+    """One piece of the sweep as plain arrays: its keys (c × width int64) are packed from
+    `packs` [(int32 bits, position, tie word, nonneg, first key column)], the columns
+    [start_r, end_r) and self_col_r (≥ 0) of each row marked dead (the key columns skip the
+    tile columns [skip_lo, skip_hi)), sorted, and swept with `sweep_args` (sweep's arguments
+    after the key)."""
+
+    def __init__(self, rows: int, width: int, packs, dead, sweep_args):
+        self.shape, self.packs, self.dead, self.sweep_args = (rows, width), packs, dead, sweep_args
+
+    def run(self, buffer=None):
+        c, w = self.shape
+        key = (np.empty(c * w, np.int64) if buffer is None else buffer[:c * w]).reshape(c, w)
+        for bits, position, tie_word, nonneg, j0 in self.packs:
+            pack_keys(bits, position, tie_word, nonneg, key, j0)
+        mark_dead(key, *self.dead)
+        key.sort(axis=1)
+        sweep(key, *self.sweep_args)
+
+
+def run(pieces) -> None:
+    """Run the pieces on torch.get_num_threads() threads, this one among them; each thread
+    takes the next piece not yet taken (a thread that starts late, e.g. behind a core still
+    spinning for torch's last parallel op, takes fewer)."""
+    threads = min(torch.get_num_threads(), len(pieces))
+    queue = iter(pieces)
+    lock = threading.Lock()
+
+    def drain():
+        buffer = np.empty(max(p.shape[0] * p.shape[1] for p in pieces), np.int64)
+        while True:
+            with lock:
+                piece = next(queue, None)
+            if piece is None:
+                return
+            piece.run(buffer)
+
+    if threads <= 1:
+        if pieces:
+            drain()
+        return
+    pool = _pools.get(threads - 1)
+    if pool is None:
+        pool = _pools[threads - 1] = ThreadPoolExecutor(threads - 1, thread_name_prefix="fastcontrast-sweep")
+    helpers = [pool.submit(drain) for _ in range(threads - 1)]
+    drain()
+    for helper in helpers:
+        helper.result()
 
 
 def sweep(key, n, skip, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, g, d, tile_scale, grad, values,
@@ -88,6 +153,24 @@ def _pack_keys(bits, position, tie_word, nonneg, key, j0):
                 b ^= (b >> 31) & 0x7FFFFFFF
             low = np.int64(np.uint32(tie_word | np.int32(position + k)))
             dst[j0 + k] = (np.int64(b) << 32) | low
+
+
+def _mark_dead(key, start, end, self_col, skip_lo, skip_hi):
+    """key[r, k] of every tile column in [start[r], end[r]) or equal to self_col[r] (≥ 0), but
+    those in [skip_lo, skip_hi) (no key column; the later ones shift left by its width): the
+    high word DEAD_HIGH, the low word kept."""
+    dead = np.int64(DEAD_HIGH) << 32
+    gap = skip_hi - skip_lo
+    for r in range(key.shape[0]):
+        s, e, own = start[r], end[r], self_col[r]
+        group = e - s
+        extra = 1 if own >= 0 and not (s <= own < e) else 0
+        for i in range(group + extra):
+            col = s + i if i < group else own
+            if skip_lo <= col < skip_hi:
+                continue
+            k = col if col < skip_lo else col - gap
+            key[r, k] = dead | (key[r, k] & 0xFFFFFFFF)
 
 
 def _sweep(key, n, skip_lo, skip_hi, slots, n_pos, n_neg, x, margin, low, high, filtered, p_col, g, d, tile_scale,

@@ -76,6 +76,43 @@ def test_compiled_passes_in_pieces_and_reference_sets(mining, gen, monkeypatch):
         _same(a, b, (budget, "self"))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_pieces_on_threads_match_one_thread(threads, gen, monkeypatch):
+    """A tile's pieces run on several threads (each with its own key buffer, pieces of
+    different widths) give what one thread and the torch passes give, run after run."""
+    q = torch.randn(40, 5, generator=gen)
+    y = torch.randint(0, 4, (40,), generator=gen)
+    y[:14] = 0                                       # one big group: pieces of its own
+    g = torch.rand(40, generator=gen) + 0.5
+    monkeypatch.setattr(impl, "SWEEP_BUDGET", 150)   # a dozen pieces per tile
+    cfg = cfg_for("semihard", "euclidean", False)
+    ran = []
+    real_run = triplet_rows.run
+    monkeypatch.setattr(triplet_rows, "run", lambda pieces: (ran.append(len(pieces)), real_run(pieces))[1])
+    monkeypatch.setattr(triplet_rows.torch, "get_num_threads", lambda: 1)
+    one = run(q, q, y, y, cfg, g)
+    monkeypatch.setattr(triplet_rows.torch, "get_num_threads", lambda: threads)
+    many = [run(q, q, y, y, cfg, g) for _ in range(3)]
+    assert max(ran) >= 2 * threads
+    for got in many:
+        for a, b in zip(got[:3] + (got[3],), one[:3] + (one[3],)):
+            assert torch.equal(a, b)
+    a, b = _both(monkeypatch, q, q, y, y, cfg, g)
+    _same(a, b, threads)
+
+
+def test_an_error_in_a_piece_reaches_the_caller(monkeypatch):
+    class Broken:
+        shape = (1, 1)
+
+        def run(self, buffer):
+            raise RuntimeError("piece failed")
+
+    monkeypatch.setattr(triplet_rows.torch, "get_num_threads", lambda: 2)
+    with pytest.raises(RuntimeError, match="piece failed"):
+        triplet_rows.run([Broken(), Broken(), Broken()])
+
+
 def test_compiled_path_is_taken(gen, monkeypatch):
     """The float32 CPU sweep calls the compiled passes (so the comparisons above compare
     two different implementations)."""
