@@ -195,8 +195,9 @@ def _sweep(key, n, skip_lo, skip_hi, slots, n_pos, n_neg, x, margin, low, high, 
     two_over_unit = np.float32(tile_scale)
     tiny = np.float32(np.finfo(np.float32).tiny)
     n_bound = w - (n - (skip_hi - skip_lo))          # bound entries per row
-    found = np.zeros(n_bound + 1, dtype=np.int64)    # bound slot → negatives before it; [n_bound]: scratch
-    order = np.zeros(n + 1, dtype=np.int64)          # order[k]: the column of the negative of rank k ≥ 1
+    found = np.zeros(n_bound + 1, dtype=np.int32)    # bound slot → negatives before it; [n_bound]: scratch
+    order = np.zeros(n + 1, dtype=np.int32)          # order[k]: the column of the negative of rank k ≥ 1
+    # (int32: the rows are shorter than 2^28, and half the bytes make the walk faster)
     cover = np.zeros(n + 2, dtype=np.int32)
     w_lo = np.zeros(p, dtype=np.int64)
     ahi = np.zeros(p, dtype=np.int64)
