@@ -118,9 +118,11 @@ def run(pieces) -> None:
         if pieces:
             drain()
         return
-    pool = _pools.get(threads - 1)
+    # a forked child inherits the pools but not their threads: it makes its own
+    pool = _pools.get((os.getpid(), threads - 1))
     if pool is None:
-        pool = _pools[threads - 1] = ThreadPoolExecutor(threads - 1, thread_name_prefix="fastcontrast-sweep")
+        pool = _pools[os.getpid(), threads - 1] = ThreadPoolExecutor(threads - 1,
+                                                                    thread_name_prefix="fastcontrast-sweep")
     helpers = [pool.submit(drain) for _ in range(threads - 1)]
     drain()
     for helper in helpers:

@@ -163,3 +163,30 @@ def test_numba_is_imported_only_when_a_piece_needs_it():
             "fc.triplet_margin_loss(x, y, mining='semihard', backend='torch').backward()\n"
             "assert 'numba' not in sys.modules, 'numba imported for a small batch'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_forked_child_runs_its_pieces():
+    """The pool's threads do not survive a fork: a child that runs pieces after its parent
+    did must not wait on them. (Only the pool is exercised: torch's own OpenMP ops are not
+    fork-safe after the parent used them, so the child runs no torch op.)"""
+    import subprocess
+    import sys
+    code = (
+        "import os, numpy as np\n"
+        "from fastcontrast._torch import triplet_rows\n"
+        "triplet_rows.torch.get_num_threads = lambda: 2\n"
+        "class Piece:\n"
+        "    shape = (1, 1)\n"
+        "    def __init__(self, out, k): self.out, self.k = out, k\n"
+        "    def run(self, buffer): self.out[self.k] = self.k\n"
+        "def pieces():\n"
+        "    out = np.zeros(6)\n"
+        "    triplet_rows.run([Piece(out, k) for k in range(6)])\n"
+        "    return list(out)\n"
+        "assert pieces() == list(range(6)) and triplet_rows._pools\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if pieces() == list(range(6)) else 1)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "assert os.waitstatus_to_exitcode(status) == 0\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
