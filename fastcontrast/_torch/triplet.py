@@ -10,7 +10,8 @@ recomputes the tile from q and r.
 
 batch_all and the miner filters ("all", "hard", "semihard", "easy"), relu, no swap —
     label-grouped sweep, O(B·N log N) (see `_Sweep` and `_grouped_chunk`; for float32 on the
-    CPU the passes around the sort are compiled row loops, `triplet_rows`): references and
+    CPU the passes around the sort are compiled row loops, `triplet_rows`, and a tile's
+    pieces run on torch's thread count): references and
     anchors are permuted once per call by a stable argsort of their labels, so each anchor's
     positives are one contiguous column range. For a positive with x = d_ap, every condition
     on a negative (filter on t = d_an − x with the miner margin mm, and the hinge
