@@ -605,7 +605,8 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
         c = rows.stop - rows.start
         if tile_buf is None:
             tile_buf = torch.empty(c, n, dtype=cd, device=dev)
-            grad_buf = torch.empty(c, n, dtype=cd, device=dev) if g is not None else None
+            # (without g the compiled passes still write coefficients: into this scratch)
+            grad_buf = torch.empty(c, n, dtype=cd, device=dev) if g is not None or packed else None
             r_bufs = (torch.empty_like(refs.r), torch.empty_like(refs.r)) if g is not None else None
         qc, raw, d = _tile(qp, refs, rows, cfg, out=tile_buf[:c])
         grad = grad_buf[:c] if g is not None else None
@@ -620,7 +621,7 @@ def _grouped_pass(q, r, q_labels, r_labels, cfg: TripletConfig, g=None, want_val
         for part in _pieces(rows, big_groups, step):
             local = slice(part.start - rows.start, part.stop - rows.start)
             out, _ = _grouped_chunk(d[local], grp, part, cfg, g=None if g is None else gp[part],
-                                    want_values=want_values, out=None if grad is None else grad[local],
+                                    want_values=want_values, out=None if grad_buf is None else grad_buf[local],
                                     compiled=compiled, tile_scale=tile_scale, pieces=deferred)
             results.append((part, out))
         if compiled:
