@@ -33,7 +33,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import torch
@@ -124,7 +124,10 @@ def run(pieces) -> None:
         pool = _pools[os.getpid(), threads - 1] = ThreadPoolExecutor(threads - 1,
                                                                     thread_name_prefix="fastcontrast-sweep")
     helpers = [pool.submit(drain) for _ in range(threads - 1)]
-    drain()
+    try:
+        drain()
+    finally:            # no helper outlives the call, even when this thread's share failed
+        wait(helpers)
     for helper in helpers:
         helper.result()
 

@@ -165,6 +165,28 @@ def test_numba_is_imported_only_when_a_piece_needs_it():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_no_helper_outlives_a_failed_run(monkeypatch):
+    """When this thread's piece fails, run still waits for the helpers' pieces before it
+    raises (they write into the caller's tensors)."""
+    import threading
+    import time
+    done = []
+
+    class Piece:
+        shape = (1, 1)
+
+        def run(self, buffer):
+            if threading.current_thread() is threading.main_thread():
+                raise RuntimeError("piece failed")
+            time.sleep(0.3)
+            done.append(1)
+
+    monkeypatch.setattr(triplet_rows.torch, "get_num_threads", lambda: 2)
+    with pytest.raises(RuntimeError, match="piece failed"):
+        triplet_rows.run([Piece(), Piece()])
+    assert done
+
+
 def test_a_forked_child_runs_its_pieces():
     """The pool's threads do not survive a fork: a child that runs pieces after its parent
     did must not wait on them. (Only the pool is exercised: torch's own OpenMP ops are not
