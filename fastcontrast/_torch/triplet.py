@@ -762,11 +762,15 @@ def _semihard_tfa_chunk(d, pos, neg, refs: _Refs, cfg: TripletConfig, g=None, gr
     from one sort; swap's d_pn gradients are added into grad_r."""
     s, order, n_neg = _padded_sort(d, neg)
     p_col, p_ok, x = _compact(d, pos)
-    n = d.shape[1]
-    above = torch.searchsorted(s, x, right=True)
-    last = (n_neg - 1).clamp_min(0)[:, None]
-    far = torch.searchsorted(s, s.gather(1, last), right=False)
-    k = torch.where(above < n_neg[:, None], above, far).clamp_max(n - 1)
+    c, n = d.shape
+    if s.dtype == torch.float32 and s.device.type == "cpu" and triplet_rows.usable(c * n):
+        k = torch.empty(x.shape, dtype=torch.int64)
+        triplet_rows.first_above(s.numpy(), n_neg.contiguous().numpy(), x.contiguous().numpy(), k.numpy())
+    else:
+        above = torch.searchsorted(s, x, right=True)
+        last = (n_neg - 1).clamp_min(0)[:, None]
+        far = torch.searchsorted(s, s.gather(1, last), right=False)
+        k = torch.where(above < n_neg[:, None], above, far).clamp_max(n - 1)
     has_n = p_ok & (n_neg > 0)[:, None]
     n_col = order.gather(1, k)
     z = torch.where(has_n, s.gather(1, k), torch.zeros_like(x))

@@ -64,7 +64,7 @@ def usable(elements: int) -> bool:
 def _load() -> dict:
     if not _compiled:
         import numba
-        for fn in (_pack_keys, _mark_dead, _sweep):
+        for fn in (_pack_keys, _mark_dead, _sweep, _first_above):
             _compiled[fn.__name__[1:]] = numba.njit(cache=True, nogil=True)(fn)
     return _compiled
 
@@ -75,6 +75,10 @@ def pack_keys(bits, position, tie_word, nonneg, key, j0):
 
 def mark_dead(key, start, end, self_col, skip_lo, skip_hi):
     _load()["mark_dead"](key, start, end, self_col, skip_lo, skip_hi)
+
+
+def first_above(s, n_neg, x, k):
+    _load()["first_above"](s, n_neg, x, k)
 
 
 class Piece:
@@ -158,6 +162,38 @@ def _pack_keys(bits, position, tie_word, nonneg, key, j0):
                 b ^= (b >> 31) & 0x7FFFFFFF
             low = np.int64(np.uint32(tie_word | np.int32(position + k)))
             dst[j0 + k] = (np.int64(b) << 32) | low
+
+
+def _first_above(s, n_neg, x, k):
+    """semihard_tfa's choice of negative rank: k[r, i] = the first rank of s[r, :n_neg[r]]
+    (ascending) whose value is > x[r, i] if there is one, else the first rank holding the
+    largest value (0 when the row has no negative). As torch.searchsorted(right=True), then
+    searchsorted(left) of the last value, on rows padded with +inf."""
+    for r in range(s.shape[0]):
+        s_r, m = s[r], n_neg[r]
+        far = 0
+        if m > 0:                               # the first rank of the largest value
+            top = s_r[m - 1]
+            lo, length = 0, m
+            while length > 0:
+                half = length >> 1
+                if s_r[lo + half] < top:
+                    lo += half + 1
+                    length -= half + 1
+                else:
+                    length = half
+            far = lo
+        for i in range(x.shape[1]):
+            t = x[r, i]
+            lo, length = 0, m                   # #{rank < m : s ≤ t}
+            while length > 0:
+                half = length >> 1
+                if s_r[lo + half] <= t:
+                    lo += half + 1
+                    length -= half + 1
+                else:
+                    length = half
+            k[r, i] = lo if lo < m else far
 
 
 def _mark_dead(key, start, end, self_col, skip_lo, skip_hi):

@@ -212,3 +212,39 @@ def test_a_forked_child_runs_its_pieces():
         "_, status = os.waitpid(pid, 0)\n"
         "assert os.waitstatus_to_exitcode(status) == 0\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("n", [1, 9, 300])
+def test_first_above_matches_the_torch_searches(n, gen):
+    """semihard_tfa's compiled choice of negative rank equals the torch searchsorted form, with
+    ties, ±0.0, thresholds on, below and above the values, and rows without negatives."""
+    c, p = 23, 17
+    d = torch.randint(-3, 4, (c, n), generator=gen).float() * 0.5
+    d[torch.rand(c, n, generator=gen) < 0.2] = -0.0
+    mask = torch.rand(c, n, generator=gen) < 0.6
+    mask[0] = False                                               # no negative at all
+    mask[1] = True
+    s, _, n_neg = impl._padded_sort(d, mask)
+    x = torch.randint(-4, 5, (c, p), generator=gen).float() * 0.5  # on, between, outside the values
+    x[torch.rand(c, p, generator=gen) < 0.2] = -0.0
+    above = torch.searchsorted(s, x, right=True)
+    far = torch.searchsorted(s, s.gather(1, (n_neg - 1).clamp_min(0)[:, None]), right=False)
+    want = torch.where(above < n_neg[:, None], above, far).clamp_max(n - 1)
+    got = torch.empty(c, p, dtype=torch.int64)
+    triplet_rows.first_above(s.numpy(), n_neg.numpy(), x.numpy(), got.numpy())
+    assert torch.equal(got, want)
+
+
+def test_semihard_tfa_takes_the_compiled_search(gen, monkeypatch):
+    calls = []
+    fn = triplet_rows.first_above
+    monkeypatch.setattr(triplet_rows, "first_above", lambda *a: (calls.append(1), fn(*a))[1])
+    q = torch.randn(30, 4, generator=gen)
+    y = torch.randint(0, 3, (30,), generator=gen)
+    cfg = cfg_for("semihard_tfa", "euclidean", False)
+    got = run(q, q, y, y, cfg, torch.ones(30))
+    assert calls
+    monkeypatch.setattr(triplet_rows, "AVAILABLE", False)
+    want = run(q, q, y, y, cfg, torch.ones(30))
+    for a, b in zip(got[:3] + (got[3],), want[:3] + (want[3],)):
+        assert torch.equal(a, b)
